@@ -1,0 +1,195 @@
+"""The topic catalog, as data: every topic, its key, partitions, retention, producer, consumers
+and the message types it carries. Topic provisioning, the AsyncAPI document, the consumers'
+type checks and the operator CLI all read it from here.
+
+Naming: ``<owner>.<name>.v<major>``; integrators own ``integrations.*``. A breaking change of a
+payload is a new ``.v2`` topic published alongside the old one until every consumer moved.
+Dead letters: every consuming service has ``<service>.dead-letter.v1``; a record there is the
+original key, value and headers plus ``dlq_*`` headers (reason, error code, source topic,
+partition, offset, consumer group, time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts import access, auth, integrations, notify, transit, wallet
+from contracts.envelope import ContractModel, ErrorReply
+
+DAY_MS = 24 * 3600 * 1000
+SERVICES = ("auth", "wallet", "access", "transit", "notify")
+
+DLQ_REASON = "dlq_reason"
+DLQ_CODE = "dlq_code"
+DLQ_TOPIC = "dlq_source_topic"
+DLQ_PARTITION = "dlq_source_partition"
+DLQ_OFFSET = "dlq_source_offset"
+DLQ_GROUP = "dlq_consumer_group"
+DLQ_FAILED_AT = "dlq_failed_at"
+DLQ_ATTEMPTS = "dlq_attempts"
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    key: str
+    producer: str
+    consumers: tuple[str, ...]
+    messages: tuple[type[ContractModel], ...]
+    description: str
+    partitions: int = 6
+    retention_ms: int | None = 7 * DAY_MS
+    compacted: bool = False
+    personal_data: bool = False
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def type_names(self) -> frozenset[str]:
+        return frozenset(m.TYPE for m in self.messages)
+
+    def config(self) -> dict[str, str]:
+        cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        if self.retention_ms is not None and not self.compacted:
+            cfg["retention.ms"] = str(self.retention_ms)
+        cfg.update(self.extra_config)
+        return cfg
+
+
+def dead_letter_topic(service: str) -> str:
+    return f"{service}.dead-letter.v1"
+
+
+def _models(module: object, *names: str) -> tuple[type[ContractModel], ...]:
+    return tuple(getattr(module, n) for n in names)
+
+
+APP_REPLIES = "apps.replies.v1"
+
+TOPICS: tuple[Topic, ...] = (
+    # --- integrators -> platform ---
+    Topic("integrations.card-issuance.v1", "contract", "integrator:card-issuer",
+          ("auth", "wallet", "access", "transit"),
+          _models(integrations, "CardIssued", "CardReissued"),
+          "Cards issued and reissued by the card issuing system.", retention_ms=30 * DAY_MS),
+    Topic("integrations.topups.v1", "contract", "integrator:payments", ("wallet",),
+          _models(integrations, "TopUpReceived"),
+          "Top-ups from banks, terminals, ATMs, cashiers and planned payments.",
+          retention_ms=30 * DAY_MS),
+    Topic("integrations.canteen-sales.v1", "card_uid", "integrator:canteen-till", ("wallet",),
+          _models(integrations, "CanteenSaleRequested"),
+          "Sales with line items from canteen tills; answered on wallet.sale-decisions.v1."),
+    Topic("integrations.gate-taps.v1", "card_uid", "integrator:turnstile", ("access",),
+          _models(integrations, "GateTapped"),
+          "Turnstile taps; answered on access.gate-decisions.v1.", partitions=12),
+    Topic("integrations.validator-taps.v1", "card_uid", "integrator:validator", ("transit",),
+          _models(integrations, "ValidatorTapped"),
+          "Transport validator taps, online or uploaded late from offline validators.",
+          partitions=12),
+    # --- auth ---
+    Topic("auth.commands.v1", "phone or account id", "apps", ("auth",),
+          _models(auth, "StartRegistration", "ConfirmRegistration", "ResendCode", "Login",
+                  "RefreshSession", "Logout", "RequestPasswordReset", "ConfirmPasswordReset",
+                  "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
+                  "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory"),
+          "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
+          retention_ms=DAY_MS, personal_data=True),
+    Topic("auth.events.v1", "account id", "auth", ("wallet", "access", "transit", "notify"),
+          _models(auth, "ParentRegistered", "LoginSucceeded", "PasswordChanged",
+                  "GuardianLinked", "GuardianRemoved", "AccountClosed"),
+          "Account, session and guardianship facts.", retention_ms=30 * DAY_MS),
+    Topic("auth.guardian-contacts.v1", "account id", "auth", ("notify",),
+          _models(auth, "GuardianContacts"),
+          "Latest contacts and locale per guardian (personal data, for notify only).",
+          compacted=True, personal_data=True),
+    # --- wallet ---
+    Topic("wallet.commands.v1", "contract or school id", "apps", ("wallet",),
+          _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
+                  "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
+                  "GetStatement"),
+          "Parent controls, staff actions and queries for wallet."),
+    Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
+          _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
+                  "SaleDeclined", "FareDebited", "FareDeclined", "FareRefunded", "DebtSettled",
+                  "LowBalanceReached", "CardBlocked", "CardUnblocked", "ControlsChanged",
+                  "MoneyMoved", "DisputeOpened", "DisputeResolved", "BonusExpired",
+                  "AccountReissued"),
+          "Every account fact in order per contract.", retention_ms=30 * DAY_MS),
+    Topic("wallet.receipts.v1", "contract", "wallet", ("notify",), _models(wallet, "ReceiptIssued"),
+          "E-mail receipts for top-ups (carries the e-mail address).", personal_data=True),
+    Topic("wallet.sale-decisions.v1", "terminal id", "wallet", ("integrator:canteen-till",),
+          _models(wallet, "SaleDecision"), "Approve/decline answers to canteen tills."),
+    Topic("wallet.auto-topup-requests.v1", "contract", "wallet", ("integrator:payments",),
+          _models(wallet, "AutoTopUpRequested"), "Planned payments asked of the integrator."),
+    # --- access ---
+    Topic("access.commands.v1", "school id", "apps", ("access",),
+          _models(access, "SetSchoolSchedule", "RecordManualEntry", "GetClassRegister",
+                  "GetStudentStats"),
+          "School schedules, guards' manual entries and attendance queries."),
+    Topic("access.gate-decisions.v1", "gate id", "access", ("integrator:turnstile",),
+          _models(access, "GateDecision"), "Allow/deny answers to turnstiles.", partitions=12),
+    Topic("access.allow-list.v1", "card uid", "access", ("integrator:turnstile",),
+          _models(access, "AllowListEntry"),
+          "Latest allow/deny state per card for the gates' cache.", compacted=True),
+    Topic("access.events.v1", "contract", "access", ("notify",),
+          _models(access, "StudentEntered", "StudentLeft", "ManualEntryRecorded",
+                  "LateArrivalDetected", "AbsenceDetected"),
+          "Attendance facts.", retention_ms=30 * DAY_MS),
+    # --- transit ---
+    Topic("transit.commands.v1", "operator id or contract", "apps", ("transit",),
+          _models(transit, "SetFareRules", "SetConcession", "GetRides"),
+          "Fare rules, concessions and ride queries."),
+    Topic("transit.events.v1", "contract", "transit", ("wallet", "notify"),
+          _models(transit, "RideRecorded", "FareAssessed", "FareCorrected",
+                  "ConcessionExpiring"),
+          "Rides, fares to debit and corrections to refund.", partitions=12,
+          retention_ms=30 * DAY_MS),
+    Topic("transit.deny-list.v1", "card uid", "transit", ("integrator:validator",),
+          _models(transit, "DenyListEntry"), "Cards validators must refuse.", compacted=True),
+    # --- notify ---
+    Topic("notify.otp-requests.v1", "phone", "auth", ("notify",),
+          _models(notify, "OneTimeCodeRequested"),
+          "One-time codes to send by SMS: the only topic carrying codes; retained 1 hour.",
+          retention_ms=3600 * 1000, personal_data=True),
+    Topic("notify.commands.v1", "account id", "apps", ("notify",),
+          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal"),
+          "Guardian preferences, push tokens and the journal query.", personal_data=True),
+    Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
+          _models(notify, "NotificationDelivered"), "Delivery status of every message."),
+    # --- replies and dead letters ---
+    Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
+          _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
+                  "LoginHistoryReply")
+          + _models(wallet, "CommandAccepted", "BalanceReply", "StatementReply")
+          + _models(access, "ClassRegisterReply", "StudentStatsReply")
+          + _models(transit, "RidesReply") + _models(notify, "JournalReply") + (ErrorReply,),
+          "Default reply topic for apps; a requester may name its own in ce_replyto.",
+          retention_ms=DAY_MS),
+    *(
+        Topic(dead_letter_topic(s), "original key", s, ("operators",), (),
+              f"Messages {s} could not process: original bytes and headers plus dlq_* headers "
+              "with the reason.", partitions=1, retention_ms=30 * DAY_MS)
+        for s in SERVICES
+    ),
+)
+
+BY_NAME: dict[str, Topic] = {t.name: t for t in TOPICS}
+
+
+def topic(name: str) -> Topic:
+    return BY_NAME[name]
+
+
+def consumed_by(service: str) -> tuple[Topic, ...]:
+    return tuple(t for t in TOPICS if service in t.consumers)
+
+
+def produced_by(service: str) -> tuple[Topic, ...]:
+    return tuple(t for t in TOPICS if service in t.producer.split(", ") or t.producer == service)
+
+
+def topic_for(model: type[ContractModel]) -> Topic:
+    """The topic a message type is published on (replies excluded: they go to ce_replyto)."""
+    for t in TOPICS:
+        if model in t.messages and t.name != APP_REPLIES:
+            return t
+    raise KeyError(f"{model.__name__} is on no topic")

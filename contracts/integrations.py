@@ -1,0 +1,175 @@
+"""Inbound contracts published by integrators: the card issuing system, banks and payment
+terminals, canteen tills, school turnstiles and transport validators.
+
+Every inbound message carries the integrator's own id of the fact (payment id, sale id, tap id)
+as the idempotency key: a redelivery is answered with the same result and changes nothing; the
+same id with different content is rejected.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+
+from pydantic import Field
+
+from contracts.envelope import Event, Part
+from contracts.money import Kopecks, PositiveKopecks
+from contracts.types import (
+    CardUid,
+    ContractNumber,
+    Email,
+    Identifier,
+    SchoolId,
+    SubBalance,
+    TimeZoneName,
+    UtcDatetime,
+)
+
+
+class CardIssued(Event):
+    """The card issuing system issued a card under a new contract."""
+
+    contract: ContractNumber
+    card_uid: CardUid
+    school_id: SchoolId
+    school_tz: TimeZoneName
+    student_id: Identifier = Field(description="The child's id in the issuing system; stable "
+                                   "across reissues.", examples=["stu-000451"])
+    class_name: str = Field(max_length=16, description="School class, e.g. '5Б'.",
+                            examples=["5Б"])
+    birth_date: date = Field(description="Child's birth date; auth uses it as linking proof "
+                             "and for the initial password check. Only auth stores it.",
+                             examples=["2014-03-08"])
+    initial_password_is_birth_date: bool = Field(
+        default=False, description="The contract's initial cabinet password is the birth date "
+        "(DDMMYYYY); the first login must change it.")
+    issued_at: UtcDatetime
+
+
+class CardReissued(Event):
+    """A card was reissued (loss, school change): the new contract takes over the balance and
+    history link; the old card is closed."""
+
+    old_contract: ContractNumber
+    new_contract: ContractNumber
+    new_card_uid: CardUid
+    school_id: SchoolId
+    school_tz: TimeZoneName
+    class_name: str = Field(max_length=16, description="Class at the (possibly new) school.",
+                            examples=["6А"])
+    reissued_at: UtcDatetime
+
+
+class TopUpChannel(StrEnum):
+    BANK_CARD = "bank_card"
+    TERMINAL = "terminal"
+    ATM = "atm"
+    CASHIER = "cashier"
+    AUTO_TOP_UP = "auto_top_up"
+
+
+class TopUpReceived(Event):
+    """A payment integrator received money for a contract."""
+
+    payment_id: Identifier = Field(description="The integrator's payment id: the idempotency "
+                                   "key. The same id with another amount or contract is "
+                                   "rejected.", examples=["sbp-2026-09-01-000123"])
+    contract: ContractNumber
+    amount: PositiveKopecks
+    sub_balance: SubBalance = Field(default=SubBalance.GENERAL,
+                                    description="Sub-balance the payer chose.")
+    channel: TopUpChannel
+    auto_top_up_request_id: Identifier | None = Field(
+        default=None, description="Set when this payment answers wallet's AutoTopUpRequested.")
+    receipt_email: Email | None = Field(default=None, description="Where the e-mail receipt "
+                                        "goes; only notify sees it (via wallet's receipt "
+                                        "event).")
+    paid_at: UtcDatetime
+
+
+class FoodCategory(StrEnum):
+    HOT_MEAL = "hot_meal"
+    SOUP = "soup"
+    SALAD = "salad"
+    BAKERY = "bakery"
+    DRINK = "drink"
+    SWEETS = "sweets"
+    FAST_FOOD = "fast_food"
+    FRUIT = "fruit"
+    DAIRY = "dairy"
+
+
+class SaleItem(Part):
+    """One line of a canteen sale."""
+
+    sku: Identifier = Field(description="The canteen's item code.", examples=["bun-cinnamon"])
+    name: str = Field(min_length=1, max_length=80, description="Name printed on the menu.",
+                      examples=["Булочка с корицей"])
+    category: FoodCategory
+    allergens: list[str] = Field(default_factory=list, description="Allergen tags, lower-case "
+                                 "(e.g. gluten, milk, nuts, eggs, fish).",
+                                 examples=[["gluten", "milk"]])
+    qty: int = Field(ge=1, le=50, description="Quantity.", examples=[2])
+    unit_price: PositiveKopecks
+
+
+class CanteenSaleRequested(Event):
+    """A canteen till asks to charge a card for a sale with line items; wallet answers on
+    ``wallet.sale-decisions.v1`` keyed by terminal."""
+
+    sale_id: Identifier = Field(description="Till's sale id: the idempotency key.",
+                                examples=["till-7-000981"])
+    terminal_id: Identifier = Field(description="The till.", examples=["izh-42-till-1"])
+    school_id: SchoolId
+    card_uid: CardUid
+    items: list[SaleItem] = Field(min_length=1, max_length=50)
+    bonus_to_redeem: Kopecks = Field(default=0, description="Bonus points the child asks to "
+                                     "spend (1 point = 1 kopeck of discount).")
+    sold_at: UtcDatetime
+
+
+class GateDirection(StrEnum):
+    IN = "in"
+    OUT = "out"
+
+
+class GateTapped(Event):
+    """A turnstile read a card."""
+
+    tap_id: Identifier = Field(description="Controller's tap id: the idempotency key.",
+                               examples=["gate-3-20260901-000451"])
+    gate_id: Identifier = Field(description="The turnstile.", examples=["izh-42-gate-3"])
+    school_id: SchoolId
+    card_uid: CardUid
+    direction: GateDirection
+    tapped_at: UtcDatetime
+
+
+class TransitMode(StrEnum):
+    BUS = "bus"
+    TRAM = "tram"
+    TROLLEYBUS = "trolleybus"
+    MINIBUS = "minibus"
+    METRO = "metro"
+
+
+class ValidatorTapped(Event):
+    """A transport validator read a card (possibly uploaded late from an offline validator)."""
+
+    tap_id: Identifier = Field(description="Validator's tap id: the idempotency key.",
+                               examples=["val-1181-000321"])
+    validator_id: Identifier = Field(examples=["val-1181"], description="The validator.")
+    vehicle_id: Identifier = Field(examples=["bus-2231"], description="The vehicle.")
+    operator_id: Identifier = Field(default="izhevsk", examples=["izhevsk"],
+                                    description="Operator/city whose fare rules apply.")
+    route: str = Field(min_length=1, max_length=16, description="Route number.",
+                       examples=["29"])
+    mode: TransitMode
+    stop_id: Identifier = Field(description="Stop where the tap happened.",
+                                examples=["stop-central-square"])
+    card_uid: CardUid
+    tapped_at: UtcDatetime = Field(description="Tap time on the validator's clock (event "
+                                   "time; fares are computed from it).")
+    offline: bool = Field(default=False, description="True when stored offline and uploaded "
+                          "later.")

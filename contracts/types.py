@@ -1,0 +1,139 @@
+"""Shared field types of the wire vocabulary: identifiers, phone numbers, times.
+
+Each type carries its own description and example, so every model that uses it is documented
+the same way in the JSON Schema snapshots and in the AsyncAPI document.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated
+
+import phonenumbers
+from pydantic import AfterValidator, AwareDatetime, Field, PlainSerializer, SecretStr, StringConstraints
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _e164(value: str) -> str:
+    try:
+        parsed = phonenumbers.parse(value, "RU")
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+UtcDatetime = Annotated[
+    AwareDatetime,
+    AfterValidator(_to_utc),
+    Field(
+        description="Timezone-aware instant, normalised to UTC on the wire (RFC 3339). "
+        "Naive datetimes are rejected.",
+        examples=["2026-09-01T05:12:30Z"],
+    ),
+]
+ContractNumber = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{8}$"),
+    Field(
+        description="School card contract number: exactly 8 decimal digits; the account key "
+        "of wallet and the child's key everywhere else.",
+        examples=["40012345"],
+    ),
+]
+CardUid = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9A-F]{8,20}$"),
+    Field(
+        description="Contactless chip UID as upper-case hex (4, 7 or 10 bytes). Never a bank PAN.",
+        examples=["04A2B3C4D5E6F7"],
+    ),
+]
+Phone = Annotated[
+    str,
+    AfterValidator(_e164),
+    Field(
+        description="Phone number, normalised to E.164 (a Russian number may be given "
+        "without +7). Personal data: only on topics meant for auth and notify.",
+        examples=["+79121234567"],
+    ),
+]
+Email = Annotated[
+    str,
+    StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254),
+    Field(description="E-mail address (personal data).", examples=["parent@example.ru"]),
+]
+Identifier = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"),
+    Field(
+        description="Opaque identifier chosen by its producer: 1-128 characters of letters, "
+        "digits and . _ : -; unique within its kind.",
+        examples=["pay-2026-000123"],
+    ),
+]
+SchoolId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{1,63}$"),
+    Field(description="School identifier (lower-case slug).", examples=["izh-school-42"]),
+]
+AccountId = Annotated[
+    str,
+    StringConstraints(pattern=r"^acc_[A-Za-z0-9]{8,40}$"),
+    Field(description="Account id issued by auth (parents, staff, integrators).",
+          examples=["acc_7f3a9c2e1b4d"]),
+]
+TimeZoneName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"),
+    Field(description="IANA time zone used for local days and for what people read.",
+          examples=["Europe/Samara"]),
+]
+LocalDate = Annotated[
+    str,
+    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"),
+    Field(description="Calendar date in the school's or city's time zone (ISO 8601).",
+          examples=["2026-09-01"]),
+]
+LocalTime = Annotated[
+    str,
+    StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
+    Field(description="Wall-clock time HH:MM in the school's or city's time zone.",
+          examples=["08:30"]),
+]
+
+
+class SubBalance(StrEnum):
+    """A wallet sub-balance: the seeds' "Финансы", "Электронная столовая" and transit."""
+
+    GENERAL = "general"
+    CANTEEN = "canteen"
+    TRANSIT = "transit"
+
+
+class GuardianRole(StrEnum):
+    """What a guardian may do for a child: primary (full control), co-guardian (top up, see
+    everything, no limit changes), viewer (notifications only)."""
+
+    PRIMARY = "primary"
+    CO_GUARDIAN = "co_guardian"
+    VIEWER = "viewer"
+
+
+class Locale(StrEnum):
+    RU = "ru"
+    EN = "en"
+
+
+Secret = Annotated[
+    SecretStr,
+    PlainSerializer(lambda v: v.get_secret_value(), return_type=str, when_used="json"),
+    Field(description="A secret (password, one-time code, token): masked in repr and logs, "
+          "sent in clear only inside the JSON payload of the topic meant for it.",
+          examples=["correct horse battery staple"]),
+]

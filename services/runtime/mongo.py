@@ -1,0 +1,245 @@
+"""MongoDB: the client, the unit of work (state + outbox + inbox in one transaction) and the
+outbox relay.
+
+Each service owns one database; collection names are prefixed by the service. Handlers never
+publish: ``UnitOfWork.emit`` adds an outbox record inside the transaction, and ``OutboxRelay``
+publishes committed records with their aggregate key, retrying until the broker takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    AutoReconnect,
+    ConnectionFailure,
+    DuplicateKeyError,
+    NetworkTimeout,
+    ServerSelectionTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from contracts.envelope import ContractModel, Envelope, encode
+from services.runtime import metrics
+from services.runtime.logs import get_logger
+
+log = get_logger("schoolcard.outbox")
+
+INFRA_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectionTimeoutError)
+"""Database unreachable: retried without limit (the message is fine, the world is not)."""
+
+Doc = dict[str, Any]
+
+
+class AlreadyProcessed(Exception):
+    """The inbox already holds this message id: the whole transaction is a duplicate."""
+
+
+def connect(uri: str) -> AsyncMongoClient[Doc]:
+    return AsyncMongoClient(uri, tz_aware=True, serverSelectionTimeoutMS=5_000,
+                            connectTimeoutMS=5_000, retryWrites=True)
+
+
+@dataclass
+class PendingMessage:
+    topic: str
+    key: str
+    message: ContractModel
+    envelope: Envelope
+
+
+@dataclass
+class Transaction:
+    """What a handler sees inside ``UnitOfWork.transaction()``."""
+
+    session: AsyncClientSession
+    db: AsyncDatabase[Doc]
+    source: str
+    cause: Envelope | None
+    now: datetime
+    outbox: list[PendingMessage] = field(default_factory=list)
+
+    def emit(self, topic: str, key: str, message: ContractModel, *,
+             reply_to: str | None = None, message_id: str | None = None) -> Envelope:
+        """Queue a message for publication after commit; ``message_id`` makes the id
+        deterministic (re-emitting a recorded result keeps its id)."""
+        envelope = Envelope.new(message, source=self.source, subject=key, cause=self.cause,
+                                reply_to=reply_to, time=self.now, message_id=message_id)
+        self.outbox.append(PendingMessage(topic, key, message, envelope))
+        return envelope
+
+    def reply(self, message: ContractModel) -> None:
+        """Answer the request that caused this transaction, if it named a reply topic."""
+        if self.cause is not None and self.cause.reply_to:
+            envelope = Envelope.new(message, source=self.source, subject=self.cause.correlation_id,
+                                    cause=self.cause, time=self.now)
+            self.outbox.append(PendingMessage(self.cause.reply_to, self.cause.correlation_id,
+                                              message, envelope))
+
+
+class UnitOfWork:
+    """One MongoDB transaction holding the inbox marker, the state change and the outbox.
+
+    The inbox insert comes first: a redelivered message hits the unique ``_id`` and the
+    transaction aborts with ``AlreadyProcessed`` before any state is touched.
+    """
+
+    def __init__(self, client: AsyncMongoClient[Doc], db_name: str, service: str,
+                 instance_id: str, on_commit: Callable[[], None] | None = None) -> None:
+        self.client = client
+        self.db = client[db_name]
+        self.service = service
+        self.instance_id = instance_id
+        self.inbox = self.db[f"{service}_inbox"]
+        self.outbox = self.db[f"{service}_outbox"]
+        self._on_commit = on_commit or (lambda: None)
+
+    async def ensure_indexes(self) -> None:
+        await self.outbox.create_indexes([
+            IndexModel([("status", ASCENDING), ("seq", ASCENDING)]),
+            IndexModel([("published_at", ASCENDING)], expireAfterSeconds=7 * 24 * 3600,
+                       name="outbox_ttl"),
+        ])
+        await self.inbox.create_indexes([
+            IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600, name="inbox_ttl"),
+        ])
+
+    @asynccontextmanager
+    async def transaction(self, *, inbox_id: str | None, cause: Envelope | None = None,
+                          now: datetime | None = None) -> AsyncIterator[Transaction]:
+        started = time.perf_counter()
+        async with self.client.start_session() as session:
+            await session.start_transaction(read_concern=ReadConcern("snapshot"),
+                                            write_concern=WriteConcern("majority"))
+            tx = Transaction(session=session, db=self.db, source=self.service, cause=cause,
+                             now=now or datetime.now(UTC))
+            try:
+                if inbox_id is not None:
+                    try:
+                        await self.inbox.insert_one({"_id": inbox_id, "at": tx.now},
+                                                    session=session)
+                    except DuplicateKeyError:
+                        raise AlreadyProcessed(inbox_id) from None
+                yield tx
+                if tx.outbox:
+                    await self.outbox.insert_many(
+                        [self._outbox_doc(p, tx.now, i) for i, p in enumerate(tx.outbox)],
+                        session=session)
+                await session.commit_transaction()
+            except BaseException:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                raise
+        metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        if tx.outbox:
+            self._on_commit()
+
+    def _outbox_doc(self, p: PendingMessage, now: datetime, index: int) -> Doc:
+        return {
+            "_id": p.envelope.id,
+            "seq": time.time_ns() + index,
+            "topic": p.topic,
+            "key": p.key,
+            "type": p.envelope.type,
+            "payload": encode(p.message).decode(),
+            "headers": p.envelope.to_headers(),
+            "status": "pending",
+            "owner": self.instance_id,
+            "created_at": now,
+            "attempts": 0,
+        }
+
+
+Publish = Callable[[str, str, bytes, dict[str, str]], Awaitable[None]]
+
+
+class OutboxRelay:
+    """Publishes committed outbox records in commit order, keyed by aggregate.
+
+    Each instance publishes what it wrote; records of an instance that died are taken over
+    after ``takeover_s``. A failed publish stops the batch (keeping per-key order) and is
+    retried with backoff: nothing committed is ever dropped. Delivery is at least once.
+    """
+
+    def __init__(self, uow: UnitOfWork, publish: Publish, *, batch: int = 200,
+                 idle_s: float = 0.5, takeover_s: float = 30.0) -> None:
+        self.uow = uow
+        self.publish = publish
+        self.batch = batch
+        self.idle_s = idle_s
+        self.takeover_s = takeover_s
+        self.wakeup = asyncio.Event()
+        self._stopping = False
+
+    def notify(self) -> None:
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                sent = await self.publish_pending()
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox publish failed; will retry", error=type(exc).__name__,
+                            detail=str(exc)[:200], retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if sent < self.batch:
+                self.wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=self.idle_s)
+                except TimeoutError:
+                    pass
+
+    async def stop(self) -> None:
+        """Flush what is committed, then stop."""
+        self._stopping = True
+        self.wakeup.set()
+        try:
+            await asyncio.wait_for(self.publish_pending(), timeout=5)
+        except Exception as exc:
+            log.warning("outbox flush at shutdown incomplete", error=type(exc).__name__)
+
+    async def publish_pending(self) -> int:
+        takeover_before = datetime.now(UTC) - timedelta(seconds=self.takeover_s)
+        query = {"status": "pending",
+                 "$or": [{"owner": self.uow.instance_id}, {"created_at": {"$lt": takeover_before}}]}
+        docs = await self.uow.outbox.find(query).sort("seq", ASCENDING).to_list(self.batch)
+        published: list[str] = []
+        try:
+            for doc in docs:
+                await self.publish(doc["topic"], doc["key"], doc["payload"].encode(),
+                                   dict(doc["headers"]))
+                published.append(doc["_id"])
+                metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
+        finally:
+            if published:
+                await self.uow.outbox.update_many(
+                    {"_id": {"$in": published}},
+                    {"$set": {"status": "sent", "published_at": datetime.now(UTC)}})
+        if docs:
+            oldest = docs[0]["created_at"]
+            metrics.OUTBOX_LAG.labels(self.uow.service).set(
+                max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
+        else:
+            metrics.OUTBOX_LAG.labels(self.uow.service).set(0)
+        return len(docs)
+
+
+def payload_json(doc: Doc) -> Any:
+    return json.loads(doc["payload"])

@@ -1,0 +1,172 @@
+"""The composition root shared by every service: settings -> logging -> MongoDB -> topics ->
+broker and consumer -> outbox relay -> health endpoint -> periodic ticks; then a graceful
+shutdown on SIGTERM/SIGINT that lets the in-flight message finish (or leaves it uncommitted).
+
+A service provides a ``wire(runtime) -> Routes`` function (its topic -> handler table) and may
+add index setup and ticks; nothing else about running differs between services.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
+
+from services.runtime.broker import make_broker, provision_topics
+from services.runtime.consumer import Consumer, Routes
+from services.runtime.http import HealthServer
+from services.runtime.logs import configure_logging, get_logger
+from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
+from services.runtime.settings import ServiceSettings
+
+log = get_logger("schoolcard.service")
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Tick:
+    """A periodic job (absence detection, bonus expiry, delivery retries)."""
+
+    every_s: float
+    run: Callable[[], Awaitable[None]]
+    name: str
+
+
+@dataclass
+class Runtime:
+    service: str
+    settings: ServiceSettings
+    client: AsyncMongoClient[Doc]
+    uow: UnitOfWork
+    broker: KafkaBroker
+    clock: Clock = system_clock
+    ticks: list[Tick] = field(default_factory=list)
+
+    @property
+    def db(self):  # type: ignore[no-untyped-def]
+        return self.uow.db
+
+
+Wire = Callable[[Runtime], Awaitable[Routes]]
+
+
+class Service:
+    def __init__(self, name: str, settings: ServiceSettings, wire: Wire, *,
+                 clock: Clock = system_clock) -> None:
+        self.name = name
+        self.settings = settings
+        self.wire = wire
+        self.clock = clock
+        self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.http_port: int | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def readiness(self) -> dict[str, bool]:
+        async def mongo_ok() -> bool:
+            try:
+                await asyncio.wait_for(self.runtime.client.admin.command("ping"), 2)
+                return True
+            except Exception:
+                return False
+
+        async def kafka_ok() -> bool:
+            try:
+                return bool(await self.runtime.broker.ping(timeout=2))
+            except Exception:
+                return False
+
+        mongo, kafka = await asyncio.gather(mongo_ok(), kafka_ok())
+        return {"mongo": mongo, "kafka": kafka}
+
+    async def start(self) -> None:
+        s = self.settings
+        infra = s.infra
+        client = connect(infra.mongo_uri)
+        broker = make_broker(self.name, infra, graceful_timeout=s.shutdown_grace_s)
+        relay_holder: list[OutboxRelay] = []
+        uow = UnitOfWork(client, s.mongo_db or f"schoolcard_{self.name}", self.name,
+                         self.instance_id, on_commit=lambda: relay_holder[0].notify())
+        self.runtime = Runtime(self.name, s, client, uow, broker, clock=self.clock)
+        await uow.ensure_indexes()
+        if infra.provision_topics:
+            await provision_topics(infra)
+        routes = await self.wire(self.runtime)
+        self.consumer = Consumer(broker, self.name, routes,
+                                 group_id=s.group_id or f"schoolcard-{self.name}",
+                                 max_attempts=s.max_attempts,
+                                 backoff_s=s.retry_backoff_ms / 1000,
+                                 backoff_max_s=s.retry_backoff_max_ms / 1000)
+
+        async def publish(topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+            await broker.publish(value, topic, key=key.encode(), headers=headers)
+
+        self.relay = OutboxRelay(uow, publish, batch=s.outbox_batch,
+                                 idle_s=s.outbox_idle_ms / 1000, takeover_s=s.outbox_takeover_s)
+        relay_holder.append(self.relay)
+        await broker.start()
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        for tick in self.runtime.ticks:
+            self._tasks.append(asyncio.create_task(self._every(tick), name=tick.name))
+        self.health = HealthServer(s.http_host, s.http_port, self.readiness)
+        self.http_port = await self.health.start()
+        log.info("service started", instance=self.instance_id, http_port=self.http_port,
+                 topics=self.consumer.topics)
+
+    async def _every(self, tick: Tick) -> None:
+        while True:
+            try:
+                await tick.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("tick failed", tick=tick.name)
+            await asyncio.sleep(tick.every_s)
+
+    async def stop(self) -> None:
+        log.info("service stopping")
+        self.consumer.stopping = True
+        # Stop consuming first (waits up to shutdown_grace_s for the message in hand), then
+        # flush the outbox while the producer still works, then close the broker.
+        await self.consumer.subscriber.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.relay.stop()
+        await self.runtime.broker.stop()
+        await self.health.stop()
+        await self.runtime.client.close()
+        log.info("service stopped")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        await self._stop.wait()
+        await self.stop()
+
+
+def main(name: str, settings_factory: Callable[[], ServiceSettings], wire: Wire) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    settings = settings_factory()
+    configure_logging(name, level=settings.infra.log_level, json=settings.infra.log_json)
+    asyncio.run(Service(name, settings, wire).serve())

@@ -1,0 +1,50 @@
+"""Settings: environment variables only, validated at start (a missing required value stops
+the process with a clear message before it touches the broker or the database).
+
+Shared infrastructure uses the ``SCHOOLCARD_`` prefix; each service adds its own prefix
+(``WALLET_``, ``AUTH_``...) for its own values. No other module reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InfraSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
+
+    kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
+    mongo_uri: str = Field(description="MongoDB URI (a replica set in production).")
+    auth_public_key: str = Field(default="", description="PEM of auth's Ed25519 public key; "
+                                 "required by services that authorise app commands.")
+    provision_topics: bool = Field(default=True, description="Create missing catalog topics "
+                                   "at start (off where SREs provision them).")
+    topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
+                                         "catalog's partition counts (small dev brokers).")
+    replication_factor: int = Field(default=1, ge=1)
+    log_json: bool = True
+    log_level: str = "INFO"
+    otel_exporter: str = Field(default="none", description="none | console | otlp")
+
+
+class ServiceSettings(BaseSettings):
+    """Base of every service's Settings; subclasses set ``env_prefix``."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    infra: InfraSettings = Field(default_factory=InfraSettings)  # type: ignore[arg-type]
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
+    mongo_db: str = ""
+    group_id: str = ""
+    instance_id: str = Field(default="", description="Defaults to host-pid.")
+    max_attempts: int = Field(default=5, ge=1, description="Tries of a failing message before "
+                              "it is dead-lettered (infrastructure outages retry forever).")
+    retry_backoff_ms: int = Field(default=100, ge=1)
+    retry_backoff_max_ms: int = Field(default=5_000, ge=1)
+    outbox_batch: int = Field(default=200, ge=1)
+    outbox_idle_ms: int = Field(default=500, ge=10, description="Relay poll when idle.")
+    outbox_takeover_s: float = Field(default=30.0, description="Age after which another "
+                                     "instance's unpublished outbox records are taken over.")
+    shutdown_grace_s: float = Field(default=15.0, ge=0)

@@ -1,0 +1,102 @@
+"""Access tokens: issued by auth (Ed25519, ``alg: EdDSA``), verified by every service with
+auth's public key, so parent commands are authorised without a call to auth.
+
+Authorisation rules that every service shares live here too: which guardian role may do what.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from contracts.auth import AccessTokenClaims, ChildGrant, Role
+from contracts.types import GuardianRole
+
+ISSUER = "schoolcard-auth"
+ACCESS_TOKEN_TTL_S = 300
+ALGORITHM = "EdDSA"
+
+# Actions on a child's account and the guardian roles allowed to do them.
+PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
+    "view": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "top_up": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "dispute": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "change_limits": frozenset({GuardianRole.PRIMARY}),
+    "block_card": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "move_money": frozenset({GuardianRole.PRIMARY}),
+    "manage_guardians": frozenset({GuardianRole.PRIMARY}),
+    "receive_notifications": frozenset(GuardianRole),
+}
+STAFF_ACTIONS: dict[Role, frozenset[str]] = {
+    Role.SUPPORT: frozenset({"view", "resolve_dispute", "refund", "block_card", "manage_staff"}),
+    Role.SCHOOL_ADMIN: frozenset({"view", "resolve_dispute", "school_settings", "manual_entry"}),
+    Role.CANTEEN_OPERATOR: frozenset({"view_sales"}),
+    Role.TEACHER: frozenset({"view_attendance"}),
+}
+
+
+class TokenError(Exception):
+    """Missing, malformed, expired or forged token; ``code`` goes into the error reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def generate_keypair() -> tuple[str, str]:
+    """A fresh Ed25519 key pair as (private PEM, public PEM)."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def issue_access_token(private_key_pem: str, *, account_id: str, session_id: str, role: Role,
+                       children: Iterable[ChildGrant] = (), school_id: str | None = None,
+                       now: float | None = None, ttl_s: int = ACCESS_TOKEN_TTL_S) -> str:
+    issued = int(now if now is not None else time.time())
+    claims = AccessTokenClaims(iss=ISSUER, sub=account_id, sid=session_id, role=role,
+                               school_id=school_id, children=list(children), iat=issued,
+                               exp=issued + ttl_s, jti=secrets.token_urlsafe(16))
+    return jwt.encode(claims.model_dump(mode="json"), private_key_pem, algorithm=ALGORITHM)
+
+
+def verify_access_token(token: str | None, public_key_pem: str, *,
+                        now: float | None = None) -> AccessTokenClaims:
+    if not token:
+        raise TokenError("unauthenticated", "no access token")
+    if token.lower().startswith("bearer "):
+        token = token[7:]
+    try:
+        data = jwt.decode(token, public_key_pem, algorithms=[ALGORITHM], issuer=ISSUER,
+                          options={"verify_exp": False, "require": ["exp", "iat", "sub"]})
+    except jwt.PyJWTError as exc:
+        raise TokenError("invalid_token", f"access token rejected: {type(exc).__name__}") from None
+    claims = AccessTokenClaims.model_validate(data)
+    # Expiry is checked against the injectable clock, not the wall clock inside PyJWT.
+    if claims.exp <= int(now if now is not None else time.time()):
+        raise TokenError("token_expired", "access token expired")
+    return claims
+
+
+def guardian_role(claims: AccessTokenClaims, contract: str) -> GuardianRole | None:
+    return next((g.role for g in claims.children if g.contract == contract), None)
+
+
+def authorize(claims: AccessTokenClaims, action: str, contract: str | None = None) -> None:
+    """Raise TokenError('forbidden') unless the token's holder may do ``action`` (for the
+    child under ``contract`` when given)."""
+    if claims.role == Role.PARENT:
+        role = guardian_role(claims, contract) if contract else None
+        if role is not None and role in PERMISSIONS.get(action, frozenset()):
+            return
+    elif action in STAFF_ACTIONS.get(claims.role, frozenset()):
+        return
+    raise TokenError("forbidden", f"not allowed to {action}")

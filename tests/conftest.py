@@ -1,0 +1,43 @@
+"""Session fixtures: a private Kafka broker and MongoDB-protocol server on free ports, under a
+per-run directory, so tests never collide with a running stack or with each other."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy.local import stack as devstack
+
+
+@pytest.fixture(scope="session")
+def run_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="schoolcard-test-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def infra(run_dir: Path) -> Iterator[dict[str, str]]:
+    """Broker + database for the whole test session; the env every service process needs."""
+    kafka = devstack.start_broker(run_dir)
+    mongo = devstack.start_mongo(run_dir)
+    env = devstack.infra_env(kafka.port, mongo.port, run_dir)
+    env["SCHOOLCARD_LOG_LEVEL"] = os.environ.get("SCHOOLCARD_LOG_LEVEL", "INFO")
+    try:
+        yield env
+    finally:
+        mongo.stop()
+        kafka.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(infra: dict[str, str]) -> str:
+    return infra["SCHOOLCARD_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(infra: dict[str, str]) -> str:
+    return infra["SCHOOLCARD_MONGO_URI"]

@@ -1,0 +1,131 @@
+"""Test helpers: publish contract messages like an integrator does (plain aiokafka), read a
+topic back, and wait on conditions with a deadline (never a fixed sleep)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from contracts.catalog import topic_for
+from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
+
+T = TypeVar("T")
+
+
+def uid(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30,
+                     interval: float = 0.1, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Integrator:
+    """Publishes contract messages with CloudEvents headers, as an outside system would."""
+
+    def __init__(self, bootstrap: str, source: str = "integrator:test") -> None:
+        self.bootstrap = bootstrap
+        self.source = source
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+
+    async def __aenter__(self) -> Integrator:
+        await self.producer.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.producer.stop()
+
+    async def publish(self, message: ContractModel, key: str, *, topic: str | None = None,
+                      envelope: Envelope | None = None, headers: dict[str, str] | None = None,
+                      reply_to: str | None = None) -> Envelope:
+        env = envelope or Envelope.new(message, source=self.source, subject=key,
+                                       reply_to=reply_to)
+        all_headers = {**env.to_headers(), **(headers or {})}
+        await self.producer.send_and_wait(
+            topic or topic_for(type(message)).name, encode(message), key=key.encode(),
+            headers=[(k, v.encode()) for k, v in all_headers.items()])
+        return env
+
+    async def publish_raw(self, topic: str, value: bytes, key: str,
+                          headers: dict[str, str]) -> None:
+        await self.producer.send_and_wait(topic, value, key=key.encode(),
+                                          headers=[(k, v.encode()) for k, v in headers.items()])
+
+
+@dataclass
+class Record:
+    topic: str
+    key: str | None
+    value: bytes
+    headers: dict[str, str]
+    partition: int
+    offset: int
+
+    @property
+    def type(self) -> str:
+        return self.headers.get("ce_type", "")
+
+    def json(self) -> Any:
+        return json.loads(self.value)
+
+
+class TopicReader:
+    """Reads a topic from the beginning without a consumer group (no commits, no joins)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.topic = topic
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                         auto_offset_reset="earliest")
+        self.records: list[Record] = []
+
+    async def __aenter__(self) -> TopicReader:
+        await self.consumer.start()
+        partitions = await eventually(
+            lambda: _async(self.consumer.partitions_for_topic(self.topic)),
+            what=f"metadata of {self.topic}")
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_beginning(*tps)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def poll(self) -> list[Record]:
+        batch = await self.consumer.getmany(timeout_ms=200)
+        for records in batch.values():
+            for r in records:
+                self.records.append(Record(r.topic, r.key.decode() if r.key else None,
+                                           r.value or b"", headers_to_dict(r.headers or []),
+                                           r.partition, r.offset))
+        return self.records
+
+    async def wait_for(self, predicate: Callable[[Record], bool], *, count: int = 1,
+                       timeout: float = 30) -> list[Record]:
+        async def check() -> list[Record] | None:
+            await self.poll()
+            found = [r for r in self.records if predicate(r)]
+            return found if len(found) >= count else None
+
+        return await eventually(check, timeout=timeout,
+                                what=f"{count} matching record(s) on {self.topic}")
+
+
+async def _async(value: T) -> T:
+    return value
