@@ -36,8 +36,11 @@ class GateDecision(Event):
     tap_id: Identifier
     gate_id: Identifier
     card_uid: CardUid
-    allowed: bool
-    reason: DenyReason | None = None
+    allowed: bool = Field(description="True: the turnstile opens; false: the card is denied.",
+                          examples=[True])
+    reason: DenyReason | None = Field(default=None, description="Why the tap was denied; set "
+                                      "exactly when allowed is false.",
+                                      examples=["anti_passback"])
     decided_at: UtcDatetime
 
 
@@ -46,9 +49,14 @@ class AllowListEntry(Event):
     keyed by card uid: the latest record per card is the truth."""
 
     card_uid: CardUid
-    school_id: SchoolId | None
-    allowed: bool
-    reason: DenyReason | None = None
+    school_id: SchoolId | None = Field(description="The school whose gates may admit the card; "
+                                       "None when no school is known for it.",
+                                       examples=["izh-school-42"])
+    allowed: bool = Field(description="Whether that school's gates may admit the card, before "
+                          "schedule and anti-passback checks.", examples=[True])
+    reason: DenyReason | None = Field(default=None, description="Why the card is not allowed "
+                                      "(unknown or blocked card); None when allowed.",
+                                      examples=["card_blocked"])
     updated_at: UtcDatetime
 
 
@@ -79,7 +87,8 @@ class ManualEntryRecorded(Event):
     school_id: SchoolId
     guard_id: Identifier
     entry_id: Identifier
-    reason: str = Field(default="forgotten_card")
+    reason: str = Field(default="forgotten_card", description="Why the guard let the child in "
+                        "by hand, as a short code.", examples=["forgotten_card"])
     at: UtcDatetime
     local_date: LocalDate
 
@@ -92,7 +101,8 @@ class LateArrivalDetected(Event):
     local_date: LocalDate
     arrived_at: UtcDatetime
     lesson_start: LocalTime
-    minutes_late: int = Field(ge=1)
+    minutes_late: int = Field(ge=1, description="Whole minutes from the first lesson start "
+                              "(school-local) to the entry.", examples=[12])
 
 
 class AbsenceDetected(Event):
@@ -107,7 +117,8 @@ class AbsenceDetected(Event):
 # --- commands and queries on access.commands.v1 (key: school id) ------------------------------
 
 class SessionSlot(Part):
-    name: str = Field(max_length=80, examples=["Математика"])
+    name: str = Field(max_length=80, examples=["Математика"],
+                      description="Name of the lesson, course or extra class shown to parents.")
     weekday: int = Field(ge=0, le=6, description="0 = Monday.")
     start: LocalTime
     end: LocalTime
@@ -127,10 +138,19 @@ class SetSchoolSchedule(Command):
     request_id: Identifier
     school_id: SchoolId
     time_zone: TimeZoneName
-    hours: list[DayHours]
+    hours: list[DayHours] = Field(
+        description="Gate hours and first lesson per weekday, school-local.",
+        examples=[[{"weekday": 0, "opens": "07:30", "closes": "19:00",
+                    "first_lesson": "08:30"}]])
     absence_cutoff: LocalTime = "10:00"
-    holidays: list[LocalDate] = Field(default_factory=list)
-    sessions: list[SessionSlot] = Field(default_factory=list)
+    holidays: list[LocalDate] = Field(
+        default_factory=list, description="School-local dates the school is closed: no late or "
+        "absence detection.", examples=[["2026-11-04"]])
+    sessions: list[SessionSlot] = Field(
+        default_factory=list, description="Lessons, courses and extra classes of the week, for "
+        "the attendance register.",
+        examples=[[{"name": "Математика", "weekday": 0, "start": "08:30", "end": "09:15",
+                    "group": "5Б"}]])
 
 
 class RecordManualEntry(Command):
@@ -138,42 +158,65 @@ class RecordManualEntry(Command):
     school_id: SchoolId
     contract: ContractNumber
     guard_id: Identifier
-    reason: str = "forgotten_card"
+    reason: str = Field(default="forgotten_card", description="Why the guard let the child in "
+                        "by hand, as a short code.", examples=["forgotten_card"])
     at: UtcDatetime
 
 
 class GetClassRegister(Query):
     school_id: SchoolId
-    class_name: str
+    class_name: str = Field(description="School class, e.g. '5Б'.", examples=["5Б"])
     local_date: LocalDate
-    csv: bool = False
+    csv: bool = Field(default=False, description="Also return the register as CSV text.",
+                      examples=[True])
 
 
 class GetStudentStats(Query):
     contract: ContractNumber
     date_from: LocalDate
     date_to: LocalDate
-    csv: bool = False
+    csv: bool = Field(default=False, description="Also return the statistics as CSV text.",
+                      examples=[True])
     chart: bool = Field(default=False, description="Also return an SVG chart of arrival times.")
 
 
 class RegisterLine(Part):
     contract: ContractNumber
-    arrived_at: UtcDatetime | None
-    left_at: UtcDatetime | None
-    late: bool
-    absent: bool
+    arrived_at: UtcDatetime | None = Field(description="First entry of the day (UTC); None "
+                                           "when the child did not enter.",
+                                           examples=["2026-09-01T04:25:10Z"])
+    left_at: UtcDatetime | None = Field(description="Last exit of the day (UTC); None when no "
+                                        "exit was recorded.",
+                                        examples=["2026-09-01T10:05:42Z"])
+    late: bool = Field(description="True when the first entry came after the first lesson "
+                       "start.", examples=[False])
+    absent: bool = Field(description="True when a lesson day had no entry by the absence "
+                         "cut-off.", examples=[False])
 
 
 class ClassRegisterReply(Reply):
-    lines: list[RegisterLine] = Field(default_factory=list)
-    csv: str | None = None
+    lines: list[RegisterLine] = Field(
+        default_factory=list, description="One line per student of the class for the day.",
+        examples=[[{"contract": "40012345", "arrived_at": "2026-09-01T04:25:10Z",
+                    "left_at": None, "late": False, "absent": False}]])
+    csv: str | None = Field(default=None, description="The register as CSV text when csv was "
+                            "requested; otherwise None.",
+                            examples=["date,contract,class,arrived,left,late,absent,manual\r\n"])
 
 
 class StudentStatsReply(Reply):
     contract: ContractNumber
-    days_present: int = 0
-    late_count: int = 0
-    average_arrival: LocalTime | None = None
-    csv: str | None = None
-    chart_svg: str | None = None
+    days_present: int = Field(default=0, description="School days in the period with at least "
+                              "one entry.", examples=[18])
+    late_count: int = Field(default=0, description="School days in the period with a late "
+                            "arrival.", examples=[2])
+    average_arrival: LocalTime | None = Field(default=None, description="Mean time of the first "
+                                              "entry, school-local; None without entries.",
+                                              examples=["08:17"])
+    csv: str | None = Field(default=None, description="The statistics as CSV text when csv was "
+                            "requested; otherwise None.",
+                            examples=["contract,from,to,lesson_days,present,absent,late,"
+                                      "average_arrival\r\n"])
+    chart_svg: str | None = Field(default=None, description="SVG chart of arrival times when "
+                                  "chart was requested; otherwise None.",
+                                  examples=["<svg xmlns='http://www.w3.org/2000/svg'></svg>"])

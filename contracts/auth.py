@@ -52,7 +52,8 @@ class AccessTokenClaims(Part):
     iss: str = Field(default="schoolcard-auth", description="Issuer.")
     sub: AccountId = Field(description="The account.")
     sid: Identifier = Field(description="Session id; revoked sessions stop refreshing.")
-    role: Role
+    role: Role = Field(description="The account's role; decides which commands services "
+                       "accept from it.", examples=["parent"])
     school_id: SchoolId | None = Field(default=None, description="Staff: their school.")
     children: list[ChildGrant] = Field(default_factory=list,
                                        description="Parents: the children and the role held.")
@@ -69,8 +70,11 @@ class StartRegistration(Command):
     contract: ContractNumber
     password: Password = Field(description="8-128 characters; never logged.")
     consent: bool = Field(description="Consent to the terms; must be true.")
-    email: Email | None = None
-    locale: Locale = Locale.RU
+    email: Email | None = Field(default=None, description="Optional e-mail for receipts and "
+                                "notifications (personal data).",
+                                examples=["parent@example.ru"])
+    locale: Locale = Field(default=Locale.RU, description="Language of the SMS code and of "
+                           "later notifications: ru or en.", examples=["ru"])
 
 
 class ConfirmRegistration(Command):
@@ -102,7 +106,8 @@ class RefreshSession(Command):
 
 class Logout(Command):
     request_id: Identifier
-    everywhere: bool = False
+    everywhere: bool = Field(default=False, description="True: end every session of the "
+                             "account, not only the calling one.", examples=[True])
 
 
 class RequestPasswordReset(Command):
@@ -129,8 +134,14 @@ class LinkChild(Command):
 
     request_id: Identifier
     contract: ContractNumber
-    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$")
-    activation_code: Secret | None = None
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="Child's birth date (YYYY-MM-DD), the proof "
+                                   "given with the contract; or give activation_code.",
+                                   examples=["2014-03-08"])
+    activation_code: Secret | None = Field(default=None, description="Activation code handed "
+                                           "out by the school, the alternative proof to "
+                                           "birth_date; never logged.",
+                                           examples=["K7P2Q9XM"])
 
 
 class InviteGuardian(Command):
@@ -152,10 +163,14 @@ class CreateStaffAccount(Command):
     """Support only: staff and integrator service accounts."""
 
     request_id: Identifier
-    login: str
+    login: str = Field(description="Login name of the new staff or integrator account; "
+                       "unique across accounts.", examples=["canteen.izh42"])
     password: Password
-    role: Role
-    school_id: SchoolId | None = None
+    role: Role = Field(description="Role granted to the new account (staff or integrator).",
+                       examples=["canteen_operator"])
+    school_id: SchoolId | None = Field(default=None, description="The school a staff member "
+                                       "works at; None for support and integrators.",
+                                       examples=["izh-school-42"])
 
 
 class CloseAccount(Command):
@@ -167,7 +182,8 @@ class ListSessions(Query):
 
 
 class GetLoginHistory(Query):
-    limit: int = Field(default=20, ge=1, le=200)
+    limit: int = Field(default=20, ge=1, le=200, description="How many of the most recent "
+                       "login attempts to return.", examples=[20])
 
 
 # --- replies -----------------------------------------------------------------------------------
@@ -181,32 +197,51 @@ class RegistrationStarted(Reply):
 
 class SessionTokens(Reply):
     request_id: Identifier
-    access_token: Secret | None = None
-    refresh_token: Secret | None = None
-    expires_in_s: int = 0
-    must_change_password: bool = False
+    access_token: Secret | None = Field(
+        default=None, description="Access token (JWT signed by auth, 5-minute lifetime) sent "
+        "as the authorization header; None when the request failed.",
+        examples=["eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhY2NfN2YzYTljMmUxYjRkIn0.c2ln"])
+    refresh_token: Secret | None = Field(
+        default=None, description="Opaque refresh token for RefreshSession, rotated on each "
+        "use; None when the request failed.", examples=["rt-4f9d2c7a1e8b6d3f0a5c9e2b7d4f1a8c"])
+    expires_in_s: int = Field(default=0, description="Seconds until the access token expires; "
+                              "0 when no token was issued.", examples=[300])
+    must_change_password: bool = Field(
+        default=False, description="True when the initial (birth-date) password is still set: "
+        "the app must have the parent change it first.", examples=[False])
 
 
 class SessionInfo(Part):
     session_id: Identifier
-    device: str
+    device: str = Field(description="User agent / device name given at login.",
+                        examples=["Android 14, SchoolCard 2.4"])
     started_at: UtcDatetime
     last_seen_at: UtcDatetime
-    current: bool
+    current: bool = Field(description="True for the session that made this request.",
+                          examples=[True])
 
 
 class SessionsReply(Reply):
-    sessions: list[SessionInfo] = Field(default_factory=list)
+    sessions: list[SessionInfo] = Field(
+        default_factory=list, description="Active sessions of the calling account.",
+        examples=[[{"session_id": "ses-8c1f2a", "device": "Android 14, SchoolCard 2.4",
+                    "started_at": "2026-09-01T05:12:30Z",
+                    "last_seen_at": "2026-09-01T05:20:00Z", "current": True}]])
 
 
 class LoginRecord(Part):
     at: UtcDatetime
-    device: str
-    success: bool
+    device: str = Field(description="User agent / device name of the attempt.",
+                        examples=["Android 14, SchoolCard 2.4"])
+    success: bool = Field(description="True when the login succeeded.", examples=[True])
 
 
 class LoginHistoryReply(Reply):
-    entries: list[LoginRecord] = Field(default_factory=list)
+    entries: list[LoginRecord] = Field(
+        default_factory=list, description="Recent login attempts of the calling account, at "
+        "most the requested limit.",
+        examples=[[{"at": "2026-09-01T05:12:30Z", "device": "Android 14, SchoolCard 2.4",
+                    "success": True}]])
 
 
 # --- events on auth.events.v1 (key: account id) -----------------------------------------------
@@ -221,7 +256,8 @@ class LoginSucceeded(Event):
 
     account_id: AccountId
     session_id: Identifier
-    device: str
+    device: str = Field(description="User agent / device name of the new session, quoted in "
+                        "the new-login alert.", examples=["Android 14, SchoolCard 2.4"])
     at: UtcDatetime
 
 
@@ -256,8 +292,12 @@ class GuardianContacts(Event):
     (personal data: read by notify only). A null phone and e-mail tombstone a closed account."""
 
     account_id: AccountId
-    phone: Phone | None
-    email: Email | None = None
-    locale: Locale = Locale.RU
+    phone: Phone | None = Field(description="Phone for SMS (E.164); None with a null e-mail "
+                                "tombstones a closed account.", examples=["+79121234567"])
+    email: Email | None = Field(default=None, description="E-mail for receipts and e-mail "
+                                "notifications; None when not given.",
+                                examples=["parent@example.ru"])
+    locale: Locale = Field(default=Locale.RU, description="Language of the guardian's "
+                           "notifications: ru or en.", examples=["ru"])
     time_zone: TimeZoneName = "Europe/Samara"
     updated_at: UtcDatetime

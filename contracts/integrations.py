@@ -79,7 +79,9 @@ class TopUpReceived(Event):
     amount: PositiveKopecks
     sub_balance: SubBalance = Field(default=SubBalance.GENERAL,
                                     description="Sub-balance the payer chose.")
-    channel: TopUpChannel
+    channel: TopUpChannel = Field(description="How the money was paid: bank card in the "
+                                  "cabinet, terminal, ATM, bank cashier or auto top-up.",
+                                  examples=["bank_card"])
     auto_top_up_request_id: Identifier | None = Field(
         default=None, description="Set when this payment answers wallet's AutoTopUpRequested.")
     receipt_email: Email | None = Field(default=None, description="Where the e-mail receipt "
@@ -106,7 +108,8 @@ class SaleItem(Part):
     sku: Identifier = Field(description="The canteen's item code.", examples=["bun-cinnamon"])
     name: str = Field(min_length=1, max_length=80, description="Name printed on the menu.",
                       examples=["Булочка с корицей"])
-    category: FoodCategory
+    category: FoodCategory = Field(description="Menu category, checked against the parent's "
+                                   "blocked categories.", examples=["bakery"])
     allergens: list[str] = Field(default_factory=list, description="Allergen tags, lower-case "
                                  "(e.g. gluten, milk, nuts, eggs, fish).",
                                  examples=[["gluten", "milk"]])
@@ -142,7 +145,8 @@ class GateTapped(Event):
     gate_id: Identifier = Field(description="The turnstile.", examples=["izh-42-gate-3"])
     school_id: SchoolId
     card_uid: CardUid
-    direction: GateDirection
+    direction: GateDirection = Field(description="Passage direction set by the turnstile: in "
+                                     "(entering school) or out (leaving).", examples=["in"])
     tapped_at: UtcDatetime
 
 
@@ -165,7 +169,8 @@ class ValidatorTapped(Event):
                                     description="Operator/city whose fare rules apply.")
     route: str = Field(min_length=1, max_length=16, description="Route number.",
                        examples=["29"])
-    mode: TransitMode
+    mode: TransitMode = Field(description="Kind of transport the validator is on.",
+                              examples=["bus"])
     stop_id: Identifier = Field(description="Stop where the tap happened.",
                                 examples=["stop-central-square"])
     card_uid: CardUid

@@ -26,7 +26,8 @@ class OneTimeCodeRequested(Event):
     code: Secret = Field(description="6 digits.", examples=["493817"])
     purpose: str = Field(description="registration | password_reset | login",
                          examples=["registration"])
-    locale: Locale = Locale.RU
+    locale: Locale = Field(default=Locale.RU, description="Language of the SMS text: ru or en.",
+                           examples=["ru"])
     expires_at: UtcDatetime
 
 
@@ -36,42 +37,61 @@ class SetPreferences(Command):
     channels: dict[str, list[Channel]] | None = Field(
         default=None, description="Per notification kind, the channels wanted.",
         examples=[{"canteen_purchase": ["push"], "top_up": ["push", "email"]}])
-    quiet_from: LocalTime | None = None
-    quiet_to: LocalTime | None = None
-    daily_digest: bool | None = None
+    quiet_from: LocalTime | None = Field(default=None, description="Start of quiet hours in "
+                                         "the guardian's time zone (codes and security "
+                                         "messages excepted); None: unchanged.",
+                                         examples=["22:00"])
+    quiet_to: LocalTime | None = Field(default=None, description="End of quiet hours in the "
+                                       "guardian's time zone; None: unchanged.",
+                                       examples=["07:00"])
+    daily_digest: bool | None = Field(default=None, description="True: fold non-urgent "
+                                      "notifications into one daily digest; None: unchanged.",
+                                      examples=[True])
 
 
 class RegisterPushToken(Command):
     request_id: Identifier
     account_id: AccountId
     token: Secret
-    platform: str = Field(default="android", examples=["ios"])
+    platform: str = Field(default="android", examples=["ios"],
+                          description="Push platform of the token: android or ios.")
 
 
 class NotificationDelivered(Event):
     """Delivery status on notify.deliveries.v1 (key: guardian account)."""
 
     notification_id: Identifier = Field(description="Stable: event id + guardian + channel.")
-    account_id: AccountId | None
-    channel: Channel
-    kind: str
+    account_id: AccountId | None = Field(description="The guardian account addressed; None "
+                                         "for a one-time code sent to a bare phone.",
+                                         examples=["acc_7f3a9c2e1b4d"])
+    channel: Channel = Field(description="Channel used: push, sms or email.", examples=["push"])
+    kind: str = Field(description="What the notification is about (snake_case kind).",
+                      examples=["canteen_purchase"])
     status: str = Field(description="sent | failed | dead | deferred")
-    attempts: int
+    attempts: int = Field(description="Delivery attempts made so far on this channel, "
+                          "counting the first.", examples=[1])
     at: UtcDatetime
 
 
 class GetJournal(Query):
     account_id: AccountId
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: int = Field(default=50, ge=1, le=500, description="How many of the most recent "
+                       "journal lines to return.", examples=[50])
 
 
 class JournalLine(Part):
     at: UtcDatetime
-    kind: str
-    channel: Channel
-    status: str
-    text: str
+    kind: str = Field(description="What the notification is about (snake_case kind).",
+                      examples=["top_up"])
+    channel: Channel = Field(description="Channel used: push, sms or email.", examples=["sms"])
+    status: str = Field(description="sent | failed | dead | deferred", examples=["sent"])
+    text: str = Field(description="The text as sent, in the guardian's locale; one-time codes "
+                      "masked.", examples=["Пополнение 500,00 ₽ по договору 40012345."])
 
 
 class JournalReply(Reply):
-    lines: list[JournalLine] = Field(default_factory=list)
+    lines: list[JournalLine] = Field(
+        default_factory=list, description="The guardian's most recent notifications, at most "
+        "the requested limit.",
+        examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "top_up", "channel": "push",
+                    "status": "sent", "text": "Пополнение 500,00 ₽ по договору 40012345."}]])

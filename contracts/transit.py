@@ -35,13 +35,15 @@ class RideRecorded(Event):
     ride_id: Identifier = Field(description="Equal to the validator tap id.")
     contract: ContractNumber
     card_uid: CardUid
-    route: str
-    mode: TransitMode
+    route: str = Field(description="Route number from the validator.", examples=["29"])
+    mode: TransitMode = Field(description="Kind of transport ridden.", examples=["bus"])
     stop_id: Identifier
     tapped_at: UtcDatetime
     fare: Kopecks
-    explanation: FareExplanation
-    offline: bool = False
+    explanation: FareExplanation = Field(description="Why the fare is what it is, shown to "
+                                         "parents.", examples=["transfer_free"])
+    offline: bool = Field(default=False, description="True when the tap was stored offline and "
+                          "uploaded late.", examples=[False])
 
 
 class FareAssessed(Event):
@@ -63,21 +65,24 @@ class FareCorrected(Event):
     contract: ContractNumber
     refund: PositiveKopecks
     new_fare: Kopecks
-    explanation: FareExplanation
+    explanation: FareExplanation = Field(description="Why the fare is now new_fare.",
+                                         examples=["corrected_late_upload"])
     corrected_at: UtcDatetime
 
 
 class ConcessionExpiring(Event):
     contract: ContractNumber
     valid_until: LocalDate
-    days_left: int
+    days_left: int = Field(description="Days left until valid_until (city-local calendar "
+                           "days), for the reminder.", examples=[7])
 
 
 class DenyListEntry(Event):
     """Compacted access: validators cache the latest record per card uid."""
 
     card_uid: CardUid
-    denied: bool
+    denied: bool = Field(description="True: validators refuse the card until its debt is "
+                         "settled; false lifts the entry.", examples=[True])
     debt: Kopecks = Field(default=0, description="Unpaid fares.")
     updated_at: UtcDatetime
 
@@ -87,7 +92,8 @@ class SetFareRules(Command):
 
     request_id: Identifier
     operator_id: Identifier
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, description="Version number of this operator's rules "
+                         "document, set by the operator admin.", examples=[3])
     rules: dict[str, Any] = Field(description="Rules document; see services/transit README.")
 
 
@@ -99,22 +105,31 @@ class SetConcession(Command):
 
 class GetRides(Query):
     contract: ContractNumber
-    date_from: LocalDate | None = None
-    date_to: LocalDate | None = None
-    csv: bool = False
+    date_from: LocalDate | None = Field(default=None, description="First city-local day included; "
+                                        "None: no lower bound.", examples=["2026-09-01"])
+    date_to: LocalDate | None = Field(default=None, description="Last city-local day included; "
+                                      "None: no upper bound.", examples=["2026-09-30"])
+    csv: bool = Field(default=False, description="Also return the rides as CSV text.",
+                      examples=[True])
 
 
 class RideLine(Part):
     ride_id: Identifier
     tapped_at: UtcDatetime
-    route: str
+    route: str = Field(description="Route number.", examples=["29"])
     stop_id: Identifier
-    mode: TransitMode
+    mode: TransitMode = Field(description="Kind of transport ridden.", examples=["bus"])
     fare: Kopecks
-    explanation: FareExplanation
+    explanation: FareExplanation = Field(description="Why the fare is what it is.",
+                                         examples=["full_fare"])
 
 
 class RidesReply(Reply):
     contract: ContractNumber
-    rides: list[RideLine] = Field(default_factory=list)
-    csv: str | None = None
+    rides: list[RideLine] = Field(
+        default_factory=list, description="Rides in the period, with fare and explanation.",
+        examples=[[{"ride_id": "val-1181-000321", "tapped_at": "2026-09-01T04:05:00Z",
+                    "route": "29", "stop_id": "stop-central-square", "mode": "bus",
+                    "fare": 3_000, "explanation": "concession"}]])
+    csv: str | None = Field(default=None, description="The rides as CSV text when csv was "
+                            "requested; otherwise None.", examples=["date,time,route\r\n"])

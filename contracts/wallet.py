@@ -47,6 +47,9 @@ class Balances(Part):
     bonus_points: Kopecks = Field(description="Unexpired bonus points (1 point = 1 kopeck).")
 
 
+_BALANCES_EXAMPLE = {"general": 0, "canteen": 12_550, "transit": 3_000, "bonus_points": 120}
+
+
 # --- events on wallet.events.v1 ---------------------------------------------------------------
 
 class AccountOpened(Event):
@@ -62,8 +65,10 @@ class TopUpApplied(Event):
     payment_id: Identifier
     amount: PositiveKopecks
     sub_balance: SubBalance
-    channel: TopUpChannel
-    balances: Balances
+    channel: TopUpChannel = Field(description="How the money was paid, copied from the "
+                                  "integrator's TopUpReceived.", examples=["bank_card"])
+    balances: Balances = Field(description="All balances after the credit.",
+                               examples=[_BALANCES_EXAMPLE])
     applied_at: UtcDatetime
 
 
@@ -101,7 +106,8 @@ class SalePosted(Event):
     paid_bonus: Kopecks = Field(description="Part paid with bonus points.")
     bonus_accrued: Kopecks = Field(description="Points accrued (1 % of the money part).")
     grace_meal: bool = Field(default=False, description="Paid on credit under the grace rule.")
-    balances: Balances
+    balances: Balances = Field(description="All balances after the sale.",
+                               examples=[_BALANCES_EXAMPLE])
     sold_at: UtcDatetime
 
 
@@ -120,7 +126,8 @@ class FareDebited(Event):
     contract: ContractNumber
     ride_id: Identifier
     amount: Kopecks
-    balances: Balances
+    balances: Balances = Field(description="All balances after the debit.",
+                               examples=[_BALANCES_EXAMPLE])
     debited_at: UtcDatetime
 
 
@@ -139,7 +146,8 @@ class FareRefunded(Event):
     ride_id: Identifier
     correction_id: Identifier
     amount: PositiveKopecks
-    balances: Balances
+    balances: Balances = Field(description="All balances after the refund.",
+                               examples=[_BALANCES_EXAMPLE])
     refunded_at: UtcDatetime
 
 
@@ -178,13 +186,15 @@ class AutoTopUpRequested(Event):
 class CardBlocked(Event):
     contract: ContractNumber
     by_account: Identifier | None = Field(description="Who blocked it (None: system).")
-    reason: str = Field(default="lost", examples=["lost"])
+    reason: str = Field(default="lost", examples=["lost"],
+                        description="Why the card was blocked, as a short code (e.g. lost).")
     blocked_at: UtcDatetime
 
 
 class CardUnblocked(Event):
     contract: ContractNumber
-    by_account: Identifier | None
+    by_account: Identifier | None = Field(description="Who unblocked it (None: system).",
+                                          examples=["acc_7f3a9c2e1b4d"])
     unblocked_at: UtcDatetime
 
 
@@ -202,7 +212,8 @@ class MoneyMoved(Event):
     from_sub_balance: SubBalance
     to_sub_balance: SubBalance
     amount: PositiveKopecks
-    balances: Balances
+    balances: Balances = Field(description="All balances after the transfer.",
+                               examples=[_BALANCES_EXAMPLE])
     moved_at: UtcDatetime
 
 
@@ -217,7 +228,8 @@ class DisputeOpened(Event):
 class DisputeResolved(Event):
     contract: ContractNumber
     dispute_id: Identifier
-    approved: bool
+    approved: bool = Field(description="True when staff approved the dispute; false when "
+                           "they rejected it (nothing refunded).", examples=[True])
     refunded: Kopecks
     resolved_at: UtcDatetime
 
@@ -233,7 +245,8 @@ class AccountReissued(Event):
 
     old_contract: ContractNumber
     new_contract: ContractNumber
-    moved: Balances
+    moved: Balances = Field(description="The balances and bonus points moved from the old "
+                            "contract to the new one.", examples=[_BALANCES_EXAMPLE])
     reissued_at: UtcDatetime
 
 
@@ -242,9 +255,11 @@ class SaleDecision(Event):
 
     sale_id: Identifier
     terminal_id: Identifier
-    approved: bool
+    approved: bool = Field(description="True: the till may hand over the items; false: the "
+                           "sale is declined.", examples=[True])
     reason: DeclineReason | None = None
-    detail: str = ""
+    detail: str = Field(default="", description="When declined, e.g. the blocked category or "
+                        "allergen; empty otherwise.", examples=["sweets"])
     paid_money: Kopecks = 0
     paid_bonus: Kopecks = 0
     balance_after: SignedKopecks | None = Field(default=None, description="Canteen + general "
@@ -257,8 +272,11 @@ class SaleDecision(Event):
 class DailyLimits(Part):
     total: Kopecks | None = Field(default=None, description="Max spend per school-local day "
                                   "over all sub-balances; None: no limit.")
-    canteen: Kopecks | None = None
-    transit: Kopecks | None = None
+    canteen: Kopecks | None = Field(default=None, description="Max canteen spend per "
+                                    "school-local day, kopecks; None: no limit.",
+                                    examples=[30_000])
+    transit: Kopecks | None = Field(default=None, description="Max fares per local day, "
+                                    "kopecks; None: no limit.", examples=[10_000])
 
 
 class SetControls(Command):
@@ -266,17 +284,26 @@ class SetControls(Command):
 
     request_id: Identifier
     contract: ContractNumber
-    daily_limits: DailyLimits | None = None
-    blocked_categories: list[FoodCategory] | None = None
+    daily_limits: DailyLimits | None = Field(
+        default=None, description="New daily spending limits; None: unchanged.",
+        examples=[{"total": 50_000, "canteen": 30_000, "transit": None}])
+    blocked_categories: list[FoodCategory] | None = Field(
+        default=None, description="Food categories the till must decline; None: unchanged.",
+        examples=[["sweets", "fast_food"]])
     blocked_items: list[Identifier] | None = Field(default=None, description="Blocked SKUs.")
-    allergens: list[str] | None = None
-    low_balance_threshold: Kopecks | None = None
+    allergens: list[str] | None = Field(
+        default=None, description="Declared allergen tags, a hard block at the till "
+        "(lower-case, as on SaleItem); None: unchanged.", examples=[["nuts", "milk"]])
+    low_balance_threshold: Kopecks | None = Field(
+        default=None, description="Balance in kopecks below which the parent is warned; None: "
+        "unchanged.", examples=[20_000])
 
 
 class SetAutoTopUp(Command):
     request_id: Identifier
     contract: ContractNumber
-    enabled: bool
+    enabled: bool = Field(description="True turns auto top-up on with the threshold and "
+                          "amount below; false turns it off.", examples=[True])
     threshold: Kopecks = 0
     amount: Kopecks = 0
     sub_balance: SubBalance = SubBalance.CANTEEN
@@ -285,7 +312,8 @@ class SetAutoTopUp(Command):
 class BlockCard(Command):
     request_id: Identifier
     contract: ContractNumber
-    reason: str = "lost"
+    reason: str = Field(default="lost", description="Why the card is blocked, as a short code "
+                        "(e.g. lost); the balance is kept.", examples=["lost"])
 
 
 class UnblockCard(Command):
@@ -305,8 +333,10 @@ class OpenDispute(Command):
     request_id: Identifier
     contract: ContractNumber
     operation_id: Identifier
-    line: int | None = None
-    comment: str = Field(default="", max_length=500)
+    line: int | None = Field(default=None, description="Sale line index (0-based); None for a "
+                             "whole sale or a ride.", examples=[0])
+    comment: str = Field(default="", max_length=500, description="The parent's explanation, "
+                         "read by staff.", examples=["Булочку не выдали."])
 
 
 class ResolveDispute(Command):
@@ -315,7 +345,8 @@ class ResolveDispute(Command):
     request_id: Identifier
     contract: ContractNumber
     dispute_id: Identifier
-    approve: bool
+    approve: bool = Field(description="True approves the dispute and refunds the refund "
+                          "amount; false rejects it.", examples=[True])
     refund: Kopecks = 0
 
 
@@ -324,7 +355,8 @@ class SetGraceMeal(Command):
 
     request_id: Identifier
     school_id: SchoolId
-    enabled: bool
+    enabled: bool = Field(description="True allows the grace meal at this school; false "
+                          "forbids it.", examples=[True])
     max_debt: Kopecks = 150_00
 
 
@@ -334,8 +366,12 @@ class GetBalance(Query):
 
 class GetStatement(Query):
     contract: ContractNumber
-    date_from: LocalDate | None = None
-    date_to: LocalDate | None = None
+    date_from: LocalDate | None = Field(default=None, description="First school-local day "
+                                        "included; None: no lower bound.",
+                                        examples=["2026-09-01"])
+    date_to: LocalDate | None = Field(default=None, description="Last school-local day "
+                                      "included; None: no upper bound.",
+                                      examples=["2026-09-30"])
     kinds: list[str] | None = Field(default=None, description="topup, sale, fare, refund, "
                                     "transfer, bonus, reissue.")
     status: str | None = Field(default=None, description="posted | declined | disputed.")
@@ -344,12 +380,14 @@ class GetStatement(Query):
 
 class StatementLine(Part):
     at: UtcDatetime
-    kind: str
+    kind: str = Field(description="topup, sale, fare, refund, transfer, bonus or reissue.",
+                      examples=["sale"])
     operation_id: Identifier
     amount: SignedKopecks
     sub_balance: SubBalance | None = None
-    status: str
-    description: str
+    status: str = Field(description="posted | declined | disputed.", examples=["posted"])
+    description: str = Field(description="Short note shown on the line, e.g. the till or why "
+                             "it was declined.", examples=["terminal izh-42-till-1"])
     items: list[SaleItem] = Field(default_factory=list)
 
 
@@ -361,11 +399,19 @@ class CommandAccepted(Reply):
 
 class BalanceReply(Reply):
     contract: ContractNumber
-    balances: Balances | None = None
-    blocked: bool = False
+    balances: Balances | None = Field(default=None, description="Current balances; None when "
+                                      "the request failed.", examples=[_BALANCES_EXAMPLE])
+    blocked: bool = Field(default=False, description="True while the card is blocked (the "
+                          "balance is kept).", examples=[False])
 
 
 class StatementReply(Reply):
     contract: ContractNumber
-    lines: list[StatementLine] = Field(default_factory=list)
-    csv: str | None = None
+    lines: list[StatementLine] = Field(
+        default_factory=list, description="Statement lines matching the filters.",
+        examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "sale", "operation_id": "till-7-000981",
+                    "amount": -4_500, "sub_balance": "canteen", "status": "posted",
+                    "description": "terminal izh-42-till-1"}]])
+    csv: str | None = Field(default=None, description="The statement as CSV text when csv was "
+                            "requested; otherwise None.",
+                            examples=["date,time,kind,status,amount_rub\r\n"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from deploy.local import stack as devstack
 
 
 @pytest.fixture(scope="session")
-def run_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="schoolcard-test-") as d:
-        yield Path(d)
+def run_dir() -> Path:
+    """Per-run directory under .run/tests (kept, so the logs of a failed run can be read)."""
+    base = Path(os.environ.get("RUN_DIR", devstack.ROOT / ".run")) / "tests"
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=base))
 
 
 @pytest.fixture(scope="session")

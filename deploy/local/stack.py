@@ -106,8 +106,7 @@ def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
     data = run_dir / "mongo"
     data.mkdir(parents=True, exist_ok=True)
-    exe = str(Path(sys.executable).with_name("nx-27017"))
-    proc = _spawn("mongo", [exe, "--data-dir", str(data), "-p", str(port), "--pid-file",
+    proc = _spawn("mongo", [sys.executable, "-m", "deploy.local.mongo_server", "--data-dir", str(data), "-p", str(port), "--pid-file",
                             str(data / "nx.pid"), "--log-file", str(run_dir / "logs" / "nx.log")],
                   run_dir / "logs" / "mongo.out", port=port)
     wait_for(lambda: port_open(port), timeout=30, what="the MongoDB-protocol server")
@@ -136,6 +135,7 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
         "SCHOOLCARD_AUTH_PUBLIC_KEY": public,
         "AUTH_PRIVATE_KEY": private,
         "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
+        "SCHOOLCARD_MONGO_SNAPSHOT_READS": "false",  # nx-27017 stores it as a document
         "PYTHONUNBUFFERED": "1",
     }
 

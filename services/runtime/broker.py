@@ -52,6 +52,7 @@ def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float =
             KafkaTelemetryMiddleware(tracer_provider=tracer_provider(service, infra.otel_exporter)),
         ],
         logger=logging.getLogger("faststream"),
+        log_level=logging.DEBUG,  # one line per message is noise; failures are logged by us
     )
 
 

@@ -15,9 +15,11 @@ from typing import Any
 
 import structlog
 
-SECRET_KEYS = re.compile(r"pass(word)?|secret|token|code|otp|totp|authorization|pepper|key$",
-                         re.IGNORECASE)
-_SECRET_TEXT = re.compile(r"(?<![\d.])\d{6}(?![\d.])|Bearer\s+[A-Za-z0-9._\-]+|eyJ[A-Za-z0-9._\-]{20,}")
+SECRET_KEYS = re.compile(
+    r"^(code|otp|otp_code|one_time_code|totp)$|pass(word)?|secret|token|authorization|pepper"
+    r"|private", re.IGNORECASE)
+_SECRET_TEXT = re.compile(
+    r"(?<![\w.:/-])\d{6}(?![\w-]|[.:]\d)|Bearer\s+[A-Za-z0-9._\-]+|eyJ[A-Za-z0-9._\-]{20,}")
 MASK = "***"
 
 
@@ -71,6 +73,10 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
     root.setLevel(level.upper())
     for noisy in ("aiokafka", "pymongo", "uvicorn.access"):
         logging.getLogger(noisy).setLevel("WARNING")
+    for own_handlers in ("faststream", "faststream.access", "uvicorn", "uvicorn.error"):
+        lg = logging.getLogger(own_handlers)
+        lg.handlers[:] = []
+        lg.propagate = True
     structlog.contextvars.bind_contextvars(service=service)
 
 

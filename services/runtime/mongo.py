@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -96,8 +97,10 @@ class UnitOfWork:
     """
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, service: str,
-                 instance_id: str, on_commit: Callable[[], None] | None = None) -> None:
+                 instance_id: str, on_commit: Callable[[], None] | None = None,
+                 snapshot_reads: bool = True) -> None:
         self.client = client
+        self.read_concern = ReadConcern("snapshot") if snapshot_reads else None
         self.db = client[db_name]
         self.service = service
         self.instance_id = instance_id
@@ -120,7 +123,7 @@ class UnitOfWork:
                           now: datetime | None = None) -> AsyncIterator[Transaction]:
         started = time.perf_counter()
         async with self.client.start_session() as session:
-            await session.start_transaction(read_concern=ReadConcern("snapshot"),
+            await session.start_transaction(read_concern=self.read_concern,
                                             write_concern=WriteConcern("majority"))
             tx = Transaction(session=session, db=self.db, source=self.service, cause=cause,
                              now=now or datetime.now(UTC))
@@ -147,7 +150,8 @@ class UnitOfWork:
 
     def _outbox_doc(self, p: PendingMessage, now: datetime, index: int) -> Doc:
         return {
-            "_id": p.envelope.id,
+            "_id": uuid.uuid4().hex,  # not the message id: a recorded result may be re-sent
+            "message_id": p.envelope.id,
             "seq": time.time_ns() + index,
             "topic": p.topic,
             "key": p.key,

@@ -99,7 +99,8 @@ class Service:
         broker = make_broker(self.name, infra, graceful_timeout=s.shutdown_grace_s)
         relay_holder: list[OutboxRelay] = []
         uow = UnitOfWork(client, s.mongo_db or f"schoolcard_{self.name}", self.name,
-                         self.instance_id, on_commit=lambda: relay_holder[0].notify())
+                         self.instance_id, on_commit=lambda: relay_holder[0].notify(),
+                         snapshot_reads=infra.mongo_snapshot_reads)
         self.runtime = Runtime(self.name, s, client, uow, broker, clock=self.clock)
         await uow.ensure_indexes()
         if infra.provision_topics:

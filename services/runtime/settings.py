@@ -23,6 +23,9 @@ class InfraSettings(BaseSettings):
     topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
                                          "catalog's partition counts (small dev brokers).")
     replication_factor: int = Field(default=1, ge=1)
+    mongo_snapshot_reads: bool = Field(default=True, description="Run transactions with read "
+                                       "concern 'snapshot' (MongoDB). The dev server nx-27017 "
+                                       "mis-stores that option as a document: off there.")
     log_json: bool = True
     log_level: str = "INFO"
     otel_exporter: str = Field(default="none", description="none | console | otlp")

@@ -1,0 +1,78 @@
+# SchoolCard — the only entry points. `make run` plays the school day; `make test` installs
+# everything from scratch and runs the suite against a private broker and database.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN_DIR ?= $(CURDIR)/.run
+export RUN_DIR
+PYTEST := $(PY) -m pytest -p no:cacheprovider
+
+.PHONY: help install run up down status logs test test-unit test-system test-long faults bench docs lint clean
+
+help:
+	@echo "make run          start the embedded stack, play a school day, print the report, stop"
+	@echo "make test         install (if needed) and run unit + integration + system tests"
+	@echo "make up / down    start / stop broker, database and the five services (logs: .run/logs)"
+	@echo "make status       show the processes of the running stack"
+	@echo "make test-unit    pure tests only;  make test-system  services as processes"
+	@echo "make test-long    long property runs and fault injection"
+	@echo "make bench        benchmarks that print figures"
+	@echo "make docs         regenerate docs/asyncapi.json from the contracts"
+	@echo "make lint         ruff + mypy (strict on domain and handlers)"
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip==26.3"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m deploy.local.schoolday
+
+up: install
+	$(PY) -m deploy.local.stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m deploy.local.stack down; else echo "nothing to stop"; fi
+
+status: install
+	$(PY) -m deploy.local.stack status
+
+logs:
+	tail -n 50 $(RUN_DIR)/logs/*.log
+
+# pytest exits 5 when it collected no tests: that is a failure here, like any non-zero code.
+test: install
+	$(PYTEST) -m "not slow" tests; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected: failing"; exit 1; fi; exit $$rc
+
+test-unit: install
+	$(PYTEST) -m "unit and not slow" tests
+
+test-system: install
+	$(PYTEST) -m "system and not slow" tests
+
+test-long: install
+	$(PYTEST) -m slow tests
+
+faults: install
+	$(PYTEST) tests/faults
+
+bench: install
+	$(PY) -m tests.bench.run
+
+docs: install
+	$(PY) -m contracts.asyncapi > docs/asyncapi.json
+	@echo "docs/asyncapi.json regenerated"
+
+lint: install
+	$(PY) -m pip install -q ruff==0.14.5 mypy==1.19.0
+	$(VENV)/bin/ruff check contracts services tests deploy
+	$(VENV)/bin/mypy services/*/domain* contracts
+
+clean: down
+	rm -rf $(RUN_DIR) $(VENV)

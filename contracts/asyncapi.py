@@ -1,0 +1,164 @@
+"""Generate the AsyncAPI 3.0 document of the whole platform from the contracts and the topic
+catalog (offline, deterministic): ``python -m contracts.asyncapi > docs/asyncapi.json``.
+
+Every topic of the catalog becomes a channel with its key, partitions, retention or compaction;
+every message type a component with its JSON Schema (field descriptions and examples included)
+and the CloudEvents headers of the envelope; producers get ``send`` operations and consumers
+``receive`` operations.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from pydantic.json_schema import models_json_schema
+
+from contracts.catalog import TOPICS, Topic
+from contracts.envelope import Envelope
+
+VERSION = "1.0.0"
+
+ENVELOPE_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "description": "CloudEvents 1.0 Kafka binary mode: envelope attributes as headers.",
+    "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time",
+                 "ce_correlationid"],
+    "properties": {
+        "ce_specversion": {"type": "string", "const": "1.0"},
+        "ce_id": {"type": "string", "description": Envelope.model_fields["id"].description},
+        "ce_type": {"type": "string", "description": Envelope.model_fields["type"].description},
+        "ce_source": {"type": "string",
+                      "description": Envelope.model_fields["source"].description},
+        "ce_time": {"type": "string", "format": "date-time",
+                    "description": Envelope.model_fields["time"].description},
+        "ce_subject": {"type": "string",
+                       "description": Envelope.model_fields["subject"].description},
+        "ce_schemaversion": {"type": "string", "description": "Major schema version."},
+        "ce_correlationid": {"type": "string",
+                             "description": Envelope.model_fields["correlation_id"].description},
+        "ce_causationid": {"type": "string",
+                           "description": Envelope.model_fields["causation_id"].description},
+        "ce_replyto": {"type": "string",
+                       "description": Envelope.model_fields["reply_to"].description},
+        "traceparent": {"type": "string", "description": "W3C trace context."},
+        "authorization": {"type": "string", "description": "Bearer access token (commands "
+                          "and queries from apps only)."},
+        "content-type": {"type": "string", "const": "application/json"},
+    },
+}
+
+DEAD_LETTER_HEADERS: dict[str, Any] = {
+    "type": "object",
+    "description": "The original headers plus the reason the message could not be processed.",
+    "properties": {
+        "dlq_code": {"type": "string", "description": "not_json | schema_violation | "
+                     "missing_headers | unknown_type | unexpected_type | unsupported_version | "
+                     "processing_failed | a service's rejection code"},
+        "dlq_reason": {"type": "string", "description": "Human-readable reason (no payload "
+                       "values)."},
+        "dlq_source_topic": {"type": "string"},
+        "dlq_source_partition": {"type": "string"},
+        "dlq_source_offset": {"type": "string"},
+        "dlq_consumer_group": {"type": "string"},
+        "dlq_failed_at": {"type": "string", "format": "date-time"},
+        "dlq_attempts": {"type": "string"},
+    },
+}
+
+
+def _channel_id(topic: Topic) -> str:
+    return topic.name.replace(".", "_").replace("-", "_")
+
+
+def build() -> dict[str, Any]:
+    models = sorted({m for t in TOPICS for m in t.messages}, key=lambda m: m.TYPE)
+    _, defs = models_json_schema([(m, "serialization") for m in models],
+                                 ref_template="#/components/schemas/{model}")
+    schemas = defs.get("$defs", {})
+    messages: dict[str, Any] = {
+        m.__name__: {
+            "name": m.TYPE,
+            "title": m.__name__,
+            "summary": (m.__doc__ or m.__name__).strip().split("\n\n")[0].replace("\n", " "),
+            "contentType": "application/json",
+            "headers": {"$ref": "#/components/schemas/EnvelopeHeaders"},
+            "payload": {"$ref": f"#/components/schemas/{m.__name__}"},
+            "x-kind": m.KIND,
+            "x-schema-version": m.VERSION,
+        }
+        for m in models
+    }
+    messages["DeadLetter"] = {
+        "name": "schoolcard.DeadLetter",
+        "title": "DeadLetter",
+        "summary": "The original record (bytes as received) that a service could not process.",
+        "contentType": "application/octet-stream",
+        "headers": DEAD_LETTER_HEADERS,
+        "payload": {"type": "string", "description": "Original record value, unchanged."},
+    }
+    schemas["EnvelopeHeaders"] = ENVELOPE_HEADERS
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for topic in TOPICS:
+        cid = _channel_id(topic)
+        names = [m.__name__ for m in topic.messages] or ["DeadLetter"]
+        channels[cid] = {
+            "address": topic.name,
+            "description": topic.description,
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+            "bindings": {"kafka": {
+                "topic": topic.name,
+                "partitions": topic.partitions,
+                "topicConfiguration": {
+                    "cleanup.policy": ["compact"] if topic.compacted else ["delete"],
+                    **({"retention.ms": topic.retention_ms}
+                       if topic.retention_ms and not topic.compacted else {}),
+                },
+                "bindingVersion": "0.5.0",
+            }},
+            "x-key": topic.key,
+            "x-producer": topic.producer,
+            "x-consumers": list(topic.consumers),
+            "x-personal-data": topic.personal_data,
+        }
+        channel_ref = {"$ref": f"#/channels/{cid}"}
+        msg_refs = [{"$ref": f"#/channels/{cid}/messages/{n}"} for n in names]
+        for producer in topic.producer.split(", "):
+            operations[f"{producer}_sends_{cid}"] = {
+                "action": "send", "channel": channel_ref, "messages": msg_refs,
+                "summary": f"{producer} publishes to {topic.name}"}
+        for consumer in topic.consumers:
+            operations[f"{consumer}_receives_{cid}"] = {
+                "action": "receive", "channel": channel_ref, "messages": msg_refs,
+                "summary": f"{consumer} consumes {topic.name}"}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "SchoolCard platform",
+            "version": VERSION,
+            "description": "Topics, messages and envelope of the SchoolCard services (auth, "
+                           "wallet, access, transit, notify) and their integrators. Money is "
+                           "integer kopecks; times are UTC (RFC 3339). Generated from "
+                           "contracts/ — do not edit by hand.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "production": {"host": "kafka:9092", "protocol": "kafka",
+                           "description": "Apache Kafka (KRaft); set SCHOOLCARD_KAFKA_BOOTSTRAP."},
+            "development": {"host": "127.0.0.1:9092", "protocol": "kafka",
+                            "description": "Embedded Tansu broker started by `make up`."},
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,237 @@
+"""The access service's own projection of cards, and the gate allow-list derived from it.
+
+Card facts come from other services (issuing system, wallet) through Kafka; the projection keeps
+only what a gate decision needs. Facts may arrive twice or out of order across topics, so each
+one is applied at most once (by event id) and the newest ``occurred_at`` wins per attribute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from .common import (
+    Doc,
+    IdempotencyConflict,
+    TapReason,
+    fingerprint,
+    opt_dt_from_doc,
+    require_aware,
+    require_text,
+)
+from .events import AllowListEntryChanged
+
+RECENT_FACTS_KEPT = 16
+
+
+class CardStatus(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    UNKNOWN = "unknown"  # heard of (blocked/unblocked) but never seen issued
+
+
+@dataclass(frozen=True, slots=True)
+class CardIssued:
+    """Input fact: a card was issued (or reissued) to a student of a school and class."""
+
+    event_id: str
+    card_uid: str
+    contract: str
+    school_id: str
+    class_name: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CardBlocked:
+    event_id: str
+    card_uid: str
+    occurred_at: datetime
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CardUnblocked:
+    event_id: str
+    card_uid: str
+    occurred_at: datetime
+
+
+CardFact = CardIssued | CardBlocked | CardUnblocked
+
+
+def _fact_doc(fact: CardFact) -> Doc:
+    doc: Doc = {"type": type(fact).__name__, "card_uid": fact.card_uid, "at": fact.occurred_at}
+    if isinstance(fact, CardIssued):
+        doc |= {"contract": fact.contract, "school": fact.school_id, "class": fact.class_name}
+    return doc
+
+
+@dataclass(slots=True)
+class CardRecord:
+    """One card as the access service knows it (one document per card uid)."""
+
+    card_uid: str
+    contract: str | None = None
+    school_id: str | None = None
+    class_name: str | None = None
+    issued_at: datetime | None = None
+    blocked: bool = False
+    block_changed_at: datetime | None = None
+    version: int = 0
+    recent_facts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> CardStatus:
+        if self.issued_at is None:
+            return CardStatus.UNKNOWN
+        return CardStatus.BLOCKED if self.blocked else CardStatus.ACTIVE
+
+    def apply(self, fact: CardFact) -> bool:
+        """Apply a fact; return True when the record changed.
+
+        A repeated event id is a no-op (a different payload under the same id raises
+        :class:`IdempotencyConflict`). An older fact than the one already applied to the same
+        attribute is remembered but changes nothing; at equal times a block beats an unblock.
+        """
+        if fact.card_uid != self.card_uid:
+            raise ValueError("fact for another card")
+        require_text(fact.event_id, "event_id")
+        at = require_aware(fact.occurred_at, "occurred_at")
+        digest = fingerprint(_fact_doc(fact))
+        known = self.recent_facts.get(fact.event_id)
+        if known is not None:
+            if known != digest:
+                raise IdempotencyConflict(fact.event_id, "card fact reused with other data")
+            return False
+        self.recent_facts[fact.event_id] = digest
+        while len(self.recent_facts) > RECENT_FACTS_KEPT:
+            del self.recent_facts[next(iter(self.recent_facts))]
+        changed = False
+        if isinstance(fact, CardIssued):
+            if self.issued_at is None or at >= self.issued_at:
+                before = (self.contract, self.school_id, self.class_name, self.issued_at)
+                self.contract = require_text(fact.contract, "contract")
+                self.school_id = require_text(fact.school_id, "school_id")
+                self.class_name = fact.class_name
+                self.issued_at = at
+                changed = before != (self.contract, self.school_id, self.class_name, at)
+        else:
+            wants_block = isinstance(fact, CardBlocked)
+            newer = self.block_changed_at is None or at > self.block_changed_at
+            tie_block = at == self.block_changed_at and wants_block and not self.blocked
+            if newer or tie_block:
+                changed = self.blocked != wants_block or self.block_changed_at != at
+                self.blocked = wants_block
+                self.block_changed_at = at
+        # The version moves even when only the fact log changed, so the store persists it.
+        self.version += 1
+        return changed
+
+    def to_doc(self) -> Doc:
+        return {
+            "card_uid": self.card_uid,
+            "contract": self.contract,
+            "school_id": self.school_id,
+            "class_name": self.class_name,
+            "issued_at": self.issued_at,
+            "blocked": self.blocked,
+            "block_changed_at": self.block_changed_at,
+            "status": self.status.value,
+            "version": self.version,
+            "recent_facts": [
+                {"event_id": k, "fingerprint": v} for k, v in self.recent_facts.items()
+            ],
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> CardRecord:
+        return cls(
+            card_uid=str(doc["card_uid"]),
+            contract=doc.get("contract"),
+            school_id=doc.get("school_id"),
+            class_name=doc.get("class_name"),
+            issued_at=opt_dt_from_doc(doc.get("issued_at")),
+            blocked=bool(doc["blocked"]),
+            block_changed_at=opt_dt_from_doc(doc.get("block_changed_at")),
+            version=int(doc["version"]),
+            recent_facts={str(f["event_id"]): str(f["fingerprint"]) for f in doc["recent_facts"]},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AllowListEntry:
+    """What a turnstile caches per card: the card-only part of a gate decision.
+
+    Schedule and anti-passback depend on the clock and on the day's passages, so the gate checks
+    them itself (or asks online); a cached entry never allows what the online path would deny on
+    the card's identity, because both paths go through :func:`entry_verdict`.
+    """
+
+    card_uid: str
+    school_id: str | None
+    allowed: bool
+    reason: TapReason
+
+    def to_doc(self) -> Doc:
+        return {
+            "card_uid": self.card_uid,
+            "school_id": self.school_id,
+            "allowed": self.allowed,
+            "reason": self.reason.value,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> AllowListEntry:
+        return cls(
+            card_uid=str(doc["card_uid"]),
+            school_id=doc.get("school_id"),
+            allowed=bool(doc["allowed"]),
+            reason=TapReason(doc["reason"]),
+        )
+
+
+def allow_list_entry(card: CardRecord) -> AllowListEntry:
+    status = card.status
+    if status is CardStatus.UNKNOWN:
+        return AllowListEntry(card.card_uid, card.school_id, False, TapReason.UNKNOWN_CARD)
+    if status is CardStatus.BLOCKED:
+        return AllowListEntry(card.card_uid, card.school_id, False, TapReason.CARD_BLOCKED)
+    return AllowListEntry(card.card_uid, card.school_id, True, TapReason.OK)
+
+
+def entry_verdict(entry: AllowListEntry | None, gate_school_id: str) -> TapReason:
+    """The card-identity verdict at a gate of ``gate_school_id``; shared by online and cache."""
+    if entry is None:
+        return TapReason.UNKNOWN_CARD
+    if not entry.allowed:
+        return entry.reason
+    if entry.school_id != gate_school_id:
+        return TapReason.OTHER_SCHOOL
+    return TapReason.OK
+
+
+def identity_verdict(card: CardRecord | None, gate_school_id: str) -> TapReason:
+    return entry_verdict(None if card is None else allow_list_entry(card), gate_school_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CardOutcome:
+    card: CardRecord
+    changed: bool
+    events: tuple[AllowListEntryChanged, ...]
+
+
+def project_card(card: CardRecord | None, fact: CardFact) -> CardOutcome:
+    """Apply a card fact to the projection; emit the new allow-list entry when it changed."""
+    record = card if card is not None else CardRecord(card_uid=require_text(fact.card_uid, "uid"))
+    before = allow_list_entry(record) if card is not None else None
+    changed = record.apply(fact)
+    after = allow_list_entry(record)
+    events: tuple[AllowListEntryChanged, ...] = ()
+    if after != before:
+        events = (
+            AllowListEntryChanged(after.card_uid, after.school_id, after.allowed, after.reason),
+        )
+    return CardOutcome(record, changed, events)

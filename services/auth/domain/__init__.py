@@ -1,0 +1,66 @@
+"""Pure domain of the auth service (no I/O): see the modules for the rules.
+
+``common`` reason codes, rejections, throttles, idempotency · ``passwords`` policy ·
+``codes`` one-time codes · ``accounts`` the Account aggregate · ``sessions`` sessions and
+refresh-token rotation · ``flows`` unauthenticated flows without user enumeration ·
+``guardians`` children, guardians and permissions · ``events`` domain events.
+"""
+
+from .accounts import (
+    Account,
+    AccountKind,
+    AccountStatus,
+    LoginOutcome,
+    LoginRecord,
+    LoginReply,
+    Outcome,
+    tombstone,
+)
+from .codes import CODE_MAX_ATTEMPTS, CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose, OneTimeCode
+from .common import AuthRejected, DomainEvent, FailureWindow, Gate, IdempotencyLog, Reason
+from .flows import (
+    CodeSentReply,
+    FlowResult,
+    RegistrationEffect,
+    confirm_registration,
+    login_gate_for_unknown,
+    login_unknown,
+    public_code_reply,
+    request_password_reset,
+    resend_registration_code,
+    reset_password,
+    start_registration,
+)
+from .guardians import (
+    Action,
+    ActivationCodeProof,
+    Child,
+    ContractProof,
+    GuardianRole,
+    Invitation,
+    LinkOutcome,
+    activation_code_mac,
+    can,
+)
+from .passwords import PasswordContext, check_password, require_acceptable_password
+from .sessions import (
+    ABSOLUTE_LIFETIME,
+    IDLE_TIMEOUT,
+    RefreshResult,
+    Session,
+    SessionView,
+    active_sessions,
+)
+
+__all__ = [
+    "ABSOLUTE_LIFETIME", "CODE_MAX_ATTEMPTS", "CODE_RESEND_COOLDOWN", "CODE_TTL", "IDLE_TIMEOUT",
+    "Account", "AccountKind", "AccountStatus", "Action", "ActivationCodeProof", "AuthRejected",
+    "Child", "CodePurpose", "CodeSentReply", "ContractProof", "DomainEvent", "FailureWindow",
+    "FlowResult", "Gate", "GuardianRole", "IdempotencyLog", "Invitation", "LinkOutcome",
+    "LoginOutcome", "LoginRecord", "LoginReply", "OneTimeCode", "Outcome", "PasswordContext",
+    "Reason", "RefreshResult", "RegistrationEffect", "Session", "SessionView",
+    "activation_code_mac", "active_sessions", "can", "check_password", "confirm_registration",
+    "login_gate_for_unknown", "login_unknown", "public_code_reply", "request_password_reset",
+    "require_acceptable_password", "resend_registration_code", "reset_password",
+    "start_registration", "tombstone",
+]

@@ -1,0 +1,732 @@
+"""The Account aggregate: parents, staff and integrator service accounts; registration,
+login with throttling, one-time codes, password change and reset, TOTP, disable and close.
+
+Password *hashing* and *verification* are not done here (they are slow, and handlers run them
+off the event loop with ``services.auth.security``): callers pass a ready hash, or whether the
+presented password matched. The domain decides what a result means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ..security import AccessClaims, AccessRole, ChildClaim, match_totp
+from .codes import CodePurpose, OneTimeCode
+from .common import (
+    AuthRejected,
+    DomainEvent,
+    FailureWindow,
+    IdempotencyLog,
+    Reason,
+    code_throttle,
+    dt_from_doc,
+    fingerprint,
+    login_throttle,
+    opt_dt_from_doc,
+    require_aware,
+)
+from .events import (
+    AccountActivated,
+    AccountClosed,
+    AccountDisabled,
+    AccountEnabled,
+    AccountProvisioned,
+    IntegratorAccountCreated,
+    LoginFailed,
+    NewLoginDetected,
+    OneTimeCodeIssued,
+    PasswordChanged,
+    SecondFactorDisabled,
+    SecondFactorEnabled,
+    SecondFactorVerified,
+    SessionsInvalidated,
+    StaffAccountCreated,
+)
+from .passwords import PasswordContext, check_password
+from .sessions import Session
+
+E164 = re.compile(r"\+[1-9]\d{7,14}")
+CONTRACT_NUMBER = re.compile(r"\d{8}")
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}")
+LOGIN_HISTORY_SIZE = 50
+EXISTING_ACCOUNT_ALERT_COOLDOWN = timedelta(hours=1)
+STAFF_ROLES = frozenset({AccessRole.SCHOOL_ADMIN, AccessRole.CANTEEN_OPERATOR,
+                         AccessRole.TEACHER, AccessRole.SUPPORT})
+
+
+class AccountKind(StrEnum):
+    PARENT = "parent"
+    STAFF = "staff"
+    INTEGRATOR = "integrator"
+
+
+class AccountStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    DISABLED = "disabled"
+    CLOSED = "closed"
+
+
+def tombstone(account_id: str) -> str:
+    """Value that replaces personal identifiers of a closed account (unique, says nothing)."""
+    return f"closed:{account_id}"
+
+
+def require_phone(phone: str) -> str:
+    if not E164.fullmatch(phone):
+        raise AuthRejected(Reason.INVALID_PHONE)
+    return phone
+
+
+def require_contract_number(contract_number: str) -> str:
+    if not CONTRACT_NUMBER.fullmatch(contract_number):
+        raise AuthRejected(Reason.INVALID_CONTRACT_NUMBER)
+    return contract_number
+
+
+def require_email(email: str) -> str:
+    if not EMAIL.fullmatch(email):
+        raise AuthRejected(Reason.INVALID_EMAIL)
+    return email.lower()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of a keyed operation whose failure may still change state (an attempt counted).
+    ``rejection`` None means success; ``replayed`` marks an idempotent replay."""
+
+    rejection: Reason | None = None
+    retry_after: timedelta | None = None
+    replayed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rejection is None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "rejection": self.rejection.value if self.rejection else None,
+            "retry_after_ms": (None if self.retry_after is None
+                               else self.retry_after // timedelta(milliseconds=1)),
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Outcome:
+        retry = doc.get("retry_after_ms")
+        return cls(
+            rejection=Reason(doc["rejection"]) if doc.get("rejection") else None,
+            retry_after=None if retry is None else timedelta(milliseconds=int(retry)),
+            replayed=True,
+        )
+
+
+@dataclass(frozen=True)
+class LoginRecord:
+    at: datetime
+    success: bool
+    device: str
+    ip_hash: str
+    session_id: str | None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"at": self.at, "success": self.success, "device": self.device,
+                "ip_hash": self.ip_hash, "session_id": self.session_id}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> LoginRecord:
+        return cls(dt_from_doc(doc["at"]), bool(doc["success"]), str(doc["device"]),
+                   str(doc["ip_hash"]), doc.get("session_id"))
+
+
+@dataclass(frozen=True)
+class LoginReply:
+    """What the caller of a login sees. Built only from (success, throttle state), so an
+    unknown identifier and a wrong password produce equal replies."""
+
+    ok: bool
+    reason: Reason | None = None
+    retry_after: timedelta | None = None
+    session_id: str | None = None
+    second_factor_required: bool = False
+    password_change_required: bool = False
+
+
+@dataclass
+class LoginOutcome:
+    reply: LoginReply
+    session: Session | None = None
+
+
+@dataclass
+class Account:
+    account_id: str
+    kind: AccountKind
+    role: AccessRole
+    status: AccountStatus
+    created_at: datetime
+    phone: str | None = None
+    email: str | None = None
+    login_contract: str | None = None
+    display_name: str | None = None
+    password_hash: str | None = None
+    must_change_password: bool = False
+    password_changed_at: datetime | None = None
+    claimed_contract: str | None = None
+    pending_registration_id: str | None = None
+    consent_at: datetime | None = None
+    flagged_password_reason: Reason | None = None
+    school_id: str | None = None
+    scopes: tuple[str, ...] = ()
+    codes: dict[CodePurpose, OneTimeCode] = field(default_factory=dict)
+    password_failures: FailureWindow = field(default_factory=login_throttle)
+    code_failures: FailureWindow = field(default_factory=code_throttle)
+    session_epoch: int = 0
+    totp_secret: str | None = None
+    totp_enabled: bool = False
+    totp_last_step: int | None = None
+    login_history: list[LoginRecord] = field(default_factory=list)
+    existing_account_alert_at: datetime | None = None
+    closed_at: datetime | None = None
+    idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
+    version: int = 0
+    pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    # --- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def provision_for_contract(
+        cls, *, account_id: str, contract_number: str, initial_password_hash: str, now: datetime
+    ) -> Account:
+        """A parent login keyed by contract number whose initial password is the child's birth
+        date (DDMMYYYY): it works once, only to set a new password (``must_change_password``)."""
+        now = require_aware(now)
+        account = cls(
+            account_id=account_id, kind=AccountKind.PARENT, role=AccessRole.PARENT,
+            status=AccountStatus.ACTIVE, created_at=now,
+            login_contract=require_contract_number(contract_number),
+            claimed_contract=contract_number, password_hash=initial_password_hash,
+            must_change_password=True,
+        )
+        account.pending_events.append(
+            AccountProvisioned(occurred_at=now, account_id=account_id,
+                               contract_number=contract_number)
+        )
+        return account
+
+    @classmethod
+    def create_staff(
+        cls, *, account_id: str, email: str, role: AccessRole, school_id: str | None,
+        initial_password_hash: str, now: datetime,
+    ) -> Account:
+        """Staff start with a password set by an administrator, so they must change it."""
+        if role not in STAFF_ROLES:
+            raise AuthRejected(Reason.INVALID_ROLE, role.value)
+        if role is not AccessRole.SUPPORT and school_id is None:
+            raise AuthRejected(Reason.INVALID_ROLE, "school staff need a school")
+        now = require_aware(now)
+        account = cls(
+            account_id=account_id, kind=AccountKind.STAFF, role=role,
+            status=AccountStatus.ACTIVE, created_at=now, email=require_email(email),
+            password_hash=initial_password_hash, must_change_password=True, school_id=school_id,
+        )
+        account.pending_events.append(
+            StaffAccountCreated(occurred_at=now, account_id=account_id, role=role.value,
+                                school_id=school_id)
+        )
+        return account
+
+    @classmethod
+    def create_integrator(
+        cls, *, account_id: str, name: str, client_secret_hash: str, scopes: Sequence[str],
+        now: datetime,
+    ) -> Account:
+        """A service account; ``client_secret_hash`` plays the password's role in login."""
+        now = require_aware(now)
+        account = cls(
+            account_id=account_id, kind=AccountKind.INTEGRATOR, role=AccessRole.INTEGRATOR,
+            status=AccountStatus.ACTIVE, created_at=now, display_name=name,
+            password_hash=client_secret_hash, scopes=tuple(sorted(set(scopes))),
+        )
+        account.pending_events.append(
+            IntegratorAccountCreated(occurred_at=now, account_id=account_id,
+                                     scopes=account.scopes)
+        )
+        return account
+
+    # --- guards -----------------------------------------------------------------------------
+
+    def _require_not_closed(self) -> None:
+        if self.status is AccountStatus.CLOSED:
+            raise AuthRejected(Reason.ACCOUNT_CLOSED)
+
+    def _require_active(self) -> None:
+        self._require_not_closed()
+        if self.status is not AccountStatus.ACTIVE:
+            raise AuthRejected(Reason.ACCOUNT_NOT_ACTIVE)
+
+    # --- one-time codes ---------------------------------------------------------------------
+
+    def issue_code(
+        self, *, purpose: CodePurpose, code_id: str, code: str, pepper: bytes, now: datetime
+    ) -> bool:
+        """Issue a code unless one for ``purpose`` was issued less than 60 s ago (then nothing
+        happens and False is returned; callers reply the same either way). A new code replaces
+        the previous one for that purpose."""
+        now = require_aware(now)
+        current = self.codes.get(purpose)
+        if current is not None and now < current.resend_available_at():
+            return False
+        issued = OneTimeCode.issue(code_id=code_id, account_id=self.account_id, purpose=purpose,
+                                   code=code, pepper=pepper, now=now)
+        self.codes[purpose] = issued
+        self.pending_events.append(
+            OneTimeCodeIssued(occurred_at=now, account_id=self.account_id, purpose=purpose.value,
+                              code_id=code_id, phone=self.phone, expires_at=issued.expires_at)
+        )
+        return True
+
+    def _check_code(
+        self, purpose: CodePurpose, code: str, pepper: bytes, now: datetime, *, consume: bool
+    ) -> Outcome:
+        gate = self.code_failures.gate(now)
+        if not gate.allowed:
+            return Outcome(gate.reason, gate.retry_after)
+        current = self.codes.get(purpose)
+        if current is None:
+            self.code_failures.record_failure(now)
+            return Outcome(Reason.CODE_INVALID)
+        reason = current.check(code, pepper, now, consume=consume)
+        if reason is Reason.CODE_INVALID:
+            self.code_failures.record_failure(now)
+        return Outcome(reason)
+
+    # --- registration -----------------------------------------------------------------------
+
+    def confirm_registration(
+        self, *, registration_id: str, code: str, pepper: bytes, now: datetime,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Activate a pending registration with its code. A wrong code counts an attempt and
+        returns a rejection (persist the account); a replay with the same key returns the first
+        outcome without counting again."""
+        now = require_aware(now)
+        fp = fingerprint(op="confirm", registration_id=registration_id,
+                         code=_keyed_digest(pepper, code))
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        pending = self.status is AccountStatus.PENDING
+        if not pending or registration_id != self.pending_registration_id:
+            outcome = Outcome(Reason.CODE_INVALID)
+        else:
+            outcome = self._check_code(CodePurpose.REGISTRATION, code, pepper, now, consume=True)
+            if outcome.ok:
+                self.status = AccountStatus.ACTIVE
+                self.pending_registration_id = None
+                self.codes.pop(CodePurpose.REGISTRATION, None)
+                # The password was kept although it contains the birth date, so that the start
+                # reply stayed independent of what we know about the contract.
+                self.must_change_password = self.flagged_password_reason is not None
+                self.pending_events.append(
+                    AccountActivated(occurred_at=now, account_id=self.account_id,
+                                     claimed_contract=self.claimed_contract,
+                                     must_change_password=self.must_change_password)
+                )
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    # --- login ------------------------------------------------------------------------------
+
+    def login_gate(self, now: datetime) -> LoginReply | None:
+        """A refusal to give *before* verifying the password (throttled), else None. Handlers
+        call this first so that refused attempts never cost an argon2 verification."""
+        gate = self.password_failures.gate(now)
+        if gate.allowed:
+            return None
+        return LoginReply(ok=False, reason=gate.reason, retry_after=gate.retry_after)
+
+    def login(
+        self, *, password_ok: bool, now: datetime, session_id: str, refresh_token_hash: str,
+        device: str, ip_hash: str,
+    ) -> LoginOutcome:
+        """Apply a password login whose verification result is ``password_ok``.
+
+        Throttled attempts are refused without counting; a wrong password counts one failure
+        (no lockout: time or a code-verified reset reopens); a pending, disabled or closed
+        account answers exactly as a wrong password. Success clears the failure window, starts
+        a session (restricted when a second factor or a password change is due), appends to
+        the login history and records ``NewLoginDetected``.
+        """
+        now = require_aware(now)
+        refused = self.login_gate(now)
+        if refused is not None:
+            return LoginOutcome(refused)
+        if not password_ok or self.status is not AccountStatus.ACTIVE or self.password_hash is None:
+            self.password_failures.record_failure(now)
+            if self.status is not AccountStatus.CLOSED:
+                self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
+            self.pending_events.append(
+                LoginFailed(occurred_at=now, account_id=self.account_id,
+                            failures_in_window=self.password_failures.count(now))
+            )
+            return LoginOutcome(LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS))
+        self.password_failures.clear()
+        known_devices = {r.device for r in self.login_history if r.success}
+        session = Session.start(
+            session_id=session_id, account_id=self.account_id, epoch=self.session_epoch,
+            refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash, now=now,
+            second_factor_pending=self.totp_enabled,
+            password_change_only=self.must_change_password,
+        )
+        self._remember_login(LoginRecord(now, True, session.device, ip_hash, session_id))
+        self.pending_events.append(
+            NewLoginDetected(occurred_at=now, account_id=self.account_id, session_id=session_id,
+                             device=session.device, ip_hash=ip_hash,
+                             new_device=session.device not in known_devices)
+        )
+        return LoginOutcome(
+            LoginReply(ok=True, session_id=session_id,
+                       second_factor_required=self.totp_enabled,
+                       password_change_required=self.must_change_password),
+            session,
+        )
+
+    def _remember_login(self, record: LoginRecord) -> None:
+        self.login_history.append(record)
+        del self.login_history[: max(0, len(self.login_history) - LOGIN_HISTORY_SIZE)]
+
+    def history(self) -> list[LoginRecord]:
+        """Login history, newest first."""
+        return list(reversed(self.login_history))
+
+    # --- second factor (TOTP) ---------------------------------------------------------------
+
+    def begin_totp_enrolment(self, *, secret_b32: str, now: datetime) -> None:
+        """Store a candidate secret; it protects logins only after :meth:`confirm_totp`."""
+        self._require_active()
+        if self.totp_enabled:
+            raise AuthRejected(Reason.SECOND_FACTOR_ALREADY_ENABLED)
+        self.totp_secret = secret_b32
+        self.totp_last_step = None
+
+    def _accept_totp(self, code: str, now: datetime) -> Outcome:
+        gate = self.code_failures.gate(now)
+        if not gate.allowed:
+            return Outcome(gate.reason, gate.retry_after)
+        if self.totp_secret is None:
+            return Outcome(Reason.SECOND_FACTOR_NOT_ENABLED)
+        step = match_totp(self.totp_secret, code, now)
+        # A step not newer than the last accepted one is a replay of a seen code.
+        if step is None or (self.totp_last_step is not None and step <= self.totp_last_step):
+            self.code_failures.record_failure(now)
+            return Outcome(Reason.CODE_INVALID)
+        self.totp_last_step = step
+        return Outcome()
+
+    def confirm_totp(self, *, code: str, now: datetime) -> Outcome:
+        now = require_aware(now)
+        self._require_active()
+        if self.totp_enabled:
+            raise AuthRejected(Reason.SECOND_FACTOR_ALREADY_ENABLED)
+        outcome = self._accept_totp(code, now)
+        if outcome.ok:
+            self.totp_enabled = True
+            self.pending_events.append(SecondFactorEnabled(occurred_at=now,
+                                                           account_id=self.account_id))
+        return outcome
+
+    def disable_totp(self, *, code: str, now: datetime) -> Outcome:
+        now = require_aware(now)
+        self._require_active()
+        if not self.totp_enabled:
+            raise AuthRejected(Reason.SECOND_FACTOR_NOT_ENABLED)
+        outcome = self._accept_totp(code, now)
+        if outcome.ok:
+            self.totp_enabled = False
+            self.totp_secret = None
+            self.totp_last_step = None
+            self.pending_events.append(SecondFactorDisabled(occurred_at=now,
+                                                            account_id=self.account_id))
+        return outcome
+
+    def verify_second_factor(self, *, session: Session, code: str, now: datetime) -> Outcome:
+        """Complete a login whose session awaits the second factor."""
+        now = require_aware(now)
+        self._require_active()
+        session.require_active(now, self.session_epoch)
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        if not session.second_factor_pending:
+            return Outcome()
+        outcome = self._accept_totp(code, now)
+        if outcome.ok:
+            session.second_factor_pending = False
+            session.last_used_at = now
+            self.pending_events.append(
+                SecondFactorVerified(occurred_at=now, account_id=self.account_id,
+                                     session_id=session.session_id)
+            )
+        return outcome
+
+    # --- passwords --------------------------------------------------------------------------
+
+    def password_context(self, birth_dates: Sequence[date] = ()) -> PasswordContext:
+        contracts = [c for c in (self.claimed_contract, self.login_contract) if c]
+        return PasswordContext(phone=self.phone, contract_numbers=tuple(contracts),
+                               birth_dates=tuple(birth_dates))
+
+    def change_password(
+        self, *, current_password_ok: bool, new_password: str, new_password_hash: str,
+        new_password_matches_current: bool, session: Session, now: datetime,
+        birth_dates: Sequence[date] = (), idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Change the password from an authenticated session (current password required).
+
+        A wrong current password counts as a failed login (and is throttled like one). On
+        success every other session ends (epoch raised) and ``session`` is kept, moved to the
+        new epoch and freed from a forced-change restriction. Policy violations raise.
+        """
+        now = require_aware(now)
+        fp = fingerprint(op="change_password", session=session.session_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_active(now, self.session_epoch)
+        if session.second_factor_pending:
+            raise AuthRejected(Reason.SECOND_FACTOR_REQUIRED)
+        refused = self.login_gate(now)
+        if refused is not None:
+            return Outcome(refused.reason, refused.retry_after)
+        if not current_password_ok:
+            self.password_failures.record_failure(now)
+            outcome = Outcome(Reason.INVALID_CREDENTIALS)
+            self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+            return outcome
+        self._require_acceptable(new_password, birth_dates)
+        if new_password_matches_current:
+            raise AuthRejected(Reason.PASSWORD_UNCHANGED)
+        self._set_password(new_password_hash, now, via="change", keep=session)
+        outcome = Outcome()
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def reset_password(
+        self, *, code: str, pepper: bytes, new_password: str, new_password_hash: str,
+        now: datetime, birth_dates: Sequence[date] = (), idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Set a new password with a password-reset code: the owner's way out of a throttled
+        login. Ends every session, clears the password failure window and any forced change.
+        A policy violation raises without spending the code (the owner picks another one)."""
+        now = require_aware(now)
+        fp = fingerprint(op="reset_password", code=_keyed_digest(pepper, code))
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        if self.status is not AccountStatus.ACTIVE:
+            outcome = Outcome(Reason.CODE_INVALID)
+        else:
+            outcome = self._check_code(CodePurpose.PASSWORD_RESET, code, pepper, now,
+                                       consume=False)
+            if outcome.ok:
+                self._require_acceptable(new_password, birth_dates)
+                self._check_code(CodePurpose.PASSWORD_RESET, code, pepper, now, consume=True)
+                self.codes.pop(CodePurpose.PASSWORD_RESET, None)
+                self.password_failures.clear()
+                self._set_password(new_password_hash, now, via="reset", keep=None)
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def _require_acceptable(self, password: str, birth_dates: Sequence[date]) -> None:
+        reasons = check_password(password, self.password_context(birth_dates))
+        if reasons:
+            raise AuthRejected(reasons[0], reasons=tuple(reasons))
+
+    def _set_password(
+        self, password_hash: str, now: datetime, *, via: str, keep: Session | None
+    ) -> None:
+        self.password_hash = password_hash
+        self.password_changed_at = now
+        self.must_change_password = False
+        self.flagged_password_reason = None
+        self.pending_events.append(PasswordChanged(occurred_at=now, account_id=self.account_id,
+                                                   via=via))
+        self._invalidate_sessions(now, f"password_{via}", keep)
+
+    def rehash_password(self, new_password_hash: str) -> None:
+        """Replace a hash made with outdated parameters after a successful login."""
+        self._require_active()
+        self.password_hash = new_password_hash
+
+    # --- sessions, disable, close -----------------------------------------------------------
+
+    def _invalidate_sessions(self, now: datetime, reason: str, keep: Session | None) -> None:
+        self.session_epoch += 1
+        if keep is not None:
+            keep.epoch = self.session_epoch
+            keep.password_change_only = False
+        self.pending_events.append(
+            SessionsInvalidated(occurred_at=now, account_id=self.account_id,
+                                epoch=self.session_epoch, reason=reason,
+                                kept_session_id=keep.session_id if keep else None)
+        )
+
+    def log_out_everywhere(self, now: datetime) -> None:
+        """End every session of the account, including the caller's."""
+        self._require_not_closed()
+        self._invalidate_sessions(require_aware(now), "logout_everywhere", None)
+
+    def disable(self, now: datetime) -> None:
+        now = require_aware(now)
+        self._require_not_closed()
+        if self.status is AccountStatus.DISABLED:
+            return
+        self.status = AccountStatus.DISABLED
+        self.pending_events.append(AccountDisabled(occurred_at=now, account_id=self.account_id))
+        self._invalidate_sessions(now, "account_disabled", None)
+
+    def enable(self, now: datetime) -> None:
+        now = require_aware(now)
+        self._require_not_closed()
+        if self.status is not AccountStatus.DISABLED:
+            return
+        self.status = AccountStatus.ACTIVE
+        self.pending_events.append(AccountEnabled(occurred_at=now, account_id=self.account_id))
+
+    def close(self, now: datetime) -> bool:
+        """Close for good: every session ends and personal data is minimised (phone and e-mail
+        become a tombstone; password, factors, codes, history and contract claims are dropped).
+        Closing a closed account is a no-op returning False."""
+        now = require_aware(now)
+        if self.status is AccountStatus.CLOSED:
+            return False
+        self._invalidate_sessions(now, "account_closed", None)
+        self.status = AccountStatus.CLOSED
+        self.closed_at = now
+        self.phone = tombstone(self.account_id) if self.phone is not None else None
+        self.email = tombstone(self.account_id) if self.email is not None else None
+        self.login_contract = None
+        self.claimed_contract = None
+        self.display_name = None
+        self.password_hash = None
+        self.must_change_password = False
+        self.flagged_password_reason = None
+        self.pending_registration_id = None
+        self.totp_secret = None
+        self.totp_enabled = False
+        self.totp_last_step = None
+        self.codes.clear()
+        self.login_history.clear()
+        self.password_failures.clear()
+        self.code_failures.clear()
+        self.existing_account_alert_at = None
+        self.pending_events.append(AccountClosed(occurred_at=now, account_id=self.account_id))
+        return True
+
+    def access_claims(
+        self, *, session: Session, children: Sequence[ChildClaim], now: datetime
+    ) -> AccessClaims:
+        """Claims for an access token: only for an active account and a fully authenticated
+        session of it. Issuing counts as session activity."""
+        self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        session.touch(now, self.session_epoch)
+        kids = tuple(children) if self.kind is AccountKind.PARENT else ()
+        return AccessClaims(sub=self.account_id, sid=session.session_id, role=self.role,
+                            children=kids, school_id=self.school_id)
+
+    def pull_events(self) -> list[DomainEvent]:
+        events, self.pending_events = self.pending_events, []
+        return events
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "_id": self.account_id,
+            "kind": self.kind.value,
+            "role": self.role.value,
+            "status": self.status.value,
+            "created_at": self.created_at,
+            "phone": self.phone,
+            "email": self.email,
+            "login_contract": self.login_contract,
+            "display_name": self.display_name,
+            "password_hash": self.password_hash,
+            "must_change_password": self.must_change_password,
+            "password_changed_at": self.password_changed_at,
+            "claimed_contract": self.claimed_contract,
+            "pending_registration_id": self.pending_registration_id,
+            "consent_at": self.consent_at,
+            "flagged_password_reason": (self.flagged_password_reason.value
+                                        if self.flagged_password_reason else None),
+            "school_id": self.school_id,
+            "scopes": list(self.scopes),
+            "codes": {p.value: c.to_doc() for p, c in self.codes.items()},
+            "password_failures": self.password_failures.to_doc(),
+            "code_failures": self.code_failures.to_doc(),
+            "session_epoch": self.session_epoch,
+            "totp_secret": self.totp_secret,
+            "totp_enabled": self.totp_enabled,
+            "totp_last_step": self.totp_last_step,
+            "login_history": [r.to_doc() for r in self.login_history],
+            "existing_account_alert_at": self.existing_account_alert_at,
+            "closed_at": self.closed_at,
+            "idempotency": self.idempotency.to_doc(),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Account:
+        flagged = doc.get("flagged_password_reason")
+        return cls(
+            account_id=str(doc["_id"]),
+            kind=AccountKind(doc["kind"]),
+            role=AccessRole(doc["role"]),
+            status=AccountStatus(doc["status"]),
+            created_at=dt_from_doc(doc["created_at"]),
+            phone=doc.get("phone"),
+            email=doc.get("email"),
+            login_contract=doc.get("login_contract"),
+            display_name=doc.get("display_name"),
+            password_hash=doc.get("password_hash"),
+            must_change_password=bool(doc["must_change_password"]),
+            password_changed_at=opt_dt_from_doc(doc.get("password_changed_at")),
+            claimed_contract=doc.get("claimed_contract"),
+            pending_registration_id=doc.get("pending_registration_id"),
+            consent_at=opt_dt_from_doc(doc.get("consent_at")),
+            flagged_password_reason=Reason(flagged) if flagged else None,
+            school_id=doc.get("school_id"),
+            scopes=tuple(doc.get("scopes", ())),
+            codes={CodePurpose(p): OneTimeCode.from_doc(c)
+                   for p, c in doc.get("codes", {}).items()},
+            password_failures=login_throttle().load(doc.get("password_failures")),
+            code_failures=code_throttle().load(doc.get("code_failures")),
+            session_epoch=int(doc["session_epoch"]),
+            totp_secret=doc.get("totp_secret"),
+            totp_enabled=bool(doc["totp_enabled"]),
+            totp_last_step=doc.get("totp_last_step"),
+            login_history=[LoginRecord.from_doc(r) for r in doc.get("login_history", [])],
+            existing_account_alert_at=opt_dt_from_doc(doc.get("existing_account_alert_at")),
+            closed_at=opt_dt_from_doc(doc.get("closed_at")),
+            idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
+            version=int(doc["version"]),
+        )
+
+
+def _keyed_digest(pepper: bytes, secret: str) -> str:
+    """Codes enter idempotency fingerprints only through the pepper, so a stolen database does
+    not give a fast offline test for them. Passwords never enter a fingerprint at all: a retry
+    with the same key and another password replays the first result."""
+    return hmac.new(pepper, b"idempotency\x1f" + secret.encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,220 @@
+"""Domain events of the auth service (past tense, frozen). They never carry a password, a
+one-time code or a raw token; mapping to wire contracts happens outside the domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from .common import DomainEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class OneTimeCodeIssued(DomainEvent):
+    """A code was generated for ``purpose``; the handler that generated it sends it to
+    ``phone`` through the notify command topic (the code itself is not in this event)."""
+
+    account_id: str
+    purpose: str
+    code_id: str
+    phone: str | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistrationAttemptedForExistingAccount(DomainEvent):
+    """Someone started registration with the phone of an existing account (tell its owner)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountActivated(DomainEvent):
+    account_id: str
+    claimed_contract: str | None
+    must_change_password: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountProvisioned(DomainEvent):
+    """A parent login created for a contract with the birth date as initial password."""
+
+    account_id: str
+    contract_number: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaffAccountCreated(DomainEvent):
+    account_id: str
+    role: str
+    school_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IntegratorAccountCreated(DomainEvent):
+    account_id: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoginFailed(DomainEvent):
+    account_id: str
+    failures_in_window: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewLoginDetected(DomainEvent):
+    """Every successful login (the "new login" alert); ``new_device`` if the device string was
+    not among the account's recent successful logins."""
+
+    account_id: str
+    session_id: str
+    device: str
+    ip_hash: str
+    new_device: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecondFactorVerified(DomainEvent):
+    account_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecondFactorEnabled(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecondFactorDisabled(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PasswordChanged(DomainEvent):
+    account_id: str
+    via: str  # "change" | "reset"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionsInvalidated(DomainEvent):
+    """Every session of the account older than ``epoch`` ended (``kept_session_id`` excepted)."""
+
+    account_id: str
+    epoch: int
+    reason: str
+    kept_session_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(DomainEvent):
+    account_id: str
+    session_id: str
+    absolute_expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionRefreshed(DomainEvent):
+    account_id: str
+    session_id: str
+    generation: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionRevoked(DomainEvent):
+    account_id: str
+    session_id: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefreshTokenReuseDetected(DomainEvent):
+    """An already-rotated refresh token came back: the whole family was revoked."""
+
+    account_id: str
+    session_id: str
+    presented_generation: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountDisabled(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountEnabled(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountClosed(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildRegistered(DomainEvent):
+    child_id: str
+    contract_number: str
+    school_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContractReissued(DomainEvent):
+    """New card/contract for the same child; guardians and history carry over."""
+
+    child_id: str
+    old_contract_number: str
+    new_contract_number: str
+    school_id: str
+    guardians: tuple[tuple[str, str], ...]  # (account_id, role)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardianLinked(DomainEvent):
+    child_id: str
+    contract_number: str
+    account_id: str
+    role: str
+    via: str  # "contract_and_birth_date" | "activation_code" | "invitation"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildLinkRefused(DomainEvent):
+    child_id: str
+    account_id: str
+    failures_in_window: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardianInvited(DomainEvent):
+    child_id: str
+    invitation_id: str
+    role: str
+    invited_by: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardianInvitationRevoked(DomainEvent):
+    child_id: str
+    invitation_id: str
+    revoked_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardianRoleChanged(DomainEvent):
+    child_id: str
+    contract_number: str
+    account_id: str
+    old_role: str
+    new_role: str
+    changed_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardianRemoved(DomainEvent):
+    child_id: str
+    contract_number: str
+    account_id: str
+    role: str
+    removed_by: str

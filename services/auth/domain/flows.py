@@ -1,0 +1,240 @@
+"""Unauthenticated flows where the caller may name an account that does not exist.
+
+Each function takes the account found for the identifier, or None, and returns a public
+*reply* (what goes back to the caller) apart from the *internal effects* (the account to save,
+the events to publish). The reply is built only from the caller's own input and from values
+the caller supplied, never from whether the phone or contract is known, so known and unknown
+identifiers get equal replies. The handler must also spend equal work in both cases (for a
+login with an unknown identifier: ``security.dummy_verify``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from ..security import AccessRole
+from .accounts import (
+    EXISTING_ACCOUNT_ALERT_COOLDOWN,
+    Account,
+    AccountKind,
+    AccountStatus,
+    LoginReply,
+    Outcome,
+    require_contract_number,
+    require_phone,
+)
+from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
+from .common import AuthRejected, DomainEvent, FailureWindow, Reason, require_aware
+from .events import RegistrationAttemptedForExistingAccount
+from .passwords import PasswordContext, check_password
+
+
+@dataclass(frozen=True)
+class CodeSentReply:
+    """"If the details are right, a code is on its way." Identical for every identifier."""
+
+    request_id: str
+    code_ttl: timedelta = CODE_TTL
+    resend_after: timedelta = CODE_RESEND_COOLDOWN
+
+
+class RegistrationEffect(StrEnum):
+    """What actually happened (internal: logs, metrics, tests; never in the reply)."""
+
+    PENDING_CREATED = "pending_created"
+    PENDING_RESTARTED = "pending_restarted"
+    COOLDOWN_NOTHING_SENT = "cooldown_nothing_sent"
+    EXISTING_ACCOUNT_ALERTED = "existing_account_alerted"
+    EXISTING_ACCOUNT_ALERT_SUPPRESSED = "existing_account_alert_suppressed"
+    CONTRACT_UNKNOWN = "contract_unknown"
+    CODE_ISSUED = "code_issued"
+    ACCOUNT_NOT_ELIGIBLE = "account_not_eligible"
+
+
+@dataclass
+class FlowResult:
+    reply: CodeSentReply
+    effect: RegistrationEffect
+    account: Account | None = None
+    events: list[DomainEvent] = field(default_factory=list)
+
+
+def start_registration(
+    *,
+    existing: Account | None,
+    contract_known: bool,
+    contract_birth_dates: Sequence[date],
+    phone: str,
+    contract_number: str,
+    password: str,
+    password_hash: str,
+    consent: bool,
+    registration_id: str,
+    new_account_id: str,
+    code_id: str,
+    code: str,
+    pepper: bytes,
+    now: datetime,
+) -> FlowResult:
+    """Start a parent registration (phone E.164, 8-digit contract, password, consent).
+
+    Raises :class:`AuthRejected` only for faults visible in the caller's own input (format,
+    consent, a password that is short, common, or built from the phone or contract typed in
+    the same form). Everything else gives the same :class:`CodeSentReply`:
+
+    * new phone, known contract: a pending account with a registration code;
+    * pending account for this phone: restarted with the new password and a new code (unless
+      the resend cooldown holds, then nothing is sent);
+    * active account for this phone: its owner is told someone tried (at most hourly);
+    * unknown contract: nothing happens.
+
+    A password containing the child's birth date cannot be refused here without telling the
+    caller that the contract exists and what the birth date is; it is accepted and flagged, and
+    the confirmed account must change it at first login.
+    """
+    now = require_aware(now)
+    require_phone(phone)
+    require_contract_number(contract_number)
+    if not consent:
+        raise AuthRejected(Reason.CONSENT_REQUIRED)
+    public_ctx = PasswordContext(phone=phone, contract_numbers=(contract_number,))
+    reasons = check_password(password, public_ctx)
+    if reasons:
+        raise AuthRejected(reasons[0], reasons=tuple(reasons))
+    reply = CodeSentReply(request_id=registration_id)
+    private_ctx = PasswordContext(birth_dates=tuple(contract_birth_dates))
+    flagged = None
+    if contract_known and Reason.PASSWORD_CONTAINS_BIRTH_DATE in check_password(password,
+                                                                                private_ctx):
+        flagged = Reason.PASSWORD_CONTAINS_BIRTH_DATE
+
+    if existing is not None and existing.status is not AccountStatus.PENDING:
+        last = existing.existing_account_alert_at
+        if existing.status is AccountStatus.CLOSED or (
+            last is not None and now < last + EXISTING_ACCOUNT_ALERT_COOLDOWN
+        ):
+            return FlowResult(reply, RegistrationEffect.EXISTING_ACCOUNT_ALERT_SUPPRESSED)
+        existing.existing_account_alert_at = now
+        existing.pending_events.append(
+            RegistrationAttemptedForExistingAccount(occurred_at=now,
+                                                    account_id=existing.account_id)
+        )
+        return FlowResult(reply, RegistrationEffect.EXISTING_ACCOUNT_ALERTED, existing,
+                          existing.pull_events())
+    if not contract_known:
+        return FlowResult(reply, RegistrationEffect.CONTRACT_UNKNOWN)
+
+    if existing is None:
+        account = Account(
+            account_id=new_account_id, kind=AccountKind.PARENT, role=AccessRole.PARENT,
+            status=AccountStatus.PENDING, created_at=now, phone=phone,
+        )
+        effect = RegistrationEffect.PENDING_CREATED
+    else:
+        account = existing
+        effect = RegistrationEffect.PENDING_RESTARTED
+    if not account.issue_code(purpose=CodePurpose.REGISTRATION, code_id=code_id, code=code,
+                              pepper=pepper, now=now):
+        return FlowResult(reply, RegistrationEffect.COOLDOWN_NOTHING_SENT)
+    account.pending_registration_id = registration_id
+    account.password_hash = password_hash
+    account.claimed_contract = contract_number
+    account.consent_at = now
+    account.flagged_password_reason = flagged
+    return FlowResult(reply, effect, account, account.pull_events())
+
+
+def resend_registration_code(
+    *, account: Account | None, registration_id: str, code_id: str, code: str, pepper: bytes,
+    now: datetime,
+) -> FlowResult:
+    """Send a new registration code if the registration exists and 60 s have passed; the reply
+    is the same in every case (clients show the countdown themselves)."""
+    reply = CodeSentReply(request_id=registration_id)
+    if (account is None or account.status is not AccountStatus.PENDING
+            or account.pending_registration_id != registration_id):
+        return FlowResult(reply, RegistrationEffect.ACCOUNT_NOT_ELIGIBLE)
+    if not account.issue_code(purpose=CodePurpose.REGISTRATION, code_id=code_id, code=code,
+                              pepper=pepper, now=now):
+        return FlowResult(reply, RegistrationEffect.COOLDOWN_NOTHING_SENT)
+    return FlowResult(reply, RegistrationEffect.CODE_ISSUED, account, account.pull_events())
+
+
+_CODE_FAILURES = frozenset({Reason.CODE_INVALID, Reason.CODE_EXPIRED, Reason.CODE_USED,
+                            Reason.CODE_ATTEMPTS_EXHAUSTED, Reason.CODE_RATE_LIMITED})
+
+
+def public_code_reply(outcome: Outcome) -> Outcome:
+    """The reply for a code check in a flow that may name an unknown account: every code
+    failure reads ``CODE_INVALID`` ("wrong or expired code, ask for a new one"), because
+    "expired", "used" or "too many attempts" would prove the account exists."""
+    if outcome.rejection in _CODE_FAILURES:
+        return Outcome(Reason.CODE_INVALID, replayed=outcome.replayed)
+    return outcome
+
+
+def confirm_registration(
+    *, account: Account | None, registration_id: str, code: str, pepper: bytes, now: datetime,
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """``CODE_INVALID`` for an unknown phone, exactly as for a wrong code. The outcome keeps
+    the precise reason; reply with :func:`public_code_reply`."""
+    if account is None:
+        return Outcome(Reason.CODE_INVALID)
+    return account.confirm_registration(registration_id=registration_id, code=code,
+                                        pepper=pepper, now=now,
+                                        idempotency_key=idempotency_key)
+
+
+def request_password_reset(
+    *, account: Account | None, request_id: str, code_id: str, code: str, pepper: bytes,
+    now: datetime,
+) -> FlowResult:
+    """Send a reset code to an active account's phone; same reply for any phone."""
+    reply = CodeSentReply(request_id=request_id)
+    if account is None or account.status is not AccountStatus.ACTIVE or account.phone is None:
+        return FlowResult(reply, RegistrationEffect.ACCOUNT_NOT_ELIGIBLE)
+    if not account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id=code_id, code=code,
+                              pepper=pepper, now=now):
+        return FlowResult(reply, RegistrationEffect.COOLDOWN_NOTHING_SENT)
+    return FlowResult(reply, RegistrationEffect.CODE_ISSUED, account, account.pull_events())
+
+
+def reset_password(
+    *, account: Account | None, code: str, pepper: bytes, new_password: str,
+    new_password_hash: str, now: datetime, birth_dates: Sequence[date] = (),
+    idempotency_key: str | None = None,
+) -> Outcome:
+    """``CODE_INVALID`` for an unknown phone, exactly as for a wrong code (reply with
+    :func:`public_code_reply`). Policy checks that need only the caller's input run first so
+    they answer alike too."""
+    reasons = check_password(new_password)
+    if reasons:
+        raise AuthRejected(reasons[0], reasons=tuple(reasons))
+    if account is None:
+        return Outcome(Reason.CODE_INVALID)
+    return account.reset_password(code=code, pepper=pepper, new_password=new_password,
+                                  new_password_hash=new_password_hash, now=now,
+                                  birth_dates=birth_dates, idempotency_key=idempotency_key)
+
+
+def login_gate_for_unknown(throttle: FailureWindow, now: datetime) -> LoginReply | None:
+    """Throttle gate for an identifier with no account, kept by the handler per identifier
+    hash with the same limits as an account, so that throttling cannot reveal existence."""
+    gate = throttle.gate(now)
+    if gate.allowed:
+        return None
+    return LoginReply(ok=False, reason=gate.reason, retry_after=gate.retry_after)
+
+
+def login_unknown(throttle: FailureWindow, now: datetime) -> LoginReply:
+    """A login for an identifier with no account: the same reply, and the same failure
+    counting, as a wrong password for an existing account."""
+    refused = login_gate_for_unknown(throttle, now)
+    if refused is not None:
+        return refused
+    throttle.record_failure(now)
+    return LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS)

@@ -1,0 +1,432 @@
+"""Children, their contracts and their guardians.
+
+A child is created from the card-issuing system's events (contract number, school, birth date,
+optional activation code). Parents link themselves with proof (contract + birth date, or the
+activation code); the first one becomes *primary*; the primary invites co-guardians and viewers
+and removes them. A card reissue moves the child to a new contract and keeps the guardians.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from ..security import ChildClaim, ChildRole
+from .common import (
+    AuthRejected,
+    DomainEvent,
+    FailureWindow,
+    IdempotencyLog,
+    Reason,
+    date_from_doc,
+    date_to_doc,
+    dt_from_doc,
+    fingerprint,
+    require_aware,
+)
+from .events import (
+    ChildLinkRefused,
+    ChildRegistered,
+    ContractReissued,
+    GuardianInvitationRevoked,
+    GuardianInvited,
+    GuardianLinked,
+    GuardianRemoved,
+    GuardianRoleChanged,
+)
+
+GuardianRole = ChildRole
+INVITATION_TTL = timedelta(days=7)
+PROOF_FAILURE_LIMIT = 10  # per child per rolling hour: a birth date has only ~5,000 guesses
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    TOP_UP = "top_up"
+    CHANGE_LIMITS = "change_limits"
+    BLOCK_CARD = "block_card"
+    MANAGE_GUARDIANS = "manage_guardians"
+    RECEIVE_NOTIFICATIONS = "receive_notifications"
+
+
+_PERMISSIONS: dict[GuardianRole, frozenset[Action]] = {
+    GuardianRole.PRIMARY: frozenset(Action),
+    # A co-guardian can block a lost card: it protects the money and is undone by the primary.
+    GuardianRole.CO_GUARDIAN: frozenset({Action.VIEW, Action.TOP_UP, Action.BLOCK_CARD,
+                                         Action.RECEIVE_NOTIFICATIONS}),
+    GuardianRole.VIEWER: frozenset({Action.RECEIVE_NOTIFICATIONS}),
+}
+
+
+def can(role: GuardianRole | None, action: Action) -> bool:
+    """Whether a guardian with ``role`` (None: not a guardian) may do ``action``."""
+    return role is not None and action in _PERMISSIONS[role]
+
+
+class ProofKind(StrEnum):
+    CONTRACT_AND_BIRTH_DATE = "contract_and_birth_date"
+    ACTIVATION_CODE = "activation_code"
+    INVITATION = "invitation"
+
+
+@dataclass(frozen=True)
+class ContractProof:
+    contract_number: str
+    birth_date: date
+
+
+@dataclass(frozen=True)
+class ActivationCodeProof:
+    activation_code: str
+
+
+def activation_code_mac(pepper: bytes, child_id: str, code: str) -> str:
+    normalized = code.replace("-", "").replace(" ", "").upper()
+    return hmac.new(pepper, f"{child_id}\x1f{normalized}".encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Invitation:
+    invitation_id: str
+    role: GuardianRole
+    invited_by: str
+    token_hash: str
+    created_at: datetime
+    expires_at: datetime
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"invitation_id": self.invitation_id, "role": self.role.value,
+                "invited_by": self.invited_by, "token_hash": self.token_hash,
+                "created_at": self.created_at, "expires_at": self.expires_at}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Invitation:
+        return cls(str(doc["invitation_id"]), GuardianRole(doc["role"]), str(doc["invited_by"]),
+                   str(doc["token_hash"]), dt_from_doc(doc["created_at"]),
+                   dt_from_doc(doc["expires_at"]))
+
+
+@dataclass(frozen=True)
+class LinkOutcome:
+    rejection: Reason | None = None
+    role: GuardianRole | None = None
+    replayed: bool = False
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"rejection": self.rejection.value if self.rejection else None,
+                "role": self.role.value if self.role else None}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> LinkOutcome:
+        return cls(Reason(doc["rejection"]) if doc.get("rejection") else None,
+                   GuardianRole(doc["role"]) if doc.get("role") else None, replayed=True)
+
+
+def _proof_throttle() -> FailureWindow:
+    return FailureWindow(limit=PROOF_FAILURE_LIMIT, free_failures=PROOF_FAILURE_LIMIT,
+                         limit_reason=Reason.CHILD_PROOF_RATE_LIMITED,
+                         delay_reason=Reason.CHILD_PROOF_RATE_LIMITED)
+
+
+@dataclass
+class Child:
+    child_id: str
+    contract_number: str
+    school_id: str
+    birth_date: date
+    created_at: datetime
+    previous_contracts: list[str] = field(default_factory=list)
+    activation_code_mac: str | None = None
+    guardians: dict[str, GuardianRole] = field(default_factory=dict)
+    invitations: dict[str, Invitation] = field(default_factory=dict)
+    proof_failures: FailureWindow = field(default_factory=_proof_throttle)
+    idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
+    version: int = 0
+    pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
+
+    @classmethod
+    def register(
+        cls, *, child_id: str, contract_number: str, school_id: str, birth_date: date,
+        now: datetime, activation_code_mac: str | None = None,
+    ) -> Child:
+        now = require_aware(now)
+        child = cls(child_id=child_id, contract_number=contract_number, school_id=school_id,
+                    birth_date=birth_date, created_at=now,
+                    activation_code_mac=activation_code_mac)
+        child.pending_events.append(ChildRegistered(occurred_at=now, child_id=child_id,
+                                                    contract_number=contract_number,
+                                                    school_id=school_id))
+        return child
+
+    # --- queries ----------------------------------------------------------------------------
+
+    @property
+    def primary(self) -> str | None:
+        return next((a for a, r in self.guardians.items() if r is GuardianRole.PRIMARY), None)
+
+    def role_of(self, account_id: str) -> GuardianRole | None:
+        return self.guardians.get(account_id)
+
+    def can(self, account_id: str, action: Action) -> bool:
+        return can(self.role_of(account_id), action)
+
+    def claim_for(self, account_id: str) -> ChildClaim | None:
+        """The ``children`` entry of this guardian's access token."""
+        role = self.role_of(account_id)
+        return None if role is None else ChildClaim(self.contract_number, role)
+
+    def _require(self, account_id: str, action: Action) -> None:
+        if account_id not in self.guardians:
+            raise AuthRejected(Reason.NOT_A_GUARDIAN)
+        if not self.can(account_id, action):
+            raise AuthRejected(Reason.NOT_PERMITTED, action.value)
+
+    # --- linking ----------------------------------------------------------------------------
+
+    def link_with_proof(
+        self, *, account_id: str, proof: ContractProof | ActivationCodeProof, pepper: bytes,
+        now: datetime, idempotency_key: str | None = None,
+    ) -> LinkOutcome:
+        """Link a parent who proves knowledge of the child. Only a child without a primary can
+        be claimed this way (the claimant becomes primary); otherwise the primary must invite.
+        A wrong proof counts against the child (10 per hour) and returns a rejection."""
+        now = require_aware(now)
+        # Proofs are low-entropy: they enter the fingerprint only through the pepper.
+        proof_text = (f"{proof.contract_number}|{proof.birth_date.isoformat()}"
+                      if isinstance(proof, ContractProof) else proof.activation_code)
+        proof_fp = activation_code_mac(pepper, self.child_id, proof_text)
+        fp = fingerprint(op="link", account=account_id, proof=proof_fp)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return LinkOutcome.from_doc(stored)
+        if account_id in self.guardians:
+            raise AuthRejected(Reason.ALREADY_GUARDIAN)
+        gate = self.proof_failures.gate(now)
+        if not gate.allowed:
+            raise AuthRejected(Reason.CHILD_PROOF_RATE_LIMITED, retry_after=gate.retry_after)
+        if not self._proof_matches(proof, pepper):
+            self.proof_failures.record_failure(now)
+            self.pending_events.append(
+                ChildLinkRefused(occurred_at=now, child_id=self.child_id, account_id=account_id,
+                                 failures_in_window=self.proof_failures.count(now))
+            )
+            outcome = LinkOutcome(Reason.CHILD_PROOF_INVALID)
+        elif self.primary is not None:
+            outcome = LinkOutcome(Reason.GUARDIAN_INVITE_REQUIRED)
+        else:
+            via = (ProofKind.CONTRACT_AND_BIRTH_DATE if isinstance(proof, ContractProof)
+                   else ProofKind.ACTIVATION_CODE)
+            self._add(account_id, GuardianRole.PRIMARY, via, now)
+            outcome = LinkOutcome(role=GuardianRole.PRIMARY)
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def _proof_matches(self, proof: ContractProof | ActivationCodeProof, pepper: bytes) -> bool:
+        if isinstance(proof, ContractProof):
+            return (hmac.compare_digest(proof.contract_number, self.contract_number)
+                    and proof.birth_date == self.birth_date)
+        if self.activation_code_mac is None:
+            return False
+        return hmac.compare_digest(
+            activation_code_mac(pepper, self.child_id, proof.activation_code),
+            self.activation_code_mac,
+        )
+
+    def _add(self, account_id: str, role: GuardianRole, via: ProofKind, now: datetime) -> None:
+        self.guardians[account_id] = role
+        self.pending_events.append(
+            GuardianLinked(occurred_at=now, child_id=self.child_id,
+                           contract_number=self.contract_number, account_id=account_id,
+                           role=role.value, via=via.value)
+        )
+
+    # --- invitations ------------------------------------------------------------------------
+
+    def invite(
+        self, *, by_account_id: str, role: GuardianRole, invitation_id: str, token_hash: str,
+        now: datetime,
+    ) -> Invitation:
+        """The primary invites a co-guardian or a viewer; the token (sent out of band, stored
+        hashed) is accepted by whoever holds it. Re-inviting with the same id is a no-op."""
+        now = require_aware(now)
+        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        if role is GuardianRole.PRIMARY:
+            raise AuthRejected(Reason.INVALID_ROLE, "the primary is not invited")
+        existing = self.invitations.get(invitation_id)
+        if existing is not None:
+            if (existing.role, existing.token_hash) != (role, token_hash):
+                raise AuthRejected(Reason.IDEMPOTENCY_KEY_REUSED, invitation_id)
+            return existing
+        invitation = Invitation(invitation_id, role, by_account_id, token_hash, now,
+                                now + INVITATION_TTL)
+        self.invitations[invitation_id] = invitation
+        self.pending_events.append(
+            GuardianInvited(occurred_at=now, child_id=self.child_id,
+                            invitation_id=invitation_id, role=role.value,
+                            invited_by=by_account_id, expires_at=invitation.expires_at)
+        )
+        return invitation
+
+    def accept_invitation(
+        self, *, invitation_id: str, token_hash: str, account_id: str, now: datetime
+    ) -> GuardianRole:
+        """Join with the invited role. Accepting again as the same guardian returns the role."""
+        now = require_aware(now)
+        invitation = self.invitations.get(invitation_id)
+        if invitation is None or not hmac.compare_digest(invitation.token_hash, token_hash):
+            current = self.role_of(account_id)
+            if current is not None and invitation is None:
+                return current
+            raise AuthRejected(Reason.INVITATION_INVALID)
+        if now >= invitation.expires_at:
+            raise AuthRejected(Reason.INVITATION_EXPIRED)
+        if account_id in self.guardians:
+            raise AuthRejected(Reason.ALREADY_GUARDIAN)
+        del self.invitations[invitation_id]
+        self._add(account_id, invitation.role, ProofKind.INVITATION, now)
+        return invitation.role
+
+    def revoke_invitation(self, *, by_account_id: str, invitation_id: str, now: datetime) -> bool:
+        now = require_aware(now)
+        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        if self.invitations.pop(invitation_id, None) is None:
+            return False
+        self.pending_events.append(
+            GuardianInvitationRevoked(occurred_at=now, child_id=self.child_id,
+                                      invitation_id=invitation_id, revoked_by=by_account_id)
+        )
+        return True
+
+    # --- changes ----------------------------------------------------------------------------
+
+    def remove_guardian(self, *, by_account_id: str, account_id: str, now: datetime) -> bool:
+        """The primary removes another guardian, or a guardian leaves by themselves. The
+        primary cannot be removed this way (transfer first). Removing a non-guardian is a
+        no-op returning False."""
+        now = require_aware(now)
+        if by_account_id != account_id:
+            self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        role = self.guardians.get(account_id)
+        if role is None:
+            return False
+        if role is GuardianRole.PRIMARY:
+            raise AuthRejected(Reason.CANNOT_REMOVE_PRIMARY)
+        del self.guardians[account_id]
+        self.pending_events.append(
+            GuardianRemoved(occurred_at=now, child_id=self.child_id,
+                            contract_number=self.contract_number, account_id=account_id,
+                            role=role.value, removed_by=by_account_id)
+        )
+        return True
+
+    def change_role(
+        self, *, by_account_id: str, account_id: str, role: GuardianRole, now: datetime
+    ) -> bool:
+        """The primary switches another guardian between co-guardian and viewer, or hands the
+        primary role over (then becomes a co-guardian). Same role again is a no-op."""
+        now = require_aware(now)
+        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        old = self.guardians.get(account_id)
+        if old is None:
+            raise AuthRejected(Reason.NOT_A_GUARDIAN)
+        if old is role:
+            return False
+        if account_id == by_account_id:
+            raise AuthRejected(Reason.CANNOT_REMOVE_PRIMARY, "hand over to someone else")
+        if role is GuardianRole.PRIMARY:
+            self._set_role(by_account_id, GuardianRole.CO_GUARDIAN, by_account_id, now)
+        self._set_role(account_id, role, by_account_id, now)
+        return True
+
+    def _set_role(self, account_id: str, role: GuardianRole, by: str, now: datetime) -> None:
+        old = self.guardians[account_id]
+        self.guardians[account_id] = role
+        self.pending_events.append(
+            GuardianRoleChanged(occurred_at=now, child_id=self.child_id,
+                                contract_number=self.contract_number, account_id=account_id,
+                                old_role=old.value, new_role=role.value, changed_by=by)
+        )
+
+    def drop_closed_account(self, *, account_id: str, now: datetime) -> bool:
+        """Remove a guardian whose account closed, whatever the role; a child left without a
+        primary can be claimed again with proof."""
+        now = require_aware(now)
+        role = self.guardians.pop(account_id, None)
+        if role is None:
+            return False
+        self.invitations = {k: v for k, v in self.invitations.items()
+                            if v.invited_by != account_id}
+        self.pending_events.append(
+            GuardianRemoved(occurred_at=now, child_id=self.child_id,
+                            contract_number=self.contract_number, account_id=account_id,
+                            role=role.value, removed_by=account_id)
+        )
+        return True
+
+    def reissue(self, *, new_contract_number: str, school_id: str, now: datetime) -> bool:
+        """A new card (e.g. on school change): the child keeps guardians and history under the
+        new contract. Replaying the same reissue is a no-op returning False."""
+        now = require_aware(now)
+        if new_contract_number == self.contract_number:
+            if school_id == self.school_id:
+                return False
+            raise AuthRejected(Reason.SAME_CONTRACT)
+        if new_contract_number in self.previous_contracts:
+            raise AuthRejected(Reason.SAME_CONTRACT, "contract numbers are never reused")
+        old = self.contract_number
+        self.previous_contracts.append(old)
+        self.contract_number = new_contract_number
+        self.school_id = school_id
+        self.pending_events.append(
+            ContractReissued(occurred_at=now, child_id=self.child_id, old_contract_number=old,
+                             new_contract_number=new_contract_number, school_id=school_id,
+                             guardians=tuple(sorted((a, r.value)
+                                                    for a, r in self.guardians.items())))
+        )
+        return True
+
+    def pull_events(self) -> list[DomainEvent]:
+        events, self.pending_events = self.pending_events, []
+        return events
+
+    # --- persistence ------------------------------------------------------------------------
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "_id": self.child_id,
+            "contract_number": self.contract_number,
+            "school_id": self.school_id,
+            "birth_date": date_to_doc(self.birth_date),
+            "created_at": self.created_at,
+            "previous_contracts": list(self.previous_contracts),
+            "activation_code_mac": self.activation_code_mac,
+            "guardians": [{"account_id": a, "role": r.value} for a, r in self.guardians.items()],
+            "invitations": [i.to_doc() for i in self.invitations.values()],
+            "proof_failures": self.proof_failures.to_doc(),
+            "idempotency": self.idempotency.to_doc(),
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Child:
+        return cls(
+            child_id=str(doc["_id"]),
+            contract_number=str(doc["contract_number"]),
+            school_id=str(doc["school_id"]),
+            birth_date=date_from_doc(doc["birth_date"]),
+            created_at=dt_from_doc(doc["created_at"]),
+            previous_contracts=[str(c) for c in doc.get("previous_contracts", [])],
+            activation_code_mac=doc.get("activation_code_mac"),
+            guardians={str(g["account_id"]): GuardianRole(g["role"])
+                       for g in doc.get("guardians", [])},
+            invitations={str(i["invitation_id"]): Invitation.from_doc(i)
+                         for i in doc.get("invitations", [])},
+            proof_failures=_proof_throttle().load(doc.get("proof_failures")),
+            idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
+            version=int(doc["version"]),
+        )
+

@@ -1,0 +1,80 @@
+"""Vocabulary of notify: what a message is about, how it travels, in which language."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class NotificationKind(StrEnum):
+    CHILD_ENTERED = "child_entered"
+    CHILD_LEFT = "child_left"
+    LATE = "late"
+    ABSENT = "absent"
+    MANUAL_ENTRY = "manual_entry"
+    CANTEEN_PURCHASE = "canteen_purchase"
+    PAYMENT_DECLINED = "payment_declined"
+    RIDE = "ride"
+    TOP_UP = "top_up"
+    RECEIPT = "receipt"
+    LOW_BALANCE = "low_balance"
+    CARD_BLOCKED = "card_blocked"
+    NEW_LOGIN = "new_login"
+    PASSWORD_CHANGED = "password_changed"
+    ONE_TIME_CODE = "one_time_code"
+    ARRIVED_SAFELY = "arrived_safely"
+    NOT_ARRIVED_ALERT = "not_arrived_alert"
+    DAILY_DIGEST = "daily_digest"
+
+
+class Channel(StrEnum):
+    PUSH = "push"
+    SMS = "sms"
+    EMAIL = "email"
+
+
+class Locale(StrEnum):
+    RU = "ru"
+    EN = "en"
+
+
+class GuardianRole(StrEnum):
+    PRIMARY = "primary"
+    CO_GUARDIAN = "co_guardian"
+    VIEWER = "viewer"
+
+
+SECURITY_KINDS: frozenset[NotificationKind] = frozenset(
+    {NotificationKind.ONE_TIME_CODE, NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED}
+)
+"""Kinds that ignore quiet hours and any preference that would mute them."""
+
+ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
+    {NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED, NotificationKind.DAILY_DIGEST}
+)
+"""Kinds addressed to one guardian account rather than to a child's guardians."""
+
+ALL_CHANNELS: frozenset[Channel] = frozenset(Channel)
+
+_CHANNELS: dict[NotificationKind, frozenset[Channel]] = {
+    # A receipt is a document: e-mail only. A one-time code goes by SMS to the phone that asked.
+    NotificationKind.RECEIPT: frozenset({Channel.EMAIL}),
+    NotificationKind.ONE_TIME_CODE: frozenset({Channel.SMS}),
+    # A digest is long: never an SMS (it would cost several segments for low-value news).
+    NotificationKind.DAILY_DIGEST: frozenset({Channel.PUSH, Channel.EMAIL}),
+}
+
+
+def channels_for(kind: NotificationKind) -> frozenset[Channel]:
+    """Channels on which a kind may travel at all, whatever the preferences say."""
+    return _CHANNELS.get(kind, ALL_CHANNELS)
+
+
+ROLE_EXCLUDED_KINDS: dict[GuardianRole, frozenset[NotificationKind]] = {
+    # A viewer (e.g. a grandparent) never pays, so a payment receipt is not theirs to keep.
+    GuardianRole.VIEWER: frozenset({NotificationKind.RECEIPT}),
+}
+
+EMAIL_COMPANION: dict[NotificationKind, NotificationKind] = {
+    # A top-up is announced by push/SMS; its e-mail form is the receipt.
+    NotificationKind.TOP_UP: NotificationKind.RECEIPT,
+}

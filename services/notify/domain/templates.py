@@ -1,0 +1,562 @@
+"""Message texts in Russian (default) and English, for every notification kind.
+
+Times and dates are shown in the guardian's time zone; money goes through
+``contracts.money.format_rub`` so "1 234,50 ₽" is spelt the same everywhere. Russian phrases are
+built as "<child>: <noun phrase>" so they read correctly whatever the child's name and gender
+(no verb agreement or declension is needed).
+
+Each rendering has a ``short`` line (the journal and digest line) that never contains a secret:
+the one-time code appears only in the body of the one_time_code message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from contracts.money import format_rub
+
+from .facts import (
+    AbsentFacts,
+    ArrivedSafelyFacts,
+    CanteenPurchaseFacts,
+    CardBlockedFacts,
+    CodePurpose,
+    DeclineReason,
+    DigestFacts,
+    FareExplanation,
+    Facts,
+    GateFacts,
+    LateFacts,
+    LowBalanceFacts,
+    ManualEntryFacts,
+    NewLoginFacts,
+    NotArrivedFacts,
+    OneTimeCodeFacts,
+    PasswordChangedFacts,
+    PaymentDeclinedFacts,
+    RideFacts,
+    TopUpFacts,
+    check_facts,
+)
+from .journey import JourneyDay, TimelineKind
+from .kinds import Locale, NotificationKind
+
+PRODUCT = "SchoolCard"
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A rendered text. ``secret`` bodies (one-time codes) are hidden from ``repr``."""
+
+    subject: str
+    body: str = field(repr=False)
+    short: str
+    secret: bool = False
+
+    def __repr__(self) -> str:
+        body = "<secret>" if self.secret else repr(self.body)
+        return f"Rendered(subject={self.subject!r}, body={body}, short={self.short!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    locale: Locale
+    tz: ZoneInfo
+    child_name: str | None = None
+    contract: str | None = None
+
+    @property
+    def ru(self) -> bool:
+        return self.locale is Locale.RU
+
+    @property
+    def child(self) -> str:
+        if self.child_name:
+            return self.child_name
+        if self.contract:
+            return f"Карта {self.contract}" if self.ru else f"Card {self.contract}"
+        return "Ребёнок" if self.ru else "Your child"
+
+    def money(self, kopecks: int) -> str:
+        return format_rub(kopecks, locale=self.locale.value)
+
+    def time(self, at: datetime) -> str:
+        return at.astimezone(self.tz).strftime("%H:%M")
+
+    def date(self, day: date) -> str:
+        if self.ru:
+            return day.strftime("%d.%m.%Y")
+        return f"{day.day} {_EN_MONTHS[day.month - 1]} {day.year}"
+
+    def day_of(self, at: datetime) -> str:
+        return self.date(at.astimezone(self.tz).date())
+
+
+_EN_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def plural_ru(n: int, one: str, few: str, many: str) -> str:
+    """Russian plural form for ``n``: 1 день, 2 дня, 5 дней, 11 дней, 21 день."""
+    n = abs(n)
+    if n % 10 == 1 and n % 100 != 11:
+        return one
+    if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+        return few
+    return many
+
+
+def _plural_en(n: int, one: str, many: str) -> str:
+    return one if abs(n) == 1 else many
+
+
+def _where(place: str | None) -> str:
+    return f" ({place})" if place else ""
+
+
+_T = tuple[str, str, str]  # subject, body, short
+
+
+def _gate(kind: NotificationKind) -> Callable[[GateFacts, RenderContext], _T]:
+    entered = kind is NotificationKind.CHILD_ENTERED
+
+    def render(f: GateFacts, c: RenderContext) -> _T:
+        t = c.time(f.at)
+        if c.ru:
+            what = "вход в школу" if entered else "выход из школы"
+            subject = "Вход в школу" if entered else "Выход из школы"
+            return subject, f"{c.child}: {what} в {t}{_where(f.school)}.", f"{subject}, {t}"
+        verb = "entered" if entered else "left"
+        subject = "Entered school" if entered else "Left school"
+        return subject, f"{c.child} {verb} school at {t}{_where(f.school)}.", f"{subject}, {t}"
+
+    return render
+
+
+def _late(f: LateFacts, c: RenderContext) -> _T:
+    minutes = max(0, int((f.at - f.lesson_start).total_seconds() // 60))
+    t, ls = c.time(f.at), c.time(f.lesson_start)
+    if c.ru:
+        unit = plural_ru(minutes, "минуту", "минуты", "минут")
+        return (
+            "Опоздание",
+            f"{c.child}: опоздание на {minutes} {unit} — вход в {t}, уроки начались в {ls}"
+            f"{_where(f.school)}.",
+            f"Опоздание на {minutes} мин, вход в {t}",
+        )
+    unit = _plural_en(minutes, "minute", "minutes")
+    return (
+        "Late for school",
+        f"{c.child} was {minutes} {unit} late: entered at {t}, lessons started at {ls}"
+        f"{_where(f.school)}.",
+        f"Late by {minutes} min, entered at {t}",
+    )
+
+
+def _absent(f: AbsentFacts, c: RenderContext) -> _T:
+    d = c.date(f.day)
+    if c.ru:
+        return (
+            "Нет в школе",
+            f"{c.child}: нет отметки входа в школу {d}{_where(f.school)}.",
+            f"Нет отметки входа {d}",
+        )
+    return (
+        "Absent from school",
+        f"{c.child} has not entered school on {d}{_where(f.school)}.",
+        f"No school entry on {d}",
+    )
+
+
+def _manual(f: ManualEntryFacts, c: RenderContext) -> _T:
+    t = c.time(f.at)
+    note = f" — {f.note}" if f.note else ""
+    if c.ru:
+        what = "вход" if f.entering else "выход"
+        return (
+            "Отметка охранника",
+            f"{c.child}: охранник вручную отметил {what} в {t}{_where(f.school)}{note}.",
+            f"Ручная отметка: {what}, {t}",
+        )
+    what = "entry" if f.entering else "exit"
+    return (
+        "Recorded by a guard",
+        f"A guard recorded {c.child}'s {what} by hand at {t}{_where(f.school)}{note}.",
+        f"Manual {what}, {t}",
+    )
+
+
+def _lines(f: CanteenPurchaseFacts, c: RenderContext) -> str:
+    unit = "шт." if c.ru else "pcs"
+    return ", ".join(f"{ln.name}, {ln.quantity} {unit} — {c.money(ln.amount)}" for ln in f.lines)
+
+
+def _purchase(f: CanteenPurchaseFacts, c: RenderContext) -> _T:
+    t, total, bal = c.time(f.at), c.money(f.total), c.money(f.balance_after)
+    if c.ru:
+        return (
+            "Покупка в столовой",
+            f"{c.child}: покупка в столовой на {total} в {t}{_where(f.place)}: {_lines(f, c)}. "
+            f"Остаток: {bal}.",
+            f"Столовая: {total}, остаток {bal}",
+        )
+    return (
+        "Canteen purchase",
+        f"{c.child} bought {total} in the canteen at {t}{_where(f.place)}: {_lines(f, c)}. "
+        f"Balance: {bal}.",
+        f"Canteen: {total}, balance {bal}",
+    )
+
+
+_DECLINE_RU = {
+    DeclineReason.INSUFFICIENT_FUNDS: "недостаточно средств",
+    DeclineReason.DAILY_LIMIT: "превышен дневной лимит",
+    DeclineReason.BLOCKED_CATEGORY: "запрещённая категория",
+    DeclineReason.BLOCKED_ITEM: "запрещённый товар",
+    DeclineReason.ALLERGEN: "содержит аллерген",
+    DeclineReason.CARD_BLOCKED: "карта заблокирована",
+    DeclineReason.OTHER: "платёж отклонён",
+}
+_DECLINE_EN = {
+    DeclineReason.INSUFFICIENT_FUNDS: "insufficient funds",
+    DeclineReason.DAILY_LIMIT: "daily limit exceeded",
+    DeclineReason.BLOCKED_CATEGORY: "blocked category",
+    DeclineReason.BLOCKED_ITEM: "blocked item",
+    DeclineReason.ALLERGEN: "contains an allergen",
+    DeclineReason.CARD_BLOCKED: "card blocked",
+    DeclineReason.OTHER: "payment declined",
+}
+
+
+def _declined(f: PaymentDeclinedFacts, c: RenderContext) -> _T:
+    t, amount = c.time(f.at), c.money(f.amount)
+    item = f" «{f.item}»" if f.item and c.ru else (f" '{f.item}'" if f.item else "")
+    if c.ru:
+        reason = _DECLINE_RU[f.reason] + item
+        return (
+            "Отказ в оплате",
+            f"{c.child}: отказ в оплате {amount} в {t}{_where(f.place)} — {reason}.",
+            f"Отказ: {amount}, {reason}",
+        )
+    reason = _DECLINE_EN[f.reason] + item
+    return (
+        "Payment declined",
+        f"{c.child}'s payment of {amount} at {t}{_where(f.place)} was declined: {reason}.",
+        f"Declined: {amount}, {reason}",
+    )
+
+
+_FARE_RU = {
+    FareExplanation.FULL_FARE: "полный тариф",
+    FareExplanation.CONCESSION: "льготный тариф",
+    FareExplanation.TRANSFER_FREE: "пересадка, бесплатно",
+    FareExplanation.CAPPED: "достигнут лимит поездок, бесплатно",
+    FareExplanation.CORRECTED: "пересчитано после поздней выгрузки",
+}
+_FARE_EN = {
+    FareExplanation.FULL_FARE: "full fare",
+    FareExplanation.CONCESSION: "student fare",
+    FareExplanation.TRANSFER_FREE: "transfer, free",
+    FareExplanation.CAPPED: "fare cap reached, free",
+    FareExplanation.CORRECTED: "corrected after a late upload",
+}
+
+
+def _ride(f: RideFacts, c: RenderContext) -> _T:
+    t, fare = c.time(f.at), c.money(f.fare)
+    if c.ru:
+        route = f", маршрут {f.route}" if f.route else ""
+        stop = f", остановка «{f.stop}»" if f.stop else ""
+        refund = f" Возврат: {c.money(f.refund)}." if f.refund else ""
+        bal = f" Остаток: {c.money(f.balance_after)}." if f.balance_after is not None else ""
+        expl = _FARE_RU[f.explanation]
+        return (
+            "Поездка",
+            f"{c.child}: поездка в {t}{route}{stop} — {fare} ({expl}).{refund}{bal}",
+            f"Поездка{route}: {fare}, {expl}",
+        )
+    route = f", route {f.route}" if f.route else ""
+    stop = f", stop '{f.stop}'" if f.stop else ""
+    refund = f" Refund: {c.money(f.refund)}." if f.refund else ""
+    bal = f" Balance: {c.money(f.balance_after)}." if f.balance_after is not None else ""
+    expl = _FARE_EN[f.explanation]
+    return (
+        "Ride",
+        f"{c.child}: ride at {t}{route}{stop} — {fare} ({expl}).{refund}{bal}",
+        f"Ride{route}: {fare}, {expl}",
+    )
+
+
+def _top_up(f: TopUpFacts, c: RenderContext) -> _T:
+    t, amount, bal = c.time(f.at), c.money(f.amount), c.money(f.balance_after)
+    if c.ru:
+        via = f" через {f.source}" if f.source else ""
+        return (
+            "Пополнение",
+            f"{c.child}: пополнение на {amount} в {t}{via}. Баланс: {bal}.",
+            f"Пополнение: {amount}, баланс {bal}",
+        )
+    via = f" via {f.source}" if f.source else ""
+    return (
+        "Top-up",
+        f"{c.child}: topped up with {amount} at {t}{via}. Balance: {bal}.",
+        f"Top-up: {amount}, balance {bal}",
+    )
+
+
+def _receipt(f: TopUpFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    card = c.contract or "—"
+    if c.ru:
+        rows = [
+            f"Квитанция {PRODUCT}: пополнение счёта",
+            f"Дата и время: {when}",
+            f"Получатель: {c.child}, договор {card}",
+            f"Сумма: {c.money(f.amount)}",
+            f"Способ оплаты: {f.source or '—'}",
+            f"Счёт: {f.sub_balance or 'основной'}",
+            f"Номер платежа: {f.payment_id}",
+            f"Баланс после пополнения: {c.money(f.balance_after)}",
+        ]
+        return (
+            f"Квитанция: пополнение на {c.money(f.amount)}",
+            "\n".join(rows),
+            f"Квитанция: {c.money(f.amount)}",
+        )
+    rows = [
+        f"{PRODUCT} top-up receipt",
+        f"Date and time: {when}",
+        f"Recipient: {c.child}, contract {card}",
+        f"Amount: {c.money(f.amount)}",
+        f"Paid via: {f.source or '—'}",
+        f"Account: {f.sub_balance or 'general'}",
+        f"Payment id: {f.payment_id}",
+        f"Balance after top-up: {c.money(f.balance_after)}",
+    ]
+    return f"Receipt for a top-up of {c.money(f.amount)}", "\n".join(rows), (
+        f"Receipt: {c.money(f.amount)}"
+    )
+
+
+def _low_balance(f: LowBalanceFacts, c: RenderContext) -> _T:
+    bal = c.money(f.balance)
+    if c.ru:
+        days = (
+            f" — примерно на {f.days_left} {plural_ru(f.days_left, 'день', 'дня', 'дней')} обедов"
+            if f.days_left is not None
+            else ""
+        )
+        return (
+            "Заканчиваются деньги",
+            f"{c.child}: на балансе {bal}{days}. Пополните счёт.",
+            f"Низкий баланс: {bal}",
+        )
+    days = (
+        f" — about {f.days_left} {_plural_en(f.days_left, 'day', 'days')} of lunches left"
+        if f.days_left is not None
+        else ""
+    )
+    return "Low balance", f"{c.child}: balance is {bal}{days}. Please top up.", (
+        f"Low balance: {bal}"
+    )
+
+
+def _card_blocked(f: CardBlockedFacts, c: RenderContext) -> _T:
+    t = c.time(f.at)
+    if c.ru:
+        why = f" ({f.reason})" if f.reason else ""
+        return (
+            "Карта заблокирована",
+            f"{c.child}: карта заблокирована в {t}{why}. Деньги на балансе сохранены.",
+            f"Карта заблокирована, {t}",
+        )
+    why = f" ({f.reason})" if f.reason else ""
+    return (
+        "Card blocked",
+        f"{c.child}: the card was blocked at {t}{why}. The balance is kept.",
+        f"Card blocked, {t}",
+    )
+
+
+def _new_login(f: NewLoginFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    extra = ", ".join(x for x in (f.device, f.place) if x)
+    extra = f" ({extra})" if extra else ""
+    if c.ru:
+        return (
+            f"Новый вход в {PRODUCT}",
+            f"Новый вход в аккаунт {PRODUCT} {when}{extra}. Если это были не вы, смените пароль.",
+            f"Новый вход, {when}",
+        )
+    return (
+        f"New sign-in to {PRODUCT}",
+        f"New sign-in to your {PRODUCT} account on {when}{extra}. "
+        "If it was not you, change your password.",
+        f"New sign-in, {when}",
+    )
+
+
+def _password_changed(f: PasswordChangedFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        return (
+            f"Пароль {PRODUCT} изменён",
+            f"Пароль аккаунта {PRODUCT} изменён {when}. Все сеансы завершены. "
+            "Если это были не вы, обратитесь в поддержку.",
+            f"Пароль изменён, {when}",
+        )
+    return (
+        f"{PRODUCT} password changed",
+        f"Your {PRODUCT} password was changed on {when}. All sessions were signed out. "
+        "If it was not you, contact support.",
+        f"Password changed, {when}",
+    )
+
+
+_PURPOSE_RU = {
+    CodePurpose.REGISTRATION: "регистрации",
+    CodePurpose.LOGIN: "входа",
+    CodePurpose.PASSWORD_RESET: "сброса пароля",
+    CodePurpose.SECOND_FACTOR: "подтверждения входа",
+}
+_PURPOSE_EN = {
+    CodePurpose.REGISTRATION: "registration",
+    CodePurpose.LOGIN: "sign-in",
+    CodePurpose.PASSWORD_RESET: "password reset",
+    CodePurpose.SECOND_FACTOR: "sign-in confirmation",
+}
+
+
+def _code(f: OneTimeCodeFacts, c: RenderContext) -> _T:
+    n = f.ttl_minutes
+    if c.ru:
+        unit = plural_ru(n, "минуту", "минуты", "минут")
+        purpose = _PURPOSE_RU[f.purpose]
+        return (
+            f"Код {PRODUCT}",
+            f"{f.code} — код {purpose} в {PRODUCT}. Действует {n} {unit}. Никому его не сообщайте.",
+            f"Код {purpose} отправлен",
+        )
+    unit = _plural_en(n, "minute", "minutes")
+    purpose = _PURPOSE_EN[f.purpose]
+    return (
+        f"{PRODUCT} code",
+        f"{f.code} is your {PRODUCT} {purpose} code. Valid for {n} {unit}. Never share it.",
+        f"{purpose.capitalize()} code sent",
+    )
+
+
+def _arrived(f: ArrivedSafelyFacts, c: RenderContext) -> _T:
+    t = c.time(f.at)
+    if c.ru:
+        ride = ""
+        if f.ride_at is not None:
+            route = f" маршрутом {f.ride_route}" if f.ride_route else ""
+            ride = f" Утром — поездка{route} в {c.time(f.ride_at)}."
+        return (
+            "Прибытие в школу",
+            f"{c.child}: благополучно в школе, вход в {t}{_where(f.school)}.{ride}",
+            f"Прибытие в школу, {t}",
+        )
+    ride = ""
+    if f.ride_at is not None:
+        route = f" on route {f.ride_route}" if f.ride_route else ""
+        ride = f" Morning ride{route} at {c.time(f.ride_at)}."
+    return (
+        "Arrived at school",
+        f"{c.child} arrived safely at school at {t}{_where(f.school)}.{ride}",
+        f"At school since {t}",
+    )
+
+
+def _not_arrived(f: NotArrivedFacts, c: RenderContext) -> _T:
+    rt, ls = c.time(f.last_ride_at), c.time(f.lesson_start)
+    if c.ru:
+        route = f" маршрутом {f.route}" if f.route else ""
+        return (
+            "Нет входа в школу",
+            f"{c.child}: утром поездка{route} в {rt}, но к началу уроков ({ls}) входа в школу"
+            f"{_where(f.school)} нет.",
+            f"Поездка в {rt}, нет входа к {ls}",
+        )
+    route = f" on route {f.route}" if f.route else ""
+    return (
+        "Not at school",
+        f"{c.child} rode{route} at {rt} but has not entered school{_where(f.school)} "
+        f"by the start of lessons ({ls}).",
+        f"Rode at {rt}, no entry by {ls}",
+    )
+
+
+def _digest(f: DigestFacts, c: RenderContext) -> _T:
+    d, n = c.date(f.day), len(f.items)
+    lines = [f"{c.time(i.at)} {i.text}" for i in sorted(f.items, key=lambda i: i.at)]
+    if c.ru:
+        word = plural_ru(n, "событие", "события", "событий")
+        return f"Сводка за {d}", "\n".join([f"Сводка за {d}:", *lines]), f"Сводка: {n} {word}"
+    word = _plural_en(n, "event", "events")
+    return f"Digest for {d}", "\n".join([f"Digest for {d}:", *lines]), f"Digest: {n} {word}"
+
+
+# Any is safe here: render() checks the facts type against the kind before dispatching.
+_RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
+    NotificationKind.CHILD_ENTERED: _gate(NotificationKind.CHILD_ENTERED),
+    NotificationKind.CHILD_LEFT: _gate(NotificationKind.CHILD_LEFT),
+    NotificationKind.LATE: _late,
+    NotificationKind.ABSENT: _absent,
+    NotificationKind.MANUAL_ENTRY: _manual,
+    NotificationKind.CANTEEN_PURCHASE: _purchase,
+    NotificationKind.PAYMENT_DECLINED: _declined,
+    NotificationKind.RIDE: _ride,
+    NotificationKind.TOP_UP: _top_up,
+    NotificationKind.RECEIPT: _receipt,
+    NotificationKind.LOW_BALANCE: _low_balance,
+    NotificationKind.CARD_BLOCKED: _card_blocked,
+    NotificationKind.NEW_LOGIN: _new_login,
+    NotificationKind.PASSWORD_CHANGED: _password_changed,
+    NotificationKind.ONE_TIME_CODE: _code,
+    NotificationKind.ARRIVED_SAFELY: _arrived,
+    NotificationKind.NOT_ARRIVED_ALERT: _not_arrived,
+    NotificationKind.DAILY_DIGEST: _digest,
+}
+
+
+def render(kind: NotificationKind, facts: Facts, ctx: RenderContext) -> Rendered:
+    """Render ``facts`` as ``kind`` in ``ctx.locale``; the facts type must match the kind."""
+    check_facts(kind, facts)
+    subject, body, short = _RENDERERS[kind](facts, ctx)
+    return Rendered(subject, body, short, secret=kind is NotificationKind.ONE_TIME_CODE)
+
+
+_TIMELINE_RU = {
+    TimelineKind.RIDE: "Поездка",
+    TimelineKind.ENTRY: "Вход в школу",
+    TimelineKind.EXIT: "Выход из школы",
+    TimelineKind.PURCHASE: "Столовая",
+}
+_TIMELINE_EN = {
+    TimelineKind.RIDE: "Ride",
+    TimelineKind.ENTRY: "Entered school",
+    TimelineKind.EXIT: "Left school",
+    TimelineKind.PURCHASE: "Canteen",
+}
+
+
+def render_timeline(journey: JourneyDay, ctx: RenderContext) -> list[str]:
+    """The child's day as the parent reads it: one line per step, in time order."""
+    names = _TIMELINE_RU if ctx.ru else _TIMELINE_EN
+    lines = []
+    for e in journey.timeline:
+        place = ""
+        if e.place:
+            if e.kind is TimelineKind.RIDE:
+                place = f", маршрут {e.place}" if ctx.ru else f", route {e.place}"
+            else:
+                place = f" ({e.place})"
+        amount = f" — {ctx.money(e.amount)}" if e.amount is not None else ""
+        detail = f"; {e.detail}" if e.detail else ""
+        lines.append(f"{ctx.time(e.at)} {names[e.kind]}{place}{amount}{detail}")
+    return lines

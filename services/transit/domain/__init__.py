@@ -1,0 +1,86 @@
+"""Pure domain of transit: fare rules as data, pricing by tap time, the per-card aggregate with
+late-tap corrections and the deny list, and ride history. No I/O; the clock is an argument."""
+
+from services.transit.domain.events import (
+    CardAllowed,
+    CardDenied,
+    ConcessionExpiryReminded,
+    FareAdjustment,
+    FareAssessed,
+    FareCorrected,
+    FareRefundIssued,
+    TransitEvent,
+    event_from_doc,
+    event_to_doc,
+)
+from services.transit.domain.history import (
+    RideLine,
+    explanation_text,
+    line_text,
+    render_csv,
+    ride_lines,
+)
+from services.transit.domain.pricing import (
+    CapKind,
+    ConcessionEligibility,
+    Explanation,
+    PricedRide,
+    Tap,
+    UnpriceableTap,
+    concession_reminder_due,
+    price_taps,
+)
+from services.transit.domain.rules import (
+    FareRulebook,
+    FareRulesError,
+    FareRulesVersion,
+    Mode,
+    ModeFare,
+    parse_fare_rules,
+)
+from services.transit.domain.travel import (
+    CardTravel,
+    DebitStatus,
+    Outcome,
+    RejectionReason,
+    RideRecord,
+    TransitRejection,
+)
+
+__all__ = [
+    "CapKind",
+    "CardAllowed",
+    "CardDenied",
+    "CardTravel",
+    "ConcessionEligibility",
+    "ConcessionExpiryReminded",
+    "DebitStatus",
+    "Explanation",
+    "FareAdjustment",
+    "FareAssessed",
+    "FareCorrected",
+    "FareRefundIssued",
+    "FareRulebook",
+    "FareRulesError",
+    "FareRulesVersion",
+    "Mode",
+    "ModeFare",
+    "Outcome",
+    "PricedRide",
+    "RejectionReason",
+    "RideLine",
+    "RideRecord",
+    "Tap",
+    "TransitEvent",
+    "TransitRejection",
+    "UnpriceableTap",
+    "concession_reminder_due",
+    "event_from_doc",
+    "event_to_doc",
+    "explanation_text",
+    "line_text",
+    "parse_fare_rules",
+    "price_taps",
+    "render_csv",
+    "ride_lines",
+]

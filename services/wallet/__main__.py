@@ -1,0 +1,3 @@
+from services.wallet.app import run
+
+run()

@@ -1,0 +1,1283 @@
+"""The Account aggregate: one per contract, owner of its sub-balances and of its ledger legs.
+
+Rules every public operation follows:
+- The clock is an argument (``now``, timezone-aware); stored instants are UTC, daily rules use
+  the school's local day.
+- Idempotency: each operation carries its key (payment id, sale id, ride id, ...). The first
+  call applies it and remembers the parameters and the result. A repeat with the same
+  parameters changes nothing (no entries, no events, no version bump) and returns an equal
+  result with ``replayed=True``; a repeat with other parameters raises ``WalletRejected`` with
+  ``idempotency_conflict``.
+- Balances change only through ledger postings (``_post``), so each balance equals the sum of
+  that account's entries by construction; :func:`check_ledger` verifies it from the outside.
+- New entries and events accumulate on the account until the caller takes them with
+  :meth:`Account.pull_entries` / :meth:`Account.pull_events` (one unit-of-work commit).
+- ``version`` grows by one per state-changing call, for optimistic concurrency in the store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any, get_type_hints
+
+from contracts.money import MAX_AMOUNT, percent_of
+from services.wallet.domain._codec import from_plain, to_plain
+from services.wallet.domain.events import (
+    AccountOpened,
+    AutoTopUpCancelled,
+    AutoTopUpRequested,
+    BonusesExpired,
+    CardBlocked,
+    CardReissued,
+    CardUnblocked,
+    ControlsChanged,
+    DisputeApproved,
+    DisputeOpened,
+    DisputeRejected,
+    DomainEvent,
+    FareDebited,
+    FareDeclined,
+    FareRefunded,
+    GraceDebtSettled,
+    GraceMealGranted,
+    LowBalanceReached,
+    MoneyMoved,
+    SaleApproved,
+    SaleDeclined,
+    SaleLineRefunded,
+    TopUpCredited,
+)
+from services.wallet.domain.ledger import (
+    CounterAccount,
+    LedgerEntry,
+    Leg,
+    OperationKind,
+    build_posting,
+    ledger_balances,
+    unbalanced_operations,
+)
+from services.wallet.domain.records import (
+    AutoTopUpSettings,
+    BonusLot,
+    DailyLimits,
+    DaySpend,
+    Dispute,
+    DisputeStatus,
+    ExpiryRecord,
+    FareRefundRecord,
+    ReissueRecord,
+    RideRecord,
+    SaleItem,
+    SaleRecord,
+    SaleRefundRecord,
+    TopUpRecord,
+    TransferRecord,
+)
+from services.wallet.domain.results import (
+    DisputeResult,
+    FareRefundResult,
+    FareResult,
+    RefundResult,
+    SaleResult,
+    TopUpResult,
+    TransferResult,
+)
+from services.wallet.domain.values import (
+    BONUS_BASIS_POINTS,
+    BONUS_LIFETIME_MONTHS,
+    CONTRACT_PATTERN,
+    PREDICTION_WINDOW_DAYS,
+    AccountStatus,
+    Balances,
+    DeclineReason,
+    RejectionReason,
+    SubBalance,
+    TopUpChannel,
+    WalletRejected,
+    add_months,
+    local_day,
+    require_amount,
+    require_aware,
+    require_money_sub_balance,
+    zone,
+)
+
+_G, _C, _T, _B = SubBalance.GENERAL, SubBalance.CANTEEN, SubBalance.TRANSIT, SubBalance.BONUS
+_UNLIMITED = MAX_AMOUNT * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Reissue:
+    """Outcome of a card reissue. ``new_account`` is None on a replay: it exists already."""
+
+    record: ReissueRecord
+    new_account: Account | None
+    replayed: bool = field(default=False, compare=False)
+
+
+# Collections kept as dicts in memory and as lists in the document: external ids may contain
+# '.' which MongoDB does not accept in field names.
+_KEYED: dict[str, tuple[type[Any], str]] = {
+    "top_ups": (TopUpRecord, "payment_id"),
+    "sales": (SaleRecord, "sale_id"),
+    "rides": (RideRecord, "ride_id"),
+    "fare_refunds": (FareRefundRecord, "correction_id"),
+    "sale_refunds": (SaleRefundRecord, "refund_id"),
+    "transfers": (TransferRecord, "transfer_id"),
+    "disputes": (Dispute, "dispute_id"),
+}
+
+
+def _conflict(kind: str, key: str) -> WalletRejected:
+    return WalletRejected(
+        RejectionReason.IDEMPOTENCY_CONFLICT, f"{kind} {key!r} was used with other parameters"
+    )
+
+
+def _normalise_tags(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({v.strip().casefold() for v in values if v.strip()}))
+
+
+def _validate_items(items: Sequence[SaleItem]) -> tuple[SaleItem, ...]:
+    if not items:
+        raise WalletRejected(RejectionReason.INVALID_SALE, "a sale needs at least one item")
+    for n, item in enumerate(items):
+        if not isinstance(item, SaleItem):
+            raise WalletRejected(RejectionReason.INVALID_SALE, f"line {n} is not a SaleItem")
+        for name, value in (("qty", item.qty), ("unit_price", item.unit_price)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise WalletRejected(RejectionReason.INVALID_SALE, f"line {n}: {name} {value!r}")
+        if item.qty < 1 or item.unit_price < 0 or not item.sku:
+            raise WalletRejected(RejectionReason.INVALID_SALE, f"line {n}: {item!r}")
+    if sum(item.total for item in items) > MAX_AMOUNT:
+        raise WalletRejected(RejectionReason.INVALID_SALE, "total out of range")
+    return tuple(items)
+
+
+@dataclass(eq=False, kw_only=True)
+class Account:
+    contract: str
+    card_uid: str
+    school_id: str
+    time_zone: str
+    opened_at: datetime
+    status: AccountStatus = AccountStatus.ACTIVE
+    version: int = 0
+    balances_by_sub: dict[SubBalance, int] = field(
+        default_factory=lambda: {s: 0 for s in SubBalance}
+    )
+    bonus_lots: list[BonusLot] = field(default_factory=list)
+    limits: DailyLimits = field(default_factory=DailyLimits)
+    blocked_categories: tuple[str, ...] = ()
+    blocked_items: tuple[str, ...] = ()
+    allergens: tuple[str, ...] = ()
+    low_balance_threshold: int | None = None
+    low_balance_armed: bool = True
+    auto_top_up: AutoTopUpSettings = field(default_factory=AutoTopUpSettings)
+    auto_top_up_pending: str | None = None
+    auto_top_up_seq: int = 0
+    grace_meal_limit: int = 0
+    block_reason: str | None = None
+    daily_spend: list[DaySpend] = field(default_factory=list)
+    top_ups: dict[str, TopUpRecord] = field(default_factory=dict)
+    sales: dict[str, SaleRecord] = field(default_factory=dict)
+    rides: dict[str, RideRecord] = field(default_factory=dict)
+    fare_refunds: dict[str, FareRefundRecord] = field(default_factory=dict)
+    sale_refunds: dict[str, SaleRefundRecord] = field(default_factory=dict)
+    transfers: dict[str, TransferRecord] = field(default_factory=dict)
+    disputes: dict[str, Dispute] = field(default_factory=dict)
+    expiries: list[ExpiryRecord] = field(default_factory=list)
+    predecessor: ReissueRecord | None = None
+    successor: ReissueRecord | None = None
+    closed_at: datetime | None = None
+    _events: list[DomainEvent] = field(default_factory=list, init=False, repr=False)
+    _entries: list[LedgerEntry] = field(default_factory=list, init=False, repr=False)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        contract: str,
+        card_uid: str,
+        school_id: str,
+        time_zone: str,
+        now: datetime,
+        grace_meal_limit: int = 0,
+        predecessor: ReissueRecord | None = None,
+    ) -> Account:
+        if not CONTRACT_PATTERN.match(contract):
+            raise WalletRejected(RejectionReason.INVALID_SETTING, f"contract {contract!r}")
+        zone(time_zone)
+        grace = require_amount(grace_meal_limit, allow_zero=True)
+        at = require_aware(now)
+        account = cls(
+            contract=contract,
+            card_uid=card_uid,
+            school_id=school_id,
+            time_zone=time_zone,
+            opened_at=at,
+            grace_meal_limit=grace,
+            predecessor=predecessor,
+            version=1,
+        )
+        account._events.append(
+            AccountOpened(
+                contract,
+                card_uid,
+                school_id,
+                time_zone,
+                predecessor.old_contract if predecessor else None,
+                at,
+            )
+        )
+        return account
+
+    # --- reading --------------------------------------------------------------------------------
+
+    @property
+    def balances(self) -> Balances:
+        b = self.balances_by_sub
+        return Balances(general=b[_G], canteen=b[_C], transit=b[_T], bonus=b[_B])
+
+    @property
+    def grace_debt(self) -> int:
+        """What the child owes after a grace meal; only the canteen balance can go negative."""
+        return max(0, -self.balances_by_sub[_C])
+
+    def available_points(self, now: datetime) -> int:
+        """Points that can be redeemed at ``now``: lots not yet expired (posted or not)."""
+        at = require_aware(now)
+        return sum(lot.remaining for lot in self.bonus_lots if lot.expires_at > at)
+
+    def spent_on(self, now: datetime) -> DaySpend:
+        """Money paid at the till on the school-local day of ``now``."""
+        day = local_day(now, self.time_zone).isoformat()
+        for spend in self.daily_spend:
+            if spend.day == day:
+                return dataclasses.replace(spend)
+        return DaySpend(day)
+
+    def days_of_lunches_left(self) -> int | None:
+        """About how many school days canteen + general lasts at the child's own pace.
+
+        The pace is the average money spent at the till over the last 14 local days that had
+        purchases (days without purchases, such as weekends and holidays, do not dilute it).
+        Rounded down; None without history.
+        """
+        days = [d for d in self.daily_spend if d.total > 0][-PREDICTION_WINDOW_DAYS:]
+        spent = sum(d.total for d in days)
+        if spent == 0:
+            return None
+        funds = self.balances.meal_funds
+        return 0 if funds <= 0 else funds * len(days) // spent
+
+    def pull_events(self) -> list[DomainEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def pull_entries(self) -> list[LedgerEntry]:
+        entries, self._entries = self._entries, []
+        return entries
+
+    @property
+    def pending_events(self) -> tuple[DomainEvent, ...]:
+        return tuple(self._events)
+
+    # --- top-ups --------------------------------------------------------------------------------
+
+    def top_up(
+        self,
+        payment_id: str,
+        amount: int,
+        *,
+        now: datetime,
+        sub_balance: SubBalance = SubBalance.GENERAL,
+        channel: TopUpChannel = TopUpChannel.BANK_CARD,
+        auto_top_up_request_id: str | None = None,
+    ) -> TopUpResult:
+        """Credit a payment. A grace-meal debt is paid back first, the rest goes to the target.
+
+        A top-up re-arms the low-balance alert when it lifts canteen + general back to the
+        threshold, and answers the pending auto top-up when it names its request id or comes
+        through the auto top-up channel.
+        """
+        at = require_aware(now)
+        amount = require_amount(amount)
+        sub = require_money_sub_balance(sub_balance)
+        try:
+            channel = TopUpChannel(channel)
+        except ValueError:
+            raise WalletRejected(RejectionReason.INVALID_SETTING, f"channel {channel!r}") from None
+        known = self.top_ups.get(payment_id)
+        if known is not None:
+            if (known.amount, known.sub_balance, known.channel) != (amount, sub, channel):
+                raise _conflict("payment", payment_id)
+            return self._top_up_result(known, replayed=True)
+        self._require_open()
+        debt = self.grace_debt
+        settled = min(amount, debt)
+        self._post(
+            OperationKind.TOP_UP,
+            payment_id,
+            [(_C, settled, CounterAccount.TOP_UP), (sub, amount - settled, CounterAccount.TOP_UP)],
+            at,
+        )
+        record = TopUpRecord(
+            payment_id, amount, sub, channel, settled, self.balances, at, self.version + 1
+        )
+        self.top_ups[payment_id] = record
+        self._events.append(
+            TopUpCredited(
+                self.contract, payment_id, amount, sub, channel, settled, self.balances, at
+            )
+        )
+        if debt > 0 and self.grace_debt == 0:
+            self._events.append(GraceDebtSettled(self.contract, payment_id, at))
+        threshold = self.low_balance_threshold
+        if threshold is not None and self.balances.meal_funds >= threshold:
+            self.low_balance_armed = True
+        pending = self.auto_top_up_pending
+        if pending is not None and (
+            auto_top_up_request_id == pending or channel is TopUpChannel.AUTO_TOP_UP
+        ):
+            self.auto_top_up_pending = None
+        self._touch()
+        return self._top_up_result(record)
+
+    def cancel_auto_top_up(self, request_id: str, *, now: datetime) -> bool:
+        """The integrator could not collect a requested top-up: re-arm the next request."""
+        at = require_aware(now)
+        if self.auto_top_up_pending != request_id:
+            return False
+        self._require_open()
+        self.auto_top_up_pending = None
+        self._events.append(AutoTopUpCancelled(self.contract, request_id, at))
+        self._touch()
+        return True
+
+    # --- canteen sales --------------------------------------------------------------------------
+
+    def sale(
+        self,
+        sale_id: str,
+        *,
+        terminal_id: str,
+        items: Sequence[SaleItem],
+        now: datetime,
+        bonus_points: int = 0,
+    ) -> SaleResult:
+        """Approve or decline a canteen sale; declines are recorded and replayed like approvals.
+
+        Checks, in order: card blocked, allergen, blocked item, blocked category, daily limit,
+        funds. Bonus points asked for are capped at the unexpired points held and at the total;
+        the rest is paid from canteen, then general. Per-sub-balance daily limits cap what each
+        pocket may give today. If the money is short, the school's grace rule may give this one
+        meal on credit (the canteen balance goes negative, at most ``grace_meal_limit``) provided
+        no earlier grace debt is outstanding and no limit stood in the way.
+        A closed account answers ``account_closed`` without recording anything.
+        """
+        at = require_aware(now)
+        lines = _validate_items(items)
+        bonus_points = require_amount(bonus_points, allow_zero=True)
+        known = self.sales.get(sale_id)
+        if known is not None:
+            if (known.terminal_id, known.items, known.bonus_requested) != (
+                terminal_id,
+                lines,
+                bonus_points,
+            ):
+                raise _conflict("sale", sale_id)
+            return self._sale_result(known, replayed=True)
+        total = sum(item.total for item in lines)
+        if self.status is AccountStatus.CLOSED:
+            return SaleResult(
+                sale_id, False, DeclineReason.ACCOUNT_CLOSED, "", total, 0, 0, 0, 0, 0,
+                self.balances,
+            )
+        spend = self.spent_on(at)
+        reason, detail = self._screen(lines)
+        bonus_used = 0
+        plan = (0, 0, 0)
+        if reason is None:
+            bonus_used = min(bonus_points, self.available_points(at), total)
+            outcome = self._plan_sale_payment(total - bonus_used, spend)
+            if isinstance(outcome, DeclineReason):
+                reason = outcome
+            else:
+                plan = outcome
+        record = SaleRecord(
+            sale_id=sale_id,
+            terminal_id=terminal_id,
+            items=lines,
+            bonus_requested=bonus_points,
+            at=at,
+            day=spend.day,
+            approved=reason is None,
+            reason=reason,
+            detail=detail,
+            total=total,
+            line_refunded=[0] * len(lines),
+            seq=self.version + 1,
+        )
+        if reason is not None:
+            record.balances_after = self.balances
+            self.sales[sale_id] = record
+            self._events.append(
+                SaleDeclined(self.contract, sale_id, terminal_id, reason, detail, total, at)
+            )
+            self._touch()
+            return self._sale_result(record)
+        from_canteen, from_general, grace = plan
+        money = total - bonus_used
+        accrued = percent_of(money, BONUS_BASIS_POINTS)
+        self._take_points(bonus_used, at)
+        if accrued:
+            self._add_lot(f"sale:{sale_id}", accrued, at)
+        self._post(
+            OperationKind.SALE,
+            sale_id,
+            [
+                (_C, -(from_canteen + grace), CounterAccount.REVENUE_CANTEEN),
+                (_G, -from_general, CounterAccount.REVENUE_CANTEEN),
+                (_B, -bonus_used, CounterAccount.REVENUE_CANTEEN),
+                (_B, accrued, CounterAccount.BONUS_ACCRUAL),
+            ],
+            at,
+        )
+        spend.total += money
+        spend.canteen += from_canteen + grace
+        spend.general += from_general
+        self._store_spend(spend)
+        record.paid_canteen = from_canteen + grace
+        record.paid_general = from_general
+        record.bonus_used = bonus_used
+        record.bonus_accrued = accrued
+        record.grace_credit = grace
+        record.balances_after = self.balances
+        self.sales[sale_id] = record
+        self._events.append(
+            SaleApproved(
+                self.contract, sale_id, terminal_id, lines, total, record.paid_canteen,
+                from_general, bonus_used, accrued, grace, self.balances, at,
+            )
+        )
+        if grace:
+            self._events.append(GraceMealGranted(self.contract, sale_id, self.grace_debt, at))
+        self._after_debit(at)
+        self._touch()
+        return self._sale_result(record)
+
+    def _screen(self, lines: tuple[SaleItem, ...]) -> tuple[DeclineReason | None, str]:
+        if self.status is AccountStatus.BLOCKED:
+            return DeclineReason.CARD_BLOCKED, self.block_reason or ""
+        declared = set(self.allergens)
+        for item in lines:
+            hit = sorted(declared.intersection(_normalise_tags(item.allergens)))
+            if hit:
+                return DeclineReason.ALLERGEN, hit[0]
+        for item in lines:
+            if item.sku.strip().casefold() in self.blocked_items:
+                return DeclineReason.BLOCKED_ITEM, item.sku
+        for item in lines:
+            if item.category.strip().casefold() in self.blocked_categories:
+                return DeclineReason.BLOCKED_CATEGORY, item.category
+        return None, ""
+
+    def _plan_sale_payment(
+        self, due: int, spend: DaySpend
+    ) -> tuple[int, int, int] | DeclineReason:
+        """Split ``due`` into (from canteen, from general, grace credit) or say why not."""
+        limits = self.limits
+        if limits.total is not None and spend.total + due > limits.total:
+            return DeclineReason.DAILY_LIMIT
+        canteen = max(0, self.balances_by_sub[_C])
+        general = max(0, self.balances_by_sub[_G])
+        canteen_room = _UNLIMITED if limits.canteen is None else limits.canteen - spend.canteen
+        general_room = _UNLIMITED if limits.general is None else limits.general - spend.general
+        canteen_room, general_room = max(0, canteen_room), max(0, general_room)
+        from_canteen = min(canteen, canteen_room, due)
+        from_general = min(general, general_room, due - from_canteen)
+        short = due - from_canteen - from_general
+        if short == 0:
+            return from_canteen, from_general, 0
+        limit_in_the_way = from_canteen < canteen or from_general < general
+        if limit_in_the_way:
+            return DeclineReason.DAILY_LIMIT
+        grace_allowed = (
+            self.grace_meal_limit > 0
+            and self.balances_by_sub[_C] >= 0
+            and short <= self.grace_meal_limit
+        )
+        if not grace_allowed:
+            return DeclineReason.INSUFFICIENT_FUNDS
+        if canteen_room - from_canteen < short:
+            return DeclineReason.DAILY_LIMIT
+        return from_canteen, from_general, short
+
+    # --- transit --------------------------------------------------------------------------------
+
+    def debit_fare(self, ride_id: str, amount: int, *, now: datetime) -> FareResult:
+        """Debit a fare assessed by transit: transit first, then general; never on credit.
+
+        Daily limits do not apply: the ride has already happened when the fare arrives.
+        """
+        at = require_aware(now)
+        amount = require_amount(amount, allow_zero=True)
+        known = self.rides.get(ride_id)
+        if known is not None:
+            if known.amount != amount:
+                raise _conflict("ride", ride_id)
+            return self._fare_result(known, replayed=True)
+        if self.status is AccountStatus.CLOSED:
+            return FareResult(
+                ride_id, False, DeclineReason.ACCOUNT_CLOSED, amount, 0, 0, self.balances
+            )
+        transit = max(0, self.balances_by_sub[_T])
+        general = max(0, self.balances_by_sub[_G])
+        reason: DeclineReason | None = None
+        if self.status is AccountStatus.BLOCKED:
+            reason = DeclineReason.CARD_BLOCKED
+        elif transit + general < amount:
+            reason = DeclineReason.INSUFFICIENT_FUNDS
+        record = RideRecord(ride_id, amount, at, reason is None, reason, seq=self.version + 1)
+        if reason is None:
+            record.paid_transit = min(transit, amount)
+            record.paid_general = amount - record.paid_transit
+            self._post(
+                OperationKind.FARE,
+                ride_id,
+                [
+                    (_T, -record.paid_transit, CounterAccount.REVENUE_TRANSIT),
+                    (_G, -record.paid_general, CounterAccount.REVENUE_TRANSIT),
+                ],
+                at,
+            )
+            self._events.append(
+                FareDebited(
+                    self.contract, ride_id, amount, record.paid_transit, record.paid_general,
+                    self.balances, at,
+                )
+            )
+        else:
+            self._events.append(FareDeclined(self.contract, ride_id, amount, reason, at))
+        record.balances_after = self.balances
+        self.rides[ride_id] = record
+        if reason is None:
+            self._after_debit(at)
+        self._touch()
+        return self._fare_result(record)
+
+    def refund_fare(
+        self, correction_id: str, ride_id: str, amount: int, *, now: datetime
+    ) -> FareRefundResult:
+        """Give back part or all of a fare (a transit correction); never more than charged."""
+        at = require_aware(now)
+        amount = require_amount(amount)
+        known = self.fare_refunds.get(correction_id)
+        if known is not None:
+            if (known.ride_id, known.amount) != (ride_id, amount):
+                raise _conflict("fare correction", correction_id)
+            return self._fare_refund_result(known, replayed=True)
+        self._require_open()
+        record = self._refund_fare(correction_id, ride_id, amount, at)
+        self._touch()
+        return self._fare_refund_result(record)
+
+    def _refund_fare(
+        self, correction_id: str, ride_id: str, amount: int, at: datetime
+    ) -> FareRefundRecord:
+        ride = self._charged_ride(ride_id)
+        if amount > ride.amount - ride.refunded:
+            raise WalletRejected(
+                RejectionReason.REFUND_EXCEEDS_CHARGE,
+                f"ride {ride_id}: {amount} > {ride.amount - ride.refunded}",
+            )
+        to_transit = min(amount, ride.paid_transit - ride.refunded_transit)
+        to_general = amount - to_transit
+        self._post(
+            OperationKind.FARE_REFUND,
+            correction_id,
+            [
+                (_T, to_transit, CounterAccount.REVENUE_TRANSIT),
+                (_G, to_general, CounterAccount.REVENUE_TRANSIT),
+            ],
+            at,
+        )
+        ride.refunded_transit += to_transit
+        ride.refunded_general += to_general
+        record = FareRefundRecord(
+            correction_id, ride_id, amount, to_transit, to_general, self.balances, at,
+            self.version + 1,
+        )
+        self.fare_refunds[correction_id] = record
+        self._events.append(
+            FareRefunded(self.contract, correction_id, ride_id, amount, self.balances, at)
+        )
+        return record
+
+    def _charged_ride(self, ride_id: str) -> RideRecord:
+        ride = self.rides.get(ride_id)
+        if ride is None:
+            raise WalletRejected(RejectionReason.UNKNOWN_RIDE, ride_id)
+        if not ride.approved:
+            raise WalletRejected(RejectionReason.NOT_CHARGED, f"ride {ride_id} was declined")
+        return ride
+
+    # --- sale refunds and disputes --------------------------------------------------------------
+
+    def refund_sale_line(
+        self,
+        refund_id: str,
+        sale_id: str,
+        line_no: int,
+        amount: int,
+        *,
+        staff_id: str,
+        now: datetime,
+    ) -> RefundResult:
+        """Staff reversal of (part of) one sale line, at most what is still unrefunded.
+
+        The money part of the sale is given back first (to canteen as far as canteen paid, then
+        general); beyond that, the points redeemed come back as a new lot. Points accrued on the
+        money now refunded are taken back (rounded the same way as the accrual), as far as the
+        child still holds points.
+        """
+        at = require_aware(now)
+        amount = require_amount(amount)
+        known = self.sale_refunds.get(refund_id)
+        if known is not None:
+            if (known.sale_id, known.line_no, known.amount) != (sale_id, line_no, amount):
+                raise _conflict("refund", refund_id)
+            return self._refund_result(known, replayed=True)
+        self._require_open()
+        record = self._refund_sale_line(refund_id, sale_id, line_no, amount, staff_id, None, at)
+        self._touch()
+        return self._refund_result(record)
+
+    def _refund_sale_line(
+        self,
+        refund_id: str,
+        sale_id: str,
+        line_no: int,
+        amount: int,
+        staff_id: str,
+        dispute_id: str | None,
+        at: datetime,
+    ) -> SaleRefundRecord:
+        sale = self._charged_sale(sale_id, line_no)
+        if amount > sale.refundable(line_no):
+            raise WalletRejected(
+                RejectionReason.REFUND_EXCEEDS_CHARGE,
+                f"sale {sale_id} line {line_no}: {amount} > {sale.refundable(line_no)}",
+            )
+        money_left = sale.paid_money - sale.refunded_canteen - sale.refunded_general
+        money = min(amount, money_left)
+        to_canteen = min(money, sale.paid_canteen - sale.refunded_canteen)
+        to_general = money - to_canteen
+        points_back = amount - money
+        money_kept = money_left - money
+        owed = sale.bonus_accrued - sale.bonus_clawed_back
+        owed -= percent_of(money_kept, BONUS_BASIS_POINTS)
+        clawed = self._claw_points(max(0, owed), f"sale:{sale_id}")
+        if points_back:
+            self._add_lot(f"refund:{refund_id}", points_back, at)
+        self._post(
+            OperationKind.SALE_REFUND,
+            refund_id,
+            [
+                (_C, to_canteen, CounterAccount.REVENUE_CANTEEN),
+                (_G, to_general, CounterAccount.REVENUE_CANTEEN),
+                (_B, points_back, CounterAccount.REVENUE_CANTEEN),
+                (_B, -clawed, CounterAccount.BONUS_ACCRUAL),
+            ],
+            at,
+        )
+        sale.line_refunded[line_no] += amount
+        sale.refunded_canteen += to_canteen
+        sale.refunded_general += to_general
+        sale.refunded_bonus += points_back
+        sale.bonus_clawed_back += clawed
+        record = SaleRefundRecord(
+            refund_id, sale_id, line_no, amount, to_canteen, to_general, points_back, clawed,
+            staff_id, dispute_id, self.balances, at, self.version + 1,
+        )
+        self.sale_refunds[refund_id] = record
+        self._events.append(
+            SaleLineRefunded(
+                self.contract, refund_id, sale_id, line_no, amount, money, points_back, clawed,
+                staff_id, dispute_id, self.balances, at,
+            )
+        )
+        return record
+
+    def _charged_sale(self, sale_id: str, line_no: int) -> SaleRecord:
+        sale = self.sales.get(sale_id)
+        if sale is None:
+            raise WalletRejected(RejectionReason.UNKNOWN_SALE, sale_id)
+        if not sale.approved:
+            raise WalletRejected(RejectionReason.NOT_CHARGED, f"sale {sale_id} was declined")
+        if not isinstance(line_no, int) or not 0 <= line_no < len(sale.items):
+            raise WalletRejected(RejectionReason.UNKNOWN_SALE_LINE, f"{sale_id} line {line_no}")
+        return sale
+
+    def open_dispute(
+        self,
+        dispute_id: str,
+        *,
+        now: datetime,
+        sale_id: str | None = None,
+        line_no: int | None = None,
+        ride_id: str | None = None,
+        comment: str = "",
+    ) -> DisputeResult:
+        """Flag one statement line: a sale line (``sale_id`` + ``line_no``) or a ride.
+
+        One open dispute per line at a time; a line with nothing left to refund cannot be
+        disputed. The comment is not part of the idempotency comparison.
+        """
+        at = require_aware(now)
+        on_sale = sale_id is not None and line_no is not None and ride_id is None
+        on_ride = ride_id is not None and sale_id is None and line_no is None
+        if not (on_sale or on_ride):
+            raise WalletRejected(
+                RejectionReason.INVALID_DISPUTE, "name a sale line or a ride, not both"
+            )
+        known = self.disputes.get(dispute_id)
+        if known is not None:
+            if (known.sale_id, known.line_no, known.ride_id) != (sale_id, line_no, ride_id):
+                raise _conflict("dispute", dispute_id)
+            return self._dispute_result(known, replayed=True)
+        self._require_open()
+        remaining = self._disputable(sale_id, line_no, ride_id)
+        if remaining == 0:
+            raise WalletRejected(RejectionReason.NOTHING_TO_REFUND, "the line is fully refunded")
+        for other in self.disputes.values():
+            same_line = (other.sale_id, other.line_no, other.ride_id) == (sale_id, line_no, ride_id)
+            if same_line and other.status is DisputeStatus.OPEN:
+                raise WalletRejected(RejectionReason.DISPUTE_ALREADY_OPEN, other.dispute_id)
+        dispute = Dispute(dispute_id, sale_id, line_no, ride_id, comment, at, remaining)
+        self.disputes[dispute_id] = dispute
+        self._events.append(
+            DisputeOpened(self.contract, dispute_id, sale_id, line_no, ride_id, remaining, at)
+        )
+        self._touch()
+        return self._dispute_result(dispute)
+
+    def _disputable(self, sale_id: str | None, line_no: int | None, ride_id: str | None) -> int:
+        if sale_id is not None and line_no is not None:
+            return self._charged_sale(sale_id, line_no).refundable(line_no)
+        assert ride_id is not None
+        ride = self._charged_ride(ride_id)
+        return ride.amount - ride.refunded
+
+    def approve_dispute(
+        self, dispute_id: str, *, refund_amount: int, staff_id: str, now: datetime
+    ) -> DisputeResult:
+        """Staff approve with a refund of at most what is still unrefunded on the line.
+
+        The refund id is ``dispute:<dispute id>``, so approving twice can never refund twice.
+        """
+        at = require_aware(now)
+        refund_amount = require_amount(refund_amount)
+        dispute = self._dispute(dispute_id)
+        if dispute.status is DisputeStatus.APPROVED:
+            if dispute.refund_amount != refund_amount:
+                raise _conflict("dispute approval", dispute_id)
+            return self._dispute_result(dispute, replayed=True)
+        if dispute.status is not DisputeStatus.OPEN:
+            raise WalletRejected(RejectionReason.DISPUTE_NOT_OPEN, dispute.status.value)
+        self._require_open()
+        refund_id = f"dispute:{dispute_id}"
+        if dispute.sale_id is not None and dispute.line_no is not None:
+            self._refund_sale_line(
+                refund_id, dispute.sale_id, dispute.line_no, refund_amount, staff_id,
+                dispute_id, at,
+            )
+        else:
+            assert dispute.ride_id is not None
+            self._refund_fare(refund_id, dispute.ride_id, refund_amount, at)
+        dispute.status = DisputeStatus.APPROVED
+        dispute.refund_amount = refund_amount
+        dispute.staff_id = staff_id
+        dispute.resolved_at = at
+        self._events.append(DisputeApproved(self.contract, dispute_id, refund_amount, staff_id, at))
+        self._touch()
+        return self._dispute_result(dispute)
+
+    def reject_dispute(
+        self, dispute_id: str, *, staff_id: str, now: datetime, note: str = ""
+    ) -> DisputeResult:
+        at = require_aware(now)
+        dispute = self._dispute(dispute_id)
+        if dispute.status is DisputeStatus.REJECTED:
+            return self._dispute_result(dispute, replayed=True)
+        if dispute.status is not DisputeStatus.OPEN:
+            raise WalletRejected(RejectionReason.DISPUTE_NOT_OPEN, dispute.status.value)
+        self._require_open()
+        dispute.status = DisputeStatus.REJECTED
+        dispute.staff_id = staff_id
+        dispute.note = note
+        dispute.resolved_at = at
+        self._events.append(DisputeRejected(self.contract, dispute_id, staff_id, note, at))
+        self._touch()
+        return self._dispute_result(dispute)
+
+    def _dispute(self, dispute_id: str) -> Dispute:
+        dispute = self.disputes.get(dispute_id)
+        if dispute is None:
+            raise WalletRejected(RejectionReason.UNKNOWN_DISPUTE, dispute_id)
+        return dispute
+
+    # --- parent controls and school settings ----------------------------------------------------
+
+    def set_daily_limits(
+        self, limits: DailyLimits, *, now: datetime, by: str | None = None
+    ) -> bool:
+        """Replace the daily limits; returns False (and changes nothing) when they are equal.
+
+        A lower limit applies at once to what is left of today, counted from local midnight.
+        """
+        for value in (limits.total, limits.canteen, limits.general):
+            if value is not None:
+                require_amount(value, allow_zero=True)
+        return self._set_control("limits", "daily_limits", limits, now, by)
+
+    def set_blocked_categories(
+        self, categories: Iterable[str], *, now: datetime, by: str | None = None
+    ) -> bool:
+        value = _normalise_tags(categories)
+        return self._set_control("blocked_categories", "blocked_categories", value, now, by)
+
+    def set_blocked_items(
+        self, skus: Iterable[str], *, now: datetime, by: str | None = None
+    ) -> bool:
+        return self._set_control("blocked_items", "blocked_items", _normalise_tags(skus), now, by)
+
+    def set_allergens(
+        self, allergens: Iterable[str], *, now: datetime, by: str | None = None
+    ) -> bool:
+        return self._set_control("allergens", "allergens", _normalise_tags(allergens), now, by)
+
+    def set_low_balance_threshold(
+        self, threshold: int | None, *, now: datetime, by: str | None = None
+    ) -> bool:
+        """Set or clear the threshold on canteen + general.
+
+        Setting it is not a crossing: the alert is armed only if the money is at or above the
+        new threshold, so a parent who sets it above the current balance is warned after the
+        next top-up lifts the balance and spending brings it down again.
+        """
+        if threshold is not None:
+            require_amount(threshold, allow_zero=True)
+        changed = self._set_control("low_balance_threshold", "low_balance_threshold",
+                                    threshold, now, by)
+        if changed:
+            self.low_balance_armed = threshold is None or self.balances.meal_funds >= threshold
+        return changed
+
+    def set_auto_top_up(
+        self, settings: AutoTopUpSettings, *, now: datetime, by: str | None = None
+    ) -> bool:
+        """Change the planned payment; enabling it below the threshold requests one at once."""
+        at = require_aware(now)
+        settings = dataclasses.replace(
+            settings, sub_balance=require_money_sub_balance(settings.sub_balance)
+        )
+        require_amount(settings.threshold, allow_zero=True)
+        require_amount(settings.amount, allow_zero=not settings.enabled)
+        changed = self._set_control("auto_top_up", "auto_top_up", settings, at, by)
+        if changed:
+            self._check_auto_top_up(at)
+        return changed
+
+    def set_grace_meal_limit(self, limit: int, *, now: datetime, by: str | None = None) -> bool:
+        """School setting: the deepest debt one grace meal may leave (0 disables the rule)."""
+        limit = require_amount(limit, allow_zero=True)
+        return self._set_control("grace_meal_limit", "grace_meal_limit", limit, now, by)
+
+    def block_card(
+        self, *, now: datetime, reason: str = "lost", by: str | None = None
+    ) -> bool:
+        """Block a lost card: the balance stays, sales and fares are declined until unblocked."""
+        at = require_aware(now)
+        self._require_open()
+        if self.status is AccountStatus.BLOCKED:
+            return False
+        self.status = AccountStatus.BLOCKED
+        self.block_reason = reason
+        self._events.append(CardBlocked(self.contract, reason, by, at))
+        self._touch()
+        return True
+
+    def unblock_card(self, *, now: datetime, by: str | None = None) -> bool:
+        at = require_aware(now)
+        self._require_open()
+        if self.status is AccountStatus.ACTIVE:
+            return False
+        self.status = AccountStatus.ACTIVE
+        self.block_reason = None
+        self._events.append(CardUnblocked(self.contract, by, at))
+        self._touch()
+        return True
+
+    def move_money(
+        self,
+        transfer_id: str,
+        *,
+        source: SubBalance,
+        target: SubBalance,
+        amount: int,
+        now: datetime,
+    ) -> TransferResult:
+        """Move money between two sub-balances ("paid into the wrong balance").
+
+        Only what the source holds can move; moving into a canteen in grace debt pays it back.
+        """
+        at = require_aware(now)
+        amount = require_amount(amount)
+        source = require_money_sub_balance(source)
+        target = require_money_sub_balance(target)
+        if source is target:
+            raise WalletRejected(RejectionReason.INVALID_SUB_BALANCE, "source is the target")
+        known = self.transfers.get(transfer_id)
+        if known is not None:
+            if (known.source, known.target, known.amount) != (source, target, amount):
+                raise _conflict("transfer", transfer_id)
+            return self._transfer_result(known, replayed=True)
+        self._require_open()
+        if self.balances_by_sub[source] < amount:
+            raise WalletRejected(
+                RejectionReason.INSUFFICIENT_FUNDS,
+                f"{source.value} holds {self.balances_by_sub[source]}",
+            )
+        self._post(
+            OperationKind.TRANSFER,
+            f"{self.contract}:{transfer_id}",
+            [(source, -amount, CounterAccount.TRANSFER), (target, amount, CounterAccount.TRANSFER)],
+            at,
+        )
+        record = TransferRecord(
+            transfer_id, source, target, amount, self.balances, at, self.version + 1
+        )
+        self.transfers[transfer_id] = record
+        self._events.append(
+            MoneyMoved(self.contract, transfer_id, source, target, amount, self.balances, at)
+        )
+        self._after_debit(at)
+        self._touch()
+        return self._transfer_result(record)
+
+    # --- bonuses --------------------------------------------------------------------------------
+
+    def expire_bonuses(self, *, now: datetime) -> int:
+        """Post the expiry of every lot whose 12 months are over; returns the points expired.
+
+        Each lot expires in its own operation (``<contract>:<lot id>``), so running this twice,
+        or from two schedulers, expires nothing twice.
+        """
+        at = require_aware(now)
+        if self.status is AccountStatus.CLOSED:
+            return 0
+        due = [lot for lot in self.bonus_lots if lot.expires_at <= at and lot.remaining > 0]
+        if not due:
+            return 0
+        for lot in due:
+            self._post(
+                OperationKind.BONUS_EXPIRY,
+                f"{self.contract}:{lot.lot_id}",
+                [(_B, -lot.remaining, CounterAccount.BONUS_EXPIRY)],
+                at,
+            )
+            self.expiries.append(ExpiryRecord(lot.lot_id, lot.remaining, at, self.version + 1))
+        points = sum(lot.remaining for lot in due)
+        for lot in due:
+            lot.remaining = 0
+        self.bonus_lots = [lot for lot in self.bonus_lots if lot.remaining > 0]
+        self._events.append(
+            BonusesExpired(self.contract, points, tuple(lot.lot_id for lot in due), at)
+        )
+        self._touch()
+        return points
+
+    def _add_lot(self, lot_id: str, points: int, at: datetime) -> None:
+        self.bonus_lots.append(
+            BonusLot(lot_id, at, add_months(at, BONUS_LIFETIME_MONTHS), points, points)
+        )
+
+    def _take_points(self, points: int, at: datetime) -> None:
+        """Redeem from unexpired lots, the soonest to expire first."""
+        for lot in sorted(self.bonus_lots, key=lambda lot: (lot.expires_at, lot.lot_id)):
+            if points == 0:
+                break
+            if lot.expires_at <= at:
+                continue
+            taken = min(points, lot.remaining)
+            lot.remaining -= taken
+            points -= taken
+        if points:
+            raise AssertionError("redeemed more points than available")
+        self.bonus_lots = [lot for lot in self.bonus_lots if lot.remaining > 0]
+
+    def _claw_points(self, points: int, preferred_lot: str) -> int:
+        """Take back up to ``points``, from the sale's own lot first; returns what was taken."""
+        taken_total = 0
+        ordered = sorted(
+            self.bonus_lots,
+            key=lambda lot: (lot.lot_id != preferred_lot, lot.expires_at, lot.lot_id),
+        )
+        for lot in ordered:
+            if taken_total == points:
+                break
+            taken = min(points - taken_total, lot.remaining)
+            lot.remaining -= taken
+            taken_total += taken
+        self.bonus_lots = [lot for lot in self.bonus_lots if lot.remaining > 0]
+        return taken_total
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.status is AccountStatus.CLOSED:
+            successor = self.successor.new_contract if self.successor else ""
+            raise WalletRejected(RejectionReason.ACCOUNT_CLOSED, successor)
+
+    def _touch(self) -> None:
+        self.version += 1
+
+    def _post(self, kind: OperationKind, operation_id: str, legs: list[Leg], at: datetime) -> None:
+        entries = build_posting(self.contract, kind, operation_id, legs, at)
+        for entry in entries:
+            if entry.account == self.contract and entry.sub_balance is not None:
+                self.balances_by_sub[entry.sub_balance] += entry.amount
+        self._entries.extend(entries)
+
+    def _set_control(
+        self, attribute: str, what: str, value: object, now: datetime, by: str | None
+    ) -> bool:
+        at = require_aware(now)
+        self._require_open()
+        if getattr(self, attribute) == value:
+            return False
+        setattr(self, attribute, value)
+        self._events.append(ControlsChanged(self.contract, what, to_plain(value), by, at))
+        self._touch()
+        return True
+
+    def _store_spend(self, spend: DaySpend) -> None:
+        days = [*(d for d in self.daily_spend if d.day != spend.day), spend]
+        days.sort(key=lambda d: d.day)
+        # Enough history for the prediction window; today is always among the newest.
+        self.daily_spend = days[-(PREDICTION_WINDOW_DAYS + 1):]
+
+    def _after_debit(self, at: datetime) -> None:
+        """Low-balance alert and auto top-up after money left the account."""
+        funds = self.balances.meal_funds
+        threshold = self.low_balance_threshold
+        if threshold is not None and self.low_balance_armed and funds < threshold:
+            self.low_balance_armed = False
+            self._events.append(
+                LowBalanceReached(self.contract, funds, threshold, self.days_of_lunches_left(), at)
+            )
+        self._check_auto_top_up(at)
+
+    def _check_auto_top_up(self, at: datetime) -> None:
+        """One request per crossing: nothing more is asked while a request is unanswered.
+
+        The measure is the money the target pocket's spending draws on: canteen + general for
+        canteen or general, transit + general for transit. The request id is deterministic
+        (``auto-<contract>-<n>``), so a replayed computation names the same planned payment.
+        """
+        settings = self.auto_top_up
+        if not settings.enabled or self.auto_top_up_pending is not None:
+            return
+        b = self.balances
+        funds = b.transit + b.general if settings.sub_balance is _T else b.meal_funds
+        if funds >= settings.threshold:
+            return
+        self.auto_top_up_seq += 1
+        request_id = f"auto-{self.contract}-{self.auto_top_up_seq}"
+        self.auto_top_up_pending = request_id
+        self._events.append(
+            AutoTopUpRequested(self.contract, request_id, settings.amount, settings.sub_balance, at)
+        )
+
+    # --- results from records -------------------------------------------------------------------
+
+    @staticmethod
+    def _top_up_result(r: TopUpRecord, *, replayed: bool = False) -> TopUpResult:
+        return TopUpResult(
+            r.payment_id, r.amount, r.sub_balance, r.grace_debt_settled, r.balances_after,
+            replayed,
+        )
+
+    @staticmethod
+    def _sale_result(r: SaleRecord, *, replayed: bool = False) -> SaleResult:
+        return SaleResult(
+            r.sale_id, r.approved, r.reason, r.detail, r.total, r.paid_canteen, r.paid_general,
+            r.bonus_used, r.bonus_accrued, r.grace_credit, r.balances_after, replayed,
+        )
+
+    @staticmethod
+    def _fare_result(r: RideRecord, *, replayed: bool = False) -> FareResult:
+        return FareResult(
+            r.ride_id, r.approved, r.reason, r.amount, r.paid_transit, r.paid_general,
+            r.balances_after, replayed,
+        )
+
+    @staticmethod
+    def _fare_refund_result(r: FareRefundRecord, *, replayed: bool = False) -> FareRefundResult:
+        return FareRefundResult(r.correction_id, r.ride_id, r.amount, r.balances_after, replayed)
+
+    @staticmethod
+    def _refund_result(r: SaleRefundRecord, *, replayed: bool = False) -> RefundResult:
+        return RefundResult(
+            r.refund_id, r.sale_id, r.line_no, r.amount, r.money, r.bonus_restored,
+            r.bonus_clawed_back, r.balances_after, replayed,
+        )
+
+    @staticmethod
+    def _transfer_result(r: TransferRecord, *, replayed: bool = False) -> TransferResult:
+        return TransferResult(r.transfer_id, r.source, r.target, r.amount, r.balances_after,
+                              replayed)
+
+    @staticmethod
+    def _dispute_result(d: Dispute, *, replayed: bool = False) -> DisputeResult:
+        return DisputeResult(d.dispute_id, d.status, d.disputed_amount, d.refund_amount, replayed)
+
+    # --- persistence ----------------------------------------------------------------------------
+
+    def to_doc(self) -> dict[str, Any]:
+        """A BSON-friendly document (no ``_id``: the store keys it by ``contract``)."""
+        doc: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if f.name in _KEYED:
+                doc[f.name] = [to_plain(record) for record in value.values()]
+            else:
+                doc[f.name] = to_plain(value)
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Account:
+        hints = _account_hints()
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if not f.init or f.name not in doc:
+                continue
+            if f.name in _KEYED:
+                record_type, key = _KEYED[f.name]
+                records = [from_plain(record_type, item) for item in doc[f.name]]
+                kwargs[f.name] = {getattr(r, key): r for r in records}
+            else:
+                kwargs[f.name] = from_plain(hints[f.name], doc[f.name])
+        balances = {s: 0 for s in SubBalance}
+        balances.update(kwargs.get("balances_by_sub", {}))
+        kwargs["balances_by_sub"] = balances
+        return cls(**kwargs)
+
+
+@cache
+def _account_hints() -> dict[str, Any]:
+    return get_type_hints(Account)
+
+
+# --- card reissue -------------------------------------------------------------------------------
+
+
+def reissue_card(
+    old: Account,
+    *,
+    reissue_id: str,
+    new_contract: str,
+    new_card_uid: str,
+    now: datetime,
+    school_id: str | None = None,
+    time_zone: str | None = None,
+    grace_meal_limit: int | None = None,
+) -> Reissue:
+    """Move everything to a new contract and close the old account.
+
+    Every sub-balance (a grace debt included) and every bonus lot (with its own expiry) moves
+    through the ``internal:reissue`` clearing account: the old account posts
+    ``reissue_out:<id>``, the new one ``reissue_in:<id>``. Parent controls, today's spending
+    (so a reissue does not reset the daily limit) and the spending history move too. A pending
+    auto top-up is cancelled on the old account, since the payment would name the old contract.
+    School settings default to the old school's. Replaying the same reissue returns the stored
+    record and no new account.
+    """
+    at = require_aware(now)
+    if old.successor is not None:
+        s = old.successor
+        if (s.reissue_id, s.new_contract, s.new_card_uid) != (
+            reissue_id,
+            new_contract,
+            new_card_uid,
+        ):
+            raise _conflict("reissue", reissue_id)
+        return Reissue(s, None, replayed=True)
+    old._require_open()
+    if new_contract == old.contract:
+        raise WalletRejected(RejectionReason.SAME_CONTRACT, new_contract)
+    moved = old.balances
+    record = ReissueRecord(reissue_id, old.contract, new_contract, new_card_uid, moved, at)
+    new = Account.open(
+        contract=new_contract,
+        card_uid=new_card_uid,
+        school_id=school_id or old.school_id,
+        time_zone=time_zone or old.time_zone,
+        now=at,
+        grace_meal_limit=old.grace_meal_limit if grace_meal_limit is None else grace_meal_limit,
+        predecessor=record,
+    )
+    legs_out: list[Leg] = [(s, -moved.of(s), CounterAccount.REISSUE) for s in SubBalance]
+    legs_in: list[Leg] = [(s, moved.of(s), CounterAccount.REISSUE) for s in SubBalance]
+    old._post(OperationKind.REISSUE_OUT, reissue_id, legs_out, at)
+    new._post(OperationKind.REISSUE_IN, reissue_id, legs_in, at)
+    new.bonus_lots, old.bonus_lots = old.bonus_lots, []
+    new.limits = old.limits
+    new.blocked_categories = old.blocked_categories
+    new.blocked_items = old.blocked_items
+    new.allergens = old.allergens
+    new.low_balance_threshold = old.low_balance_threshold
+    new.low_balance_armed = old.low_balance_armed
+    new.auto_top_up = old.auto_top_up
+    new.daily_spend = [dataclasses.replace(d) for d in old.daily_spend]
+    if old.auto_top_up_pending is not None:
+        old._events.append(AutoTopUpCancelled(old.contract, old.auto_top_up_pending, at))
+        old.auto_top_up_pending = None
+    old.status = AccountStatus.CLOSED
+    old.closed_at = at
+    old.successor = record
+    old._events.append(CardReissued(old.contract, new_contract, reissue_id, moved, at))
+    old._touch()
+    return Reissue(record, new)
+
+
+# --- ledger check -------------------------------------------------------------------------------
+
+
+def check_ledger(account: Account, entries: Iterable[LedgerEntry]) -> list[str]:
+    """Everything wrong between an account and its ledger entries; empty when consistent.
+
+    Checks: each balance equals the sum of the account's entries; every operation among the
+    entries is balanced; the bonus balance equals the points left in the bonus lots.
+    """
+    entries = list(entries)
+    problems: list[str] = []
+    derived = ledger_balances(entries, account.contract)
+    if derived != account.balances:
+        problems.append(f"balances {account.balances} != ledger {derived}")
+    for (kind, operation_id), residue in unbalanced_operations(entries).items():
+        problems.append(f"operation {kind}:{operation_id} is off by {residue}")
+    lots = sum(lot.remaining for lot in account.bonus_lots)
+    if lots != account.balances.bonus:
+        problems.append(f"bonus lots hold {lots}, bonus balance is {account.balances.bonus}")
+    return problems

@@ -1,0 +1,221 @@
+"""What an Account remembers about each operation: enough to answer a replay with the same
+result, to check refunds against charges, and to build the statement."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from services.wallet.domain.values import (
+    Balances,
+    DeclineReason,
+    SubBalance,
+    TopUpChannel,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SaleItem:
+    sku: str
+    name: str
+    category: str
+    allergens: tuple[str, ...]
+    qty: int
+    unit_price: int
+
+    @property
+    def total(self) -> int:
+        return self.qty * self.unit_price
+
+
+@dataclass(slots=True)
+class BonusLot:
+    """Points accrued at one moment; they expire together, oldest lots are spent first."""
+
+    lot_id: str
+    accrued_at: datetime
+    expires_at: datetime
+    amount: int
+    remaining: int
+
+
+@dataclass(slots=True)
+class DaySpend:
+    """Money spent at the till on one school-local day (``day`` is ISO ``YYYY-MM-DD``)."""
+
+    day: str
+    total: int = 0
+    canteen: int = 0
+    general: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DailyLimits:
+    """Per school-local day caps on money paid at the till; None means no cap."""
+
+    total: int | None = None
+    canteen: int | None = None
+    general: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopUpSettings:
+    enabled: bool = False
+    threshold: int = 0
+    amount: int = 0
+    sub_balance: SubBalance = SubBalance.CANTEEN
+
+
+@dataclass(slots=True)
+class TopUpRecord:
+    payment_id: str
+    amount: int
+    sub_balance: SubBalance
+    channel: TopUpChannel
+    grace_debt_settled: int
+    balances_after: Balances
+    at: datetime
+    seq: int = 0  # order of the operation on the account (its version)
+
+
+@dataclass(slots=True)
+class SaleRecord:
+    sale_id: str
+    terminal_id: str
+    items: tuple[SaleItem, ...]
+    bonus_requested: int
+    at: datetime
+    day: str
+    approved: bool
+    reason: DeclineReason | None
+    detail: str
+    total: int
+    paid_canteen: int = 0
+    paid_general: int = 0
+    bonus_used: int = 0
+    bonus_accrued: int = 0
+    grace_credit: int = 0
+    balances_after: Balances = field(default_factory=Balances)
+    line_refunded: list[int] = field(default_factory=list)
+    refunded_canteen: int = 0
+    refunded_general: int = 0
+    refunded_bonus: int = 0
+    bonus_clawed_back: int = 0
+    seq: int = 0  # order of the operation on the account (its version)
+
+    @property
+    def paid_money(self) -> int:
+        return self.paid_canteen + self.paid_general
+
+    @property
+    def refunded(self) -> int:
+        return sum(self.line_refunded)
+
+    def refundable(self, line_no: int) -> int:
+        return self.items[line_no].total - self.line_refunded[line_no]
+
+
+@dataclass(slots=True)
+class RideRecord:
+    ride_id: str
+    amount: int
+    at: datetime
+    approved: bool
+    reason: DeclineReason | None
+    paid_transit: int = 0
+    paid_general: int = 0
+    balances_after: Balances = field(default_factory=Balances)
+    refunded_transit: int = 0
+    refunded_general: int = 0
+    seq: int = 0  # order of the operation on the account (its version)
+
+    @property
+    def refunded(self) -> int:
+        return self.refunded_transit + self.refunded_general
+
+
+@dataclass(slots=True)
+class FareRefundRecord:
+    correction_id: str
+    ride_id: str
+    amount: int
+    to_transit: int
+    to_general: int
+    balances_after: Balances
+    at: datetime
+    seq: int = 0  # order of the operation on the account (its version)
+
+
+@dataclass(slots=True)
+class SaleRefundRecord:
+    refund_id: str
+    sale_id: str
+    line_no: int
+    amount: int
+    money_canteen: int
+    money_general: int
+    bonus_restored: int
+    bonus_clawed_back: int
+    staff_id: str
+    dispute_id: str | None
+    balances_after: Balances
+    at: datetime
+    seq: int = 0  # order of the operation on the account (its version)
+
+    @property
+    def money(self) -> int:
+        return self.money_canteen + self.money_general
+
+
+@dataclass(slots=True)
+class TransferRecord:
+    transfer_id: str
+    source: SubBalance
+    target: SubBalance
+    amount: int
+    balances_after: Balances
+    at: datetime
+    seq: int = 0  # order of the operation on the account (its version)
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+@dataclass(slots=True)
+class Dispute:
+    dispute_id: str
+    sale_id: str | None
+    line_no: int | None
+    ride_id: str | None
+    comment: str
+    opened_at: datetime
+    disputed_amount: int
+    status: DisputeStatus = DisputeStatus.OPEN
+    refund_amount: int = 0
+    staff_id: str | None = None
+    note: str = ""
+    resolved_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class ExpiryRecord:
+    lot_id: str
+    points: int
+    at: datetime
+    seq: int = 0  # order of the operation on the account (its version)
+
+
+@dataclass(frozen=True, slots=True)
+class ReissueRecord:
+    """Kept on both accounts: the link between the old and the new contract."""
+
+    reissue_id: str
+    old_contract: str
+    new_contract: str
+    new_card_uid: str
+    moved: Balances
+    at: datetime

@@ -1,0 +1,153 @@
+"""The wire vocabulary: snapshots make every schema change visible in review, every field is
+documented, every message type has a topic, and the AsyncAPI document is current."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from contracts import asyncapi, catalog
+from contracts.envelope import (
+    ContractError,
+    Envelope,
+    Part,
+    decode,
+    encode,
+    registered_types,
+)
+from contracts.integrations import TopUpReceived
+
+pytestmark = pytest.mark.unit
+
+SNAPSHOTS = Path(__file__).parent / "schemas"
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = sorted(registered_types().items())
+
+
+def _parts() -> list[type[BaseModel]]:
+    seen: list[type[BaseModel]] = []
+    for sub in Part.__subclasses__():
+        seen.append(sub)
+        seen.extend(sub.__subclasses__())
+    return seen
+
+
+@pytest.mark.parametrize(("name", "model"), MODELS, ids=[n for n, _ in MODELS])
+def test_the_json_schema_of_every_contract_matches_its_snapshot(name, model):
+    schema = json.dumps(model.model_json_schema(), indent=2, sort_keys=True,
+                        ensure_ascii=False) + "\n"
+    path = SNAPSHOTS / f"{name}.json"
+    if os.environ.get("UPDATE_SNAPSHOTS") == "1" or not path.exists():
+        path.write_text(schema)
+    assert path.read_text() == schema, f"{name} changed: run UPDATE_SNAPSHOTS=1 and review"
+
+
+def test_no_snapshot_is_left_for_a_contract_that_no_longer_exists():
+    names = {f"{n}.json" for n, _ in MODELS}
+    assert {p.name for p in SNAPSHOTS.glob("*.json")} <= names
+
+
+@pytest.mark.parametrize("model", [m for _, m in MODELS] + _parts(),
+                         ids=[n for n, _ in MODELS] + [p.__name__ for p in _parts()])
+def test_every_field_is_documented(model):
+    undocumented = [name for name, f in model.model_fields.items()
+                    if not (f.description or _type_documented(f))]
+    assert undocumented == []
+
+
+def _type_documented(field) -> bool:  # type: ignore[no-untyped-def]
+    for meta in field.metadata:
+        if getattr(meta, "description", None):
+            return True
+    annotation = field.annotation
+    args = getattr(annotation, "__args__", ())
+    candidates = [annotation, *args]
+    return any(isinstance(c, type) and issubclass(c, BaseModel | Part) and c.__doc__
+               for c in candidates) or any(
+        isinstance(c, type) and c.__doc__ and c.__module__.startswith("contracts")
+        for c in candidates)
+
+
+def test_every_message_type_travels_on_a_topic_and_every_topic_type_is_registered():
+    on_topics = {m.TYPE for t in catalog.TOPICS for m in t.messages}
+    assert set(registered_types()) - on_topics == set()
+    assert on_topics <= set(registered_types())
+
+
+def test_topic_names_follow_owner_name_version():
+    for t in catalog.TOPICS:
+        owner, _, version = t.name.split(".")
+        assert version == "v1"
+        assert owner in {*catalog.SERVICES, "integrations", "apps"}
+
+
+def test_the_committed_asyncapi_document_is_current():
+    committed = (ROOT / "docs" / "asyncapi.json").read_text()
+    assert committed == asyncapi.render(), "docs/asyncapi.json is stale: run `make docs`"
+
+
+def test_the_asyncapi_document_lists_every_topic_with_its_payload_schemas():
+    doc = asyncapi.build()
+    addresses = {c["address"] for c in doc["channels"].values()}
+    assert addresses == {t.name for t in catalog.TOPICS}
+    for t in catalog.TOPICS:
+        for m in t.messages:
+            assert m.__name__ in doc["components"]["schemas"]
+
+
+def test_an_envelope_survives_the_trip_through_kafka_headers():
+    msg = TopUpReceived(payment_id="p-1", contract="40012345", amount=50_000, channel="atm",
+                        paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
+    env = Envelope.new(msg, source="integrator:bank", subject="40012345", reply_to="r.v1")
+    back = Envelope.from_headers(env.to_headers())
+    assert back == env
+    assert decode(back, encode(msg)) == msg
+
+
+@pytest.mark.parametrize(("value", "code"), [
+    (b"{not json", "not_json"),
+    (b'{"payment_id": "p-1"}', "schema_violation"),
+    (None, "not_json"),
+])
+def test_undecodable_payloads_raise_a_contract_error_with_a_code(value, code):
+    env = Envelope.new(TopUpReceived.model_construct(), source="x")
+    with pytest.raises(ContractError) as err:
+        decode(env, value)
+    assert err.value.code == code
+
+
+def test_a_message_type_foreign_to_the_topic_is_refused():
+    env = Envelope.new(TopUpReceived.model_construct(), source="x")
+    with pytest.raises(ContractError) as err:
+        decode(env, b"{}", allowed={"schoolcard.wallet.TopUpApplied"})
+    assert err.value.code == "unexpected_type"
+
+
+def test_naive_datetimes_and_floats_for_money_are_rejected():
+    base = {"payment_id": "p-1", "contract": "40012345", "channel": "atm"}
+    with pytest.raises(ValidationError):
+        TopUpReceived(**base, amount=100, paid_at=datetime(2026, 9, 1, 8, 0))
+    with pytest.raises(ValidationError):
+        TopUpReceived(**base, amount=100.5, paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
+
+
+def test_phones_are_normalised_to_e164_and_garbage_is_refused():
+    from contracts.auth import RequestPasswordReset
+
+    assert RequestPasswordReset(request_id="r1", phone="8 912 123-45-67").phone == "+79121234567"
+    with pytest.raises(ValidationError):
+        RequestPasswordReset(request_id="r1", phone="12345")
+
+
+def test_secrets_are_masked_in_repr_but_travel_in_the_payload():
+    from contracts.auth import Login
+
+    login = Login(request_id="r1", login="+79121234567", password="blue-river-42")
+    assert "blue-river-42" not in repr(login)
+    assert "blue-river-42" not in str(login)
+    assert json.loads(encode(login))["password"] == "blue-river-42"

@@ -1,0 +1,165 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.auth.domain import (
+    Account,
+    AccountKind,
+    AccountStatus,
+    AuthRejected,
+    CodePurpose,
+    Reason,
+    tombstone,
+)
+from services.auth.domain.events import AccountClosed, SecondFactorEnabled
+from services.auth.security import AccessRole, ChildClaim, ChildRole, new_totp_secret, totp_code
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
+
+
+def parent() -> Account:
+    return Account(account_id="acc-1", kind=AccountKind.PARENT, role=AccessRole.PARENT,
+                   status=AccountStatus.ACTIVE, created_at=T0, phone="+79161112233",
+                   email="mum@example.org", claimed_contract="40817810", password_hash="HASH")
+
+
+def test_staff_accounts_have_a_staff_role_a_school_and_must_change_the_initial_password() -> None:
+    staff = Account.create_staff(account_id="st-1", email="Cook@School.example",
+                                 role=AccessRole.CANTEEN_OPERATOR, school_id="sch-1",
+                                 initial_password_hash="H", now=T0)
+    assert staff.must_change_password and staff.email == "cook@school.example"
+    session = staff.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
+                          device="POS", ip_hash="i").session
+    assert session is not None
+    staff.change_password(current_password_ok=True, new_password="steamed dumplings day",
+                          new_password_hash="H2", new_password_matches_current=False,
+                          session=session, now=T0)
+    claims = staff.access_claims(session=session, children=(), now=T0)
+    assert (claims.role, claims.school_id) == (AccessRole.CANTEEN_OPERATOR, "sch-1")
+    with pytest.raises(AuthRejected) as caught:
+        Account.create_staff(account_id="st-2", email="x@school.example",
+                             role=AccessRole.PARENT, school_id="sch-1",
+                             initial_password_hash="H", now=T0)
+    assert caught.value.reason is Reason.INVALID_ROLE
+    with pytest.raises(AuthRejected):
+        Account.create_staff(account_id="st-3", email="x@school.example",
+                             role=AccessRole.SCHOOL_ADMIN, school_id=None,
+                             initial_password_hash="H", now=T0)
+
+
+def test_integrator_tokens_carry_the_integrator_role_and_no_children() -> None:
+    bank = Account.create_integrator(account_id="int-1", name="Bank", client_secret_hash="H",
+                                     scopes=["topups", "topups"], now=T0)
+    session = bank.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
+                         device="svc", ip_hash="i").session
+    assert session is not None and bank.scopes == ("topups",)
+    claims = bank.access_claims(session=session,
+                                children=(ChildClaim("40817810", ChildRole.PRIMARY),), now=T0)
+    assert claims.role is AccessRole.INTEGRATOR and claims.children == ()
+
+
+def test_closing_an_account_ends_sessions_and_minimises_personal_data() -> None:
+    account = parent()
+    session = account.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
+                            device="Firefox", ip_hash="ip").session
+    assert session is not None
+    account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id="c", code="482913",
+                       pepper=b"p", now=T0)
+    assert account.close(T0 + timedelta(minutes=1))
+    assert not account.close(T0 + timedelta(minutes=2))
+    assert account.phone == account.email == tombstone("acc-1")
+    assert account.password_hash is None and account.claimed_contract is None
+    assert account.login_history == [] and account.codes == {}
+    assert not session.is_active(T0 + timedelta(minutes=1), account.session_epoch)
+    doc = repr(account.to_doc())
+    assert "79161112233" not in doc and "mum@" not in doc and "Firefox" not in doc
+    assert sum(isinstance(e, AccountClosed) for e in account.pull_events()) == 1
+    with pytest.raises(AuthRejected) as caught:
+        account.log_out_everywhere(T0)
+    assert caught.value.reason is Reason.ACCOUNT_CLOSED
+
+
+def test_disabling_an_account_ends_its_sessions_and_enabling_does_not_revive_them() -> None:
+    account = parent()
+    session = account.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
+                            device="D", ip_hash="i").session
+    assert session is not None
+    account.disable(T0)
+    account.enable(T0)
+    assert session.inactive_reason(T0, account.session_epoch) is Reason.SESSION_REVOKED
+    assert account.status is AccountStatus.ACTIVE
+
+
+def enrolled(now: datetime = T0) -> tuple[Account, str]:
+    account = parent()
+    secret = new_totp_secret()
+    account.begin_totp_enrolment(secret_b32=secret, now=now)
+    assert account.confirm_totp(code=totp_code(secret, now), now=now).ok
+    return account, secret
+
+
+def test_totp_enrolment_needs_a_valid_code_and_then_logins_require_it() -> None:
+    account, secret = enrolled()
+    assert any(isinstance(e, SecondFactorEnabled) for e in account.pull_events())
+    later = T0 + timedelta(minutes=5)
+    outcome = account.login(password_ok=True, now=later, session_id="s", refresh_token_hash="r",
+                            device="D", ip_hash="i")
+    assert outcome.reply.second_factor_required and outcome.session is not None
+    with pytest.raises(AuthRejected) as caught:
+        account.access_claims(session=outcome.session, children=(), now=later)
+    assert caught.value.reason is Reason.SECOND_FACTOR_REQUIRED
+    wrong = account.verify_second_factor(session=outcome.session, code="000000", now=later)
+    assert wrong.rejection is Reason.CODE_INVALID
+    assert account.verify_second_factor(session=outcome.session,
+                                        code=totp_code(secret, later), now=later).ok
+    assert account.access_claims(session=outcome.session, children=(), now=later).sid == "s"
+
+
+def test_a_totp_code_cannot_be_replayed() -> None:
+    account, secret = enrolled()
+    later = T0 + timedelta(minutes=5)
+    code = totp_code(secret, later)
+    first = account.login(password_ok=True, now=later, session_id="a", refresh_token_hash="r",
+                          device="D", ip_hash="i").session
+    second = account.login(password_ok=True, now=later, session_id="b", refresh_token_hash="r2",
+                           device="D", ip_hash="i").session
+    assert first is not None and second is not None
+    assert account.verify_second_factor(session=first, code=code, now=later).ok
+    replay = account.verify_second_factor(session=second, code=code, now=later)
+    assert replay.rejection is Reason.CODE_INVALID
+
+
+def test_disabling_totp_needs_a_current_code() -> None:
+    account, secret = enrolled()
+    later = T0 + timedelta(minutes=1)
+    assert account.disable_totp(code="000000", now=later).rejection is Reason.CODE_INVALID
+    assert account.disable_totp(code=totp_code(secret, later), now=later).ok
+    assert not account.totp_enabled and account.totp_secret is None
+
+
+def test_an_account_document_holds_only_bson_friendly_types() -> None:
+    account, _ = enrolled()
+    account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id="c", code="482913",
+                       pepper=b"p", now=T0)
+    account.login(password_ok=False, now=T0, session_id="s", refresh_token_hash="r",
+                  device="D", ip_hash="i")
+
+    def check(value: object) -> None:
+        if isinstance(value, dict):
+            assert all(isinstance(k, str) for k in value)
+            for v in value.values():
+                check(v)
+        elif isinstance(value, list):
+            for v in value:
+                check(v)
+        elif isinstance(value, datetime):
+            assert value.tzinfo is not None
+        else:
+            assert value is None or type(value) in (str, int, bool)
+
+    doc = account.to_doc()
+    check(doc)
+    assert "482913" not in repr(doc)
+    assert Account.from_doc(doc).to_doc() == doc

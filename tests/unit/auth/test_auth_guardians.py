@@ -1,0 +1,200 @@
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.auth.domain import (
+    Action,
+    ActivationCodeProof,
+    AuthRejected,
+    Child,
+    ContractProof,
+    GuardianRole,
+    Reason,
+    activation_code_mac,
+    can,
+)
+from services.auth.domain.events import (
+    ContractReissued,
+    GuardianInvited,
+    GuardianLinked,
+    GuardianRemoved,
+    GuardianRoleChanged,
+)
+from services.auth.security import ChildClaim
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
+PEPPER = b"pepper"
+BORN = date(2015, 5, 12)
+PROOF = ContractProof("40817810", BORN)
+
+
+def child() -> Child:
+    return Child.register(child_id="ch-1", contract_number="40817810", school_id="sch-1",
+                          birth_date=BORN, now=T0,
+                          activation_code_mac=activation_code_mac(PEPPER, "ch-1", "ABCD-2345"))
+
+
+def with_primary() -> Child:
+    c = child()
+    outcome = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER, now=T0)
+    assert outcome.role is GuardianRole.PRIMARY
+    return c
+
+
+def invite_and_accept(c: Child, account: str, role: GuardianRole) -> None:
+    c.invite(by_account_id="mum", role=role, invitation_id=f"inv-{account}",
+             token_hash=f"tok-{account}", now=T0)
+    c.accept_invitation(invitation_id=f"inv-{account}", token_hash=f"tok-{account}",
+                        account_id=account, now=T0 + timedelta(hours=1))
+
+
+def test_permissions_per_role() -> None:
+    assert all(can(GuardianRole.PRIMARY, a) for a in Action)
+    assert can(GuardianRole.CO_GUARDIAN, Action.TOP_UP) and can(GuardianRole.CO_GUARDIAN,
+                                                                Action.VIEW)
+    assert not can(GuardianRole.CO_GUARDIAN, Action.CHANGE_LIMITS)
+    assert not can(GuardianRole.CO_GUARDIAN, Action.MANAGE_GUARDIANS)
+    assert [a for a in Action if can(GuardianRole.VIEWER, a)] == [Action.RECEIVE_NOTIFICATIONS]
+    assert not any(can(None, a) for a in Action)
+
+
+def test_the_first_parent_linking_with_contract_and_birth_date_becomes_primary() -> None:
+    c = child()
+    outcome = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER, now=T0)
+    assert outcome.role is GuardianRole.PRIMARY and c.primary == "mum"
+    linked = [e for e in c.pull_events() if isinstance(e, GuardianLinked)]
+    assert linked[0].via == "contract_and_birth_date" and linked[0].contract_number == "40817810"
+    assert c.claim_for("mum") == ChildClaim("40817810", GuardianRole.PRIMARY)
+
+
+def test_an_activation_code_is_also_a_proof() -> None:
+    c = child()
+    outcome = c.link_with_proof(account_id="dad", proof=ActivationCodeProof("abcd 2345"),
+                                pepper=PEPPER, now=T0)
+    assert outcome.role is GuardianRole.PRIMARY
+
+
+def test_a_parent_cannot_link_without_the_proof() -> None:
+    c = child()
+    wrong = c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 5, 13)),
+                              pepper=PEPPER, now=T0)
+    assert wrong.rejection is Reason.CHILD_PROOF_INVALID and c.guardians == {}
+    code = c.link_with_proof(account_id="eve", proof=ActivationCodeProof("WRONG-0000"),
+                             pepper=PEPPER, now=T0)
+    assert code.rejection is Reason.CHILD_PROOF_INVALID and c.role_of("eve") is None
+
+
+def test_guessing_the_birth_date_is_limited_to_ten_tries_per_hour() -> None:
+    c = child()
+    for day in range(1, 11):
+        c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 1, day)),
+                          pepper=PEPPER, now=T0)
+    with pytest.raises(AuthRejected) as caught:
+        c.link_with_proof(account_id="eve", proof=PROOF, pepper=PEPPER, now=T0)
+    assert caught.value.reason is Reason.CHILD_PROOF_RATE_LIMITED
+    later = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER,
+                              now=T0 + timedelta(hours=1, seconds=1))
+    assert later.role is GuardianRole.PRIMARY
+
+
+def test_a_second_parent_with_proof_still_needs_an_invitation() -> None:
+    c = with_primary()
+    outcome = c.link_with_proof(account_id="dad", proof=PROOF, pepper=PEPPER, now=T0)
+    assert outcome.rejection is Reason.GUARDIAN_INVITE_REQUIRED and c.role_of("dad") is None
+
+
+def test_the_primary_invites_a_co_guardian_and_a_viewer_who_join_with_the_token() -> None:
+    c = with_primary()
+    invite_and_accept(c, "dad", GuardianRole.CO_GUARDIAN)
+    invite_and_accept(c, "granny", GuardianRole.VIEWER)
+    assert c.guardians == {"mum": GuardianRole.PRIMARY, "dad": GuardianRole.CO_GUARDIAN,
+                           "granny": GuardianRole.VIEWER}
+    assert c.can("dad", Action.TOP_UP) and not c.can("dad", Action.CHANGE_LIMITS)
+    assert not c.can("granny", Action.VIEW)
+    events = c.pull_events()
+    assert sum(isinstance(e, GuardianInvited) for e in events) == 2
+    assert [e.via for e in events if isinstance(e, GuardianLinked)][-2:] == ["invitation"] * 2
+
+
+def test_only_the_primary_can_invite_and_invitations_expire() -> None:
+    c = with_primary()
+    invite_and_accept(c, "dad", GuardianRole.CO_GUARDIAN)
+    with pytest.raises(AuthRejected) as caught:
+        c.invite(by_account_id="dad", role=GuardianRole.VIEWER, invitation_id="i",
+                 token_hash="t", now=T0)
+    assert caught.value.reason is Reason.NOT_PERMITTED
+    with pytest.raises(AuthRejected) as caught:
+        c.invite(by_account_id="stranger", role=GuardianRole.VIEWER, invitation_id="i",
+                 token_hash="t", now=T0)
+    assert caught.value.reason is Reason.NOT_A_GUARDIAN
+    c.invite(by_account_id="mum", role=GuardianRole.VIEWER, invitation_id="i", token_hash="t",
+             now=T0)
+    with pytest.raises(AuthRejected) as caught:
+        c.accept_invitation(invitation_id="i", token_hash="t", account_id="granny",
+                            now=T0 + timedelta(days=7))
+    assert caught.value.reason is Reason.INVITATION_EXPIRED
+    with pytest.raises(AuthRejected) as caught:
+        c.accept_invitation(invitation_id="i", token_hash="guess", account_id="granny", now=T0)
+    assert caught.value.reason is Reason.INVITATION_INVALID
+
+
+def test_the_primary_removes_guardians_but_cannot_be_removed() -> None:
+    c = with_primary()
+    invite_and_accept(c, "dad", GuardianRole.CO_GUARDIAN)
+    with pytest.raises(AuthRejected):
+        c.remove_guardian(by_account_id="dad", account_id="mum", now=T0)
+    assert c.remove_guardian(by_account_id="mum", account_id="dad", now=T0)
+    assert not c.remove_guardian(by_account_id="mum", account_id="dad", now=T0)
+    removed = [e for e in c.pull_events() if isinstance(e, GuardianRemoved)]
+    assert len(removed) == 1 and removed[0].role == "co_guardian"
+    with pytest.raises(AuthRejected) as caught:
+        c.remove_guardian(by_account_id="mum", account_id="mum", now=T0)
+    assert caught.value.reason is Reason.CANNOT_REMOVE_PRIMARY
+
+
+def test_handing_over_the_primary_role_demotes_the_old_primary_to_co_guardian() -> None:
+    c = with_primary()
+    invite_and_accept(c, "dad", GuardianRole.VIEWER)
+    assert c.change_role(by_account_id="mum", account_id="dad", role=GuardianRole.PRIMARY,
+                         now=T0)
+    assert c.primary == "dad" and c.role_of("mum") is GuardianRole.CO_GUARDIAN
+    assert sum(isinstance(e, GuardianRoleChanged) for e in c.pull_events()) == 2
+
+
+def test_a_card_reissue_keeps_guardians_under_the_new_contract_once() -> None:
+    c = with_primary()
+    assert c.reissue(new_contract_number="40817899", school_id="sch-2", now=T0)
+    assert not c.reissue(new_contract_number="40817899", school_id="sch-2", now=T0)
+    assert c.claim_for("mum") == ChildClaim("40817899", GuardianRole.PRIMARY)
+    assert c.previous_contracts == ["40817810"]
+    reissued = [e for e in c.pull_events() if isinstance(e, ContractReissued)]
+    assert len(reissued) == 1 and reissued[0].guardians == (("mum", "primary"),)
+
+
+def test_a_closed_account_is_dropped_and_the_child_can_be_claimed_again() -> None:
+    c = with_primary()
+    assert c.drop_closed_account(account_id="mum", now=T0)
+    assert c.link_with_proof(account_id="dad", proof=PROOF, pepper=PEPPER,
+                             now=T0).role is GuardianRole.PRIMARY
+
+
+def test_a_repeated_link_with_the_same_key_is_a_no_op() -> None:
+    c = child()
+    first = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER, now=T0,
+                              idempotency_key="k")
+    again = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER, now=T0,
+                              idempotency_key="k")
+    assert again.replayed and again.role is first.role is GuardianRole.PRIMARY
+    assert sum(isinstance(e, GuardianLinked) for e in c.pull_events()) == 1
+
+
+def test_a_child_document_round_trips_without_the_activation_code_in_clear() -> None:
+    c = with_primary()
+    invite_and_accept(c, "dad", GuardianRole.CO_GUARDIAN)
+    c.invite(by_account_id="mum", role=GuardianRole.VIEWER, invitation_id="i", token_hash="t",
+             now=T0)
+    doc = c.to_doc()
+    assert "ABCD" not in repr(doc) and doc["birth_date"] == "2015-05-12"
+    assert Child.from_doc(doc).to_doc() == doc

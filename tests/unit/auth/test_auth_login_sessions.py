@@ -1,0 +1,304 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.auth.domain import (
+    Account,
+    AccountKind,
+    AccountStatus,
+    AuthRejected,
+    CodePurpose,
+    FailureWindow,
+    LoginReply,
+    Reason,
+    Session,
+    active_sessions,
+    login_gate_for_unknown,
+    login_unknown,
+)
+from services.auth.domain.events import (
+    NewLoginDetected,
+    RefreshTokenReuseDetected,
+    SessionsInvalidated,
+)
+from services.auth.security import AccessRole, ChildClaim, ChildRole
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
+PEPPER = b"pepper"
+
+
+def parent() -> Account:
+    return Account(account_id="acc-1", kind=AccountKind.PARENT, role=AccessRole.PARENT,
+                   status=AccountStatus.ACTIVE, created_at=T0, phone="+79161112233",
+                   claimed_contract="40817810", password_hash="HASH")
+
+
+def login(account: Account, ok: bool, now: datetime, sid: str = "s1",
+          device: str = "Firefox/128 Linux") -> LoginReply:
+    return account.login(password_ok=ok, now=now, session_id=sid, refresh_token_hash=f"rt-{sid}",
+                         device=device, ip_hash="ip1").reply
+
+
+def session_at(account: Account, now: datetime = T0) -> Session:
+    outcome = account.login(password_ok=True, now=now, session_id="s1",
+                            refresh_token_hash="rt-0", device="Phone", ip_hash="ip1")
+    assert outcome.session is not None
+    return outcome.session
+
+
+def test_a_successful_login_starts_a_session_and_records_a_new_login_event() -> None:
+    account = parent()
+    outcome = account.login(password_ok=True, now=T0, session_id="s1",
+                            refresh_token_hash="rt", device="Firefox", ip_hash="ip1")
+    assert outcome.reply == LoginReply(ok=True, session_id="s1")
+    assert outcome.session is not None and outcome.session.absolute_expires_at == T0 + timedelta(
+        hours=12)
+    events = [e for e in account.pull_events() if isinstance(e, NewLoginDetected)]
+    assert events[0].device == "Firefox" and events[0].ip_hash == "ip1" and events[0].new_device
+    login(account, True, T0 + timedelta(minutes=1), sid="s2", device="Firefox")
+    again = [e for e in account.pull_events() if isinstance(e, NewLoginDetected)]
+    assert not again[0].new_device
+    assert [r.session_id for r in account.history()] == ["s2", "s1"]
+
+
+def test_the_first_five_failures_cost_nothing_then_the_delay_doubles_up_to_30_seconds() -> None:
+    account = parent()
+    now = T0
+    for _ in range(5):
+        assert login(account, False, now).reason is Reason.INVALID_CREDENTIALS
+    delays = []
+    for _ in range(8):
+        refused = account.login_gate(now)
+        assert refused is not None and refused.reason is Reason.LOGIN_DELAYED
+        assert refused.retry_after is not None
+        delays.append(int(refused.retry_after.total_seconds()))
+        now += refused.retry_after
+        assert login(account, False, now).reason is Reason.INVALID_CREDENTIALS
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_150_wrong_passwords_in_an_hour_process_at_most_100_and_reset_lets_the_owner_in() -> None:
+    account = parent()
+    processed = 0
+    for i in range(150):
+        now = T0 + timedelta(seconds=24 * i)  # 150 attempts spread over one hour
+        if account.login_gate(now) is None:
+            processed += 1
+        login(account, False, now)
+    assert processed <= 100
+    # Attack at the fastest allowed pace: the 101st processed attempt is refused unverified.
+    account = parent()
+    now = T0
+    for _ in range(100):
+        gate = account.login_gate(now)
+        if gate is not None and gate.retry_after is not None:
+            now += gate.retry_after
+        assert login(account, False, now).reason is Reason.INVALID_CREDENTIALS
+    capped = account.login_gate(now + timedelta(seconds=31))
+    assert capped is not None and capped.reason is Reason.LOGIN_RATE_LIMITED
+    refused = login(account, True, now + timedelta(seconds=31))  # even the right password waits
+    assert not refused.ok and refused.reason is Reason.LOGIN_RATE_LIMITED
+    # The documented way out: a password reset by SMS code clears the counter.
+    account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id="c", code="482913",
+                       pepper=PEPPER, now=now)
+    assert account.reset_password(code="482913", pepper=PEPPER, new_password="new tidy phrase",
+                                  new_password_hash="HASH2", now=now + timedelta(seconds=40)).ok
+    assert login(account, True, now + timedelta(seconds=41)).ok
+
+
+def test_the_soft_lock_opens_by_itself_when_the_hour_rolls_over() -> None:
+    account = parent()
+    for i in range(100):
+        account.password_failures.record_failure(T0 + timedelta(seconds=i))
+    assert account.login_gate(T0 + timedelta(minutes=59)) is not None
+    assert account.login_gate(T0 + timedelta(hours=1, seconds=1)) is None
+
+
+def test_a_successful_login_resets_the_failure_counter() -> None:
+    account = parent()
+    for i in range(4):
+        login(account, False, T0 + timedelta(seconds=i))
+    assert login(account, True, T0 + timedelta(seconds=5)).ok
+    assert account.password_failures.count(T0 + timedelta(seconds=5)) == 0
+
+
+def test_login_replies_are_identical_for_unknown_identifiers_and_wrong_passwords() -> None:
+    account, ghost = parent(), FailureWindow()
+    now = T0
+    for _ in range(12):
+        known_gate, unknown_gate = account.login_gate(now), login_gate_for_unknown(ghost, now)
+        assert known_gate == unknown_gate
+        if known_gate is None:
+            assert login(account, False, now) == login_unknown(ghost, now)
+        now += timedelta(seconds=3)
+
+
+def test_pending_and_disabled_accounts_answer_like_a_wrong_password() -> None:
+    pending = parent()
+    pending.status = AccountStatus.PENDING
+    assert login(pending, True, T0) == LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS)
+    disabled = parent()
+    disabled.disable(T0)
+    assert login(disabled, True, T0) == LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS)
+
+
+def test_a_session_idle_for_19_59_passes_and_for_20_01_is_refused() -> None:
+    account = parent()
+    session = session_at(account)
+    session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1",
+                    now=T0 + timedelta(minutes=19, seconds=59), account_epoch=0)
+    later = T0 + timedelta(minutes=19, seconds=59) + timedelta(minutes=20, seconds=1)
+    with pytest.raises(AuthRejected) as caught:
+        session.refresh(presented_token_hash="rt-1", new_token_hash="rt-2", now=later,
+                        account_epoch=0)
+    assert caught.value.reason is Reason.SESSION_IDLE_EXPIRED
+
+
+def test_using_a_session_extends_the_idle_deadline_but_never_past_12_hours() -> None:
+    account = parent()
+    session = session_at(account)
+    now, token = T0, "rt-0"
+    for n in range(1, 40):
+        now += timedelta(minutes=19)
+        if now >= T0 + timedelta(hours=12):
+            break
+        session.refresh(presented_token_hash=token, new_token_hash=f"rt-{n}", now=now,
+                        account_epoch=0)
+        token = f"rt-{n}"
+    assert session.idle_expires_at == T0 + timedelta(hours=12)
+    with pytest.raises(AuthRejected) as caught:
+        session.refresh(presented_token_hash=token, new_token_hash="rt-x",
+                        now=T0 + timedelta(hours=12), account_epoch=0)
+    assert caught.value.reason is Reason.SESSION_LIFETIME_EXPIRED
+
+
+def test_reusing_a_rotated_refresh_token_revokes_the_whole_family() -> None:
+    account = parent()
+    session = session_at(account)
+    session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1",
+                    now=T0 + timedelta(minutes=1), account_epoch=0)
+    stolen = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-evil",
+                             now=T0 + timedelta(minutes=2), account_epoch=0)
+    assert stolen.rejection is Reason.REFRESH_TOKEN_REUSED
+    assert any(isinstance(e, RefreshTokenReuseDetected) for e in session.pull_events())
+    with pytest.raises(AuthRejected) as caught:
+        session.refresh(presented_token_hash="rt-1", new_token_hash="rt-2",
+                        now=T0 + timedelta(minutes=3), account_epoch=0)
+    assert caught.value.reason is Reason.SESSION_REVOKED
+
+
+def test_a_retried_refresh_with_the_same_key_returns_the_same_rotation() -> None:
+    session = session_at(parent())
+    first = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1",
+                            now=T0 + timedelta(minutes=1), account_epoch=0, idempotency_key="k")
+    again = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-other",
+                            now=T0 + timedelta(minutes=1), account_epoch=0, idempotency_key="k")
+    assert again.replayed and (again.generation, again.refresh_token_hash) == (1, "rt-1")
+    assert first.generation == 1 and session.revoked_at is None
+
+
+def test_an_unknown_refresh_token_is_refused_without_revoking() -> None:
+    session = session_at(parent())
+    with pytest.raises(AuthRejected) as caught:
+        session.refresh(presented_token_hash="forged", new_token_hash="rt-1", now=T0,
+                        account_epoch=0)
+    assert caught.value.reason is Reason.REFRESH_TOKEN_INVALID and session.revoked_at is None
+
+
+def test_logout_ends_one_session_and_log_out_everywhere_ends_them_all() -> None:
+    account = parent()
+    a = account.login(password_ok=True, now=T0, session_id="a", refresh_token_hash="ra",
+                      device="A", ip_hash="i").session
+    b = account.login(password_ok=True, now=T0, session_id="b", refresh_token_hash="rb",
+                      device="B", ip_hash="i").session
+    assert a is not None and b is not None
+    assert [v.session_id for v in active_sessions([a, b], T0, account.session_epoch)] == ["a", "b"]
+    assert a.revoke(T0) and not a.revoke(T0)
+    assert [v.session_id for v in active_sessions([a, b], T0, account.session_epoch)] == ["b"]
+    account.log_out_everywhere(T0)
+    assert active_sessions([a, b], T0, account.session_epoch) == []
+
+
+def test_a_password_change_keeps_the_current_session_and_ends_the_others() -> None:
+    account = parent()
+    current = session_at(account)
+    other = account.login(password_ok=True, now=T0, session_id="s2", refresh_token_hash="r2",
+                          device="B", ip_hash="i").session
+    assert other is not None
+    outcome = account.change_password(current_password_ok=True, new_password="fresh kettle song",
+                                      new_password_hash="HASH2",
+                                      new_password_matches_current=False, session=current,
+                                      now=T0 + timedelta(minutes=1))
+    assert outcome.ok and account.password_hash == "HASH2"
+    assert current.is_active(T0 + timedelta(minutes=1), account.session_epoch)
+    assert not other.is_active(T0 + timedelta(minutes=1), account.session_epoch)
+    invalidated = [e for e in account.pull_events() if isinstance(e, SessionsInvalidated)]
+    assert invalidated[-1].kept_session_id == current.session_id
+
+
+def test_a_wrong_current_password_blocks_the_change_and_counts_as_a_failure() -> None:
+    account = parent()
+    session = session_at(account)
+    outcome = account.change_password(current_password_ok=False, new_password="fresh kettle song",
+                                      new_password_hash="H2", new_password_matches_current=False,
+                                      session=session, now=T0)
+    assert outcome.rejection is Reason.INVALID_CREDENTIALS and account.password_hash == "HASH"
+    assert account.password_failures.count(T0) == 1
+
+
+def test_a_reset_ends_every_session() -> None:
+    account = parent()
+    session = session_at(account)
+    account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id="c", code="482913",
+                       pepper=PEPPER, now=T0)
+    assert account.reset_password(code="482913", pepper=PEPPER, new_password="new tidy phrase",
+                                  new_password_hash="H2", now=T0).ok
+    assert session.inactive_reason(T0, account.session_epoch) is Reason.SESSION_REVOKED
+    again = account.reset_password(code="482913", pepper=PEPPER, new_password="another phrase",
+                                   new_password_hash="H3", now=T0)
+    assert again.rejection is Reason.CODE_INVALID and account.password_hash == "H2"
+
+
+def test_a_reset_with_a_bad_new_password_does_not_spend_the_code() -> None:
+    account = parent()
+    account.issue_code(purpose=CodePurpose.PASSWORD_RESET, code_id="c", code="482913",
+                       pepper=PEPPER, now=T0)
+    with pytest.raises(AuthRejected) as caught:
+        account.reset_password(code="482913", pepper=PEPPER, new_password="x40817810x",
+                               new_password_hash="H2", now=T0)
+    assert caught.value.reason is Reason.PASSWORD_CONTAINS_CONTRACT
+    assert account.reset_password(code="482913", pepper=PEPPER, new_password="new tidy phrase",
+                                  new_password_hash="H2", now=T0).ok
+
+
+def test_a_birth_date_initial_password_must_be_changed_at_first_login() -> None:
+    account = Account.provision_for_contract(account_id="acc-9", contract_number="40817810",
+                                             initial_password_hash="HASH-OF-12052015", now=T0)
+    outcome = account.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
+                            device="D", ip_hash="i")
+    assert outcome.reply.password_change_required and outcome.session is not None
+    with pytest.raises(AuthRejected) as caught:
+        account.access_claims(session=outcome.session, children=(), now=T0)
+    assert caught.value.reason is Reason.PASSWORD_CHANGE_REQUIRED
+    assert account.change_password(current_password_ok=True, new_password="fresh kettle song",
+                                   new_password_hash="H2", new_password_matches_current=False,
+                                   session=outcome.session, now=T0).ok
+    claims = account.access_claims(
+        session=outcome.session, children=(ChildClaim("40817810", ChildRole.PRIMARY),), now=T0)
+    assert claims.sub == "acc-9" and claims.sid == "s" and claims.role is AccessRole.PARENT
+    assert not account.must_change_password
+
+
+def test_session_and_account_documents_round_trip() -> None:
+    account = parent()
+    session = session_at(account)
+    login(account, False, T0 + timedelta(seconds=1), sid="x")
+    session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1", now=T0,
+                    account_epoch=0, idempotency_key="k")
+    restored = Session.from_doc(session.to_doc())
+    assert restored.to_doc() == session.to_doc()
+    assert Account.from_doc(account.to_doc()).to_doc() == account.to_doc()
+    naive = {**session.to_doc(), "created_at": T0.replace(tzinfo=None)}
+    assert Session.from_doc(naive).created_at == T0

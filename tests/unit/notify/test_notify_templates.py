@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+from datetime import date, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.notify.domain import (
+    FACTS_TYPE,
+    AbsentFacts,
+    ArrivedSafelyFacts,
+    CanteenPurchaseFacts,
+    CardBlockedFacts,
+    CodePurpose,
+    DeclineReason,
+    DigestFacts,
+    DigestItem,
+    Facts,
+    FareExplanation,
+    GateFacts,
+    JourneyDay,
+    LateFacts,
+    Locale,
+    LowBalanceFacts,
+    ManualEntryFacts,
+    NewLoginFacts,
+    NotArrivedFacts,
+    NotificationKind,
+    NotifyError,
+    NotifyRejection,
+    OneTimeCodeFacts,
+    PasswordChangedFacts,
+    PaymentDeclinedFacts,
+    PurchaseLine,
+    RenderContext,
+    RideFacts,
+    TimelineEntry,
+    TimelineKind,
+    TopUpFacts,
+    plural_ru,
+    render,
+    render_timeline,
+)
+
+from .builders import CONTRACT, MSK, msk
+
+pytestmark = pytest.mark.unit
+
+NBSP = "\u00a0"
+AT = msk(8, 5)
+SAMPLES: dict[NotificationKind, Facts] = {
+    NotificationKind.CHILD_ENTERED: GateFacts(AT, "Школа № 5"),
+    NotificationKind.CHILD_LEFT: GateFacts(msk(14, 10)),
+    NotificationKind.LATE: LateFacts(msk(8, 12), msk(8, 0), "Школа № 5"),
+    NotificationKind.ABSENT: AbsentFacts(date(2025, 9, 10), "Школа № 5"),
+    NotificationKind.MANUAL_ENTRY: ManualEntryFacts(AT, "Школа № 5", True, "забыла карту"),
+    NotificationKind.CANTEEN_PURCHASE: CanteenPurchaseFacts(
+        msk(12, 30), (PurchaseLine("Плов", 1, 123_450),), 123_450, 4_550
+    ),
+    NotificationKind.PAYMENT_DECLINED: PaymentDeclinedFacts(
+        msk(12, 31), 123_450, DeclineReason.BLOCKED_CATEGORY, "Буфет", "сладкое"
+    ),
+    NotificationKind.RIDE: RideFacts(msk(7, 41), 123_450, FareExplanation.CORRECTED, "25",
+                                     "Площадь", 10_000, refund=2_000),
+    NotificationKind.TOP_UP: TopUpFacts(msk(10, 0), 123_450, 200_000, "pay-1", "Терминал"),
+    NotificationKind.RECEIPT: TopUpFacts(msk(10, 0), 123_450, 200_000, "pay-1", "Терминал",
+                                         "столовая"),
+    NotificationKind.LOW_BALANCE: LowBalanceFacts(123_450, days_left=3, threshold=200_000),
+    NotificationKind.CARD_BLOCKED: CardBlockedFacts(msk(9, 0), None),
+    NotificationKind.NEW_LOGIN: NewLoginFacts(msk(9, 0), "iPhone", "Ижевск"),
+    NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts(msk(9, 0)),
+    NotificationKind.ONE_TIME_CODE: OneTimeCodeFacts("482913", CodePurpose.LOGIN, 5),
+    NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts(AT, "Школа № 5", msk(7, 41), "25"),
+    NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts(msk(7, 41), msk(8, 0), "25", "Школа № 5"),
+    NotificationKind.DAILY_DIGEST: DigestFacts(
+        date(2025, 9, 10), (DigestItem(msk(12, 30), "Столовая: 135,00 ₽"),)
+    ),
+}
+MONEY_KINDS = {
+    NotificationKind.CANTEEN_PURCHASE,
+    NotificationKind.PAYMENT_DECLINED,
+    NotificationKind.RIDE,
+    NotificationKind.TOP_UP,
+    NotificationKind.RECEIPT,
+    NotificationKind.LOW_BALANCE,
+}
+
+
+def ctx(locale: Locale) -> RenderContext:
+    return RenderContext(locale, ZoneInfo(MSK), "Маша" if locale is Locale.RU else "Masha",
+                         CONTRACT)
+
+
+def test_there_is_a_sample_for_every_kind() -> None:
+    assert set(SAMPLES) == set(NotificationKind) == set(FACTS_TYPE)
+
+
+@pytest.mark.parametrize("locale", list(Locale))
+@pytest.mark.parametrize("kind", list(NotificationKind))
+def test_every_kind_renders_a_subject_body_and_short_line_in_both_locales(
+    kind: NotificationKind, locale: Locale
+) -> None:
+    text = render(kind, SAMPLES[kind], ctx(locale))
+    assert text.subject and text.body and text.short
+    assert "{" not in text.body and "None" not in text.body
+    cyrillic = any("а" <= ch <= "я" for ch in text.subject.lower())
+    assert cyrillic is (locale is Locale.RU)
+
+
+@pytest.mark.parametrize("kind", sorted(MONEY_KINDS))
+def test_money_is_formatted_with_non_breaking_spaces_in_russian(kind: NotificationKind) -> None:
+    text = render(kind, SAMPLES[kind], ctx(Locale.RU))
+    assert f"1{NBSP}234,50{NBSP}₽" in text.body
+
+
+@pytest.mark.parametrize("kind", sorted(MONEY_KINDS))
+def test_money_is_formatted_in_english_too(kind: NotificationKind) -> None:
+    text = render(kind, SAMPLES[kind], ctx(Locale.EN))
+    assert f"RUB{NBSP}1,234.50" in text.body
+
+
+def test_times_are_shown_in_the_guardians_time_zone() -> None:
+    facts = GateFacts(msk(8, 5))
+    moscow = render(NotificationKind.CHILD_ENTERED, facts, ctx(Locale.RU))
+    samara = render(NotificationKind.CHILD_ENTERED, facts,
+                    RenderContext(Locale.RU, ZoneInfo("Europe/Samara"), "Маша"))
+    assert "в 08:05" in moscow.body
+    assert "в 09:05" in samara.body
+
+
+def test_the_purchase_lists_items_and_the_remaining_balance() -> None:
+    facts = CanteenPurchaseFacts(msk(12, 30), (PurchaseLine("Котлета", 1, 8_500),
+                                               PurchaseLine("Компот", 2, 2_500)), 13_500, 4_550)
+    body = render(NotificationKind.CANTEEN_PURCHASE, facts, ctx(Locale.RU)).body
+    assert f"Котлета, 1 шт. — 85,00{NBSP}₽, Компот, 2 шт. — 50,00{NBSP}₽" in body
+    assert body.endswith(f"Остаток: 45,50{NBSP}₽.")
+
+
+def test_the_ride_explains_its_fare() -> None:
+    facts = RideFacts(msk(7, 41), 0, FareExplanation.TRANSFER_FREE, "25")
+    assert "пересадка, бесплатно" in render(NotificationKind.RIDE, facts, ctx(Locale.RU)).body
+    assert "transfer, free" in render(NotificationKind.RIDE, facts, ctx(Locale.EN)).body
+
+
+def test_low_balance_predicts_days_of_lunches_with_russian_plurals() -> None:
+    def body(days: int) -> str:
+        facts = LowBalanceFacts(10_000, days_left=days)
+        return render(NotificationKind.LOW_BALANCE, facts, ctx(Locale.RU)).body
+
+    assert "примерно на 1 день обедов" in body(1)
+    assert "примерно на 3 дня обедов" in body(3)
+    assert "примерно на 11 дней обедов" in body(11)
+
+
+def test_russian_plurals_follow_the_usual_rules() -> None:
+    forms = [plural_ru(n, "день", "дня", "дней") for n in (1, 2, 5, 11, 12, 21, 22, 25, 111)]
+    assert forms == ["день", "дня", "дней", "дней", "дней", "день", "дня", "дней", "дней"]
+
+
+def test_a_child_without_a_known_name_is_named_by_contract() -> None:
+    anonymous = RenderContext(Locale.RU, ZoneInfo(MSK), None, CONTRACT)
+    body = render(NotificationKind.CHILD_ENTERED, GateFacts(AT), anonymous).body
+    assert body.startswith(f"Карта {CONTRACT}: вход в школу")
+
+
+def test_the_receipt_has_an_email_subject_and_the_payment_id() -> None:
+    text = render(NotificationKind.RECEIPT, SAMPLES[NotificationKind.RECEIPT], ctx(Locale.RU))
+    assert text.subject == f"Квитанция: пополнение на 1{NBSP}234,50{NBSP}₽"
+    assert "Номер платежа: pay-1" in text.body and CONTRACT in text.body
+
+
+def test_facts_of_the_wrong_type_are_refused() -> None:
+    with pytest.raises(NotifyError) as err:
+        render(NotificationKind.RIDE, GateFacts(AT), ctx(Locale.RU))
+    assert err.value.reason is NotifyRejection.FACTS_KIND_MISMATCH
+
+
+def test_the_one_time_code_is_only_in_the_body_of_its_own_message() -> None:
+    text = render(NotificationKind.ONE_TIME_CODE, SAMPLES[NotificationKind.ONE_TIME_CODE],
+                  ctx(Locale.RU))
+    assert "482913" in text.body
+    assert "482913" not in text.subject + text.short + repr(text) + str(text)
+    assert "482913" not in repr(SAMPLES[NotificationKind.ONE_TIME_CODE])
+    assert text.secret
+
+
+def test_the_timeline_reads_as_the_childs_day_in_time_order() -> None:
+    day = JourneyDay.open(CONTRACT, msk(7, 0), MSK, school="Школа № 5")
+    day.record(TimelineEntry("lunch", TimelineKind.PURCHASE, msk(12, 30), "Столовая", 13_500))
+    day.record(TimelineEntry("ride", TimelineKind.RIDE, msk(7, 41), "25", 3_500, "полный тариф"))
+    day.record(TimelineEntry("in", TimelineKind.ENTRY, msk(8, 2), "Школа № 5"))
+    lines = render_timeline(day, ctx(Locale.RU))
+    assert lines == [
+        f"07:41 Поездка, маршрут 25 — 35,00{NBSP}₽; полный тариф",
+        "08:02 Вход в школу (Школа № 5)",
+        f"12:30 Столовая (Столовая) — 135,00{NBSP}₽",
+    ]
+    assert render_timeline(day, ctx(Locale.EN))[0].startswith("07:41 Ride, route 25")
+
+
+def test_english_dates_are_unambiguous() -> None:
+    facts = AbsentFacts(date(2025, 9, 10) + timedelta(days=0))
+    assert "10 Sep 2025" in render(NotificationKind.ABSENT, facts, ctx(Locale.EN)).body
+    assert "10.09.2025" in render(NotificationKind.ABSENT, facts, ctx(Locale.RU)).body

@@ -1,0 +1,165 @@
+"""The consumption policy decides, per record, between handling, retrying and dead-lettering.
+Checked here without a broker: records are built by hand and the dead-letter sink is a fake."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from pymongo.errors import AutoReconnect
+
+from contracts.envelope import Envelope, encode
+from contracts.integrations import CardIssued
+from services.runtime.consumer import Consumer, Inbound, Rejected
+from services.runtime.mongo import AlreadyProcessed
+
+pytestmark = pytest.mark.unit
+
+TOPIC = "integrations.card-issuance.v1"
+CARD = CardIssued(contract="40012345", card_uid="04A2B3C4D5E6F7", school_id="izh-school-42",
+                  school_tz="Europe/Samara", student_id="stu-1", class_name="5Б",
+                  birth_date=date(2014, 3, 8), issued_at=datetime(2026, 9, 1, tzinfo=UTC))
+
+
+class RecordingConsumer(Consumer):
+    def __init__(self, handler: Any, **kw: Any) -> None:
+        super().__init__(KafkaBroker(), "test", {CardIssued: handler}, group_id="g",
+                         backoff_s=0.001, backoff_max_s=0.002, **kw)
+        self.dead: list[tuple[str, str]] = []
+
+    async def dead_letter(self, record: Any, code: str, reason: str, *, attempts: int) -> None:
+        self.dead.append((code, reason))
+
+
+def record(value: bytes | None = None, headers: dict[str, str] | None = None) -> ConsumerRecord:
+    hdrs = headers if headers is not None else Envelope.new(CARD, source="t").to_headers()
+    return ConsumerRecord(TOPIC, 0, 7, 0, 0, b"40012345", encode(CARD) if value is None else value,
+                          None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()])
+
+
+async def test_a_valid_record_reaches_its_handler_once_and_may_be_committed():
+    seen: list[Inbound] = []
+
+    async def handler(msg: Inbound) -> None:
+        seen.append(msg)
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record()) is True
+    assert [m.message for m in seen] == [CARD]
+    assert consumer.dead == []
+
+
+async def test_a_handler_rejection_is_dead_lettered_without_retrying():
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        raise Rejected("unknown_contract", "no such contract")
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record()) is True
+    assert calls == 1
+    assert consumer.dead == [("unknown_contract", "no such contract")]
+
+
+async def test_a_failing_handler_is_retried_a_bounded_number_of_times_then_dead_lettered():
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("bug")
+
+    consumer = RecordingConsumer(handler, max_attempts=3)
+    assert await consumer.process(record()) is True
+    assert calls == 3
+    assert consumer.dead[0][0] == "processing_failed"
+    assert "ValueError" in consumer.dead[0][1]
+
+
+async def test_a_transient_failure_that_clears_is_handled_without_a_dead_letter():
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RuntimeError("write conflict")
+
+    consumer = RecordingConsumer(handler, max_attempts=5)
+    assert await consumer.process(record()) is True
+    assert calls == 3
+    assert consumer.dead == []
+
+
+async def test_an_unreachable_database_is_retried_past_the_attempt_bound_and_never_dead_lettered():
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        if calls < 8:
+            raise AutoReconnect("mongo down")
+
+    consumer = RecordingConsumer(handler, max_attempts=2)
+    assert await consumer.process(record()) is True
+    assert calls == 8
+    assert consumer.dead == []
+
+
+async def test_an_outage_during_shutdown_leaves_the_record_uncommitted():
+    async def handler(msg: Inbound) -> None:
+        consumer.stopping = True
+        raise AutoReconnect("mongo down")
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record()) is False
+    assert consumer.dead == []
+
+
+async def test_an_interrupted_handler_propagates_cancellation_and_is_not_committed():
+    started = asyncio.Event()
+
+    async def handler(msg: Inbound) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    consumer = RecordingConsumer(handler)
+    task = asyncio.create_task(consumer.process(record()))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert consumer.dead == []
+
+
+async def test_a_duplicate_is_acknowledged_without_a_dead_letter():
+    async def handler(msg: Inbound) -> None:
+        raise AlreadyProcessed(msg.inbox_id)
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record()) is True
+    assert consumer.dead == []
+
+
+@pytest.mark.parametrize(("value", "headers", "code"), [
+    (b"\xff\xfe", None, "not_json"),
+    (b'{"contract": "1"}', None, "schema_violation"),
+    (b"{}", {}, "missing_headers"),
+    (b"{}", {"ce_id": "1", "ce_type": "schoolcard.nope.Thing", "ce_source": "x",
+             "ce_time": "2026-09-01T00:00:00Z"}, "unknown_type"),
+    (b"{}", {"ce_id": "1", "ce_type": "schoolcard.wallet.TopUpApplied", "ce_source": "x",
+             "ce_time": "2026-09-01T00:00:00Z"}, "unexpected_type"),
+])
+async def test_undecodable_records_are_dead_lettered_with_their_code(value, headers, code):
+    async def handler(msg: Inbound) -> None:
+        raise AssertionError("must not be called")
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record(value, headers)) is True
+    assert [c for c, _ in consumer.dead] == [code]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from services.wallet.domain import (
+    DailyLimits,
+    DeclineReason,
+    FareDeclined,
+    RejectionReason,
+    WalletRejected,
+    check_ledger,
+)
+from tests.unit.wallet.wallet_builders import NOW, at, funded
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_fare_draws_from_transit_first_then_general() -> None:
+    account = funded(general=100_00, transit=20_00)
+    result = account.debit_fare("ride-1", 36_00, now=NOW)
+    assert (result.paid_transit, result.paid_general) == (20_00, 16_00)
+    assert (account.balances.transit, account.balances.general) == (0, 84_00)
+
+
+def test_a_fare_never_draws_on_canteen_and_is_declined_when_transit_and_general_are_short() -> None:
+    account = funded(canteen=500_00, transit=10_00)
+    result = account.debit_fare("ride-1", 36_00, now=NOW)
+    assert result.reason is DeclineReason.INSUFFICIENT_FUNDS
+    assert account.balances.canteen == 500_00
+    assert any(isinstance(e, FareDeclined) for e in account.pull_events())
+
+
+def test_a_fare_on_a_blocked_card_is_declined() -> None:
+    account = funded(transit=100_00)
+    account.block_card(now=NOW)
+    assert account.debit_fare("ride-1", 36_00, now=NOW).reason is DeclineReason.CARD_BLOCKED
+
+
+def test_daily_limits_do_not_apply_to_fares_the_ride_has_already_happened() -> None:
+    account = funded(transit=100_00)
+    account.set_daily_limits(DailyLimits(total=0), now=NOW)
+    assert account.debit_fare("ride-1", 36_00, now=NOW).approved
+
+
+def test_a_late_duplicate_ride_is_not_charged_twice() -> None:
+    account = funded(transit=100_00)
+    first = account.debit_fare("ride-1", 36_00, now=NOW)
+    assert account.debit_fare("ride-1", 36_00, now=at(90)) == first
+    assert account.balances.transit == 64_00
+    with pytest.raises(WalletRejected) as error:
+        account.debit_fare("ride-1", 40_00, now=at(90))
+    assert error.value.reason is RejectionReason.IDEMPOTENCY_CONFLICT
+
+
+def test_a_fare_correction_refunds_to_the_pockets_that_paid() -> None:
+    account = funded(general=100_00, transit=20_00)
+    account.debit_fare("ride-1", 36_00, now=NOW)
+    account.refund_fare("corr-1", "ride-1", 30_00, now=at(5))
+    assert (account.balances.transit, account.balances.general) == (20_00, 94_00)
+    assert check_ledger(account, account.pull_entries()) == []
+
+
+def test_fare_refunds_never_exceed_what_the_ride_was_charged() -> None:
+    account = funded(transit=100_00)
+    account.debit_fare("ride-1", 36_00, now=NOW)
+    account.refund_fare("corr-1", "ride-1", 30_00, now=at(5))
+    with pytest.raises(WalletRejected) as error:
+        account.refund_fare("corr-2", "ride-1", 6_01, now=at(6))
+    assert error.value.reason is RejectionReason.REFUND_EXCEEDS_CHARGE
+    account.refund_fare("corr-2", "ride-1", 6_00, now=at(6))
+    assert account.balances.transit == 100_00
+
+
+def test_a_repeated_fare_correction_refunds_once() -> None:
+    account = funded(transit=100_00)
+    account.debit_fare("ride-1", 36_00, now=NOW)
+    first = account.refund_fare("corr-1", "ride-1", 10_00, now=at(5))
+    assert account.refund_fare("corr-1", "ride-1", 10_00, now=at(6)) == first
+    assert account.balances.transit == 74_00
+
+
+def test_refunding_an_unknown_or_declined_ride_is_rejected() -> None:
+    account = funded()
+    account.debit_fare("ride-1", 36_00, now=NOW)
+    with pytest.raises(WalletRejected) as unknown:
+        account.refund_fare("corr-1", "ride-x", 1_00, now=NOW)
+    with pytest.raises(WalletRejected) as declined:
+        account.refund_fare("corr-2", "ride-1", 1_00, now=NOW)
+    assert unknown.value.reason is RejectionReason.UNKNOWN_RIDE
+    assert declined.value.reason is RejectionReason.NOT_CHARGED
