@@ -129,3 +129,48 @@ class TopicReader:
 
 async def _async(value: T) -> T:
     return value
+
+
+class Requester:
+    """Sends app commands and queries (with an access token) and waits for the reply on
+    ``apps.replies.v1`` by correlation id — what a cabinet back end does."""
+
+    def __init__(self, bootstrap: str, reply_topic: str = "apps.replies.v1") -> None:
+        self.integrator = Integrator(bootstrap, source="app:test")
+        self.replies = TopicReader(bootstrap, reply_topic)
+        self.reply_topic = reply_topic
+
+    async def __aenter__(self) -> Requester:
+        await self.integrator.__aenter__()
+        await self.replies.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.replies.__aexit__()
+        await self.integrator.__aexit__()
+
+    async def send(self, message: ContractModel, key: str, *, token: str | None = None,
+                   timeout: float = 30) -> Record:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        env = await self.integrator.publish(message, key, headers=headers,
+                                            reply_to=self.reply_topic)
+        [reply] = await self.replies.wait_for(
+            lambda r: r.headers.get("ce_correlationid") == env.correlation_id, timeout=timeout)
+        return reply
+
+
+class FakeClock:
+    """An injectable clock for services run in-process: ``clock.advance(minutes=20)``."""
+
+    def __init__(self, start: Any = None) -> None:
+        from datetime import UTC, datetime
+
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.now = self.now + timedelta(**delta)

@@ -31,7 +31,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from contracts.envelope import ContractModel, Envelope, encode
+from contracts.envelope import ContractModel, Envelope, ErrorInfo, ErrorReply, encode
 from services.runtime import metrics
 from services.runtime.logs import get_logger
 
@@ -79,6 +79,10 @@ class Transaction:
                                 reply_to=reply_to, time=self.now, message_id=message_id)
         self.outbox.append(PendingMessage(topic, key, message, envelope))
         return envelope
+
+    def fail(self, code: str, message: str) -> None:
+        """Answer the request with an ErrorReply (unauthorised, forbidden, invalid...)."""
+        self.reply(ErrorReply(ok=False, error=ErrorInfo(code=code, message=message)))
 
     def reply(self, message: ContractModel) -> None:
         """Answer the request that caused this transaction, if it named a reply topic."""

@@ -21,11 +21,13 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from services.runtime.broker import make_broker, provision_topics
-from services.runtime.consumer import Consumer, Routes
+from contracts.auth import AccessTokenClaims
+from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
 from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
 from services.runtime.settings import ServiceSettings
+from services.runtime.tokens import authorize, verify_access_token
 
 log = get_logger("schoolcard.service")
 
@@ -58,6 +60,24 @@ class Runtime:
     @property
     def db(self):  # type: ignore[no-untyped-def]
         return self.uow.db
+
+    def claims(self, msg: Inbound) -> AccessTokenClaims:
+        """The verified access token of an app command (raises TokenError with a code)."""
+        return verify_access_token(msg.authorization, self.settings.infra.auth_public_key,
+                                   now=self.clock().timestamp())
+
+    def authorize(self, msg: Inbound, action: str, contract: str | None = None) -> AccessTokenClaims:
+        """Verify the token and check that its holder may do ``action`` (for ``contract``)."""
+        claims = self.claims(msg)
+        authorize(claims, action, contract)
+        return claims
+
+    def transaction(self, msg: Inbound | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]
+        """A unit of work for ``msg``: its id is the inbox key, its envelope the cause of
+        everything emitted, the runtime clock gives ``tx.now``."""
+        return self.uow.transaction(
+            inbox_id=msg.inbox_id if (msg is not None and inbox) else None,
+            cause=msg.envelope if msg is not None else None, now=self.clock())
 
 
 Wire = Callable[[Runtime], Awaitable[Routes]]
