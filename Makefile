@@ -67,7 +67,8 @@ bench: install
 
 docs: install
 	$(PY) -m contracts.asyncapi > docs/asyncapi.json
-	@echo "docs/asyncapi.json regenerated"
+	UPDATE_SNAPSHOTS=1 $(PYTEST) -q tests/contracts > /dev/null
+	@echo "docs/asyncapi.json and tests/contracts/schemas regenerated"
 
 lint: install
 	$(PY) -m pip install -q ruff==0.14.5 mypy==1.19.0
