@@ -206,7 +206,8 @@ class Envelope(BaseModel):
         missing = [h for h in (HEADER_ID, HEADER_TYPE, HEADER_SOURCE, HEADER_TIME)
                    if not headers.get(h)]
         if missing:
-            raise ContractError("missing_headers", "missing envelope headers: " + ", ".join(missing))
+            raise ContractError("missing_headers",
+                                "missing envelope headers: " + ", ".join(missing))
         try:
             return cls(
                 id=headers[HEADER_ID],
@@ -224,7 +225,9 @@ class Envelope(BaseModel):
             raise ContractError("invalid_headers", _short(exc)) from None
 
 
-def headers_to_dict(raw: Iterable[tuple[str, bytes | str | None]] | Mapping[str, Any]) -> dict[str, str]:
+def headers_to_dict(
+    raw: Iterable[tuple[str, bytes | str | None]] | Mapping[str, Any],
+) -> dict[str, str]:
     """Kafka headers (a list of (name, bytes) pairs) as a dict of str; undecodable values are
     replaced so a broken header can still be reported."""
     items = raw.items() if isinstance(raw, Mapping) else raw
@@ -241,7 +244,8 @@ def encode(message: ContractModel) -> bytes:
     return message.model_dump_json(by_alias=True).encode()
 
 
-def decode(envelope: Envelope, value: bytes | None, allowed: Iterable[str] | None = None) -> ContractModel:
+def decode(envelope: Envelope, value: bytes | None,
+           allowed: Iterable[str] | None = None) -> ContractModel:
     """Validate the payload against the model named by the envelope.
 
     Raises ContractError with a code the dead-letter record carries: ``unexpected_type`` (not

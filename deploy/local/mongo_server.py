@@ -132,6 +132,11 @@ def _serialised(method: Any) -> Any:
     return wrapper
 
 
+def _too_old(session: ClientSession) -> bool:
+    now = time.monotonic()
+    return now - getattr(session, "_sc_t0", now) > TXN_LIFETIME_S
+
+
 def _patch() -> None:
     ClientSession.start_transaction = start_transaction  # type: ignore[method-assign]
     ClientSession.commit_transaction = commit_transaction  # type: ignore[method-assign]
@@ -150,8 +155,7 @@ def _patch() -> None:
     def watchdog() -> None:
         while True:
             time.sleep(5)
-            now = time.monotonic()
-            _abort_where(lambda s: now - getattr(s, "_sc_t0", now) > TXN_LIFETIME_S)
+            _abort_where(_too_old)
 
     threading.Thread(target=watchdog, daemon=True, name="txn-watchdog").start()
 

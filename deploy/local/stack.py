@@ -106,7 +106,8 @@ def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
     data = run_dir / "mongo"
     data.mkdir(parents=True, exist_ok=True)
-    proc = _spawn("mongo", [sys.executable, "-m", "deploy.local.mongo_server", "--data-dir", str(data), "-p", str(port), "--pid-file",
+    proc = _spawn("mongo", [sys.executable, "-m", "deploy.local.mongo_server",
+                            "--data-dir", str(data), "-p", str(port), "--pid-file",
                             str(data / "nx.pid"), "--log-file", str(run_dir / "logs" / "nx.log")],
                   run_dir / "logs" / "mongo.out", port=port)
     wait_for(lambda: port_open(port), timeout=30, what="the MongoDB-protocol server")

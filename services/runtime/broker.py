@@ -3,6 +3,7 @@ provisioning from the catalog."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -36,7 +37,8 @@ def tracer_provider(service: str, exporter: str) -> TracerProvider:
     return provider
 
 
-def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float = 15.0) -> KafkaBroker:
+def make_broker(service: str, infra: InfraSettings, *,
+                graceful_timeout: float = 15.0) -> KafkaBroker:
     """Producer settings: acks=all; idempotence stays off because the development broker
     cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway)."""
     return KafkaBroker(
@@ -68,10 +70,9 @@ async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOP
             return []
         new = [NewTopic(t.name, infra.topic_partitions or t.partitions, infra.replication_factor,
                         topic_configs=t.config()) for t in missing]
-        try:
+        # another service may create them at the same moment
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another service created them at the same moment
         log.info("topics provisioned", count=len(missing))
         return [t.name for t in missing]
     finally:

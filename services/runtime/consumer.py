@@ -205,5 +205,6 @@ class Consumer:
         await self.broker.publish(record.value or b"", self.dead_letter_topic, key=record.key,
                                   headers=headers)
         metrics.DEAD_LETTERED.labels(self.service, code).inc()
-        log.warning("dead-lettered", reason_code=code, reason=reason[:300], source_topic=record.topic,
+        log.warning("dead-lettered", reason_code=code, reason=reason[:300],
+                    source_topic=record.topic,
                     partition=record.partition, offset=record.offset)

@@ -33,7 +33,9 @@ def redact(value: Any) -> Any:
     return value
 
 
-def _redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact_processor(
+    _: Any, __: str, event_dict: MutableMapping[str, Any],
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key in {"event", "timestamp", "level", "logger"}:
             if key == "event":

@@ -9,6 +9,7 @@ publishes committed records with their aggregate key, retrying until the broker 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -209,10 +210,8 @@ class OutboxRelay:
                 continue
             if sent < self.batch:
                 self.wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=self.idle_s)
-                except TimeoutError:
-                    pass
 
     async def stop(self) -> None:
         """Flush what is committed, then stop."""

@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from services.runtime.broker import make_broker, provision_topics
 from contracts.auth import AccessTokenClaims
+from services.runtime.broker import make_broker, provision_topics
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
@@ -66,7 +66,8 @@ class Runtime:
         return verify_access_token(msg.authorization, self.settings.infra.auth_public_key,
                                    now=self.clock().timestamp())
 
-    def authorize(self, msg: Inbound, action: str, contract: str | None = None) -> AccessTokenClaims:
+    def authorize(self, msg: Inbound, action: str,
+                  contract: str | None = None) -> AccessTokenClaims:
         """Verify the token and check that its holder may do ``action`` (for ``contract``)."""
         claims = self.claims(msg)
         authorize(claims, action, contract)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import statistics
 import tempfile
 import time
 from datetime import UTC, date, datetime
@@ -24,7 +23,7 @@ from tests.support import Integrator, TopicReader, uid
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def run(topups: int, accounts: int, run_dir: Path, rate: float = 0) -> dict[str, float]:
@@ -72,7 +71,7 @@ async def run(topups: int, accounts: int, run_dir: Path, rate: float = 0) -> dic
             await collector
             elapsed = time.perf_counter() - started
         lat = list(latencies.values())
-        return {"topups": len(lat), "seconds": elapsed, "per_s": len(lat) / elapsed,
+        return {"topups": float(len(lat)), "seconds": elapsed, "per_s": len(lat) / elapsed,
                 "p50_ms": percentile(lat, 50) * 1000, "p95_ms": percentile(lat, 95) * 1000,
                 "p99_ms": percentile(lat, 99) * 1000}
     finally:

@@ -11,9 +11,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from contracts.envelope import Envelope
 from contracts.integrations import CardIssued, TopUpReceived
-from deploy.local import stack as devstack
 from tests.support import Integrator, TopicReader, eventually, uid
 
 pytestmark = pytest.mark.system

@@ -11,7 +11,7 @@ import pytest
 from contracts.catalog import DLQ_CODE, DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC
 from contracts.envelope import Envelope
 from contracts.integrations import CardIssued
-from tests.support import Integrator, TopicReader, eventually, uid
+from tests.support import Integrator, TopicReader, uid
 
 pytestmark = pytest.mark.system
 
