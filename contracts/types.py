@@ -11,7 +11,14 @@ from enum import StrEnum
 from typing import Annotated
 
 import phonenumbers
-from pydantic import AfterValidator, AwareDatetime, Field, PlainSerializer, SecretStr, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    StringConstraints,
+)
 
 
 def _to_utc(value: datetime) -> datetime:
