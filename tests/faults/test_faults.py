@@ -100,8 +100,9 @@ def assert_money_invariants(w: World, top_ups: list[TopUpReceived]) -> None:
         entries = list(w.db.wallet_ledger.find({"account": doc["_id"]}))
         assert sum(e["amount"] for e in entries) == expected[doc["_id"]]
         assert sum(doc["balances_by_sub"].values()) == expected[doc["_id"]]
-    ops = [e["operation_id"] for e in w.db.wallet_ledger.find({"operation_kind": "top_up",
-                                                                "account": {"$ne": "external:topup"}})]
+    credits = w.db.wallet_ledger.find({"operation_kind": "top_up",
+                                       "account": {"$ne": "external:topup"}})
+    ops = [e["operation_id"] for e in credits]
     assert sorted(ops) == sorted(t.payment_id for t in top_ups)  # each exactly once
 
 
