@@ -7,9 +7,10 @@ nx-27017 shares one SQLite connection per database between all client sessions, 
 2. a client that dies mid-transaction (kill -9) leaves its transaction open, and its partial
    writes become visible to everybody and are committed later by someone else.
 
-Here transactions on one database are serialised (one open transaction at a time, the others
-wait, as SQLite itself would), a transaction is aborted when the client connection that
-carried it closes, and one older than 60 s is aborted (MongoDB's transactionLifetimeLimit).
+Here every command runs alone on its database, an open transaction admits only its own
+session's commands until it ends (the others wait, as SQLite itself would), a transaction is
+aborted when the client connection that carried it closes, and one older than 60 s is aborted
+(MongoDB's transactionLifetimeLimitSeconds).
 Production runs real MongoDB; none of this is needed there.
 
 Usage: ``python -m deploy.local.mongo_server <nx-27017 arguments>`` (runs the threaded
@@ -33,108 +34,113 @@ LOCK_WAIT_S = 30.0
 TXN_LIFETIME_S = 60.0
 
 _cond = threading.Condition()
-_owners: dict[str, ClientSession] = {}  # database -> the session whose transaction is open
-_current = threading.local()  # connection, database and session id of the running command
+_owner: dict[str, Any] = {}  # database -> session id (lsid) whose transaction is open
+_session: dict[str, ClientSession] = {}  # database -> that transaction's session object
+_since: dict[str, float] = {}
+_owner_conn: dict[str, Any] = {}
+_command_locks: dict[str, threading.Lock] = {}
+_current = threading.local()
 
 _orig_start = ClientSession.start_transaction
 _orig_commit = ClientSession.commit_transaction
 _orig_abort = ClientSession.abort_transaction
 
 
-def _wait_for_turn(db: str, lsid: Any, *, claim: ClientSession | None = None) -> None:
-    """Block while another session holds an open transaction on ``db`` (so its work is never
-    mixed with anybody else's); with ``claim``, take the database for that session."""
-    deadline = time.monotonic() + LOCK_WAIT_S
+def _command_lock(db: str) -> threading.Lock:
     with _cond:
-        while True:
-            owner = _owners.get(db)
-            if owner is None or owner is claim or (
-                    claim is None and getattr(owner, "_sc_lsid", None) == lsid):
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not _cond.wait(remaining):
-                raise RuntimeError("WriteConflict: another transaction holds the database")
-        if claim is not None:
-            _owners[db] = claim
+        return _command_locks.setdefault(db, threading.Lock())
 
 
-def _release(session: ClientSession) -> None:
+def _release_db(db: str) -> None:
     with _cond:
-        db = getattr(session, "_sc_db", None)
-        if db is not None and _owners.get(db) is session:
-            del _owners[db]
-            _cond.notify_all()
+        for table in (_owner, _session, _since, _owner_conn):
+            table.pop(db, None)
+        _cond.notify_all()
 
 
 def start_transaction(self: ClientSession, write_concern: Any = None) -> Any:
-    self._sc_db = getattr(_current, "db", "?")  # type: ignore[attr-defined]
-    self._sc_lsid = getattr(_current, "lsid", None)  # type: ignore[attr-defined]
-    self._sc_conn = getattr(_current, "conn", None)  # type: ignore[attr-defined]
-    self._sc_t0 = time.monotonic()  # type: ignore[attr-defined]
-    _wait_for_turn(self._sc_db, self._sc_lsid, claim=self)
-    try:
-        return _orig_start(self, write_concern)
-    except BaseException:
-        _release(self)
-        raise
+    db = getattr(_current, "db", None)
+    ctx = _orig_start(self, write_concern)
+    if db is not None:
+        self._sc_db = db  # type: ignore[attr-defined]
+        with _cond:
+            _session[db] = self
+    return ctx
 
 
 def commit_transaction(self: ClientSession) -> None:
     try:
         _orig_commit(self)
     finally:
-        if not self._in_transaction:
-            _release(self)
+        db = getattr(self, "_sc_db", None)
+        if db is not None and not self._in_transaction:
+            _release_db(db)
 
 
 def abort_transaction(self: ClientSession) -> None:
     try:
         _orig_abort(self)
     finally:
-        _release(self)
+        db = getattr(self, "_sc_db", None)
+        if db is not None:
+            _release_db(db)
 
 
-def _abort_where(predicate: Any) -> None:
-    with _cond:
-        doomed = [s for s in _owners.values() if predicate(s)]
-    for session in doomed:
+def _abort(db: str) -> None:
+    """Abort the open transaction on ``db`` (its client is gone or it ran too long)."""
+    lock = _command_lock(db)
+    with lock:
+        with _cond:
+            session = _session.get(db)
         try:
-            if session._in_transaction:
+            if session is not None and session._in_transaction:
                 session.abort_transaction()
-            else:
-                _release(session)
-        except Exception:  # it may have finished meanwhile
-            _release(session)
+        finally:
+            _release_db(db)
 
 
-def _command_context(msg: dict[str, Any]) -> tuple[str | None, Any]:
+def _command_context(msg: dict[str, Any]) -> tuple[str | None, Any, bool]:
     for kind, doc in msg.get("sections", ()):
         if kind == "body" and isinstance(doc, dict):
             lsid = doc.get("lsid")
-            return doc.get("$db"), (lsid or {}).get("id") if isinstance(lsid, dict) else None
-    return None, None
+            lsid_id = lsid.get("id") if isinstance(lsid, dict) else None
+            return doc.get("$db"), lsid_id, bool(doc.get("startTransaction"))
+    return None, None, False
 
 
 def _serialised(method: Any) -> Any:
+    """Run each command alone on its database, and let nobody but the owner of an open
+    transaction in until that transaction ends."""
+
     @functools.wraps(method)
     def wrapper(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(msg, dict) and getattr(_current, "depth", 0) == 0:
-            db, lsid = _command_context(msg)
-            _current.conn, _current.db, _current.lsid = msg.get("_conn_id"), db, lsid
-            if db is not None:
-                _wait_for_turn(db, lsid)
-        _current.depth = getattr(_current, "depth", 0) + 1
-        try:
+        if not isinstance(msg, dict) or getattr(_current, "depth", 0) > 0:
             return method(self, msg, *args, **kwargs)
+        db, lsid, starts = _command_context(msg)
+        if db is None:
+            return method(self, msg, *args, **kwargs)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        with _cond:
+            while _owner.get(db) not in (None, lsid):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not _cond.wait(remaining):
+                    raise RuntimeError("WriteConflict: another transaction holds the database")
+            if starts and _owner.get(db) is None:
+                _owner[db] = lsid
+                _since[db] = time.monotonic()
+                _owner_conn[db] = msg.get("_conn_id")
+        _current.db, _current.depth = db, 1
+        try:
+            with _command_lock(db):
+                return method(self, msg, *args, **kwargs)
         finally:
-            _current.depth -= 1
+            _current.depth = 0
+            with _cond:
+                claimed_but_idle = _owner.get(db) == lsid and db not in _session
+            if starts and claimed_but_idle:
+                _release_db(db)  # the transaction never began (the command failed)
 
     return wrapper
-
-
-def _too_old(session: ClientSession) -> bool:
-    now = time.monotonic()
-    return now - getattr(session, "_sc_t0", now) > TXN_LIFETIME_S
 
 
 def _patch() -> None:
@@ -147,7 +153,10 @@ def _patch() -> None:
     original_close = NeoSQLiteHandler.close_streams_for_connection
 
     def close_streams_for_connection(self: Any, conn_id: Any) -> None:
-        _abort_where(lambda s: getattr(s, "_sc_conn", None) == conn_id)
+        with _cond:
+            doomed = [db for db, conn in _owner_conn.items() if conn == conn_id]
+        for db in doomed:
+            _abort(db)
         original_close(self, conn_id)
 
     NeoSQLiteHandler.close_streams_for_connection = close_streams_for_connection  # type: ignore[method-assign]
@@ -155,7 +164,11 @@ def _patch() -> None:
     def watchdog() -> None:
         while True:
             time.sleep(5)
-            _abort_where(_too_old)
+            now = time.monotonic()
+            with _cond:
+                doomed = [db for db, t0 in _since.items() if now - t0 > TXN_LIFETIME_S]
+            for db in doomed:
+                _abort(db)
 
     threading.Thread(target=watchdog, daemon=True, name="txn-watchdog").start()
 
