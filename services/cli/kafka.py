@@ -1,0 +1,308 @@
+"""The CLI's Kafka side (plain aiokafka, no consumer group of its own): publish with
+CloudEvents headers, read topics, request/reply over ``apps.replies.v1``, dead letters, lag.
+
+Reads assign partitions explicitly and seek to offsets fetched up front, so nothing is
+committed and no group join (seconds on the dev broker) is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import (  # type: ignore[import-untyped]
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRecord,
+    TopicPartition,
+)
+from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
+
+from contracts.catalog import APP_REPLIES, DLQ_PARTITION, DLQ_TOPIC
+from contracts.envelope import (
+    HEADER_AUTHORIZATION,
+    HEADER_CORRELATION,
+    ContractModel,
+    Envelope,
+    encode,
+    headers_to_dict,
+)
+
+DLQ_PREFIX = "dlq_"
+
+
+class KafkaProblem(Exception):
+    """A broker-side condition the operator must know about (missing topic, no reply)."""
+
+
+@dataclass
+class Raw:
+    """One consumed record with its headers decoded to text."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: str | None
+    value: bytes | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Sent:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: dict[str, str]
+
+
+def _raw(r: ConsumerRecord[bytes, bytes]) -> Raw:
+    key = r.key.decode("utf-8", errors="replace") if isinstance(r.key, bytes) else r.key
+    return Raw(r.topic, r.partition, r.offset, r.timestamp, key, r.value,
+               headers_to_dict(r.headers or []))
+
+
+async def existing_topics(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="schoolcard-cli")
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def require_topic(bootstrap: str, topic: str, hint: str = "") -> None:
+    """Fail clearly instead of letting a metadata request auto-create a mistyped topic."""
+    if topic not in await existing_topics(bootstrap):
+        raise KafkaProblem(f"topic {topic} does not exist on {bootstrap}"
+                           + (f" ({hint})" if hint else ""))
+
+
+def _producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                            client_id="schoolcard-cli")
+
+
+async def publish_raw(bootstrap: str, items: Iterable[tuple[str, str | None, bytes | None,
+                                                             dict[str, str], int | None]]
+                      ) -> list[Sent]:
+    """Publish (topic, key, value, headers, partition) records, each acknowledged by all
+    in-sync replicas before the next."""
+    producer = _producer(bootstrap)
+    await producer.start()
+    sent: list[Sent] = []
+    try:
+        for topic, key, value, headers, partition in items:
+            md = await producer.send_and_wait(
+                topic, value, key=key.encode() if key is not None else None,
+                partition=partition, headers=[(k, v.encode()) for k, v in headers.items()])
+            sent.append(Sent(md.topic, md.partition, md.offset, key, headers))
+    finally:
+        await producer.stop()
+    return sent
+
+
+def envelope_headers(message: ContractModel, key: str, *, source: str,
+                     reply_to: str | None = None, token: str | None = None
+                     ) -> tuple[Envelope, dict[str, str]]:
+    env = Envelope.new(message, source=source, subject=key, reply_to=reply_to)
+    headers = env.to_headers()
+    if token:
+        headers[HEADER_AUTHORIZATION] = f"Bearer {token}"
+    return env, headers
+
+
+async def publish(bootstrap: str, topic: str, message: ContractModel, key: str, *,
+                  source: str) -> Sent:
+    await require_topic(bootstrap, topic, "services create the catalog topics when they start; "
+                        "is the stack running?")
+    _, headers = envelope_headers(message, key, source=source)
+    [sent] = await publish_raw(bootstrap, [(topic, key, encode(message), headers, None)])
+    return sent
+
+
+async def _assign(consumer: AIOKafkaConsumer, bootstrap: str, topic: str) -> list[TopicPartition]:
+    await require_topic(bootstrap, topic)
+    partitions: set[int] | None = None
+    deadline = time.monotonic() + 10
+    while not partitions and time.monotonic() < deadline:
+        await consumer.topics()  # refreshes metadata
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await asyncio.sleep(0.1)
+    if not partitions:
+        raise KafkaProblem(f"no partition metadata for {topic}")
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    return tps
+
+
+def _consumer(bootstrap: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                            auto_offset_reset="earliest", client_id="schoolcard-cli")
+
+
+async def read(bootstrap: str, topic: str, *, from_beginning: bool = False,
+               follow: bool = True, limit: int | None = None,
+               idle_timeout: float | None = None) -> AsyncGenerator[Raw, None]:
+    """Records of ``topic``: from the beginning or only new ones; with ``follow=False`` stop at
+    the end offsets seen at start; stop after ``limit`` records or ``idle_timeout`` seconds
+    without a record."""
+    consumer = _consumer(bootstrap)
+    await consumer.start()
+    try:
+        tps = await _assign(consumer, bootstrap, topic)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps) if from_beginning else ends
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        pending = {tp for tp in tps if starts[tp] < ends[tp]}
+        if not follow and not pending:
+            return
+        count = 0
+        last = time.monotonic()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            records = sorted((r for rs in batch.values() for r in rs),
+                             key=lambda r: (r.timestamp or 0, r.partition, r.offset))
+            for r in records:
+                tp = TopicPartition(r.topic, r.partition)
+                if not follow and r.offset >= ends[tp]:
+                    continue
+                yield _raw(r)
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+            if records:
+                last = time.monotonic()
+            if not follow:
+                for tp in list(pending):
+                    if await consumer.position(tp) >= ends[tp]:
+                        pending.discard(tp)
+                if not pending:
+                    return
+            if idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                return
+    finally:
+        await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Raw]:
+    return [r async for r in read(bootstrap, topic, from_beginning=True, follow=False)]
+
+
+async def request(bootstrap: str, message: ContractModel, topic: str, key: str, *, token: str,
+                  source: str, reply_topic: str = APP_REPLIES, timeout: float = 15) -> Raw:
+    """Publish a query/command with ``ce_replyto`` and the access token; return the reply with
+    the same correlation id. Listening starts before publishing, at explicit end offsets."""
+    await require_topic(bootstrap, topic, "is the stack running?")
+    consumer = _consumer(bootstrap)
+    await consumer.start()
+    try:
+        tps = await _assign(consumer, bootstrap, reply_topic)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, ends[tp])
+        env, headers = envelope_headers(message, key, source=source, reply_to=reply_topic,
+                                        token=token)
+        await publish_raw(bootstrap, [(topic, key, encode(message), headers, None)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for rs in batch.values():
+                for r in rs:
+                    raw = _raw(r)
+                    if raw.headers.get(HEADER_CORRELATION) == env.correlation_id:
+                        return raw
+        raise KafkaProblem(f"no reply to {message.TYPE} on {reply_topic} within {timeout:g} s "
+                           f"(correlation id {env.correlation_id}); is the owning service "
+                           "running and does it answer this query?")
+    finally:
+        await consumer.stop()
+
+
+def replay_item(record: Raw) -> tuple[str, str | None, bytes | None, dict[str, str], int | None]:
+    """What replaying a dead letter publishes: the original value, key and headers (dlq_*
+    removed) to the source topic; the source partition only when there is no key to route by.
+    """
+    source = record.headers.get(DLQ_TOPIC)
+    if not source:
+        raise KafkaProblem(f"record {record.partition}:{record.offset} has no {DLQ_TOPIC} "
+                           "header: not a dead letter")
+    headers = {k: v for k, v in record.headers.items() if not k.startswith(DLQ_PREFIX)}
+    partition = None
+    if record.key is None and record.headers.get(DLQ_PARTITION, "").isdigit():
+        partition = int(record.headers[DLQ_PARTITION])
+    return source, record.key, record.value, headers, partition
+
+
+@dataclass
+class LagRow:
+    group: str
+    topic: str
+    partition: int
+    committed: int
+    end: int
+
+    @property
+    def lag(self) -> int:
+        return max(self.end - self.committed, 0)
+
+
+@dataclass
+class GroupInfo:
+    group: str
+    state: str
+    members: int
+    rows: list[LagRow] = field(default_factory=list)
+
+    @property
+    def total_lag(self) -> int:
+        return sum(r.lag for r in self.rows)
+
+
+async def lag(bootstrap: str, group: str | None = None) -> list[GroupInfo]:
+    """Committed offsets of every consumer group against the end offsets of the partitions
+    they committed on. Offsets are asked for explicit partitions (every partition of every
+    topic): the dev broker cannot answer the 'all partitions' form of OffsetFetch."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="schoolcard-cli")
+    consumer = _consumer(bootstrap)
+    await admin.start()
+    await consumer.start()
+    try:
+        groups = sorted(g for g, _ in await admin.list_consumer_groups())
+        if group is not None:
+            if group not in groups:
+                raise KafkaProblem(f"no consumer group {group!r} (known: "
+                                   f"{', '.join(groups) or 'none'})")
+            groups = [group]
+        topics = sorted(t for t in await admin.list_topics() if not t.startswith("__"))
+        tps: list[TopicPartition] = []
+        if topics:
+            for desc in await admin.describe_topics(topics):
+                tps += [TopicPartition(desc["topic"], p["partition"])
+                        for p in desc.get("partitions", [])]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        states: dict[str, tuple[str, int]] = {}
+        if groups:
+            for response in await admin.describe_consumer_groups(groups):
+                for g in response.groups:
+                    states[g[1]] = (g[2], len(g[5]))
+        out = []
+        for g in groups:
+            state, members = states.get(g, ("?", 0))
+            info = GroupInfo(g, state, members)
+            offsets = await admin.list_consumer_group_offsets(g, partitions=tps) if tps else {}
+            for tp, meta in sorted(offsets.items(), key=lambda kv: (kv[0].topic,
+                                                                    kv[0].partition)):
+                if meta.offset >= 0:
+                    info.rows.append(LagRow(g, tp.topic, tp.partition, meta.offset,
+                                            ends.get(tp, meta.offset)))
+            out.append(info)
+        return out
+    finally:
+        await consumer.stop()
+        await admin.close()
