@@ -114,6 +114,20 @@ def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
     return proc
 
 
+def start_sinks(run_dir: Path) -> tuple[Proc, dict[str, str]]:
+    """The local SMTP server and SMS/push HTTP sink that notify delivers to."""
+    smtp_port, http_port = free_port(), free_port()
+    proc = _spawn("sinks", [sys.executable, "-m", "deploy.local.sinks", "--dir",
+                            str(run_dir / "sinks"), "--smtp-port", str(smtp_port),
+                            "--http-port", str(http_port)],
+                  run_dir / "logs" / "sinks.log", port=http_port)
+    wait_for(lambda: port_open(smtp_port) and port_open(http_port), timeout=30,
+             what="the mail and SMS/push sinks")
+    return proc, {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(smtp_port),
+                  "NOTIFY_SMS_URL": f"http://127.0.0.1:{http_port}/sms",
+                  "NOTIFY_PUSH_URL": f"http://127.0.0.1:{http_port}/push"}
+
+
 def auth_keys(run_dir: Path) -> tuple[str, str]:
     """The dev key pair for access tokens, generated once per run directory."""
     from services.runtime.tokens import generate_keypair
@@ -137,6 +151,7 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
         "AUTH_PRIVATE_KEY": private,
         "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
         "SCHOOLCARD_MONGO_SNAPSHOT_READS": "false",  # nx-27017 stores it as a document
+        "AUTH_PEPPER": "dev-pepper-not-for-production",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -182,7 +197,8 @@ class Stack:
     def save(self) -> None:
         self.state_file.write_text(json.dumps(
             {"procs": [asdict(p) for p in self.procs],
-             "env": {k: v for k, v in self.env.items() if "KEY" not in k}}, indent=2))
+             "env": {k: v for k, v in self.env.items()
+                     if "KEY" not in k and "PEPPER" not in k}}, indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> Stack:
@@ -194,8 +210,9 @@ class Stack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         kafka = start_broker(self.run_dir, kafka_port)
         mongo = start_mongo(self.run_dir, mongo_port)
-        self.procs += [kafka, mongo]
-        self.env = infra_env(kafka.port, mongo.port, self.run_dir)
+        sinks, sink_env = start_sinks(self.run_dir)
+        self.procs += [kafka, mongo, sinks]
+        self.env = {**infra_env(kafka.port, mongo.port, self.run_dir), **sink_env}
         self.save()
         started = [start_service(s, self.run_dir, self.env) for s in services]
         self.procs += started

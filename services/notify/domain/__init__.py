@@ -50,6 +50,7 @@ from .journey import (
     NotArrivedAlertRaised,
     TimelineEntry,
     TimelineKind,
+    entry_notification,
     journey_day_of,
     journey_key,
     notification_for,
@@ -77,7 +78,15 @@ from .message import (
     admit,
     dedupe_key,
 )
-from .routing import RoutingPlan, Skip, fall_back_to_sms, recipients, route, route_one_time_code
+from .routing import (
+    RoutingPlan,
+    Skip,
+    fall_back_to_sms,
+    recipients,
+    route,
+    route_one_time_code,
+    route_receipt,
+)
 from .templates import RenderContext, Rendered, plural_ru, render, render_timeline
 
 __all__ = [
@@ -148,6 +157,7 @@ __all__ = [
     "dedupe_key",
     "default_enabled",
     "digest_event_id",
+    "entry_notification",
     "fall_back_to_sms",
     "filter_journal",
     "journal_line",
@@ -161,6 +171,7 @@ __all__ = [
     "require_aware",
     "route",
     "route_one_time_code",
+    "route_receipt",
     "validate_email",
     "validate_phone",
 ]

@@ -117,7 +117,7 @@ class TopUpFacts:
 
     at: datetime
     amount: int
-    balance_after: int
+    balance_after: int | None  # None when the source (a bare receipt request) does not say
     payment_id: str
     source: str | None = None
     sub_balance: str | None = None

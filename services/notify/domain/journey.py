@@ -249,6 +249,26 @@ class JourneyDay:
         )
 
 
+def entry_notification(
+    journey: JourneyDay, entry_event_id: str, gate: NotificationEvent
+) -> NotificationEvent:
+    """The one notification a turnstile entry makes: "arrived safely" (with the morning ride)
+    when it is the day's first entry, the plain entry notice otherwise.
+
+    Derived from the stored day, not from what :meth:`JourneyDay.record` just returned, so a
+    redelivered first entry maps onto the same "arrived safely" event (and dedupe key) again.
+    """
+    first = next((e for e in journey.entries if e.kind is TimelineKind.ENTRY), None)
+    if first is None or first.event_id != entry_event_id:
+        return gate
+    rides = journey._morning_rides(before=first.at)
+    ride = rides[-1] if rides else None
+    return notification_for(ChildArrivedSafely(
+        event_id=f"journey:{journey.key}:arrived_safely", contract=journey.contract,
+        day=journey.day, at=first.at, school=first.place or journey.school,
+        ride_at=ride.at if ride else None, ride_route=ride.place if ride else None))
+
+
 def notification_for(event: JourneyEvent) -> NotificationEvent:
     """The notification a journey event becomes, routed like any other child event."""
     if isinstance(event, ChildArrivedSafely):

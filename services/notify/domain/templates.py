@@ -291,19 +291,20 @@ def _ride(f: RideFacts, c: RenderContext) -> _T:
 
 
 def _top_up(f: TopUpFacts, c: RenderContext) -> _T:
-    t, amount, bal = c.time(f.at), c.money(f.amount), c.money(f.balance_after)
+    t, amount = c.time(f.at), c.money(f.amount)
+    bal = None if f.balance_after is None else c.money(f.balance_after)
     if c.ru:
         via = f" через {f.source}" if f.source else ""
         return (
             "Пополнение",
-            f"{c.child}: пополнение на {amount} в {t}{via}. Баланс: {bal}.",
-            f"Пополнение: {amount}, баланс {bal}",
+            f"{c.child}: пополнение на {amount} в {t}{via}." + (f" Баланс: {bal}." if bal else ""),
+            f"Пополнение: {amount}" + (f", баланс {bal}" if bal else ""),
         )
     via = f" via {f.source}" if f.source else ""
     return (
         "Top-up",
-        f"{c.child}: topped up with {amount} at {t}{via}. Balance: {bal}.",
-        f"Top-up: {amount}, balance {bal}",
+        f"{c.child}: topped up with {amount} at {t}{via}." + (f" Balance: {bal}." if bal else ""),
+        f"Top-up: {amount}" + (f", balance {bal}" if bal else ""),
     )
 
 
@@ -319,8 +320,9 @@ def _receipt(f: TopUpFacts, c: RenderContext) -> _T:
             f"Способ оплаты: {f.source or '—'}",
             f"Счёт: {f.sub_balance or 'основной'}",
             f"Номер платежа: {f.payment_id}",
-            f"Баланс после пополнения: {c.money(f.balance_after)}",
         ]
+        if f.balance_after is not None:
+            rows.append(f"Баланс после пополнения: {c.money(f.balance_after)}")
         return (
             f"Квитанция: пополнение на {c.money(f.amount)}",
             "\n".join(rows),
@@ -334,8 +336,9 @@ def _receipt(f: TopUpFacts, c: RenderContext) -> _T:
         f"Paid via: {f.source or '—'}",
         f"Account: {f.sub_balance or 'general'}",
         f"Payment id: {f.payment_id}",
-        f"Balance after top-up: {c.money(f.balance_after)}",
     ]
+    if f.balance_after is not None:
+        rows.append(f"Balance after top-up: {c.money(f.balance_after)}")
     return f"Receipt for a top-up of {c.money(f.amount)}", "\n".join(rows), (
         f"Receipt: {c.money(f.amount)}"
     )

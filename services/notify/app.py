@@ -1,0 +1,56 @@
+"""notify: the topic -> handler table, the sender and digest ticks."""
+
+from __future__ import annotations
+
+from contracts import access, auth, transit, wallet
+from contracts import notify
+from services.notify import channels, store
+from services.notify.handlers import Handlers
+from services.notify.sender import Sender
+from services.notify.settings import Settings
+from services.runtime.consumer import Routes
+from services.runtime.service import Runtime, Tick, main
+
+
+async def wire(rt: Runtime) -> Routes:
+    settings: Settings = rt.settings  # type: ignore[assignment]
+    await store.ensure_indexes(rt.db, retention_days=settings.journal_retention_days)
+    sender = Sender(rt, channels.from_settings(settings))
+    rt.ticks.append(Tick(every_s=0.0, run=sender.tick, name="notify-sender"))
+    rt.ticks.append(Tick(every_s=settings.digest_every_s, run=sender.digest_tick,
+                         name="notify-digest"))
+    h = Handlers(rt, sender.wake)
+    return {
+        # auth.guardian-contacts.v1 / auth.events.v1: who to tell, and account alerts
+        auth.GuardianContacts: h.on_contacts,
+        auth.GuardianLinked: h.on_guardian_linked,
+        auth.GuardianRemoved: h.on_guardian_removed,
+        auth.AccountClosed: h.on_account_closed,
+        auth.LoginSucceeded: h.on_login,
+        auth.PasswordChanged: h.on_password_changed,
+        # notify.otp-requests.v1 / notify.commands.v1
+        notify.OneTimeCodeRequested: h.on_code_requested,
+        notify.SetPreferences: h.on_set_preferences,
+        notify.RegisterPushToken: h.on_register_push_token,
+        notify.GetJournal: h.on_get_journal,
+        # access.events.v1
+        access.StudentEntered: h.on_entered,
+        access.StudentLeft: h.on_left,
+        access.ManualEntryRecorded: h.on_manual_entry,
+        access.LateArrivalDetected: h.on_late,
+        access.AbsenceDetected: h.on_absent,
+        # wallet.events.v1 / wallet.receipts.v1
+        wallet.SalePosted: h.on_sale_posted,
+        wallet.SaleDeclined: h.on_sale_declined,
+        wallet.TopUpApplied: h.on_top_up,
+        wallet.LowBalanceReached: h.on_low_balance,
+        wallet.CardBlocked: h.on_card_blocked,
+        wallet.FareDeclined: h.on_fare_declined,
+        wallet.ReceiptIssued: h.on_receipt,
+        # transit.events.v1
+        transit.RideRecorded: h.on_ride,
+    }
+
+
+def run() -> None:
+    main("notify", Settings, wire)

@@ -1,0 +1,280 @@
+"""notify's use cases: load the guardians (and the child's journey day), one domain call
+(routing), commit messages + journey + delivery records + inbox in one transaction. Delivery
+itself happens later, in the sender tick (services/notify/sender.py), from the stored
+message state; handlers never call a provider.
+
+Domain rejections (an event id reused for another fact, an invalid phone) dead-letter the
+message with the domain's reason code. App commands (preferences, push token, journal) answer
+on the reply topic, with an error reply when the token does not allow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from contracts import access, auth, transit, wallet
+from contracts import notify as wire
+from contracts.auth import Role
+from contracts.wallet import CommandAccepted
+from services.notify import domain as d
+from services.notify import inbound, outbound, store
+from services.notify.settings import Settings
+from services.runtime.consumer import Inbound, Rejected
+from services.runtime.mongo import Transaction
+from services.runtime.service import Runtime
+from services.runtime.tokens import TokenError
+
+DIGEST_KINDS = frozenset({d.NotificationKind.CHILD_LEFT, d.NotificationKind.CANTEEN_PURCHASE,
+                          d.NotificationKind.RIDE, d.NotificationKind.TOP_UP})
+"""What "daily digest" folds in when a parent turns it on: routine news, never alerts."""
+
+
+@asynccontextmanager
+async def _domain_rejections() -> AsyncIterator[None]:
+    try:
+        yield
+    except d.NotifyError as exc:
+        raise Rejected(exc.reason.value, exc.detail or exc.reason.value) from None
+
+
+class Handlers:
+    def __init__(self, rt: Runtime, wake_sender: Callable[[], None]) -> None:
+        self.rt = rt
+        self.settings: Settings = rt.settings  # type: ignore[assignment]
+        self.wake_sender = wake_sender
+
+    @asynccontextmanager
+    async def _tx(self, msg: Inbound) -> AsyncIterator[Transaction]:
+        async with _domain_rejections(), self.rt.transaction(msg) as tx:
+            yield tx
+        self.wake_sender()
+
+    # -- shared steps ---------------------------------------------------------------------------
+
+    async def _queue(self, tx: Transaction, messages: list[d.Message]) -> None:
+        """Store what routing produced: a key already stored is the same message again
+        (``admit`` keeps the stored one, delivery state untouched) or a conflict (rejected)."""
+        existing = await store.existing_messages(tx, [m.dedupe_key for m in messages])
+        new = [m for m in messages if d.admit(existing.get(m.dedupe_key), m) is m]
+        await store.insert_messages(tx, new)
+        for m in new:
+            deferred = outbound.queued(m, tx.now)
+            if deferred is not None:
+                topic, key, record, mid = deferred
+                tx.emit(topic, key, record, message_id=mid)
+
+    async def _notify_child(self, msg: Inbound, event: d.NotificationEvent | None) -> None:
+        async with self._tx(msg) as tx:
+            if event is None:
+                return
+            guardians = await store.guardians_of(tx, event.contract or "")
+            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+
+    async def _notify_account(self, msg: Inbound, event: d.NotificationEvent) -> None:
+        async with self._tx(msg) as tx:
+            guardian = await store.load_guardian(tx, event.account_id or "")
+            guardians = [guardian] if guardian is not None else []
+            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+
+    async def _journey(self, tx: Transaction, contract: str,
+                       at: datetime) -> tuple[d.JourneyDay, int | None]:
+        tz = self.settings.school_time_zone
+        key = d.journey_key(contract, d.journey_day_of(at, tz))
+        day = await store.load_journey(tx, key)
+        if day is None:
+            return d.JourneyDay.open(contract, at, tz), None
+        return day, day.version
+
+    async def _with_journey(self, msg: Inbound, event: d.NotificationEvent,
+                            entry: d.TimelineEntry, *, arrival: bool = False) -> None:
+        """Record the step in the child's day, then notify; a turnstile entry that is the day's
+        first becomes the "arrived safely" message instead of a plain entry notice."""
+        async with self._tx(msg) as tx:
+            contract = event.contract or ""
+            guardians = await store.guardians_of(tx, contract)
+            day, loaded = await self._journey(tx, contract, entry.at)
+            day.record(entry)
+            if arrival:
+                event = d.entry_notification(day, entry.event_id, event)
+            await store.save_journey(tx, day, loaded)
+            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+
+    async def _guardian(self, tx: Transaction, account_id: str) -> tuple[d.Guardian, int | None]:
+        guardian = await store.load_guardian(tx, account_id)
+        if guardian is None:
+            return d.Guardian(account_id, time_zone=self.settings.school_time_zone), None
+        return guardian, guardian.version
+
+    # -- auth: the guardian projection and account alerts -------------------------------------
+
+    async def on_contacts(self, msg: Inbound) -> None:
+        c: auth.GuardianContacts = msg.message
+        async with self._tx(msg) as tx:
+            if c.phone is None and c.email is None:
+                await store.delete_guardian(tx, c.account_id)  # tombstone: account closed
+                return
+            guardian, loaded = await self._guardian(tx, c.account_id)
+            guardian.set_contacts(phone=c.phone, email=c.email,
+                                  has_push_token=guardian.has_push_token)
+            guardian.set_locale(d.Locale(c.locale.value), c.time_zone)
+            await store.save_guardian(tx, guardian, loaded)
+
+    async def on_guardian_linked(self, msg: Inbound) -> None:
+        e: auth.GuardianLinked = msg.message
+        async with self._tx(msg) as tx:
+            guardian, loaded = await self._guardian(tx, e.account_id)
+            guardian.link_child(e.contract, d.GuardianRole(e.role.value))
+            await store.save_guardian(tx, guardian, loaded)
+            await store.sync_guardianships(tx, guardian)
+
+    async def on_guardian_removed(self, msg: Inbound) -> None:
+        e: auth.GuardianRemoved = msg.message
+        async with self._tx(msg) as tx:
+            guardian, loaded = await self._guardian(tx, e.account_id)
+            guardian.unlink_child(e.contract)
+            await store.save_guardian(tx, guardian, loaded)
+            await store.sync_guardianships(tx, guardian)
+
+    async def on_account_closed(self, msg: Inbound) -> None:
+        e: auth.AccountClosed = msg.message
+        async with self._tx(msg) as tx:
+            await store.delete_guardian(tx, e.account_id)
+
+    async def on_login(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.login(msg.message))
+
+    async def on_password_changed(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.password_changed(msg.message))
+
+    async def on_code_requested(self, msg: Inbound) -> None:
+        e: wire.OneTimeCodeRequested = msg.message
+        async with self._tx(msg) as tx:
+            try:
+                request = inbound.code_request(e, tx.now)
+            except KeyError:
+                raise Rejected("unknown_purpose", f"purpose {e.purpose!r} is not known") from None
+            await self._queue(tx, [d.route_one_time_code(request, tx.now)])
+
+    # -- access -----------------------------------------------------------------------------------
+
+    async def on_entered(self, msg: Inbound) -> None:
+        await self._with_journey(msg, *inbound.entered(msg.message), arrival=True)
+
+    async def on_left(self, msg: Inbound) -> None:
+        await self._with_journey(msg, *inbound.left(msg.message))
+
+    async def on_manual_entry(self, msg: Inbound) -> None:
+        await self._with_journey(msg, *inbound.manual_entry(msg.message))
+
+    async def on_late(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.late(msg.message))
+
+    async def on_absent(self, msg: Inbound) -> None:
+        e: access.AbsenceDetected = msg.message
+        await self._notify_child(msg, inbound.absent(e, msg.envelope.time))
+
+    # -- wallet and transit -----------------------------------------------------------------------
+
+    async def on_sale_posted(self, msg: Inbound) -> None:
+        await self._with_journey(msg, *inbound.sale_posted(msg.message))
+
+    async def on_sale_declined(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.sale_declined(msg.message))
+
+    async def on_fare_declined(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.fare_declined(msg.message))
+
+    async def on_top_up(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.top_up(msg.message))
+
+    async def on_low_balance(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.low_balance(msg.message))
+
+    async def on_card_blocked(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.card_blocked(msg.message))
+
+    async def on_receipt(self, msg: Inbound) -> None:
+        e: wallet.ReceiptIssued = msg.message
+        event = inbound.receipt(e)
+        async with self._tx(msg) as tx:
+            guardians = await store.guardians_of(tx, e.contract)
+            await self._queue(tx, [d.route_receipt(event, e.email, guardians, tx.now)])
+
+    async def on_ride(self, msg: Inbound) -> None:
+        e: transit.RideRecorded = msg.message
+        await self._with_journey(msg, *inbound.ride(e))
+
+    # -- app commands and queries (the caller's own account only) -------------------------------
+
+    def _caller(self, msg: Inbound, tx: Transaction, account_id: str) -> bool:
+        """True when the token's holder is ``account_id`` (or support, for the journal);
+        otherwise the error reply is queued and False returned."""
+        try:
+            claims = self.rt.claims(msg)
+        except TokenError as exc:
+            tx.fail(exc.code, str(exc))
+            return False
+        if claims.sub != account_id and claims.role != Role.SUPPORT:
+            tx.fail("forbidden", "a guardian may only act on their own notifications")
+            return False
+        return True
+
+    async def on_set_preferences(self, msg: Inbound) -> None:
+        c: wire.SetPreferences = msg.message
+        async with self._tx(msg) as tx:
+            if not self._caller(msg, tx, c.account_id):
+                return
+            guardian, loaded = await self._guardian(tx, c.account_id)
+            try:
+                self._apply_preferences(guardian, c)
+            except (ValueError, d.NotifyError) as exc:
+                tx.fail("invalid_preferences", str(exc)[:200])
+                return
+            await store.save_guardian(tx, guardian, loaded)
+            tx.reply(CommandAccepted(request_id=c.request_id))
+
+    @staticmethod
+    def _apply_preferences(guardian: d.Guardian, c: wire.SetPreferences) -> None:
+        for kind_name, wanted in (c.channels or {}).items():
+            kind = d.NotificationKind(kind_name)  # ValueError: unknown kind
+            for channel in d.Channel:
+                guardian.set_preference(kind, channel, wire.Channel(channel.value) in wanted)
+        if c.quiet_from is not None and c.quiet_to is not None:
+            guardian.set_quiet_hours(d.QuietHours.parse(c.quiet_from, c.quiet_to))
+        if c.daily_digest is not None:
+            guardian.set_digest(enabled=c.daily_digest, at=guardian.digest_time,
+                                kinds=DIGEST_KINDS if c.daily_digest else frozenset())
+
+    async def on_register_push_token(self, msg: Inbound) -> None:
+        c: wire.RegisterPushToken = msg.message
+        async with self._tx(msg) as tx:
+            if not self._caller(msg, tx, c.account_id):
+                return
+            guardian, loaded = await self._guardian(tx, c.account_id)
+            guardian.set_contacts(phone=guardian.phone, email=guardian.email,
+                                  has_push_token=True)
+            await store.add_push_token(tx, c.account_id, c.token.get_secret_value(), c.platform)
+            await store.save_guardian(tx, guardian, loaded)
+            tx.reply(CommandAccepted(request_id=c.request_id))
+
+    async def on_get_journal(self, msg: Inbound) -> None:
+        q: wire.GetJournal = msg.message
+        async with self._tx(msg) as tx:
+            if not self._caller(msg, tx, q.account_id):
+                return
+            messages = await store.journal(tx, q.account_id, q.limit)
+            lines = [line for m in messages if (line := d.journal_line(m)) is not None]
+            tx.reply(wire.JournalReply(lines=[_journal_line(line, m, tx.now)
+                                              for line, m in zip(lines, messages, strict=True)]))
+
+
+def _journal_line(line: d.JournalLine, m: d.Message, now: datetime) -> Any:
+    status = line.status.value
+    if m.status is d.DeliveryStatus.HELD or (m.due_at is not None and m.due_at > now
+                                              and m.status is d.DeliveryStatus.PENDING):
+        status = "deferred"
+    return wire.JournalLine(at=line.at, kind=line.kind.value, channel=wire.Channel(line.channel),
+                            status=status, text=line.text)

@@ -1,0 +1,176 @@
+"""Wire events -> notify's domain facts: one small function per contract, the only place that
+knows both. Event ids are business keys (tap, sale, payment, ride, session ids), not envelope
+ids, so the same fact published again under a new message id still maps onto the same
+messages (and the store's unique dedupe key makes the copy a no-op)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from contracts import access, auth, transit, wallet
+from contracts import notify as wire
+from services.notify import domain as d
+
+
+def _ms(at: datetime) -> datetime:
+    """MongoDB keeps milliseconds: trim so a stored timeline entry equals its redelivery."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _stamp(at: datetime) -> str:
+    return str(int(at.timestamp()))
+
+
+# -- access ---------------------------------------------------------------------------------
+
+def entered(e: access.StudentEntered) -> tuple[d.NotificationEvent, d.TimelineEntry]:
+    event_id = f"access:in:{e.tap_id}"
+    return (d.NotificationEvent(event_id, d.NotificationKind.CHILD_ENTERED, e.at,
+                                d.GateFacts(e.at, e.school_id), contract=e.contract),
+            d.TimelineEntry(event_id, d.TimelineKind.ENTRY, _ms(e.at), e.school_id))
+
+
+def left(e: access.StudentLeft) -> tuple[d.NotificationEvent, d.TimelineEntry]:
+    event_id = f"access:out:{e.tap_id}"
+    return (d.NotificationEvent(event_id, d.NotificationKind.CHILD_LEFT, e.at,
+                                d.GateFacts(e.at, e.school_id), contract=e.contract),
+            d.TimelineEntry(event_id, d.TimelineKind.EXIT, _ms(e.at), e.school_id))
+
+
+def manual_entry(e: access.ManualEntryRecorded) -> tuple[d.NotificationEvent, d.TimelineEntry]:
+    event_id = f"access:manual:{e.entry_id}"
+    return (d.NotificationEvent(event_id, d.NotificationKind.MANUAL_ENTRY, e.at,
+                                d.ManualEntryFacts(e.at, e.school_id, True, e.reason),
+                                contract=e.contract),
+            d.TimelineEntry(event_id, d.TimelineKind.ENTRY, _ms(e.at), e.school_id,
+                            detail=e.reason))
+
+
+def late(e: access.LateArrivalDetected) -> d.NotificationEvent:
+    # The lesson start as an instant, without needing the school's time zone.
+    lesson_start = e.arrived_at - timedelta(minutes=e.minutes_late)
+    return d.NotificationEvent(f"access:late:{e.contract}:{e.local_date}", d.NotificationKind.LATE,
+                               e.arrived_at, d.LateFacts(e.arrived_at, lesson_start, e.school_id),
+                               contract=e.contract)
+
+
+def absent(e: access.AbsenceDetected, now: datetime) -> d.NotificationEvent:
+    return d.NotificationEvent(f"access:absent:{e.contract}:{e.local_date}",
+                               d.NotificationKind.ABSENT, now,
+                               d.AbsentFacts(date.fromisoformat(e.local_date), e.school_id),
+                               contract=e.contract)
+
+
+# -- wallet ---------------------------------------------------------------------------------
+
+_DECLINE = {r.value: r for r in d.DeclineReason}
+
+
+def _decline(reason: wallet.DeclineReason) -> d.DeclineReason:
+    return _DECLINE.get(reason.value, d.DeclineReason.OTHER)
+
+
+def sale_posted(e: wallet.SalePosted) -> tuple[d.NotificationEvent, d.TimelineEntry]:
+    event_id = f"wallet:sale:{e.sale_id}"
+    lines = tuple(d.PurchaseLine(i.name, i.qty, i.unit_price) for i in e.items)
+    facts = d.CanteenPurchaseFacts(e.sold_at, lines, total=e.paid_money,
+                                   balance_after=e.balances.canteen + e.balances.general,
+                                   place=e.terminal_id)
+    return (d.NotificationEvent(event_id, d.NotificationKind.CANTEEN_PURCHASE, e.sold_at, facts,
+                                contract=e.contract),
+            d.TimelineEntry(event_id, d.TimelineKind.PURCHASE, _ms(e.sold_at), e.terminal_id,
+                            e.paid_money, ", ".join(i.name for i in e.items)))
+
+
+def sale_declined(e: wallet.SaleDeclined) -> d.NotificationEvent | None:
+    if e.contract is None:
+        return None  # unknown card: nobody to tell
+    return d.NotificationEvent(
+        f"wallet:sale-declined:{e.sale_id}", d.NotificationKind.PAYMENT_DECLINED, e.declined_at,
+        d.PaymentDeclinedFacts(e.declined_at, e.total, _decline(e.reason), e.terminal_id,
+                               e.detail or None),
+        contract=e.contract)
+
+
+def fare_declined(e: wallet.FareDeclined) -> d.NotificationEvent:
+    return d.NotificationEvent(
+        f"wallet:fare-declined:{e.ride_id}", d.NotificationKind.PAYMENT_DECLINED, e.declined_at,
+        d.PaymentDeclinedFacts(e.declined_at, e.amount, _decline(e.reason)),
+        contract=e.contract)
+
+
+def _top_up_id(payment_id: str) -> str:
+    return f"wallet:topup:{payment_id}"
+
+
+def top_up(e: wallet.TopUpApplied) -> d.NotificationEvent:
+    balance = getattr(e.balances, e.sub_balance.value)
+    facts = d.TopUpFacts(e.applied_at, e.amount, balance, e.payment_id, None,
+                         e.sub_balance.value)
+    return d.NotificationEvent(_top_up_id(e.payment_id), d.NotificationKind.TOP_UP,
+                               e.applied_at, facts, contract=e.contract)
+
+
+def receipt(e: wallet.ReceiptIssued) -> d.NotificationEvent:
+    """Same event id as the top-up itself, so the receipt and the top-up's e-mail companion
+    are one message for a guardian whose address it is."""
+    facts = d.TopUpFacts(e.issued_at, e.amount, None, e.payment_id)
+    return d.NotificationEvent(_top_up_id(e.payment_id), d.NotificationKind.TOP_UP,
+                               e.issued_at, facts, contract=e.contract)
+
+
+def low_balance(e: wallet.LowBalanceReached) -> d.NotificationEvent:
+    return d.NotificationEvent(
+        f"wallet:low:{e.contract}:{e.sub_balance.value}:{_stamp(e.reached_at)}",
+        d.NotificationKind.LOW_BALANCE, e.reached_at,
+        d.LowBalanceFacts(e.balance, e.predicted_days_left, e.threshold), contract=e.contract)
+
+
+def card_blocked(e: wallet.CardBlocked) -> d.NotificationEvent:
+    return d.NotificationEvent(f"wallet:blocked:{e.contract}:{_stamp(e.blocked_at)}",
+                               d.NotificationKind.CARD_BLOCKED, e.blocked_at,
+                               d.CardBlockedFacts(e.blocked_at, e.reason), contract=e.contract)
+
+
+# -- transit --------------------------------------------------------------------------------
+
+_FARE = {
+    transit.FareExplanation.FULL_FARE: d.FareExplanation.FULL_FARE,
+    transit.FareExplanation.CONCESSION: d.FareExplanation.CONCESSION,
+    transit.FareExplanation.TRANSFER_FREE: d.FareExplanation.TRANSFER_FREE,
+    transit.FareExplanation.CAPPED: d.FareExplanation.CAPPED,
+    transit.FareExplanation.PARTIALLY_CAPPED: d.FareExplanation.CAPPED,
+    transit.FareExplanation.CORRECTED_LATE_UPLOAD: d.FareExplanation.CORRECTED,
+}
+
+
+def ride(e: transit.RideRecorded) -> tuple[d.NotificationEvent, d.TimelineEntry]:
+    event_id = f"transit:ride:{e.ride_id}"
+    facts = d.RideFacts(e.tapped_at, e.fare, _FARE[e.explanation], e.route, e.stop_id)
+    return (d.NotificationEvent(event_id, d.NotificationKind.RIDE, e.tapped_at, facts,
+                                contract=e.contract),
+            d.TimelineEntry(event_id, d.TimelineKind.RIDE, _ms(e.tapped_at), e.route, e.fare,
+                            e.explanation.value))
+
+
+# -- auth -----------------------------------------------------------------------------------
+
+def login(e: auth.LoginSucceeded) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:login:{e.session_id}", d.NotificationKind.NEW_LOGIN, e.at,
+                               d.NewLoginFacts(e.at, e.device or None), account_id=e.account_id)
+
+
+def password_changed(e: auth.PasswordChanged) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:password:{e.account_id}:{_stamp(e.at)}",
+                               d.NotificationKind.PASSWORD_CHANGED, e.at,
+                               d.PasswordChangedFacts(e.at), account_id=e.account_id)
+
+
+_PURPOSE = {p.value: p for p in d.CodePurpose}
+
+
+def code_request(e: wire.OneTimeCodeRequested, now: datetime) -> d.OneTimeCodeRequest:
+    """Raises KeyError for an unknown purpose (the handler dead-letters it)."""
+    ttl = max(1, round((e.expires_at - now).total_seconds() / 60))
+    return d.OneTimeCodeRequest(e.request_id, e.phone, e.code.get_secret_value(),
+                                _PURPOSE[e.purpose], now, ttl_minutes=ttl, locale=e.locale.value)

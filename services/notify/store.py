@@ -1,0 +1,243 @@
+"""The only module of notify that talks to MongoDB.
+
+Collections (database ``schoolcard_notify``):
+- ``notify_guardians``: one document per guardian account (the Guardian projection: contacts,
+  locale, children and roles, preferences), optimistic ``version``.
+- ``notify_guardianships``: one document per (contract, guardian) pair, the lookup "who are the
+  guardians of this child" (a scalar index: the dev server cannot use an index on an array).
+- ``notify_push_tokens``: device tokens per guardian account (secrets: never logged).
+- ``notify_messages``: one document per message, ``_id`` = dedupe key ``event:guardian:channel``
+  (the unique key that makes "at most one message per event, guardian and channel" hold under
+  any redelivery); delivery state, the sender's lease, and the journal line it becomes.
+- ``notify_journeys``: one document per child and school day (the journey timeline).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+
+from services.notify.domain import DeliveryStatus, Guardian, JourneyDay, Message
+from services.runtime.mongo import Transaction
+
+Doc = dict[str, Any]
+OPEN = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
+
+
+class ConcurrencyError(Exception):
+    """Another writer changed the document first; the caller retries (transient)."""
+
+
+async def ensure_indexes(db: Any, *, retention_days: int) -> None:
+    await db.notify_guardianships.create_indexes([IndexModel([("contract", ASCENDING)])])
+    await db.notify_push_tokens.create_indexes([IndexModel([("account_id", ASCENDING)])])
+    await db.notify_messages.create_indexes([
+        IndexModel([("sendable", ASCENDING), ("due_at", ASCENDING)], name="due"),
+        IndexModel([("guardian_id", ASCENDING), ("occurred_at", DESCENDING)], name="journal"),
+        IndexModel([("status", ASCENDING), ("digest_day", ASCENDING)], name="held"),
+        IndexModel([("created_at", ASCENDING)], expireAfterSeconds=retention_days * 86_400,
+                   name="retention"),
+    ])
+
+
+# -- guardians ------------------------------------------------------------------------------
+
+def _guardian(doc: Doc) -> Guardian:
+    doc = dict(doc)
+    doc.pop("_id", None)
+    return Guardian.from_doc(doc)
+
+
+async def load_guardian(tx: Transaction, account_id: str) -> Guardian | None:
+    doc = await tx.db.notify_guardians.find_one({"_id": account_id}, session=tx.session)
+    return _guardian(doc) if doc else None
+
+
+async def guardians_of(tx: Transaction, contract: str) -> list[Guardian]:
+    links = await tx.db.notify_guardianships.find({"contract": contract},
+                                                  session=tx.session).to_list(None)
+    if not links:
+        return []
+    docs = await tx.db.notify_guardians.find({"_id": {"$in": [x["account_id"] for x in links]}},
+                                             session=tx.session).to_list(None)
+    return [g for g in map(_guardian, docs) if contract in g.children]
+
+
+async def sync_guardianships(tx: Transaction, guardian: Guardian) -> None:
+    """Make the contract -> guardian lookup match the guardian's children."""
+    contracts = sorted(guardian.children)
+    await tx.db.notify_guardianships.delete_many(
+        {"account_id": guardian.account_id, "contract": {"$nin": contracts}}, session=tx.session)
+    for contract in contracts:
+        await tx.db.notify_guardianships.update_one(
+            {"_id": f"{contract}:{guardian.account_id}"},
+            {"$set": {"contract": contract, "account_id": guardian.account_id}},
+            upsert=True, session=tx.session)
+
+
+async def save_guardian(tx: Transaction, guardian: Guardian, loaded: int | None) -> None:
+    """Insert (``loaded`` None) or replace if nobody wrote since it was loaded."""
+    doc = {"_id": guardian.account_id, **guardian.to_doc()}
+    if loaded is None:
+        await tx.db.notify_guardians.insert_one(doc, session=tx.session)
+        return
+    if loaded == guardian.version:
+        return  # nothing changed
+    result = await tx.db.notify_guardians.replace_one(
+        {"_id": guardian.account_id, "version": loaded}, doc, session=tx.session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(guardian.account_id)
+
+
+async def delete_guardian(tx: Transaction, account_id: str) -> None:
+    await tx.db.notify_guardians.delete_one({"_id": account_id}, session=tx.session)
+    await tx.db.notify_guardianships.delete_many({"account_id": account_id}, session=tx.session)
+    await tx.db.notify_push_tokens.delete_many({"account_id": account_id}, session=tx.session)
+
+
+# -- push tokens ------------------------------------------------------------------------------
+
+async def add_push_token(tx: Transaction, account_id: str, token: str, platform: str) -> None:
+    token_id = hashlib.sha256(token.encode()).hexdigest()
+    await tx.db.notify_push_tokens.update_one(
+        {"_id": f"{account_id}:{token_id}"},
+        {"$set": {"account_id": account_id, "token": token, "platform": platform,
+                  "at": tx.now}},
+        upsert=True, session=tx.session)
+
+
+async def push_tokens(db: Any, account_ids: list[str]) -> dict[str, list[str]]:
+    docs = await db.notify_push_tokens.find({"account_id": {"$in": account_ids}}).to_list(None)
+    tokens: dict[str, list[str]] = {}
+    for d in docs:
+        tokens.setdefault(d["account_id"], []).append(d["token"])
+    return tokens
+
+
+# -- messages -------------------------------------------------------------------------------
+
+_STORE_ONLY = ("_id", "lease_until", "lease_owner", "sendable")
+
+
+def _message_doc(message: Message) -> Doc:
+    # ``sendable`` is a scalar copy of "status is pending or failed": the dev server cannot
+    # combine ``$in`` with ``$or`` in one filter.
+    return {"_id": message.dedupe_key, **message.to_doc(), "lease_until": None,
+            "lease_owner": None, "sendable": message.status.value in OPEN}
+
+
+def _message(doc: Doc) -> Message:
+    doc = {k: v for k, v in doc.items() if k not in _STORE_ONLY}
+    return Message.from_doc(doc)
+
+
+async def existing_messages(tx: Transaction, keys: list[str]) -> dict[str, Message]:
+    if not keys:
+        return {}
+    docs = await tx.db.notify_messages.find({"_id": {"$in": keys}},
+                                            session=tx.session).to_list(None)
+    return {d["_id"]: _message(d) for d in docs}
+
+
+async def insert_messages(tx: Transaction, messages: list[Message]) -> None:
+    """New messages only; the unique ``_id`` refuses a second copy of a key even if two
+    writers raced past the existence check (the loser's transaction is retried)."""
+    if messages:
+        await tx.db.notify_messages.insert_many([_message_doc(m) for m in messages],
+                                                session=tx.session)
+
+
+async def load_message(tx: Transaction, key: str) -> tuple[Message, str | None] | None:
+    doc = await tx.db.notify_messages.find_one({"_id": key}, session=tx.session)
+    return (_message(doc), doc.get("lease_owner")) if doc else None
+
+
+async def save_message(tx: Transaction, message: Message, loaded: int) -> None:
+    """Replace after a delivery attempt (releasing the lease) if nobody wrote meanwhile."""
+    result = await tx.db.notify_messages.replace_one(
+        {"_id": message.dedupe_key, "version": loaded}, _message_doc(message),
+        session=tx.session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(message.dedupe_key)
+
+
+async def claim_due(db: Any, now: datetime, owner: str, lease: timedelta,
+                    limit: int) -> list[Message]:
+    """Reserve up to ``limit`` due messages for this sender (no transaction needed: the
+    conditional update is atomic per document, and an expired lease frees a dead sender's
+    claims)."""
+    # The lease is kept as epoch milliseconds: the dev server stores a datetime given to
+    # ``$set`` in update_many as a string, which no longer compares with a date.
+    now_ms = int(now.timestamp() * 1000)
+    due = {"sendable": True, "due_at": {"$lte": now},
+           "$or": [{"lease_until": None}, {"lease_until": {"$lt": now_ms}}]}
+    candidates = await db.notify_messages.find(due, {"_id": 1}).sort(
+        "due_at", ASCENDING).to_list(limit)
+    if not candidates:
+        return []
+    ids = [c["_id"] for c in candidates]
+    await db.notify_messages.update_many(
+        {"_id": {"$in": ids}, **due},
+        {"$set": {"lease_until": now_ms + int(lease.total_seconds() * 1000),
+                  "lease_owner": owner}})
+    docs = await db.notify_messages.find({"_id": {"$in": ids}, "lease_owner": owner,
+                                          "sendable": True}).to_list(None)
+    return [_message(d) for d in docs]
+
+
+async def journal(tx: Transaction, account_id: str, limit: int) -> list[Message]:
+    docs = await tx.db.notify_messages.find({"guardian_id": account_id},
+                                            session=tx.session).sort(
+        [("occurred_at", DESCENDING), ("_id", ASCENDING)]).to_list(limit)
+    return [_message(d) for d in docs]
+
+
+async def held_guardians(db: Any, day: date) -> list[str]:
+    """Guardians with messages held for a digest of ``day`` or earlier."""
+    docs = await db.notify_messages.find(
+        {"status": DeliveryStatus.HELD.value, "digest_day": {"$lte": day.isoformat()}},
+        {"guardian_id": 1}).to_list(None)
+    return sorted({d["guardian_id"] for d in docs if d.get("guardian_id")})
+
+
+async def held_messages(tx: Transaction, account_id: str) -> list[Message]:
+    docs = await tx.db.notify_messages.find(
+        {"guardian_id": account_id, "status": DeliveryStatus.HELD.value},
+        session=tx.session).to_list(None)
+    return [_message(d) for d in docs]
+
+
+# -- journeys -------------------------------------------------------------------------------
+
+async def load_journey(tx: Transaction, key: str) -> JourneyDay | None:
+    doc = await tx.db.notify_journeys.find_one({"_id": key}, session=tx.session)
+    if not doc:
+        return None
+    doc = dict(doc)
+    doc.pop("_id")
+    return JourneyDay.from_doc(doc)
+
+
+async def save_journey(tx: Transaction, journey: JourneyDay, loaded: int | None) -> None:
+    doc = {"_id": journey.key, **journey.to_doc()}
+    if loaded is None:
+        await tx.db.notify_journeys.insert_one(doc, session=tx.session)
+        return
+    if loaded == journey.version:
+        return
+    result = await tx.db.notify_journeys.replace_one({"_id": journey.key, "version": loaded},
+                                                     doc, session=tx.session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(journey.key)
+
+
+async def journey(db: Any, key: str) -> JourneyDay | None:
+    doc = await db.notify_journeys.find_one({"_id": key})
+    if not doc:
+        return None
+    doc = dict(doc)
+    doc.pop("_id")
+    return JourneyDay.from_doc(doc)
