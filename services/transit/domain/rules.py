@@ -288,3 +288,22 @@ class _Reader:
         if not isinstance(value, list):
             raise FareRulesError(f"{self._path}.{key}", "must be a list")
         return value
+
+
+def rules_update_refusal(
+    stored: tuple[int, str] | None, version: int, digest: str
+) -> tuple[str, str] | None:
+    """Whether an operator admin's rules version may replace the stored one.
+
+    ``stored`` is (version, content digest) of the rules set by an earlier command (None: only
+    the rules file so far). The same version with the same content is an idempotent repeat;
+    returns None when accepted, else (code, reason).
+    """
+    if stored is None:
+        return None
+    current, current_digest = stored
+    if version < current:
+        return "stale_version", f"version {version} is older than the current {current}"
+    if version == current and digest != current_digest:
+        return "version_conflict", f"version {version} was already set with other rules"
+    return None

@@ -1,0 +1,3 @@
+from services.transit.app import run
+
+run()

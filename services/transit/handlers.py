@@ -1,0 +1,252 @@
+"""Transit use cases: load the card's travel, make one domain call, commit aggregate + ride
+history + outbox + inbox in one transaction.
+
+Bad input is dead-lettered with a reason (``Rejected``): a malformed or impossible tap, a tap
+for a card the issuing system never announced (``unknown_card``), an operator without fare
+rules. App commands answer with a reply, errors included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta
+from typing import Any, TypeVar
+
+from contracts import integrations as inbound
+from contracts import transit as wire
+from contracts import wallet as wallet_wire
+from services.runtime.consumer import Inbound, Rejected
+from services.runtime.mongo import Transaction
+from services.runtime.service import Runtime
+from services.runtime.tokens import TokenError
+from services.transit import domain as d
+from services.transit import metrics, outbound, permissions, store
+from services.transit.domain.rules import rules_update_refusal
+from services.transit.settings import Settings
+
+T = TypeVar("T")
+
+Snapshot = dict[str, tuple[int, str, str | None]]
+
+
+def _snapshot(travel: d.CardTravel) -> Snapshot:
+    return {r.ride_id: (r.fare, r.explanation.value, r.debit_status.value)
+            for r in travel.rides.values()}
+
+
+def _changed(travel: d.CardTravel, before: Snapshot) -> list[str]:
+    """Rides whose history line must be rewritten: new ones and repriced ones."""
+    after = _snapshot(travel)
+    return [ride_id for ride_id, state in after.items() if before.get(ride_id) != state]
+
+
+def _domain(call: Callable[..., T], *args: Any) -> T:
+    """A domain refusal is bad input: dead-letter it with the domain's reason code."""
+    try:
+        return call(*args)
+    except d.TransitRejection as exc:
+        raise Rejected(exc.reason.value, exc.detail) from None
+
+
+def _tap(t: inbound.ValidatorTapped) -> d.Tap:
+    return d.Tap(tap_id=t.tap_id, validator_id=t.validator_id, vehicle_id=t.vehicle_id,
+                 route=t.route, mode=d.Mode(t.mode.value), stop=t.stop_id,
+                 card_uid=t.card_uid, tapped_at=t.tapped_at, offline=t.offline)
+
+
+class Handlers:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.settings: Settings = rt.settings  # type: ignore[assignment]
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    def _emit(self, tx: Transaction, events: Sequence[d.TransitEvent], contract: str) -> None:
+        for topic, key, message, mid in outbound.to_wire(events, contract, tx.now):
+            tx.emit(topic, key, message, message_id=mid)
+
+    async def _commit(self, tx: Transaction, travel: d.CardTravel, loaded: int | None,
+                      outcome: d.Outcome, contract: str) -> None:
+        """Save the aggregate unless the outcome is a replay, then (re-)emit its events with
+        their deterministic ids."""
+        if not outcome.duplicate:
+            await store.save_travel(tx, travel, loaded)
+        self._emit(tx, outcome.events, contract)
+
+    async def _travel_of_ride(self, tx: Transaction,
+                              ride_id: str) -> tuple[d.CardTravel, store.RideRef]:
+        ref = await store.ride(tx, ride_id)
+        travel = await store.load_travel(tx, ref.aggregate_id) if ref else None
+        if ref is None or travel is None:
+            raise Rejected("unknown_ride", f"transit recorded no ride {ride_id}")
+        return travel, ref
+
+    # --- card issuing system -------------------------------------------------------------------
+
+    async def on_card_issued(self, msg: Inbound) -> None:
+        card: inbound.CardIssued = msg.message
+        async with self.rt.transaction(msg) as tx:
+            await store.save_card(tx, card.card_uid, card.contract, card.school_id,
+                                  card.school_tz)
+
+    async def on_card_reissued(self, msg: Inbound) -> None:
+        """The old contract's cards close at ``reissued_at`` (their earlier rides, even
+        uploaded late, still price); the new card inherits the student concession."""
+        r: inbound.CardReissued = msg.message
+        async with self.rt.transaction(msg) as tx:
+            old = await store.cards_of(tx, r.old_contract)
+            concession = next((c.concession for c in old if c.concession is not None), None)
+            await store.close_cards(tx, r.old_contract, r.reissued_at)
+            await store.save_card(tx, r.new_card_uid, r.new_contract, r.school_id, r.school_tz,
+                                  concession)
+
+    # --- validators ----------------------------------------------------------------------------
+
+    async def on_validator_tapped(self, msg: Inbound) -> None:
+        t: inbound.ValidatorTapped = msg.message
+        operator_id = self.settings.operator_aliases.get(t.operator_id, t.operator_id)
+        async with self.rt.transaction(msg) as tx:
+            card = await store.card(tx, t.card_uid)
+            if card is None:
+                raise Rejected("unknown_card", f"card {t.card_uid} was never issued")
+            if not card.accepts_tap_at(t.tapped_at):
+                raise Rejected("card_closed", f"card {t.card_uid} was reissued before the tap")
+            rulebook = await store.rulebook(tx, operator_id)
+            if rulebook is None:
+                raise Rejected("unknown_operator", f"no fare rules for operator {operator_id}")
+            travel = await store.load_travel(tx, f"{operator_id}:{t.card_uid}")
+            loaded = travel.version if travel else None
+            travel = travel or d.CardTravel(t.card_uid, operator_id, concession=card.concession)
+            before = _snapshot(travel)
+            outcome = _domain(travel.record_tap, _tap(t), rulebook, tx.now)
+            await self._commit(tx, travel, loaded, outcome, card.contract)
+            await store.save_rides(tx, travel, _changed(travel, before), card.contract,
+                                   rulebook.time_zone)
+        if not outcome.duplicate:
+            metrics.observe(outcome.events)
+
+    # --- wallet's answers ----------------------------------------------------------------------
+
+    async def on_fare_debited(self, msg: Inbound) -> None:
+        f: wallet_wire.FareDebited = msg.message
+        async with self.rt.transaction(msg) as tx:
+            travel, ref = await self._travel_of_ride(tx, f.ride_id)
+            loaded, before = travel.version, _snapshot(travel)
+            outcome = _domain(travel.record_fare_debited, f.ride_id, f.amount, tx.now)
+            await self._commit(tx, travel, loaded, outcome, ref.contract)
+            await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
+
+    async def on_fare_declined(self, msg: Inbound) -> None:
+        """The card could not pay: the fare becomes debt and the card goes on the deny list."""
+        f: wallet_wire.FareDeclined = msg.message
+        async with self.rt.transaction(msg) as tx:
+            travel, ref = await self._travel_of_ride(tx, f.ride_id)
+            loaded, before = travel.version, _snapshot(travel)
+            outcome = _domain(travel.record_fare_declined, f.ride_id, f.amount, tx.now)
+            await self._commit(tx, travel, loaded, outcome, ref.contract)
+            await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
+        if not outcome.duplicate:
+            metrics.observe(outcome.events)
+
+    async def on_debt_settled(self, msg: Inbound) -> None:
+        """A top-up covered what the contract owed: lift the deny-list entry of each of its
+        cards (with every operator). The settlement id is wallet's deterministic message id."""
+        s: wallet_wire.DebtSettled = msg.message
+        events: list[d.TransitEvent] = []
+        async with self.rt.transaction(msg) as tx:
+            cards = await store.cards_of(tx, s.contract)
+            for travel in await store.travels_of_cards(tx, [c.card_uid for c in cards]):
+                loaded = travel.version
+                outcome = _domain(travel.record_debt_settled, msg.envelope.id, tx.now)
+                await self._commit(tx, travel, loaded, outcome, s.contract)
+                events.extend(outcome.events)
+        metrics.observe(events)
+
+    # --- app commands and queries --------------------------------------------------------------
+
+    async def on_set_fare_rules(self, msg: Inbound) -> None:
+        cmd: wire.SetFareRules = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                permissions.require_role(self.rt.claims(msg), permissions.SET_FARE_RULES,
+                                         "set fare rules")
+                rulebook = d.FareRulebook.from_doc(cmd.rules)
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
+                return
+            except d.FareRulesError as exc:
+                tx.fail("invalid_rules", str(exc))
+                return
+            if rulebook.operator_id != cmd.operator_id:
+                tx.fail("operator_mismatch", "rules.operator_id differs from operator_id")
+                return
+            refusal = rules_update_refusal(await store.rules_version(tx, cmd.operator_id),
+                                           cmd.version, store.rules_digest(rulebook))
+            if refusal is not None:
+                tx.fail(*refusal)
+                return
+            await store.save_rules(tx, rulebook, cmd.version)
+            tx.reply(wallet_wire.CommandAccepted(request_id=cmd.request_id))
+
+    async def on_set_concession(self, msg: Inbound) -> None:
+        """Grant or change a student concession on every card of the contract. Rides already
+        charged are repriced only if a later tap of their week arrives (see the domain)."""
+        cmd: wire.SetConcession = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                permissions.require_role(self.rt.claims(msg), permissions.SET_CONCESSION,
+                                         "set concessions")
+                eligibility = d.ConcessionEligibility(date.fromisoformat(cmd.valid_until))
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
+                return
+            except ValueError:
+                tx.fail("invalid_date", f"{cmd.valid_until} is not a calendar date")
+                return
+            cards = await store.cards_of(tx, cmd.contract)
+            if not cards:
+                tx.fail("unknown_contract", "no card is issued under this contract")
+                return
+            card_uids = [c.card_uid for c in cards]
+            await store.set_card_concession(tx, card_uids, eligibility)
+            for travel in await store.travels_of_cards(tx, card_uids):
+                loaded = travel.version
+                travel.set_concession(eligibility)
+                await store.save_travel(tx, travel, loaded)
+            tx.reply(wallet_wire.CommandAccepted(request_id=cmd.request_id))
+
+    async def on_get_rides(self, msg: Inbound) -> None:
+        q: wire.GetRides = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                self.rt.authorize(msg, "view", q.contract)
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
+                return
+            lines = await store.rides_of(tx, q.contract, q.date_from, q.date_to,
+                                         self.settings.rides_reply_limit)
+            tx.reply(wire.RidesReply(contract=q.contract,
+                                     rides=[outbound.ride_line(line) for line in lines],
+                                     csv=d.render_csv(lines) if q.csv else None))
+
+    # --- ticks ---------------------------------------------------------------------------------
+
+    async def remind_concessions(self) -> None:
+        """Emit ConcessionExpiring for concessions entering their reminder period (once per
+        expiry date; the domain keeps the mark, the message id is deterministic)."""
+        now: datetime = self.rt.clock()
+        horizon = await store.max_reminder_days(self.rt.db)
+        ids = await store.reminder_candidates(
+            self.rt.db, (now - timedelta(days=1)).date(),
+            (now + timedelta(days=horizon + 1)).date(), self.settings.reminder_batch)
+        for aggregate_id in ids:
+            async with self.rt.transaction(None) as tx:
+                travel = await store.load_travel(tx, aggregate_id)
+                rulebook = await store.rulebook(tx, travel.operator_id) if travel else None
+                card = await store.card(tx, travel.card_uid) if travel else None
+                if travel is None or rulebook is None or card is None:
+                    continue
+                loaded = travel.version
+                outcome = travel.remind_concession_expiry(rulebook, tx.now)
+                await self._commit(tx, travel, loaded, outcome, card.contract)
+            metrics.observe(outcome.events)

@@ -1,0 +1,297 @@
+"""The only module of transit that talks to MongoDB.
+
+Collections (database ``schoolcard_transit``):
+
+- ``transit_cards``: the projection of the card issuing system, one document per card uid
+  (contract, school, status, the card's student concession).
+- ``transit_travel``: one ``CardTravel`` aggregate per operator and card
+  (``_id = <operator_id>:<card_uid>``) with an optimistic ``version``.
+- ``transit_rides``: the ride history read model, one document per ride id (the tap id), with
+  the current fare and explanation; it outlives the aggregate's rolling weeks and answers
+  ``GetRides`` and the ride id -> aggregate look-up for wallet's outcomes.
+- ``transit_fare_rules``: the rules document per operator, from the rules file or from
+  ``SetFareRules`` (a command-set version is never overwritten by the file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo.errors import DuplicateKeyError
+
+from services.runtime.mongo import Transaction
+from services.transit.domain import (
+    CapKind,
+    CardTravel,
+    ConcessionEligibility,
+    Explanation,
+    FareRulebook,
+    Mode,
+    RideLine,
+    RideRecord,
+)
+from services.transit.domain.pricing import as_utc
+
+Doc = dict[str, Any]
+
+
+class ConcurrencyError(Exception):
+    """Another writer changed the aggregate first; the message is retried (transient)."""
+
+
+@dataclass(frozen=True)
+class Card:
+    card_uid: str
+    contract: str
+    status: str
+    closed_at: datetime | None
+    concession: ConcessionEligibility | None
+
+    def accepts_tap_at(self, at: datetime) -> bool:
+        """A closed (reissued) card still pays for rides taken before it was closed."""
+        return self.status == "active" or (self.closed_at is not None and at < self.closed_at)
+
+
+async def ensure_indexes(db: Any) -> None:
+    await db.transit_cards.create_indexes([IndexModel([("contract", ASCENDING)])])
+    await db.transit_travel.create_indexes([
+        IndexModel([("card_uid", ASCENDING)]),
+        IndexModel([("concession.valid_until", ASCENDING)]),
+    ])
+    await db.transit_rides.create_indexes([
+        IndexModel([("contract", ASCENDING), ("local_day", ASCENDING)]),
+        IndexModel([("card_uid", ASCENDING)]),
+    ])
+
+
+# --- fare rules ------------------------------------------------------------------------------
+
+def _digest(doc: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+async def seed_rules(db: Any, books: Mapping[str, FareRulebook], now: datetime) -> None:
+    """Write the rules file's operators, unless a command already set that operator's rules."""
+    for operator_id, book in books.items():
+        doc = book.to_doc()
+        try:
+            await db.transit_fare_rules.update_one(
+                {"_id": operator_id, "source": {"$ne": "command"}},
+                {"$set": {"source": "file", "version": 0, "rules": doc, "digest": _digest(doc),
+                          "updated_at": now}},
+                upsert=True)
+        except DuplicateKeyError:
+            pass  # set by a command: the command's version wins over the file
+
+
+async def rulebook(tx: Transaction, operator_id: str) -> FareRulebook | None:
+    doc = await tx.db.transit_fare_rules.find_one({"_id": operator_id}, session=tx.session)
+    return FareRulebook.from_doc(doc["rules"]) if doc else None
+
+
+async def rules_version(tx: Transaction, operator_id: str) -> tuple[int, str] | None:
+    """(version, digest of the rules) as stored, or None."""
+    doc = await tx.db.transit_fare_rules.find_one({"_id": operator_id}, session=tx.session)
+    if doc is None or doc.get("source") != "command":
+        return None
+    return doc["version"], doc["digest"]
+
+
+def rules_digest(book: FareRulebook) -> str:
+    return _digest(book.to_doc())
+
+
+async def save_rules(tx: Transaction, book: FareRulebook, version: int) -> None:
+    doc = book.to_doc()
+    await tx.db.transit_fare_rules.replace_one(
+        {"_id": book.operator_id},
+        {"source": "command", "version": version, "rules": doc, "digest": _digest(doc),
+         "updated_at": tx.now},
+        upsert=True, session=tx.session)
+
+
+# --- cards -----------------------------------------------------------------------------------
+
+def _card(doc: Doc) -> Card:
+    concession = doc.get("concession")
+    closed = doc.get("closed_at")
+    return Card(doc["_id"], doc["contract"], doc["status"],
+                as_utc(closed) if closed else None,
+                ConcessionEligibility.from_doc(concession) if concession else None)
+
+
+async def card(tx: Transaction, card_uid: str) -> Card | None:
+    doc = await tx.db.transit_cards.find_one({"_id": card_uid}, session=tx.session)
+    return _card(doc) if doc else None
+
+
+async def cards_of(tx: Transaction, contract: str) -> list[Card]:
+    docs = await tx.db.transit_cards.find({"contract": contract},
+                                          session=tx.session).to_list(None)
+    return [_card(d) for d in docs]
+
+
+async def save_card(tx: Transaction, card_uid: str, contract: str, school_id: str,
+                    school_tz: str, concession: ConcessionEligibility | None = None) -> None:
+    """Create or re-activate a card; an existing card keeps its concession unless given."""
+    update: Doc = {"$set": {"contract": contract, "school_id": school_id, "school_tz": school_tz,
+                            "status": "active", "closed_at": None}}
+    if concession is not None:
+        update["$set"]["concession"] = concession.to_doc()
+    else:
+        update["$setOnInsert"] = {"concession": None}
+    await tx.db.transit_cards.update_one({"_id": card_uid}, update, upsert=True,
+                                         session=tx.session)
+
+
+async def close_cards(tx: Transaction, contract: str, at: datetime) -> None:
+    await tx.db.transit_cards.update_many(
+        {"contract": contract, "status": "active"},
+        {"$set": {"status": "closed", "closed_at": at}}, session=tx.session)
+
+
+async def set_card_concession(tx: Transaction, card_uids: Iterable[str],
+                              concession: ConcessionEligibility) -> None:
+    await tx.db.transit_cards.update_many({"_id": {"$in": list(card_uids)}},
+                                          {"$set": {"concession": concession.to_doc()}},
+                                          session=tx.session)
+
+
+# --- card travel -----------------------------------------------------------------------------
+
+def _travel(doc: Doc) -> CardTravel:
+    body = {k: v for k, v in doc.items() if k != "_id"}
+    return CardTravel.from_doc(body)
+
+
+async def load_travel(tx: Transaction, aggregate_id: str) -> CardTravel | None:
+    doc = await tx.db.transit_travel.find_one({"_id": aggregate_id}, session=tx.session)
+    return _travel(doc) if doc else None
+
+
+async def travels_of_cards(tx: Transaction, card_uids: Iterable[str]) -> list[CardTravel]:
+    docs = await tx.db.transit_travel.find({"card_uid": {"$in": list(card_uids)}},
+                                           session=tx.session).to_list(None)
+    return [_travel(d) for d in docs]
+
+
+async def save_travel(tx: Transaction, travel: CardTravel, loaded_version: int | None) -> None:
+    """Insert a new aggregate (``loaded_version`` None) or replace it if nobody else wrote
+    since it was loaded."""
+    doc = {"_id": travel.aggregate_id, **travel.to_doc()}
+    if loaded_version is None:
+        try:
+            await tx.db.transit_travel.insert_one(doc, session=tx.session)
+        except DuplicateKeyError:
+            raise ConcurrencyError(travel.aggregate_id) from None
+        return
+    result = await tx.db.transit_travel.replace_one(
+        {"_id": travel.aggregate_id, "version": loaded_version}, doc, session=tx.session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(travel.aggregate_id)
+
+
+async def reminder_candidates(db: Any, first: date, last: date, limit: int) -> list[str]:
+    """Aggregate ids whose concession ends between ``first`` and ``last`` and whose reminder
+    for that date was not sent yet (the domain decides the exact day)."""
+    docs = await db.transit_travel.find(
+        {"concession.valid_until": {"$gte": first.isoformat(), "$lte": last.isoformat()}},
+        {"_id": 1, "concession": 1, "concession_reminded_for": 1},
+    ).to_list(limit * 4)
+    due = [d["_id"] for d in docs
+           if d.get("concession_reminded_for") != d["concession"]["valid_until"]]
+    return due[:limit]
+
+
+# --- rides (read model) ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RideRef:
+    ride_id: str
+    aggregate_id: str
+    contract: str
+
+
+async def ride(tx: Transaction, ride_id: str) -> RideRef | None:
+    doc = await tx.db.transit_rides.find_one({"_id": ride_id},
+                                             {"aggregate_id": 1, "contract": 1},
+                                             session=tx.session)
+    return RideRef(ride_id, doc["aggregate_id"], doc["contract"]) if doc else None
+
+
+def _ride_fields(r: RideRecord) -> Doc:
+    return {
+        "fare": r.fare,
+        "explanation": (Explanation.CORRECTED_LATE_UPLOAD if r.corrected
+                        else r.explanation).value,
+        "priced_as": r.explanation.value,
+        "cap": None if r.cap is None else r.cap.value,
+        "first_fare": r.first_fare,
+        "rules_version": r.rules_version,
+        "debit_status": r.debit_status.value,
+    }
+
+
+async def save_rides(tx: Transaction, travel: CardTravel, ride_ids: Iterable[str],
+                     contract: str, time_zone: str) -> None:
+    """Upsert the history lines of ``ride_ids``; a line keeps the contract it was first
+    recorded under (a reissued card's old rides stay on the old contract)."""
+    ops = []
+    for ride_id in ride_ids:
+        r = travel.rides.get(ride_id)
+        if r is None:
+            continue
+        ops.append(UpdateOne(
+            {"_id": ride_id},
+            {"$set": _ride_fields(r),
+             "$setOnInsert": {
+                 "aggregate_id": travel.aggregate_id, "contract": contract,
+                 "card_uid": travel.card_uid, "operator_id": travel.operator_id,
+                 "tapped_at": r.tap.tapped_at, "local_day": r.local_day.isoformat(),
+                 "time_zone": time_zone, "route": r.tap.route, "stop": r.tap.stop,
+                 "mode": r.tap.mode.value, "validator_id": r.tap.validator_id,
+                 "vehicle_id": r.tap.vehicle_id, "offline": r.tap.offline,
+                 "recorded_at": tx.now}},
+            upsert=True))
+    if ops:
+        await tx.db.transit_rides.bulk_write(ops, ordered=True, session=tx.session)
+
+
+async def rides_of(tx: Transaction, contract: str, day_from: str | None, day_to: str | None,
+                   limit: int) -> list[RideLine]:
+    query: Doc = {"contract": contract}
+    days: Doc = {}
+    if day_from:
+        days["$gte"] = day_from
+    if day_to:
+        days["$lte"] = day_to
+    if days:
+        query["local_day"] = days
+    docs = await tx.db.transit_rides.find(query, session=tx.session).sort(
+        [("tapped_at", ASCENDING), ("_id", ASCENDING)]).to_list(limit)
+    return [ride_line(doc) for doc in docs]
+
+
+def ride_line(doc: Doc) -> RideLine:
+    """A history line of the read model, in the city's local time of the ride."""
+    tapped_at = as_utc(doc["tapped_at"])
+    return RideLine(
+        ride_id=doc["_id"], tapped_at=tapped_at,
+        local_time=tapped_at.astimezone(ZoneInfo(doc["time_zone"])), route=doc["route"],
+        stop=doc["stop"], mode=Mode(doc["mode"]), fare=doc["fare"],
+        explanation=Explanation(doc["explanation"]), priced_as=Explanation(doc["priced_as"]),
+        cap=None if doc["cap"] is None else CapKind(doc["cap"]))
+
+
+async def max_reminder_days(db: Any) -> int:
+    """The longest concession reminder period over all operators' rules (0 without rules)."""
+    # the whole (small) documents: nx-27017 flattens dotted projections
+    docs = await db.transit_fare_rules.find({}).to_list(None)
+    return max((d["rules"]["concession_reminder_days"] for d in docs), default=0)
