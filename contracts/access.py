@@ -4,11 +4,11 @@ schedules and statistics queries."""
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field
 
 from contracts.envelope import Command, Event, Part, Query, Reply
-from contracts.integrations import GateDirection
 from contracts.types import (
     CardUid,
     ContractNumber,
@@ -27,6 +27,7 @@ class DenyReason(StrEnum):
     OTHER_SCHOOL = "other_school"
     OUTSIDE_SCHEDULE = "outside_schedule"
     ANTI_PASSBACK = "anti_passback"
+    NO_SCHEDULE = "no_schedule"
 
 
 class GateDecision(Event):
@@ -105,6 +106,26 @@ class LateArrivalDetected(Event):
                               "(school-local) to the entry.", examples=[12])
 
 
+class AttendanceDayClosed(Event):
+    """A student's school day is complete (last exit after the last session, or the gates
+    closed); at most once per student and school day."""
+
+    contract: ContractNumber
+    school_id: SchoolId
+    local_date: LocalDate
+    first_arrival: UtcDatetime | None = Field(default=None, description="First entry of the "
+                                              "day (UTC); None when the child never entered.",
+                                              examples=["2026-09-01T04:25:10Z"])
+    last_exit: UtcDatetime | None = Field(default=None, description="Last exit of the day "
+                                          "(UTC); None when no exit was recorded.",
+                                          examples=["2026-09-01T10:05:42Z"])
+    late: bool = Field(default=False, description="True when the first entry came after the "
+                       "first lesson start.", examples=[False])
+    closed_by: str = Field(default="last_exit", description="What closed the day: last_exit "
+                           "(left after the last session) or end_of_day (the gates closed).",
+                           examples=["last_exit"])
+
+
 class AbsenceDetected(Event):
     """No entry by the school's cut-off; at most once per student and school day."""
 
@@ -123,6 +144,8 @@ class SessionSlot(Part):
     start: LocalTime
     end: LocalTime
     group: str | None = Field(default=None, description="Class or group; None: whole school.")
+    kind: Literal["lesson", "course", "extra"] = Field(
+        default="lesson", description="Lesson, course or extra class.", examples=["lesson"])
 
 
 class DayHours(Part):

@@ -211,6 +211,17 @@ class SessionTokens(Reply):
         "the app must have the parent change it first.", examples=[False])
 
 
+class CommandCompleted(Reply):
+    """Reply to an auth command that was applied and returns no tokens (confirmed
+    registration, password reset, logout, guardian changes, account creation and closing)."""
+
+    request_id: Identifier
+    account_id: AccountId | None = Field(
+        default=None, description="The account created or changed, when the caller may know "
+        "it (a new staff account, an added or removed guardian); None otherwise.",
+        examples=["acc_7f3a9c2e1b4d"])
+
+
 class SessionInfo(Part):
     session_id: Identifier
     device: str = Field(description="User agent / device name given at login.",

@@ -112,14 +112,15 @@ TOPICS: tuple[Topic, ...] = (
                   "SaleDeclined", "FareDebited", "FareDeclined", "FareRefunded", "DebtSettled",
                   "LowBalanceReached", "CardBlocked", "CardUnblocked", "ControlsChanged",
                   "MoneyMoved", "DisputeOpened", "DisputeResolved", "BonusExpired",
-                  "AccountReissued"),
+                  "AccountReissued", "GraceMealGranted", "SaleLineRefunded"),
           "Every account fact in order per contract.", retention_ms=30 * DAY_MS),
     Topic("wallet.receipts.v1", "contract", "wallet", ("notify",), _models(wallet, "ReceiptIssued"),
           "E-mail receipts for top-ups (carries the e-mail address).", personal_data=True),
     Topic("wallet.sale-decisions.v1", "terminal id", "wallet", ("integrator:canteen-till",),
           _models(wallet, "SaleDecision"), "Approve/decline answers to canteen tills."),
     Topic("wallet.auto-topup-requests.v1", "contract", "wallet", ("integrator:payments",),
-          _models(wallet, "AutoTopUpRequested"), "Planned payments asked of the integrator."),
+          _models(wallet, "AutoTopUpRequested", "AutoTopUpCancelled"),
+          "Planned payments asked of the integrator, and their withdrawal."),
     # --- access ---
     Topic("access.commands.v1", "school id", "apps", ("access",),
           _models(access, "SetSchoolSchedule", "RecordManualEntry", "GetClassRegister",
@@ -132,7 +133,7 @@ TOPICS: tuple[Topic, ...] = (
           "Latest allow/deny state per card for the gates' cache.", compacted=True),
     Topic("access.events.v1", "contract", "access", ("notify",),
           _models(access, "StudentEntered", "StudentLeft", "ManualEntryRecorded",
-                  "LateArrivalDetected", "AbsenceDetected"),
+                  "LateArrivalDetected", "AbsenceDetected", "AttendanceDayClosed"),
           "Attendance facts.", retention_ms=30 * DAY_MS),
     # --- transit ---
     Topic("transit.commands.v1", "operator id or contract", "apps", ("transit",),
@@ -158,7 +159,7 @@ TOPICS: tuple[Topic, ...] = (
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
-                  "LoginHistoryReply")
+                  "LoginHistoryReply", "CommandCompleted")
           + _models(wallet, "CommandAccepted", "BalanceReply", "StatementReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply") + (ErrorReply,),
@@ -167,7 +168,10 @@ TOPICS: tuple[Topic, ...] = (
     *(
         Topic(dead_letter_topic(s), "original key", s, ("operators",), (),
               f"Messages {s} could not process: original bytes and headers plus dlq_* headers "
-              "with the reason.", partitions=1, retention_ms=30 * DAY_MS)
+              "with the reason.", partitions=1,
+              # auth's inbound commands carry passwords and codes: keep their dead letters
+              # only as long as the commands themselves
+              retention_ms=DAY_MS if s == "auth" else 30 * DAY_MS, personal_data=s == "auth")
         for s in SERVICES
     ),
 )

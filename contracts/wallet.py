@@ -204,6 +204,10 @@ class ControlsChanged(Event):
     contract: ContractNumber
     by_account: Identifier
     changed_at: UtcDatetime
+    what: str | None = Field(default=None, description="Which control changed: daily_limits, "
+                             "blocked_categories, blocked_items, allergens, "
+                             "low_balance_threshold, auto_top_up or grace_meal_limit.",
+                             examples=["daily_limits"])
 
 
 class MoneyMoved(Event):
@@ -232,6 +236,52 @@ class DisputeResolved(Event):
                            "they rejected it (nothing refunded).", examples=[True])
     refunded: Kopecks
     resolved_at: UtcDatetime
+
+
+class GraceMealGranted(Event):
+    """A meal was given on credit under the school's grace rule: the parent is told at once;
+    the next top-up settles the debt (DebtSettled)."""
+
+    contract: ContractNumber
+    sale_id: Identifier = Field(description="The sale paid on credit.",
+                                examples=["till-7-000981"])
+    debt: Kopecks = Field(description="What the child owes now, kopecks (minus the canteen "
+                          "balance).", examples=[8_500])
+    granted_at: UtcDatetime
+
+
+class SaleLineRefunded(Event):
+    """Money (and points) given back for one sale line, e.g. after an approved dispute."""
+
+    contract: ContractNumber
+    refund_id: Identifier = Field(description="Idempotency key of the refund "
+                                  "(``dispute:<dispute id>`` for a dispute).",
+                                  examples=["dispute:req-000451"])
+    sale_id: Identifier = Field(description="The sale refunded.", examples=["till-7-000981"])
+    line: int = Field(ge=0, description="Sale line index (0-based).", examples=[0])
+    amount: PositiveKopecks = Field(description="Face value refunded on the line, kopecks.",
+                                    examples=[4_500])
+    money: Kopecks = Field(description="Part credited back to the balances, kopecks.",
+                           examples=[4_500])
+    bonus_restored: Kopecks = Field(description="Redeemed points given back.", examples=[0])
+    bonus_clawed_back: Kopecks = Field(description="Accrued points taken back with the money.",
+                                       examples=[45])
+    dispute_id: Identifier | None = Field(default=None, description="The dispute approved, "
+                                          "if the refund came from one.",
+                                          examples=["req-000451"])
+    balances: Balances = Field(description="All balances after the refund.",
+                               examples=[_BALANCES_EXAMPLE])
+    refunded_at: UtcDatetime
+
+
+class AutoTopUpCancelled(Event):
+    """A pending planned payment is withdrawn (the card was reissued under a new contract):
+    the integrator must not collect it."""
+
+    request_id: Identifier = Field(description="The AutoTopUpRequested withdrawn.",
+                                   examples=["auto-40012345-3"])
+    contract: ContractNumber
+    cancelled_at: UtcDatetime
 
 
 class BonusExpired(Event):
@@ -275,8 +325,11 @@ class DailyLimits(Part):
     canteen: Kopecks | None = Field(default=None, description="Max canteen spend per "
                                     "school-local day, kopecks; None: no limit.",
                                     examples=[30_000])
-    transit: Kopecks | None = Field(default=None, description="Max fares per local day, "
-                                    "kopecks; None: no limit.", examples=[10_000])
+    general: Kopecks | None = Field(default=None, description="Max spend from the general "
+                                    "balance («Финансы») at the till per school-local day, "
+                                    "kopecks; None: no limit. Fares are never limited: the "
+                                    "ride has happened when the fare arrives.",
+                                    examples=[10_000])
 
 
 class SetControls(Command):
@@ -286,7 +339,7 @@ class SetControls(Command):
     contract: ContractNumber
     daily_limits: DailyLimits | None = Field(
         default=None, description="New daily spending limits; None: unchanged.",
-        examples=[{"total": 50_000, "canteen": 30_000, "transit": None}])
+        examples=[{"total": 50_000, "canteen": 30_000, "general": None}])
     blocked_categories: list[FoodCategory] | None = Field(
         default=None, description="Food categories the till must decline; None: unchanged.",
         examples=[["sweets", "fast_food"]])
@@ -374,7 +427,9 @@ class GetStatement(Query):
                                       examples=["2026-09-30"])
     kinds: list[str] | None = Field(default=None, description="topup, sale, fare, refund, "
                                     "transfer, bonus, reissue.")
-    status: str | None = Field(default=None, description="posted | declined | disputed.")
+    status: str | None = Field(default=None, description="posted | declined | disputed "
+                               "(posted includes partially_refunded and refunded lines), or "
+                               "partially_refunded | refunded exactly.", examples=["posted"])
     csv: bool = Field(default=False, description="Also return the statement as CSV text.")
 
 
@@ -385,7 +440,9 @@ class StatementLine(Part):
     operation_id: Identifier
     amount: SignedKopecks
     sub_balance: SubBalance | None = None
-    status: str = Field(description="posted | declined | disputed.", examples=["posted"])
+    status: str = Field(description="posted | declined | disputed | partially_refunded | "
+                        "refunded (the last two are posted lines with refunds).",
+                        examples=["posted"])
     description: str = Field(description="Short note shown on the line, e.g. the till or why "
                              "it was declined.", examples=["terminal izh-42-till-1"])
     items: list[SaleItem] = Field(default_factory=list)

@@ -1,26 +1,343 @@
-"""Access use cases: load -> domain -> commit through the unit of work."""
+"""Access use cases: load -> one domain call -> commit through the unit of work.
+
+Integrator input that cannot be decided (future or ancient tap, tap id reused with other data)
+is dead-lettered with the domain's reason code (``Rejected``); app commands get an error reply
+instead. Denied taps are normal results: a GateDecision with the reason.
+"""
 
 from __future__ import annotations
 
-from contracts.access import AllowListEntry
-from contracts.catalog import topic_for
-from contracts.integrations import CardIssued
-from services.access import store
-from services.runtime.consumer import Inbound
+from collections.abc import Iterable
+from datetime import date, time
+from typing import NoReturn
+from zoneinfo import ZoneInfo
+
+from contracts import access as wire
+from contracts import integrations as integ
+from contracts import wallet as wallet_wire
+from contracts.auth import AccessTokenClaims, Role
+from services.access import domain as d
+from services.access import outbound, store
+from services.access.settings import Settings
+from services.runtime.consumer import Inbound, Rejected
+from services.runtime.logs import get_logger
+from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
+from services.runtime.tokens import TokenError, authorize
+
+log = get_logger("schoolcard.access")
+
+
+def _reject(exc: d.AccessDomainError) -> NoReturn:
+    raise Rejected(exc.reason.value, exc.detail) from None
+
+
+def _emit(tx: Transaction, events: Iterable[object], zone: ZoneInfo | None,
+          cause_id: str) -> None:
+    context = outbound.Context(tx.now, zone, cause_id)
+    for event in events:
+        wired = outbound.to_wire(event, context)
+        if wired is not None:
+            topic, key, message, mid = wired
+            tx.emit(topic, key, message, message_id=mid)
+
+
+# --- wire -> domain ---------------------------------------------------------------------------
+
+def _tap(m: integ.GateTapped) -> d.GateTap:
+    return d.GateTap(m.tap_id, m.gate_id, m.school_id, m.card_uid, d.Direction(m.direction.value),
+                     m.tapped_at)
+
+
+def _issued(m: integ.CardIssued) -> d.CardIssued:
+    return d.CardIssued(f"issued:{m.contract}:{m.card_uid}", m.card_uid, m.contract, m.school_id,
+                        m.class_name, m.issued_at)
+
+
+def _reissued(m: integ.CardReissued) -> d.CardIssued:
+    return d.CardIssued(f"reissued:{m.old_contract}:{m.new_contract}:{m.new_card_uid}",
+                        m.new_card_uid, m.new_contract, m.school_id, m.class_name, m.reissued_at)
+
+
+def _schedule(m: wire.SetSchoolSchedule) -> d.SetSchoolSchedule:
+    t = time.fromisoformat
+    return d.SetSchoolSchedule(m.request_id, d.ScheduleData(
+        school_id=m.school_id, timezone=m.time_zone,
+        weekdays=tuple(d.WeekdayHours(h.weekday, t(h.opens), t(h.closes), t(h.first_lesson))
+                       for h in m.hours),
+        absence_cutoff=t(m.absence_cutoff),
+        holidays=frozenset(date.fromisoformat(x) for x in m.holidays),
+        sessions=tuple(d.Session(s.name, d.SessionKind(s.kind), s.weekday, t(s.start), t(s.end),
+                                 s.group) for s in m.sessions)))
+
+
+def _manual(m: wire.RecordManualEntry) -> d.ManualEntry:
+    return d.ManualEntry(m.request_id, m.school_id, m.contract, m.guard_id, m.reason, m.at)
+
+
+def _line(row: d.RegisterRow) -> wire.RegisterLine:
+    return wire.RegisterLine(contract=row.contract, arrived_at=row.arrived_at,
+                             left_at=row.left_at, late=row.late, absent=row.absent)
+
+
+def _staff_of(claims: AccessTokenClaims, school_id: str, *actions: str) -> None:
+    """Staff may act only on their own school; any of ``actions`` suffices."""
+    for action in actions:
+        try:
+            authorize(claims, action)
+        except TokenError:
+            continue
+        if claims.school_id == school_id:
+            return
+        raise TokenError("forbidden", "staff of another school")
+    raise TokenError("forbidden", f"not allowed to {actions[0]}")
 
 
 class Handlers:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.settings: Settings = rt.settings  # type: ignore[assignment]
+
+    # --- gate taps ---------------------------------------------------------------------------
+
+    async def on_gate_tapped(self, msg: Inbound) -> None:
+        """Decide a tap once per tap id; a retried tap (new message id) gets its recorded
+        decision again under the same message id."""
+        tap = _tap(msg.message)
+        async with self.rt.transaction(msg) as tx:
+            previous = await store.load_tap(tx, tap.tap_id)
+            card = await store.load_card(tx, tap.card_uid) if previous is None else None
+            schedule = await store.load_schedule(tx, tap.school_id) if previous is None else None
+            key = d.day_key_for_tap(tap, card, schedule)
+            day = await store.load_day(tx, key) if key else None
+            loaded = day.version if day is not None else None
+            try:
+                outcome = d.decide_tap(tap, card=card, schedule=schedule, day=day,
+                                       previous=previous, now=tx.now)
+            except d.AccessDomainError as exc:
+                _reject(exc)
+            zone = schedule.zone if schedule is not None else None
+            if outcome.replayed:
+                _emit(tx, [outcome.record.decided_event()], zone, msg.inbox_id)
+                return
+            await store.insert_tap(tx, outcome.record)
+            if outcome.day is not None:
+                await store.save_day(tx, outcome.day, loaded)
+            _emit(tx, outcome.events, zone, msg.inbox_id)
+
+    # --- card projection ---------------------------------------------------------------------
 
     async def on_card_issued(self, msg: Inbound) -> None:
-        card: CardIssued = msg.message
-        async with self.rt.uow.transaction(inbox_id=msg.inbox_id, cause=msg.envelope,
-                                           now=self.rt.clock()) as tx:
-            await store.save_card(tx, {"_id": card.card_uid, "contract": card.contract,
-                                       "school_id": card.school_id, "class_name": card.class_name,
-                                       "school_tz": card.school_tz, "status": "active"})
-            entry = AllowListEntry(card_uid=card.card_uid, school_id=card.school_id,
-                                   allowed=True, updated_at=tx.now)
-            tx.emit(topic_for(AllowListEntry).name, card.card_uid, entry)
+        fact = _issued(msg.message)
+        async with self.rt.transaction(msg) as tx:
+            link = await store.load_contract(tx, fact.contract)
+            card = await store.load_card(tx, fact.card_uid)
+            versions = (link.version if link else None, card.version if card else None)
+            try:
+                outcome = d.issue_card(link, card, fact)
+            except d.AccessDomainError as exc:
+                _reject(exc)
+            await self._save_contract(tx, outcome, versions[0], {fact.card_uid: versions[1]})
+            _emit(tx, outcome.events, None, msg.inbox_id)
+
+    async def on_card_reissued(self, msg: Inbound) -> None:
+        m: integ.CardReissued = msg.message
+        fact = _reissued(m)
+        async with self.rt.transaction(msg) as tx:
+            old_link = await store.load_contract(tx, m.old_contract)
+            old_cards = await store.cards_of_contract(tx, m.old_contract)
+            new_link = await store.load_contract(tx, m.new_contract)
+            new_card = await store.load_card(tx, m.new_card_uid)
+            cards = {c.card_uid: c.version for c in old_cards}
+            cards[m.new_card_uid] = new_card.version if new_card else None  # type: ignore[assignment]
+            links = (old_link.version if old_link else None,
+                     new_link.version if new_link else None)
+            try:
+                issued, retired = d.reissue_card(old_link, old_cards, new_link, new_card, fact,
+                                                 m.old_contract)
+            except d.AccessDomainError as exc:
+                _reject(exc)
+            await self._save_contract(tx, issued, links[1], cards)
+            await self._save_contract(tx, retired, links[0], cards)
+            _emit(tx, issued.events + retired.events, None, msg.inbox_id)
+
+    async def on_card_blocked(self, msg: Inbound) -> None:
+        m: wallet_wire.CardBlocked = msg.message
+        await self._block(msg, m.contract, f"blocked:{m.contract}:{m.blocked_at.isoformat()}",
+                          True, m, m.reason)
+
+    async def on_card_unblocked(self, msg: Inbound) -> None:
+        m: wallet_wire.CardUnblocked = msg.message
+        await self._block(msg, m.contract,
+                          f"unblocked:{m.contract}:{m.unblocked_at.isoformat()}", False, m, "")
+
+    async def _block(self, msg: Inbound, contract: str, event_id: str, blocked: bool,
+                     m: wallet_wire.CardBlocked | wallet_wire.CardUnblocked, reason: str) -> None:
+        at = m.blocked_at if isinstance(m, wallet_wire.CardBlocked) else m.unblocked_at
+        async with self.rt.transaction(msg) as tx:
+            link = await store.load_contract(tx, contract)
+            cards = await store.load_cards(tx, link.card_uids) if link else []
+            versions = {c.card_uid: c.version for c in cards}
+            loaded = link.version if link else None
+            try:
+                outcome = d.block_contract(link, contract, cards, event_id, blocked, at, reason)
+            except d.AccessDomainError as exc:
+                _reject(exc)
+            await self._save_contract(tx, outcome, loaded, versions)  # type: ignore[arg-type]
+            _emit(tx, outcome.events, None, msg.inbox_id)
+
+    async def _save_contract(self, tx: Transaction, outcome: d.ContractOutcome,
+                             loaded: int | None, card_versions: dict[str, int | None]) -> None:
+        await store.save_contract(tx, outcome.link, loaded)
+        for card in outcome.cards:
+            await store.save_card(tx, card.card, card_versions.get(card.card.card_uid))
+
+    # --- commands from apps --------------------------------------------------------------------
+
+    def _refuse(self, tx: Transaction, msg: Inbound, code: str, text: str) -> None:
+        """An app command that cannot be done: an error reply, or the dead-letter topic when
+        the sender named no reply topic (never a silent drop)."""
+        if msg.envelope.reply_to:
+            tx.fail(code, text)
+            return
+        raise Rejected(code, text)
+
+    async def on_set_school_schedule(self, msg: Inbound) -> None:
+        m: wire.SetSchoolSchedule = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                _staff_of(self.rt.claims(msg), m.school_id, "school_settings")
+                command = _schedule(m)
+            except TokenError as exc:
+                return self._refuse(tx, msg, exc.code, str(exc))
+            except d.AccessDomainError as exc:
+                return self._refuse(tx, msg, exc.reason.value, exc.detail)
+            current = await store.load_schedule(tx, m.school_id)
+            loaded = current.version if current is not None else None
+            try:
+                outcome = d.apply_schedule_command(current, command, tx.now)
+            except d.AccessDomainError as exc:
+                return self._refuse(tx, msg, exc.reason.value, exc.detail)
+            if not outcome.replayed:
+                await store.save_schedule(tx, outcome.schedule, loaded)
+            tx.reply(wallet_wire.CommandAccepted(request_id=m.request_id))
+
+    async def on_record_manual_entry(self, msg: Inbound) -> None:
+        m: wire.RecordManualEntry = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                _staff_of(self.rt.claims(msg), m.school_id, "manual_entry")
+            except TokenError as exc:
+                return self._refuse(tx, msg, exc.code, str(exc))
+            schedule = await store.load_schedule(tx, m.school_id)
+            if schedule is None:
+                return self._refuse(tx, msg, "no_schedule", "the school has no schedule")
+            student = await store.student(tx, m.contract)
+            key = d.day_key(m.contract, schedule.school_day(m.at))
+            day = await store.load_day(tx, key)
+            loaded = day.version if day is not None else None
+            try:
+                outcome = d.record_manual_entry(day, schedule, student, _manual(m), tx.now)
+            except d.AccessDomainError as exc:
+                return self._refuse(tx, msg, exc.reason.value, exc.detail)
+            if outcome.day is not None and not outcome.replayed:
+                await store.save_day(tx, outcome.day, loaded)
+            _emit(tx, outcome.events, schedule.zone, msg.inbox_id)
+            tx.reply(wallet_wire.CommandAccepted(request_id=m.request_id))
+
+    async def on_get_class_register(self, msg: Inbound) -> None:
+        q: wire.GetClassRegister = msg.message
+        async with self.rt.transaction(msg) as tx:
+            try:
+                _staff_of(self.rt.claims(msg), q.school_id, "view_attendance", "view")
+            except TokenError as exc:
+                return self._refuse(tx, msg, exc.code, str(exc))
+            schedule = await store.load_schedule(tx, q.school_id)
+            if schedule is None:
+                return self._refuse(tx, msg, "no_schedule", "the school has no schedule")
+            day = date.fromisoformat(q.local_date)
+            roster = await store.students(tx, q.school_id, q.class_name)
+            days = await store.days_of_class(tx, q.school_id, q.class_name, day)
+            rows = d.class_register(schedule, roster, days, day, q.class_name)
+            tx.reply(wire.ClassRegisterReply(lines=[_line(r) for r in rows],
+                                             csv=d.register_csv(rows) if q.csv else None))
+
+    async def on_get_student_stats(self, msg: Inbound) -> None:
+        q: wire.GetStudentStats = msg.message
+        async with self.rt.transaction(msg) as tx:
+            cards = await store.cards_of_contract(tx, q.contract)
+            school_id = next((c.school_id for c in cards if c.school_id), None)
+            try:
+                claims = self.rt.claims(msg)
+                if claims.role == Role.PARENT:
+                    authorize(claims, "view", q.contract)
+                else:
+                    _staff_of(claims, school_id or "", "view_attendance", "view")
+            except TokenError as exc:
+                return self._refuse(tx, msg, exc.code, str(exc))
+            schedule = await store.load_schedule(tx, school_id) if school_id else None
+            if schedule is None:
+                return self._refuse(tx, msg, "unknown_student",
+                                    "no card or no school schedule for this contract")
+            start, end = date.fromisoformat(q.date_from), date.fromisoformat(q.date_to)
+            days = await store.days_of_student(tx, q.contract, start, end)
+            summary = d.student_summary(schedule, q.contract, days, start, end, tx.now)
+            average = summary.average_arrival
+            tx.reply(wire.StudentStatsReply(
+                contract=q.contract, days_present=summary.days_present,
+                late_count=summary.late_count,
+                average_arrival=average.strftime("%H:%M") if average else None,
+                csv=d.summary_csv([summary]) if q.csv else None,
+                chart_svg=d.arrival_chart_svg(schedule, q.contract, days, start.year,
+                                              start.month) if q.chart else None))
+
+    # --- the periodic sweep -------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Absence detection and end-of-day closing for every school, by the runtime clock.
+
+        Each (school, day, kind) is done once (a marker in access_sweeps); the students are
+        handled in batches of ``sweep_batch`` per transaction so the serialised dev database is
+        never held long. A crash midway is harmless: the per-day markers on the records make a
+        rerun emit nothing twice.
+        """
+        now = self.rt.clock()
+        for schedule in await store.all_schedules(self.rt.db):
+            due = schedule.due_sweeps(now, self.settings.sweep_lookback_days)
+            ids = {f"{schedule.school_id}:{day.isoformat()}:{kind}": (day, kind)
+                   for day, kind in due}
+            done = await store.sweeps_done(self.rt.db, ids)
+            for sweep_id, (day, kind) in ids.items():
+                if sweep_id in done:
+                    continue
+                if kind == "absence":
+                    await self._sweep_absences(schedule, day)
+                else:
+                    await self._sweep_closing(schedule, day)
+                async with self.rt.transaction() as tx:
+                    await store.mark_sweep_done(tx, sweep_id)
+                log.info("attendance sweep done", sweep=sweep_id)
+
+    async def _sweep_absences(self, schedule: d.SchoolSchedule, day: date) -> None:
+        async with self.rt.transaction() as tx:
+            roster = await store.students(tx, schedule.school_id)
+        batch = self.settings.sweep_batch
+        for i in range(0, len(roster), batch):
+            chunk = roster[i:i + batch]
+            async with self.rt.transaction() as tx:
+                days = await store.load_days(tx, [d.day_key(s.contract, day) for s in chunk])
+                loaded = {k: v.version for k, v in days.items()}
+                outcome = d.detect_absences(schedule, chunk, days, day, tx.now)
+                await store.save_days(tx, outcome.days, loaded)
+                _emit(tx, outcome.events, schedule.zone, f"sweep:{day}")
+
+    async def _sweep_closing(self, schedule: d.SchoolSchedule, day: date) -> None:
+        while True:
+            async with self.rt.transaction() as tx:
+                days = await store.open_days(tx, schedule.school_id, day, self.settings.sweep_batch)
+                loaded = {x.key: x.version for x in days}
+                outcome = d.close_finished_days(schedule, days, tx.now)
+                await store.save_days(tx, outcome.days, loaded)
+                _emit(tx, outcome.events, schedule.zone, f"sweep:{day}")
+            if not outcome.days:
+                return

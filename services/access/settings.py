@@ -1,3 +1,4 @@
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.runtime.settings import ServiceSettings
@@ -7,3 +8,9 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ACCESS_", extra="ignore")
 
     mongo_db: str = "schoolcard_access"
+    sweep_interval_s: float = Field(default=30.0, gt=0, description="How often absence "
+                                    "detection and end-of-day closing look for due work.")
+    sweep_lookback_days: int = Field(default=2, ge=0, le=31, description="Past local days the "
+                                     "sweep still catches up on (after a long outage).")
+    sweep_batch: int = Field(default=100, ge=1, le=5000, description="Students per sweep "
+                             "transaction (kept small: the dev database serialises them).")

@@ -1,25 +1,226 @@
-"""The only module of access that talks to MongoDB. Collections: access_cards (card
-projection from card issuance and wallet events)."""
+"""The only module of access that talks to MongoDB.
+
+Collections (database ``schoolcard_access``), each document the ``to_doc()`` of a domain object
+with a natural ``_id`` and an optimistic ``version``:
+
+- ``access_cards``: the card projection, ``_id`` = card uid (from card issuance and wallet).
+- ``access_contracts``: contract -> card uids, the contract's last block state, reissue link.
+- ``access_schedules``: one school's timetable, ``_id`` = school id.
+- ``access_taps``: the decision recorded per tap, ``_id`` = tap id (the idempotency record).
+- ``access_days``: one student's local school day, ``_id`` = ``"<contract>:<YYYY-MM-DD>"``.
+- ``access_sweeps``: markers of the periodic jobs done, ``_id`` = ``"<school>:<day>:<kind>"``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import date
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
+from services.access.domain import (
+    AttendanceDay,
+    CardRecord,
+    ContractCards,
+    SchoolSchedule,
+    Student,
+    TapRecord,
+    roster,
+)
+from services.access.domain.common import date_to_doc
 from services.runtime.mongo import Transaction
 
 Doc = dict[str, Any]
 
 
+class ConcurrencyError(Exception):
+    """Another writer changed the document first; the message is retried (transient)."""
+
+
 async def ensure_indexes(db: Any) -> None:
-    await db.access_cards.create_indexes([IndexModel([("contract", ASCENDING)], unique=True)])
+    await db.access_cards.create_indexes([
+        IndexModel([("contract", ASCENDING)], name="card_contract"),
+        IndexModel([("school_id", ASCENDING), ("class_name", ASCENDING)], name="card_school"),
+    ])
+    await db.access_days.create_indexes([
+        IndexModel([("school_id", ASCENDING), ("day", ASCENDING), ("class_name", ASCENDING)],
+                   name="day_school_class"),
+        IndexModel([("contract", ASCENDING), ("day", ASCENDING)], name="day_contract"),
+    ])
+    await db.access_taps.create_indexes([
+        IndexModel([("card_uid", ASCENDING), ("tapped_at", ASCENDING)], name="tap_card"),
+    ])
 
 
-async def save_card(tx: Transaction, card: Doc) -> None:
-    await tx.db.access_cards.replace_one({"_id": card["_id"]}, card, upsert=True,
-                                         session=tx.session)
+# --- generic optimistic save -----------------------------------------------------------------
+
+async def _save(tx: Transaction, collection: str, _id: str, doc: Doc,
+                loaded: int | None) -> None:
+    """Insert (``loaded`` None) or replace if nobody wrote since the version was loaded."""
+    coll = tx.db[collection]
+    if loaded is None:
+        await coll.insert_one({"_id": _id, **doc}, session=tx.session)
+        return
+    result = await coll.replace_one({"_id": _id, "version": loaded}, doc, session=tx.session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(f"{collection}/{_id}")
 
 
-async def card_by_contract(tx: Transaction, contract: str) -> Doc | None:
-    return await tx.db.access_cards.find_one({"contract": contract}, session=tx.session)  # type: ignore[no-any-return]
+def _strip(doc: Doc) -> Doc:
+    doc = dict(doc)
+    doc.pop("_id", None)
+    return doc
+
+
+# --- cards and contracts ---------------------------------------------------------------------
+
+async def load_card(tx: Transaction, card_uid: str) -> CardRecord | None:
+    doc = await tx.db.access_cards.find_one({"_id": card_uid}, session=tx.session)
+    return CardRecord.from_doc(doc) if doc else None
+
+
+async def load_cards(tx: Transaction, card_uids: Iterable[str]) -> list[CardRecord]:
+    docs = await tx.db.access_cards.find({"_id": {"$in": list(card_uids)}},
+                                         session=tx.session).to_list(None)
+    return [CardRecord.from_doc(d) for d in docs]
+
+
+async def save_card(tx: Transaction, card: CardRecord, loaded: int | None) -> None:
+    await _save(tx, "access_cards", card.card_uid, card.to_doc(), loaded)
+
+
+async def load_contract(tx: Transaction, contract: str) -> ContractCards | None:
+    doc = await tx.db.access_contracts.find_one({"_id": contract}, session=tx.session)
+    return ContractCards.from_doc(doc) if doc else None
+
+
+async def save_contract(tx: Transaction, link: ContractCards, loaded: int | None) -> None:
+    await _save(tx, "access_contracts", link.contract, link.to_doc(), loaded)
+
+
+async def students(tx: Transaction, school_id: str,
+                   class_name: str | None = None) -> list[Student]:
+    """The roster of a school (or of one class) from the card projection."""
+    query: Doc = {"school_id": school_id}
+    if class_name is not None:
+        query["class_name"] = class_name
+    return await _roster(tx, query)
+
+
+async def student(tx: Transaction, contract: str) -> Student | None:
+    """The student of a contract (None: no card issued, or the contract was reissued)."""
+    found = await _roster(tx, {"contract": contract})
+    return found[0] if found else None
+
+
+async def _roster(tx: Transaction, query: Doc) -> list[Student]:
+    cards = [CardRecord.from_doc(d) for d in
+             await tx.db.access_cards.find(query, session=tx.session).to_list(None)]
+    if not cards:
+        return []
+    found = sorted({c.contract for c in cards if c.contract})
+    retired = {d["_id"] for d in await tx.db.access_contracts.find(
+        {"_id": {"$in": found}, "replaced_by": {"$ne": None}}, {"_id": 1},
+        session=tx.session).to_list(None)}
+    return roster(cards, retired)
+
+
+async def cards_of_contract(tx: Transaction, contract: str) -> list[CardRecord]:
+    docs = await tx.db.access_cards.find({"contract": contract}, session=tx.session).to_list(None)
+    return [CardRecord.from_doc(d) for d in docs]
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+async def load_schedule(tx: Transaction, school_id: str) -> SchoolSchedule | None:
+    doc = await tx.db.access_schedules.find_one({"_id": school_id}, session=tx.session)
+    return SchoolSchedule.from_doc(doc) if doc else None
+
+
+async def save_schedule(tx: Transaction, schedule: SchoolSchedule, loaded: int | None) -> None:
+    await _save(tx, "access_schedules", schedule.school_id, schedule.to_doc(), loaded)
+
+
+async def all_schedules(db: Any) -> list[SchoolSchedule]:
+    return [SchoolSchedule.from_doc(d) for d in await db.access_schedules.find({}).to_list(None)]
+
+
+# --- taps ------------------------------------------------------------------------------------
+
+async def load_tap(tx: Transaction, tap_id: str) -> TapRecord | None:
+    doc = await tx.db.access_taps.find_one({"_id": tap_id}, session=tx.session)
+    return TapRecord.from_doc(doc) if doc else None
+
+
+async def insert_tap(tx: Transaction, record: TapRecord) -> None:
+    await tx.db.access_taps.insert_one({"_id": record.tap_id, **record.to_doc()},
+                                       session=tx.session)
+
+
+# --- attendance days -------------------------------------------------------------------------
+
+async def load_day(tx: Transaction, key: str) -> AttendanceDay | None:
+    doc = await tx.db.access_days.find_one({"_id": key}, session=tx.session)
+    return AttendanceDay.from_doc(doc) if doc else None
+
+
+async def load_days(tx: Transaction, keys: Iterable[str]) -> dict[str, AttendanceDay]:
+    docs = await tx.db.access_days.find({"_id": {"$in": list(keys)}},
+                                        session=tx.session).to_list(None)
+    return {d["_id"]: AttendanceDay.from_doc(d) for d in docs}
+
+
+async def days_of_class(tx: Transaction, school_id: str, class_name: str,
+                        day: date) -> dict[str, AttendanceDay]:
+    docs = await tx.db.access_days.find(
+        {"school_id": school_id, "day": date_to_doc(day), "class_name": class_name},
+        session=tx.session).to_list(None)
+    return {d["_id"]: AttendanceDay.from_doc(d) for d in docs}
+
+
+async def open_days(tx: Transaction, school_id: str, day: date,
+                    limit: int) -> list[AttendanceDay]:
+    docs = await tx.db.access_days.find(
+        {"school_id": school_id, "day": date_to_doc(day), "closed_at": None},
+        session=tx.session).sort("_id", ASCENDING).to_list(None)
+    # Days without passages (absence markers) are never closed; skip them here.
+    days = [AttendanceDay.from_doc(d) for d in docs if d.get("passages")]
+    return days[:limit]
+
+
+async def days_of_student(tx: Transaction, contract: str, start: date,
+                          end: date) -> list[AttendanceDay]:
+    docs = await tx.db.access_days.find(
+        {"contract": contract, "day": {"$gte": date_to_doc(start), "$lte": date_to_doc(end)}},
+        session=tx.session).to_list(None)
+    return [AttendanceDay.from_doc(d) for d in docs]
+
+
+async def save_day(tx: Transaction, day: AttendanceDay, loaded: int | None) -> None:
+    await _save(tx, "access_days", day.key, day.to_doc(), loaded)
+
+
+async def save_days(tx: Transaction, changed: Iterable[AttendanceDay],
+                    loaded: dict[str, int]) -> None:
+    """New day records in one insert_many; changed ones replaced with their version check."""
+    days = list(changed)
+    fresh = [{"_id": d.key, **d.to_doc()} for d in days if d.key not in loaded]
+    if fresh:
+        await tx.db.access_days.insert_many(fresh, session=tx.session)
+    for day in days:
+        if day.key in loaded:
+            await save_day(tx, day, loaded[day.key])
+
+
+# --- sweep markers ---------------------------------------------------------------------------
+
+async def sweeps_done(db: Any, ids: Iterable[str]) -> set[str]:
+    return {d["_id"] for d in await db.access_sweeps.find({"_id": {"$in": list(ids)}},
+                                                          {"_id": 1}).to_list(None)}
+
+
+async def mark_sweep_done(tx: Transaction, sweep_id: str) -> None:
+    # update_one, not replace_one: nx-27017 drops the filter's _id on a replace upsert.
+    await tx.db.access_sweeps.update_one({"_id": sweep_id}, {"$set": {"at": tx.now}},
+                                         upsert=True, session=tx.session)

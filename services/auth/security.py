@@ -1,12 +1,11 @@
 """Cryptographic helpers of the auth service: password hashing, secrets, one-time-code MACs,
-TOTP (RFC 6238) and Ed25519 access tokens.
+TOTP (RFC 6238) and the access-token claims the domain grants. Tokens are signed and verified
+only by :mod:`services.runtime.tokens` (one implementation in the repository).
 
 Everything here is synchronous. ``hash_password``/``verify_password`` cost ~50 ms of CPU and
 19 MiB of memory each by design: async callers must run them in a worker thread
 (``await asyncio.to_thread(hash_password, pw)``), never on the event loop.
 
-The access-token verifier only needs PyJWT and cryptography, so other services can import
-:func:`verify_access_token` without pulling in the auth domain.
 """
 
 from __future__ import annotations
@@ -19,20 +18,15 @@ import secrets
 import struct
 import unicodedata
 import uuid
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
-import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+
+from contracts.auth import Role
+from contracts.types import GuardianRole
 
 # OWASP Password Storage Cheat Sheet, argon2id first option: m=19 MiB, t=2, p=1.
 ARGON2_MEMORY_COST_KIB = 19_456
@@ -203,26 +197,11 @@ def match_totp(secret_b32: str, code: str, now: datetime, *, window: int = 1) ->
     return found
 
 
-# --- access tokens (JWT, EdDSA/Ed25519) -----------------------------------------------------
+# --- access-token claims (what the domain decides; signing is services.runtime.tokens) ----
 
-ACCESS_TOKEN_ISSUER = "schoolcard-auth"
-ACCESS_TOKEN_TTL = timedelta(minutes=5)
-ACCESS_TOKEN_ALGORITHM = "EdDSA"
-
-
-class AccessRole(StrEnum):
-    PARENT = "parent"
-    SCHOOL_ADMIN = "school_admin"
-    CANTEEN_OPERATOR = "canteen_operator"
-    TEACHER = "teacher"
-    SUPPORT = "support"
-    INTEGRATOR = "integrator"
-
-
-class ChildRole(StrEnum):
-    PRIMARY = "primary"
-    CO_GUARDIAN = "co_guardian"
-    VIEWER = "viewer"
+# One vocabulary with the wire: the account roles and guardian roles are the contracts' enums.
+AccessRole = Role
+ChildRole = GuardianRole
 
 
 @dataclass(frozen=True)
@@ -233,152 +212,12 @@ class ChildClaim:
 
 @dataclass(frozen=True)
 class AccessClaims:
-    """What the caller chooses; ``iss``/``iat``/``exp``/``jti`` are set on issue."""
+    """What the domain grants a session; the token itself (``iss``/``iat``/``exp``/``jti``,
+    Ed25519 signature) is made by :func:`services.runtime.tokens.issue_access_token`, the one
+    implementation every service verifies against."""
 
     sub: str
     sid: str
     role: AccessRole
     children: tuple[ChildClaim, ...] = ()
     school_id: str | None = None
-
-
-@dataclass(frozen=True)
-class VerifiedAccess:
-    sub: str
-    sid: str
-    role: AccessRole
-    children: tuple[ChildClaim, ...]
-    school_id: str | None
-    issued_at: datetime
-    expires_at: datetime
-    jti: str
-    raw: dict[str, Any] = field(compare=False, repr=False)
-
-    def child_role(self, contract: str) -> ChildRole | None:
-        return next((c.role for c in self.children if c.contract == contract), None)
-
-
-class AccessTokenErrorCode(StrEnum):
-    MALFORMED = "token_malformed"
-    BAD_SIGNATURE = "token_bad_signature"
-    EXPIRED = "token_expired"
-    NOT_YET_VALID = "token_not_yet_valid"
-    WRONG_ISSUER = "token_wrong_issuer"
-    BAD_CLAIMS = "token_bad_claims"
-
-
-class AccessTokenError(Exception):
-    def __init__(self, code: AccessTokenErrorCode, detail: str = "") -> None:
-        super().__init__(f"{code.value}: {detail}" if detail else code.value)
-        self.code = code
-
-
-def generate_signing_keys() -> tuple[str, str]:
-    """A fresh Ed25519 key pair as (private PKCS#8 PEM, public SubjectPublicKeyInfo PEM)."""
-    private = Ed25519PrivateKey.generate()
-    private_pem = private.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public_pem = (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private_pem, public_pem
-
-
-@functools.lru_cache(maxsize=8)
-def _private_key(pem: str) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("access tokens are signed with an Ed25519 key")
-    return key
-
-
-@functools.lru_cache(maxsize=8)
-def _public_key(pem: str) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem.encode())
-    if not isinstance(key, Ed25519PublicKey):
-        raise ValueError("access tokens are verified with an Ed25519 key")
-    return key
-
-
-def issue_access_token(
-    claims: AccessClaims, private_key_pem: str, now: datetime, *, jti: str | None = None
-) -> str:
-    """Sign a 5-minute access token; ``now`` is the injected clock (tz-aware)."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    iat = int(now.timestamp())
-    payload: dict[str, Any] = {
-        "iss": ACCESS_TOKEN_ISSUER,
-        "sub": claims.sub,
-        "sid": claims.sid,
-        "role": claims.role.value,
-        "iat": iat,
-        "exp": iat + int(ACCESS_TOKEN_TTL.total_seconds()),
-        "jti": jti or secrets.token_urlsafe(16),
-        "children": [{"contract": c.contract, "role": c.role.value} for c in claims.children],
-    }
-    if claims.school_id is not None:
-        payload["school_id"] = claims.school_id
-    return jwt.encode(payload, _private_key(private_key_pem), algorithm=ACCESS_TOKEN_ALGORITHM)
-
-
-def verify_access_token(
-    token: str, public_key_pem: str, now: datetime, *, leeway_seconds: int = 0
-) -> VerifiedAccess:
-    """Check signature (EdDSA only, never "none"), issuer and lifetime against the injected
-    ``now``; raise :class:`AccessTokenError` with a code otherwise. A token is valid for
-    ``iat - leeway <= now < exp + leeway``."""
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    try:
-        payload: dict[str, Any] = jwt.decode(
-            token,
-            _public_key(public_key_pem),
-            algorithms=[ACCESS_TOKEN_ALGORITHM],
-            options={
-                "verify_exp": False,
-                "verify_iat": False,
-                "verify_nbf": False,
-                "verify_iss": False,
-                "require": ["iss", "sub", "sid", "role", "iat", "exp", "jti"],
-            },
-        )
-    except jwt.InvalidSignatureError as exc:
-        raise AccessTokenError(AccessTokenErrorCode.BAD_SIGNATURE) from exc
-    except jwt.MissingRequiredClaimError as exc:
-        raise AccessTokenError(AccessTokenErrorCode.BAD_CLAIMS, str(exc)) from exc
-    except jwt.InvalidTokenError as exc:
-        raise AccessTokenError(AccessTokenErrorCode.MALFORMED, type(exc).__name__) from exc
-    if payload["iss"] != ACCESS_TOKEN_ISSUER:
-        raise AccessTokenError(AccessTokenErrorCode.WRONG_ISSUER)
-    try:
-        iat = int(payload["iat"])
-        exp = int(payload["exp"])
-        role = AccessRole(payload["role"])
-        children = tuple(
-            ChildClaim(contract=str(c["contract"]), role=ChildRole(c["role"]))
-            for c in payload.get("children", [])
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise AccessTokenError(AccessTokenErrorCode.BAD_CLAIMS, str(exc)) from exc
-    t = now.timestamp()
-    if t >= exp + leeway_seconds:
-        raise AccessTokenError(AccessTokenErrorCode.EXPIRED)
-    if t < iat - leeway_seconds:
-        raise AccessTokenError(AccessTokenErrorCode.NOT_YET_VALID)
-    return VerifiedAccess(
-        sub=str(payload["sub"]),
-        sid=str(payload["sid"]),
-        role=role,
-        children=children,
-        school_id=None if payload.get("school_id") is None else str(payload["school_id"]),
-        issued_at=datetime.fromtimestamp(iat, UTC),
-        expires_at=datetime.fromtimestamp(exp, UTC),
-        jti=str(payload["jti"]),
-        raw=payload,
-    )

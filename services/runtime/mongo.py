@@ -135,14 +135,16 @@ class UnitOfWork:
             try:
                 if inbox_id is not None:
                     try:
-                        await self.inbox.insert_one({"_id": inbox_id, "at": tx.now},
+                        # wall-clock time: the TTL must not follow an injected test clock
+                        await self.inbox.insert_one({"_id": inbox_id,
+                                                     "at": datetime.now(UTC)},
                                                     session=session)
                     except DuplicateKeyError:
                         raise AlreadyProcessed(inbox_id) from None
                 yield tx
                 if tx.outbox:
                     await self.outbox.insert_many(
-                        [self._outbox_doc(p, tx.now, i) for i, p in enumerate(tx.outbox)],
+                        [self._outbox_doc(p, i) for i, p in enumerate(tx.outbox)],
                         session=session)
                 await session.commit_transaction()
             except BaseException:
@@ -153,7 +155,7 @@ class UnitOfWork:
         if tx.outbox:
             self._on_commit()
 
-    def _outbox_doc(self, p: PendingMessage, now: datetime, index: int) -> Doc:
+    def _outbox_doc(self, p: PendingMessage, index: int) -> Doc:
         return {
             "_id": uuid.uuid4().hex,  # not the message id: a recorded result may be re-sent
             "message_id": p.envelope.id,
@@ -165,7 +167,7 @@ class UnitOfWork:
             "headers": p.envelope.to_headers(),
             "status": "pending",
             "owner": self.instance_id,
-            "created_at": now,
+            "created_at": datetime.now(UTC),  # wall clock: drives takeover, not business time
             "attempts": 0,
         }
 
@@ -191,8 +193,27 @@ class OutboxRelay:
         self.wakeup = asyncio.Event()
         self._stopping = False
 
+    PUBLISH_TIMEOUT_S = 30.0
+
     def notify(self) -> None:
         self.wakeup.set()
+
+    async def _mark_sent(self, ids: list[str]) -> None:
+        """Record what the broker took. Retried on its own: giving up here would publish the
+        same records again (harmless for consumers, but a stale copy on a compacted topic)."""
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                await self.uow.outbox.update_many(
+                    {"_id": {"$in": ids}},
+                    {"$set": {"status": "sent", "published_at": datetime.now(UTC)}})
+                return
+            except Exception as exc:
+                if attempt == 5:
+                    raise
+                log.warning("outbox mark-sent failed; retrying", error=type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def run(self) -> None:
         backoff = 0.1
@@ -224,21 +245,29 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         takeover_before = datetime.now(UTC) - timedelta(seconds=self.takeover_s)
-        query = {"status": "pending",
-                 "$or": [{"owner": self.uow.instance_id}, {"created_at": {"$lt": takeover_before}}]}
-        docs = await self.uow.outbox.find(query).sort("seq", ASCENDING).to_list(self.batch)
+        # Two plain queries instead of one with $or: nx-27017 ignores the other conditions of
+        # a filter that has $or, which re-sent published records and starved new ones.
+        own = await self.uow.outbox.find(
+            {"status": "pending", "owner": self.uow.instance_id}
+        ).sort("seq", ASCENDING).to_list(self.batch)
+        orphans = await self.uow.outbox.find(
+            {"status": "pending", "created_at": {"$lt": takeover_before}}
+        ).sort("seq", ASCENDING).to_list(self.batch)
+        unique = {d["_id"]: d for d in [*own, *orphans] if d.get("status") == "pending"}
+        docs = sorted(unique.values(), key=lambda d: d["seq"])[: self.batch]
         published: list[str] = []
         try:
             for doc in docs:
-                await self.publish(doc["topic"], doc["key"], doc["payload"].encode(),
-                                   dict(doc["headers"]))
+                # A hung broker request must become an error (and a retry), not a stall.
+                await asyncio.wait_for(self.publish(doc["topic"], doc["key"],
+                                                    doc["payload"].encode(),
+                                                    dict(doc["headers"])),
+                                       timeout=self.PUBLISH_TIMEOUT_S)
                 published.append(doc["_id"])
                 metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
         finally:
             if published:
-                await self.uow.outbox.update_many(
-                    {"_id": {"$in": published}},
-                    {"$set": {"status": "sent", "published_at": datetime.now(UTC)}})
+                await self._mark_sent(published)
         if docs:
             oldest = docs[0]["created_at"]
             metrics.OUTBOX_LAG.labels(self.uow.service).set(

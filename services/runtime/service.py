@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,7 +92,8 @@ class Service:
         self.settings = settings
         self.wire = wire
         self.clock = clock
-        self.instance_id = settings.instance_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.instance_id = (settings.instance_id or
+                            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.http_port: int | None = None
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

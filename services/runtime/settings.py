@@ -41,7 +41,8 @@ class ServiceSettings(BaseSettings):
     http_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port.")
     mongo_db: str = ""
     group_id: str = ""
-    instance_id: str = Field(default="", description="Defaults to host-pid.")
+    instance_id: str = Field(default="", description="Unique per running instance; defaults "
+                             "to host-pid-random (owner of its outbox records).")
     max_attempts: int = Field(default=5, ge=1, description="Tries of a failing message before "
                               "it is dead-lettered (infrastructure outages retry forever).")
     retry_backoff_ms: int = Field(default=100, ge=1)

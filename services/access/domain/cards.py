@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from .common import (
     Doc,
@@ -21,6 +22,9 @@ from .common import (
     require_text,
 )
 from .events import AllowListEntryChanged
+
+if TYPE_CHECKING:
+    from .attendance import Student
 
 RECENT_FACTS_KEPT = 16
 
@@ -235,3 +239,161 @@ def project_card(card: CardRecord | None, fact: CardFact) -> CardOutcome:
             AllowListEntryChanged(after.card_uid, after.school_id, after.allowed, after.reason),
         )
     return CardOutcome(record, changed, events)
+
+
+def project_facts(card: CardRecord | None, facts: list[CardFact]) -> CardOutcome:
+    """Apply several facts to one card at once; one allow-list event for the net change."""
+    if not facts:
+        raise ValueError("no facts to apply")
+    record = card if card is not None else CardRecord(card_uid=require_text(facts[0].card_uid, "uid"))
+    before = allow_list_entry(record) if card is not None else None
+    changed = False
+    for fact in facts:
+        changed = record.apply(fact) or changed
+    after = allow_list_entry(record)
+    events: tuple[AllowListEntryChanged, ...] = ()
+    if after != before:
+        events = (
+            AllowListEntryChanged(after.card_uid, after.school_id, after.allowed, after.reason),
+        )
+    return CardOutcome(record, changed, events)
+
+
+@dataclass(slots=True)
+class ContractCards:
+    """The contract -> cards link (wallet speaks of contracts, gates of card uids).
+
+    It also remembers the latest block state heard for the contract, so a card issued after the
+    block (a replacement, or an issuance that arrived late) starts blocked too, and whether the
+    contract was replaced by a reissue (its student then leaves the roster).
+    """
+
+    contract: str
+    card_uids: list[str] = field(default_factory=list)
+    blocked: bool | None = None
+    block_event_id: str | None = None
+    block_reason: str = ""
+    block_changed_at: datetime | None = None
+    replaced_by: str | None = None
+    version: int = 0
+
+    def link(self, card_uid: str) -> None:
+        if card_uid not in self.card_uids:
+            self.card_uids.append(card_uid)
+            self.version += 1
+
+    def note_block(self, event_id: str, blocked: bool, at: datetime, reason: str = "") -> None:
+        """Remember the newest block state (at equal times a block wins, as on the card)."""
+        at = require_aware(at, "occurred_at")
+        newer = self.block_changed_at is None or at > self.block_changed_at
+        tie_block = at == self.block_changed_at and blocked and not self.blocked
+        if newer or tie_block:
+            self.blocked, self.block_event_id = blocked, event_id
+            self.block_reason, self.block_changed_at = reason, at
+            self.version += 1
+
+    def block_fact(self, card_uid: str) -> CardFact | None:
+        """The remembered block state as a fact for one card of the contract."""
+        if self.blocked is None or self.block_event_id is None or self.block_changed_at is None:
+            return None
+        if self.blocked:
+            return CardBlocked(self.block_event_id, card_uid, self.block_changed_at,
+                               self.block_reason)
+        return CardUnblocked(self.block_event_id, card_uid, self.block_changed_at)
+
+    def to_doc(self) -> Doc:
+        return {
+            "contract": self.contract,
+            "card_uids": list(self.card_uids),
+            "blocked": self.blocked,
+            "block_event_id": self.block_event_id,
+            "block_reason": self.block_reason,
+            "block_changed_at": self.block_changed_at,
+            "replaced_by": self.replaced_by,
+            "version": self.version,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> ContractCards:
+        return cls(
+            contract=str(doc["contract"]),
+            card_uids=[str(u) for u in doc.get("card_uids", [])],
+            blocked=doc.get("blocked"),
+            block_event_id=doc.get("block_event_id"),
+            block_reason=str(doc.get("block_reason") or ""),
+            block_changed_at=opt_dt_from_doc(doc.get("block_changed_at")),
+            replaced_by=doc.get("replaced_by"),
+            version=int(doc.get("version", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ContractOutcome:
+    """Cards changed by a contract-level fact, with the link to persist."""
+
+    link: ContractCards
+    cards: tuple[CardOutcome, ...]
+
+    @property
+    def events(self) -> tuple[AllowListEntryChanged, ...]:
+        return tuple(e for outcome in self.cards for e in outcome.events)
+
+
+def issue_card(link: ContractCards | None, card: CardRecord | None,
+               fact: CardIssued) -> ContractOutcome:
+    """A card issued to a contract: link it and apply the contract's remembered block state."""
+    link = link if link is not None else ContractCards(require_text(fact.contract, "contract"))
+    link.link(fact.card_uid)
+    pending = link.block_fact(fact.card_uid)
+    outcome = project_facts(card, [fact] if pending is None else [fact, pending])
+    return ContractOutcome(link, (outcome,))
+
+
+def block_contract(link: ContractCards | None, contract: str, cards: list[CardRecord],
+                   event_id: str, blocked: bool, at: datetime,
+                   reason: str = "") -> ContractOutcome:
+    """Wallet blocked or unblocked a contract: every card of it follows; remembered for cards
+    issued later. ``cards`` are the loaded records of ``link.card_uids``."""
+    link = link if link is not None else ContractCards(require_text(contract, "contract"))
+    link.note_block(event_id, blocked, at, reason)
+    outcomes: list[CardOutcome] = []
+    for card in cards:
+        fact = link.block_fact(card.card_uid)
+        if fact is not None:
+            outcomes.append(project_card(card, fact))
+    return ContractOutcome(link, tuple(outcomes))
+
+
+def reissue_card(old_link: ContractCards | None, old_cards: list[CardRecord],
+                 new_link: ContractCards | None, new_card: CardRecord | None,
+                 fact: CardIssued, old_contract: str) -> tuple[ContractOutcome, ContractOutcome]:
+    """A card reissued under a new contract (school change): the new card is issued, every card
+    of the old contract is denied from now on (``card_blocked``, reason ``reissued``) and the old
+    contract leaves the roster."""
+    issued = issue_card(new_link, new_card, fact)
+    old = old_link if old_link is not None else ContractCards(old_contract)
+    old.replaced_by = fact.contract
+    old.version += 1
+    retired = tuple(
+        project_card(card, CardBlocked(f"reissued:{fact.event_id}", card.card_uid,
+                                       fact.occurred_at, "reissued"))
+        for card in old_cards
+        if card.card_uid != fact.card_uid
+    )
+    return issued, ContractOutcome(old, retired)
+
+
+def roster(cards: list[CardRecord], retired: set[str]) -> list[Student]:
+    """The students behind issued cards, one per contract (the newest card wins), without the
+    contracts replaced by a reissue."""
+    from .attendance import student_of  # attendance imports this module
+
+    newest: dict[str, CardRecord] = {}
+    for card in cards:
+        if card.contract is None or card.contract in retired or card.issued_at is None:
+            continue
+        known = newest.get(card.contract)
+        if known is None or (known.issued_at is not None and card.issued_at > known.issued_at):
+            newest[card.contract] = card
+    students = [student_of(card) for card in newest.values()]
+    return sorted((s for s in students if s is not None), key=lambda s: s.contract)

@@ -26,6 +26,7 @@ class TapDecided:
     reason: TapReason
     contract: str | None
     day: date | None
+    decided_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,6 +102,7 @@ class TapRecord:
         return TapDecided(
             self.tap_id, self.gate_id, self.school_id, self.card_uid, self.direction,
             self.tapped_at, self.allowed, self.reason, self.contract, self.day,
+            self.decided_at,
         )
 
     def to_doc(self) -> Doc:

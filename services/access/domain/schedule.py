@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -256,6 +256,21 @@ class SchoolSchedule:
         if hours is not None:
             return self.instant(day, hours.closes)
         return self.instant(date.fromordinal(day.toordinal() + 1), time(0, 0))
+
+    def due_sweeps(self, now: datetime, lookback_days: int = 2) -> list[tuple[date, str]]:
+        """The periodic jobs due at ``now`` for today and the ``lookback_days`` before it:
+        ``(day, "absence")`` once the day's absence cut-off passed (lesson days only) and
+        ``(day, "close")`` once the day is over. The caller remembers which ones it has done."""
+        now = require_aware(now, "now")
+        today = self.school_day(now)
+        due: list[tuple[date, str]] = []
+        for back in range(lookback_days, -1, -1):
+            day = today - timedelta(days=back)
+            if self.has_lessons(day) and now >= self.cutoff_at(day):
+                due.append((day, "absence"))
+            if now >= self.day_end_at(day):
+                due.append((day, "close"))
+        return due
 
     def school_days(self, start: date, end: date) -> list[date]:
         """Days in ``[start, end]`` with lessons (holidays and closed weekdays excluded)."""

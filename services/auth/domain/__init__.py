@@ -32,7 +32,6 @@ from .flows import (
     start_registration,
 )
 from .guardians import (
-    Action,
     ActivationCodeProof,
     Child,
     ContractProof,
@@ -40,7 +39,6 @@ from .guardians import (
     Invitation,
     LinkOutcome,
     activation_code_mac,
-    can,
 )
 from .passwords import PasswordContext, check_password, require_acceptable_password
 from .sessions import (
@@ -54,12 +52,12 @@ from .sessions import (
 
 __all__ = [
     "ABSOLUTE_LIFETIME", "CODE_MAX_ATTEMPTS", "CODE_RESEND_COOLDOWN", "CODE_TTL", "IDLE_TIMEOUT",
-    "Account", "AccountKind", "AccountStatus", "Action", "ActivationCodeProof", "AuthRejected",
+    "Account", "AccountKind", "AccountStatus", "ActivationCodeProof", "AuthRejected",
     "Child", "CodePurpose", "CodeSentReply", "ContractProof", "DomainEvent", "FailureWindow",
     "FlowResult", "Gate", "GuardianRole", "IdempotencyLog", "Invitation", "LinkOutcome",
     "LoginOutcome", "LoginRecord", "LoginReply", "OneTimeCode", "Outcome", "PasswordContext",
     "Reason", "RefreshResult", "RegistrationEffect", "Session", "SessionView",
-    "activation_code_mac", "active_sessions", "can", "check_password", "confirm_registration",
+    "activation_code_mac", "active_sessions", "check_password", "confirm_registration",
     "login_gate_for_unknown", "login_unknown", "public_code_reply", "request_password_reset",
     "require_acceptable_password", "resend_registration_code", "reset_password",
     "start_registration", "tombstone",

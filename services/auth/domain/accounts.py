@@ -54,6 +54,7 @@ from .sessions import Session
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
 CONTRACT_NUMBER = re.compile(r"\d{8}")
+USERNAME = re.compile(r"[a-z][a-z0-9._\-]{2,63}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}")
 LOGIN_HISTORY_SIZE = 50
 EXISTING_ACCOUNT_ALERT_COOLDOWN = timedelta(hours=1)
@@ -89,6 +90,15 @@ def require_contract_number(contract_number: str) -> str:
     if not CONTRACT_NUMBER.fullmatch(contract_number):
         raise AuthRejected(Reason.INVALID_CONTRACT_NUMBER)
     return contract_number
+
+
+def require_username(username: str) -> str:
+    """Login names of staff and integrator accounts: lower-cased, never a phone, an e-mail or
+    a contract number (so every login identifier names one kind of account)."""
+    name = username.strip().lower()
+    if not USERNAME.fullmatch(name) or CONTRACT_NUMBER.fullmatch(name):
+        raise AuthRejected(Reason.INVALID_ROLE, "login names are 3-64 of a-z 0-9 . _ -")
+    return name
 
 
 def require_email(email: str) -> str:
@@ -173,6 +183,8 @@ class Account:
     created_at: datetime
     phone: str | None = None
     email: str | None = None
+    username: str | None = None
+    locale: str = "ru"
     login_contract: str | None = None
     display_name: str | None = None
     password_hash: str | None = None
@@ -222,10 +234,14 @@ class Account:
 
     @classmethod
     def create_staff(
-        cls, *, account_id: str, email: str, role: AccessRole, school_id: str | None,
-        initial_password_hash: str, now: datetime,
+        cls, *, account_id: str, role: AccessRole, school_id: str | None,
+        initial_password_hash: str, now: datetime, email: str | None = None,
+        username: str | None = None,
     ) -> Account:
-        """Staff start with a password set by an administrator, so they must change it."""
+        """Staff start with a password set by an administrator, so they must change it. They
+        log in with an e-mail address or a login name (``username``)."""
+        if (email is None) == (username is None):
+            raise ValueError("give exactly one of email and username")
         if role not in STAFF_ROLES:
             raise AuthRejected(Reason.INVALID_ROLE, role.value)
         if role is not AccessRole.SUPPORT and school_id is None:
@@ -233,7 +249,9 @@ class Account:
         now = require_aware(now)
         account = cls(
             account_id=account_id, kind=AccountKind.STAFF, role=role,
-            status=AccountStatus.ACTIVE, created_at=now, email=require_email(email),
+            status=AccountStatus.ACTIVE, created_at=now,
+            email=require_email(email) if email is not None else None,
+            username=require_username(username) if username is not None else None,
             password_hash=initial_password_hash, must_change_password=True, school_id=school_id,
         )
         account.pending_events.append(
@@ -252,7 +270,7 @@ class Account:
         account = cls(
             account_id=account_id, kind=AccountKind.INTEGRATOR, role=AccessRole.INTEGRATOR,
             status=AccountStatus.ACTIVE, created_at=now, display_name=name,
-            password_hash=client_secret_hash, scopes=tuple(sorted(set(scopes))),
+            username=require_username(name), password_hash=client_secret_hash, scopes=tuple(sorted(set(scopes))),
         )
         account.pending_events.append(
             IntegratorAccountCreated(occurred_at=now, account_id=account_id,
@@ -646,6 +664,21 @@ class Account:
         return AccessClaims(sub=self.account_id, sid=session.session_id, role=self.role,
                             children=kids, school_id=self.school_id)
 
+    def login_claims(
+        self, *, session: Session, children: Sequence[ChildClaim], now: datetime
+    ) -> AccessClaims:
+        """Claims for the token handed out at login or refresh. A session restricted to a
+        forced password change gets a token without children: it can change the password at
+        auth and do nothing for any child anywhere else."""
+        if session.password_change_only and not session.second_factor_pending:
+            self._require_active()
+            if session.account_id != self.account_id:
+                raise AuthRejected(Reason.SESSION_NOT_FOUND)
+            session.touch(now, self.session_epoch)
+            return AccessClaims(sub=self.account_id, sid=session.session_id, role=self.role,
+                                school_id=self.school_id)
+        return self.access_claims(session=session, children=children, now=now)
+
     def pull_events(self) -> list[DomainEvent]:
         events, self.pending_events = self.pending_events, []
         return events
@@ -661,6 +694,8 @@ class Account:
             "created_at": self.created_at,
             "phone": self.phone,
             "email": self.email,
+            "username": self.username,
+            "locale": self.locale,
             "login_contract": self.login_contract,
             "display_name": self.display_name,
             "password_hash": self.password_hash,
@@ -698,6 +733,8 @@ class Account:
             created_at=dt_from_doc(doc["created_at"]),
             phone=doc.get("phone"),
             email=doc.get("email"),
+            username=doc.get("username"),
+            locale=str(doc.get("locale") or "ru"),
             login_contract=doc.get("login_contract"),
             display_name=doc.get("display_name"),
             password_hash=doc.get("password_hash"),

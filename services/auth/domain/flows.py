@@ -24,6 +24,7 @@ from .accounts import (
     LoginReply,
     Outcome,
     require_contract_number,
+    require_email,
     require_phone,
 )
 from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
@@ -78,6 +79,8 @@ def start_registration(
     code: str,
     pepper: bytes,
     now: datetime,
+    email: str | None = None,
+    locale: str = "ru",
 ) -> FlowResult:
     """Start a parent registration (phone E.164, 8-digit contract, password, consent).
 
@@ -144,6 +147,8 @@ def start_registration(
     account.claimed_contract = contract_number
     account.consent_at = now
     account.flagged_password_reason = flagged
+    account.email = require_email(email) if email is not None else None
+    account.locale = locale
     return FlowResult(reply, effect, account, account.pull_events())
 
 

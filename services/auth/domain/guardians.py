@@ -44,27 +44,9 @@ INVITATION_TTL = timedelta(days=7)
 PROOF_FAILURE_LIMIT = 10  # per child per rolling hour: a birth date has only ~5,000 guesses
 
 
-class Action(StrEnum):
-    VIEW = "view"
-    TOP_UP = "top_up"
-    CHANGE_LIMITS = "change_limits"
-    BLOCK_CARD = "block_card"
-    MANAGE_GUARDIANS = "manage_guardians"
-    RECEIVE_NOTIFICATIONS = "receive_notifications"
-
-
-_PERMISSIONS: dict[GuardianRole, frozenset[Action]] = {
-    GuardianRole.PRIMARY: frozenset(Action),
-    # A co-guardian can block a lost card: it protects the money and is undone by the primary.
-    GuardianRole.CO_GUARDIAN: frozenset({Action.VIEW, Action.TOP_UP, Action.BLOCK_CARD,
-                                         Action.RECEIVE_NOTIFICATIONS}),
-    GuardianRole.VIEWER: frozenset({Action.RECEIVE_NOTIFICATIONS}),
-}
-
-
-def can(role: GuardianRole | None, action: Action) -> bool:
-    """Whether a guardian with ``role`` (None: not a guardian) may do ``action``."""
-    return role is not None and action in _PERMISSIONS[role]
+# Who may do what for a child is one table, services.runtime.tokens.PERMISSIONS, read by every
+# service from the token's ``children``; the only rule this aggregate enforces itself is its own
+# invariant: guardians are managed by the primary (there "manage_guardians" is primary-only).
 
 
 class ProofKind(StrEnum):
@@ -171,19 +153,16 @@ class Child:
     def role_of(self, account_id: str) -> GuardianRole | None:
         return self.guardians.get(account_id)
 
-    def can(self, account_id: str, action: Action) -> bool:
-        return can(self.role_of(account_id), action)
-
     def claim_for(self, account_id: str) -> ChildClaim | None:
         """The ``children`` entry of this guardian's access token."""
         role = self.role_of(account_id)
         return None if role is None else ChildClaim(self.contract_number, role)
 
-    def _require(self, account_id: str, action: Action) -> None:
+    def _require_primary(self, account_id: str) -> None:
         if account_id not in self.guardians:
             raise AuthRejected(Reason.NOT_A_GUARDIAN)
-        if not self.can(account_id, action):
-            raise AuthRejected(Reason.NOT_PERMITTED, action.value)
+        if self.guardians[account_id] is not GuardianRole.PRIMARY:
+            raise AuthRejected(Reason.NOT_PERMITTED, "manage_guardians")
 
     # --- linking ----------------------------------------------------------------------------
 
@@ -253,7 +232,7 @@ class Child:
         """The primary invites a co-guardian or a viewer; the token (sent out of band, stored
         hashed) is accepted by whoever holds it. Re-inviting with the same id is a no-op."""
         now = require_aware(now)
-        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        self._require_primary(by_account_id)
         if role is GuardianRole.PRIMARY:
             raise AuthRejected(Reason.INVALID_ROLE, "the primary is not invited")
         existing = self.invitations.get(invitation_id)
@@ -292,7 +271,7 @@ class Child:
 
     def revoke_invitation(self, *, by_account_id: str, invitation_id: str, now: datetime) -> bool:
         now = require_aware(now)
-        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        self._require_primary(by_account_id)
         if self.invitations.pop(invitation_id, None) is None:
             return False
         self.pending_events.append(
@@ -309,7 +288,7 @@ class Child:
         no-op returning False."""
         now = require_aware(now)
         if by_account_id != account_id:
-            self._require(by_account_id, Action.MANAGE_GUARDIANS)
+            self._require_primary(by_account_id)
         role = self.guardians.get(account_id)
         if role is None:
             return False
@@ -329,7 +308,7 @@ class Child:
         """The primary switches another guardian between co-guardian and viewer, or hands the
         primary role over (then becomes a co-guardian). Same role again is a no-op."""
         now = require_aware(now)
-        self._require(by_account_id, Action.MANAGE_GUARDIANS)
+        self._require_primary(by_account_id)
         old = self.guardians.get(account_id)
         if old is None:
             raise AuthRejected(Reason.NOT_A_GUARDIAN)

@@ -1,0 +1,3 @@
+from services.auth.app import run
+
+run()

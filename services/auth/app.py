@@ -1,0 +1,48 @@
+"""auth: the topic -> handler table, and the tick that prunes published outbox records."""
+
+from __future__ import annotations
+
+from contracts import auth as cmd
+from contracts.integrations import CardIssued, CardReissued
+from services.auth import store
+from services.auth.handlers import Handlers
+from services.auth.settings import Settings
+from services.runtime.consumer import Routes
+from services.runtime.service import Runtime, Tick, main
+
+
+async def wire(rt: Runtime) -> Routes:
+    await store.ensure_indexes(rt.db)
+    settings: Settings = rt.settings  # type: ignore[assignment]
+    h = Handlers(rt)
+
+    async def prune_outbox() -> None:
+        await store.prune_published(rt.db)
+
+    rt.ticks.append(Tick(settings.outbox_prune_every_s, prune_outbox, "auth-prune-outbox"))
+    return {
+        # integrations.card-issuance.v1
+        CardIssued: h.on_card_issued,
+        CardReissued: h.on_card_reissued,
+        # auth.commands.v1
+        cmd.StartRegistration: h.on_start_registration,
+        cmd.ConfirmRegistration: h.on_confirm_registration,
+        cmd.ResendCode: h.on_resend_code,
+        cmd.Login: h.on_login,
+        cmd.RefreshSession: h.on_refresh_session,
+        cmd.Logout: h.on_logout,
+        cmd.RequestPasswordReset: h.on_request_password_reset,
+        cmd.ConfirmPasswordReset: h.on_confirm_password_reset,
+        cmd.ChangePassword: h.on_change_password,
+        cmd.LinkChild: h.on_link_child,
+        cmd.InviteGuardian: h.on_invite_guardian,
+        cmd.RemoveGuardian: h.on_remove_guardian,
+        cmd.CreateStaffAccount: h.on_create_staff_account,
+        cmd.CloseAccount: h.on_close_account,
+        cmd.ListSessions: h.on_list_sessions,
+        cmd.GetLoginHistory: h.on_get_login_history,
+    }
+
+
+def run() -> None:
+    main("auth", Settings, wire)

@@ -1,0 +1,193 @@
+"""Domain events -> wire events (one small function each), access tokens, and the public text
+of refusals. The only translation point between the auth domain and the contracts.
+
+Message ids are uuid5 of what the event is about, so re-emitting a recorded result keeps its
+id and downstream inboxes drop the copy. Codes reach the wire only in
+:func:`code_request` (``notify.otp-requests.v1``); no other function here sees one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from contracts import auth as wire
+from contracts.catalog import topic_for
+from contracts.envelope import ContractModel
+from contracts.notify import OneTimeCodeRequested
+from contracts.types import GuardianRole
+from services.auth.domain import Account, Reason
+from services.auth.domain import events as d
+from services.auth.security import AccessClaims
+from services.runtime.tokens import ACCESS_TOKEN_TTL_S, issue_access_token
+
+NAMESPACE = uuid.UUID("0b7e4f1c-52a9-4d3e-8f60-3c9a2d1e7b45")
+
+Wired = tuple[str, str, ContractModel, str]
+
+
+def message_id(kind: str, *parts: object) -> str:
+    return str(uuid.uuid5(NAMESPACE, ":".join([kind, *map(str, parts)])))
+
+
+def new_account_id(*stable: object) -> str:
+    """``acc_`` + 32 hex: random, or derived from a business key so that a replay finds the
+    account it created before."""
+    raw = uuid.uuid5(NAMESPACE, ":".join(map(str, stable))) if stable else uuid.uuid4()
+    return f"acc_{raw.hex}"
+
+
+def new_session_id() -> str:
+    return f"ses_{uuid.uuid4().hex}"
+
+
+def _on(topic_of: type[ContractModel], key: str, message: ContractModel, mid: str) -> Wired:
+    return topic_for(topic_of).name, key, message, mid
+
+
+def _contacts(account: Account, at: datetime, *, closed: bool = False) -> Wired:
+    message = wire.GuardianContacts(
+        account_id=account.account_id, phone=None if closed else account.phone,
+        email=None if closed else account.email, locale=account.locale, updated_at=at)
+    return _on(wire.GuardianContacts, account.account_id, message,
+               message_id("contacts", account.account_id, at.isoformat(), closed))
+
+
+def _activated(e: d.AccountActivated, account: Account | None) -> list[Wired]:
+    out = [_on(wire.ParentRegistered, e.account_id,
+               wire.ParentRegistered(account_id=e.account_id, registered_at=e.occurred_at),
+               message_id("registered", e.account_id))]
+    if account is not None and account.phone:
+        out.append(_contacts(account, e.occurred_at))
+    return out
+
+
+def _login(e: d.NewLoginDetected, _: Account | None) -> list[Wired]:
+    return [_on(wire.LoginSucceeded, e.account_id,
+                wire.LoginSucceeded(account_id=e.account_id, session_id=e.session_id,
+                                    device=e.device, at=e.occurred_at),
+                message_id("login", e.session_id))]
+
+
+def _password(e: d.PasswordChanged, _: Account | None) -> list[Wired]:
+    return [_on(wire.PasswordChanged, e.account_id,
+                wire.PasswordChanged(account_id=e.account_id, reset=e.via == "reset",
+                                     at=e.occurred_at),
+                message_id("password", e.account_id, e.occurred_at.isoformat(), e.via))]
+
+
+def _linked(account_id: str, contract: str, role: str, at: datetime) -> Wired:
+    return _on(wire.GuardianLinked, account_id,
+               wire.GuardianLinked(account_id=account_id, contract=contract,
+                                   role=GuardianRole(role), at=at),
+               message_id("linked", account_id, contract, role, at.isoformat()))
+
+
+def _removed(account_id: str, contract: str, at: datetime) -> Wired:
+    return _on(wire.GuardianRemoved, account_id,
+               wire.GuardianRemoved(account_id=account_id, contract=contract, at=at),
+               message_id("removed", account_id, contract, at.isoformat()))
+
+
+def _guardian_linked(e: d.GuardianLinked, _: Account | None) -> list[Wired]:
+    return [_linked(e.account_id, e.contract_number, e.role, e.occurred_at)]
+
+
+def _role_changed(e: d.GuardianRoleChanged, _: Account | None) -> list[Wired]:
+    # Consumers project the latest GuardianLinked per (account, contract) as the role.
+    return [_linked(e.account_id, e.contract_number, e.new_role, e.occurred_at)]
+
+
+def _guardian_removed(e: d.GuardianRemoved, _: Account | None) -> list[Wired]:
+    return [_removed(e.account_id, e.contract_number, e.occurred_at)]
+
+
+def _reissued(e: d.ContractReissued, _: Account | None) -> list[Wired]:
+    """Guardians move to the new contract: removed from the old, linked to the new."""
+    out: list[Wired] = []
+    for account_id, role in e.guardians:
+        out.append(_removed(account_id, e.old_contract_number, e.occurred_at))
+        out.append(_linked(account_id, e.new_contract_number, role, e.occurred_at))
+    return out
+
+
+def _closed(e: d.AccountClosed, account: Account | None) -> list[Wired]:
+    out = [_on(wire.AccountClosed, e.account_id,
+               wire.AccountClosed(account_id=e.account_id, at=e.occurred_at),
+               message_id("closed", e.account_id))]
+    if account is not None and account.kind.value == "parent":
+        out.append(_contacts(account, e.occurred_at, closed=True))  # tombstone
+    return out
+
+
+OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
+    d.AccountActivated: _activated,
+    d.NewLoginDetected: _login,
+    d.PasswordChanged: _password,
+    d.GuardianLinked: _guardian_linked,
+    d.GuardianRoleChanged: _role_changed,
+    d.GuardianRemoved: _guardian_removed,
+    d.ContractReissued: _reissued,
+    d.AccountClosed: _closed,
+}
+
+
+def to_wire(events: Iterable[d.DomainEvent], account: Account | None = None) -> list[Wired]:
+    """Wire messages for domain events; internal-only events (sessions, throttles, codes
+    issued — codes go through :func:`code_request`) map to nothing."""
+    out: list[Wired] = []
+    for event in events:
+        convert = OUTBOUND.get(type(event))
+        if convert is not None:
+            out.extend(convert(event, account))
+    return out
+
+
+def code_request(event: d.DomainEvent, *, code: str, request_id: str,
+                 locale: str) -> Wired | None:
+    """The SMS request for a code just issued (only for ``OneTimeCodeIssued`` with a phone)."""
+    if not isinstance(event, d.OneTimeCodeIssued) or event.phone is None:
+        return None
+    message = OneTimeCodeRequested(request_id=request_id, phone=event.phone, code=code,
+                                   purpose=event.purpose, locale=locale,
+                                   expires_at=event.expires_at)
+    return _on(OneTimeCodeRequested, event.phone, message, message_id("otp", event.code_id))
+
+
+def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> str:
+    """Sign the domain's claims with the runtime's one token implementation."""
+    return issue_access_token(
+        private_key_pem, account_id=claims.sub, session_id=claims.sid,
+        role=wire.Role(claims.role),
+        children=[wire.ChildGrant(contract=c.contract, role=GuardianRole(c.role))
+                  for c in claims.children],
+        school_id=claims.school_id, now=now.timestamp())
+
+
+def session_tokens(request_id: str, *, access: str, refresh: str | None,
+                   must_change_password: bool = False) -> wire.SessionTokens:
+    return wire.SessionTokens(request_id=request_id, access_token=access,
+                              refresh_token=refresh, expires_in_s=ACCESS_TOKEN_TTL_S,
+                              must_change_password=must_change_password)
+
+
+_TEXT: dict[Reason, str] = {
+    Reason.INVALID_CREDENTIALS: "Wrong login or password.",
+    Reason.LOGIN_DELAYED: "Too many failed attempts; wait before trying again.",
+    Reason.LOGIN_RATE_LIMITED: "Too many failed attempts in the last hour; wait, or reset "
+                               "the password by SMS code.",
+    Reason.CODE_INVALID: "Wrong or expired code; ask for a new one.",
+    Reason.REFRESH_TOKEN_REUSED: "This refresh token was already used; the session has been "
+                                 "ended for safety. Log in again.",
+}
+
+
+def error_text(reason: Reason, retry_after: timedelta | None = None) -> str:
+    """Public text of a refusal: built from the reason and the wait only, never from account
+    data, so equal refusals read the same for known and unknown identifiers."""
+    text = _TEXT.get(reason) or reason.value.replace("_", " ").capitalize() + "."
+    if retry_after is not None:
+        text += f" Retry after {max(1, int(retry_after.total_seconds() + 0.999))} s."
+    return text

@@ -1,0 +1,201 @@
+"""The only module of auth that talks to MongoDB.
+
+Collections (database ``schoolcard_auth``):
+
+* ``auth_accounts`` — the Account aggregate (parents, staff, integrators) with an optimistic
+  ``version``; unique phone, login contract and login name; e-mail indexed. Identifiers an
+  account does not have are left out of the document, so the unique indexes (sparse) only see
+  real values.
+* ``auth_sessions`` — one document per session / refresh-token family; found by the hash of
+  the current refresh token or of a rotated one (reuse detection).
+* ``auth_children`` — children from the card-issuing system with their guardians; unique
+  contract number, indexed by previous contracts and by guardian account (``guardian_ids``).
+* ``auth_outbox`` / ``auth_inbox`` — the runtime's; published outbox records are deleted by
+  :func:`prune_published`.
+* ``auth_login_throttles`` — failure windows of login identifiers that name no account (keyed
+  by a peppered hash), so throttling looks the same for known and unknown identifiers.
+
+Array fields are matched with ``$in``: the dev server (nx-27017) misses equality matches on
+an indexed array field.
+
+Each function works inside the handler's transaction (``Store.of(tx)``) or, for the
+pre-reads done before slow password hashing, outside one (``Store(db)``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import phonenumbers
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+from services.auth.domain import Account, Child, FailureWindow, Session
+from services.auth.domain.common import login_throttle
+from services.runtime.mongo import Transaction
+
+Doc = dict[str, Any]
+_IDENTIFIERS = ("phone", "email", "username", "login_contract")
+_CONTRACT = re.compile(r"\d{8}")
+
+
+class ConcurrencyError(Exception):
+    """Another writer changed the document first; the message is retried (transient)."""
+
+
+async def ensure_indexes(db: Any) -> None:
+    await db.auth_accounts.create_indexes([
+        IndexModel([("phone", ASCENDING)], unique=True, sparse=True, name="phone_unique"),
+        IndexModel([("username", ASCENDING)], unique=True, sparse=True, name="username_unique"),
+        IndexModel([("login_contract", ASCENDING)], unique=True, sparse=True,
+                   name="login_contract_unique"),
+        IndexModel([("email", ASCENDING)], sparse=True, name="email"),
+    ])
+    await db.auth_sessions.create_indexes([
+        IndexModel([("account_id", ASCENDING)]),
+        IndexModel([("refresh_token_hash", ASCENDING)]),
+        IndexModel([("rotated_token_hashes", ASCENDING)]),
+    ])
+    await db.auth_children.create_indexes([
+        IndexModel([("contract_number", ASCENDING)], unique=True, name="contract_unique"),
+        IndexModel([("previous_contracts", ASCENDING)]),
+        IndexModel([("guardian_ids", ASCENDING)]),
+    ])
+
+
+def identify(login: str) -> tuple[str, str]:
+    """Which account field a login string names: e-mail, contract number, phone or login
+    name (the same parsing for every caller, known account or not)."""
+    text = login.strip()
+    if "@" in text:
+        return "email", text.lower()
+    if _CONTRACT.fullmatch(text):
+        return "login_contract", text
+    try:
+        parsed = phonenumbers.parse(text, "RU")
+        if phonenumbers.is_valid_number(parsed):
+            return "phone", phonenumbers.format_number(parsed,
+                                                       phonenumbers.PhoneNumberFormat.E164)
+    except phonenumbers.NumberParseException:
+        pass
+    return "username", text.lower()
+
+
+@dataclass
+class Store:
+    db: Any
+    session: AsyncClientSession | None = None
+
+    @classmethod
+    def of(cls, tx: Transaction) -> Store:
+        return cls(tx.db, tx.session)
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    async def account(self, account_id: str) -> Account | None:
+        doc = await self.db.auth_accounts.find_one({"_id": account_id}, session=self.session)
+        return Account.from_doc(doc) if doc else None
+
+    async def account_by(self, field: str, value: str) -> Account | None:
+        """The account a login identifier names; for e-mail, the active one first."""
+        docs = await self.db.auth_accounts.find({field: value}, session=self.session) \
+            .to_list(5)
+        docs.sort(key=lambda d: d.get("status") != "active")
+        return Account.from_doc(docs[0]) if docs else None
+
+    async def account_by_phone(self, phone: str) -> Account | None:
+        return await self.account_by("phone", phone)
+
+    async def save_account(self, account: Account, expected_version: int | None) -> None:
+        """Insert (``expected_version`` None) or replace if nobody wrote since the load."""
+        account.version = 0 if expected_version is None else expected_version + 1
+        doc = account.to_doc()
+        for name in _IDENTIFIERS:
+            if doc.get(name) is None:
+                doc.pop(name, None)
+        await self._put(self.db.auth_accounts, doc, expected_version)
+
+    # --- sessions ---------------------------------------------------------------------------
+
+    async def session_doc(self, session_id: str) -> Session | None:
+        doc = await self.db.auth_sessions.find_one({"_id": session_id}, session=self.session)
+        return Session.from_doc(doc) if doc else None
+
+    async def session_by_refresh(self, token_hash: str) -> Session | None:
+        doc = await self.db.auth_sessions.find_one(
+            {"$or": [{"refresh_token_hash": token_hash}, {"rotated_token_hashes": {"$in": [token_hash]}}]},
+            session=self.session)
+        return Session.from_doc(doc) if doc else None
+
+    async def sessions_of(self, account_id: str) -> list[Session]:
+        docs = await self.db.auth_sessions.find({"account_id": account_id},
+                                                session=self.session).to_list(None)
+        return [Session.from_doc(d) for d in docs]
+
+    async def save_session(self, session: Session, expected_version: int | None) -> None:
+        session.version = 0 if expected_version is None else expected_version + 1
+        await self._put(self.db.auth_sessions, session.to_doc(), expected_version)
+
+    # --- children ---------------------------------------------------------------------------
+
+    async def child(self, child_id: str) -> Child | None:
+        doc = await self.db.auth_children.find_one({"_id": child_id}, session=self.session)
+        return Child.from_doc(doc) if doc else None
+
+    async def child_by_contract(self, contract: str, *, previous: bool = False) -> Child | None:
+        query: Doc = ({"$or": [{"contract_number": contract}, {"previous_contracts": {"$in": [contract]}}]}
+                      if previous else {"contract_number": contract})
+        doc = await self.db.auth_children.find_one(query, session=self.session)
+        return Child.from_doc(doc) if doc else None
+
+    async def children_of(self, account_id: str) -> list[Child]:
+        docs = await self.db.auth_children.find({"guardian_ids": {"$in": [account_id]}},
+                                                session=self.session).to_list(None)
+        return [Child.from_doc(d) for d in docs]
+
+    async def save_child(self, child: Child, expected_version: int | None) -> None:
+        child.version = 0 if expected_version is None else expected_version + 1
+        doc = child.to_doc()
+        # A flat list to query by: the dev server does not match fields inside arrays of
+        # sub-documents ("guardians.account_id").
+        doc["guardian_ids"] = sorted(child.guardians)
+        await self._put(self.db.auth_children, doc, expected_version)
+
+    # --- throttles of unknown identifiers ---------------------------------------------------
+
+    async def unknown_throttle(self, key: str) -> FailureWindow:
+        doc = await self.db.auth_login_throttles.find_one({"_id": key}, session=self.session)
+        return login_throttle().load(doc["failures"] if doc else None)
+
+    async def save_unknown_throttle(self, key: str, throttle: FailureWindow) -> None:
+        await self.db.auth_login_throttles.replace_one(
+            {"_id": key}, {"_id": key, "failures": throttle.to_doc()}, upsert=True,
+            session=self.session)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _put(self, collection: Any, doc: Doc, expected_version: int | None) -> None:
+        if expected_version is None:
+            await collection.insert_one(doc, session=self.session)
+            return
+        result = await collection.replace_one({"_id": doc["_id"], "version": expected_version},
+                                              doc, session=self.session)
+        if result.matched_count != 1:
+            raise ConcurrencyError(f"{collection.name}/{doc['_id']}")
+
+
+async def prune_published(db: Any) -> int:
+    """Delete published records from ``auth_outbox``.
+
+    Two reasons: a one-time code must not outlive its delivery in our database (the outbox
+    would keep it a week), and on the dev server (nx-27017) the relay's query
+    ``{status: "pending", $or: [...]}`` ignores the status filter, so once 200 published records
+    exist, the relay re-sends them forever and new ones starve. Queried without ``$or``, which
+    the dev server gets right."""
+    docs = await db.auth_outbox.find({"status": "sent"}, {"_id": 1}).to_list(None)
+    if not docs:
+        return 0
+    result = await db.auth_outbox.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
+    return int(result.deleted_count)

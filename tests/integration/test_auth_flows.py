@@ -1,0 +1,378 @@
+"""auth end to end in-process, against the real broker and MongoDB-protocol server, with a
+fake clock: registration by SMS code, login, tokens the other services accept, session
+timeouts and refresh-token reuse, throttling, one-time-code rules and no user enumeration."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from contracts import auth as cmd
+from contracts.integrations import CardIssued
+from services.auth.security import parse_argon2_hash
+from services.runtime.logs import configure_logging
+from services.runtime.tokens import TokenError, authorize, verify_access_token
+from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
+
+pytestmark = pytest.mark.integration
+
+SECRETS: set[str] = set()
+"""Every password and one-time code used by the auth tests (read by the secrets scan)."""
+CAPTURED: list[str] = []
+
+
+class ScriptedClock(FakeClock):
+    """A fake clock that can hand out a script of instants, one per reading (the service
+    reads it once per handled message), so a burst of messages can be spread over simulated
+    time without waiting for each reply."""
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        self.script: list[datetime] = []
+        self.readings = 0
+
+    def __call__(self) -> Any:
+        if self.script:
+            self.readings += 1
+            self.now = self.script.pop(0)
+        return self.now
+
+
+class _Capture(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        CAPTURED.append(self.format(record))
+
+
+def password() -> str:
+    pw = f"otter {uid('pw')} paddles"
+    SECRETS.add(pw)
+    return pw
+
+
+def phone() -> str:
+    return f"+7912{random.randrange(10**6, 10**7)}"
+
+
+def contract() -> str:
+    return f"{random.randrange(10**7, 10**8)}"
+
+
+@pytest.fixture(scope="module")
+async def auth(service_runner, infra, bootstrap, run_dir: Path) -> AsyncIterator[SimpleNamespace]:
+    configure_logging("auth", level="INFO", json=True)  # what production renders
+    root = logging.getLogger()
+    capture = _Capture()
+    capture.setFormatter(root.handlers[0].formatter)
+    root.addHandler(capture)
+    clock = ScriptedClock(datetime(2026, 9, 1, 6, 0, tzinfo=UTC))
+    try:
+        async with service_runner("auth", clock=clock, private_key=infra["AUTH_PRIVATE_KEY"],
+                                  pepper=f"pepper-{uid()}") as svc, \
+                Requester(bootstrap) as requester, Integrator(bootstrap) as integrator, \
+                TopicReader(bootstrap, "notify.otp-requests.v1") as otp, \
+                TopicReader(bootstrap, "auth.events.v1") as events:
+            yield SimpleNamespace(svc=svc, db=svc.runtime.db, clock=clock, req=requester,
+                                  integrator=integrator, otp=otp, events=events,
+                                  public_key=infra["SCHOOLCARD_AUTH_PUBLIC_KEY"])
+    finally:
+        root.removeHandler(capture)
+        (run_dir / "logs").mkdir(exist_ok=True)
+        (run_dir / "logs" / "auth-in-process.log").write_text("\n".join(CAPTURED))
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+async def issue_card(a: SimpleNamespace, number: str, born: date = date(2014, 3, 8),
+                     initial_password_is_birth_date: bool = False) -> None:
+    card = CardIssued(contract=number, card_uid=f"{random.getrandbits(56):014X}",
+                      school_id="izh-school-42", school_tz="Europe/Samara",
+                      student_id=uid("stu"), class_name="5Б", birth_date=born,
+                      initial_password_is_birth_date=initial_password_is_birth_date,
+                      issued_at=a.clock.now)
+    await a.integrator.publish(card, number)
+    await eventually(lambda: a.db.auth_children.find_one({"contract_number": number}),
+                     what="the child in auth_children")
+
+
+async def code_for(a: SimpleNamespace, to: str, *, count: int = 1) -> str:
+    """The ``count``-th code sent to ``to`` (the relay may publish a record twice: at least
+    once; copies share the message id)."""
+    async def nth() -> str | None:
+        await a.otp.poll()
+        distinct = {r.headers["ce_id"]: r for r in a.otp.records if r.key == to}
+        return str(list(distinct.values())[count - 1].json()["code"]) \
+            if len(distinct) >= count else None
+
+    code = await eventually(nth, what=f"code #{count} for {to}")
+    SECRETS.add(code)
+    return code
+
+
+async def send(a: SimpleNamespace, message: Any, key: str, token: str | None = None) -> Any:
+    reply = await a.req.send(message, key, token=token)
+    return reply.json()
+
+
+async def register(a: SimpleNamespace, number: str, tel: str, pw: str) -> None:
+    started = await send(a, cmd.StartRegistration(request_id=uid("r"), phone=tel,
+                                                  contract=number, password=pw, consent=True), tel)
+    assert started["ok"] and started["resend_after_s"] == 60
+    code = await code_for(a, tel)
+    confirmed = await send(a, cmd.ConfirmRegistration(request_id=uid("c"), phone=tel, code=code),
+                           tel)
+    assert confirmed["ok"], confirmed
+
+
+async def login(a: SimpleNamespace, tel: str, pw: str) -> dict[str, Any]:
+    return await send(a, cmd.Login(request_id=uid("l"), login=tel, password=pw,
+                                   device="Android 14, SchoolCard 2.4", ip="10.0.0.7"), tel)
+
+
+async def refresh(a: SimpleNamespace, token: str, key: str) -> dict[str, Any]:
+    return await send(a, cmd.RefreshSession(request_id=uid("f"), refresh_token=token), key)
+
+
+def error(reply: dict[str, Any]) -> str:
+    assert not reply["ok"], reply
+    return str(reply["error"]["code"])
+
+
+async def parent(a: SimpleNamespace, *, link: bool = True) -> SimpleNamespace:
+    number, tel, pw = contract(), phone(), password()
+    await issue_card(a, number)
+    await register(a, number, tel, pw)
+    tokens = await login(a, tel, pw)
+    assert tokens["ok"], tokens
+    if link:
+        linked = await send(a, cmd.LinkChild(request_id=uid("k"), contract=number,
+                                             birth_date="2014-03-08"), tel,
+                            tokens["access_token"])
+        assert linked["ok"], linked
+        tokens["access_token"] = linked["access_token"]
+    return SimpleNamespace(contract=number, phone=tel, password=pw, **tokens)
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_services_accept_the_token(
+        auth):
+    a = auth
+    p = await parent(a)
+    claims = verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp())
+    authorize(claims, "view", p.contract)
+    authorize(claims, "change_limits", p.contract)
+    with pytest.raises(TokenError):
+        authorize(claims, "view", contract())  # not their child
+    account = await a.db.auth_accounts.find_one({"phone": p.phone})
+    stored = parse_argon2_hash(account["password_hash"])
+    assert (stored.variant, stored.memory_cost_kib, stored.time_cost, stored.parallelism) == (
+        "argon2id", 19456, 2, 1)
+    facts = await a.events.wait_for(lambda r: r.key == claims.sub, count=3)
+    assert {f.type.rsplit(".", 1)[-1] for f in facts} >= {"ParentRegistered", "LoginSucceeded",
+                                                          "GuardianLinked"}
+
+
+async def test_a_second_parent_cannot_link_without_proof_and_a_co_guardian_cannot_change_limits(
+        auth):
+    a = auth
+    mum = await parent(a)
+    dad = await parent(a, link=False)
+    wrong = await send(a, cmd.LinkChild(request_id=uid("k"), contract=mum.contract,
+                                        birth_date="2014-03-09"), dad.phone, dad.access_token)
+    assert error(wrong) == "child_proof_invalid"
+    invited = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
+                                               phone=dad.phone, role="co_guardian"),
+                         mum.phone, mum.access_token)
+    assert invited["ok"], invited
+    renewed = await refresh(a, dad.refresh_token, dad.phone)
+    claims = verify_access_token(renewed["access_token"], a.public_key,
+                                 now=a.clock.now.timestamp())
+    authorize(claims, "top_up", mum.contract)
+    with pytest.raises(TokenError):
+        authorize(claims, "change_limits", mum.contract)
+    refused = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
+                                               phone=mum.phone, role="viewer"),
+                         dad.phone, renewed["access_token"])
+    assert error(refused) == "forbidden"
+
+
+async def test_a_session_survives_19_59_idle_but_not_20_01_and_never_12_hours(auth):
+    a = auth
+    p = await parent(a, link=False)
+    a.clock.advance(minutes=19, seconds=59)
+    renewed = await refresh(a, p.refresh_token, p.phone)
+    assert renewed["ok"], renewed
+    a.clock.advance(minutes=20, seconds=1)
+    assert error(await refresh(a, renewed["refresh_token"], p.phone)) == "session_idle_expired"
+
+    token = (await login(a, p.phone, p.password))["refresh_token"]
+    for _ in range(37):  # 37 x 19 min = 11 h 43 min, always inside the idle limit
+        a.clock.advance(minutes=19)
+        reply = await refresh(a, token, p.phone)
+        assert reply["ok"], reply
+        token = reply["refresh_token"]
+    a.clock.advance(minutes=17)  # 12 h after login
+    assert error(await refresh(a, token, p.phone)) == "session_lifetime_expired"
+
+
+async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(auth):
+    a = auth
+    p = await parent(a, link=False)
+    renewed = await refresh(a, p.refresh_token, p.phone)
+    assert renewed["ok"]
+    assert error(await refresh(a, p.refresh_token, p.phone)) == "refresh_token_reused"
+    assert error(await refresh(a, renewed["refresh_token"], p.phone)) == "session_revoked"
+
+
+async def test_150_wrong_passwords_in_an_hour_process_at_most_100_and_the_owner_gets_in_by_reset_code(
+        auth):
+    a = auth
+    p = await parent(a, link=False)
+    wrong = password()
+    start = a.clock.now
+    # 100 attempts 30 s apart (each waits out the growing delay), then 50 more in the last
+    # 10 minutes of the same hour, one every 12 s; sent at once, stamped by the script.
+    a.clock.script = [start + timedelta(seconds=30 * i if i < 100 else 3000 + 12 * (i - 100))
+                      for i in range(150)]
+    order: list[str] = []
+    for i in range(150):
+        env = await a.req.integrator.publish(
+            cmd.Login(request_id=f"brute-{i}-{uid()}", login=p.phone, password=wrong),
+            p.phone, reply_to=a.req.reply_topic)
+        order.append(env.correlation_id)
+    ids = set(order)
+
+    async def answered() -> dict[str, Any] | None:
+        await a.req.replies.poll()  # copies of a reply (at-least-once relay) share its id
+        found = {r.headers["ce_correlationid"]: r for r in a.req.replies.records
+                 if r.headers.get("ce_correlationid") in ids}
+        return found if len(found) == 150 else None
+
+    distinct = await eventually(answered, timeout=120, what="150 login replies")
+    assert not a.clock.script and a.clock.now - start < timedelta(hours=1)
+    codes = [error(distinct[c].json()) for c in order]
+    processed = codes.count("invalid_credentials")  # argon2 verification ran
+    assert 95 <= processed <= 100, codes
+    assert codes[-40:] == ["login_rate_limited"] * 40
+    assert set(codes) <= {"invalid_credentials", "login_delayed", "login_rate_limited"}
+    account = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert len(account["password_failures"]) <= 100
+
+    # The documented way back in: a password reset by SMS code, then a normal login.
+    await send(a, cmd.RequestPasswordReset(request_id=uid("q"), phone=p.phone), p.phone)
+    code = await code_for(a, p.phone, count=2)
+    new = password()
+    done = await send(a, cmd.ConfirmPasswordReset(request_id=uid("z"), phone=p.phone, code=code,
+                                                  new_password=new), p.phone)
+    assert done["ok"], done
+    assert (await login(a, p.phone, new))["ok"]
+    again = await send(a, cmd.ConfirmPasswordReset(request_id=uid("z"), phone=p.phone,
+                                                   code=code, new_password=password()), p.phone)
+    assert error(again) == "code_invalid"  # a used code is refused
+
+
+async def test_a_code_fails_after_5_wrong_attempts_and_after_expiry_and_once_used(auth):
+    a = auth
+    number, tel, pw = contract(), phone(), password()
+    await issue_card(a, number)
+    await send(a, cmd.StartRegistration(request_id=uid("r"), phone=tel, contract=number,
+                                        password=pw, consent=True), tel)
+    code = await code_for(a, tel)
+    wrong = f"{(int(code) + 1) % 10**6:06d}"
+    for _ in range(5):
+        assert error(await send(a, cmd.ConfirmRegistration(
+            request_id=uid("c"), phone=tel, code=wrong), tel)) == "code_invalid"
+    assert error(await send(a, cmd.ConfirmRegistration(
+        request_id=uid("c"), phone=tel, code=code), tel)) == "code_invalid"
+
+    a.clock.advance(seconds=61)
+    await send(a, cmd.ResendCode(request_id=uid("s"), phone=tel), tel)
+    second = await code_for(a, tel, count=2)
+    a.clock.advance(minutes=5)
+    assert error(await send(a, cmd.ConfirmRegistration(
+        request_id=uid("c"), phone=tel, code=second), tel)) == "code_invalid"
+
+    await send(a, cmd.ResendCode(request_id=uid("s"), phone=tel), tel)
+    third = await code_for(a, tel, count=3)
+    assert (await send(a, cmd.ConfirmRegistration(request_id=uid("c"), phone=tel, code=third),
+                       tel))["ok"]
+    assert error(await send(a, cmd.ConfirmRegistration(
+        request_id=uid("c"), phone=tel, code=third), tel)) == "code_invalid"
+    stored = await a.db.auth_accounts.find_one({"phone": tel})
+    assert stored["status"] == "active" and third not in str(stored)
+
+
+async def test_known_and_unknown_phones_get_identical_replies(auth):
+    a = auth
+    known = await parent(a, link=False)
+    unknown = phone()
+    pw, request_id = password(), uid("same")
+
+    async def both(make: Any) -> tuple[Any, Any]:
+        first = await a.req.send(make(known.phone), known.phone)
+        second = await a.req.send(make(unknown), unknown)
+        return first, second
+
+    for make in (
+        lambda tel: cmd.StartRegistration(request_id=request_id, phone=tel,
+                                          contract=known.contract, password=pw, consent=True),
+        lambda tel: cmd.Login(request_id=request_id, login=tel, password=pw),
+        lambda tel: cmd.RequestPasswordReset(request_id=request_id, phone=tel),
+        lambda tel: cmd.ConfirmPasswordReset(request_id=request_id, phone=tel, code="000000",
+                                             new_password=pw),
+    ):
+        first, second = await both(make)
+        assert first.type == second.type
+        assert first.json() == second.json()
+
+
+async def test_a_contract_with_the_birth_date_password_must_change_it_at_first_login(auth):
+    a = auth
+    number = contract()
+    await issue_card(a, number, born=date(2013, 11, 2), initial_password_is_birth_date=True)
+    SECRETS.add("02112013")
+    first = await send(a, cmd.Login(request_id=uid("l"), login=number, password="02112013"),
+                       number)
+    assert first["ok"] and first["must_change_password"]
+    restricted = verify_access_token(first["access_token"], a.public_key,
+                                     now=a.clock.now.timestamp())
+    assert restricted.children == []
+    new = password()
+    changed = await send(a, cmd.ChangePassword(request_id=uid("p"), current_password="02112013",
+                                               new_password=new), number, first["access_token"])
+    assert changed["ok"], changed
+    full = verify_access_token(changed["access_token"], a.public_key,
+                               now=a.clock.now.timestamp())
+    authorize(full, "change_limits", number)
+
+
+async def test_sessions_and_login_history_are_listed_and_logout_everywhere_ends_them(auth):
+    a = auth
+    p = await parent(a, link=False)
+    second = await login(a, p.phone, p.password)
+    listed = await send(a, cmd.ListSessions(), p.phone, second["access_token"])
+    assert len(listed["sessions"]) == 2 and sum(s["current"] for s in listed["sessions"]) == 1
+    history = await send(a, cmd.GetLoginHistory(limit=5), p.phone, second["access_token"])
+    assert [e["success"] for e in history["entries"]] == [True, True]
+    out = await send(a, cmd.Logout(request_id=uid("o"), everywhere=True), p.phone,
+                     second["access_token"])
+    assert out["ok"]
+    assert error(await refresh(a, p.refresh_token, p.phone)) == "session_revoked"
+    assert error(await refresh(a, second["refresh_token"], p.phone)) == "session_revoked"
+
+
+async def test_published_codes_do_not_stay_in_the_outbox(auth):
+    a = auth
+
+    async def gone() -> bool:
+        left = await a.db.auth_outbox.find({"topic": "notify.otp-requests.v1"}).to_list(None)
+        return all(d["status"] == "pending" for d in left)
+
+    assert await eventually(gone, timeout=30, what="published code records deleted")
