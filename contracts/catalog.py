@@ -93,7 +93,7 @@ TOPICS: tuple[Topic, ...] = (
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
-    Topic("auth.events.v1", "account id", "auth", ("wallet", "access", "transit", "notify"),
+    Topic("auth.events.v1", "account id", "auth", ("notify",),
           _models(auth, "ParentRegistered", "LoginSucceeded", "PasswordChanged",
                   "GuardianLinked", "GuardianRemoved", "AccountClosed"),
           "Account, session and guardianship facts.", retention_ms=30 * DAY_MS),

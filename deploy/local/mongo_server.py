@@ -20,6 +20,7 @@ server: one thread per connection, so waiting for the lock never starves a worke
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import sys
 import threading
@@ -39,6 +40,8 @@ _session: dict[str, ClientSession] = {}  # database -> that transaction's sessio
 _since: dict[str, float] = {}
 _owner_conn: dict[str, Any] = {}
 _command_locks: dict[str, threading.Lock] = {}
+_waiting: dict[str, set[int]] = {}  # database -> arrival tickets of commands waiting
+_arrivals = itertools.count()
 _current = threading.local()
 
 _orig_start = ClientSession.start_transaction
@@ -120,15 +123,26 @@ def _serialised(method: Any) -> Any:
         if db is None:
             return method(self, msg, *args, **kwargs)
         deadline = time.monotonic() + LOCK_WAIT_S
+        ticket = next(_arrivals)
         with _cond:
-            while _owner.get(db) not in (None, lsid):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not _cond.wait(remaining):
-                    raise RuntimeError("WriteConflict: another transaction holds the database")
-            if starts and _owner.get(db) is None:
-                _owner[db] = lsid
-                _since[db] = time.monotonic()
-                _owner_conn[db] = msg.get("_conn_id")
+            waiting = _waiting.setdefault(db, set())
+            waiting.add(ticket)
+            try:
+                # Fairness: a new transaction may start only when every command that has been
+                # waiting longer got its turn, so a busy consumer cannot starve the relay.
+                while not (_owner.get(db) in (None, lsid) and not (
+                        starts and _owner.get(db) is None and ticket != min(waiting))):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not _cond.wait(remaining):
+                        raise RuntimeError(
+                            "WriteConflict: another transaction holds the database")
+                if starts and _owner.get(db) is None:
+                    _owner[db] = lsid
+                    _since[db] = time.monotonic()
+                    _owner_conn[db] = msg.get("_conn_id")
+            finally:
+                waiting.discard(ticket)
+                _cond.notify_all()
         _current.db, _current.depth = db, 1
         try:
             with _command_lock(db):

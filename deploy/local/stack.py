@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -207,6 +208,10 @@ class Stack:
 
     def up(self, services: tuple[str, ...] = SERVICES, kafka_port: int | None = None,
            mongo_port: int | None = None) -> None:
+        """Start from a clean slate: the broker keeps its data in memory, so the database,
+        the sinks and the logs of an earlier run are removed with it."""
+        for stale in ("mongo", "sinks", "logs"):
+            shutil.rmtree(self.run_dir / stale, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         kafka = start_broker(self.run_dir, kafka_port)
         mongo = start_mongo(self.run_dir, mongo_port)

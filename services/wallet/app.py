@@ -1,10 +1,11 @@
-"""wallet: the topic -> handler table."""
+"""wallet: the topic -> handler table and the bonus-expiry tick."""
 
 from __future__ import annotations
 
-from contracts.integrations import CardIssued, TopUpReceived
+from contracts import integrations, transit
+from contracts import wallet as commands
 from services.runtime.consumer import Routes
-from services.runtime.service import Runtime, main
+from services.runtime.service import Runtime, Tick, main
 from services.wallet import store
 from services.wallet.handlers import Handlers
 from services.wallet.settings import Settings
@@ -13,9 +14,34 @@ from services.wallet.settings import Settings
 async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db)
     h = Handlers(rt)
+    settings: Settings = rt.settings  # type: ignore[assignment]
+
+    async def expire_bonuses() -> None:
+        await h.expire_bonuses()
+
+    rt.ticks.append(Tick(settings.bonus_expiry_every_s, expire_bonuses, "bonus-expiry"))
     return {
-        CardIssued: h.on_card_issued,
-        TopUpReceived: h.on_top_up,
+        # integrations.card-issuance.v1
+        integrations.CardIssued: h.on_card_issued,
+        integrations.CardReissued: h.on_card_reissued,
+        # integrations.topups.v1
+        integrations.TopUpReceived: h.on_top_up,
+        # integrations.canteen-sales.v1
+        integrations.CanteenSaleRequested: h.on_sale,
+        # transit.events.v1
+        transit.FareAssessed: h.on_fare_assessed,
+        transit.FareCorrected: h.on_fare_corrected,
+        # wallet.commands.v1
+        commands.SetControls: h.on_set_controls,
+        commands.SetAutoTopUp: h.on_set_auto_top_up,
+        commands.BlockCard: h.on_block_card,
+        commands.UnblockCard: h.on_unblock_card,
+        commands.MoveMoney: h.on_move_money,
+        commands.OpenDispute: h.on_open_dispute,
+        commands.ResolveDispute: h.on_resolve_dispute,
+        commands.SetGraceMeal: h.on_set_grace_meal,
+        commands.GetBalance: h.on_get_balance,
+        commands.GetStatement: h.on_get_statement,
     }
 
 

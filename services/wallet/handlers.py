@@ -1,18 +1,42 @@
 """Wallet use cases: load the account, make one domain call, commit state + ledger + outbox +
-inbox in one transaction. Expected refusals (unknown contract, conflicting payment id) are
-results published as events, not errors."""
+inbox in one transaction.
+
+Expected refusals are results, not errors: a declined sale or fare is an event (and a decision
+to the till), a refused app command is an ErrorReply. Input that can never succeed (an
+operation id reused with other content, a refund of a ride never charged) is dead-lettered
+with the reason (``Rejected``). A write conflict on the account (another instance changed it
+between load and save) is retried here with fresh state, inside the same delivery.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+from pymongo.errors import OperationFailure, PyMongoError
+
 from contracts import integrations as inbound
+from contracts import transit
 from contracts import wallet as wire
-from contracts.catalog import topic_for
-from services.runtime.consumer import Inbound
+from contracts.auth import AccessTokenClaims, Role
+from services.runtime.consumer import Inbound, Rejected
+from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
+from services.runtime.tokens import TokenError
 from services.wallet import domain as d
 from services.wallet import outbound, store
 from services.wallet.settings import Settings
+
+log = get_logger("schoolcard.wallet")
+
+Body = Callable[[Transaction], Awaitable[None]]
+Operation = Callable[[d.Account, AccessTokenClaims, Transaction], object]
+
+
+def _rejected(exc: d.WalletRejected) -> Rejected:
+    return Rejected(exc.reason.value, str(exc))
 
 
 class Handlers:
@@ -20,25 +44,50 @@ class Handlers:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
 
-    def _tx(self, msg: Inbound):  # type: ignore[no-untyped-def]
-        return self.rt.uow.transaction(inbox_id=msg.inbox_id, cause=msg.envelope,
-                                       now=self.rt.clock())
+    # --- plumbing -------------------------------------------------------------------------------
+
+    async def _run(self, msg: Inbound | None, body: Body) -> None:
+        """One transaction for ``msg``; retried with fresh state on a write conflict."""
+        attempts = self.settings.conflict_retries
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self.rt.transaction(msg) as tx:
+                    await body(tx)
+                return
+            except store.ConcurrencyError:
+                if attempt == attempts:
+                    raise
+            except PyMongoError as exc:
+                if attempt == attempts or not _write_conflict(exc):
+                    raise
+            await asyncio.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** attempt)))
 
     async def _commit(self, tx: Transaction, account: d.Account, loaded: int | None) -> None:
         await store.save_account(tx, account, loaded)
-        await store.append_entries(tx, account.pull_entries())
+        try:
+            await store.append_entries(tx, account.pull_entries())
+        except store.OperationClash as exc:
+            raise Rejected("operation_id_conflict",
+                           f"operation {exc} was already applied to another contract") from None
         for event in account.pull_events():
             self._emit(tx, event)
 
     def _emit(self, tx: Transaction, event: object) -> None:
         wired = outbound.to_wire(event)
         if wired is not None:
-            topic, key, message, mid = wired
-            tx.emit(topic, key, message, message_id=mid)
+            self._send(tx, wired)
+
+    @staticmethod
+    def _send(tx: Transaction, wired: outbound.Wired) -> None:
+        topic, key, message, mid = wired
+        tx.emit(topic, key, message, message_id=mid)
+
+    # --- integrators: cards and top-ups -----------------------------------------------------------
 
     async def on_card_issued(self, msg: Inbound) -> None:
         card: inbound.CardIssued = msg.message
-        async with self._tx(msg) as tx:
+
+        async def body(tx: Transaction) -> None:
             if await store.load_account(tx, card.contract) is not None:
                 return  # already opened by an earlier delivery of the same card
             school = await store.school_settings(tx, card.school_id)
@@ -47,16 +96,50 @@ class Handlers:
                 time_zone=card.school_tz, now=tx.now,
                 grace_meal_limit=school.get("grace_meal_max_debt",
                                             self.settings.grace_meal_default))
-            await self._commit(tx, account, None)
+            try:
+                await self._commit(tx, account, None)
+            except store.AccountExists:
+                raise store.ConcurrencyError(card.contract) from None  # opened meanwhile
+
+        await self._run(msg, body)
+
+    async def on_card_reissued(self, msg: Inbound) -> None:
+        event: inbound.CardReissued = msg.message
+
+        async def body(tx: Transaction) -> None:
+            old = await store.load_account(tx, event.old_contract)
+            if old is None:
+                raise Rejected("unknown_contract", f"no account {event.old_contract}")
+            loaded = old.version
+            school = await store.school_settings(tx, event.school_id)
+            try:
+                outcome = d.reissue_card(
+                    old, reissue_id=f"reissue-{event.old_contract}-{event.new_contract}",
+                    new_contract=event.new_contract, new_card_uid=event.new_card_uid,
+                    now=tx.now, school_id=event.school_id, time_zone=event.school_tz,
+                    grace_meal_limit=school.get("grace_meal_max_debt"))
+            except d.WalletRejected as exc:
+                raise _rejected(exc) from None
+            if outcome.new_account is not None:
+                try:
+                    await self._commit(tx, outcome.new_account, None)
+                except store.AccountExists:
+                    raise Rejected("contract_in_use", f"{event.new_contract} is already "
+                                   "open") from None
+            await self._commit(tx, old, loaded)
+
+        await self._run(msg, body)
 
     async def on_top_up(self, msg: Inbound) -> None:
         top_up: inbound.TopUpReceived = msg.message
-        async with self._tx(msg) as tx:
+
+        async def body(tx: Transaction) -> None:
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
                                                  top_up.amount)
             account = await store.load_account(tx, top_up.contract)
             if conflict or account is None:
-                self._reject(tx, top_up, "payment_id_conflict" if conflict else "unknown_contract")
+                self._reject_top_up(tx, top_up, "payment_id_conflict" if conflict
+                                    else "unknown_contract")
                 return
             loaded = account.version
             try:
@@ -66,26 +149,292 @@ class Handlers:
                     channel=d.TopUpChannel(top_up.channel.value),
                     auto_top_up_request_id=top_up.auto_top_up_request_id)
             except d.WalletRejected as exc:
-                self._reject(tx, top_up, "payment_id_conflict"
-                             if exc.reason is d.RejectionReason.IDEMPOTENCY_CONFLICT
-                             else exc.reason.value)
+                self._reject_top_up(tx, top_up, "payment_id_conflict"
+                                    if exc.reason is d.RejectionReason.IDEMPOTENCY_CONFLICT
+                                    else exc.reason.value)
                 return
             if result.replayed:
+                record = account.top_ups[top_up.payment_id]
                 self._emit(tx, d.TopUpCredited(
                     account.contract, top_up.payment_id, result.amount, result.sub_balance,
-                    d.TopUpChannel(top_up.channel.value), result.grace_debt_settled,
-                    result.balances, tx.now))
+                    record.channel, result.grace_debt_settled, result.balances, record.at))
                 return
             await self._commit(tx, account, loaded)
             if top_up.receipt_email:
-                receipt = wire.ReceiptIssued(contract=account.contract,
-                                             payment_id=top_up.payment_id,
-                                             amount=top_up.amount, email=top_up.receipt_email,
-                                             issued_at=tx.now)
-                tx.emit(topic_for(wire.ReceiptIssued).name, account.contract, receipt,
-                        message_id=outbound.message_id("receipt", top_up.payment_id))
+                self._send(tx, outbound.receipt(top_up, top_up.receipt_email, tx.now))
 
-    def _reject(self, tx: Transaction, top_up: inbound.TopUpReceived, reason: str) -> None:
+        await self._run(msg, body)
+
+    def _reject_top_up(self, tx: Transaction, top_up: inbound.TopUpReceived, reason: str) -> None:
         rejected = wire.TopUpRejected(contract=top_up.contract, payment_id=top_up.payment_id,
                                       amount=top_up.amount, reason=reason)
-        tx.emit(topic_for(wire.TopUpRejected).name, top_up.contract, rejected)
+        tx.emit("wallet.events.v1", top_up.contract, rejected,
+                message_id=outbound.message_id("topup-rejected", top_up.payment_id,
+                                               top_up.contract, top_up.amount))
+
+    # --- canteen sales --------------------------------------------------------------------------
+
+    async def on_sale(self, msg: Inbound) -> None:
+        """Decide a till's sale. The decision goes back to the till keyed by terminal; the
+        posted or declined sale goes to the parents. A repeated sale id re-sends the recorded
+        outcome with the same message ids."""
+        sale: inbound.CanteenSaleRequested = msg.message
+
+        async def body(tx: Transaction) -> None:
+            account = await store.account_by_card(tx, sale.card_uid)
+            if account is None:
+                self._send(tx, outbound.unknown_card_sale(sale, tx.now))
+                self._send(tx, outbound.sale_decision(sale, None, tx.now))
+                return
+            loaded = account.version
+            try:
+                result = account.sale(sale.sale_id, terminal_id=sale.terminal_id,
+                                      items=outbound.domain_items(sale.items), now=tx.now,
+                                      bonus_points=sale.bonus_to_redeem)
+            except d.WalletRejected as exc:
+                raise _rejected(exc) from None
+            await self._commit(tx, account, loaded)
+            record = account.sales.get(sale.sale_id)
+            if account.version == loaded:  # replayed, or a closed account (nothing recorded)
+                self._emit(tx, outbound.sale_from_record(account.contract, record) if record
+                           else d.SaleDeclined(account.contract, sale.sale_id, sale.terminal_id,
+                                               d.DeclineReason.ACCOUNT_CLOSED, "",
+                                               result.total, tx.now))
+            self._send(tx, outbound.sale_decision(sale, result, record.at if record else tx.now))
+
+        await self._run(msg, body)
+
+    # --- transit fares ----------------------------------------------------------------------------
+
+    async def on_fare_assessed(self, msg: Inbound) -> None:
+        fare: transit.FareAssessed = msg.message
+
+        async def body(tx: Transaction) -> None:
+            account = await store.load_account(tx, fare.contract)
+            if account is None:
+                self._send(tx, outbound.unknown_card_fare(fare, tx.now))
+                return
+            loaded = account.version
+            try:
+                result = account.debit_fare(fare.ride_id, fare.amount, now=tx.now)
+            except d.WalletRejected as exc:
+                raise _rejected(exc) from None
+            await self._commit(tx, account, loaded)
+            if account.version == loaded:
+                ride = account.rides.get(fare.ride_id)
+                self._emit(tx, outbound.fare_from_record(account.contract, ride) if ride
+                           else d.FareDeclined(account.contract, fare.ride_id, fare.amount,
+                                               result.reason or d.DeclineReason.ACCOUNT_CLOSED,
+                                               tx.now))
+
+        await self._run(msg, body)
+
+    async def on_fare_corrected(self, msg: Inbound) -> None:
+        correction: transit.FareCorrected = msg.message
+
+        async def body(tx: Transaction) -> None:
+            account = await store.load_account(tx, correction.contract)
+            if account is None:
+                raise Rejected("unknown_contract", f"no account {correction.contract}")
+            loaded = account.version
+            try:
+                result = account.refund_fare(correction.correction_id, correction.ride_id,
+                                             correction.refund, now=tx.now)
+            except d.WalletRejected as exc:
+                raise _rejected(exc) from None
+            await self._commit(tx, account, loaded)
+            if result.replayed:
+                self._emit(tx, outbound.fare_refund_from_record(
+                    account.contract, account.fare_refunds[correction.correction_id]))
+
+        await self._run(msg, body)
+
+    # --- app commands -----------------------------------------------------------------------------
+
+    async def _command(self, msg: Inbound, action: str, contract: str,
+                       operate: Operation) -> None:
+        """Authorise, load, one domain call, commit, reply CommandAccepted (or ErrorReply)."""
+        request_id = msg.message.request_id
+
+        async def body(tx: Transaction) -> None:
+            claims = self._authorized(tx, msg, action, contract)
+            account = await self._account_for(tx, contract) if claims else None
+            if claims is None or account is None:
+                return
+            if not _same_school(claims, account.school_id):
+                tx.fail("forbidden", "staff of another school")
+                return
+            loaded = account.version
+            try:
+                operate(account, claims, tx)
+            except d.WalletRejected as exc:
+                tx.fail(exc.reason.value, str(exc))
+                return
+            await self._commit(tx, account, loaded)
+            tx.reply(wire.CommandAccepted(request_id=request_id))
+
+        await self._run(msg, body)
+
+    def _authorized(self, tx: Transaction, msg: Inbound, action: str,
+                    contract: str | None) -> AccessTokenClaims | None:
+        try:
+            return self.rt.authorize(msg, action, contract)
+        except TokenError as exc:
+            tx.fail(exc.code, str(exc))
+            return None
+
+    @staticmethod
+    async def _account_for(tx: Transaction, contract: str) -> d.Account | None:
+        account = await store.load_account(tx, contract)
+        if account is None:
+            tx.fail("unknown_contract", f"no account {contract}")
+        return account
+
+    async def on_set_controls(self, msg: Inbound) -> None:
+        cmd: wire.SetControls = msg.message
+        limits = cmd.daily_limits
+
+        def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
+            return a.apply_controls(
+                now=tx.now, by=claims.sub,
+                limits=d.DailyLimits(limits.total, limits.canteen, limits.general)
+                if limits else None,
+                blocked_categories=[c.value for c in cmd.blocked_categories]
+                if cmd.blocked_categories is not None else None,
+                blocked_items=cmd.blocked_items, allergens=cmd.allergens,
+                low_balance_threshold=cmd.low_balance_threshold)
+
+        await self._command(msg, "change_limits", cmd.contract, operate)
+
+    async def on_set_auto_top_up(self, msg: Inbound) -> None:
+        cmd: wire.SetAutoTopUp = msg.message
+        settings = d.AutoTopUpSettings(cmd.enabled, cmd.threshold, cmd.amount,
+                                       d.SubBalance(cmd.sub_balance.value))
+        await self._command(msg, "change_limits", cmd.contract,
+                            lambda a, c, tx: a.set_auto_top_up(settings, now=tx.now, by=c.sub))
+
+    async def on_block_card(self, msg: Inbound) -> None:
+        cmd: wire.BlockCard = msg.message
+        await self._command(msg, "block_card", cmd.contract, lambda a, c, tx: a.block_card(
+            now=tx.now, reason=cmd.reason, by=c.sub))
+
+    async def on_unblock_card(self, msg: Inbound) -> None:
+        cmd: wire.UnblockCard = msg.message
+        await self._command(msg, "block_card", cmd.contract,
+                            lambda a, c, tx: a.unblock_card(now=tx.now, by=c.sub))
+
+    async def on_move_money(self, msg: Inbound) -> None:
+        cmd: wire.MoveMoney = msg.message
+        await self._command(msg, "move_money", cmd.contract, lambda a, c, tx: a.move_money(
+            cmd.request_id, source=d.SubBalance(cmd.from_sub_balance.value),
+            target=d.SubBalance(cmd.to_sub_balance.value), amount=cmd.amount, now=tx.now))
+
+    async def on_open_dispute(self, msg: Inbound) -> None:
+        """The dispute id is the request id (the parent's app knows it from its own request)."""
+        cmd: wire.OpenDispute = msg.message
+        await self._command(msg, "dispute", cmd.contract, lambda a, c, tx: a.dispute_operation(
+            cmd.request_id, cmd.operation_id, cmd.line, now=tx.now, comment=cmd.comment))
+
+    async def on_resolve_dispute(self, msg: Inbound) -> None:
+        cmd: wire.ResolveDispute = msg.message
+
+        def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
+            if cmd.approve:
+                return a.approve_dispute(cmd.dispute_id, refund_amount=cmd.refund,
+                                         staff_id=claims.sub, now=tx.now)
+            return a.reject_dispute(cmd.dispute_id, staff_id=claims.sub, now=tx.now)
+
+        await self._command(msg, "resolve_dispute", cmd.contract, operate)
+
+    async def on_set_grace_meal(self, msg: Inbound) -> None:
+        cmd: wire.SetGraceMeal = msg.message
+
+        async def body(tx: Transaction) -> None:
+            claims = self._authorized(tx, msg, "school_settings", None)
+            if claims is None:
+                return
+            if not _same_school(claims, cmd.school_id):
+                tx.fail("forbidden", "staff of another school")
+                return
+            changed = await store.set_school_grace_meal(
+                tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
+            log.info("grace meal set", school_id=cmd.school_id, accounts=changed)
+            tx.reply(wire.CommandAccepted(request_id=cmd.request_id))
+
+        await self._run(msg, body)
+
+    # --- queries ----------------------------------------------------------------------------------
+
+    async def on_get_balance(self, msg: Inbound) -> None:
+        query: wire.GetBalance = msg.message
+
+        async def body(tx: Transaction) -> None:
+            claims = self._authorized(tx, msg, "view", query.contract)
+            account = await self._account_for(tx, query.contract) if claims else None
+            if account is None:
+                return
+            tx.reply(wire.BalanceReply(contract=account.contract,
+                                       balances=outbound.balances(account.balances),
+                                       blocked=account.status is d.AccountStatus.BLOCKED))
+
+        await self._run(msg, body)
+
+    async def on_get_statement(self, msg: Inbound) -> None:
+        query: wire.GetStatement = msg.message
+
+        async def body(tx: Transaction) -> None:
+            claims = self._authorized(tx, msg, "view", query.contract)
+            account = await self._account_for(tx, query.contract) if claims else None
+            if account is None:
+                return
+            unknown = sorted(set(query.kinds or ()) - set(outbound.KINDS)
+                             | ({query.status} - set(outbound.STATUSES) - {None}))
+            if unknown:
+                tx.fail("invalid_filter", f"unknown kind or status: {', '.join(unknown)}")
+                return
+            start, end = outbound.statement_bounds(query.date_from, query.date_to,
+                                                   account.time_zone)
+            lines = d.filter_statement(
+                d.statement_lines(account), start=start, end=end,
+                kinds={k for name in query.kinds for k in outbound.KINDS[name]}
+                if query.kinds is not None else None,
+                statuses=set(outbound.STATUSES[query.status]) if query.status else None)
+            tx.reply(wire.StatementReply(
+                contract=account.contract, lines=[outbound.statement_line(x) for x in lines],
+                csv=d.statement_csv(lines, time_zone=account.time_zone) if query.csv else None))
+
+        await self._run(msg, body)
+
+    # --- ticks ------------------------------------------------------------------------------------
+
+    async def expire_bonuses(self) -> int:
+        """Expire every bonus lot past its 12 months (one transaction per account); safe to
+        run from several instances: each lot expires in its own idempotent operation."""
+        now = self.rt.clock()
+        contracts = await store.contracts_with_expired_bonus(self.rt.db, now)
+        expired = 0
+        for contract in contracts:
+            async def body(tx: Transaction, contract: str = contract) -> None:
+                nonlocal expired
+                account = await store.load_account(tx, contract)
+                if account is None:
+                    return
+                loaded = account.version
+                expired += account.expire_bonuses(now=tx.now)
+                await self._commit(tx, account, loaded)
+
+            await self._run(None, body)
+        return expired
+
+
+def _write_conflict(exc: PyMongoError) -> bool:
+    """MongoDB labels write conflicts TransientTransactionError (code 112); the dev server
+    nx-27017 answers "WriteConflict: another transaction holds the database" without a label."""
+    return (exc.has_error_label("TransientTransactionError")
+            or (isinstance(exc, OperationFailure)
+                and (exc.code == 112 or str(exc).startswith("WriteConflict"))))
+
+
+def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:
+    """School admins act only on their own school; parents and support are not bound to one."""
+    return claims.role is not Role.SCHOOL_ADMIN or claims.school_id == school_id

@@ -2,27 +2,44 @@
 
 Collections: ``wallet_accounts`` (one document per contract: the Account aggregate with an
 optimistic ``version``), ``wallet_ledger`` (immutable entries; unique entry ids make a double
-posting impossible), ``wallet_schools`` (school-level settings such as the grace meal).
+posting impossible), ``wallet_payments`` (payment id -> contract and amount, so a payment id
+is never credited to two contracts), ``wallet_schools`` (school-level settings such as the
+grace meal). The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
 
 from services.runtime.mongo import Transaction
-from services.wallet.domain import Account, LedgerEntry
+from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
 Doc = dict[str, Any]
 
 
 class ConcurrencyError(Exception):
-    """Another writer changed the account first; the message is retried (transient)."""
+    """Another writer changed the account first; the handler retries with fresh state."""
+
+
+class AccountExists(Exception):
+    """An account with this contract number is already open."""
+
+
+class OperationClash(Exception):
+    """A ledger entry id already exists on another account: the operation id (sale id, ride
+    id, ...) was reused for another contract."""
 
 
 async def ensure_indexes(db: Any) -> None:
-    await db.wallet_accounts.create_indexes([IndexModel([("card_uid", ASCENDING)])])
+    await db.wallet_accounts.create_indexes([
+        IndexModel([("card_uid", ASCENDING)]),
+        IndexModel([("school_id", ASCENDING)]),
+        IndexModel([("next_bonus_expiry", ASCENDING)]),
+    ])
     await db.wallet_ledger.create_indexes([
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("operation_id", ASCENDING)]),
@@ -35,18 +52,29 @@ async def load_account(tx: Transaction, contract: str) -> Account | None:
 
 
 async def account_by_card(tx: Transaction, card_uid: str) -> Account | None:
-    doc = await tx.db.wallet_accounts.find_one({"card_uid": card_uid, "status": "active"},
-                                               session=tx.session)
-    return Account.from_doc(_strip(doc)) if doc else None
+    """The account a card pays from: the open one (active or blocked); a closed account only
+    when the card has no other (its sales are then declined ``account_closed``)."""
+    docs = await tx.db.wallet_accounts.find({"card_uid": card_uid},
+                                            session=tx.session).to_list(10)
+    docs.sort(key=lambda doc: doc.get("status") == AccountStatus.CLOSED.value)
+    return Account.from_doc(_strip(docs[0])) if docs else None
 
 
 async def save_account(tx: Transaction, account: Account, expected_version: int | None) -> None:
     """Insert a new account (``expected_version`` None) or replace it if nobody else wrote
     since it was loaded."""
-    doc = {"_id": account.contract, **account.to_doc()}
+    doc = {"_id": account.contract, **account.to_doc(),
+           # Denormalised for the expiry tick: nx-27017 cannot query into arrays of documents.
+           "next_bonus_expiry": min((lot.expires_at for lot in account.bonus_lots
+                                     if lot.remaining > 0), default=None)}
     if expected_version is None:
-        await tx.db.wallet_accounts.insert_one(doc, session=tx.session)
+        try:
+            await tx.db.wallet_accounts.insert_one(doc, session=tx.session)
+        except DuplicateKeyError:
+            raise AccountExists(account.contract) from None
         return
+    if account.version == expected_version:
+        return  # nothing changed
     result = await tx.db.wallet_accounts.replace_one(
         {"_id": account.contract, "version": expected_version}, doc, session=tx.session)
     if result.matched_count != 1:
@@ -54,10 +82,14 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
 
 
 async def append_entries(tx: Transaction, entries: list[LedgerEntry]) -> None:
-    if entries:
+    if not entries:
+        return
+    try:
         await tx.db.wallet_ledger.insert_many(
             [{"_id": f"{e.account}:{e.entry_id}", **e.to_doc()} for e in entries],
             session=tx.session)
+    except DuplicateKeyError:
+        raise OperationClash(entries[0].operation_id) from None
 
 
 async def claim_payment(tx: Transaction, payment_id: str, contract: str, amount: int) -> str | None:
@@ -65,9 +97,12 @@ async def claim_payment(tx: Transaction, payment_id: str, contract: str, amount:
     the id is new or was used with the same contract and amount, else the conflict detail."""
     known = await tx.db.wallet_payments.find_one({"_id": payment_id}, session=tx.session)
     if known is None:
-        await tx.db.wallet_payments.insert_one(
-            {"_id": payment_id, "contract": contract, "amount": amount, "at": tx.now},
-            session=tx.session)
+        try:
+            await tx.db.wallet_payments.insert_one(
+                {"_id": payment_id, "contract": contract, "amount": amount, "at": tx.now},
+                session=tx.session)
+        except DuplicateKeyError:
+            raise ConcurrencyError(payment_id) from None  # claimed meanwhile: look again
         return None
     if (known["contract"], known["amount"]) != (contract, amount):
         return "payment id already used with another contract or amount"
@@ -76,6 +111,26 @@ async def claim_payment(tx: Transaction, payment_id: str, contract: str, amount:
 
 async def school_settings(tx: Transaction, school_id: str) -> Doc:
     return await tx.db.wallet_schools.find_one({"_id": school_id}, session=tx.session) or {}
+
+
+async def set_school_grace_meal(tx: Transaction, school_id: str, max_debt: int) -> int:
+    """Record the school's grace-meal bound and apply it to every open account of the school
+    (the bound is a school setting copied onto accounts, read by the sale rule). Returns the
+    number of accounts changed."""
+    await tx.db.wallet_schools.update_one(
+        {"_id": school_id}, {"$set": {"grace_meal_max_debt": max_debt, "updated_at": tx.now}},
+        upsert=True, session=tx.session)
+    result = await tx.db.wallet_accounts.update_many(
+        {"school_id": school_id, "status": {"$ne": AccountStatus.CLOSED.value},
+         "grace_meal_limit": {"$ne": max_debt}},
+        {"$set": {"grace_meal_limit": max_debt}, "$inc": {"version": 1}}, session=tx.session)
+    return int(result.modified_count)
+
+
+async def contracts_with_expired_bonus(db: Any, now: datetime, limit: int = 500) -> list[str]:
+    """Contracts holding at least one bonus lot whose expiry has passed (for the daily tick)."""
+    cursor = db.wallet_accounts.find({"next_bonus_expiry": {"$lte": now}}, {"_id": 1})
+    return [doc["_id"] for doc in await cursor.to_list(limit)]
 
 
 def _strip(doc: Doc) -> Doc:

@@ -181,6 +181,7 @@ class Account:
     auto_top_up_pending: str | None = None
     auto_top_up_seq: int = 0
     grace_meal_limit: int = 0
+    fares_unpaid: bool = False  # a fare was declined for funds: transit deny-lists the card
     block_reason: str | None = None
     daily_spend: list[DaySpend] = field(default_factory=list)
     top_ups: dict[str, TopUpRecord] = field(default_factory=dict)
@@ -337,7 +338,10 @@ class Account:
                 self.contract, payment_id, amount, sub, channel, settled, self.balances, at
             )
         )
-        if debt > 0 and self.grace_debt == 0:
+        if (debt > 0 or self.fares_unpaid) and self.grace_debt == 0:
+            # Paid back a grace meal, or the card was refused a fare: either way it may ride
+            # and eat again, which transit learns from this event.
+            self.fares_unpaid = False
             self._events.append(GraceDebtSettled(self.contract, payment_id, at))
         threshold = self.low_balance_threshold
         if threshold is not None and self.balances.meal_funds >= threshold:
@@ -565,6 +569,7 @@ class Account:
                 )
             )
         else:
+            self.fares_unpaid = self.fares_unpaid or reason is DeclineReason.INSUFFICIENT_FUNDS
             self._events.append(FareDeclined(self.contract, ride_id, amount, reason, at))
         record.balances_after = self.balances
         self.rides[ride_id] = record
@@ -769,6 +774,30 @@ class Account:
         self._touch()
         return self._dispute_result(dispute)
 
+    def dispute_operation(
+        self,
+        dispute_id: str,
+        operation_id: str,
+        line_no: int | None,
+        *,
+        now: datetime,
+        comment: str = "",
+    ) -> DisputeResult:
+        """Open a dispute naming a statement line by operation id: a sale (with its line, or
+        without one when the sale has a single line) or a ride."""
+        if operation_id in self.sales:
+            sale = self.sales[operation_id]
+            if line_no is None and len(sale.items) == 1:
+                line_no = 0
+            if line_no is None:
+                raise WalletRejected(RejectionReason.INVALID_DISPUTE,
+                                     f"sale {operation_id} has several lines: name one")
+            return self.open_dispute(dispute_id, now=now, sale_id=operation_id,
+                                     line_no=line_no, comment=comment)
+        if operation_id in self.rides and line_no is None:
+            return self.open_dispute(dispute_id, now=now, ride_id=operation_id, comment=comment)
+        raise WalletRejected(RejectionReason.UNKNOWN_SALE, operation_id)
+
     def _disputable(self, sale_id: str | None, line_no: int | None, ride_id: str | None) -> int:
         if sale_id is not None and line_no is not None:
             return self._charged_sale(sale_id, line_no).refundable(line_no)
@@ -835,6 +864,39 @@ class Account:
         return dispute
 
     # --- parent controls and school settings ----------------------------------------------------
+
+    def apply_controls(
+        self,
+        *,
+        now: datetime,
+        by: str | None = None,
+        limits: DailyLimits | None = None,
+        blocked_categories: Iterable[str] | None = None,
+        blocked_items: Iterable[str] | None = None,
+        allergens: Iterable[str] | None = None,
+        low_balance_threshold: int | None = None,
+    ) -> bool:
+        """Change several parent controls at once (None leaves one unchanged); all or nothing:
+        every value is validated before any is applied. True when anything changed."""
+        for value in (
+            *((limits.total, limits.canteen, limits.general) if limits else ()),
+            low_balance_threshold,
+        ):
+            if value is not None:
+                require_amount(value, allow_zero=True)
+        self._require_open()
+        changed = False
+        if limits is not None:
+            changed |= self.set_daily_limits(limits, now=now, by=by)
+        if blocked_categories is not None:
+            changed |= self.set_blocked_categories(blocked_categories, now=now, by=by)
+        if blocked_items is not None:
+            changed |= self.set_blocked_items(blocked_items, now=now, by=by)
+        if allergens is not None:
+            changed |= self.set_allergens(allergens, now=now, by=by)
+        if low_balance_threshold is not None:
+            changed |= self.set_low_balance_threshold(low_balance_threshold, now=now, by=by)
+        return changed
 
     def set_daily_limits(
         self, limits: DailyLimits, *, now: datetime, by: str | None = None

@@ -1,0 +1,687 @@
+"""`make run`: one school day for a generated city, played against the embedded stack.
+
+Starts the broker, the database, the mail and SMS/push sinks and the five services as their
+own processes; then acts as every integrator and app: issues cards, sets school schedules,
+registers and logs in parents (reading their SMS codes from the SMS sink), tops up, plays the
+morning rides and gate entries (some late, a forgotten card, a blocked card), lunch sales with
+items (a blocked category, a daily limit), afternoon exits and rides home, and an auto top-up.
+It prints a report and stops everything. Options: ``--schools``, ``--students``, ``--seed``,
+``--keep`` (leave the stack running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from contracts import access, auth, integrations, notify, transit, wallet
+from contracts.catalog import APP_REPLIES, TOPICS
+from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
+from contracts.money import format_rub
+from deploy.local import stack as devstack
+
+console = Console()
+TZ = "Europe/Samara"
+FIRST_NAMES = ["Маша", "Саша", "Ваня", "Катя", "Дима", "Аня", "Петя", "Лиза", "Коля", "Оля",
+               "Миша", "Настя", "Егор", "Соня", "Артём", "Вика"]
+MENU = [
+    ("soup-borsch", "Борщ", "soup", [], 45_00),
+    ("hot-cutlet", "Котлета с пюре", "hot_meal", ["milk"], 85_00),
+    ("salad-vinegret", "Винегрет", "salad", [], 30_00),
+    ("bun-cinnamon", "Булочка с корицей", "bakery", ["gluten", "milk"], 25_00),
+    ("choco-bar", "Шоколадный батончик", "sweets", ["milk", "nuts"], 60_00),
+    ("compote", "Компот", "drink", [], 15_00),
+    ("apple", "Яблоко", "fruit", [], 20_00),
+]
+
+
+@dataclass
+class Student:
+    contract: str
+    card_uid: str
+    school_id: str
+    class_name: str
+    name: str
+    birth_date: date
+    rides: bool
+    late: bool = False
+    absent: bool = False
+    forgot_card: bool = False
+    blocked: bool = False
+
+
+@dataclass
+class Guardian:
+    phone: str
+    password: str
+    children: list[Student]
+    email: str
+    push: bool
+    token: str = ""
+    account_id: str = ""
+
+
+@dataclass
+class City:
+    schools: list[str]
+    students: list[Student]
+    guardians: list[Guardian]
+    day: date
+
+
+@dataclass
+class Tally:
+    published: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+
+
+def school_day(now: datetime) -> date:
+    """The most recent weekday before today in the school's time zone: its taps are in the
+    past (services refuse future taps) and within the week (and older than a week is refused)."""
+    d = now.astimezone(ZoneInfo(TZ)).date() - timedelta(days=1)
+    while d.weekday() >= 5:
+        d -= timedelta(days=1)
+    return d
+
+
+def local(day: date, hh: int, mm: int = 0) -> datetime:
+    """``hh:00`` school-local plus ``mm`` minutes (may run past the hour), in UTC."""
+    start = datetime(day.year, day.month, day.day, hh, tzinfo=ZoneInfo(TZ))
+    return (start + timedelta(minutes=mm)).astimezone(UTC)
+
+
+def generate_city(rng: random.Random, schools: int, students: int) -> City:
+    school_ids = [f"izh-school-{n}" for n in rng.sample(range(10, 99), schools)]
+    kids: list[Student] = []
+    contracts = rng.sample(range(10_000_000, 99_999_999), students)
+    for i, contract in enumerate(contracts):
+        kids.append(Student(
+            contract=str(contract), card_uid=f"{rng.getrandbits(56):014X}",
+            school_id=school_ids[i % schools],
+            class_name=f"{rng.randint(1, 11)}{rng.choice('АБВ')}",
+            name=rng.choice(FIRST_NAMES),
+            birth_date=date(2010 + rng.randint(0, 9), rng.randint(1, 12), rng.randint(1, 28)),
+            rides=rng.random() < 0.5))
+    for s in rng.sample(kids, max(1, students // 12)):
+        s.late = True
+    for s in rng.sample([k for k in kids if not k.late], max(1, students // 25)):
+        s.absent = True
+    ordinary = [k for k in kids if not (k.late or k.absent)]
+    ordinary[0].forgot_card = True
+    ordinary[1].blocked = True
+    guardians: list[Guardian] = []
+    for i, kid in enumerate(kids):
+        phone = f"+7912{rng.randint(1_000_000, 9_999_999)}"
+        guardians.append(Guardian(phone=phone, password=f"school-day-{uuid.uuid4().hex[:10]}",
+                                  children=[kid], email=f"parent{i}@example.ru",
+                                  push=rng.random() < 0.7))
+    return City(school_ids, kids, guardians, school_day(datetime.now(UTC)))
+
+
+class Bus:
+    """Publishes like an integrator/app and reads topics back (plain aiokafka clients)."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        self.bootstrap = bootstrap
+        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        self.consumer_cls = AIOKafkaConsumer
+        self.replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.tally = Tally()
+
+    async def start(self) -> None:
+        await self.producer.start()
+        self._reply_task = asyncio.create_task(self._read_replies())
+
+    async def stop(self) -> None:
+        self._reply_task.cancel()
+        await self.producer.stop()
+
+    async def publish(self, message: ContractModel, key: str, *, source: str,
+                      token: str | None = None, reply: bool = False) -> Envelope:
+        from contracts.catalog import topic_for
+
+        env = Envelope.new(message, source=source, subject=key,
+                           reply_to=APP_REPLIES if reply else None)
+        headers = env.to_headers()
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        await self.producer.send(topic_for(type(message)).name, encode(message),
+                                 key=key.encode(),
+                                 headers=[(k, v.encode()) for k, v in headers.items()])
+        self.tally.published[source] += 1
+        return env
+
+    async def request(self, message: ContractModel, key: str, *, token: str | None = None,
+                      timeout: float = 60) -> dict[str, Any]:
+        env = await self.publish(message, key, source="app:cabinet", token=token, reply=True)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.replies[env.correlation_id] = future
+        await self.producer.flush()
+        return await asyncio.wait_for(future, timeout)
+
+    async def _read_replies(self) -> None:
+        from aiokafka import TopicPartition
+
+        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            parts = None
+            while not parts:
+                parts = consumer.partitions_for_topic(APP_REPLIES)
+                if not parts:
+                    await asyncio.sleep(0.2)
+            tps = [TopicPartition(APP_REPLIES, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while True:
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for r in records:
+                        corr = headers_to_dict(r.headers or []).get("ce_correlationid", "")
+                        future = self.replies.pop(corr, None)
+                        if future is not None and not future.done():
+                            future.set_result(json.loads(r.value))
+        finally:
+            await consumer.stop()
+
+    async def read_all(self, topic: str) -> list[tuple[dict[str, str], Any]]:
+        """Every record of a topic so far (value decoded as JSON when it is JSON)."""
+        from aiokafka import TopicPartition
+
+        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        out: list[tuple[dict[str, str], Any]] = []
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in parts]
+            if not tps:
+                return out
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            async def unread() -> bool:
+                return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+            while await unread():
+                batch = await consumer.getmany(timeout_ms=300)
+                for records in batch.values():
+                    for r in records:
+                        try:
+                            value: Any = json.loads(r.value) if r.value else None
+                        except ValueError:
+                            value = r.value
+                        out.append((headers_to_dict(r.headers or []), value))
+        finally:
+            await consumer.stop()
+        return out
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.5)
+    console.print(f"[yellow]! {what}: not complete after {timeout:.0f} s[/yellow]")
+    return False
+
+
+class SchoolDay:
+    def __init__(self, stack: devstack.Stack, city: City, rng: random.Random) -> None:
+        self.stack = stack
+        self.city = city
+        self.rng = rng
+        self.bus = Bus(stack.env["SCHOOLCARD_KAFKA_BOOTSTRAP"])
+        self.out_dir = stack.run_dir / "schoolday"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.admin_tokens: dict[str, str] = {}
+        self.refusals: Counter[tuple[str, str]] = Counter()
+        self.support_token = ""
+        self.featured = next(g for g in city.guardians
+                             if g.children[0].rides and not g.children[0].late
+                             and not g.children[0].absent and not g.children[0].forgot_card
+                             and not g.children[0].blocked)
+
+    def check(self, reply: dict[str, Any], what: str) -> bool:
+        """Count a refused request and show the first refusal of each kind."""
+        if reply.get("ok", True):
+            return True
+        code = (reply.get("error") or {}).get("code", "?")
+        self.refusals[(what, code)] += 1
+        if self.refusals[(what, code)] == 1:
+            console.print(f"[yellow]{what}: {code} — {(reply.get('error') or {}).get('message')}"
+                          "[/yellow]")
+        return False
+
+    # --- phases ----------------------------------------------------------------------------
+
+    async def issue_cards(self, step: Callable[[], None]) -> None:
+        issued = local(self.city.day, 0, 0) - timedelta(days=30)
+        for s in self.city.students:
+            await self.bus.publish(integrations.CardIssued(
+                contract=s.contract, card_uid=s.card_uid, school_id=s.school_id, school_tz=TZ,
+                student_id=f"stu-{s.contract}", class_name=s.class_name,
+                birth_date=s.birth_date, issued_at=issued), s.contract,
+                source="integrator:card-issuer")
+            step()
+
+    async def set_schedules(self, step: Callable[[], None]) -> None:
+        from services.runtime.tokens import issue_access_token
+
+        private = self.stack.env.get("AUTH_PRIVATE_KEY") or (
+            self.stack.run_dir / "auth_ed25519.pem").read_text()
+        self.support_token = issue_access_token(private, account_id="acc_support0001",
+                                                session_id="sd-support", role=auth.Role.SUPPORT,
+                                                ttl_s=3600)
+        hours = [access.DayHours(weekday=d, opens="07:00", closes="19:00", first_lesson="08:30")
+                 for d in range(5)]
+        for school in self.city.schools:
+            token = issue_access_token(private, account_id="acc_admin00001",
+                                       session_id=f"sd-{school}", role=auth.Role.SCHOOL_ADMIN,
+                                       school_id=school, ttl_s=3600)
+            self.admin_tokens[school] = token
+            reply = await self.bus.request(access.SetSchoolSchedule(
+                request_id=f"sched-{school}-{uuid.uuid4().hex[:6]}", school_id=school,
+                time_zone=TZ, hours=hours, absence_cutoff="10:00"), school, token=token)
+            if not reply.get("ok", False):
+                console.print(f"[yellow]schedule for {school}: {reply.get('error')}[/yellow]")
+            step()
+
+    async def register_parents(self, step: Callable[[], None]) -> None:
+        sem = asyncio.Semaphore(16)
+
+        async def one(g: Guardian) -> None:
+            async with sem:
+                child = g.children[0]
+                asked = datetime.now(UTC)
+                self.check(await self.bus.request(auth.StartRegistration(
+                    request_id=f"reg-{uuid.uuid4().hex[:10]}", phone=g.phone,
+                    contract=child.contract, password=g.password, consent=True, email=g.email),
+                    g.phone), "start registration")
+                code = await self.sms_code(g.phone, asked)
+                if code is None:
+                    step()
+                    return
+                confirmed = await self.bus.request(auth.ConfirmRegistration(
+                    request_id=f"conf-{uuid.uuid4().hex[:10]}", phone=g.phone, code=code), g.phone)
+                self.check(confirmed, "confirm registration")
+                tokens = await self.bus.request(auth.Login(
+                    request_id=f"login-{uuid.uuid4().hex[:10]}", login=g.phone,
+                    password=g.password, device="SchoolCard app"), g.phone)
+                self.check(tokens, "login")
+                g.token = tokens.get("access_token") or ""
+                if g.token:
+                    from jwt import decode
+
+                    g.account_id = decode(g.token, options={"verify_signature": False})["sub"]
+                    if not any(c.get("contract") == child.contract for c in decode(
+                            g.token, options={"verify_signature": False}).get("children", [])):
+                        await self.bus.request(auth.LinkChild(
+                            request_id=f"link-{uuid.uuid4().hex[:10]}", contract=child.contract,
+                            birth_date=child.birth_date.isoformat()), g.account_id, token=g.token)
+                        tokens = await self.bus.request(auth.Login(
+                            request_id=f"login-{uuid.uuid4().hex[:10]}", login=g.phone,
+                            password=g.password, device="SchoolCard app"), g.phone)
+                        g.token = tokens.get("access_token") or g.token
+                    if g.push:
+                        await self.bus.publish(notify.RegisterPushToken(
+                            request_id=f"push-{uuid.uuid4().hex[:10]}", account_id=g.account_id,
+                            token=f"fcm-{uuid.uuid4().hex}"), g.account_id, source="app:cabinet",
+                            token=g.token)
+                step()
+
+        await asyncio.gather(*(one(g) for g in self.city.guardians))
+
+    async def sms_code(self, phone: str, since: datetime,
+                       timeout: float = 60) -> str | None:
+        """The parent reads the SMS: the code is taken from the SMS sink's record of the last
+        message to this phone received after ``since``."""
+        sink = self.stack.run_dir / "sinks" / "http.jsonl"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sink.exists():
+                for line in reversed(sink.read_text(encoding="utf-8").splitlines()):
+                    record = json.loads(line)
+                    body = record.get("body") or {}
+                    if body.get("to") == phone and datetime.fromisoformat(record["at"]) >= since:
+                        found = re.search(r"(?<!\d)\d{6}(?!\d)", body.get("text", ""))
+                        if found:
+                            return found.group(0)
+            await asyncio.sleep(0.3)
+        return None
+
+    async def top_ups_and_controls(self, step: Callable[[], None]) -> None:
+        paid = local(self.city.day, 0, 0) - timedelta(hours=12)
+        for g in self.city.guardians:
+            child = g.children[0]
+            amount = self.rng.choice([300_00, 500_00, 1_000_00])
+            await self.bus.publish(integrations.TopUpReceived(
+                payment_id=f"sbp-{uuid.uuid4().hex[:12]}", contract=child.contract,
+                amount=amount, sub_balance="canteen", channel="bank_card",
+                receipt_email=g.email, paid_at=paid), child.contract,
+                source="integrator:payments")
+            if child.rides:
+                await self.bus.publish(integrations.TopUpReceived(
+                    payment_id=f"sbp-{uuid.uuid4().hex[:12]}", contract=child.contract,
+                    amount=200_00, sub_balance="transit", channel="terminal", paid_at=paid),
+                    child.contract, source="integrator:payments")
+            step()
+        featured = self.featured
+        if featured.token:
+            child = featured.children[0]
+            await self.bus.request(wallet.SetControls(
+                request_id=f"ctl-{uuid.uuid4().hex[:8]}", contract=child.contract,
+                blocked_categories=["sweets"], daily_limits=wallet.DailyLimits(total=200_00)),
+                child.contract, token=featured.token)
+        blocked = next(s for s in self.city.students if s.blocked)
+        g = next(g for g in self.city.guardians if g.children[0] is blocked)
+        if g.token:
+            await self.bus.request(wallet.BlockCard(request_id=f"blk-{uuid.uuid4().hex[:8]}",
+                                                    contract=blocked.contract, reason="lost"),
+                                   blocked.contract, token=g.token)
+
+    async def morning(self, step: Callable[[], None]) -> None:
+        day = self.city.day
+        for s in self.city.students:
+            if s.absent:
+                step()
+                continue
+            arrive = local(day, 8, 31 + self.rng.randint(0, 25)) if s.late else \
+                local(day, 7, 40 + self.rng.randint(0, 45))
+            if s.rides:
+                await self.bus.publish(integrations.ValidatorTapped(
+                    tap_id=f"val-{uuid.uuid4().hex[:12]}", validator_id="val-1181",
+                    vehicle_id="bus-2231", route=self.rng.choice(["29", "12", "36"]), mode="bus",
+                    stop_id="stop-home", card_uid=s.card_uid,
+                    tapped_at=arrive - timedelta(minutes=20),
+                    offline=self.rng.random() < 0.1), s.card_uid, source="integrator:validator")
+            if s.forgot_card:
+                token = self.admin_tokens.get(s.school_id, "")
+                await self.bus.request(access.RecordManualEntry(
+                    request_id=f"manual-{uuid.uuid4().hex[:8]}", school_id=s.school_id,
+                    contract=s.contract, guard_id="guard-1", at=arrive), s.school_id,
+                    token=token)
+            else:
+                await self.bus.publish(integrations.GateTapped(
+                    tap_id=f"gate-{uuid.uuid4().hex[:12]}", gate_id=f"{s.school_id}-gate-1",
+                    school_id=s.school_id, card_uid=s.card_uid, direction="in",
+                    tapped_at=arrive), s.card_uid, source="integrator:turnstile")
+            step()
+
+    async def lunch(self, step: Callable[[], None]) -> None:
+        day = self.city.day
+        for s in self.city.students:
+            if s.absent or s.blocked:
+                step()
+                continue
+            items = self.rng.sample(MENU[:4] + MENU[5:], k=self.rng.randint(2, 3))
+            if s is self.featured.children[0]:
+                items = [MENU[4]]  # a chocolate bar: blocked category by the parent
+            await self._sale(s, items, local(day, 12, self.rng.randint(0, 40)))
+            step()
+        featured = self.featured.children[0]
+        await self._sale(featured, [MENU[1], MENU[0], MENU[5]], local(day, 12, 45))
+        await self._sale(featured, [MENU[1], MENU[1]], local(day, 13, 5))  # over the daily limit
+
+    async def _sale(self, s: Student, items: list[tuple[Any, ...]], at: datetime) -> None:
+        lines = [integrations.SaleItem(sku=sku, name=name, category=cat, allergens=al, qty=1,
+                                       unit_price=price) for sku, name, cat, al, price in items]
+        await self.bus.publish(integrations.CanteenSaleRequested(
+            sale_id=f"till-{uuid.uuid4().hex[:12]}", terminal_id=f"{s.school_id}-till-1",
+            school_id=s.school_id, card_uid=s.card_uid, items=lines, sold_at=at),
+            s.card_uid, source="integrator:canteen-till")
+
+    async def afternoon(self, step: Callable[[], None]) -> None:
+        day = self.city.day
+        for s in self.city.students:
+            if s.absent or s.blocked:
+                step()
+                continue
+            leave = local(day, 14, self.rng.randint(0, 59))
+            await self.bus.publish(integrations.GateTapped(
+                tap_id=f"gate-{uuid.uuid4().hex[:12]}", gate_id=f"{s.school_id}-gate-1",
+                school_id=s.school_id, card_uid=s.card_uid, direction="out", tapped_at=leave),
+                s.card_uid, source="integrator:turnstile")
+            if s.rides:
+                await self.bus.publish(integrations.ValidatorTapped(
+                    tap_id=f"val-{uuid.uuid4().hex[:12]}", validator_id="val-2040",
+                    vehicle_id="tram-77", route="4", mode="tram", stop_id="stop-school",
+                    card_uid=s.card_uid, tapped_at=leave + timedelta(minutes=10)),
+                    s.card_uid, source="integrator:validator")
+            step()
+
+    async def auto_top_up(self, step: Callable[[], None]) -> None:
+        """A parent turns on auto top-up with a threshold above the balance: wallet asks the
+        payment integrator once, and the integrator (this script) pays."""
+        g = next((g for g in self.city.guardians if g.token and g is not self.featured
+                  and not g.children[0].blocked), None)
+        if g is None:
+            step()
+            return
+        child = g.children[0]
+        await self.bus.request(wallet.SetAutoTopUp(
+            request_id=f"auto-{uuid.uuid4().hex[:8]}", contract=child.contract, enabled=True,
+            threshold=2_000_00, amount=500_00, sub_balance="canteen"), child.contract,
+            token=g.token)
+        self.auto_child = child
+
+        async def requested() -> bool:
+            reqs = [v for h, v in await self.bus.read_all("wallet.auto-topup-requests.v1")
+                    if isinstance(v, dict) and v.get("contract") == child.contract]
+            if reqs:
+                self.auto_request = reqs[0]
+            return bool(reqs)
+
+        if await wait_until(requested, 60, "auto top-up request"):
+            req = self.auto_request
+            await self.bus.publish(integrations.TopUpReceived(
+                payment_id=f"auto-{req['request_id']}", contract=child.contract,
+                amount=req["amount"], sub_balance=req["sub_balance"], channel="auto_top_up",
+                auto_top_up_request_id=req["request_id"], paid_at=datetime.now(UTC)),
+                child.contract, source="integrator:payments")
+        step()
+
+    # --- the report ------------------------------------------------------------------------
+
+    async def settle(self) -> None:
+        """Wait until every service has committed everything on the topics it consumes (a
+        partition without a commit counts from its start)."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from contracts.catalog import consumed_by
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bus.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bus.bootstrap)
+        await admin.start()
+        await consumer.start()
+
+        async def behind() -> int:
+            total = 0
+            for svc in devstack.SERVICES:
+                tps = [TopicPartition(t.name, p) for t in consumed_by(svc)
+                       for p in (consumer.partitions_for_topic(t.name) or ())]
+                if not tps:
+                    continue
+                ends = await consumer.end_offsets(tps)
+                # explicit partitions: the dev broker cannot answer the "all partitions" form
+                done = await admin.list_consumer_group_offsets(f"schoolcard-{svc}",
+                                                               partitions=tps)
+                for tp in tps:
+                    lag = max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0))
+                    if lag:
+                        self.lagging[(svc, tp.topic)] = lag
+                    total += lag
+            return total
+
+        async def quiet() -> bool:
+            self.lagging: dict[tuple[str, str], int] = {}
+            return await behind() == 0
+
+        try:
+            await consumer.topics()
+            if not await wait_until(quiet, 240, "all services caught up"):
+                console.print(f"  still behind: {self.lagging}")
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def report(self) -> None:
+        per_service: Counter[str] = Counter()
+        for t in TOPICS:
+            if t.producer in devstack.SERVICES:
+                per_service[t.producer] += len(await self.bus.read_all(t.name))
+        deliveries = await self.bus.read_all("notify.deliveries.v1")
+        channels: Counter[str] = Counter()
+        for _, v in deliveries:
+            if isinstance(v, dict) and v.get("status") == "sent":
+                channels[v.get("channel", "?")] += 1
+        dead: Counter[str] = Counter()
+        for svc in devstack.SERVICES:
+            dead[svc] = len(await self.bus.read_all(f"{svc}.dead-letter.v1"))
+
+        table = Table(title="Events published per service")
+        table.add_column("service")
+        table.add_column("events", justify="right")
+        table.add_column("dead letters", justify="right")
+        for svc in devstack.SERVICES:
+            table.add_row(svc, str(per_service[svc]), str(dead[svc]))
+        console.print(table)
+        ch = Table(title="Notifications delivered per channel")
+        ch.add_column("channel")
+        ch.add_column("messages", justify="right")
+        for name in ("push", "sms", "email"):
+            ch.add_row(name, str(channels[name]))
+        mails = list((self.stack.run_dir / "sinks" / "mail").glob("*")) \
+            if (self.stack.run_dir / "sinks" / "mail").exists() else []
+        ch.add_row("(SMTP sink received)", str(len(mails)))
+        console.print(ch)
+        if self.refusals:
+            console.print("Refused requests: " + ", ".join(
+                f"{what} {code} x{n}" for (what, code), n in sorted(self.refusals.items())))
+        await self.parent_view()
+        console.print(f"\nGenerated documents: {self.out_dir}")
+        for p in self.stack.procs:
+            if p.name in devstack.SERVICES:
+                console.print(f"  metrics of {p.name:8}: http://127.0.0.1:{p.port}/metrics")
+        console.print(f"Logs: {self.stack.run_dir / 'logs'}")
+
+    async def parent_view(self) -> None:
+        g = self.featured
+        child = g.children[0]
+        console.print(f"\n[bold]День родителя (+7 *** {g.phone[-4:]}), ребёнок {child.name}, "
+                      f"договор {child.contract}[/bold]")
+        if not g.token:
+            console.print("  (родитель не вошёл в кабинет)")
+            return
+        journal = await self.bus.request(notify.GetJournal(account_id=g.account_id, limit=100),
+                                         g.account_id, token=g.token)
+        lines = sorted(journal.get("lines") or [], key=lambda line: line["at"])
+        for line in lines:
+            at = datetime.fromisoformat(line["at"].replace("Z", "+00:00")).astimezone(
+                ZoneInfo(TZ))
+            status = {"sent": "", "deferred": " (тихие часы: придёт утром)"}.get(
+                line["status"], f" ({line['status']})")
+            console.print(f"  {at:%H:%M} [{line['channel']}] {line['text']}{status}")
+        balance = await self.bus.request(wallet.GetBalance(contract=child.contract),
+                                         child.contract, token=g.token)
+        if balance.get("balances"):
+            b = balance["balances"]
+            console.print(f"  Баланс: столовая {format_rub(b['canteen'])}, проезд "
+                          f"{format_rub(b['transit'])}, общий {format_rub(b['general'])}, "
+                          f"бонусы {b['bonus_points']}")
+        statement = await self.bus.request(wallet.GetStatement(contract=child.contract, csv=True),
+                                           child.contract, token=g.token)
+        if statement.get("csv"):
+            (self.out_dir / f"statement-{child.contract}.csv").write_text(statement["csv"])
+        day = self.city.day.isoformat()
+        stats = await self.bus.request(access.GetStudentStats(
+            contract=child.contract, date_from=day, date_to=day, chart=True, csv=True),
+            child.contract, token=g.token)
+        if stats.get("chart_svg"):
+            (self.out_dir / f"arrivals-{child.contract}.svg").write_text(stats["chart_svg"])
+        rides = await self.bus.request(transit.GetRides(contract=child.contract, csv=True),
+                                       child.contract, token=g.token)
+        if rides.get("csv"):
+            (self.out_dir / f"rides-{child.contract}.csv").write_text(rides["csv"])
+
+
+async def play(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    run_dir = Path(args.run_dir).resolve()
+    if (run_dir / "stack.json").exists():
+        devstack.Stack.load(run_dir).down()
+    stack = devstack.Stack(run_dir)
+    city = generate_city(rng, args.schools, args.students)
+    console.print(f"[bold]SchoolCard — a school day[/bold] ({city.day:%A %d.%m.%Y}): "
+                  f"{len(city.schools)} schools, {len(city.students)} students, "
+                  f"{len(city.guardians)} guardians")
+    started = time.monotonic()
+    with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
+        stack.up()
+    console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
+    day = SchoolDay(stack, city, rng)
+    await day.bus.start()
+    try:
+        n = len(city.students)
+        phases: list[tuple[str, int, Callable[[Callable[[], None]], Awaitable[None]]]] = [
+            ("Issuing cards", n, day.issue_cards),
+            ("School schedules", len(city.schools), day.set_schedules),
+            ("Parents register and log in", len(city.guardians), day.register_parents),
+            ("Top-ups and parent controls", len(city.guardians), day.top_ups_and_controls),
+            ("Morning: rides and gate entries", n, day.morning),
+            ("Lunch in the canteen", n, day.lunch),
+            ("Afternoon: exits and rides home", n, day.afternoon),
+            ("Low balance -> auto top-up", 1, day.auto_top_up),
+        ]
+        with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as progress:
+            for title, total, phase in phases:
+                task = progress.add_task(title, total=total)
+                await phase(lambda task=task: progress.advance(task))
+                await day.bus.producer.flush()
+                progress.update(task, completed=total)
+            settle = progress.add_task("Services catching up", total=1)
+            await day.settle()
+            progress.update(settle, completed=1)
+        await day.report()
+    finally:
+        await day.bus.stop()
+        if not args.keep:
+            with console.status("Stopping the stack..."):
+                stack.down()
+    console.print(f"[green]School day finished in {time.monotonic() - started:.0f} s[/green]")
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--schools", type=int, default=3)
+    parser.add_argument("--students", type=int, default=240)
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--run-dir", default=str(devstack.ROOT / ".run"))
+    parser.add_argument("--keep", action="store_true", help="leave the stack running")
+    sys.exit(asyncio.run(play(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
