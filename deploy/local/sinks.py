@@ -77,8 +77,10 @@ class HttpSink:
 
     path: Path
     fail_first: int = 0
+    fail_per_key: int = 0
     count: int = 0
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _per_key: dict[str, int] = field(default_factory=dict)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -94,7 +96,10 @@ class HttpSink:
         async with self._lock:
             self.count += 1
             n = self.count
-            status = 503 if n <= self.fail_first else 200
+            key = headers.get("idempotency-key") or ""
+            self._per_key[key] = self._per_key.get(key, 0) + 1
+            failing = n <= self.fail_first or self._per_key[key] <= self.fail_per_key
+            status = 503 if failing else 200
             try:
                 body: Any = json.loads(raw) if raw else None
             except ValueError:
@@ -149,7 +154,8 @@ class Sinks:
 
 
 async def start_sinks(directory: Path | str, *, smtp_port: int = 0, http_port: int = 0,
-                      fail_first: int = 0, host: str = "127.0.0.1") -> Sinks:
+                      fail_first: int = 0, fail_per_key: int = 0,
+                      host: str = "127.0.0.1") -> Sinks:
     """Start both sinks in the running event loop."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -159,7 +165,7 @@ async def start_sinks(directory: Path | str, *, smtp_port: int = 0, http_port: i
     loop = asyncio.get_running_loop()
     smtp_server = await loop.create_server(
         lambda: SMTP(mail, hostname="schoolcard-sink", loop=loop), host, smtp_port)
-    http = HttpSink(directory / "http.jsonl", fail_first)
+    http = HttpSink(directory / "http.jsonl", fail_first, fail_per_key)
     config = uvicorn.Config(http, host=host, port=http_port, log_level="warning",
                             lifespan="off", access_log=False)
     server = _EmbeddedServer(config)
@@ -188,7 +194,8 @@ def read_mail(directory: Path | str) -> list[dict[str, Any]]:
 
 async def _serve(args: argparse.Namespace) -> None:
     sinks = await start_sinks(args.dir, smtp_port=args.smtp_port, http_port=args.http_port,
-                              fail_first=args.fail_first, host=args.host)
+                              fail_first=args.fail_first, fail_per_key=args.fail_per_key,
+                              host=args.host)
     print(f"smtp sink on {args.host}:{sinks.smtp_port}, http sink on {sinks.http_url}, "
           f"storing under {Path(args.dir).resolve()}", flush=True)
     stop = asyncio.Event()
@@ -207,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=0, help="0: a free port")
     parser.add_argument("--fail-first", type=int, default=0,
                         help="answer the first N HTTP requests with 503")
+    parser.add_argument("--fail-per-key", type=int, default=0,
+                        help="answer the first N requests of every idempotency key with 503")
     parser.add_argument("--host", default="127.0.0.1")
     asyncio.run(_serve(parser.parse_args(argv)))
     return 0

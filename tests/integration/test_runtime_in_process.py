@@ -30,7 +30,8 @@ async def test_a_top_up_is_credited_with_the_injected_clock_and_replayed_identic
         await integrator.publish(payment, contract)
         await integrator.publish(payment, contract)  # the bank retried with a new message id
         applied = await events.wait_for(
-            lambda r: r.key == contract and r.type.endswith("TopUpApplied"), count=2)
+            lambda r: r.key == contract and r.type.endswith("TopUpApplied"), count=2,
+            timeout=60)
     first, again = (r.json() for r in applied)
     assert first["balances"]["general"] == 150_00
     assert again == first
