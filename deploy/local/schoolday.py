@@ -342,6 +342,10 @@ class SchoolDay:
                             request_id=f"login-{uuid.uuid4().hex[:10]}", login=g.phone,
                             password=g.password, device="SchoolCard app"), g.phone)
                         g.token = tokens.get("access_token") or g.token
+                    if g is self.featured:  # reads everything at once, even at night
+                        await self.bus.request(notify.SetPreferences(
+                            request_id=f"pref-{uuid.uuid4().hex[:8]}", account_id=g.account_id,
+                            quiet_from="02:00", quiet_to="02:01"), g.account_id, token=g.token)
                     if g.push:
                         await self.bus.publish(notify.RegisterPushToken(
                             request_id=f"push-{uuid.uuid4().hex[:10]}", account_id=g.account_id,
@@ -552,9 +556,12 @@ class SchoolDay:
                 per_service[t.producer] += len(await self.bus.read_all(t.name))
         deliveries = await self.bus.read_all("notify.deliveries.v1")
         channels: Counter[str] = Counter()
+        deferred: Counter[str] = Counter()
         for _, v in deliveries:
             if isinstance(v, dict) and v.get("status") == "sent":
                 channels[v.get("channel", "?")] += 1
+            elif isinstance(v, dict) and v.get("status") == "deferred":
+                deferred[v.get("channel", "?")] += 1
         dead: Counter[str] = Counter()
         for svc in devstack.SERVICES:
             dead[svc] = len(await self.bus.read_all(f"{svc}.dead-letter.v1"))
@@ -566,14 +573,28 @@ class SchoolDay:
         for svc in devstack.SERVICES:
             table.add_row(svc, str(per_service[svc]), str(dead[svc]))
         console.print(table)
+        decisions: Counter[str] = Counter()
+        for _, v in await self.bus.read_all("wallet.sale-decisions.v1"):
+            if isinstance(v, dict):
+                decisions["approved" if v.get("approved") else f"declined: {v.get('reason')}"] += 1
+        for _, v in await self.bus.read_all("access.gate-decisions.v1"):
+            if isinstance(v, dict) and not v.get("allowed"):
+                decisions[f"gate denied: {v.get('reason')}"] += 1
+        outcomes = Table(title="Till and gate outcomes")
+        outcomes.add_column("outcome")
+        outcomes.add_column("count", justify="right")
+        for name, count in sorted(decisions.items()):
+            outcomes.add_row(name, str(count))
+        console.print(outcomes)
         ch = Table(title="Notifications delivered per channel")
         ch.add_column("channel")
-        ch.add_column("messages", justify="right")
+        ch.add_column("sent", justify="right")
+        ch.add_column("held for quiet hours", justify="right")
         for name in ("push", "sms", "email"):
-            ch.add_row(name, str(channels[name]))
+            ch.add_row(name, str(channels[name]), str(deferred[name]))
         mails = list((self.stack.run_dir / "sinks" / "mail").glob("*")) \
             if (self.stack.run_dir / "sinks" / "mail").exists() else []
-        ch.add_row("(SMTP sink received)", str(len(mails)))
+        ch.add_row("(SMTP sink received)", str(len(mails) // 2), "")
         console.print(ch)
         if self.refusals:
             console.print("Refused requests: " + ", ".join(
@@ -676,7 +697,7 @@ async def play(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--schools", type=int, default=3)
-    parser.add_argument("--students", type=int, default=240)
+    parser.add_argument("--students", type=int, default=160)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--run-dir", default=str(devstack.ROOT / ".run"))
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
