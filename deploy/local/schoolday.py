@@ -260,6 +260,7 @@ class SchoolDay:
                              if g.children[0].rides and not g.children[0].late
                              and not g.children[0].absent and not g.children[0].forgot_card
                              and not g.children[0].blocked)
+        self.featured.push = True  # the parent whose day the report shows uses the app
 
     def check(self, reply: dict[str, Any], what: str) -> bool:
         """Count a refused request and show the first refusal of each kind."""
