@@ -29,13 +29,9 @@ from services.access.domain import (
     roster,
 )
 from services.access.domain.common import date_to_doc
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import Transaction, save_versioned
 
 Doc = dict[str, Any]
-
-
-class ConcurrencyError(Exception):
-    """Another writer changed the document first; the message is retried (transient)."""
 
 
 async def ensure_indexes(db: Any) -> None:
@@ -57,14 +53,7 @@ async def ensure_indexes(db: Any) -> None:
 
 async def _save(tx: Transaction, collection: str, _id: str, doc: Doc,
                 loaded: int | None) -> None:
-    """Insert (``loaded`` None) or replace if nobody wrote since the version was loaded."""
-    coll = tx.db[collection]
-    if loaded is None:
-        await coll.insert_one({"_id": _id, **doc}, session=tx.session)
-        return
-    result = await coll.replace_one({"_id": _id, "version": loaded}, doc, session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(f"{collection}/{_id}")
+    await save_versioned(tx.db[collection], {"_id": _id, **doc}, loaded, session=tx.session)
 
 
 def _strip(doc: Doc) -> Doc:

@@ -26,7 +26,6 @@ from contracts import auth as cmd
 from contracts import integrations as inbound
 from services.auth import domain as d
 from services.auth import outbound, store
-from services.auth.domain.accounts import require_phone
 from services.auth.domain.guardians import Invitation
 from services.auth.security import (
     ChildClaim,
@@ -40,9 +39,9 @@ from services.auth.security import (
     verify_password,
 )
 from services.auth.settings import Settings
-from services.auth.store import ConcurrencyError, Store
+from services.auth.store import Store
 from services.runtime.consumer import Inbound, Rejected
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import ConcurrencyError, Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
 

@@ -34,15 +34,11 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.auth.domain import Account, Child, FailureWindow, Session
 from services.auth.domain.common import login_throttle
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import Transaction, save_versioned
 
 Doc = dict[str, Any]
 _IDENTIFIERS = ("phone", "email", "username", "login_contract")
 _CONTRACT = re.compile(r"\d{8}")
-
-
-class ConcurrencyError(Exception):
-    """Another writer changed the document first; the message is retried (transient)."""
 
 
 async def ensure_indexes(db: Any) -> None:
@@ -177,13 +173,7 @@ class Store:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _put(self, collection: Any, doc: Doc, expected_version: int | None) -> None:
-        if expected_version is None:
-            await collection.insert_one(doc, session=self.session)
-            return
-        result = await collection.replace_one({"_id": doc["_id"], "version": expected_version},
-                                              doc, session=self.session)
-        if result.matched_count != 1:
-            raise ConcurrencyError(f"{collection.name}/{doc['_id']}")
+        await save_versioned(collection, doc, expected_version, session=self.session)
 
 
 async def prune_published(db: Any) -> int:

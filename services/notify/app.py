@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from contracts import access, auth, transit, wallet
-from contracts import notify
+from contracts import access, auth, notify, transit, wallet
 from services.notify import channels, store
 from services.notify.handlers import Handlers
 from services.notify.sender import Sender

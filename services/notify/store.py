@@ -21,14 +21,11 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.notify.domain import DeliveryStatus, Guardian, JourneyDay, Message
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 
 Doc = dict[str, Any]
 OPEN = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
 
-
-class ConcurrencyError(Exception):
-    """Another writer changed the document first; the caller retries (transient)."""
 
 
 async def ensure_indexes(db: Any, *, retention_days: int) -> None:
@@ -80,16 +77,9 @@ async def sync_guardianships(tx: Transaction, guardian: Guardian) -> None:
 
 async def save_guardian(tx: Transaction, guardian: Guardian, loaded: int | None) -> None:
     """Insert (``loaded`` None) or replace if nobody wrote since it was loaded."""
-    doc = {"_id": guardian.account_id, **guardian.to_doc()}
-    if loaded is None:
-        await tx.db.notify_guardians.insert_one(doc, session=tx.session)
-        return
-    if loaded == guardian.version:
-        return  # nothing changed
-    result = await tx.db.notify_guardians.replace_one(
-        {"_id": guardian.account_id, "version": loaded}, doc, session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(guardian.account_id)
+    await save_versioned(tx.db.notify_guardians,
+                         {"_id": guardian.account_id, **guardian.to_doc()}, loaded,
+                         session=tx.session, version=guardian.version)
 
 
 async def delete_guardian(tx: Transaction, account_id: str) -> None:
@@ -222,16 +212,8 @@ async def load_journey(tx: Transaction, key: str) -> JourneyDay | None:
 
 
 async def save_journey(tx: Transaction, journey: JourneyDay, loaded: int | None) -> None:
-    doc = {"_id": journey.key, **journey.to_doc()}
-    if loaded is None:
-        await tx.db.notify_journeys.insert_one(doc, session=tx.session)
-        return
-    if loaded == journey.version:
-        return
-    result = await tx.db.notify_journeys.replace_one({"_id": journey.key, "version": loaded},
-                                                     doc, session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(journey.key)
+    await save_versioned(tx.db.notify_journeys, {"_id": journey.key, **journey.to_doc()},
+                         loaded, session=tx.session, version=journey.version)
 
 
 async def journey(db: Any, key: str) -> JourneyDay | None:

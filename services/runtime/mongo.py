@@ -44,6 +44,31 @@ INFRA_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectio
 Doc = dict[str, Any]
 
 
+class ConcurrencyError(Exception):
+    """Another writer changed the document since it was loaded: the message is retried with
+    fresh state (a transient fault for the consumption policy)."""
+
+
+async def save_versioned(coll: Any, doc: Doc, loaded_version: int | None, *,
+                         session: AsyncClientSession, version: int | None = None) -> None:
+    """Optimistic concurrency for an aggregate document carrying a ``version`` field.
+
+    ``loaded_version`` None inserts (a duplicate ``_id`` raises DuplicateKeyError for the
+    caller to interpret); otherwise the document is replaced only if its stored version is
+    still ``loaded_version``, else ConcurrencyError. When ``version`` (the aggregate's current
+    version) equals ``loaded_version`` nothing changed and nothing is written.
+    """
+    if loaded_version is None:
+        await coll.insert_one(doc, session=session)
+        return
+    if version is not None and version == loaded_version:
+        return
+    result = await coll.replace_one({"_id": doc["_id"], "version": loaded_version}, doc,
+                                    session=session)
+    if result.matched_count != 1:
+        raise ConcurrencyError(f"{coll.name}/{doc['_id']}")
+
+
 class AlreadyProcessed(Exception):
     """The inbox already holds this message id: the whole transaction is a duplicate."""
 

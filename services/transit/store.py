@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 from services.transit.domain import (
     CapKind,
     CardTravel,
@@ -42,8 +42,6 @@ from services.transit.domain.pricing import as_utc
 Doc = dict[str, Any]
 
 
-class ConcurrencyError(Exception):
-    """Another writer changed the aggregate first; the message is retried (transient)."""
 
 
 @dataclass(frozen=True)
@@ -185,17 +183,12 @@ async def travels_of_cards(tx: Transaction, card_uids: Iterable[str]) -> list[Ca
 async def save_travel(tx: Transaction, travel: CardTravel, loaded_version: int | None) -> None:
     """Insert a new aggregate (``loaded_version`` None) or replace it if nobody else wrote
     since it was loaded."""
-    doc = {"_id": travel.aggregate_id, **travel.to_doc()}
-    if loaded_version is None:
-        try:
-            await tx.db.transit_travel.insert_one(doc, session=tx.session)
-        except DuplicateKeyError:
-            raise ConcurrencyError(travel.aggregate_id) from None
-        return
-    result = await tx.db.transit_travel.replace_one(
-        {"_id": travel.aggregate_id, "version": loaded_version}, doc, session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(travel.aggregate_id)
+    try:
+        await save_versioned(tx.db.transit_travel,
+                             {"_id": travel.aggregate_id, **travel.to_doc()}, loaded_version,
+                             session=tx.session)
+    except DuplicateKeyError:  # created meanwhile by another writer
+        raise ConcurrencyError(travel.aggregate_id) from None
 
 
 async def reminder_candidates(db: Any, first: date, last: date, limit: int) -> list[str]:

@@ -15,14 +15,10 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
 Doc = dict[str, Any]
-
-
-class ConcurrencyError(Exception):
-    """Another writer changed the account first; the handler retries with fresh state."""
 
 
 class AccountExists(Exception):
@@ -67,18 +63,11 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
            # Denormalised for the expiry tick: nx-27017 cannot query into arrays of documents.
            "next_bonus_expiry": min((lot.expires_at for lot in account.bonus_lots
                                      if lot.remaining > 0), default=None)}
-    if expected_version is None:
-        try:
-            await tx.db.wallet_accounts.insert_one(doc, session=tx.session)
-        except DuplicateKeyError:
-            raise AccountExists(account.contract) from None
-        return
-    if account.version == expected_version:
-        return  # nothing changed
-    result = await tx.db.wallet_accounts.replace_one(
-        {"_id": account.contract, "version": expected_version}, doc, session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(account.contract)
+    try:
+        await save_versioned(tx.db.wallet_accounts, doc, expected_version,
+                             session=tx.session, version=account.version)
+    except DuplicateKeyError:
+        raise AccountExists(account.contract) from None
 
 
 async def append_entries(tx: Transaction, entries: list[LedgerEntry]) -> None:
