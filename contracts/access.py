@@ -126,6 +126,20 @@ class AttendanceDayClosed(Event):
                            examples=["last_exit"])
 
 
+class NotInSchoolAtLessonStart(Event):
+    """No entry when the first lesson of a school day began; at most once per student and
+    day. The student may still come (late) or not at all (see AbsenceDetected at the cut-off);
+    notify joins it with the morning rides for the "rode but did not arrive" alert."""
+
+    contract: ContractNumber
+    school_id: SchoolId
+    local_date: LocalDate
+    lesson_start: LocalTime = Field(description="The first lesson start, school-local.",
+                                    examples=["08:30"])
+    lesson_start_at: UtcDatetime = Field(description="The same instant in UTC.",
+                                         examples=["2026-09-01T04:30:00Z"])
+
+
 class AbsenceDetected(Event):
     """No entry by the school's cut-off; at most once per student and school day."""
 

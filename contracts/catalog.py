@@ -133,7 +133,8 @@ TOPICS: tuple[Topic, ...] = (
           "Latest allow/deny state per card for the gates' cache.", compacted=True),
     Topic("access.events.v1", "contract", "access", ("notify",),
           _models(access, "StudentEntered", "StudentLeft", "ManualEntryRecorded",
-                  "LateArrivalDetected", "AbsenceDetected", "AttendanceDayClosed"),
+                  "LateArrivalDetected", "NotInSchoolAtLessonStart", "AbsenceDetected",
+                  "AttendanceDayClosed"),
           "Attendance facts.", retention_ms=30 * DAY_MS),
     # --- transit ---
     Topic("transit.commands.v1", "operator id or contract", "apps", ("transit",),
@@ -151,9 +152,10 @@ TOPICS: tuple[Topic, ...] = (
           _models(notify, "OneTimeCodeRequested"),
           "One-time codes to send by SMS: the only topic carrying codes; retained 1 hour.",
           retention_ms=3600 * 1000, personal_data=True),
-    Topic("notify.commands.v1", "account id", "apps", ("notify",),
-          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal"),
-          "Guardian preferences, push tokens and the journal query.", personal_data=True),
+    Topic("notify.commands.v1", "account id or contract", "apps", ("notify",),
+          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney"),
+          "Guardian preferences, push tokens, the journal and journey queries.",
+          personal_data=True),
     Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
           _models(notify, "NotificationDelivered"), "Delivery status of every message."),
     # --- replies and dead letters ---
@@ -162,7 +164,8 @@ TOPICS: tuple[Topic, ...] = (
                   "LoginHistoryReply", "CommandCompleted")
           + _models(wallet, "CommandAccepted", "BalanceReply", "StatementReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
-          + _models(transit, "RidesReply") + _models(notify, "JournalReply") + (ErrorReply,),
+          + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
+          + (ErrorReply,),
           "Default reply topic for apps; a requester may name its own in ce_replyto.",
           retention_ms=DAY_MS),
     *(

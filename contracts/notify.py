@@ -1,5 +1,5 @@
 """Contracts owned by notify: one-time code requests (the only topic that carries codes),
-preferences, delivery status and the journal query."""
+preferences, delivery status, the journal query and the journey-to-school timeline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,18 @@ from enum import StrEnum
 from pydantic import Field
 
 from contracts.envelope import Command, Event, Part, Query, Reply
-from contracts.types import AccountId, Identifier, Locale, LocalTime, Phone, Secret, UtcDatetime
+from contracts.money import Kopecks
+from contracts.types import (
+    AccountId,
+    ContractNumber,
+    Identifier,
+    LocalDate,
+    Locale,
+    LocalTime,
+    Phone,
+    Secret,
+    UtcDatetime,
+)
 
 
 class Channel(StrEnum):
@@ -95,3 +106,38 @@ class JournalReply(Reply):
         "the requested limit.",
         examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "top_up", "channel": "push",
                     "status": "sent", "text": "Пополнение 500,00 ₽ по договору 40012345."}]])
+
+
+class GetJourney(Query):
+    """A child's journey to school on one school-local day: one timeline joining transit
+    rides, turnstile entry and exit and canteen purchases (a guardian of the child, or
+    support)."""
+
+    contract: ContractNumber
+    date: LocalDate = Field(description="The school-local day.", examples=["2026-09-01"])
+
+
+class JourneyStep(Part):
+    at: UtcDatetime
+    kind: str = Field(description="ride | entry | exit | purchase", examples=["ride"])
+    place: str | None = Field(default=None, description="The route of a ride, the school of "
+                              "a gate passage, the terminal of a purchase.", examples=["29"])
+    amount: Kopecks | None = Field(default=None, description="The fare of a ride or the "
+                                   "total of a purchase, kopecks.", examples=[3_500])
+    detail: str | None = Field(default=None, description="The fare rule of a ride, the "
+                               "reason of a manual entry.", examples=["transfer"])
+
+
+class JourneyReply(Reply):
+    contract: ContractNumber
+    date: LocalDate
+    steps: list[JourneyStep] = Field(
+        default_factory=list, description="The day in time order; empty when nothing is known.",
+        examples=[[{"at": "2026-09-01T03:52:00Z", "kind": "ride", "place": "29",
+                    "amount": 3_500, "detail": "full"}]])
+    arrived_at: UtcDatetime | None = Field(default=None, description="The first entry of the "
+                                           "day; None when the child has not entered.",
+                                           examples=["2026-09-01T04:12:40Z"])
+    not_arrived_alert_at: UtcDatetime | None = Field(
+        default=None, description="When the \"rode but did not arrive\" alert was raised; "
+        "None when it was not.", examples=[None])

@@ -65,6 +65,12 @@ class Student:
     absent: bool = False
     forgot_card: bool = False
     blocked: bool = False
+    truant: bool = False  # rides toward school in the morning but never enters
+
+    @property
+    def away(self) -> bool:
+        """Not in school today: absent, truant, or turned away at the gate (blocked card)."""
+        return self.absent or self.truant or self.blocked
 
 
 @dataclass
@@ -126,6 +132,7 @@ def generate_city(rng: random.Random, schools: int, students: int) -> City:
     ordinary = [k for k in kids if not (k.late or k.absent)]
     ordinary[0].forgot_card = True
     ordinary[1].blocked = True
+    ordinary[2].truant = ordinary[2].rides = True
     guardians: list[Guardian] = []
     for i, kid in enumerate(kids):
         phone = f"+7912{rng.randint(1_000_000, 9_999_999)}"
@@ -245,21 +252,38 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
     return False
 
 
+SERVICE_ENV = {"access": {"ACCESS_SWEEP_INTERVAL_S": "3600"}}
+"""See :meth:`SchoolDay.lessons_begin`."""
+
+SMS_KINDS = ("arrived_safely", "manual_entry", "not_arrived_alert", "payment_declined",
+             "card_blocked")
+"""What a parent without the app asks to get by SMS (SMS costs money, so it is opt-in)."""
+
+
 class SchoolDay:
-    def __init__(self, stack: devstack.Stack, city: City, rng: random.Random) -> None:
+    """The scenario. ``quiet_hours=False`` lifts every parent's quiet hours so that a run at
+    night delivers everything at once (the system test); ``make run`` keeps the defaults."""
+
+    def __init__(self, stack: devstack.Stack, city: City, rng: random.Random, *,
+                 quiet_hours: bool = True) -> None:
         self.stack = stack
         self.city = city
         self.rng = rng
+        self.quiet_hours = quiet_hours
+        # What the integrators paid and sold, per contract: the books the wallet must match.
+        self.paid: Counter[str] = Counter()
+        self.sales: dict[str, tuple[str, int]] = {}
+        self.receipts: Counter[str] = Counter()
+        self.auto_child: Student | None = None
         self.bus = Bus(stack.env["SCHOOLCARD_KAFKA_BOOTSTRAP"])
         self.out_dir = stack.run_dir / "schoolday"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.admin_tokens: dict[str, str] = {}
         self.refusals: Counter[tuple[str, str]] = Counter()
         self.support_token = ""
-        self.featured = next(g for g in city.guardians
-                             if g.children[0].rides and not g.children[0].late
-                             and not g.children[0].absent and not g.children[0].forgot_card
-                             and not g.children[0].blocked)
+        self.featured = next(g for g in city.guardians if g.children[0].rides
+                             and not g.children[0].away and not g.children[0].late
+                             and not g.children[0].forgot_card)
         self.featured.push = True  # the parent whose day the report shows uses the app
 
     def check(self, reply: dict[str, Any], what: str) -> bool:
@@ -343,10 +367,7 @@ class SchoolDay:
                             request_id=f"login-{uuid.uuid4().hex[:10]}", login=g.phone,
                             password=g.password, device="SchoolCard app"), g.phone)
                         g.token = tokens.get("access_token") or g.token
-                    if g is self.featured:  # reads everything at once, even at night
-                        await self.bus.request(notify.SetPreferences(
-                            request_id=f"pref-{uuid.uuid4().hex[:8]}", account_id=g.account_id,
-                            quiet_from="02:00", quiet_to="02:01"), g.account_id, token=g.token)
+                    await self.preferences(g)
                     if g.push:
                         await self.bus.publish(notify.RegisterPushToken(
                             request_id=f"push-{uuid.uuid4().hex[:10]}", account_id=g.account_id,
@@ -355,6 +376,23 @@ class SchoolDay:
                 step()
 
         await asyncio.gather(*(one(g) for g in self.city.guardians))
+
+    async def preferences(self, g: Guardian) -> None:
+        """Parents without the app opt in to SMS for the news that matters; the featured
+        parent reads everything at once, even at night."""
+        channels = None if g.push else {kind: [notify.Channel.PUSH, notify.Channel.SMS]
+                                        for kind in SMS_KINDS}
+        quiet: tuple[str | None, str | None] = (None, None)
+        if g is self.featured:
+            quiet = ("02:00", "02:01")
+        elif not self.quiet_hours:
+            quiet = ("00:00", "00:00")
+        if channels is None and quiet == (None, None):
+            return
+        self.check(await self.bus.request(notify.SetPreferences(
+            request_id=f"pref-{uuid.uuid4().hex[:8]}", account_id=g.account_id,
+            channels=channels, quiet_from=quiet[0], quiet_to=quiet[1]), g.account_id,
+            token=g.token), "preferences")
 
     async def sms_code(self, phone: str, since: datetime,
                        timeout: float = 60) -> str | None:
@@ -379,12 +417,16 @@ class SchoolDay:
         for g in self.city.guardians:
             child = g.children[0]
             amount = self.rng.choice([300_00, 500_00, 1_000_00])
+            self.paid[child.contract] += amount
+            self.receipts[g.email] += 1
             await self.bus.publish(integrations.TopUpReceived(
                 payment_id=f"sbp-{uuid.uuid4().hex[:12]}", contract=child.contract,
                 amount=amount, sub_balance="canteen", channel="bank_card",
                 receipt_email=g.email, paid_at=paid), child.contract,
                 source="integrator:payments")
-            if child.rides:
+            if child.rides:  # paid at a terminal: the receipt goes to the parent's address
+                self.paid[child.contract] += 200_00
+                self.receipts[g.email] += 1
                 await self.bus.publish(integrations.TopUpReceived(
                     payment_id=f"sbp-{uuid.uuid4().hex[:12]}", contract=child.contract,
                     amount=200_00, sub_balance="transit", channel="terminal", paid_at=paid),
@@ -419,7 +461,9 @@ class SchoolDay:
                     stop_id="stop-home", card_uid=s.card_uid,
                     tapped_at=arrive - timedelta(minutes=20),
                     offline=self.rng.random() < 0.1), s.card_uid, source="integrator:validator")
-            if s.forgot_card:
+            if s.truant:
+                pass
+            elif s.forgot_card:
                 token = self.admin_tokens.get(s.school_id, "")
                 await self.bus.request(access.RecordManualEntry(
                     request_id=f"manual-{uuid.uuid4().hex[:8]}", school_id=s.school_id,
@@ -432,10 +476,21 @@ class SchoolDay:
                     tapped_at=arrive), s.card_uid, source="integrator:turnstile")
             step()
 
+    async def lessons_begin(self, step: Callable[[], None]) -> None:
+        """The day is replayed after the fact, so access's clock-driven checks (nobody in at
+        the first lesson, absence at the cut-off) would fire as soon as the schedules are set,
+        before any tap. The stack runs them hourly (``ACCESS_SWEEP_INTERVAL_S``) and the
+        scenario restarts access once the morning is in: its startup check then catches up,
+        as a real access does after an outage."""
+        # access has every tap, and notify every ride and entry, before the checks run
+        await self.settle(services=("access", "transit", "notify"), deliveries=False)
+        await asyncio.to_thread(self.stack.restart, "access")
+        step()
+
     async def lunch(self, step: Callable[[], None]) -> None:
         day = self.city.day
         for s in self.city.students:
-            if s.absent or s.blocked:
+            if s.away:
                 step()
                 continue
             items = self.rng.sample(MENU[:4] + MENU[5:], k=self.rng.randint(2, 3))
@@ -450,15 +505,17 @@ class SchoolDay:
     async def _sale(self, s: Student, items: list[tuple[Any, ...]], at: datetime) -> None:
         lines = [integrations.SaleItem(sku=sku, name=name, category=cat, allergens=al, qty=1,
                                        unit_price=price) for sku, name, cat, al, price in items]
+        sale_id = f"till-{uuid.uuid4().hex[:12]}"
+        self.sales[sale_id] = (s.contract, sum(line.unit_price for line in lines))
         await self.bus.publish(integrations.CanteenSaleRequested(
-            sale_id=f"till-{uuid.uuid4().hex[:12]}", terminal_id=f"{s.school_id}-till-1",
+            sale_id=sale_id, terminal_id=f"{s.school_id}-till-1",
             school_id=s.school_id, card_uid=s.card_uid, items=lines, sold_at=at),
             s.card_uid, source="integrator:canteen-till")
 
     async def afternoon(self, step: Callable[[], None]) -> None:
         day = self.city.day
         for s in self.city.students:
-            if s.absent or s.blocked:
+            if s.away:
                 step()
                 continue
             leave = local(day, 14, self.rng.randint(0, 59))
@@ -478,7 +535,7 @@ class SchoolDay:
         """A parent turns on auto top-up with a threshold above the balance: wallet asks the
         payment integrator once, and the integrator (this script) pays."""
         g = next((g for g in self.city.guardians if g.token and g is not self.featured
-                  and not g.children[0].blocked), None)
+                  and not g.children[0].away), None)
         if g is None:
             step()
             return
@@ -498,6 +555,8 @@ class SchoolDay:
 
         if await wait_until(requested, 60, "auto top-up request"):
             req = self.auto_request
+            self.paid[child.contract] += req["amount"]
+            self.receipts[g.email] += 1
             await self.bus.publish(integrations.TopUpReceived(
                 payment_id=f"auto-{req['request_id']}", contract=child.contract,
                 amount=req["amount"], sub_balance=req["sub_balance"], channel="auto_top_up",
@@ -507,22 +566,44 @@ class SchoolDay:
 
     # --- the report ------------------------------------------------------------------------
 
-    async def settle(self) -> None:
-        """Wait until every service has committed everything on the topics it consumes (a
-        partition without a commit counts from its start)."""
+    def phases(self) -> list[tuple[str, int, Callable[[Callable[[], None]], Awaitable[None]]]]:
+        """The day in order: (title, steps, phase); each phase calls ``step()`` as it goes."""
+        n = len(self.city.students)
+        return [
+            ("Issuing cards", n, self.issue_cards),
+            ("School schedules", len(self.city.schools), self.set_schedules),
+            ("Parents register and log in", len(self.city.guardians), self.register_parents),
+            ("Top-ups and parent controls", len(self.city.guardians), self.top_ups_and_controls),
+            ("Morning: rides and gate entries", n, self.morning),
+            ("Lessons begin: attendance checks", 1, self.lessons_begin),
+            ("Lunch in the canteen", n, self.lunch),
+            ("Afternoon: exits and rides home", n, self.afternoon),
+            ("Low balance -> auto top-up", 1, self.auto_top_up),
+        ]
+
+    async def settle(self, timeout: float = 240, services: tuple[str, ...] = devstack.SERVICES,
+                     *, deliveries: bool = True) -> bool:
+        """Wait until the day has run its course: each of ``services`` has committed
+        everything on the topics it consumes (a partition without a commit counts from its
+        start) and published its whole outbox, and (``deliveries``) notify has nothing left
+        to send now. False on timeout."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
         from aiokafka.admin import AIOKafkaAdminClient
+        from pymongo import AsyncMongoClient
 
         from contracts.catalog import consumed_by
 
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bus.bootstrap)
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bus.bootstrap)
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            self.stack.env["SCHOOLCARD_MONGO_URI"], tz_aware=True)
         await admin.start()
         await consumer.start()
+        self.lagging: dict[tuple[str, str], int] = {}
 
         async def behind() -> int:
             total = 0
-            for svc in devstack.SERVICES:
+            for svc in services:
                 tps = [TopicPartition(t.name, p) for t in consumed_by(svc)
                        for p in (consumer.partitions_for_topic(t.name) or ())]
                 if not tps:
@@ -538,17 +619,39 @@ class SchoolDay:
                     total += lag
             return total
 
+        async def unsent() -> int:
+            total = 0
+            for svc in services:
+                db = mongo[f"schoolcard_{svc}"]
+                pending = await db[f"{svc}_outbox"].count_documents({"status": "pending"})
+                if pending:
+                    self.lagging[(svc, "outbox")] = pending
+                total += pending
+            if not deliveries:
+                return total
+            soon = datetime.now(UTC) + timedelta(seconds=30)
+            sending = await mongo.schoolcard_notify.notify_messages.count_documents(
+                {"sendable": True, "due_at": {"$lte": soon}})
+            if sending:
+                self.lagging[("notify", "to send")] = sending
+            return total + sending
+
         async def quiet() -> bool:
-            self.lagging: dict[tuple[str, str], int] = {}
-            return await behind() == 0
+            self.lagging = {}
+            return await behind() + await unsent() == 0
 
         try:
             await consumer.topics()
-            if not await wait_until(quiet, 240, "all services caught up"):
+            # Twice in a row: an outbox drained between the two looks means new records.
+            settled = await wait_until(quiet, timeout, "all services caught up") and \
+                await wait_until(quiet, timeout, "all services caught up")
+            if not settled:
                 console.print(f"  still behind: {self.lagging}")
+            return settled
         finally:
             await consumer.stop()
             await admin.close()
+            await mongo.close()
 
     async def report(self) -> None:
         per_service: Counter[str] = Counter()
@@ -558,6 +661,8 @@ class SchoolDay:
         deliveries = await self.bus.read_all("notify.deliveries.v1")
         channels: Counter[str] = Counter()
         deferred: Counter[str] = Counter()
+        alerts = {v["notification_id"] for _, v in deliveries if isinstance(v, dict)
+                  and v.get("kind") == "not_arrived_alert"}
         for _, v in deliveries:
             if isinstance(v, dict) and v.get("status") == "sent":
                 channels[v.get("channel", "?")] += 1
@@ -597,6 +702,9 @@ class SchoolDay:
             if (self.stack.run_dir / "sinks" / "mail").exists() else []
         ch.add_row("(SMTP sink received)", str(len(mails) // 2), "")
         console.print(ch)
+        console.print(f"\"Rode but did not arrive\" alerts: {len(alerts)} (the child who "
+                      "rode toward school and did not enter: "
+                      f"{', '.join(s.contract for s in self.city.students if s.truant)})")
         if self.refusals:
             console.print("Refused requests: " + ", ".join(
                 f"{what} {code} x{n}" for (what, code), n in sorted(self.refusals.items())))
@@ -624,6 +732,17 @@ class SchoolDay:
             status = {"sent": "", "deferred": " (тихие часы: придёт утром)"}.get(
                 line["status"], f" ({line['status']})")
             console.print(f"  {at:%H:%M} [{line['channel']}] {line['text']}{status}")
+        journey = await self.bus.request(notify.GetJourney(
+            contract=child.contract, date=self.city.day.isoformat()), child.contract,
+            token=g.token)
+        console.print("  [bold]Дорога в школу и обратно[/bold]")
+        for step in journey.get("steps") or []:
+            at = datetime.fromisoformat(step["at"].replace("Z", "+00:00")).astimezone(
+                ZoneInfo(TZ))
+            what = {"ride": "поездка, маршрут", "entry": "вход,", "exit": "выход,",
+                    "purchase": "покупка,"}.get(step["kind"], step["kind"])
+            money = f" — {format_rub(step['amount'])}" if step.get("amount") else ""
+            console.print(f"    {at:%H:%M} {what} {step.get('place') or ''}{money}")
         balance = await self.bus.request(wallet.GetBalance(contract=child.contract),
                                          child.contract, token=g.token)
         if balance.get("balances"):
@@ -659,25 +778,14 @@ async def play(args: argparse.Namespace) -> int:
                   f"{len(city.guardians)} guardians")
     started = time.monotonic()
     with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
-        stack.up()
+        stack.up(service_env=SERVICE_ENV)
     console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
     day = SchoolDay(stack, city, rng)
     await day.bus.start()
     try:
-        n = len(city.students)
-        phases: list[tuple[str, int, Callable[[Callable[[], None]], Awaitable[None]]]] = [
-            ("Issuing cards", n, day.issue_cards),
-            ("School schedules", len(city.schools), day.set_schedules),
-            ("Parents register and log in", len(city.guardians), day.register_parents),
-            ("Top-ups and parent controls", len(city.guardians), day.top_ups_and_controls),
-            ("Morning: rides and gate entries", n, day.morning),
-            ("Lunch in the canteen", n, day.lunch),
-            ("Afternoon: exits and rides home", n, day.afternoon),
-            ("Low balance -> auto top-up", 1, day.auto_top_up),
-        ]
         with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as progress:
-            for title, total, phase in phases:
+            for title, total, phase in day.phases():
                 task = progress.add_task(title, total=total)
                 await phase(lambda task=task: progress.advance(task))
                 await day.bus.producer.flush()

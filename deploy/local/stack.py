@@ -190,6 +190,7 @@ class Stack:
     run_dir: Path
     procs: list[Proc] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def state_file(self) -> Path:
@@ -197,17 +198,19 @@ class Stack:
 
     def save(self) -> None:
         self.state_file.write_text(json.dumps(
-            {"procs": [asdict(p) for p in self.procs],
+            {"procs": [asdict(p) for p in self.procs], "service_env": self.service_env,
              "env": {k: v for k, v in self.env.items()
                      if "KEY" not in k and "PEPPER" not in k}}, indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> Stack:
         data = json.loads((run_dir / "stack.json").read_text())
-        return cls(run_dir, [Proc(**p) for p in data["procs"]], data["env"])
+        return cls(run_dir, [Proc(**p) for p in data["procs"]], data["env"],
+                   data.get("service_env", {}))
 
     def up(self, services: tuple[str, ...] = SERVICES, kafka_port: int | None = None,
-           mongo_port: int | None = None) -> None:
+           mongo_port: int | None = None,
+           service_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Start from a clean slate: the broker keeps its data in memory, so the database,
         the sinks and the logs of an earlier run are removed with it."""
         for stale in ("mongo", "sinks", "logs"):
@@ -218,12 +221,26 @@ class Stack:
         sinks, sink_env = start_sinks(self.run_dir)
         self.procs += [kafka, mongo, sinks]
         self.env = {**infra_env(kafka.port, mongo.port, self.run_dir), **sink_env}
+        self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
         self.save()
-        started = [start_service(s, self.run_dir, self.env) for s in services]
+        started = [start_service(s, self.run_dir, self.env, extra_env=self.service_env.get(s))
+                   for s in services]
         self.procs += started
         self.save()
         for proc in started:
             wait_ready(proc, timeout=90)
+
+    def restart(self, name: str, timeout: float = 90) -> Proc:
+        """Stop a service gracefully and start it again on the same port (its startup tick
+        runs at once: e.g. access catches up on attendance checkpoints)."""
+        old = next(p for p in self.procs if p.name == name)
+        old.stop()
+        new = start_service(name, self.run_dir, self.env, port=old.port,
+                            extra_env=self.service_env.get(name))
+        self.procs[self.procs.index(old)] = new
+        self.save()
+        wait_ready(new, timeout=timeout)
+        return new
 
     def down(self) -> None:
         # Services first (they drain and flush), then the database, then the broker.

@@ -7,7 +7,7 @@ instead. Denied taps are normal results: a GateDecision with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import date, time
 from typing import NoReturn
 from zoneinfo import ZoneInfo
@@ -294,7 +294,8 @@ class Handlers:
     # --- the periodic sweep -------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Absence detection and end-of-day closing for every school, by the runtime clock.
+        """Missing-at-lesson-start and absence detection and end-of-day closing for every
+        school, by the runtime clock.
 
         Each (school, day, kind) is done once (a marker in access_sweeps); the students are
         handled in batches of ``sweep_batch`` per transaction so the serialised dev database is
@@ -310,15 +311,20 @@ class Handlers:
             for sweep_id, (day, kind) in ids.items():
                 if sweep_id in done:
                     continue
-                if kind == "absence":
-                    await self._sweep_absences(schedule, day)
+                if kind == "lessons":
+                    await self._sweep_roster(schedule, day, d.detect_missing_at_lesson_start)
+                elif kind == "absence":
+                    await self._sweep_roster(schedule, day, d.detect_absences)
                 else:
                     await self._sweep_closing(schedule, day)
                 async with self.rt.transaction() as tx:
                     await store.mark_sweep_done(tx, sweep_id)
                 log.info("attendance sweep done", sweep=sweep_id)
 
-    async def _sweep_absences(self, schedule: d.SchoolSchedule, day: date) -> None:
+    async def _sweep_roster(self, schedule: d.SchoolSchedule, day: date,
+                            detect: Callable[..., d.SweepOutcome]) -> None:
+        """Mark every student of the school for ``day`` (no entry at the first lesson, or
+        absent at the cut-off), in batches."""
         async with self.rt.transaction() as tx:
             roster = await store.students(tx, schedule.school_id)
         batch = self.settings.sweep_batch
@@ -327,7 +333,7 @@ class Handlers:
             async with self.rt.transaction() as tx:
                 days = await store.load_days(tx, [d.day_key(s.contract, day) for s in chunk])
                 loaded = {k: v.version for k, v in days.items()}
-                outcome = d.detect_absences(schedule, chunk, days, day, tx.now)
+                outcome = detect(schedule, chunk, days, day, tx.now)
                 await store.save_days(tx, outcome.days, loaded)
                 _emit(tx, outcome.events, schedule.zone, f"sweep:{day}")
 

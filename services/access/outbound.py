@@ -79,6 +79,13 @@ def _late(e: d.StudentLate, c: Context) -> ContractModel:
                                     minutes_late=e.minutes_late)
 
 
+def _missing(e: d.StudentNotInAtLessonStart, c: Context) -> ContractModel:
+    return wire.NotInSchoolAtLessonStart(contract=e.contract, school_id=e.school_id,
+                                         local_date=e.day.isoformat(),
+                                         lesson_start=_local_hhmm(e.lesson_start_at, c.zone),
+                                         lesson_start_at=e.lesson_start_at)
+
+
 def _absent(e: d.StudentAbsent, c: Context) -> ContractModel:
     return wire.AbsenceDetected(contract=e.contract, school_id=e.school_id,
                                 local_date=e.day.isoformat(),
@@ -111,6 +118,8 @@ OUTBOUND: dict[type[Any], Mapping] = {
                             lambda e, c: message_id("manual", e.entry_id)),
     d.StudentLate: (_late, lambda e: e.contract,
                     lambda e, c: message_id("late", e.contract, e.day)),
+    d.StudentNotInAtLessonStart: (_missing, lambda e: e.contract,
+                                  lambda e, c: message_id("missing", e.contract, e.day)),
     d.StudentAbsent: (_absent, lambda e: e.contract,
                       lambda e, c: message_id("absent", e.contract, e.day)),
     d.AttendanceDayClosed: (_closed, lambda e: e.contract,

@@ -32,11 +32,13 @@ async def wire(rt: Runtime) -> Routes:
         notify.SetPreferences: h.on_set_preferences,
         notify.RegisterPushToken: h.on_register_push_token,
         notify.GetJournal: h.on_get_journal,
+        notify.GetJourney: h.on_get_journey,
         # access.events.v1
         access.StudentEntered: h.on_entered,
         access.StudentLeft: h.on_left,
         access.ManualEntryRecorded: h.on_manual_entry,
         access.LateArrivalDetected: h.on_late,
+        access.NotInSchoolAtLessonStart: h.on_not_in_at_lesson_start,
         access.AbsenceDetected: h.on_absent,
         # wallet.events.v1 / wallet.receipts.v1
         wallet.SalePosted: h.on_sale_posted,

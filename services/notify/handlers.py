@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from contracts import access, auth, transit, wallet
@@ -96,11 +96,14 @@ class Handlers:
             contract = event.contract or ""
             guardians = await store.guardians_of(tx, contract)
             day, loaded = await self._journey(tx, contract, entry.at)
-            day.record(entry)
+            caused = day.record(entry)
             if arrival:
                 event = d.entry_notification(day, entry.event_id, event)
             await store.save_journey(tx, day, loaded)
-            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+            events = [event, *(d.notification_for(e) for e in caused
+                               if isinstance(e, d.NotArrivedAlertRaised))]
+            await self._queue(tx, [m for e in events
+                                   for m in d.route(e, guardians, tx.now).messages])
 
     async def _guardian(self, tx: Transaction, account_id: str) -> tuple[d.Guardian, int | None]:
         guardian = await store.load_guardian(tx, account_id)
@@ -171,6 +174,20 @@ class Handlers:
 
     async def on_late(self, msg: Inbound) -> None:
         await self._notify_child(msg, inbound.late(msg.message))
+
+    async def on_not_in_at_lesson_start(self, msg: Inbound) -> None:
+        """Lessons began without the child: if the child rode toward school that morning
+        (now, or a ride uploaded later), the guardians get the "did not arrive" alert, once
+        per child and day."""
+        e: access.NotInSchoolAtLessonStart = msg.message
+        async with self._tx(msg) as tx:
+            day, loaded = await self._journey(tx, e.contract, e.lesson_start_at)
+            alert = day.lessons_began_without_entry(d.parse_hhmm(e.lesson_start), e.school_id)
+            await store.save_journey(tx, day, loaded)
+            if alert is not None:
+                guardians = await store.guardians_of(tx, e.contract)
+                await self._queue(tx, list(d.route(d.notification_for(alert), guardians,
+                                                   tx.now).messages))
 
     async def on_absent(self, msg: Inbound) -> None:
         e: access.AbsenceDetected = msg.message
@@ -269,6 +286,29 @@ class Handlers:
             lines = [line for m in messages if (line := d.journal_line(m)) is not None]
             tx.reply(wire.JournalReply(lines=[_journal_line(line, m, tx.now)
                                               for line, m in zip(lines, messages, strict=True)]))
+
+
+    async def on_get_journey(self, msg: Inbound) -> None:
+        q: wire.GetJourney = msg.message
+        async with self._tx(msg) as tx:
+            try:
+                self.rt.authorize(msg, "view", q.contract)
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
+                return
+            day = await store.load_journey(
+                tx, d.journey_key(q.contract, date.fromisoformat(q.date)))
+            tx.reply(_journey_reply(q, day))
+
+
+def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.JourneyReply:
+    if day is None:
+        return wire.JourneyReply(contract=q.contract, date=q.date)
+    return wire.JourneyReply(
+        contract=q.contract, date=q.date, arrived_at=day.arrived_at,
+        not_arrived_alert_at=day.alerted_at,
+        steps=[wire.JourneyStep(at=e.at, kind=e.kind.value, place=e.place, amount=e.amount,
+                                detail=e.detail) for e in day.timeline])
 
 
 def _journal_line(line: d.JournalLine, m: d.Message, now: datetime) -> Any:

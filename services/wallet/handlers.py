@@ -187,9 +187,12 @@ class Handlers:
                 self._send(tx, outbound.sale_decision(sale, None, tx.now))
                 return
             loaded = account.version
+            # The till's own time (an offline till uploads later) decides the school day of
+            # the sale and its daily limit; a clock running ahead never counts beyond now.
+            sold_at = min(sale.sold_at, tx.now)
             try:
                 result = account.sale(sale.sale_id, terminal_id=sale.terminal_id,
-                                      items=outbound.domain_items(sale.items), now=tx.now,
+                                      items=outbound.domain_items(sale.items), now=sold_at,
                                       bonus_points=sale.bonus_to_redeem)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None

@@ -21,6 +21,7 @@ from .attendance import (
     close_finished_days,
     day_key,
     detect_absences,
+    detect_missing_at_lesson_start,
     record_manual_entry,
     student_of,
 )
@@ -65,6 +66,7 @@ from .events import (
     StudentEntered,
     StudentExited,
     StudentLate,
+    StudentNotInAtLessonStart,
     TapDecided,
 )
 from .gate import (
@@ -146,6 +148,7 @@ __all__ = [
     "StudentEntered",
     "StudentExited",
     "StudentLate",
+    "StudentNotInAtLessonStart",
     "StudentSummary",
     "SweepOutcome",
     "TapDecided",
@@ -166,6 +169,7 @@ __all__ = [
     "day_key_for_tap",
     "decide_tap",
     "detect_absences",
+    "detect_missing_at_lesson_start",
     "entry_verdict",
     "holidays_between",
     "identity_verdict",

@@ -8,7 +8,7 @@ inside. Passages are kept sorted by time, so a late-delivered passage lands in i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -36,6 +36,7 @@ from .events import (
     StudentEntered,
     StudentExited,
     StudentLate,
+    StudentNotInAtLessonStart,
 )
 from .schedule import SchoolSchedule
 
@@ -120,6 +121,7 @@ class AttendanceDay:
     day: date
     passages: list[Passage] = field(default_factory=list)
     late_reported_at: datetime | None = None
+    missing_reported_at: datetime | None = None
     absence_reported_at: datetime | None = None
     closed_at: datetime | None = None
     closed_by: ClosedBy | None = None
@@ -282,6 +284,21 @@ class AttendanceDay:
             self.last_exit, self.is_late(schedule), by.value,
         )
 
+    def mark_missing_at_lesson_start(
+        self, schedule: SchoolSchedule, now: datetime
+    ) -> StudentNotInAtLessonStart | None:
+        """Report once that a lesson day had no entry when its first lesson began."""
+        start = schedule.lesson_start_at(self.day)
+        if self.missing_reported_at is not None or self.present or start is None:
+            return None
+        now_utc = require_aware(now, "now")
+        if now_utc < start:
+            return None
+        self.missing_reported_at = now_utc
+        self.version += 1
+        return StudentNotInAtLessonStart(self.contract, self.school_id, self.class_name,
+                                         self.day, start)
+
     def mark_absent(self, schedule: SchoolSchedule, now: datetime) -> StudentAbsent | None:
         """Report absence once, when a lesson day has no entry by its cut-off."""
         if self.absence_reported or self.present or not schedule.has_lessons(self.day):
@@ -314,6 +331,7 @@ class AttendanceDay:
             "day": date_to_doc(self.day),
             "passages": [p.to_doc() for p in self.passages],
             "late_reported_at": self.late_reported_at,
+            "missing_reported_at": self.missing_reported_at,
             "absence_reported_at": self.absence_reported_at,
             "closed_at": self.closed_at,
             "closed_by": None if self.closed_by is None else self.closed_by.value,
@@ -330,6 +348,7 @@ class AttendanceDay:
             day=date_from_doc(doc["day"]),
             passages=sorted((Passage.from_doc(p) for p in doc["passages"]), key=lambda p: p.at),
             late_reported_at=opt_dt_from_doc(doc.get("late_reported_at")),
+            missing_reported_at=opt_dt_from_doc(doc.get("missing_reported_at")),
             absence_reported_at=opt_dt_from_doc(doc.get("absence_reported_at")),
             closed_at=opt_dt_from_doc(doc.get("closed_at")),
             closed_by=None if closed_by is None else ClosedBy(closed_by),
@@ -431,13 +450,40 @@ def detect_absences(
     """
     if not schedule.has_lessons(day) or require_aware(now, "now") < schedule.cutoff_at(day):
         return SweepOutcome((), ())
+    return _mark_roster(schedule, students, days, day,
+                        lambda record: record.mark_absent(schedule, now))
+
+
+def detect_missing_at_lesson_start(
+    schedule: SchoolSchedule,
+    students: Iterable[Student],
+    days: Mapping[str, AttendanceDay],
+    day: date,
+    now: datetime,
+) -> SweepOutcome:
+    """Report every student of the school with no entry on ``day`` when the first lesson began,
+    once per student and day (same rules as :func:`detect_absences`)."""
+    start = schedule.lesson_start_at(day)
+    if start is None or require_aware(now, "now") < start:
+        return SweepOutcome((), ())
+    return _mark_roster(schedule, students, days, day,
+                        lambda record: record.mark_missing_at_lesson_start(schedule, now))
+
+
+def _mark_roster(
+    schedule: SchoolSchedule,
+    students: Iterable[Student],
+    days: Mapping[str, AttendanceDay],
+    day: date,
+    mark: Callable[[AttendanceDay], DomainEvent | None],
+) -> SweepOutcome:
     changed: list[AttendanceDay] = []
     events: list[DomainEvent] = []
     for student in students:
         if student.school_id != schedule.school_id:
             continue
         record = days.get(day_key(student.contract, day)) or AttendanceDay.open(student, day)
-        event = record.mark_absent(schedule, now)
+        event = mark(record)
         if event is not None:
             changed.append(record)
             events.append(event)

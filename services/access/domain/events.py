@@ -85,6 +85,18 @@ class StudentLate:
 
 
 @dataclass(frozen=True, slots=True)
+class StudentNotInAtLessonStart:
+    """No entry when the first lesson began (the student may still come: late, or not at
+    all); at most once per day. notify joins it with the morning rides."""
+
+    contract: str
+    school_id: str
+    class_name: str
+    day: date
+    lesson_start_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class StudentAbsent:
     """No entry by the absence cut-off of a school day; at most once per day."""
 
@@ -135,6 +147,7 @@ DomainEvent = (
     | StudentExited
     | ManualEntryRecorded
     | StudentLate
+    | StudentNotInAtLessonStart
     | StudentAbsent
     | AttendanceDayClosed
     | AllowListEntryChanged

@@ -238,6 +238,11 @@ class SchoolSchedule:
     def cutoff_at(self, day: date) -> datetime:
         return self.instant(day, self.data.absence_cutoff)
 
+    def lesson_start_at(self, day: date) -> datetime | None:
+        """The first lesson of ``day`` as an instant; None on a day without lessons."""
+        first = self.first_lesson_on(day)
+        return None if first is None or not self.has_lessons(day) else self.instant(day, first)
+
     def sessions_for(self, day: date, class_name: str) -> list[Session]:
         if self.hours_on(day) is None:
             return []
@@ -259,13 +264,17 @@ class SchoolSchedule:
 
     def due_sweeps(self, now: datetime, lookback_days: int = 2) -> list[tuple[date, str]]:
         """The periodic jobs due at ``now`` for today and the ``lookback_days`` before it:
-        ``(day, "absence")`` once the day's absence cut-off passed (lesson days only) and
-        ``(day, "close")`` once the day is over. The caller remembers which ones it has done."""
+        ``(day, "lessons")`` once the first lesson began and ``(day, "absence")`` once the
+        day's absence cut-off passed (lesson days only), ``(day, "close")`` once the day is
+        over. The caller remembers which ones it has done."""
         now = require_aware(now, "now")
         today = self.school_day(now)
         due: list[tuple[date, str]] = []
         for back in range(lookback_days, -1, -1):
             day = today - timedelta(days=back)
+            start = self.lesson_start_at(day)
+            if start is not None and now >= start:
+                due.append((day, "lessons"))
             if self.has_lessons(day) and now >= self.cutoff_at(day):
                 due.append((day, "absence"))
             if now >= self.day_end_at(day):

@@ -3,7 +3,7 @@ arrived. No I/O: handlers load guardians and messages, call these functions with
 commit the results (messages, journal, journey days) through the unit of work.
 """
 
-from .clock import require_aware
+from .clock import parse_hhmm, require_aware
 from .digest import DigestPlan, build_digest, digest_event_id
 from .errors import NotifyError, NotifyRejection, SkipReason
 from .facts import (
@@ -164,6 +164,7 @@ __all__ = [
     "journey_day_of",
     "journey_key",
     "notification_for",
+    "parse_hhmm",
     "plural_ru",
     "recipients",
     "render",

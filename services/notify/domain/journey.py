@@ -115,6 +115,7 @@ class JourneyDay:
     entries: list[TimelineEntry] = field(default_factory=list)
     arrived_at: datetime | None = None
     alerted_at: datetime | None = None
+    missing_at_start: bool = False  # access said: no entry when the first lesson began
     version: int = 0
 
     @classmethod
@@ -172,6 +173,11 @@ class JourneyDay:
         self.entries.append(entry)
         self.entries.sort(key=lambda e: (e.at, e.event_id))
         self.version += 1
+        if entry.kind is TimelineKind.RIDE and self.missing_at_start:
+            # an offline validator's morning ride uploaded after access's news
+            start = self.lesson_start_at()
+            alert = None if start is None else self.check_not_arrived(start)
+            return [alert] if alert is not None else []
         if entry.kind is TimelineKind.ENTRY and self.arrived_at is None:
             self.arrived_at = entry.at
             rides = self._morning_rides(before=entry.at)
@@ -218,6 +224,22 @@ class JourneyDay:
             school=self.school,
         )
 
+    def lessons_began_without_entry(
+        self, lesson_start: time, school: str | None = None
+    ) -> NotArrivedAlertRaised | None:
+        """Access found no entry when the first lesson began. Judged as of that moment, so a
+        day replayed or delivered late still alerts, unless an entry is known by now (the
+        child is in school) or the alert was raised already; no morning ride, no alert (but
+        the day remembers the news: a morning ride uploaded later raises it, see ``record``)."""
+        if (self.lesson_start, self.grace, self.missing_at_start) != (
+                lesson_start, timedelta(0), True):
+            self.lesson_start, self.grace = lesson_start, timedelta(0)
+            self.missing_at_start = True
+            self.version += 1
+        self.school = self.school or school
+        start = self.lesson_start_at()
+        return None if start is None else self.check_not_arrived(start)
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "key": self.key,
@@ -230,6 +252,7 @@ class JourneyDay:
             "entries": [e.to_doc() for e in self.entries],
             "arrived_at": self.arrived_at,
             "alerted_at": self.alerted_at,
+            "missing_at_start": self.missing_at_start,
             "version": self.version,
         }
 
@@ -245,6 +268,7 @@ class JourneyDay:
             entries=[TimelineEntry.from_doc(e) for e in doc["entries"]],
             arrived_at=opt_from_doc_datetime(doc["arrived_at"]),
             alerted_at=opt_from_doc_datetime(doc["alerted_at"]),
+            missing_at_start=bool(doc.get("missing_at_start", False)),
             version=doc["version"],
         )
 

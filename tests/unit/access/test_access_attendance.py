@@ -31,12 +31,14 @@ from services.access.domain import (
     StudentAbsent,
     StudentEntered,
     StudentLate,
+    StudentNotInAtLessonStart,
     TapReason,
     ValidationReason,
     close_finished_days,
     day_key,
     decide_tap,
     detect_absences,
+    detect_missing_at_lesson_start,
     record_manual_entry,
 )
 
@@ -235,6 +237,44 @@ def test_nobody_is_absent_on_a_holiday_or_a_weekend() -> None:
 
     assert detect_absences(SCHEDULE, ROSTER, {}, HOLIDAY, local(HOLIDAY, "12:00")).events == ()
     assert detect_absences(SCHEDULE, ROSTER, {}, saturday, local(saturday, "12:00")).events == ()
+
+
+def test_students_not_in_when_the_first_lesson_begins_are_reported_once() -> None:
+    present = AttendanceDay.open(ROSTER[0], MONDAY)
+    tap_in(present, "08:29", "t1")
+    days = {present.key: present}
+
+    early = detect_missing_at_lesson_start(SCHEDULE, ROSTER, days, MONDAY,
+                                           local(MONDAY, "08:29:59"))
+    sweep = detect_missing_at_lesson_start(SCHEDULE, ROSTER, days, MONDAY, local(MONDAY, "08:30"))
+    days |= {d.key: d for d in sweep.days}
+    again = detect_missing_at_lesson_start(SCHEDULE, ROSTER, days, MONDAY,
+                                           local(MONDAY, "08:35"))
+
+    assert early.events == ()
+    missing = [e for e in sweep.events if isinstance(e, StudentNotInAtLessonStart)]
+    assert {e.contract for e in missing} == {s.contract for s in ROSTER[1:]}
+    assert {e.lesson_start_at for e in missing} == {local(MONDAY, "08:30")}
+    assert again.events == ()
+    # the marker survives the store: a rerun of the sweep after a restart emits nothing
+    reloaded = {k: AttendanceDay.from_doc(v.to_doc()) for k, v in days.items()}
+    assert detect_missing_at_lesson_start(SCHEDULE, ROSTER, reloaded, MONDAY,
+                                          local(MONDAY, "09:00")).events == ()
+
+
+def test_nobody_is_missing_at_lesson_start_on_a_holiday_or_a_saturday_without_lessons() -> None:
+    saturday = MONDAY + timedelta(days=5)
+
+    for day in (HOLIDAY, saturday):
+        assert detect_missing_at_lesson_start(SCHEDULE, ROSTER, {}, day,
+                                              local(day, "12:00")).events == ()
+
+
+def test_the_lessons_sweep_is_due_from_the_first_lesson_and_before_the_absence_sweep() -> None:
+    assert (MONDAY, "lessons") not in SCHEDULE.due_sweeps(local(MONDAY, "08:29"))
+    assert (MONDAY, "lessons") in SCHEDULE.due_sweeps(local(MONDAY, "08:30"))
+    due = SCHEDULE.due_sweeps(local(MONDAY, "10:00"))
+    assert due.index((MONDAY, "lessons")) < due.index((MONDAY, "absence"))
 
 
 def test_a_student_arriving_after_being_reported_absent_is_present_and_late() -> None:

@@ -156,3 +156,43 @@ def test_a_journey_day_round_trips_through_a_plain_document() -> None:
     doc = day.to_doc()
     assert JourneyDay.from_doc(doc).to_doc() == doc
     assert doc["key"] == f"{CONTRACT}:2025-09-10"
+
+
+def test_lessons_beginning_without_the_child_who_rode_raise_the_alert_once() -> None:
+    day = JourneyDay.open(CONTRACT, msk(6, 0), MSK)  # notify learns the lesson start from access
+    day.record(ride())
+
+    alert = day.lessons_began_without_entry(time(8, 0), "Школа № 5")
+    again = day.lessons_began_without_entry(time(8, 0), "Школа № 5")
+
+    assert alert is not None and again is None
+    assert alert.lesson_start == msk(8, 0) and alert.last_ride_at == msk(7, 41)
+    assert alert.event_id == f"journey:{CONTRACT}:{day.day.isoformat()}:not_arrived"
+    assert notification_for(alert).kind is NotificationKind.NOT_ARRIVED_ALERT
+
+
+def test_no_alert_at_lesson_start_once_an_entry_is_known_or_without_a_morning_ride() -> None:
+    entered = JourneyDay.open(CONTRACT, msk(6, 0), MSK)
+    entered.record(ride())
+    entered.record(entry(hour=8, minute=20))  # late, but uploaded before access's news came
+    walked = JourneyDay.open(CONTRACT, msk(6, 0), MSK)
+    walked.record(TimelineEntry("lunch", TimelineKind.PURCHASE, msk(12, 0), amount=14_500))
+    after_lessons = JourneyDay.open(CONTRACT, msk(6, 0), MSK)
+    after_lessons.record(ride(hour=9, minute=5))  # rode after lessons began: not toward them
+
+    for day in (entered, walked, after_lessons):
+        assert day.lessons_began_without_entry(time(8, 0), "Школа № 5") is None
+
+
+def test_a_morning_ride_uploaded_after_lessons_began_without_the_child_raises_the_alert() -> None:
+    day = JourneyDay.open(CONTRACT, msk(6, 0), MSK)
+    assert day.lessons_began_without_entry(time(8, 0), "Школа № 5") is None  # no ride known
+
+    after_start = day.record(ride("ride-late", hour=9, minute=10))
+    offline = day.record(ride("ride-offline"))  # 07:41, uploaded by an offline validator
+    again = day.record(ride("ride-other", hour=7, minute=50))
+
+    assert after_start == []
+    assert len(offline) == 1 and offline[0].last_ride_at == msk(7, 41)
+    assert again == []
+    assert JourneyDay.from_doc(day.to_doc()).missing_at_start
