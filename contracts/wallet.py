@@ -152,10 +152,17 @@ class FareRefunded(Event):
 
 
 class DebtSettled(Event):
-    """A top-up covered what the card owed (grace meal or declined fares); transit lifts the
-    deny-list entry."""
+    """A top-up covered what the card owed (grace meal and fares declined for lack of money:
+    those are charged now, never written off); transit lifts the deny-list entry. Sent only
+    when nothing is owed any more; a top-up of the canteen balance does not pay fares."""
 
     contract: ContractNumber
+    payment_id: Identifier | None = Field(default=None, description="The top-up that settled "
+                                          "it.", examples=["sbp-7f3a9c2e1b4d"])
+    fares_collected: list[Identifier] = Field(
+        default_factory=list, description="Ride ids of the declined fares this top-up paid.",
+        examples=[["val-881-000123"]])
+    fares_total: Kopecks = Field(default=0, description="Their sum, kopecks.", examples=[3_500])
     settled_at: UtcDatetime
 
 

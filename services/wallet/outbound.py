@@ -60,7 +60,9 @@ def _top_up(e: d.TopUpCredited) -> ContractModel:
 
 
 def _debt_settled(e: d.GraceDebtSettled) -> ContractModel:
-    return wire.DebtSettled(contract=e.contract, settled_at=e.at)
+    return wire.DebtSettled(contract=e.contract, payment_id=e.payment_id,
+                            fares_collected=list(e.fares), fares_total=e.fares_total,
+                            settled_at=e.at)
 
 
 def _sale_posted(e: d.SaleApproved) -> ContractModel:

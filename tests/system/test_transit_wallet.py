@@ -1,7 +1,7 @@
 """Transit and wallet as their own processes: a day of taps delivered shuffled with late offline
 uploads is charged exactly the in-order price, wallet applies every refund exactly once (a
 redelivered correction changes nothing), and a card wallet cannot charge lands on the deny list
-and leaves it after a top-up (wallet's DebtSettled)."""
+and leaves it after a top-up that pays the declined fare (wallet's DebtSettled)."""
 
 from __future__ import annotations
 
@@ -115,6 +115,8 @@ async def test_late_taps_cost_the_in_order_price_wallet_refunds_each_correction_
                                                paid_at=datetime.now(UTC)), broke.contract)
         entries = await deny_list.wait_for(
             lambda r: r.key == broke.card_uid and not r.json()["denied"], timeout=60)
+        [debt_settled] = await wallet_events.wait_for(
+            lambda r: r.key == broke.contract and r.type.endswith("DebtSettled"), timeout=60)
 
     net = (sum(a["amount"] for a in seen["assessed"].values())
            - sum(c["refund"] for c in seen["corrected"].values()))
@@ -135,4 +137,10 @@ async def test_late_taps_cost_the_in_order_price_wallet_refunds_each_correction_
     assert refund_entries == 1
     assert denied.json()["denied"] is True and denied.json()["debt"] == 3_500
     assert entries[-1].json()["debt"] == 0
+    # the declined fare was charged from the top-up, not written off
+    assert debt_settled.json()["fares_total"] == 3_500
+    assert len(debt_settled.json()["fares_collected"]) == 1
+    broke_account = await asyncio.to_thread(
+        mongo.schoolcard_wallet.wallet_accounts.find_one, {"_id": broke.contract})
+    assert sum(broke_account["balances_by_sub"].values()) == 100_00 - 3_500
 

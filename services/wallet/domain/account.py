@@ -329,6 +329,9 @@ class Account:
             [(_C, settled, CounterAccount.TOP_UP), (sub, amount - settled, CounterAccount.TOP_UP)],
             at,
         )
+        owed = debt > 0 or self.fares_unpaid
+        collected = self._collect_owed_fares(payment_id, at, self.version + 1)
+        self.fares_unpaid = any(r.owed for r in self.rides.values())
         record = TopUpRecord(
             payment_id, amount, sub, channel, settled, self.balances, at, self.version + 1
         )
@@ -338,11 +341,12 @@ class Account:
                 self.contract, payment_id, amount, sub, channel, settled, self.balances, at
             )
         )
-        if (debt > 0 or self.fares_unpaid) and self.grace_debt == 0:
-            # Paid back a grace meal, or the card was refused a fare: either way it may ride
-            # and eat again, which transit learns from this event.
-            self.fares_unpaid = False
-            self._events.append(GraceDebtSettled(self.contract, payment_id, at))
+        if owed and self.grace_debt == 0 and not self.fares_unpaid:
+            # Paid back a grace meal and every fare the card was refused: it may ride and eat
+            # again, which transit learns from this event.
+            self._events.append(GraceDebtSettled(
+                self.contract, payment_id, at, tuple(r.ride_id for r in collected),
+                sum(r.amount for r in collected)))
         threshold = self.low_balance_threshold
         if threshold is not None and self.balances.meal_funds >= threshold:
             self.low_balance_armed = True
@@ -578,6 +582,31 @@ class Account:
         self._touch()
         return self._fare_result(record)
 
+    def _collect_owed_fares(self, payment_id: str, at: datetime, seq: int) -> list[RideRecord]:
+        """Pay the fares declined for lack of money from the money there is now, oldest first
+        (transit, then general), as far as it goes: a declined fare is debt, never written
+        off. Posted as the ride's own fare operation, so the ledger shows one fare per ride."""
+        collected: list[RideRecord] = []
+        for ride in sorted((r for r in self.rides.values() if r.owed), key=lambda r: r.seq):
+            transit = max(0, self.balances_by_sub[_T])
+            general = max(0, self.balances_by_sub[_G])
+            if transit + general < ride.amount:
+                break
+            ride.paid_transit = min(transit, ride.amount)
+            ride.paid_general = ride.amount - ride.paid_transit
+            self._post(
+                OperationKind.FARE,
+                ride.ride_id,
+                [
+                    (_T, -ride.paid_transit, CounterAccount.REVENUE_TRANSIT),
+                    (_G, -ride.paid_general, CounterAccount.REVENUE_TRANSIT),
+                ],
+                at,
+            )
+            ride.collected_by, ride.collected_at, ride.collected_seq = payment_id, at, seq
+            collected.append(ride)
+        return collected
+
     def refund_fare(
         self, correction_id: str, ride_id: str, amount: int, *, now: datetime
     ) -> FareRefundResult:
@@ -630,7 +659,7 @@ class Account:
         ride = self.rides.get(ride_id)
         if ride is None:
             raise WalletRejected(RejectionReason.UNKNOWN_RIDE, ride_id)
-        if not ride.approved:
+        if not ride.charged:
             raise WalletRejected(RejectionReason.NOT_CHARGED, f"ride {ride_id} was declined")
         return ride
 
@@ -1187,10 +1216,11 @@ class Account:
 
     @staticmethod
     def _fare_result(r: RideRecord, *, replayed: bool = False) -> FareResult:
-        return FareResult(
-            r.ride_id, r.approved, r.reason, r.amount, r.paid_transit, r.paid_general,
-            r.balances_after, replayed,
-        )
+        """The decision as it was made: a declined fare collected later still replays as
+        declined with nothing paid (the collection is the top-up's outcome)."""
+        paid = (r.paid_transit, r.paid_general) if r.approved else (0, 0)
+        return FareResult(r.ride_id, r.approved, r.reason, r.amount, *paid, r.balances_after,
+                          replayed)
 
     @staticmethod
     def _fare_refund_result(r: FareRefundRecord, *, replayed: bool = False) -> FareRefundResult:

@@ -46,9 +46,15 @@ class TopUpCredited:
 
 @dataclass(frozen=True, slots=True)
 class GraceDebtSettled:
+    """A top-up paid back everything the card owed: the grace meal and the fares declined for
+    lack of money (``fares`` are the ride ids collected by this payment, ``fares_total`` their
+    sum); transit lifts the deny-list entry."""
+
     contract: str
     payment_id: str
     at: datetime
+    fares: tuple[str, ...] = ()
+    fares_total: int = 0
 
 
 @dataclass(frozen=True, slots=True)

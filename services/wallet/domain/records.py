@@ -129,10 +129,25 @@ class RideRecord:
     refunded_transit: int = 0
     refunded_general: int = 0
     seq: int = 0  # order of the operation on the account (its version)
+    # A fare declined for lack of money is collected by a later top-up (never written off):
+    collected_by: str | None = None  # the payment that paid it
+    collected_at: datetime | None = None
+    collected_seq: int = 0
 
     @property
     def refunded(self) -> int:
         return self.refunded_transit + self.refunded_general
+
+    @property
+    def charged(self) -> bool:
+        """Money was taken for the ride: at once, or later from a top-up."""
+        return self.approved or self.collected_by is not None
+
+    @property
+    def owed(self) -> bool:
+        """Declined for lack of money and not collected yet: the card owes the fare."""
+        return (not self.approved and self.reason is DeclineReason.INSUFFICIENT_FUNDS
+                and self.collected_by is None)
 
 
 @dataclass(slots=True)

@@ -90,6 +90,12 @@ def statement_lines(account: Account) -> list[StatementLine]:
         else:
             add(StatementLine(r.at, StatementKind.FARE, r.ride_id, LineStatus.DECLINED, 0,
                               r.amount, 0, r.reason.value if r.reason else "", seq=r.seq))
+            if r.collected_by is not None and r.collected_at is not None:
+                status = _status(r.amount, r.refunded, r.ride_id in disputed_rides)
+                add(StatementLine(r.collected_at, StatementKind.FARE, r.ride_id, status,
+                                  -r.amount, r.amount, 0,
+                                  f"declined fare paid from top-up {r.collected_by}",
+                                  seq=r.collected_seq))
     for f in account.fare_refunds.values():
         add(StatementLine(f.at, StatementKind.FARE_REFUND, f.correction_id, completed, f.amount,
                           f.amount, 0, f"ride {f.ride_id}", seq=f.seq))

@@ -30,6 +30,7 @@ from services.wallet.domain import (
     Account,
     AutoTopUpSettings,
     DailyLimits,
+    DeclineReason,
     DisputeStatus,
     LedgerEntry,
     RejectionReason,
@@ -71,6 +72,7 @@ class Model:
         default_factory=lambda: defaultdict(int)
     )
     ride_refunds: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    owed_fares: list[tuple[str, int]] = field(default_factory=list)  # declined for funds
 
 
 class WalletMachine(RuleBasedStateMachine):
@@ -139,8 +141,20 @@ class WalletMachine(RuleBasedStateMachine):
         def other(a: Account) -> Any:
             return a.top_up(key, amount + 1, sub_balance=sub, channel=channel, now=now)
 
+        before = self.account.balances
         result = call(self.account)
         self.model.money += amount
+        # A declined fare is debt: the top-up pays the owed fares, oldest first, from transit
+        # and general (what the grace meal took back stays in canteen), as far as it goes.
+        settled = min(amount, max(0, -before.canteen))
+        free = before.transit + before.general + (
+            amount - settled if sub is not SubBalance.CANTEEN else 0)
+        while self.model.owed_fares and self.model.owed_fares[0][1] <= free:
+            ride_id, owed = self.model.owed_fares.pop(0)
+            free -= owed
+            self.model.money -= owed
+            self.charged_rides.append((ride_id, owed))
+        assert self.account.fares_unpaid == bool(self.model.owed_fares)
         self._collect()
         self._remember(call, other, result)
 
@@ -200,6 +214,8 @@ class WalletMachine(RuleBasedStateMachine):
         if result.approved:
             self.model.money -= amount
             self.charged_rides.append((key, amount))
+        elif result.reason is DeclineReason.INSUFFICIENT_FUNDS and not result.replayed:
+            self.model.owed_fares.append((key, amount))
         self._collect()
         self._remember(call, other, result)
 

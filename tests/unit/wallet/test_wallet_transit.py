@@ -6,9 +6,12 @@ from services.wallet.domain import (
     DailyLimits,
     DeclineReason,
     FareDeclined,
+    GraceDebtSettled,
     RejectionReason,
+    SubBalance,
     WalletRejected,
     check_ledger,
+    statement_lines,
 )
 from tests.unit.wallet.wallet_builders import NOW, at, funded
 
@@ -88,3 +91,31 @@ def test_refunding_an_unknown_or_declined_ride_is_rejected() -> None:
         account.refund_fare("corr-2", "ride-1", 1_00, now=NOW)
     assert unknown.value.reason is RejectionReason.UNKNOWN_RIDE
     assert declined.value.reason is RejectionReason.NOT_CHARGED
+
+
+def test_a_declined_fare_is_debt_that_the_next_top_up_pays_never_written_off() -> None:
+    account = funded(transit=10_00)
+    account.debit_fare("ride-1", 36_00, now=NOW)
+    account.debit_fare("ride-2", 36_00, now=at(1))
+    account.pull_events()
+
+    account.top_up("pay-canteen", 500_00, sub_balance=SubBalance.CANTEEN, now=at(10))
+    assert account.fares_unpaid, "canteen money is for meals: it does not pay fares"
+    account.top_up("pay-1", 40_00, sub_balance=SubBalance.TRANSIT, now=at(11))
+    assert account.fares_unpaid and account.balances.transit == 14_00  # ride-1 paid, not ride-2
+    assert not [e for e in account.pull_events() if isinstance(e, GraceDebtSettled)]
+    account.top_up("pay-2", 100_00, sub_balance=SubBalance.TRANSIT, now=at(12))
+
+    [settled] = [e for e in account.pull_events() if isinstance(e, GraceDebtSettled)]
+    assert (settled.payment_id, settled.fares, settled.fares_total) == ("pay-2", ("ride-2",), 36_00)
+    assert not account.fares_unpaid
+    assert account.balances.transit == 10_00 + 40_00 + 100_00 - 2 * 36_00
+    assert account.balances.canteen == 500_00
+    assert check_ledger(account, account.pull_entries()) == []
+    paid = [line for line in statement_lines(account) if line.operation_id == "ride-2"]
+    assert [(line.status.value, line.amount) for line in paid] == [("declined", 0),
+                                                                   ("completed", -36_00)]
+    # the replayed decision stays a decline; a transit correction may refund the paid fare
+    assert not account.debit_fare("ride-2", 36_00, now=at(20)).approved
+    account.refund_fare("corr-1", "ride-2", 6_00, now=at(21))
+    assert account.balances.transit == 10_00 + 40_00 + 100_00 - 2 * 36_00 + 6_00
