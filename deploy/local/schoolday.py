@@ -702,9 +702,11 @@ class SchoolDay:
             if (self.stack.run_dir / "sinks" / "mail").exists() else []
         ch.add_row("(SMTP sink received)", str(len(mails) // 2), "")
         console.print(ch)
-        console.print(f"\"Rode but did not arrive\" alerts: {len(alerts)} (the child who "
-                      "rode toward school and did not enter: "
-                      f"{', '.join(s.contract for s in self.city.students if s.truant)})")
+        why = {s.contract: "skipped school" if s.truant else "card blocked at the gate"
+               if s.blocked else "?" for s in self.city.students}
+        alerted = sorted({a.split(":")[1] for a in alerts})
+        console.print(f"\"Rode but did not arrive\" alerts: {len(alerts)} messages about "
+                      + (", ".join(f"{c} ({why.get(c, '?')})" for c in alerted) or "nobody"))
         if self.refusals:
             console.print("Refused requests: " + ", ".join(
                 f"{what} {code} x{n}" for (what, code), n in sorted(self.refusals.items())))
