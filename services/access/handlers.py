@@ -16,6 +16,7 @@ from contracts import access as wire
 from contracts import integrations as integ
 from contracts import wallet as wallet_wire
 from contracts.auth import AccessTokenClaims, Role
+from contracts.catalog import topic_for
 from services.access import domain as d
 from services.access import outbound, store
 from services.access.settings import Settings
@@ -26,6 +27,7 @@ from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError, authorize
 
 log = get_logger("schoolcard.access")
+GATE_TAPS = topic_for(integ.GateTapped).name
 
 
 def _reject(exc: d.AccessDomainError) -> NoReturn:
@@ -300,8 +302,14 @@ class Handlers:
         Each (school, day, kind) is done once (a marker in access_sweeps); the students are
         handled in batches of ``sweep_batch`` per transaction so the serialised dev database is
         never held long. A crash midway is harmless: the per-day markers on the records make a
-        rerun emit nothing twice.
+        rerun emit nothing twice. Nothing runs while the gate-tap backlog exceeds
+        ``ACCESS_SWEEP_MAX_LAG``: the checks judge from taps that must be in first.
         """
+        behind = await self.rt.lag(GATE_TAPS)
+        if behind > self.settings.sweep_max_lag:
+            log.warning("attendance sweep held: gate taps not consumed yet", behind=behind,
+                        max_lag=self.settings.sweep_max_lag)
+            return
         now = self.rt.clock()
         for schedule in await store.all_schedules(self.rt.db):
             due = schedule.due_sweeps(now, self.settings.sweep_lookback_days)

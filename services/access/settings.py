@@ -14,3 +14,7 @@ class Settings(ServiceSettings):
                                      "sweep still catches up on (after a long outage).")
     sweep_batch: int = Field(default=100, ge=1, le=5000, description="Students per sweep "
                              "transaction (kept small: the dev database serialises them).")
+    sweep_max_lag: int = Field(default=200, ge=0, description="The attendance checks wait "
+                               "while more gate taps than this are not yet consumed (after an "
+                               "outage, a backlog would otherwise make present children "
+                               "absent).")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
@@ -76,4 +77,34 @@ async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOP
         log.info("topics provisioned", count=len(missing))
         return [t.name for t in missing]
     finally:
+        await admin.close()
+
+
+async def group_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Records of ``topic`` that consumer ``group`` has not committed yet, over all partitions
+    (whichever instance owns them); a partition without a commit counts from its first
+    record. Partitions are passed explicitly: the dev broker cannot answer the "all
+    partitions" form of the offsets request."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag")
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{group}-lag",
+                                enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or ())]
+        if not tps:
+            return 0
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        behind = 0
+        for tp in tps:
+            meta = committed.get(tp)
+            done = meta.offset if meta is not None and meta.offset >= 0 else starts[tp]
+            behind += max(0, ends[tp] - done)
+        return behind
+    finally:
+        await consumer.stop()
         await admin.close()

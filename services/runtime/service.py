@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
-from services.runtime.broker import make_broker, provision_topics
+from services.runtime.broker import group_lag, make_broker, provision_topics
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
@@ -61,6 +61,16 @@ class Runtime:
     @property
     def db(self):  # type: ignore[no-untyped-def]
         return self.uow.db
+
+    @property
+    def group_id(self) -> str:
+        return self.settings.group_id or f"schoolcard-{self.service}"
+
+    async def lag(self, topic: str) -> int:
+        """How many records of ``topic`` this service's consumer group has still to commit
+        (all instances together): a clock-driven job that judges from consumed data waits
+        while it is behind."""
+        return await group_lag(self.settings.infra.kafka_bootstrap, self.group_id, topic)
 
     def claims(self, msg: Inbound) -> AccessTokenClaims:
         """The verified access token of an app command (raises TokenError with a code)."""
@@ -130,7 +140,7 @@ class Service:
             await provision_topics(infra)
         routes = await self.wire(self.runtime)
         self.consumer = Consumer(broker, self.name, routes,
-                                 group_id=s.group_id or f"schoolcard-{self.name}",
+                                 group_id=self.runtime.group_id,
                                  max_attempts=s.max_attempts,
                                  backoff_s=s.retry_backoff_ms / 1000,
                                  backoff_max_s=s.retry_backoff_max_ms / 1000)
