@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from contracts import access, auth, integrations, notify, transit, wallet
-from contracts.envelope import ContractModel, ErrorReply
+from contracts.envelope import CommandAccepted, ContractModel, ErrorReply
 
 DAY_MS = 24 * 3600 * 1000
 SERVICES = ("auth", "wallet", "access", "transit", "notify")
@@ -162,10 +162,10 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted")
-          + _models(wallet, "CommandAccepted", "BalanceReply", "StatementReply")
+          + _models(wallet, "BalanceReply", "StatementReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
-          + (ErrorReply,),
+          + (CommandAccepted, ErrorReply),
           "Default reply topic for apps; a requester may name its own in ce_replyto.",
           retention_ms=DAY_MS),
     *(

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from contracts.types import UtcDatetime
+from contracts.types import Identifier, UtcDatetime
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
@@ -118,6 +118,13 @@ class ErrorReply(Reply):
     (invalid payload, unauthorised, unknown type)."""
 
     ok: bool = Field(default=False, description="Always false.")
+
+
+class CommandAccepted(Reply):
+    """The reply of any service to a command it applied, or had applied before (every command
+    is idempotent on its ``request_id``)."""
+
+    request_id: Identifier
 
 
 def registered_types() -> Mapping[str, type[ContractModel]]:

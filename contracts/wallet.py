@@ -455,12 +455,6 @@ class StatementLine(Part):
     items: list[SaleItem] = Field(default_factory=list)
 
 
-class CommandAccepted(Reply):
-    """Reply to a command that was applied (or had been applied before: idempotent)."""
-
-    request_id: Identifier
-
-
 class BalanceReply(Reply):
     contract: ContractNumber
     balances: Balances | None = Field(default=None, description="Current balances; None when "

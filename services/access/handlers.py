@@ -17,6 +17,7 @@ from contracts import integrations as integ
 from contracts import wallet as wallet_wire
 from contracts.auth import AccessTokenClaims, Role
 from contracts.catalog import topic_for
+from contracts.envelope import CommandAccepted
 from services.access import domain as d
 from services.access import outbound, store
 from services.access.settings import Settings
@@ -222,7 +223,7 @@ class Handlers:
                 return self._refuse(tx, msg, exc.reason.value, exc.detail)
             if not outcome.replayed:
                 await store.save_schedule(tx, outcome.schedule, loaded)
-            tx.reply(wallet_wire.CommandAccepted(request_id=m.request_id))
+            tx.reply(CommandAccepted(request_id=m.request_id))
 
     async def on_record_manual_entry(self, msg: Inbound) -> None:
         m: wire.RecordManualEntry = msg.message
@@ -245,7 +246,7 @@ class Handlers:
             if outcome.day is not None and not outcome.replayed:
                 await store.save_day(tx, outcome.day, loaded)
             _emit(tx, outcome.events, schedule.zone, msg.inbox_id)
-            tx.reply(wallet_wire.CommandAccepted(request_id=m.request_id))
+            tx.reply(CommandAccepted(request_id=m.request_id))
 
     async def on_get_class_register(self, msg: Inbound) -> None:
         q: wire.GetClassRegister = msg.message

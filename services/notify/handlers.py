@@ -18,7 +18,7 @@ from typing import Any
 from contracts import access, auth, transit, wallet
 from contracts import notify as wire
 from contracts.auth import Role
-from contracts.wallet import CommandAccepted
+from contracts.envelope import CommandAccepted
 from services.notify import domain as d
 from services.notify import inbound, outbound, store
 from services.notify.settings import Settings

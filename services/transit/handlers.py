@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from contracts import integrations as inbound
 from contracts import transit as wire
 from contracts import wallet as wallet_wire
+from contracts.envelope import CommandAccepted
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
@@ -186,7 +187,7 @@ class Handlers:
                 tx.fail(*refusal)
                 return
             await store.save_rules(tx, rulebook, cmd.version)
-            tx.reply(wallet_wire.CommandAccepted(request_id=cmd.request_id))
+            tx.reply(CommandAccepted(request_id=cmd.request_id))
 
     async def on_set_concession(self, msg: Inbound) -> None:
         """Grant or change a student concession on every card of the contract. Rides already
@@ -213,7 +214,7 @@ class Handlers:
                 loaded = travel.version
                 travel.set_concession(eligibility)
                 await store.save_travel(tx, travel, loaded)
-            tx.reply(wallet_wire.CommandAccepted(request_id=cmd.request_id))
+            tx.reply(CommandAccepted(request_id=cmd.request_id))
 
     async def on_get_rides(self, msg: Inbound) -> None:
         q: wire.GetRides = msg.message

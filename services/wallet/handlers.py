@@ -20,6 +20,7 @@ from contracts import integrations as inbound
 from contracts import transit
 from contracts import wallet as wire
 from contracts.auth import AccessTokenClaims, Role
+from contracts.envelope import CommandAccepted
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
@@ -274,7 +275,7 @@ class Handlers:
                 tx.fail(exc.reason.value, str(exc))
                 return
             await self._commit(tx, account, loaded)
-            tx.reply(wire.CommandAccepted(request_id=request_id))
+            tx.reply(CommandAccepted(request_id=request_id))
 
         await self._run(msg, body)
 
@@ -362,7 +363,7 @@ class Handlers:
             changed = await store.set_school_grace_meal(
                 tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
             log.info("grace meal set", school_id=cmd.school_id, accounts=changed)
-            tx.reply(wire.CommandAccepted(request_id=cmd.request_id))
+            tx.reply(CommandAccepted(request_id=cmd.request_id))
 
         await self._run(msg, body)
 
