@@ -12,8 +12,11 @@ decides, per record:
 3. handler raises ``Rejected`` (bad input found by the domain) -> dead-letter, commit;
 4. handler raises an infrastructure error (database or broker unreachable) -> retry with
    capped backoff until it works or the service stops (the partition waits, nothing skipped);
-5. any other exception -> bounded retries with backoff, then dead-letter with the error;
-6. success -> commit.
+5. the handler's save lost a write conflict (another instance changed the same aggregate) ->
+   rerun it with fresh state after a short random pause, up to ``conflict_retries`` times,
+   before it counts as a failure;
+6. any other exception -> bounded retries with backoff, then dead-letter with the error;
+7. success -> commit.
 
 The offset is committed only after the handler's transaction committed (or the dead-letter
 record was acknowledged by the broker). A message interrupted by shutdown is never committed,
@@ -23,6 +26,7 @@ so the next owner of the partition reads it again; the inbox makes that harmless
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -46,7 +50,7 @@ from contracts.envelope import (
 )
 from services.runtime import metrics
 from services.runtime.logs import get_logger
-from services.runtime.mongo import INFRA_ERRORS, AlreadyProcessed
+from services.runtime.mongo import INFRA_ERRORS, AlreadyProcessed, is_conflict
 
 log = get_logger("schoolcard.consumer")
 
@@ -90,7 +94,8 @@ class Consumer:
 
     def __init__(self, broker: KafkaBroker, service: str, routes: Routes, *,
                  group_id: str, topics: list[str] | None = None, max_attempts: int = 5,
-                 backoff_s: float = 0.1, backoff_max_s: float = 5.0) -> None:
+                 backoff_s: float = 0.1, backoff_max_s: float = 5.0,
+                 conflict_retries: int = 30) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -99,6 +104,7 @@ class Consumer:
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.conflict_retries = conflict_retries
         self.stopping = False
         self.topics = topics or sorted({catalog.topic_for(m).name for m in self.routes})
         self.subscriber = broker.subscriber(
@@ -142,7 +148,7 @@ class Consumer:
         bound = log.bind(event_id=inbound.envelope.id, type=inbound.envelope.type,
                          correlation_id=inbound.envelope.correlation_id,
                          topic=record.topic, partition=record.partition, offset=record.offset)
-        attempts = 0
+        attempts = conflicts = 0
         delay = self.backoff_s
         while True:
             started = time.perf_counter()
@@ -164,6 +170,13 @@ class Consumer:
                 bound.warning("infrastructure unavailable; retrying", error=type(exc).__name__,
                               retry_in_s=round(delay, 2))
             except Exception as exc:
+                if is_conflict(exc) and conflicts < self.conflict_retries:
+                    conflicts += 1
+                    metrics.RETRIES.labels(self.service, "conflict").inc()
+                    if self.stopping:
+                        return False
+                    await asyncio.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** conflicts)))
+                    continue
                 attempts += 1
                 metrics.RETRIES.labels(self.service, "handler").inc()
                 if attempts >= self.max_attempts:

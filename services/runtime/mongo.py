@@ -27,6 +27,8 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
     ServerSelectionTimeoutError,
 )
 from pymongo.read_concern import ReadConcern
@@ -67,6 +69,20 @@ async def save_versioned(coll: Any, doc: Doc, loaded_version: int | None, *,
                                     session=session)
     if result.matched_count != 1:
         raise ConcurrencyError(f"{coll.name}/{doc['_id']}")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """A lost race, not a fault: the aggregate changed between load and save
+    (ConcurrencyError), or the database aborted the transaction for a write conflict
+    (MongoDB labels it TransientTransactionError, code 112; the dev server answers
+    "WriteConflict: another transaction holds the database" without a label)."""
+    if isinstance(exc, ConcurrencyError):
+        return True
+    if not isinstance(exc, PyMongoError):
+        return False
+    return (exc.has_error_label("TransientTransactionError")
+            or (isinstance(exc, OperationFailure)
+                and (exc.code == 112 or str(exc).startswith("WriteConflict"))))
 
 
 class AlreadyProcessed(Exception):
@@ -206,15 +222,23 @@ class OutboxRelay:
     Each instance publishes what it wrote; records of an instance that died are taken over
     after ``takeover_s``. A failed publish stops the batch (keeping per-key order) and is
     retried with backoff: nothing committed is ever dropped. Delivery is at least once.
+
+    Published records are marked ``sent`` and expire after a week (``outbox_ttl``), unless
+    ``delete_published``: then they are deleted as soon as the broker took them, for a
+    service whose outbox carries secrets that must not outlive their delivery (auth's
+    one-time codes and TOTP secrets). Delivery guarantees are the same either way; only the
+    week of published history in the database is given up.
     """
 
     def __init__(self, uow: UnitOfWork, publish: Publish, *, batch: int = 200,
-                 idle_s: float = 0.5, takeover_s: float = 30.0) -> None:
+                 idle_s: float = 0.5, takeover_s: float = 30.0,
+                 delete_published: bool = False) -> None:
         self.uow = uow
         self.publish = publish
         self.batch = batch
         self.idle_s = idle_s
         self.takeover_s = takeover_s
+        self.delete_published = delete_published
         self.wakeup = asyncio.Event()
         self._stopping = False
 
@@ -223,15 +247,19 @@ class OutboxRelay:
     def notify(self) -> None:
         self.wakeup.set()
 
-    async def _mark_sent(self, ids: list[str]) -> None:
-        """Record what the broker took. Retried on its own: giving up here would publish the
-        same records again (harmless for consumers, but a stale copy on a compacted topic)."""
+    async def _record_published(self, ids: list[str]) -> None:
+        """Record what the broker took (mark it sent, or delete it). Retried on its own:
+        giving up here would publish the same records again (harmless for consumers, but a
+        stale copy on a compacted topic)."""
         delay = 0.05
         for attempt in range(6):
             try:
-                await self.uow.outbox.update_many(
-                    {"_id": {"$in": ids}},
-                    {"$set": {"status": "sent", "published_at": datetime.now(UTC)}})
+                if self.delete_published:
+                    await self.uow.outbox.delete_many({"_id": {"$in": ids}})
+                else:
+                    await self.uow.outbox.update_many(
+                        {"_id": {"$in": ids}},
+                        {"$set": {"status": "sent", "published_at": datetime.now(UTC)}})
                 return
             except Exception as exc:
                 if attempt == 5:
@@ -240,7 +268,19 @@ class OutboxRelay:
                 await asyncio.sleep(delay)
                 delay *= 2
 
+    async def delete_sent(self) -> int:
+        """Delete records marked sent before ``delete_published`` was switched on (they would
+        otherwise wait for the week-long TTL). Filtered on ``status`` alone: nx-27017 gets
+        that right, unlike filters with ``$or``."""
+        result = await self.uow.outbox.delete_many({"status": "sent"})
+        return int(result.deleted_count)
+
     async def run(self) -> None:
+        if self.delete_published:
+            try:
+                await self.delete_sent()
+            except Exception as exc:  # not fatal: the TTL removes them within a week
+                log.warning("outbox cleanup of sent records failed", error=type(exc).__name__)
         backoff = 0.1
         while not self._stopping:
             try:
@@ -292,7 +332,7 @@ class OutboxRelay:
                 metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
         finally:
             if published:
-                await self._mark_sent(published)
+                await self._record_published(published)
         if docs:
             oldest = docs[0]["created_at"]
             metrics.OUTBOX_LAG.labels(self.uow.service).set(

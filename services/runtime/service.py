@@ -143,7 +143,8 @@ class Service:
                                  group_id=self.runtime.group_id,
                                  max_attempts=s.max_attempts,
                                  backoff_s=s.retry_backoff_ms / 1000,
-                                 backoff_max_s=s.retry_backoff_max_ms / 1000)
+                                 backoff_max_s=s.retry_backoff_max_ms / 1000,
+                                 conflict_retries=s.conflict_retries)
 
         async def publish(topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
             await broker.publish(value, topic, key=key.encode(), headers=headers)

@@ -45,6 +45,10 @@ class ServiceSettings(BaseSettings):
                              "to host-pid-random (owner of its outbox records).")
     max_attempts: int = Field(default=5, ge=1, description="Tries of a failing message before "
                               "it is dead-lettered (infrastructure outages retry forever).")
+    conflict_retries: int = Field(default=30, ge=0, description="Quick retries of a message "
+                                  "whose save lost a write conflict (another instance changed "
+                                  "the same aggregate between load and save), before the "
+                                  "failure counts as one of max_attempts.")
     retry_backoff_ms: int = Field(default=100, ge=1)
     retry_backoff_max_ms: int = Field(default=5_000, ge=1)
     outbox_batch: int = Field(default=200, ge=1)

@@ -10,11 +10,7 @@ between load and save) is retried here with fresh state, inside the same deliver
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import Awaitable, Callable
-
-from pymongo.errors import OperationFailure, PyMongoError
 
 from contracts import integrations as inbound
 from contracts import transit
@@ -48,20 +44,10 @@ class Handlers:
     # --- plumbing -------------------------------------------------------------------------------
 
     async def _run(self, msg: Inbound | None, body: Body) -> None:
-        """One transaction for ``msg``; retried with fresh state on a write conflict."""
-        attempts = self.settings.conflict_retries
-        for attempt in range(1, attempts + 1):
-            try:
-                async with self.rt.transaction(msg) as tx:
-                    await body(tx)
-                return
-            except store.ConcurrencyError:
-                if attempt == attempts:
-                    raise
-            except PyMongoError as exc:
-                if attempt == attempts or not _write_conflict(exc):
-                    raise
-            await asyncio.sleep(random.uniform(0, min(0.25, 0.005 * 2 ** attempt)))
+        """One transaction for ``msg``. A write conflict (another instance saved the same
+        account first) propagates: the consumer reruns the message with fresh state."""
+        async with self.rt.transaction(msg) as tx:
+            await body(tx)
 
     async def _commit(self, tx: Transaction, account: d.Account, loaded: int | None) -> None:
         await store.save_account(tx, account, loaded)
@@ -429,14 +415,6 @@ class Handlers:
 
             await self._run(None, body)
         return expired
-
-
-def _write_conflict(exc: PyMongoError) -> bool:
-    """MongoDB labels write conflicts TransientTransactionError (code 112); the dev server
-    nx-27017 answers "WriteConflict: another transaction holds the database" without a label."""
-    return (exc.has_error_label("TransientTransactionError")
-            or (isinstance(exc, OperationFailure)
-                and (exc.code == 112 or str(exc).startswith("WriteConflict"))))
 
 
 def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:

@@ -10,9 +10,5 @@ class Settings(ServiceSettings):
     mongo_db: str = "schoolcard_wallet"
     grace_meal_default: int = Field(default=0, ge=0, description="Grace-meal debt bound in "
                                     "kopecks for schools without their own setting (0: off).")
-    conflict_retries: int = Field(default=30, ge=1, description="Tries of one message when "
-                                  "another instance changed the same account between load "
-                                  "and save (optimistic concurrency), before it counts as one "
-                                  "failed attempt of the consumer.")
     bonus_expiry_every_s: float = Field(default=24 * 3600, gt=0, description="Period of the "
                                         "bonus-expiry tick (it also runs once at start).")

@@ -287,7 +287,7 @@ async def test_every_decline_reason_is_answered_to_the_till_and_told_to_the_pare
     assert set(got) == {r.value for r in w.DeclineReason}
 
 
-async def test_a_fare_is_debited_once_refunded_by_a_correction_and_declined_when_unpaid(
+async def test_a_fare_is_debited_once_refunded_by_a_correction_and_collected_when_unpaid(
         world: World) -> None:
     card = await world.open_account()
     await world.top_up(card.contract, 60_00, "transit")
@@ -310,14 +310,16 @@ async def test_a_fare_is_debited_once_refunded_by_a_correction_and_declined_when
     declined = await world.event("FareDeclined", card.contract)
     assert declined.json()["reason"] == "insufficient_funds"
     await world.top_up(card.contract, 100_00, "transit")
-    await world.event("DebtSettled", card.contract)
+    settled = await world.event("DebtSettled", card.contract)
+    assert settled.json()["fares_collected"] == [unpaid.ride_id]  # paid now, not written off
+    assert settled.json()["fares_total"] == 90_00
     # A correction of a ride wallet never charged can never succeed: dead-lettered with why.
     bogus = correction.model_copy(update={"correction_id": uid("corr"), "ride_id": uid("ride")})
     await world.integrator.publish(bogus, card.contract)
     [dead] = await world.dead.wait_for(lambda r: bogus.correction_id.encode() in r.value)
     assert dead.headers[DLQ_CODE] == "unknown_ride"
     account = await world.consistent(card.contract)
-    assert account.balances.transit == 135_00
+    assert account.balances.transit == 35_00 + 100_00 - 90_00
 
 
 # --- authorisation -----------------------------------------------------------------------------

@@ -163,3 +163,39 @@ async def test_undecodable_records_are_dead_lettered_with_their_code(value, head
     consumer = RecordingConsumer(handler)
     assert await consumer.process(record(value, headers)) is True
     assert [c for c, _ in consumer.dead] == [code]
+
+
+async def test_a_lost_write_race_is_rerun_with_fresh_state_without_using_up_attempts():
+    from pymongo.errors import OperationFailure
+
+    from services.runtime.mongo import ConcurrencyError
+
+    races = [ConcurrencyError("wallet_accounts/40012345"),
+             OperationFailure("WriteConflict: another transaction holds the database", 112)]
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        if races:
+            raise races.pop(0)
+
+    consumer = RecordingConsumer(handler, max_attempts=1, conflict_retries=5)
+    assert await consumer.process(record()) is True
+    assert calls == 3 and consumer.dead == []
+
+
+async def test_endless_write_conflicts_end_as_a_failure_after_the_conflict_budget():
+    from services.runtime.mongo import ConcurrencyError
+
+    calls = 0
+
+    async def handler(msg: Inbound) -> None:
+        nonlocal calls
+        calls += 1
+        raise ConcurrencyError("wallet_accounts/40012345")
+
+    consumer = RecordingConsumer(handler, max_attempts=2, conflict_retries=3)
+    assert await consumer.process(record()) is True
+    assert calls == 3 + 2  # the conflict budget, then the ordinary bounded attempts
+    assert [code for code, _ in consumer.dead] == ["processing_failed"]
