@@ -94,7 +94,12 @@ class Login(Command):
     login: str = Field(description="Phone (E.164 or local) or e-mail.",
                        examples=["+79121234567"])
     password: Password
-    totp: Secret | None = Field(default=None, description="Second factor, when enabled.")
+    totp: Secret | None = Field(
+        default=None, description="The current 6-digit code of the authenticator app (TOTP, "
+        "RFC 6238, 30 s steps); required once the account has confirmed a TOTP enrolment. "
+        "Missing: ErrorReply second_factor_required; wrong or already used: "
+        "second_factor_invalid (both count as failed logins). Never logged.",
+        examples=["492039"])
     device: str = Field(default="", max_length=120, description="User agent / device name.")
     ip: str = Field(default="", max_length=64, description="Client address (stored hashed).")
 
@@ -126,6 +131,28 @@ class ChangePassword(Command):
     request_id: Identifier
     current_password: Password
     new_password: Password
+
+
+class StartTotpEnrolment(Command):
+    """Begin binding an authenticator app (TOTP, RFC 6238) to the calling account. Needs the
+    current password again, so that a stolen access token alone cannot enrol a factor the
+    owner does not hold. Answered with TotpEnrolmentStarted; logins need a code only after
+    ConfirmTotpEnrolment. Repeating it before the confirmation replaces the secret."""
+
+    request_id: Identifier
+    password: Password = Field(description="The account's current password "
+                               "(re-authentication); a wrong one counts as a failed login. "
+                               "Never logged.")
+
+
+class ConfirmTotpEnrolment(Command):
+    """Switch the second factor on with the first code the authenticator app shows for the
+    secret of TotpEnrolmentStarted. Answered with CommandCompleted, or an ErrorReply
+    second_factor_invalid (counted: 100 wrong codes an hour at most)."""
+
+    request_id: Identifier
+    code: Secret = Field(description="The current 6-digit code of the authenticator app; never "
+                         "logged.", examples=["492039"])
 
 
 class LinkChild(Command):
@@ -211,9 +238,29 @@ class SessionTokens(Reply):
         "the app must have the parent change it first.", examples=[False])
 
 
+class TotpEnrolmentStarted(Reply):
+    """The TOTP secret for the authenticator app, sent once to the account's owner (only in
+    this reply; never in events or logs). Confirm it with ConfirmTotpEnrolment."""
+
+    request_id: Identifier
+    secret: Secret = Field(description="Shared TOTP secret: 160 random bits, base32 without "
+                           "padding, for manual entry in the app. Never logged.",
+                           examples=["JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"])
+    otpauth_uri: Secret = Field(
+        description="The same secret as an otpauth:// Key URI (issuer SchoolCard, SHA1, 6 "
+        "digits, 30 s) to show as a QR code. Never logged.",
+        examples=["otpauth://totp/SchoolCard:%2B79121234567?digits=6&"
+                  "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&algorithm=SHA1&issuer=SchoolCard&"
+                  "period=30"])
+    digits: int = Field(default=6, description="Digits of each code.", examples=[6])
+    period_s: int = Field(default=30, description="Seconds each code is valid for (the time "
+                          "step).", examples=[30])
+
+
 class CommandCompleted(Reply):
     """Reply to an auth command that was applied and returns no tokens (confirmed
-    registration, password reset, logout, guardian changes, account creation and closing)."""
+    registration, password reset, logout, TOTP confirmation, guardian changes, account
+    creation and closing)."""
 
     request_id: Identifier
     account_id: AccountId | None = Field(

@@ -90,7 +90,8 @@ TOPICS: tuple[Topic, ...] = (
           _models(auth, "StartRegistration", "ConfirmRegistration", "ResendCode", "Login",
                   "RefreshSession", "Logout", "RequestPasswordReset", "ConfirmPasswordReset",
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
-                  "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory"),
+                  "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
+                  "StartTotpEnrolment", "ConfirmTotpEnrolment"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
@@ -161,7 +162,7 @@ TOPICS: tuple[Topic, ...] = (
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
-                  "LoginHistoryReply", "CommandCompleted")
+                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
           + _models(wallet, "BalanceReply", "StatementReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")

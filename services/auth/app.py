@@ -1,4 +1,5 @@
-"""auth: the topic -> handler table, and the tick that prunes published outbox records."""
+"""auth: the topic -> handler table. Published outbox records (codes, TOTP secrets) are
+deleted by the runtime's relay (``outbox_delete_published``, on by default for auth)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,12 @@ from services.auth import store
 from services.auth.handlers import Handlers
 from services.auth.settings import Settings
 from services.runtime.consumer import Routes
-from services.runtime.service import Runtime, Tick, main
+from services.runtime.service import Runtime, main
 
 
 async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db)
-    settings: Settings = rt.settings  # type: ignore[assignment]
     h = Handlers(rt)
-
-    async def prune_outbox() -> None:
-        await store.prune_published(rt.db)
-
-    rt.ticks.append(Tick(settings.outbox_prune_every_s, prune_outbox, "auth-prune-outbox"))
     return {
         # integrations.card-issuance.v1
         CardIssued: h.on_card_issued,
@@ -34,6 +29,8 @@ async def wire(rt: Runtime) -> Routes:
         cmd.RequestPasswordReset: h.on_request_password_reset,
         cmd.ConfirmPasswordReset: h.on_confirm_password_reset,
         cmd.ChangePassword: h.on_change_password,
+        cmd.StartTotpEnrolment: h.on_start_totp_enrolment,
+        cmd.ConfirmTotpEnrolment: h.on_confirm_totp_enrolment,
         cmd.LinkChild: h.on_link_child,
         cmd.InviteGuardian: h.on_invite_guardian,
         cmd.RemoveGuardian: h.on_remove_guardian,

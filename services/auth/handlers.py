@@ -19,7 +19,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from contracts import auth as cmd
@@ -36,6 +36,7 @@ from services.auth.security import (
     new_id,
     new_otp_code,
     new_refresh_token,
+    new_totp_secret,
     verify_password,
 )
 from services.auth.settings import Settings
@@ -70,6 +71,7 @@ class Handlers:
         self.settings: Settings = rt.settings  # type: ignore[assignment]
         self.pepper = self.settings.pepper_bytes()
         self.private_key = self.settings.private_key.get_secret_value()
+        self.reuse_grace = timedelta(seconds=self.settings.refresh_reuse_grace_s)
 
     # --- plumbing -----------------------------------------------------------------------------
 
@@ -297,7 +299,7 @@ class Handlers:
                 return
             tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
-    # --- login and sessions -------------------------------------------------------------------------
+    # --- login and sessions -------------------------------------------------------------------
 
     async def on_login(self, msg: Inbound) -> None:
         c: cmd.Login = msg.message
@@ -329,7 +331,8 @@ class Handlers:
             outcome = account.login(password_ok=password_ok, now=now,
                                     session_id=outbound.new_session_id(),
                                     refresh_token_hash=hash_token(refresh),
-                                    device=c.device, ip_hash=hash_ip(self.pepper, c.ip))
+                                    device=c.device, ip_hash=hash_ip(self.pepper, c.ip),
+                                    totp_code=_secret(c.totp) or None)
             reply = outcome.reply
             if outcome.session is None:
                 await s.save_account(account, account.version)
@@ -364,7 +367,8 @@ class Handlers:
                 result = session.refresh(presented_token_hash=presented,
                                          new_token_hash=hash_token(refresh), now=now,
                                          account_epoch=account.session_epoch,
-                                         idempotency_key=c.request_id)
+                                         idempotency_key=c.request_id,
+                                         reuse_grace=self.reuse_grace)
                 token = (None if result.rejection or result.replayed else
                          self._token(account, session, await s.children_of(account.account_id),
                                      now))
@@ -373,8 +377,8 @@ class Handlers:
                 return
             await s.save_session(session, loaded)
             if token is None:
-                # Reuse revoked the family; a replayed request cannot be answered again
-                # because its refresh token is stored only as a hash.
+                # Reuse outside the grace window revoked the family (retries inside it were
+                # answered above with a token rotated from the current one).
                 self._refuse(tx, result.rejection or d.Reason.REFRESH_TOKEN_INVALID)
                 return
             tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=refresh,
@@ -441,7 +445,7 @@ class Handlers:
                 return
             tx.reply(reply)
 
-    # --- passwords ---------------------------------------------------------------------------------
+    # --- passwords ----------------------------------------------------------------------------
 
     async def on_change_password(self, msg: Inbound) -> None:
         c: cmd.ChangePassword = msg.message
@@ -483,7 +487,59 @@ class Handlers:
                 return
             tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=None))
 
-    # --- guardians ------------------------------------------------------------------------------------
+    # --- second factor (TOTP) -----------------------------------------------------------------
+
+    async def on_start_totp_enrolment(self, msg: Inbound) -> None:
+        """Re-authenticate with the password (argon2 off the loop, like ChangePassword), then
+        keep a new candidate secret and send it to the owner in the reply."""
+        c: cmd.StartTotpEnrolment = msg.message
+        now = self.rt.clock()
+        try:
+            claims = self.rt.claims(msg)
+        except TokenError as exc:
+            await self._fail_only(msg, now, exc.code, str(exc))
+            return
+        before = await Store(self.rt.db).account(claims.sub)
+        verified_hash = before.password_hash if before else None
+        password_ok = await _verify(verified_hash, _secret(c.password))
+        async with self._tx(msg, now) as tx:
+            s = Store.of(tx)
+            try:
+                account, session = await self._session_of(s, claims, now)
+                if account.password_hash != verified_hash:
+                    raise ConcurrencyError("the password changed while it was being verified")
+                loaded = account.version
+                outcome = account.begin_totp_enrolment(
+                    session=session, current_password_ok=password_ok,
+                    secret_b32=new_totp_secret(), now=now, idempotency_key=c.request_id)
+            except d.AuthRejected as exc:
+                self._refuse(tx, exc.reason, exc.retry_after)
+                return
+            await s.save_account(account, loaded)
+            if outcome.rejection is not None:
+                self._refuse(tx, outcome.rejection, outcome.retry_after)
+                return
+            tx.reply(outbound.totp_enrolment(c.request_id, account))
+
+    async def on_confirm_totp_enrolment(self, msg: Inbound) -> None:
+        c: cmd.ConfirmTotpEnrolment = msg.message
+        await self._authenticated(msg, c.request_id, self._confirm_totp)
+
+    async def _confirm_totp(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,
+                            c: cmd.ConfirmTotpEnrolment) -> cmd.CommandCompleted:
+        account, session = await self._session_of(s, claims, tx.now)
+        loaded = account.version
+        outcome = account.confirm_totp(session=session, code=_secret(c.code), now=tx.now,
+                                       idempotency_key=c.request_id)
+        await s.save_account(account, loaded)
+        self._emit(tx, account.pull_events(), account)
+        if outcome.rejection is not None:
+            # The wrong code is counted (saved above); the refusal goes back as an error.
+            self._refuse(tx, outcome.rejection, outcome.retry_after)
+            raise _Answered
+        return cmd.CommandCompleted(request_id=c.request_id, account_id=account.account_id)
+
+    # --- guardians ----------------------------------------------------------------------------
 
     async def on_link_child(self, msg: Inbound) -> None:
         c: cmd.LinkChild = msg.message
@@ -558,7 +614,7 @@ class Handlers:
             self._emit(tx, child.pull_events())
         return cmd.CommandCompleted(request_id=c.request_id, account_id=c.account_id)
 
-    # --- staff and closing ----------------------------------------------------------------------------
+    # --- staff and closing --------------------------------------------------------------------
 
     async def on_create_staff_account(self, msg: Inbound) -> None:
         c: cmd.CreateStaffAccount = msg.message

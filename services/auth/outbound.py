@@ -20,7 +20,12 @@ from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
 from services.auth.domain import Account, Reason
 from services.auth.domain import events as d
-from services.auth.security import AccessClaims
+from services.auth.security import (
+    TOTP_DIGITS,
+    TOTP_STEP_SECONDS,
+    AccessClaims,
+    totp_provisioning_uri,
+)
 from services.runtime.tokens import ACCESS_TOKEN_TTL_S, issue_access_token
 
 NAMESPACE = uuid.UUID("0b7e4f1c-52a9-4d3e-8f60-3c9a2d1e7b45")
@@ -173,12 +178,28 @@ def session_tokens(request_id: str, *, access: str, refresh: str | None,
                               must_change_password=must_change_password)
 
 
+def totp_enrolment(request_id: str, account: Account) -> wire.TotpEnrolmentStarted:
+    """The candidate secret of ``account`` for its owner's authenticator app, labelled with
+    the identifier the owner logs in with."""
+    if account.totp_secret is None:
+        raise ValueError("no TOTP enrolment was started")
+    label = (account.phone or account.email or account.username or account.login_contract
+             or account.account_id)
+    return wire.TotpEnrolmentStarted(
+        request_id=request_id, secret=account.totp_secret,
+        otpauth_uri=totp_provisioning_uri(account.totp_secret, label), digits=TOTP_DIGITS,
+        period_s=TOTP_STEP_SECONDS)
+
+
 _TEXT: dict[Reason, str] = {
     Reason.INVALID_CREDENTIALS: "Wrong login or password.",
     Reason.LOGIN_DELAYED: "Too many failed attempts; wait before trying again.",
     Reason.LOGIN_RATE_LIMITED: "Too many failed attempts in the last hour; wait, or reset "
                                "the password by SMS code.",
     Reason.CODE_INVALID: "Wrong or expired code; ask for a new one.",
+    Reason.SECOND_FACTOR_REQUIRED: "Enter the code from your authenticator app.",
+    Reason.SECOND_FACTOR_INVALID: "Wrong or already used authenticator code; wait for the "
+                                  "next one.",
     Reason.REFRESH_TOKEN_REUSED: "This refresh token was already used; the session has been "
                                  "ended for safety. Log in again.",
 }

@@ -14,8 +14,8 @@ import base64
 import functools
 import hashlib
 import hmac
+import re
 import secrets
-import struct
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -24,6 +24,9 @@ from datetime import datetime
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import VerificationError, VerifyMismatchError
 from argon2.low_level import ARGON2_VERSION
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor import InvalidToken
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
 
 from contracts.auth import Role
 from contracts.types import GuardianRole
@@ -154,14 +157,19 @@ def hash_ip(pepper: bytes, ip: str) -> str:
     return hmac.new(pepper, ip.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-# --- TOTP (RFC 6238 over RFC 4226 HOTP) -----------------------------------------------------
+# --- TOTP (RFC 6238) ------------------------------------------------------------------------
+# The HOTP/TOTP arithmetic is the ``cryptography`` package's (already the signer of every access
+# token, services.runtime.tokens), not ours. SHA-1, 6 digits and 30 s are what authenticator
+# apps implement; the secret is 160 bits (RFC 4226 section 4 asks for at least 128).
 
 TOTP_STEP_SECONDS = 30
 TOTP_DIGITS = 6
+TOTP_ISSUER = "SchoolCard"
+_TOTP_CODE = re.compile(r"[0-9]{6}")
 
 
 def new_totp_secret() -> str:
-    """160-bit secret (RFC 4226 recommends >= 128, SHA-1 block-friendly 160), base32."""
+    """160 random bits, base32 without padding (what authenticator apps accept)."""
     return base64.b32encode(secrets.token_bytes(20)).decode().rstrip("=")
 
 
@@ -170,11 +178,8 @@ def _b32decode(secret_b32: str) -> bytes:
     return base64.b32decode(padded)
 
 
-def hotp(key: bytes, counter: int, *, digits: int = TOTP_DIGITS, digest: str = "sha1") -> str:
-    mac = hmac.new(key, struct.pack(">Q", counter), digest).digest()
-    offset = mac[-1] & 0x0F
-    binary = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
-    return f"{binary % 10**digits:0{digits}d}"
+def _totp(secret_b32: str, digits: int = TOTP_DIGITS) -> TOTP:
+    return TOTP(_b32decode(secret_b32), digits, SHA1(), TOTP_STEP_SECONDS)
 
 
 def totp_step(now: datetime) -> int:
@@ -182,19 +187,33 @@ def totp_step(now: datetime) -> int:
 
 
 def totp_code(secret_b32: str, now: datetime, *, digits: int = TOTP_DIGITS) -> str:
-    return hotp(_b32decode(secret_b32), totp_step(now), digits=digits)
+    """The code an authenticator app shows at ``now`` (tests and tools; the service never
+    needs to produce one)."""
+    return _totp(secret_b32, digits).generate(int(now.timestamp())).decode()
 
 
 def match_totp(secret_b32: str, code: str, now: datetime, *, window: int = 1) -> int | None:
-    """The matching time step within +-``window`` steps of ``now``, else None (constant-time
-    comparison for each candidate). Callers reject steps not newer than the last accepted one."""
-    key = _b32decode(secret_b32)
+    """The time step within +-``window`` steps of ``now`` whose code is ``code``, else None.
+    Every candidate step is checked with the library's constant-time comparison, matched or
+    not. Callers refuse a step not newer than the last one they accepted (no replays)."""
+    if not _TOTP_CODE.fullmatch(code):
+        return None
+    totp = _totp(secret_b32)
     current = totp_step(now)
     found: int | None = None
     for step in range(current - window, current + window + 1):
-        if hmac.compare_digest(hotp(key, step), code) and found is None:
+        try:
+            totp.verify(code.encode(), step * TOTP_STEP_SECONDS)
+        except InvalidToken:
+            continue
+        if found is None:
             found = step
     return found
+
+
+def totp_provisioning_uri(secret_b32: str, account_name: str) -> str:
+    """``otpauth://totp/SchoolCard:<account>?secret=...`` for a QR code (Key Uri Format)."""
+    return _totp(secret_b32).get_provisioning_uri(account_name, TOTP_ISSUER)
 
 
 # --- access-token claims (what the domain decides; signing is services.runtime.tokens) ----

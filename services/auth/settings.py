@@ -26,9 +26,15 @@ class Settings(ServiceSettings):
                                      "and IP hashes (kept out of the database). Required in "
                                      "production; without it a pepper is derived from the "
                                      "private key and a warning is logged.")
-    outbox_prune_every_s: float = Field(default=2.0, gt=0, description="How often published "
-                                        "records (one-time codes among them) are deleted from "
-                                        "auth_outbox.")
+    refresh_reuse_grace_s: float = Field(
+        default=30.0, ge=0, le=300, description="AUTH_REFRESH_REUSE_GRACE_S: seconds after a "
+        "refresh during which the refresh token it replaced may come back once more (a client "
+        "retrying after a lost reply) and is answered with a new token instead of revoking "
+        "the session; 0 revokes on any reuse (OAuth 2.0 Security BCP, refresh token rotation).")
+    outbox_delete_published: bool = Field(default=True, description="AUTH_OUTBOX_DELETE_"
+                                          "PUBLISHED: the relay deletes published records "
+                                          "(one-time codes and TOTP secrets among them) instead "
+                                          "of keeping them a week; keep it on.")
 
     def pepper_bytes(self) -> bytes:
         if self.pepper is not None and self.pepper.get_secret_value():

@@ -10,8 +10,8 @@ Collections (database ``schoolcard_auth``):
   the current refresh token or of a rotated one (reuse detection).
 * ``auth_children`` — children from the card-issuing system with their guardians; unique
   contract number, indexed by previous contracts and by guardian account (``guardian_ids``).
-* ``auth_outbox`` / ``auth_inbox`` — the runtime's; published outbox records are deleted by
-  :func:`prune_published`.
+* ``auth_outbox`` / ``auth_inbox`` — the runtime's; the relay deletes published outbox records
+  (``outbox_delete_published``), so codes do not outlive their delivery.
 * ``auth_login_throttles`` — failure windows of login identifiers that name no account (keyed
   by a peppered hash), so throttling looks the same for known and unknown identifiers.
 
@@ -175,17 +175,3 @@ class Store:
     async def _put(self, collection: Any, doc: Doc, expected_version: int | None) -> None:
         await save_versioned(collection, doc, expected_version, session=self.session)
 
-
-async def prune_published(db: Any) -> int:
-    """Delete published records from ``auth_outbox``.
-
-    Two reasons: a one-time code must not outlive its delivery in our database (the outbox
-    would keep it a week), and on the dev server (nx-27017) the relay's query
-    ``{status: "pending", $or: [...]}`` ignores the status filter, so once 200 published records
-    exist, the relay re-sends them forever and new ones starve. Queried without ``$or``, which
-    the dev server gets right."""
-    docs = await db.auth_outbox.find({"status": "sent"}, {"_id": 1}).to_list(None)
-    if not docs:
-        return 0
-    result = await db.auth_outbox.delete_many({"_id": {"$in": [d["_id"] for d in docs]}})
-    return int(result.deleted_count)

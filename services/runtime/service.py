@@ -150,7 +150,8 @@ class Service:
             await broker.publish(value, topic, key=key.encode(), headers=headers)
 
         self.relay = OutboxRelay(uow, publish, batch=s.outbox_batch,
-                                 idle_s=s.outbox_idle_ms / 1000, takeover_s=s.outbox_takeover_s)
+                                 idle_s=s.outbox_idle_ms / 1000, takeover_s=s.outbox_takeover_s,
+                                 delete_published=s.outbox_delete_published)
         relay_holder.append(self.relay)
         await broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))

@@ -55,4 +55,7 @@ class ServiceSettings(BaseSettings):
     outbox_idle_ms: int = Field(default=500, ge=10, description="Relay poll when idle.")
     outbox_takeover_s: float = Field(default=30.0, description="Age after which another "
                                      "instance's unpublished outbox records are taken over.")
+    outbox_delete_published: bool = Field(default=False, description="Delete outbox records "
+                                          "once published instead of marking them sent (kept "
+                                          "a week): for outboxes that carry secrets.")
     shutdown_grace_s: float = Field(default=15.0, ge=0)

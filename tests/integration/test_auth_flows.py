@@ -16,7 +16,7 @@ import pytest
 
 from contracts import auth as cmd
 from contracts.integrations import CardIssued
-from services.auth.security import parse_argon2_hash
+from services.auth.security import parse_argon2_hash, totp_code
 from services.runtime.logs import configure_logging
 from services.runtime.tokens import TokenError, authorize, verify_access_token
 from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
@@ -25,6 +25,9 @@ pytestmark = pytest.mark.integration
 
 SECRETS: set[str] = set()
 """Every password and one-time code used by the auth tests (read by the secrets scan)."""
+REPLY_SECRETS: set[str] = set()
+"""Secrets auth hands to their owner in a reply (TOTP secrets): allowed on apps.replies.v1
+only, never in a log, another topic or an event (read by the secrets scan)."""
 CAPTURED: list[str] = []
 
 
@@ -161,7 +164,7 @@ async def parent(a: SimpleNamespace, *, link: bool = True) -> SimpleNamespace:
 
 # --- tests ---------------------------------------------------------------------------------
 
-async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_services_accept_the_token(
+async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_services_accept_the_token(  # noqa: E501
         auth):
     a = auth
     p = await parent(a)
@@ -222,16 +225,36 @@ async def test_a_session_survives_19_59_idle_but_not_20_01_and_never_12_hours(au
     assert error(await refresh(a, token, p.phone)) == "session_lifetime_expired"
 
 
-async def test_reusing_a_rotated_refresh_token_revokes_the_whole_session(auth):
+async def test_reusing_a_rotated_refresh_token_after_the_grace_window_revokes_the_session(auth):
     a = auth
     p = await parent(a, link=False)
     renewed = await refresh(a, p.refresh_token, p.phone)
     assert renewed["ok"]
+    a.clock.advance(seconds=30)  # AUTH_REFRESH_REUSE_GRACE_S, default 30
     assert error(await refresh(a, p.refresh_token, p.phone)) == "refresh_token_reused"
     assert error(await refresh(a, renewed["refresh_token"], p.phone)) == "session_revoked"
 
 
-async def test_150_wrong_passwords_in_an_hour_process_at_most_100_and_the_owner_gets_in_by_reset_code(
+async def test_a_refresh_retried_after_a_lost_reply_is_answered_and_the_lost_token_dies(auth):
+    a = auth
+    p = await parent(a, link=False)
+    retry = cmd.RefreshSession(request_id=uid("f"), refresh_token=p.refresh_token)
+    lost = await send(a, retry, p.phone)  # pretend this reply never reached the app
+    assert lost["ok"]
+    a.clock.advance(seconds=20)
+    answered = await send(a, retry, p.phone)  # the app retries the same request
+    assert answered["ok"], answered
+    assert answered["refresh_token"] != lost["refresh_token"]
+    verify_access_token(answered["access_token"], a.public_key, now=a.clock.now.timestamp())
+    a.clock.advance(minutes=5)
+    onward = await refresh(a, answered["refresh_token"], p.phone)
+    assert onward["ok"], onward  # the session goes on with the token the app received
+    # Whoever kept the token of the lost reply cannot use it once the window is over.
+    assert error(await refresh(a, lost["refresh_token"], p.phone)) == "refresh_token_reused"
+    assert error(await refresh(a, onward["refresh_token"], p.phone)) == "session_revoked"
+
+
+async def test_150_wrong_passwords_in_an_hour_process_at_most_100_and_the_owner_gets_in_by_reset_code(  # noqa: E501
         auth):
     a = auth
     p = await parent(a, link=False)
@@ -376,3 +399,72 @@ async def test_published_codes_do_not_stay_in_the_outbox(auth):
         return all(d["status"] == "pending" for d in left)
 
     assert await eventually(gone, timeout=30, what="published code records deleted")
+
+
+def wrong_totp(secret: str, now: datetime) -> str:
+    """Six digits that are none of the codes accepted at ``now`` (one step of drift)."""
+    accepted = {totp_code(secret, now + timedelta(seconds=30 * d)) for d in (-1, 0, 1)}
+    return next(c for c in (f"{n:06d}" for n in range(10**6)) if c not in accepted)
+
+
+def totp_now(a: SimpleNamespace, secret: str) -> str:
+    code = totp_code(secret, a.clock.now)
+    SECRETS.add(code)
+    return code
+
+
+async def test_a_parent_enrols_an_authenticator_app_and_then_every_login_needs_a_fresh_code(
+        auth):
+    a = auth
+    p = await parent(a, link=False)
+    pw_wrong = password()
+    refused = await send(a, cmd.StartTotpEnrolment(request_id=uid("t"), password=pw_wrong),
+                         p.phone, p.access_token)
+    assert error(refused) == "invalid_credentials"  # a stolen token alone cannot enrol
+    started = await send(a, cmd.StartTotpEnrolment(request_id=uid("t"), password=p.password),
+                         p.phone, p.access_token)
+    assert started["ok"], started
+    secret = started["secret"]
+    REPLY_SECRETS.add(secret)
+    assert started["otpauth_uri"].startswith("otpauth://totp/SchoolCard:")
+    assert f"secret={secret}" in started["otpauth_uri"]
+    assert (started["digits"], started["period_s"]) == (6, 30)
+    assert (await login(a, p.phone, p.password))["ok"]  # not confirmed: no code needed yet
+
+    wrong = await send(a, cmd.ConfirmTotpEnrolment(request_id=uid("t"),
+                                                   code=wrong_totp(secret, a.clock.now)),
+                       p.phone, p.access_token)
+    assert error(wrong) == "second_factor_invalid"
+    confirmed = await send(a, cmd.ConfirmTotpEnrolment(request_id=uid("t"),
+                                                       code=totp_now(a, secret)),
+                           p.phone, p.access_token)
+    assert confirmed["ok"], confirmed
+
+    assert error(await login(a, p.phone, p.password)) == "second_factor_required"
+    a.clock.advance(seconds=30)
+    bad = cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
+                    totp=wrong_totp(secret, a.clock.now))
+    assert error(await send(a, bad, p.phone)) == "second_factor_invalid"
+    code = totp_now(a, secret)
+    tokens = await send(a, cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
+                                     totp=code), p.phone)
+    assert tokens["ok"], tokens
+    verify_access_token(tokens["access_token"], a.public_key, now=a.clock.now.timestamp())
+    replayed = await send(a, cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
+                                       totp=code), p.phone)
+    assert error(replayed) == "second_factor_invalid"  # a code works once
+    unknown = await send(a, cmd.Login(request_id=uid("l"), login=phone(), password=p.password,
+                                      totp=code), p.phone)
+    assert error(unknown) == "invalid_credentials"
+
+    stored = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert stored["totp_enabled"] and len(stored["password_failures"]) == 1
+    history = await send(a, cmd.GetLoginHistory(limit=3), p.phone, tokens["access_token"])
+    assert [e["success"] for e in history["entries"]] == [False, True, False]
+
+    async def secret_gone() -> bool:
+        left = await a.db.auth_outbox.find({}).to_list(None)
+        return not any(secret in d["payload"] for d in left)
+
+    assert await eventually(secret_gone, timeout=30, what="the TOTP reply gone from the outbox")
+

@@ -16,7 +16,7 @@ from contracts import auth as cmd
 from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash
 from services.runtime.tokens import TokenError, authorize, verify_access_token
-from tests.integration.test_auth_flows import SECRETS
+from tests.integration.test_auth_flows import REPLY_SECRETS, SECRETS
 from tests.support import Integrator, Requester, TopicReader, eventually, uid
 
 pytestmark = pytest.mark.system
@@ -24,6 +24,7 @@ pytestmark = pytest.mark.system
 ALLOWED = {
     "auth.commands.v1": "all",  # what clients sent: passwords and codes, by design
     "notify.otp-requests.v1": "codes",  # the one topic meant for codes (never passwords)
+    "apps.replies.v1": "replies",  # TOTP secrets go back to their owner, nothing else does
 }
 
 
@@ -73,9 +74,11 @@ async def test_a_parent_registered_through_the_auth_process_gets_a_token_other_s
 
 async def test_no_password_or_code_of_the_auth_tests_is_in_any_log_or_topic(bootstrap, run_dir):
     assert SECRETS, "run with the other auth tests (they record what they used)"
+    everything = SECRETS | REPLY_SECRETS
     patterns = {s: re.compile(rf"(?<![0-9A-Za-z.]){re.escape(s)}(?![0-9A-Za-z])")
-                for s in SECRETS}
+                for s in everything}
     codes = {s for s in SECRETS if re.fullmatch(r"\d{6}", s)}
+    refused = {"codes": everything - codes, "replies": SECRETS}
 
     def found_in(text: str, secrets: set[str]) -> set[str]:
         return {s for s in secrets if patterns[s].search(text)}
@@ -84,18 +87,20 @@ async def test_no_password_or_code_of_the_auth_tests_is_in_any_log_or_topic(boot
     logs = sorted(Path(run_dir, "logs").glob("*.log"))
     assert {"auth.log", "auth-in-process.log"} <= {p.name for p in logs}
     for log in logs:
-        hits = found_in(log.read_text(errors="replace"), SECRETS)
+        hits = found_in(log.read_text(errors="replace"), everything)
         if hits:
             leaks[log.name] = hits
     records = await _all_records(bootstrap)
     # The scan sees the secrets where they are meant to be, so it would see them elsewhere.
     assert found_in(records["auth.commands.v1"], SECRETS)
     assert found_in(records["notify.otp-requests.v1"], codes)
+    if REPLY_SECRETS:
+        assert found_in(records["apps.replies.v1"], REPLY_SECRETS)
     for topic, text in records.items():
         allowed = ALLOWED.get(topic)
         if allowed == "all":
             continue
-        hits = found_in(text, SECRETS - codes if allowed == "codes" else SECRETS)
+        hits = found_in(text, refused.get(allowed or "", everything))
         if hits:
             leaks[topic] = hits
     assert leaks == {}

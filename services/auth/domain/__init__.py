@@ -44,6 +44,7 @@ from .passwords import PasswordContext, check_password, require_acceptable_passw
 from .sessions import (
     ABSOLUTE_LIFETIME,
     IDLE_TIMEOUT,
+    REFRESH_REUSE_GRACE,
     RefreshResult,
     Session,
     SessionView,
@@ -52,6 +53,7 @@ from .sessions import (
 
 __all__ = [
     "ABSOLUTE_LIFETIME", "CODE_MAX_ATTEMPTS", "CODE_RESEND_COOLDOWN", "CODE_TTL", "IDLE_TIMEOUT",
+    "REFRESH_REUSE_GRACE",
     "Account", "AccountKind", "AccountStatus", "ActivationCodeProof", "AuthRejected",
     "Child", "CodePurpose", "CodeSentReply", "ContractProof", "DomainEvent", "FailureWindow",
     "FlowResult", "Gate", "GuardianRole", "IdempotencyLog", "Invitation", "LinkOutcome",

@@ -45,7 +45,6 @@ from .events import (
     PasswordChanged,
     SecondFactorDisabled,
     SecondFactorEnabled,
-    SecondFactorVerified,
     SessionsInvalidated,
     StaffAccountCreated,
 )
@@ -164,7 +163,6 @@ class LoginReply:
     reason: Reason | None = None
     retry_after: timedelta | None = None
     session_id: str | None = None
-    second_factor_required: bool = False
     password_change_required: bool = False
 
 
@@ -270,7 +268,8 @@ class Account:
         account = cls(
             account_id=account_id, kind=AccountKind.INTEGRATOR, role=AccessRole.INTEGRATOR,
             status=AccountStatus.ACTIVE, created_at=now, display_name=name,
-            username=require_username(name), password_hash=client_secret_hash, scopes=tuple(sorted(set(scopes))),
+            username=require_username(name), password_hash=client_secret_hash,
+            scopes=tuple(sorted(set(scopes))),
         )
         account.pending_events.append(
             IntegratorAccountCreated(occurred_at=now, account_id=account_id,
@@ -372,35 +371,36 @@ class Account:
 
     def login(
         self, *, password_ok: bool, now: datetime, session_id: str, refresh_token_hash: str,
-        device: str, ip_hash: str,
+        device: str, ip_hash: str, totp_code: str | None = None,
     ) -> LoginOutcome:
         """Apply a password login whose verification result is ``password_ok``.
 
         Throttled attempts are refused without counting; a wrong password counts one failure
         (no lockout: time or a code-verified reset reopens); a pending, disabled or closed
-        account answers exactly as a wrong password. Success clears the failure window, starts
-        a session (restricted when a second factor or a password change is due), appends to
-        the login history and records ``NewLoginDetected``.
+        account answers exactly as a wrong password. With TOTP enabled a right password is not
+        enough: a missing code (``SECOND_FACTOR_REQUIRED``) or a wrong or already used one
+        (``SECOND_FACTOR_INVALID``) counts one failure in the same window, so guessing codes is
+        throttled like guessing passwords. The code is looked at only after the password
+        matched. Success clears the failure window, starts a session (restricted when a
+        password change is due), appends to the login history and records
+        ``NewLoginDetected``.
         """
         now = require_aware(now)
         refused = self.login_gate(now)
         if refused is not None:
             return LoginOutcome(refused)
         if not password_ok or self.status is not AccountStatus.ACTIVE or self.password_hash is None:
-            self.password_failures.record_failure(now)
-            if self.status is not AccountStatus.CLOSED:
-                self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
-            self.pending_events.append(
-                LoginFailed(occurred_at=now, account_id=self.account_id,
-                            failures_in_window=self.password_failures.count(now))
-            )
-            return LoginOutcome(LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS))
+            return LoginOutcome(self._login_failed(Reason.INVALID_CREDENTIALS, now, device,
+                                                   ip_hash))
+        if self.totp_enabled:
+            second = self._second_factor(totp_code, now)
+            if second is not None:
+                return LoginOutcome(self._login_failed(second, now, device, ip_hash))
         self.password_failures.clear()
         known_devices = {r.device for r in self.login_history if r.success}
         session = Session.start(
             session_id=session_id, account_id=self.account_id, epoch=self.session_epoch,
             refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash, now=now,
-            second_factor_pending=self.totp_enabled,
             password_change_only=self.must_change_password,
         )
         self._remember_login(LoginRecord(now, True, session.device, ip_hash, session_id))
@@ -411,10 +411,20 @@ class Account:
         )
         return LoginOutcome(
             LoginReply(ok=True, session_id=session_id,
-                       second_factor_required=self.totp_enabled,
                        password_change_required=self.must_change_password),
             session,
         )
+
+    def _login_failed(self, reason: Reason, now: datetime, device: str,
+                      ip_hash: str) -> LoginReply:
+        self.password_failures.record_failure(now)
+        if self.status is not AccountStatus.CLOSED:
+            self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
+        self.pending_events.append(
+            LoginFailed(occurred_at=now, account_id=self.account_id,
+                        failures_in_window=self.password_failures.count(now))
+        )
+        return LoginReply(ok=False, reason=reason)
 
     def _remember_login(self, record: LoginRecord) -> None:
         self.login_history.append(record)
@@ -426,31 +436,95 @@ class Account:
 
     # --- second factor (TOTP) ---------------------------------------------------------------
 
-    def begin_totp_enrolment(self, *, secret_b32: str, now: datetime) -> None:
-        """Store a candidate secret; it protects logins only after :meth:`confirm_totp`."""
+    def begin_totp_enrolment(
+        self, *, session: Session, current_password_ok: bool, secret_b32: str, now: datetime,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Keep ``secret_b32`` as the candidate TOTP secret; it protects logins only after
+        :meth:`confirm_totp`.
+
+        Binding a factor needs the current password again: a stolen access token alone must
+        not be able to enrol a secret the owner does not hold and so lock them out. A wrong
+        password counts as a failed login (and is throttled like one). A retry with the same
+        key keeps the first candidate, so the secret the client shows is the one that
+        confirms. Service accounts have no second factor.
+        """
+        now = require_aware(now)
         self._require_active()
+        if self.kind is AccountKind.INTEGRATOR:
+            raise AuthRejected(Reason.WRONG_ACCOUNT_KIND)
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
         if self.totp_enabled:
             raise AuthRejected(Reason.SECOND_FACTOR_ALREADY_ENABLED)
-        self.totp_secret = secret_b32
-        self.totp_last_step = None
+        fp = fingerprint(op="begin_totp", session=session.session_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        refused = self.login_gate(now)
+        if refused is not None:
+            return Outcome(refused.reason, refused.retry_after)
+        if not current_password_ok:
+            self.password_failures.record_failure(now)
+            outcome = Outcome(Reason.INVALID_CREDENTIALS)
+        else:
+            self.totp_secret = secret_b32
+            self.totp_last_step = None
+            outcome = Outcome()
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def _second_factor(self, code: str | None, now: datetime) -> Reason | None:
+        """Why ``code`` does not complete a login (None: it does, and its step is spent)."""
+        if not code:
+            return Reason.SECOND_FACTOR_REQUIRED
+        step = self._new_totp_step(code, now)
+        if step is None:
+            return Reason.SECOND_FACTOR_INVALID
+        self.totp_last_step = step
+        return None
+
+    def _new_totp_step(self, code: str, now: datetime) -> int | None:
+        """The step ``code`` belongs to, unless it is wrong or not newer than the last accepted
+        step (a replay of a seen code)."""
+        if self.totp_secret is None:
+            return None
+        step = match_totp(self.totp_secret, code, now)
+        if step is None or (self.totp_last_step is not None and step <= self.totp_last_step):
+            return None
+        return step
 
     def _accept_totp(self, code: str, now: datetime) -> Outcome:
+        """A TOTP code outside login (confirming or removing the factor): throttled and counted
+        in the code window."""
         gate = self.code_failures.gate(now)
         if not gate.allowed:
             return Outcome(gate.reason, gate.retry_after)
         if self.totp_secret is None:
             return Outcome(Reason.SECOND_FACTOR_NOT_ENABLED)
-        step = match_totp(self.totp_secret, code, now)
-        # A step not newer than the last accepted one is a replay of a seen code.
-        if step is None or (self.totp_last_step is not None and step <= self.totp_last_step):
+        step = self._new_totp_step(code, now)
+        if step is None:
             self.code_failures.record_failure(now)
-            return Outcome(Reason.CODE_INVALID)
+            return Outcome(Reason.SECOND_FACTOR_INVALID)
         self.totp_last_step = step
         return Outcome()
 
-    def confirm_totp(self, *, code: str, now: datetime) -> Outcome:
+    def confirm_totp(
+        self, *, session: Session, code: str, now: datetime, idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Switch TOTP on with the first code of the candidate secret; from then on every login
+        needs a code. A wrong code is counted (persist the account); a retry with the same key
+        returns the first outcome."""
         now = require_aware(now)
         self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        fp = fingerprint(op="confirm_totp", session=session.session_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
         if self.totp_enabled:
             raise AuthRejected(Reason.SECOND_FACTOR_ALREADY_ENABLED)
         outcome = self._accept_totp(code, now)
@@ -458,6 +532,7 @@ class Account:
             self.totp_enabled = True
             self.pending_events.append(SecondFactorEnabled(occurred_at=now,
                                                            account_id=self.account_id))
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
     def disable_totp(self, *, code: str, now: datetime) -> Outcome:
@@ -472,25 +547,6 @@ class Account:
             self.totp_last_step = None
             self.pending_events.append(SecondFactorDisabled(occurred_at=now,
                                                             account_id=self.account_id))
-        return outcome
-
-    def verify_second_factor(self, *, session: Session, code: str, now: datetime) -> Outcome:
-        """Complete a login whose session awaits the second factor."""
-        now = require_aware(now)
-        self._require_active()
-        session.require_active(now, self.session_epoch)
-        if session.account_id != self.account_id:
-            raise AuthRejected(Reason.SESSION_NOT_FOUND)
-        if not session.second_factor_pending:
-            return Outcome()
-        outcome = self._accept_totp(code, now)
-        if outcome.ok:
-            session.second_factor_pending = False
-            session.last_used_at = now
-            self.pending_events.append(
-                SecondFactorVerified(occurred_at=now, account_id=self.account_id,
-                                     session_id=session.session_id)
-            )
         return outcome
 
     # --- passwords --------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class Reason(StrEnum):
     REFRESH_TOKEN_INVALID = "refresh_token_invalid"
     REFRESH_TOKEN_REUSED = "refresh_token_reused"
     SECOND_FACTOR_REQUIRED = "second_factor_required"
+    SECOND_FACTOR_INVALID = "second_factor_invalid"
     SECOND_FACTOR_NOT_ENABLED = "second_factor_not_enabled"
     SECOND_FACTOR_ALREADY_ENABLED = "second_factor_already_enabled"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"

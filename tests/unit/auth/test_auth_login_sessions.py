@@ -189,14 +189,16 @@ def test_reusing_a_rotated_refresh_token_revokes_the_whole_family() -> None:
     assert caught.value.reason is Reason.SESSION_REVOKED
 
 
-def test_a_retried_refresh_with_the_same_key_returns_the_same_rotation() -> None:
+def test_a_refused_refresh_asked_again_with_the_same_key_gets_the_same_refusal() -> None:
     session = session_at(parent())
-    first = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1",
-                            now=T0 + timedelta(minutes=1), account_epoch=0, idempotency_key="k")
-    again = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-other",
-                            now=T0 + timedelta(minutes=1), account_epoch=0, idempotency_key="k")
-    assert again.replayed and (again.generation, again.refresh_token_hash) == (1, "rt-1")
-    assert first.generation == 1 and session.revoked_at is None
+    session.refresh(presented_token_hash="rt-0", new_token_hash="rt-1",
+                    now=T0 + timedelta(minutes=1), account_epoch=0)
+    first = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-2",
+                            now=T0 + timedelta(minutes=5), account_epoch=0, idempotency_key="k")
+    again = session.refresh(presented_token_hash="rt-0", new_token_hash="rt-3",
+                            now=T0 + timedelta(minutes=5), account_epoch=0, idempotency_key="k")
+    assert first.rejection is again.rejection is Reason.REFRESH_TOKEN_REUSED
+    assert again.replayed and session.revoke_reason == "refresh_token_reused"
 
 
 def test_an_unknown_refresh_token_is_refused_without_revoking() -> None:

@@ -70,6 +70,24 @@ def test_totp_accepts_one_step_of_clock_drift_either_way_but_not_two() -> None:
     assert sec.match_totp(secret, code, T0 + timedelta(seconds=61)) is None
 
 
+def test_the_provisioning_uri_carries_issuer_secret_and_the_parameters_apps_expect() -> None:
+    secret = sec.new_totp_secret()
+    assert len(base64.b32decode(secret + "=" * (-len(secret) % 8))) == 20  # 160 bits
+    uri = sec.totp_provisioning_uri(secret, "+79121234567")
+    assert uri.startswith("otpauth://totp/SchoolCard:%2B79121234567?")
+    for part in (f"secret={secret}", "issuer=SchoolCard", "digits=6", "period=30",
+                 "algorithm=SHA1"):
+        assert part in uri
+
+
+def test_only_six_ascii_digits_can_match_a_totp_step() -> None:
+    secret = sec.new_totp_secret()
+    code = sec.totp_code(secret, T0)
+    assert sec.match_totp(secret, code, T0) == sec.totp_step(T0)
+    for bad in (code + "0", code[:5], f" {code[1:]}", "١٢٣٤٥٦", ""):
+        assert sec.match_totp(secret, bad, T0) is None
+
+
 def test_auth_has_no_token_code_of_its_own_and_shares_the_contract_roles() -> None:
     from contracts.auth import Role
     from contracts.types import GuardianRole
