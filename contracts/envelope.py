@@ -220,7 +220,7 @@ class Envelope(BaseModel):
                 id=headers[HEADER_ID],
                 type=headers[HEADER_TYPE],
                 schema_version=int(headers.get(HEADER_SCHEMA_VERSION) or 1),
-                time=headers[HEADER_TIME],  # type: ignore[arg-type]
+                time=headers[HEADER_TIME],
                 source=headers[HEADER_SOURCE],
                 subject=headers.get(HEADER_SUBJECT),
                 correlation_id=headers.get(HEADER_CORRELATION) or headers[HEADER_ID],

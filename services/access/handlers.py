@@ -151,8 +151,8 @@ class Handlers:
             old_cards = await store.cards_of_contract(tx, m.old_contract)
             new_link = await store.load_contract(tx, m.new_contract)
             new_card = await store.load_card(tx, m.new_card_uid)
-            cards = {c.card_uid: c.version for c in old_cards}
-            cards[m.new_card_uid] = new_card.version if new_card else None  # type: ignore[assignment]
+            cards: dict[str, int | None] = {c.card_uid: c.version for c in old_cards}
+            cards[m.new_card_uid] = new_card.version if new_card else None
             links = (old_link.version if old_link else None,
                      new_link.version if new_link else None)
             try:

@@ -18,7 +18,7 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
-from services.auth.domain import Account, Reason
+from services.auth.domain import Account, DomainEvent, Reason
 from services.auth.domain import events as d
 from services.auth.security import (
     TOTP_DIGITS,
@@ -139,7 +139,7 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
 }
 
 
-def to_wire(events: Iterable[d.DomainEvent], account: Account | None = None) -> list[Wired]:
+def to_wire(events: Iterable[DomainEvent], account: Account | None = None) -> list[Wired]:
     """Wire messages for domain events; internal-only events (sessions, throttles, codes
     issued — codes go through :func:`code_request`) map to nothing."""
     out: list[Wired] = []
@@ -150,7 +150,7 @@ def to_wire(events: Iterable[d.DomainEvent], account: Account | None = None) -> 
     return out
 
 
-def code_request(event: d.DomainEvent, *, code: str, request_id: str,
+def code_request(event: DomainEvent, *, code: str, request_id: str,
                  locale: str) -> Wired | None:
     """The SMS request for a code just issued (only for ``OneTimeCodeIssued`` with a phone)."""
     if not isinstance(event, d.OneTimeCodeIssued) or event.phone is None:

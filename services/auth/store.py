@@ -121,7 +121,8 @@ class Store:
 
     async def session_by_refresh(self, token_hash: str) -> Session | None:
         doc = await self.db.auth_sessions.find_one(
-            {"$or": [{"refresh_token_hash": token_hash}, {"rotated_token_hashes": {"$in": [token_hash]}}]},
+            {"$or": [{"refresh_token_hash": token_hash},
+                     {"rotated_token_hashes": {"$in": [token_hash]}}]},
             session=self.session)
         return Session.from_doc(doc) if doc else None
 
@@ -141,7 +142,8 @@ class Store:
         return Child.from_doc(doc) if doc else None
 
     async def child_by_contract(self, contract: str, *, previous: bool = False) -> Child | None:
-        query: Doc = ({"$or": [{"contract_number": contract}, {"previous_contracts": {"$in": [contract]}}]}
+        query: Doc = ({"$or": [{"contract_number": contract},
+                               {"previous_contracts": {"$in": [contract]}}]}
                       if previous else {"contract_number": contract})
         doc = await self.db.auth_children.find_one(query, session=self.session)
         return Child.from_doc(doc) if doc else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -50,7 +51,9 @@ class HealthServer:
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # The service owns SIGTERM/SIGINT (graceful stop, then this server); uvicorn would
+        # otherwise capture them while it serves and shut /readyz down first.
+        self.server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
         self.task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self.task.done():

@@ -52,7 +52,8 @@ class ConcurrencyError(Exception):
 
 
 async def save_versioned(coll: Any, doc: Doc, loaded_version: int | None, *,
-                         session: AsyncClientSession, version: int | None = None) -> None:
+                         session: AsyncClientSession | None,
+                         version: int | None = None) -> None:
     """Optimistic concurrency for an aggregate document carrying a ``version`` field.
 
     ``loaded_version`` None inserts (a duplicate ``_id`` raises DuplicateKeyError for the

@@ -15,6 +15,7 @@ Collections (database ``schoolcard_transit``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -79,14 +80,13 @@ async def seed_rules(db: Any, books: Mapping[str, FareRulebook], now: datetime) 
     """Write the rules file's operators, unless a command already set that operator's rules."""
     for operator_id, book in books.items():
         doc = book.to_doc()
-        try:
+        # set by a command already (duplicate key): the command's version wins over the file
+        with contextlib.suppress(DuplicateKeyError):
             await db.transit_fare_rules.update_one(
                 {"_id": operator_id, "source": {"$ne": "command"}},
                 {"$set": {"source": "file", "version": 0, "rules": doc, "digest": _digest(doc),
                           "updated_at": now}},
                 upsert=True)
-        except DuplicateKeyError:
-            pass  # set by a command: the command's version wins over the file
 
 
 async def rulebook(tx: Transaction, operator_id: str) -> FareRulebook | None:

@@ -19,7 +19,7 @@ from contracts.auth import AccessTokenClaims, Role
 from contracts.envelope import CommandAccepted
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
-from services.runtime.mongo import Transaction
+from services.runtime.mongo import ConcurrencyError, Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
 from services.wallet import domain as d
@@ -86,7 +86,7 @@ class Handlers:
             try:
                 await self._commit(tx, account, None)
             except store.AccountExists:
-                raise store.ConcurrencyError(card.contract) from None  # opened meanwhile
+                raise ConcurrencyError(card.contract) from None  # opened meanwhile
 
         await self._run(msg, body)
 
@@ -377,8 +377,9 @@ class Handlers:
             account = await self._account_for(tx, query.contract) if claims else None
             if account is None:
                 return
+            statuses = {query.status} if query.status is not None else set()
             unknown = sorted(set(query.kinds or ()) - set(outbound.KINDS)
-                             | ({query.status} - set(outbound.STATUSES) - {None}))
+                             | (statuses - set(outbound.STATUSES)))
             if unknown:
                 tx.fail("invalid_filter", f"unknown kind or status: {', '.join(unknown)}")
                 return

@@ -124,7 +124,7 @@ async def test_a_guardian_with_the_app_gets_a_push_and_one_without_it_an_sms_if_
     child = contract()
     with_app, _ = await make_guardian(stack, child, push=True)
     sms_only, sms_phone = await make_guardian(stack, child, push=False, sms=True)
-    no_sms, no_sms_phone = await make_guardian(stack, child, push=False, sms=False)
+    _no_sms, no_sms_phone = await make_guardian(stack, child, push=False, sms=False)
     await stack["pub"].publish(entered(child), child)
     pushes = await eventually(lambda: _async(http_to(stack, "/push", account_id=with_app)),
                               what="push to the guardian with the app")

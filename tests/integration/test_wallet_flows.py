@@ -168,7 +168,8 @@ async def world(service_runner: Any, bootstrap: str, infra: dict[str, str]) -> A
     # outbox_takeover_s: nx-27017 answers {"status": "pending", "$or": [...]} with sent records
     # too when the second branch matches (created_at older than the takeover age, which every
     # fake-clock record is), so the relay would re-send old records forever; see README.
-    async with service_runner("wallet", clock=clock, outbox_takeover_s=1e9) as svc, Integrator(bootstrap) as integrator, \
+    async with service_runner("wallet", clock=clock, outbox_takeover_s=1e9) as svc, \
+            Integrator(bootstrap) as integrator, \
             Requester(bootstrap) as requester, \
             TopicReader(bootstrap, "wallet.events.v1") as events, \
             TopicReader(bootstrap, "wallet.sale-decisions.v1") as decisions, \

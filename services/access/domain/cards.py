@@ -245,7 +245,8 @@ def project_facts(card: CardRecord | None, facts: list[CardFact]) -> CardOutcome
     """Apply several facts to one card at once; one allow-list event for the net change."""
     if not facts:
         raise ValueError("no facts to apply")
-    record = card if card is not None else CardRecord(card_uid=require_text(facts[0].card_uid, "uid"))
+    record = card if card is not None else CardRecord(
+        card_uid=require_text(facts[0].card_uid, "uid"))
     before = allow_list_entry(record) if card is not None else None
     changed = False
     for fact in facts:

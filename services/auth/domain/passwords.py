@@ -13,6 +13,7 @@ client can explain them at once.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -92,17 +93,14 @@ def is_repetitive_or_sequential(password: str) -> bool:
     for unit in range(1, 5):
         if len(p) % unit == 0 and p[:unit] * (len(p) // unit) == p:
             return True
-    steps = {ord(b) - ord(a) for a, b in zip(p, p[1:], strict=False)}
+    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(p)}
     if steps in ({1}, {-1}):
         return True
     if p.isdigit():
-        cyclic = {(int(b) - int(a)) % 10 for a, b in zip(p, p[1:], strict=False)}
+        cyclic = {(int(b) - int(a)) % 10 for a, b in itertools.pairwise(p)}
         if cyclic in ({1}, {9}):
             return True
-    for row in _KEYBOARD_ROWS:
-        if p in row * 2 or p in (row * 2)[::-1]:
-            return True
-    return False
+    return any(p in row * 2 or p in (row * 2)[::-1] for row in _KEYBOARD_ROWS)
 
 
 def _digits(text: str) -> str:

@@ -55,7 +55,8 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> timedelta:
         """Wait before the attempt following failed attempt number ``attempt`` (1-based)."""
-        return min(self.base * (2 ** max(0, attempt - 1)), self.cap)
+        delay: timedelta = min(self.base * (2 ** max(0, attempt - 1)), self.cap)
+        return delay
 
 
 DEFAULT_RETRY = RetryPolicy()

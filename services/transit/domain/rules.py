@@ -11,6 +11,7 @@ Instants are stored and compared in UTC.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -162,7 +163,7 @@ class FareRulebook:
         versions = tuple(
             _parse_version(raw, f"{path}.versions[{i}]") for i, raw in enumerate(raw_versions)
         )
-        for earlier, later in zip(versions, versions[1:], strict=False):
+        for earlier, later in itertools.pairwise(versions):
             if later.effective_from <= earlier.effective_from:
                 raise FareRulesError(
                     f"{path}.versions", "versions must be ordered by strictly increasing "

@@ -37,14 +37,13 @@ def local(day: date, hhmm: str) -> datetime:
 
 
 def schedule_data(school_id: str = SCHOOL) -> ScheduleData:
-    weekdays = tuple(
-        WeekdayHours(wd, time(7, 0), time(19, 0), time(8, 30)) for wd in range(5)
-    ) + (WeekdayHours(5, time(9, 0), time(14, 0), None),)
-    sessions = tuple(
-        Session(f"lessons {cls}", SessionKind.LESSON, wd, time(8, 30), time(13, 50), cls)
-        for wd in range(5)
-        for cls in ("5A", "5B")
-    ) + (
+    weekdays = (
+        *(WeekdayHours(wd, time(7, 0), time(19, 0), time(8, 30)) for wd in range(5)),
+        WeekdayHours(5, time(9, 0), time(14, 0), None),
+    )
+    sessions = (
+        *(Session(f"lessons {cls}", SessionKind.LESSON, wd, time(8, 30), time(13, 50), cls)
+          for wd in range(5) for cls in ("5A", "5B")),
         Session("chess", SessionKind.EXTRA, 2, time(15, 0), time(16, 0), "5A"),
         Session("assembly", SessionKind.COURSE, 0, time(8, 0), time(8, 25), None),
     )

@@ -2,6 +2,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from contracts.auth import AccessTokenClaims, ChildGrant, Role
 from services.auth.domain import (
     ActivationCodeProof,
     AuthRejected,
@@ -18,7 +19,6 @@ from services.auth.domain.events import (
     GuardianRemoved,
     GuardianRoleChanged,
 )
-from contracts.auth import AccessTokenClaims, ChildGrant, Role
 from services.auth.security import ChildClaim
 from services.runtime.tokens import PERMISSIONS, TokenError, authorize
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -57,7 +58,7 @@ def test_failed_attempts_are_retried_with_backoff_then_the_message_goes_dead() -
             assert m.is_due(outcome.retry_at)
             now = outcome.retry_at
     delays = [o.retry_at for o in outcomes if isinstance(o, MessageDeliveryFailed)]
-    assert [(b - a).total_seconds() for a, b in zip(delays, delays[1:], strict=False)] == [2, 4, 8]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(delays)] == [2, 4, 8]
     assert isinstance(outcomes[-1], MessageDead)
     assert m.status is DeliveryStatus.DEAD and m.attempts == 5 and m.due_at is None
 
@@ -153,7 +154,7 @@ def test_a_code_request_with_an_invalid_phone_is_refused() -> None:
 
 def test_a_naive_now_is_refused() -> None:
     with pytest.raises(NotifyError) as err:
-        route(entered(), [guardian()], datetime(2025, 9, 10, 8, 0))  # noqa: DTZ001
+        route(entered(), [guardian()], datetime(2025, 9, 10, 8, 0))
     assert err.value.reason is NotifyRejection.NAIVE_DATETIME
 
 

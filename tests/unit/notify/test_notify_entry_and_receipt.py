@@ -19,7 +19,7 @@ from .builders import CONTRACT, MSK, entered, guardian, msk, top_up
 pytestmark = pytest.mark.unit
 
 
-def test_the_days_first_entry_becomes_arrived_safely_again_on_redelivery_and_later_ones_stay_plain():
+def test_the_days_first_entry_is_arrived_safely_again_on_redelivery_and_later_ones_stay_plain():
     day = JourneyDay.open(CONTRACT, msk(8, 5), MSK)
     day.record(TimelineEntry("ride-1", TimelineKind.RIDE, msk(7, 40), "29"))
     first = TimelineEntry("ev-1", TimelineKind.ENTRY, msk(8, 5), "Школа № 5")
