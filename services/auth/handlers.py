@@ -101,6 +101,20 @@ class Handlers:
     def _refuse(tx: Transaction, reason: d.Reason, retry_after: Any = None) -> None:
         tx.fail(reason.value, outbound.error_text(reason, retry_after))
 
+    async def _caller_and_hash(self, msg: Inbound, now: datetime
+                               ) -> tuple[cmd.AccessTokenClaims, str | None] | None:
+        """Before a password is re-checked (argon2, off the loop and outside the transaction):
+        the token's holder and the password hash it is checked against; None when the token
+        was refused (the error reply is sent). The transaction then checks the hash is still
+        the same (else ConcurrencyError: the consumer reruns the message)."""
+        try:
+            claims = self.rt.claims(msg)
+        except TokenError as exc:
+            await self._fail_only(msg, now, exc.code, str(exc))
+            return None
+        before = await Store(self.rt.db).account(claims.sub)
+        return claims, before.password_hash if before else None
+
     async def _fail_only(self, msg: Inbound, now: datetime, code: str, text: str) -> None:
         async with self._tx(msg, now) as tx:
             tx.fail(code, text)
@@ -450,13 +464,10 @@ class Handlers:
     async def on_change_password(self, msg: Inbound) -> None:
         c: cmd.ChangePassword = msg.message
         now = self.rt.clock()
-        try:
-            claims = self.rt.claims(msg)
-        except TokenError as exc:
-            await self._fail_only(msg, now, exc.code, str(exc))
+        caller = await self._caller_and_hash(msg, now)
+        if caller is None:
             return
-        before = await Store(self.rt.db).account(claims.sub)
-        verified_hash = before.password_hash if before else None
+        claims, verified_hash = caller
         current, new = _secret(c.current_password), _secret(c.new_password)
         current_ok, same, new_hash = await asyncio.gather(
             _verify(verified_hash, current), _verify(verified_hash, new),
@@ -494,13 +505,10 @@ class Handlers:
         keep a new candidate secret and send it to the owner in the reply."""
         c: cmd.StartTotpEnrolment = msg.message
         now = self.rt.clock()
-        try:
-            claims = self.rt.claims(msg)
-        except TokenError as exc:
-            await self._fail_only(msg, now, exc.code, str(exc))
+        caller = await self._caller_and_hash(msg, now)
+        if caller is None:
             return
-        before = await Store(self.rt.db).account(claims.sub)
-        verified_hash = before.password_hash if before else None
+        claims, verified_hash = caller
         password_ok = await _verify(verified_hash, _secret(c.password))
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
