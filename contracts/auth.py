@@ -155,6 +155,46 @@ class ConfirmTotpEnrolment(Command):
                          "logged.", examples=["492039"])
 
 
+class DisableTotp(Command):
+    """Switch the calling account's second factor off. Needs both factors again: the current
+    password and a current code of the authenticator app, so that neither a stolen access
+    token nor a password alone can remove it. Answered with CommandCompleted, or an ErrorReply
+    invalid_credentials (wrong password; the code is then not checked), second_factor_required
+    (no code), second_factor_invalid (wrong or already used code), login_delayed /
+    login_rate_limited (too many failures: these refusals count in the same window as failed
+    logins), second_factor_not_enabled. A parent without the app asks support
+    (ResetSecondFactor)."""
+
+    request_id: Identifier
+    password: Password = Field(description="The account's current password "
+                               "(re-authentication); a wrong one counts as a failed login. "
+                               "Never logged.")
+    code: Secret = Field(description="The current 6-digit code of the authenticator app; a "
+                         "wrong or already used one counts as a failed login. Never logged.",
+                         examples=["492039"])
+
+
+class ResetSecondFactor(Command):
+    """Support only (token role support): remove a parent's second factor after the parent's
+    identity was checked outside the system (e.g. a call back on the registered phone and the
+    contract details). Every session of the parent ends, the parent's login failure window is
+    cleared, and SecondFactorDisabled (by_support true) tells the parent. Answered with
+    CommandCompleted (account_id of the parent), or an ErrorReply forbidden (not support),
+    account_not_found, wrong_account_kind (not a parent), reset_reason_required,
+    second_factor_not_enabled. A retry with the same request_id answers the same."""
+
+    request_id: Identifier
+    login: str = Field(description="What the parent logs in with: phone (E.164 or local), "
+                       "e-mail, or the contract number of a login by contract.",
+                       examples=["+79121234567"])
+    reason: str = Field(max_length=500, description="Why the factor is reset and how the "
+                        "identity was checked; mandatory, at least 10 characters. Kept with "
+                        "the account for audit (with the support account and the time), never "
+                        "sent to the parent or logged.",
+                        examples=["Lost phone; identity checked by call-back to the registered "
+                                  "phone and contract details, ticket SUP-1042"])
+
+
 class LinkChild(Command):
     """Link a child to the calling parent with proof: contract + birth date, or an activation
     code handed out by the school."""
@@ -259,8 +299,8 @@ class TotpEnrolmentStarted(Reply):
 
 class CommandCompleted(Reply):
     """Reply to an auth command that was applied and returns no tokens (confirmed
-    registration, password reset, logout, TOTP confirmation, guardian changes, account
-    creation and closing)."""
+    registration, password reset, logout, TOTP confirmation, disabling or reset, guardian
+    changes, account creation and closing)."""
 
     request_id: Identifier
     account_id: AccountId | None = Field(
@@ -337,6 +377,18 @@ class GuardianLinked(Event):
 class GuardianRemoved(Event):
     account_id: AccountId
     contract: ContractNumber
+    at: UtcDatetime
+
+
+class SecondFactorDisabled(Event):
+    """The account's second factor (TOTP) was switched off: notify sends the parent a security
+    message (it ignores quiet hours and cannot be muted). From now on the password alone logs
+    in, until a new enrolment."""
+
+    account_id: AccountId
+    by_support: bool = Field(description="True when support reset it (ResetSecondFactor, every "
+                             "session ended); False when the owner switched it off with the "
+                             "password and a code (DisableTotp).", examples=[False])
     at: UtcDatetime
 
 

@@ -31,6 +31,8 @@ async def wire(rt: Runtime) -> Routes:
         cmd.ChangePassword: h.on_change_password,
         cmd.StartTotpEnrolment: h.on_start_totp_enrolment,
         cmd.ConfirmTotpEnrolment: h.on_confirm_totp_enrolment,
+        cmd.DisableTotp: h.on_disable_totp,
+        cmd.ResetSecondFactor: h.on_reset_second_factor,
         cmd.LinkChild: h.on_link_child,
         cmd.InviteGuardian: h.on_invite_guardian,
         cmd.RemoveGuardian: h.on_remove_guardian,

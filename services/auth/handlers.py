@@ -25,7 +25,7 @@ from typing import Any
 from contracts import auth as cmd
 from contracts import integrations as inbound
 from services.auth import domain as d
-from services.auth import outbound, store
+from services.auth import outbound, permissions, store
 from services.auth.domain.guardians import Invitation
 from services.auth.security import (
     ChildClaim,
@@ -546,6 +546,67 @@ class Handlers:
             self._refuse(tx, outcome.rejection, outcome.retry_after)
             raise _Answered
         return cmd.CommandCompleted(request_id=c.request_id, account_id=account.account_id)
+
+    async def on_disable_totp(self, msg: Inbound) -> None:
+        """Re-authenticate with the password (argon2 off the loop, like ChangePassword) and a
+        current code, then switch the factor off; refusals are counted as failed logins."""
+        c: cmd.DisableTotp = msg.message
+        now = self.rt.clock()
+        caller = await self._caller_and_hash(msg, now)
+        if caller is None:
+            return
+        claims, verified_hash = caller
+        password_ok = await _verify(verified_hash, _secret(c.password))
+        async with self._tx(msg, now) as tx:
+            s = Store.of(tx)
+            try:
+                account, session = await self._session_of(s, claims, now)
+                if account.password_hash != verified_hash:
+                    raise ConcurrencyError("the password changed while it was being verified")
+                loaded = account.version
+                outcome = account.disable_totp(
+                    session=session, current_password_ok=password_ok,
+                    code=_secret(c.code) or None, now=now, idempotency_key=c.request_id)
+            except d.AuthRejected as exc:
+                self._refuse(tx, exc.reason, exc.retry_after)
+                return
+            await s.save_account(account, loaded)
+            self._emit(tx, account.pull_events(), account)
+            if outcome.rejection is not None:
+                self._refuse(tx, outcome.rejection, outcome.retry_after)
+                return
+            tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                          account_id=account.account_id))
+
+    async def on_reset_second_factor(self, msg: Inbound) -> None:
+        """Support removes a parent's factor (identity checked outside the system); the domain
+        records who and why, ends the parent's sessions and tells the parent."""
+        c: cmd.ResetSecondFactor = msg.message
+        now = self.rt.clock()
+        try:
+            claims = self.rt.claims(msg)
+            permissions.require_role(claims, permissions.RESET_SECOND_FACTOR,
+                                     "reset a second factor")
+        except TokenError as exc:
+            await self._fail_only(msg, now, exc.code, str(exc))
+            return
+        field, value = store.identify(c.login)
+        async with self._tx(msg, now) as tx:
+            s = Store.of(tx)
+            account = await s.account_by(field, value)
+            try:
+                if account is None:
+                    raise d.AuthRejected(d.Reason.ACCOUNT_NOT_FOUND)
+                loaded = account.version
+                account.reset_second_factor(by_account_id=claims.sub, reason=c.reason, now=now,
+                                            idempotency_key=c.request_id)
+            except d.AuthRejected as exc:
+                self._refuse(tx, exc.reason, exc.retry_after)
+                return
+            await s.save_account(account, loaded)
+            self._emit(tx, account.pull_events(), account)
+            tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                          account_id=account.account_id))
 
     # --- guardians ----------------------------------------------------------------------------
 

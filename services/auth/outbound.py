@@ -83,6 +83,13 @@ def _password(e: d.PasswordChanged, _: Account | None) -> list[Wired]:
                 message_id("password", e.account_id, e.occurred_at.isoformat(), e.via))]
 
 
+def _second_factor_disabled(e: d.SecondFactorDisabled, _: Account | None) -> list[Wired]:
+    return [_on(wire.SecondFactorDisabled, e.account_id,
+                wire.SecondFactorDisabled(account_id=e.account_id, by_support=e.via == "support",
+                                          at=e.occurred_at),
+                message_id("second-factor-off", e.account_id, e.occurred_at.isoformat(), e.via))]
+
+
 def _linked(account_id: str, contract: str, role: str, at: datetime) -> Wired:
     return _on(wire.GuardianLinked, account_id,
                wire.GuardianLinked(account_id=account_id, contract=contract,
@@ -131,6 +138,7 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
     d.PasswordChanged: _password,
+    d.SecondFactorDisabled: _second_factor_disabled,
     d.GuardianLinked: _guardian_linked,
     d.GuardianRoleChanged: _role_changed,
     d.GuardianRemoved: _guardian_removed,
@@ -200,6 +208,10 @@ _TEXT: dict[Reason, str] = {
     Reason.SECOND_FACTOR_REQUIRED: "Enter the code from your authenticator app.",
     Reason.SECOND_FACTOR_INVALID: "Wrong or already used authenticator code; wait for the "
                                   "next one.",
+    Reason.SECOND_FACTOR_NOT_ENABLED: "The account has no authenticator app switched on.",
+    Reason.RESET_REASON_REQUIRED: "Give the reason for the reset and how the identity was "
+                                  "checked (at least 10 characters).",
+    Reason.ACCOUNT_NOT_FOUND: "No account has this login.",
     Reason.REFRESH_TOKEN_REUSED: "This refresh token was already used; the session has been "
                                  "ended for safety. Log in again.",
 }

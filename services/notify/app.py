@@ -27,6 +27,7 @@ async def wire(rt: Runtime) -> Routes:
         auth.AccountClosed: h.on_account_closed,
         auth.LoginSucceeded: h.on_login,
         auth.PasswordChanged: h.on_password_changed,
+        auth.SecondFactorDisabled: h.on_second_factor_disabled,
         # notify.otp-requests.v1 / notify.commands.v1
         notify.OneTimeCodeRequested: h.on_code_requested,
         notify.SetPreferences: h.on_set_preferences,

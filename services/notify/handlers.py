@@ -152,6 +152,9 @@ class Handlers:
     async def on_password_changed(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.password_changed(msg.message))
 
+    async def on_second_factor_disabled(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.second_factor_disabled(msg.message))
+
     async def on_code_requested(self, msg: Inbound) -> None:
         e: wire.OneTimeCodeRequested = msg.message
         async with self._tx(msg) as tx:

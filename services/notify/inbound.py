@@ -166,6 +166,14 @@ def password_changed(e: auth.PasswordChanged) -> d.NotificationEvent:
                                d.PasswordChangedFacts(e.at), account_id=e.account_id)
 
 
+def second_factor_disabled(e: auth.SecondFactorDisabled) -> d.NotificationEvent:
+    origin = "support" if e.by_support else "owner"
+    return d.NotificationEvent(f"auth:second-factor-off:{e.account_id}:{_stamp(e.at)}:{origin}",
+                               d.NotificationKind.SECOND_FACTOR_DISABLED, e.at,
+                               d.SecondFactorDisabledFacts(e.at, e.by_support),
+                               account_id=e.account_id)
+
+
 _PURPOSE = {p.value: p for p in d.CodePurpose}
 
 

@@ -18,7 +18,12 @@ from contracts import auth as cmd
 from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash, totp_code
 from services.runtime.logs import configure_logging
-from services.runtime.tokens import TokenError, authorize, verify_access_token
+from services.runtime.tokens import (
+    TokenError,
+    authorize,
+    issue_access_token,
+    verify_access_token,
+)
 from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
 
 pytestmark = pytest.mark.integration
@@ -468,3 +473,109 @@ async def test_a_parent_enrols_an_authenticator_app_and_then_every_login_needs_a
 
     assert await eventually(secret_gone, timeout=30, what="the TOTP reply gone from the outbox")
 
+
+
+async def enrol(a: SimpleNamespace, p: SimpleNamespace) -> str:
+    """Enrol and confirm an authenticator app for ``p``; the secret."""
+    started = await send(a, cmd.StartTotpEnrolment(request_id=uid("t"), password=p.password),
+                         p.phone, p.access_token)
+    assert started["ok"], started
+    secret = str(started["secret"])
+    REPLY_SECRETS.add(secret)
+    confirmed = await send(a, cmd.ConfirmTotpEnrolment(request_id=uid("t"),
+                                                       code=totp_now(a, secret)),
+                           p.phone, p.access_token)
+    assert confirmed["ok"], confirmed
+    a.clock.advance(seconds=30)  # the next code is a new step
+    return secret
+
+
+def staff_token(a: SimpleNamespace, private_key: str, role: cmd.Role) -> tuple[str, str]:
+    """An access token of a staff member (as auth issues them) and its account id."""
+    account_id = f"acc_{uid('s')[2:]}"
+    return issue_access_token(private_key, account_id=account_id, session_id=uid("ses"),
+                              role=role, school_id="izh-school-42",
+                              now=a.clock.now.timestamp()), account_id
+
+
+async def second_factor_events(a: SimpleNamespace, account_id: str) -> list[dict[str, Any]]:
+    found = await a.events.wait_for(lambda r: r.key == account_id
+                                    and r.type.endswith(".SecondFactorDisabled"))
+    return [r.json() for r in {r.headers["ce_id"]: r for r in found}.values()]
+
+
+async def test_a_parent_switches_the_authenticator_off_with_the_password_and_a_current_code(
+        auth):
+    a = auth
+    p = await parent(a, link=False)
+    secret = await enrol(a, p)
+    account_id = verify_access_token(p.access_token, a.public_key,
+                                     now=a.clock.now.timestamp()).sub
+
+    def disable(pw: str, code: str) -> cmd.DisableTotp:
+        return cmd.DisableTotp(request_id=uid("d"), password=pw, code=code)
+
+    right = totp_now(a, secret)
+    assert error(await send(a, disable(password(), right), p.phone, p.access_token)) == (
+        "invalid_credentials")
+    assert error(await send(a, disable(p.password, wrong_totp(secret, a.clock.now)), p.phone,
+                            p.access_token)) == "second_factor_invalid"
+    assert error(await send(a, disable(p.password, ""), p.phone, p.access_token)) == (
+        "second_factor_required")
+    stored = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert stored["totp_enabled"] and len(stored["password_failures"]) == 3  # the login window
+
+    command = disable(p.password, right)  # the wrong password above did not spend it
+    done = await send(a, command, p.phone, p.access_token)
+    assert done["ok"] and done["account_id"] == account_id, done
+    again = await send(a, command, p.phone, p.access_token)  # a client retry
+    assert again["ok"], again
+    stored = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert not stored["totp_enabled"] and stored["totp_secret"] is None
+    assert (await login(a, p.phone, p.password))["ok"]  # the password alone again
+    assert error(await send(a, disable(p.password, totp_now(a, secret)), p.phone,
+                            p.access_token)) == "second_factor_not_enabled"
+    (event,) = await second_factor_events(a, account_id)
+    assert event["by_support"] is False
+
+
+async def test_support_resets_a_lost_authenticator_ends_the_sessions_and_tells_the_parent(
+        auth, infra):
+    a = auth
+    p = await parent(a, link=False)
+    await enrol(a, p)
+    account_id = verify_access_token(p.access_token, a.public_key,
+                                     now=a.clock.now.timestamp()).sub
+    # The phone with the app is lost: the password alone no longer logs in.
+    assert error(await login(a, p.phone, p.password)) == "second_factor_required"
+    reason = f"Lost phone; identity checked by call-back, ticket {uid('SUP')}"
+
+    def reset(login_: str, why: str = reason) -> cmd.ResetSecondFactor:
+        return cmd.ResetSecondFactor(request_id=uid("x"), login=login_, reason=why)
+
+    support, support_id = staff_token(a, infra["AUTH_PRIVATE_KEY"], cmd.Role.SUPPORT)
+    admin, _ = staff_token(a, infra["AUTH_PRIVATE_KEY"], cmd.Role.SCHOOL_ADMIN)
+    for token, code in ((p.access_token, "forbidden"), (admin, "forbidden"),
+                        (None, "unauthenticated")):
+        assert error(await send(a, reset(p.phone), p.phone, token)) == code
+    assert error(await send(a, reset(p.phone, "  lost  "), p.phone, support)) == (
+        "reset_reason_required")
+    assert error(await send(a, reset(phone()), p.phone, support)) == "account_not_found"
+    stored = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert stored["totp_enabled"] and stored["factor_resets"] == []
+
+    command = reset(p.phone)
+    done = await send(a, command, p.phone, support)
+    assert done["ok"] and done["account_id"] == account_id, done
+    assert (await send(a, command, p.phone, support))["ok"]  # a retry answers the same
+
+    stored = await a.db.auth_accounts.find_one({"phone": p.phone})
+    assert not stored["totp_enabled"] and stored["totp_secret"] is None
+    assert [(r["by_account_id"], r["reason"]) for r in stored["factor_resets"]] == [
+        (support_id, reason)]
+    assert error(await refresh(a, p.refresh_token, p.phone)) == "session_revoked"
+    assert (await login(a, p.phone, p.password))["ok"]  # and at once: the window was cleared
+    (event,) = await second_factor_events(a, account_id)
+    assert event["by_support"] is True
+    assert reason not in "\n".join(r.value.decode() for r in a.events.records)
+    assert not any(reason in line for line in CAPTURED)

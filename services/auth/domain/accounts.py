@@ -57,6 +57,8 @@ USERNAME = re.compile(r"[a-z][a-z0-9._\-]{2,63}")
 EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}")
 LOGIN_HISTORY_SIZE = 50
 EXISTING_ACCOUNT_ALERT_COOLDOWN = timedelta(hours=1)
+RESET_REASON_MIN_LENGTH = 10
+FACTOR_RESETS_KEPT = 20
 STAFF_ROLES = frozenset({AccessRole.SCHOOL_ADMIN, AccessRole.CANTEEN_OPERATOR,
                          AccessRole.TEACHER, AccessRole.SUPPORT})
 
@@ -155,6 +157,24 @@ class LoginRecord:
 
 
 @dataclass(frozen=True)
+class FactorReset:
+    """Audit of a second factor reset by support: when, by which support account, and the
+    reason they recorded for it (personal data: never logged, dropped when the account
+    closes)."""
+
+    at: datetime
+    by_account_id: str
+    reason: str = field(repr=False)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"at": self.at, "by_account_id": self.by_account_id, "reason": self.reason}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> FactorReset:
+        return cls(dt_from_doc(doc["at"]), str(doc["by_account_id"]), str(doc["reason"]))
+
+
+@dataclass(frozen=True)
 class LoginReply:
     """What the caller of a login sees. Built only from (success, throttle state), so an
     unknown identifier and a wrong password produce equal replies."""
@@ -201,6 +221,7 @@ class Account:
     totp_secret: str | None = None
     totp_enabled: bool = False
     totp_last_step: int | None = None
+    factor_resets: list[FactorReset] = field(default_factory=list)
     login_history: list[LoginRecord] = field(default_factory=list)
     existing_account_alert_at: datetime | None = None
     closed_at: datetime | None = None
@@ -535,19 +556,93 @@ class Account:
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
-    def disable_totp(self, *, code: str, now: datetime) -> Outcome:
+    def disable_totp(
+        self, *, session: Session, current_password_ok: bool, code: str | None, now: datetime,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Switch TOTP off from a fully authenticated session: the owner proves both factors
+        again, the current password and a current code (a stolen access token, or a password
+        alone, must not be able to strip the factor).
+
+        Both checks count in the login's failure window and are gated by it, exactly like a
+        login: a wrong password (``INVALID_CREDENTIALS``; the code is then not looked at nor
+        spent), a missing code (``SECOND_FACTOR_REQUIRED``), a wrong or already used one
+        (``SECOND_FACTOR_INVALID``). Refusals are returned (persist the account); a retry with
+        the same key returns the first outcome. Other sessions are kept: they were opened with
+        the factor.
+        """
         now = require_aware(now)
         self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        fp = fingerprint(op="disable_totp", session=session.session_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
         if not self.totp_enabled:
             raise AuthRejected(Reason.SECOND_FACTOR_NOT_ENABLED)
-        outcome = self._accept_totp(code, now)
-        if outcome.ok:
-            self.totp_enabled = False
-            self.totp_secret = None
-            self.totp_last_step = None
+        refused = self.login_gate(now)
+        if refused is not None:
+            return Outcome(refused.reason, refused.retry_after)
+        rejection = (Reason.INVALID_CREDENTIALS if not current_password_ok
+                     else self._second_factor(code, now))
+        if rejection is not None:
+            self.password_failures.record_failure(now)
+            outcome = Outcome(rejection)
+        else:
+            self._drop_totp()
             self.pending_events.append(SecondFactorDisabled(occurred_at=now,
                                                             account_id=self.account_id))
+            outcome = Outcome()
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
+
+    def reset_second_factor(
+        self, *, by_account_id: str, reason: str, now: datetime,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Support's recovery for a parent who lost the authenticator: TOTP is removed after an
+        identity check made outside the system (authorising the caller as support is the
+        handler's job; this records who did it and why).
+
+        ``reason`` is mandatory (at least 10 characters once trimmed) and kept on the account
+        with the time and the support account (the last 20 resets), never in an event. Every
+        session ends, since one of them may be the reason the parent called, and the login
+        failure window is cleared, so the parent can log in with the password at once. A retry
+        with the same key returns the first outcome; a parent without TOTP is refused.
+        """
+        now = require_aware(now)
+        fp = fingerprint(op="reset_second_factor", by=by_account_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        self._require_not_closed()
+        if self.kind is not AccountKind.PARENT:
+            raise AuthRejected(Reason.WRONG_ACCOUNT_KIND)
+        why = " ".join(reason.split())
+        if len(why) < RESET_REASON_MIN_LENGTH:
+            raise AuthRejected(Reason.RESET_REASON_REQUIRED,
+                               f"give at least {RESET_REASON_MIN_LENGTH} characters")
+        if not self.totp_enabled:
+            raise AuthRejected(Reason.SECOND_FACTOR_NOT_ENABLED)
+        self._drop_totp()
+        self.password_failures.clear()
+        self.factor_resets.append(FactorReset(at=now, by_account_id=by_account_id, reason=why))
+        del self.factor_resets[: max(0, len(self.factor_resets) - FACTOR_RESETS_KEPT)]
+        self.pending_events.append(SecondFactorDisabled(occurred_at=now,
+                                                        account_id=self.account_id,
+                                                        via="support",
+                                                        by_account_id=by_account_id))
+        self._invalidate_sessions(now, "second_factor_reset", None)
+        outcome = Outcome()
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def _drop_totp(self) -> None:
+        self.totp_enabled = False
+        self.totp_secret = None
+        self.totp_last_step = None
 
     # --- passwords --------------------------------------------------------------------------
 
@@ -678,7 +773,8 @@ class Account:
 
     def close(self, now: datetime) -> bool:
         """Close for good: every session ends and personal data is minimised (phone and e-mail
-        become a tombstone; password, factors, codes, history and contract claims are dropped).
+        become a tombstone; password, factors and their reset audit, codes, history and contract
+        claims are dropped).
         Closing a closed account is a no-op returning False."""
         now = require_aware(now)
         if self.status is AccountStatus.CLOSED:
@@ -698,6 +794,7 @@ class Account:
         self.totp_secret = None
         self.totp_enabled = False
         self.totp_last_step = None
+        self.factor_resets.clear()
         self.codes.clear()
         self.login_history.clear()
         self.password_failures.clear()
@@ -771,6 +868,7 @@ class Account:
             "totp_secret": self.totp_secret,
             "totp_enabled": self.totp_enabled,
             "totp_last_step": self.totp_last_step,
+            "factor_resets": [r.to_doc() for r in self.factor_resets],
             "login_history": [r.to_doc() for r in self.login_history],
             "existing_account_alert_at": self.existing_account_alert_at,
             "closed_at": self.closed_at,
@@ -810,6 +908,7 @@ class Account:
             totp_secret=doc.get("totp_secret"),
             totp_enabled=bool(doc["totp_enabled"]),
             totp_last_step=doc.get("totp_last_step"),
+            factor_resets=[FactorReset.from_doc(r) for r in doc.get("factor_resets", [])],
             login_history=[LoginRecord.from_doc(r) for r in doc.get("login_history", [])],
             existing_account_alert_at=opt_dt_from_doc(doc.get("existing_account_alert_at")),
             closed_at=opt_dt_from_doc(doc.get("closed_at")),

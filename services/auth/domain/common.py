@@ -58,9 +58,11 @@ class Reason(StrEnum):
     SECOND_FACTOR_NOT_ENABLED = "second_factor_not_enabled"
     SECOND_FACTOR_ALREADY_ENABLED = "second_factor_already_enabled"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"
+    RESET_REASON_REQUIRED = "reset_reason_required"
     # account state
     ACCOUNT_NOT_ACTIVE = "account_not_active"
     ACCOUNT_CLOSED = "account_closed"
+    ACCOUNT_NOT_FOUND = "account_not_found"
     WRONG_ACCOUNT_KIND = "wrong_account_kind"
     INVALID_ROLE = "invalid_role"
     # guardians

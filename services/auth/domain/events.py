@@ -81,7 +81,13 @@ class SecondFactorEnabled(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class SecondFactorDisabled(DomainEvent):
+    """TOTP was switched off: by its owner (password and a current code) or, ``via``
+    "support", reset by support staff ``by_account_id`` after an identity check outside the
+    system (the recorded reason stays on the account, never in an event)."""
+
     account_id: str
+    via: str = "owner"  # "owner" | "support"
+    by_account_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

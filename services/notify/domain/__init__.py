@@ -31,6 +31,7 @@ from .facts import (
     PaymentDeclinedFacts,
     PurchaseLine,
     RideFacts,
+    SecondFactorDisabledFacts,
     TopUpFacts,
 )
 from .guardian import (
@@ -146,6 +147,7 @@ __all__ = [
     "RetryPolicy",
     "RideFacts",
     "RoutingPlan",
+    "SecondFactorDisabledFacts",
     "Skip",
     "SkipReason",
     "TimelineEntry",

@@ -149,6 +149,15 @@ class PasswordChangedFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class SecondFactorDisabledFacts:
+    """The authenticator-app code is no longer asked at login; ``by_support`` when support
+    reset it (and ended every session) rather than the owner switching it off."""
+
+    at: datetime
+    by_support: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class OneTimeCodeFacts:
     """The code is a secret: it is excluded from ``repr`` so it cannot leak into logs."""
 
@@ -198,6 +207,7 @@ Facts = (
     | CardBlockedFacts
     | NewLoginFacts
     | PasswordChangedFacts
+    | SecondFactorDisabledFacts
     | OneTimeCodeFacts
     | ArrivedSafelyFacts
     | NotArrivedFacts
@@ -219,6 +229,7 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.CARD_BLOCKED: CardBlockedFacts,
     NotificationKind.NEW_LOGIN: NewLoginFacts,
     NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts,
+    NotificationKind.SECOND_FACTOR_DISABLED: SecondFactorDisabledFacts,
     NotificationKind.ONE_TIME_CODE: OneTimeCodeFacts,
     NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts,
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts,
@@ -242,7 +253,8 @@ class NotificationEvent:
     ``event_id`` is the id of the event that caused it (the wire envelope id, or a deterministic
     id for events notify derives itself): it is the root of every dedupe key, so a redelivered
     event maps onto the same messages. ``contract`` addresses the child's guardians;
-    ``account_id`` addresses one guardian account (new login, password changed).
+    ``account_id`` addresses one guardian account (new login, password changed, second factor
+    disabled).
     """
 
     event_id: str

@@ -20,6 +20,7 @@ class NotificationKind(StrEnum):
     CARD_BLOCKED = "card_blocked"
     NEW_LOGIN = "new_login"
     PASSWORD_CHANGED = "password_changed"
+    SECOND_FACTOR_DISABLED = "second_factor_disabled"
     ONE_TIME_CODE = "one_time_code"
     ARRIVED_SAFELY = "arrived_safely"
     NOT_ARRIVED_ALERT = "not_arrived_alert"
@@ -44,12 +45,14 @@ class GuardianRole(StrEnum):
 
 
 SECURITY_KINDS: frozenset[NotificationKind] = frozenset(
-    {NotificationKind.ONE_TIME_CODE, NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED}
+    {NotificationKind.ONE_TIME_CODE, NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
+     NotificationKind.SECOND_FACTOR_DISABLED}
 )
 """Kinds that ignore quiet hours and any preference that would mute them."""
 
 ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
-    {NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED, NotificationKind.DAILY_DIGEST}
+    {NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
+     NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.DAILY_DIGEST}
 )
 """Kinds addressed to one guardian account rather than to a child's guardians."""
 

@@ -39,6 +39,7 @@ from .facts import (
     PasswordChangedFacts,
     PaymentDeclinedFacts,
     RideFacts,
+    SecondFactorDisabledFacts,
     TopUpFacts,
     check_facts,
 )
@@ -419,6 +420,43 @@ def _password_changed(f: PasswordChangedFacts, c: RenderContext) -> _T:
     )
 
 
+def _second_factor_disabled(f: SecondFactorDisabledFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        if f.by_support:
+            return (
+                f"Код из приложения для входа в {PRODUCT} отключён",
+                f"{when} служба поддержки {PRODUCT} по вашему обращению отключила вход по коду "
+                "из приложения-аутентификатора. Все сеансы завершены, войдите снова с паролем "
+                "и подключите приложение заново. Если вы не обращались в поддержку, срочно "
+                "смените пароль и свяжитесь с нами.",
+                f"Код из приложения отключён поддержкой, {when}",
+            )
+        return (
+            f"Код из приложения для входа в {PRODUCT} отключён",
+            f"Вход в аккаунт {PRODUCT} по коду из приложения-аутентификатора отключён {when}. "
+            "Теперь для входа достаточно пароля. Если это были не вы, смените пароль и "
+            "обратитесь в поддержку.",
+            f"Код из приложения отключён, {when}",
+        )
+    if f.by_support:
+        return (
+            f"{PRODUCT} authenticator code switched off",
+            f"On {when} {PRODUCT} support switched off the authenticator-app code for your "
+            "account at your request. All sessions were signed out: sign in with your password "
+            "and set up the app again. If you did not contact support, change your password "
+            "and contact us at once.",
+            f"Authenticator code switched off by support, {when}",
+        )
+    return (
+        f"{PRODUCT} authenticator code switched off",
+        f"The authenticator-app code for your {PRODUCT} account was switched off on {when}. "
+        "Your password alone now signs in. If it was not you, change your password and "
+        "contact support.",
+        f"Authenticator code switched off, {when}",
+    )
+
+
 _PURPOSE_RU = {
     CodePurpose.REGISTRATION: "регистрации",
     CodePurpose.LOGIN: "входа",
@@ -520,6 +558,7 @@ _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.CARD_BLOCKED: _card_blocked,
     NotificationKind.NEW_LOGIN: _new_login,
     NotificationKind.PASSWORD_CHANGED: _password_changed,
+    NotificationKind.SECOND_FACTOR_DISABLED: _second_factor_disabled,
     NotificationKind.ONE_TIME_CODE: _code,
     NotificationKind.ARRIVED_SAFELY: _arrived,
     NotificationKind.NOT_ARRIVED_ALERT: _not_arrived,

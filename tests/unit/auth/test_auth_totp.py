@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts import auth as wire
 from contracts.envelope import encode
-from services.auth import outbound
+from services.auth import outbound, permissions
 from services.auth.domain import (
     Account,
     AccountKind,
@@ -16,16 +17,22 @@ from services.auth.domain import (
     Reason,
     Session,
 )
-from services.auth.domain.events import LoginFailed, SecondFactorEnabled
+from services.auth.domain.events import (
+    LoginFailed,
+    SecondFactorDisabled,
+    SecondFactorEnabled,
+    SessionsInvalidated,
+)
 from services.auth.security import AccessRole, new_totp_secret, totp_code
+from services.runtime.tokens import TokenError
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2025, 9, 1, 8, 0, tzinfo=UTC)
 
 
-def parent() -> Account:
-    return Account(account_id="acc-1", kind=AccountKind.PARENT, role=AccessRole.PARENT,
+def parent(account_id: str = "acc-1") -> Account:
+    return Account(account_id=account_id, kind=AccountKind.PARENT, role=AccessRole.PARENT,
                    status=AccountStatus.ACTIVE, created_at=T0, phone="+79161112233",
                    claimed_contract="40817810", password_hash="HASH")
 
@@ -39,8 +46,8 @@ def session_of(account: Account, now: datetime = T0, sid: str = "s0",
     return outcome.session
 
 
-def enrolled(now: datetime = T0) -> tuple[Account, str]:
-    account = parent()
+def enrolled(now: datetime = T0, account_id: str = "acc-1") -> tuple[Account, str]:
+    account = parent(account_id)
     session = session_of(account, now)
     secret = new_totp_secret()
     assert account.begin_totp_enrolment(session=session, current_password_ok=True,
@@ -180,16 +187,6 @@ def test_an_enabled_factor_cannot_be_enrolled_again_and_service_accounts_have_no
     assert caught.value.reason is Reason.WRONG_ACCOUNT_KIND
 
 
-def test_disabling_totp_needs_a_current_code():
-    account, secret = enrolled()
-    later = T0 + timedelta(minutes=1)
-    wrong = wrong_code(secret, later)
-    assert account.disable_totp(code=wrong, now=later).rejection is Reason.SECOND_FACTOR_INVALID
-    assert account.disable_totp(code=totp_code(secret, later), now=later).ok
-    assert not account.totp_enabled and account.totp_secret is None
-    assert attempt(account, later, None)[1] is not None
-
-
 def test_the_enrolment_reply_carries_the_secret_only_in_its_json_payload():
     account = parent()
     account.begin_totp_enrolment(session=session_of(account), current_password_ok=True,
@@ -202,3 +199,215 @@ def test_the_enrolment_reply_carries_the_secret_only_in_its_json_payload():
     assert "SchoolCard:%2B79161112233" in reply.otpauth_uri.get_secret_value()
     assert secret in encode(reply).decode()  # what the owner's app receives
 
+
+
+# --- switching the factor off: by its owner, or reset by support ------------------------------
+
+REASON = "Lost phone; identity checked by call-back and contract details, SUP-1042"
+
+
+def signed_in(now: datetime = T0 + timedelta(minutes=1),
+              account_id: str = "acc-1") -> tuple[Account, str, Session]:
+    """An enrolled parent with a session opened with a code at ``now``."""
+    account, secret = enrolled(account_id=account_id)
+    session = session_of(account, now, sid="s1", code=totp_code(secret, now))
+    account.pull_events()
+    return account, secret, session
+
+
+def disable(account: Account, session: Session, now: datetime, code: str | None, *,
+            password_ok: bool = True, key: str | None = None) -> Reason | None:
+    return account.disable_totp(session=session, current_password_ok=password_ok, code=code,
+                                now=now, idempotency_key=key).rejection
+
+
+def test_the_owner_switches_the_factor_off_only_with_the_password_and_a_current_code():
+    account, secret, session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    code = totp_code(secret, now)
+    assert disable(account, session, now, code, password_ok=False) is (
+        Reason.INVALID_CREDENTIALS)
+    assert disable(account, session, now, None) is Reason.SECOND_FACTOR_REQUIRED
+    assert disable(account, session, now, wrong_code(secret, now)) is (
+        Reason.SECOND_FACTOR_INVALID)
+    assert account.totp_enabled and account.totp_secret == secret
+    assert account.password_failures.count(now) == 3  # the login's window
+    assert account.pull_events() == []
+
+    # The wrong password did not spend the code: it still switches the factor off.
+    assert disable(account, session, now, code) is None
+    assert not account.totp_enabled and account.totp_secret is None
+    assert account.totp_last_step is None
+    (event,) = account.pull_events()
+    assert isinstance(event, SecondFactorDisabled)
+    assert (event.via, event.by_account_id) == ("owner", None)
+    assert session.is_active(now, account.session_epoch)  # the caller's session goes on
+    assert attempt(account, now, None, sid="s2")[1] is not None  # the password alone now
+
+
+def test_a_code_already_used_to_log_in_cannot_switch_the_factor_off():
+    account, secret, session = signed_in()
+    used = totp_code(secret, T0 + timedelta(minutes=1))
+    assert disable(account, session, T0 + timedelta(minutes=1, seconds=5), used) is (
+        Reason.SECOND_FACTOR_INVALID)
+    assert account.totp_enabled
+
+
+def test_failed_attempts_to_switch_off_are_throttled_together_with_failed_logins():
+    account, secret, session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    for _ in range(5):
+        assert disable(account, session, now, wrong_code(secret, now)) is (
+            Reason.SECOND_FACTOR_INVALID)
+    # Five free failures: the next login must wait, even with the right code...
+    assert attempt(account, now, totp_code(secret, now))[0] is Reason.LOGIN_DELAYED
+    # ...and so must the next attempt to switch off, which is then not counted.
+    outcome = account.disable_totp(session=session, current_password_ok=True,
+                                   code=totp_code(secret, now), now=now)
+    assert outcome.rejection is Reason.LOGIN_DELAYED and outcome.retry_after is not None
+    assert account.password_failures.count(now) == 5 and account.totp_enabled
+    now += timedelta(seconds=31)
+    assert disable(account, session, now, totp_code(secret, now)) is None
+
+
+def test_switching_off_retried_with_the_same_key_answers_the_first_outcome_once():
+    account, secret, session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    wrong = wrong_code(secret, now)
+    assert disable(account, session, now, wrong, key="k1") is Reason.SECOND_FACTOR_INVALID
+    assert disable(account, session, now, wrong, key="k1") is Reason.SECOND_FACTOR_INVALID
+    assert account.password_failures.count(now) == 1  # the retry was not counted again
+    code = totp_code(secret, now)
+    assert disable(account, session, now, code, key="k2") is None
+    assert disable(account, session, now, code, key="k2") is None  # not "not enabled"
+    assert sum(isinstance(e, SecondFactorDisabled) for e in account.pull_events()) == 1
+    with pytest.raises(AuthRejected) as caught:
+        disable(account, session, now, code, key="k3")
+    assert caught.value.reason is Reason.SECOND_FACTOR_NOT_ENABLED
+
+
+def test_switching_off_needs_a_full_session_of_the_same_account():
+    account, secret, session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    with pytest.raises(AuthRejected) as caught:
+        disable(account, session_of(parent("acc-2"), now, sid="x"), now, totp_code(secret, now))
+    assert caught.value.reason is Reason.SESSION_NOT_FOUND
+    account.must_change_password = True
+    restricted = session_of(account, now, sid="s2", code=totp_code(secret, now))
+    with pytest.raises(AuthRejected) as caught:
+        disable(account, restricted, now + timedelta(seconds=30),
+                totp_code(secret, now + timedelta(seconds=30)))
+    assert caught.value.reason is Reason.PASSWORD_CHANGE_REQUIRED
+    account.log_out_everywhere(now)
+    with pytest.raises(AuthRejected) as caught:
+        disable(account, session, now, totp_code(secret, now))
+    assert caught.value.reason is Reason.SESSION_REVOKED
+    assert account.totp_enabled and account.password_failures.count(now) == 0
+
+
+def test_support_resets_a_lost_factor_ends_every_session_and_reopens_the_login_at_once():
+    account, _secret, session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    for _ in range(6):  # the parent without the phone keeps trying
+        attempt(account, now, None)
+    assert attempt(account, now, None)[0] is Reason.LOGIN_DELAYED
+    account.pull_events()
+
+    outcome = account.reset_second_factor(by_account_id="acc-support", reason=f"  {REASON} ",
+                                          now=now, idempotency_key="r1")
+    assert outcome.ok
+    assert not account.totp_enabled and account.totp_secret is None
+    assert account.password_failures.count(now) == 0
+    (audit,) = account.factor_resets
+    assert (audit.at, audit.by_account_id, audit.reason) == (now, "acc-support", REASON)
+    disabled, invalidated = account.pull_events()
+    assert isinstance(disabled, SecondFactorDisabled)
+    assert (disabled.via, disabled.by_account_id) == ("support", "acc-support")
+    assert isinstance(invalidated, SessionsInvalidated)
+    assert (invalidated.reason, invalidated.kept_session_id) == ("second_factor_reset", None)
+    assert REASON not in repr(disabled) + repr(invalidated) + repr(account)
+    with pytest.raises(AuthRejected) as caught:
+        session.require_active(now, account.session_epoch)
+    assert caught.value.reason is Reason.SESSION_REVOKED
+    assert attempt(account, now, None, sid="s2")[1] is not None  # password alone, no wait
+
+
+def test_a_support_reset_needs_a_real_reason_a_parent_and_an_enabled_factor():
+    account, _secret, _session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    epoch = account.session_epoch
+    for reason in ("", "   ", "lost   it", "\n\t phone \n"):
+        with pytest.raises(AuthRejected) as caught:
+            account.reset_second_factor(by_account_id="acc-support", reason=reason, now=now)
+        assert caught.value.reason is Reason.RESET_REASON_REQUIRED
+    assert account.totp_enabled and account.session_epoch == epoch
+    assert account.factor_resets == [] and account.pull_events() == []
+
+    staff = Account.create_staff(account_id="acc-staff", role=AccessRole.TEACHER,
+                                 school_id="izh-school-42", initial_password_hash="H", now=T0,
+                                 username="teacher.one")
+    plain = parent()
+    closed, _ = enrolled()
+    closed.close(now)
+    for target, reason in ((staff, Reason.WRONG_ACCOUNT_KIND),
+                           (plain, Reason.SECOND_FACTOR_NOT_ENABLED),
+                           (closed, Reason.ACCOUNT_CLOSED)):
+        with pytest.raises(AuthRejected) as caught:
+            target.reset_second_factor(by_account_id="acc-support", reason=REASON, now=now)
+        assert caught.value.reason is reason
+
+
+def test_a_support_reset_retried_with_the_same_key_is_applied_once():
+    account, _secret, _session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    for _ in range(2):
+        assert account.reset_second_factor(by_account_id="acc-support", reason=REASON, now=now,
+                                           idempotency_key="r1").ok
+    assert len(account.factor_resets) == 1
+    assert sum(isinstance(e, SecondFactorDisabled) for e in account.pull_events()) == 1
+    with pytest.raises(AuthRejected) as caught:  # the same key from another support account
+        account.reset_second_factor(by_account_id="acc-other", reason=REASON, now=now,
+                                    idempotency_key="r1")
+    assert caught.value.reason is Reason.IDEMPOTENCY_KEY_REUSED
+
+
+def test_the_reset_audit_is_stored_and_dropped_with_the_rest_when_the_account_closes():
+    account, _secret, _session = signed_in()
+    now = T0 + timedelta(minutes=2)
+    account.reset_second_factor(by_account_id="acc-support", reason=REASON, now=now)
+    loaded = Account.from_doc(account.to_doc())
+    assert loaded.factor_resets == account.factor_resets
+    assert Account.from_doc({k: v for k, v in account.to_doc().items()
+                             if k != "factor_resets"}).factor_resets == []  # older documents
+    loaded.close(now)
+    assert loaded.factor_resets == []
+
+
+def test_both_ways_of_switching_off_reach_the_wire_as_one_event_without_the_reason():
+    owner, secret, session = signed_in(account_id="acc_owner0001")
+    now = T0 + timedelta(minutes=2)
+    disable(owner, session, now, totp_code(secret, now))
+    helped, _secret, _session = signed_in(account_id="acc_helped0001")
+    helped.reset_second_factor(by_account_id="acc_support0001", reason=REASON, now=now)
+    wired = outbound.to_wire(owner.pull_events() + helped.pull_events())
+    messages = [m for _t, _k, m, _id in wired]
+    assert [t for t, _k, _m, _id in wired] == ["auth.events.v1", "auth.events.v1"]
+    assert all(isinstance(m, wire.SecondFactorDisabled) for m in messages)
+    assert [(m.account_id, m.by_support) for m in messages  # type: ignore[attr-defined]
+            ] == [("acc_owner0001", False), ("acc_helped0001", True)]
+    assert all(REASON not in encode(m).decode() for _t, _k, m, _id in wired)
+    again = outbound.to_wire([SecondFactorDisabled(occurred_at=now,
+                                                   account_id="acc_owner0001")])
+    assert again[0][3] == wired[0][3]  # a re-emitted fact keeps its message id
+
+
+def test_only_support_may_reset_a_second_factor():
+    def claims(role: wire.Role) -> wire.AccessTokenClaims:
+        return wire.AccessTokenClaims(sub="acc_support0001", sid="s", role=role, iat=0,
+                                      exp=300, jti="j")
+
+    permissions.require_role(claims(wire.Role.SUPPORT), permissions.RESET_SECOND_FACTOR, "reset")
+    for role in set(wire.Role) - {wire.Role.SUPPORT}:
+        with pytest.raises(TokenError) as caught:
+            permissions.require_role(claims(role), permissions.RESET_SECOND_FACTOR, "reset")
+        assert caught.value.code == "forbidden"
