@@ -12,9 +12,14 @@ import pytest
 from contracts.integrations import CardIssued, TopUpReceived
 from tests.support import FakeClock, Integrator, TopicReader, uid
 
-# Flaky inside the full suite (the TopUpApplied records sometimes do not arrive within 60 s
-# although the same path passes in tests/integration/test_wallet_flows.py): kept out of
-# `make test` until the cause is found; see the foundation issue's closing note.
+# Flaky when it follows another in-process wallet in the same test process (e.g. after
+# tests/integration/test_wallet_flows.py): kept out of `make test` until the cause is fixed.
+# What is known (2026-11-22, reproduced with a script that starts and stops Service("wallet")
+# three times in one process): the second or first instance consumes the top-up, commits the
+# account and marks both outbox records "sent", yet the records never reach the topic (a fresh
+# reader sees only the earlier ones), while the next instance works again. Restarts as separate
+# processes do not show it (tests/system, make run's access restart), so it points at state
+# shared between two FastStream brokers in one process, not at the relay's bookkeeping.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
