@@ -20,6 +20,8 @@ async def wire(rt: Runtime) -> Routes:
         await h.expire_bonuses()
 
     rt.ticks.append(Tick(settings.bonus_expiry_every_s, expire_bonuses, "bonus-expiry"))
+    rt.ticks.append(Tick(settings.parked_top_up_every_s, h.expire_parked_top_ups,
+                         "parked-top-up-expiry"))
     return {
         # integrations.card-issuance.v1
         integrations.CardIssued: h.on_card_issued,

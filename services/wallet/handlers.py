@@ -11,6 +11,7 @@ between load and save) is retried here with fresh state, inside the same deliver
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 
 from contracts import integrations as inbound
 from contracts import transit
@@ -83,10 +84,12 @@ class Handlers:
                 time_zone=card.school_tz, now=tx.now,
                 grace_meal_limit=school.get("grace_meal_max_debt",
                                             self.settings.grace_meal_default))
+            parked = await self._apply_parked(tx, account)
             try:
                 await self._commit(tx, account, None)
             except store.AccountExists:
                 raise ConcurrencyError(card.contract) from None  # opened meanwhile
+            self._receipts(tx, parked)
 
         await self._run(msg, body)
 
@@ -107,13 +110,16 @@ class Handlers:
                     grace_meal_limit=school.get("grace_meal_max_debt"))
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
+            parked: list[inbound.TopUpReceived] = []
             if outcome.new_account is not None:
+                parked = await self._apply_parked(tx, outcome.new_account)
                 try:
                     await self._commit(tx, outcome.new_account, None)
                 except store.AccountExists:
                     raise Rejected("contract_in_use", f"{event.new_contract} is already "
                                    "open") from None
             await self._commit(tx, old, loaded)
+            self._receipts(tx, parked)
 
         await self._run(msg, body)
 
@@ -123,10 +129,14 @@ class Handlers:
         async def body(tx: Transaction) -> None:
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
                                                  top_up.amount)
+            if conflict:
+                self._reject_top_up(tx, top_up, "payment_id_conflict")
+                return
             account = await store.load_account(tx, top_up.contract)
-            if conflict or account is None:
-                self._reject_top_up(tx, top_up, "payment_id_conflict" if conflict
-                                    else "unknown_contract")
+            if account is None:
+                # The card's issuance travels on another topic and may be read after the
+                # payment: keep the money until the account opens (or the parking expires).
+                await store.park_top_up(tx, top_up)
                 return
             loaded = account.version
             try:
@@ -147,10 +157,41 @@ class Handlers:
                     record.channel, result.grace_debt_settled, result.balances, record.at))
                 return
             await self._commit(tx, account, loaded)
+            self._receipts(tx, [top_up])
+
+        await self._run(msg, body)
+
+    async def _apply_parked(self, tx: Transaction,
+                            account: d.Account) -> list[inbound.TopUpReceived]:
+        """Credit the payments that came before the account opened, in the order they came;
+        one the domain refuses is rejected like any top-up. Returns the credited ones."""
+        credited = []
+        for top_up in await store.take_parked_top_ups(tx, account.contract):
+            try:
+                account.top_up(top_up.payment_id, top_up.amount, now=tx.now,
+                               sub_balance=d.SubBalance(top_up.sub_balance.value),
+                               channel=d.TopUpChannel(top_up.channel.value),
+                               auto_top_up_request_id=top_up.auto_top_up_request_id)
+            except d.WalletRejected as exc:
+                self._reject_top_up(tx, top_up, exc.reason.value)
+                continue
+            credited.append(top_up)
+        return credited
+
+    def _receipts(self, tx: Transaction, top_ups: list[inbound.TopUpReceived]) -> None:
+        for top_up in top_ups:
             if top_up.receipt_email:
                 self._send(tx, outbound.receipt(top_up, top_up.receipt_email, tx.now))
 
-        await self._run(msg, body)
+    async def expire_parked_top_ups(self) -> None:
+        """Tick: a payment parked longer than ``WALLET_PARKED_TOP_UP_TTL_S`` is rejected
+        (``unknown_contract``) so the payment provider refunds it."""
+        before = datetime.now(UTC) - timedelta(seconds=self.settings.parked_top_up_ttl_s)
+        for payment_id in await store.expired_parked_top_ups(self.rt.db, before):
+            async with self.rt.transaction() as tx:
+                top_up = await store.unpark_top_up(tx, payment_id)
+                if top_up is not None:
+                    self._reject_top_up(tx, top_up, "unknown_contract")
 
     def _reject_top_up(self, tx: Transaction, top_up: inbound.TopUpReceived, reason: str) -> None:
         rejected = wire.TopUpRejected(contract=top_up.contract, payment_id=top_up.payment_id,

@@ -8,6 +8,11 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore")
 
     mongo_db: str = "schoolcard_wallet"
+    parked_top_up_ttl_s: float = Field(default=24 * 3600, gt=0, description="How long a "
+                                       "payment for a contract not opened yet waits for its "
+                                       "card's issuance before it is rejected (unknown_contract).")
+    parked_top_up_every_s: float = Field(default=60, gt=0, description="How often the expiry "
+                                         "of parked payments is checked.")
     grace_meal_default: int = Field(default=0, ge=0, description="Grace-meal debt bound in "
                                     "kopecks for schools without their own setting (0: off).")
     bonus_expiry_every_s: float = Field(default=24 * 3600, gt=0, description="Period of the "

@@ -4,17 +4,19 @@ Collections: ``wallet_accounts`` (one document per contract: the Account aggrega
 optimistic ``version``), ``wallet_ledger`` (immutable entries; unique entry ids make a double
 posting impossible), ``wallet_payments`` (payment id -> contract and amount, so a payment id
 is never credited to two contracts), ``wallet_schools`` (school-level settings such as the
-grace meal). The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
+grace meal), ``wallet_parked_top_ups`` (payments that came before their card's issuance).
+The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
+from contracts.integrations import TopUpReceived
 from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
@@ -35,6 +37,10 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("card_uid", ASCENDING)]),
         IndexModel([("school_id", ASCENDING)]),
         IndexModel([("next_bonus_expiry", ASCENDING)]),
+    ])
+    await db.wallet_parked_top_ups.create_indexes([
+        IndexModel([("contract", ASCENDING)]),
+        IndexModel([("parked_at", ASCENDING)]),
     ])
     await db.wallet_ledger.create_indexes([
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
@@ -96,6 +102,40 @@ async def claim_payment(tx: Transaction, payment_id: str, contract: str, amount:
     if (known["contract"], known["amount"]) != (contract, amount):
         return "payment id already used with another contract or amount"
     return None
+
+
+async def park_top_up(tx: Transaction, top_up: TopUpReceived) -> None:
+    """Keep a payment for a contract wallet does not know yet (its card issuance is on another
+    topic and may be read later); the same payment parked twice is kept once."""
+    await tx.db.wallet_parked_top_ups.update_one(
+        {"_id": top_up.payment_id},
+        {"$setOnInsert": {"contract": top_up.contract, "message": top_up.model_dump(mode="json"),
+                          "parked_at": datetime.now(UTC)}},
+        upsert=True, session=tx.session)
+
+
+async def take_parked_top_ups(tx: Transaction, contract: str) -> list[TopUpReceived]:
+    """The payments parked for ``contract``, oldest first, removed from the parking."""
+    docs = await tx.db.wallet_parked_top_ups.find({"contract": contract},
+                                                  session=tx.session).to_list(None)
+    docs.sort(key=lambda doc: (doc["parked_at"], doc["_id"]))
+    if docs:
+        await tx.db.wallet_parked_top_ups.delete_many(
+            {"_id": {"$in": [doc["_id"] for doc in docs]}}, session=tx.session)
+    return [TopUpReceived.model_validate(doc["message"]) for doc in docs]
+
+
+async def expired_parked_top_ups(db: Any, older_than: datetime, limit: int = 100) -> list[str]:
+    """Payment ids parked before ``older_than`` (wall clock): no card came for them."""
+    docs = await db.wallet_parked_top_ups.find({"parked_at": {"$lt": older_than}},
+                                               {"_id": 1}).to_list(limit)
+    return [doc["_id"] for doc in docs]
+
+
+async def unpark_top_up(tx: Transaction, payment_id: str) -> TopUpReceived | None:
+    doc = await tx.db.wallet_parked_top_ups.find_one_and_delete({"_id": payment_id},
+                                                                session=tx.session)
+    return TopUpReceived.model_validate(doc["message"]) if doc else None
 
 
 async def school_settings(tx: Transaction, school_id: str) -> Doc:

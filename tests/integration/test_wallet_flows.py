@@ -288,6 +288,34 @@ async def test_every_decline_reason_is_answered_to_the_till_and_told_to_the_pare
     assert set(got) == {r.value for r in w.DeclineReason}
 
 
+async def test_a_payment_that_comes_before_its_card_waits_and_is_credited_when_the_card_opens(
+        world: World) -> None:
+    """Card issuance and payments travel on different topics: the parent may pay (and the
+    bank retry) before wallet has read the card. The money waits, it is not refused."""
+    card = Card(new_contract(), new_card(), uid("school").lower())
+    payment = TopUpReceived(payment_id=uid("pay"), contract=card.contract, amount=300_00,
+                            sub_balance="canteen", channel="bank_card",
+                            receipt_email="parent@example.ru", paid_at=world.clock.now)
+    await world.integrator.publish(payment, card.contract)
+    await world.integrator.publish(payment, card.contract)  # the bank retried
+    parked = world.svc.runtime.db.wallet_parked_top_ups
+    await eventually(lambda: parked.find_one({"_id": payment.payment_id}), timeout=30,
+                     what="the payment parked")
+    assert await parked.count_documents({"contract": card.contract}) == 1
+    await world.integrator.publish(CardIssued(
+        contract=card.contract, card_uid=card.card_uid, school_id=card.school_id,
+        school_tz=TZ, student_id=uid("stu"), class_name="5Б", birth_date=date(2014, 3, 8),
+        issued_at=world.clock.now), card.contract)
+    applied = await world.event("TopUpApplied", card.contract)
+    assert applied.json()["payment_id"] == payment.payment_id
+    assert applied.json()["balances"]["canteen"] == 300_00
+    assert not [r for r in world.events.records if r.key == card.contract
+                and r.type.endswith("TopUpRejected")]
+    assert await parked.count_documents({"contract": card.contract}) == 0
+    account = await world.consistent(card.contract)
+    assert account.balances.canteen == 300_00 and list(account.top_ups) == [payment.payment_id]
+
+
 async def test_a_fare_is_debited_once_refunded_by_a_correction_and_collected_when_unpaid(
         world: World) -> None:
     card = await world.open_account()
