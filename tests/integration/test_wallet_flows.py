@@ -316,6 +316,28 @@ async def test_a_payment_that_comes_before_its_card_waits_and_is_credited_when_t
     assert account.balances.canteen == 300_00 and list(account.top_ups) == [payment.payment_id]
 
 
+async def test_a_parked_payment_whose_card_never_comes_is_rejected_for_a_refund(
+        world: World) -> None:
+    from services.wallet.handlers import Handlers
+
+    contract = new_contract()
+    payment = TopUpReceived(payment_id=uid("pay"), contract=contract, amount=120_00,
+                            channel="bank_card", paid_at=world.clock.now)
+    await world.integrator.publish(payment, contract)
+    parked = world.svc.runtime.db.wallet_parked_top_ups
+    await eventually(lambda: parked.find_one({"_id": payment.payment_id}), timeout=30,
+                     what="the payment parked")
+    expiring = Handlers(world.svc.runtime)
+    await expiring.expire_parked_top_ups()  # not expired yet: stays parked
+    assert await parked.find_one({"_id": payment.payment_id}) is not None
+    expiring.settings = expiring.settings.model_copy(update={"parked_top_up_ttl_s": 1e-6})
+    await expiring.expire_parked_top_ups()
+    rejected = await world.event("TopUpRejected", contract)
+    assert (rejected.json()["payment_id"], rejected.json()["reason"]) == (
+        payment.payment_id, "unknown_contract")
+    assert await parked.find_one({"_id": payment.payment_id}) is None
+
+
 async def test_a_fare_is_debited_once_refunded_by_a_correction_and_collected_when_unpaid(
         world: World) -> None:
     card = await world.open_account()
