@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from contracts import auth as cmd
 from contracts import integrations as inbound
+from contracts.envelope import ContractModel
 from services.auth import domain as d
 from services.auth import outbound, permissions, store
 from services.auth.domain.guardians import Invitation
@@ -501,33 +502,15 @@ class Handlers:
     # --- second factor (TOTP) -----------------------------------------------------------------
 
     async def on_start_totp_enrolment(self, msg: Inbound) -> None:
-        """Re-authenticate with the password (argon2 off the loop, like ChangePassword), then
-        keep a new candidate secret and send it to the owner in the reply."""
+        """Re-authenticate with the password, then keep a new candidate secret and send it to
+        the owner in the reply."""
         c: cmd.StartTotpEnrolment = msg.message
-        now = self.rt.clock()
-        caller = await self._caller_and_hash(msg, now)
-        if caller is None:
-            return
-        claims, verified_hash = caller
-        password_ok = await _verify(verified_hash, _secret(c.password))
-        async with self._tx(msg, now) as tx:
-            s = Store.of(tx)
-            try:
-                account, session = await self._session_of(s, claims, now)
-                if account.password_hash != verified_hash:
-                    raise ConcurrencyError("the password changed while it was being verified")
-                loaded = account.version
-                outcome = account.begin_totp_enrolment(
-                    session=session, current_password_ok=password_ok,
-                    secret_b32=new_totp_secret(), now=now, idempotency_key=c.request_id)
-            except d.AuthRejected as exc:
-                self._refuse(tx, exc.reason, exc.retry_after)
-                return
-            await s.save_account(account, loaded)
-            if outcome.rejection is not None:
-                self._refuse(tx, outcome.rejection, outcome.retry_after)
-                return
-            tx.reply(outbound.totp_enrolment(c.request_id, account))
+        await self._with_password(
+            msg, c.password,
+            lambda account, session, ok, now: account.begin_totp_enrolment(
+                session=session, current_password_ok=ok, secret_b32=new_totp_secret(),
+                now=now, idempotency_key=c.request_id),
+            lambda account: outbound.totp_enrolment(c.request_id, account))
 
     async def on_confirm_totp_enrolment(self, msg: Inbound) -> None:
         c: cmd.ConfirmTotpEnrolment = msg.message
@@ -548,15 +531,29 @@ class Handlers:
         return cmd.CommandCompleted(request_id=c.request_id, account_id=account.account_id)
 
     async def on_disable_totp(self, msg: Inbound) -> None:
-        """Re-authenticate with the password (argon2 off the loop, like ChangePassword) and a
-        current code, then switch the factor off; refusals are counted as failed logins."""
+        """Re-authenticate with the password and a current code, then switch the factor off;
+        refusals are counted as failed logins."""
         c: cmd.DisableTotp = msg.message
+        await self._with_password(
+            msg, c.password,
+            lambda account, session, ok, now: account.disable_totp(
+                session=session, current_password_ok=ok, code=_secret(c.code) or None,
+                now=now, idempotency_key=c.request_id),
+            lambda account: cmd.CommandCompleted(request_id=c.request_id,
+                                                 account_id=account.account_id))
+
+    async def _with_password(self, msg: Inbound, password: Any,
+                             act: Callable[[d.Account, Any, bool, datetime], Any],
+                             reply: Callable[[d.Account], ContractModel]) -> None:
+        """A second-factor change re-checks the password (argon2 off the loop and outside the
+        transaction, like ChangePassword), then makes one domain call on the caller's account
+        and session; a refusal is saved (it counts as a failed login) and answered."""
         now = self.rt.clock()
         caller = await self._caller_and_hash(msg, now)
         if caller is None:
             return
         claims, verified_hash = caller
-        password_ok = await _verify(verified_hash, _secret(c.password))
+        password_ok = await _verify(verified_hash, _secret(password))
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
             try:
@@ -564,9 +561,7 @@ class Handlers:
                 if account.password_hash != verified_hash:
                     raise ConcurrencyError("the password changed while it was being verified")
                 loaded = account.version
-                outcome = account.disable_totp(
-                    session=session, current_password_ok=password_ok,
-                    code=_secret(c.code) or None, now=now, idempotency_key=c.request_id)
+                outcome = act(account, session, password_ok, now)
             except d.AuthRejected as exc:
                 self._refuse(tx, exc.reason, exc.retry_after)
                 return
@@ -575,8 +570,7 @@ class Handlers:
             if outcome.rejection is not None:
                 self._refuse(tx, outcome.rejection, outcome.retry_after)
                 return
-            tx.reply(cmd.CommandCompleted(request_id=c.request_id,
-                                          account_id=account.account_id))
+            tx.reply(reply(account))
 
     async def on_reset_second_factor(self, msg: Inbound) -> None:
         """Support removes a parent's factor (identity checked outside the system); the domain
