@@ -10,6 +10,7 @@ The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +39,6 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("school_id", ASCENDING)]),
         IndexModel([("next_bonus_expiry", ASCENDING)]),
     ])
-    # No index on parked_at: the dev server answers a range query on a single-field datetime
-    # index with nothing (the collection only holds payments waiting for their card).
     await db.wallet_parked_top_ups.create_indexes([IndexModel([("contract", ASCENDING)])])
     await db.wallet_ledger.create_indexes([
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
@@ -109,7 +108,7 @@ async def park_top_up(tx: Transaction, top_up: TopUpReceived) -> None:
     await tx.db.wallet_parked_top_ups.update_one(
         {"_id": top_up.payment_id},
         {"$setOnInsert": {"contract": top_up.contract, "message": top_up.model_dump(mode="json"),
-                          "parked_at": datetime.now(UTC)}},
+                          "parked_at": datetime.now(UTC), "parked_ms": time.time_ns() // 10**6}},
         upsert=True, session=tx.session)
 
 
@@ -117,7 +116,7 @@ async def take_parked_top_ups(tx: Transaction, contract: str) -> list[TopUpRecei
     """The payments parked for ``contract``, oldest first, removed from the parking."""
     docs = await tx.db.wallet_parked_top_ups.find({"contract": contract},
                                                   session=tx.session).to_list(None)
-    docs.sort(key=lambda doc: (doc["parked_at"], doc["_id"]))
+    docs.sort(key=lambda doc: (doc["parked_ms"], doc["_id"]))
     if docs:
         await tx.db.wallet_parked_top_ups.delete_many(
             {"_id": {"$in": [doc["_id"] for doc in docs]}}, session=tx.session)
@@ -126,7 +125,10 @@ async def take_parked_top_ups(tx: Transaction, contract: str) -> list[TopUpRecei
 
 async def expired_parked_top_ups(db: Any, older_than: datetime, limit: int = 100) -> list[str]:
     """Payment ids parked before ``older_than`` (wall clock): no card came for them."""
-    docs = await db.wallet_parked_top_ups.find({"parked_at": {"$lt": older_than}},
+    # Compared as epoch milliseconds: the dev server's range queries on datetimes are not
+    # reliable for fresh documents (see services/runtime/README.md).
+    cutoff = int(older_than.timestamp() * 1000)
+    docs = await db.wallet_parked_top_ups.find({"parked_ms": {"$lt": cutoff}},
                                                {"_id": 1}).to_list(limit)
     return [doc["_id"] for doc in docs]
 
