@@ -587,36 +587,23 @@ class SchoolDay:
         everything on the topics it consumes (a partition without a commit counts from its
         start) and published its whole outbox, and (``deliveries``) notify has nothing left
         to send now. False on timeout."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.admin import AIOKafkaAdminClient
         from pymongo import AsyncMongoClient
 
         from contracts.catalog import consumed_by
+        from services.runtime.broker import group_lag
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bus.bootstrap)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bus.bootstrap)
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             self.stack.env["SCHOOLCARD_MONGO_URI"], tz_aware=True)
-        await admin.start()
-        await consumer.start()
         self.lagging: dict[tuple[str, str], int] = {}
 
         async def behind() -> int:
             total = 0
             for svc in services:
-                tps = [TopicPartition(t.name, p) for t in consumed_by(svc)
-                       for p in (consumer.partitions_for_topic(t.name) or ())]
-                if not tps:
-                    continue
-                ends = await consumer.end_offsets(tps)
-                # explicit partitions: the dev broker cannot answer the "all partitions" form
-                done = await admin.list_consumer_group_offsets(f"schoolcard-{svc}",
-                                                               partitions=tps)
-                for tp in tps:
-                    lag = max(0, ends[tp] - max(0, done[tp].offset if tp in done else 0))
-                    if lag:
-                        self.lagging[(svc, tp.topic)] = lag
-                    total += lag
+                topics = [t.name for t in consumed_by(svc)]
+                lag = await group_lag(self.bus.bootstrap, f"schoolcard-{svc}", *topics)
+                if lag:
+                    self.lagging[(svc, "to consume")] = lag
+                total += lag
             return total
 
         async def unsent() -> int:
@@ -641,7 +628,6 @@ class SchoolDay:
             return await behind() + await unsent() == 0
 
         try:
-            await consumer.topics()
             # Twice in a row: an outbox drained between the two looks means new records.
             settled = await wait_until(quiet, timeout, "all services caught up") and \
                 await wait_until(quiet, timeout, "all services caught up")
@@ -649,8 +635,6 @@ class SchoolDay:
                 console.print(f"  still behind: {self.lagging}")
             return settled
         finally:
-            await consumer.stop()
-            await admin.close()
             await mongo.close()
 
     async def report(self) -> None:

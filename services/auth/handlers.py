@@ -238,14 +238,20 @@ class Handlers:
                 account=account, registration_id=(account.pending_registration_id or "")
                 if account else "", code=_secret(c.code), pepper=self.pepper, now=now,
                 idempotency_key=c.request_id)
-            if account is not None:
-                await s.save_account(account, account.version)
-                self._emit(tx, account.pull_events(), account)
-            public = d.public_code_reply(outcome)
-            if public.rejection is not None:
-                self._refuse(tx, public.rejection)
-                return
-            tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+            await self._code_confirmed(tx, s, account, outcome, c.request_id)
+
+    async def _code_confirmed(self, tx: Transaction, s: Store, account: d.Account | None,
+                              outcome: Any, request_id: str) -> None:
+        """Save what a code check did (failures count), answer without telling an unknown
+        phone from a wrong code."""
+        if account is not None:
+            await s.save_account(account, account.version)
+            self._emit(tx, account.pull_events(), account)
+        public = d.public_code_reply(outcome)
+        if public.rejection is not None:
+            self._refuse(tx, public.rejection)
+            return
+        tx.reply(cmd.CommandCompleted(request_id=request_id))
 
     async def on_resend_code(self, msg: Inbound) -> None:
         c: cmd.ResendCode = msg.message
@@ -305,14 +311,7 @@ class Handlers:
             except d.AuthRejected as exc:
                 self._refuse(tx, exc.reason)
                 return
-            if account is not None:
-                await s.save_account(account, account.version)
-                self._emit(tx, account.pull_events(), account)
-            public = d.public_code_reply(outcome)
-            if public.rejection is not None:
-                self._refuse(tx, public.rejection)
-                return
-            tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+            await self._code_confirmed(tx, s, account, outcome, c.request_id)
 
     # --- login and sessions -------------------------------------------------------------------
 

@@ -80,8 +80,8 @@ async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOP
         await admin.close()
 
 
-async def group_lag(bootstrap: str, group: str, topic: str) -> int:
-    """Records of ``topic`` that consumer ``group`` has not committed yet, over all partitions
+async def group_lag(bootstrap: str, group: str, *topics: str) -> int:
+    """Records of ``topics`` that consumer ``group`` has not committed yet, over all partitions
     (whichever instance owns them); a partition without a commit counts from its first
     record. Partitions are passed explicitly: the dev broker cannot answer the "all
     partitions" form of the offsets request."""
@@ -92,8 +92,8 @@ async def group_lag(bootstrap: str, group: str, topic: str) -> int:
     await consumer.start()
     try:
         await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
-                                                        or ())]
+        tps = [TopicPartition(topic, p) for topic in topics
+               for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not tps:
             return 0
         ends = await consumer.end_offsets(tps)

@@ -130,20 +130,20 @@ class Handlers:
 
     async def on_fare_debited(self, msg: Inbound) -> None:
         f: wallet_wire.FareDebited = msg.message
-        async with self.rt.transaction(msg) as tx:
-            travel, ref = await self._travel_of_ride(tx, f.ride_id)
-            loaded, before = travel.version, _snapshot(travel)
-            outcome = _domain(travel.record_fare_debited, f.ride_id, f.amount, tx.now)
-            await self._commit(tx, travel, loaded, outcome, ref.contract)
-            await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
+        await self._wallet_answer(msg, f.ride_id, f.amount, "debited")
 
     async def on_fare_declined(self, msg: Inbound) -> None:
         """The card could not pay: the fare becomes debt and the card goes on the deny list."""
         f: wallet_wire.FareDeclined = msg.message
+        await self._wallet_answer(msg, f.ride_id, f.amount, "declined")
+
+    async def _wallet_answer(self, msg: Inbound, ride_id: str, amount: int, answer: str) -> None:
         async with self.rt.transaction(msg) as tx:
-            travel, ref = await self._travel_of_ride(tx, f.ride_id)
+            travel, ref = await self._travel_of_ride(tx, ride_id)
+            record = (travel.record_fare_debited if answer == "debited"
+                      else travel.record_fare_declined)
             loaded, before = travel.version, _snapshot(travel)
-            outcome = _domain(travel.record_fare_declined, f.ride_id, f.amount, tx.now)
+            outcome = _domain(record, ride_id, amount, tx.now)
             await self._commit(tx, travel, loaded, outcome, ref.contract)
             await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
         if not outcome.duplicate:

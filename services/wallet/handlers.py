@@ -140,11 +140,7 @@ class Handlers:
                 return
             loaded = account.version
             try:
-                result = account.top_up(
-                    top_up.payment_id, top_up.amount, now=tx.now,
-                    sub_balance=d.SubBalance(top_up.sub_balance.value),
-                    channel=d.TopUpChannel(top_up.channel.value),
-                    auto_top_up_request_id=top_up.auto_top_up_request_id)
+                result = _credit(account, top_up, tx.now)
             except d.WalletRejected as exc:
                 self._reject_top_up(tx, top_up, "payment_id_conflict"
                                     if exc.reason is d.RejectionReason.IDEMPOTENCY_CONFLICT
@@ -168,10 +164,7 @@ class Handlers:
         credited = []
         for top_up in await store.take_parked_top_ups(tx, account.contract):
             try:
-                account.top_up(top_up.payment_id, top_up.amount, now=tx.now,
-                               sub_balance=d.SubBalance(top_up.sub_balance.value),
-                               channel=d.TopUpChannel(top_up.channel.value),
-                               auto_top_up_request_id=top_up.auto_top_up_request_id)
+                _credit(account, top_up, tx.now)
             except d.WalletRejected as exc:
                 self._reject_top_up(tx, top_up, exc.reason.value)
                 continue
@@ -457,6 +450,13 @@ class Handlers:
 
             await self._run(None, body)
         return expired
+
+
+def _credit(account: d.Account, top_up: inbound.TopUpReceived, now: datetime) -> d.TopUpResult:
+    return account.top_up(top_up.payment_id, top_up.amount, now=now,
+                          sub_balance=d.SubBalance(top_up.sub_balance.value),
+                          channel=d.TopUpChannel(top_up.channel.value),
+                          auto_top_up_request_id=top_up.auto_top_up_request_id)
 
 
 def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:

@@ -229,16 +229,7 @@ class CardOutcome:
 
 def project_card(card: CardRecord | None, fact: CardFact) -> CardOutcome:
     """Apply a card fact to the projection; emit the new allow-list entry when it changed."""
-    record = card if card is not None else CardRecord(card_uid=require_text(fact.card_uid, "uid"))
-    before = allow_list_entry(record) if card is not None else None
-    changed = record.apply(fact)
-    after = allow_list_entry(record)
-    events: tuple[AllowListEntryChanged, ...] = ()
-    if after != before:
-        events = (
-            AllowListEntryChanged(after.card_uid, after.school_id, after.allowed, after.reason),
-        )
-    return CardOutcome(record, changed, events)
+    return project_facts(card, [fact])
 
 
 def project_facts(card: CardRecord | None, facts: list[CardFact]) -> CardOutcome:

@@ -5,6 +5,7 @@ of the batch pending in order."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -113,34 +114,28 @@ async def test_a_failed_publish_deletes_only_what_the_broker_took_and_keeps_the_
     assert len(broker.sent) == 3
 
 
-async def test_switching_delete_published_on_also_clears_records_marked_sent_before() -> None:
-    docs = [record(1, "sent"), record(2, "sent"), record(3)]
-    broker = Broker()
-    r = relay(docs, broker, delete_published=True)
+async def run_until(r: Any, done: Callable[[], bool], timeout: float = 2.0) -> None:
+    """Run the relay loop until ``done()`` holds (or the deadline passes), then stop it."""
     task = asyncio.create_task(r.run())
     try:
-        for _ in range(200):
-            if not docs:
+        for _ in range(int(timeout / 0.01)):
+            if done():
                 break
             await asyncio.sleep(0.01)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_switching_delete_published_on_also_clears_records_marked_sent_before() -> None:
+    docs = [record(1, "sent"), record(2, "sent"), record(3)]
+    broker = Broker()
+    await run_until(relay(docs, broker, delete_published=True), lambda: not docs)
     assert docs == [] and len(broker.sent) == 1
 
 
 async def test_the_default_relay_never_deletes() -> None:
     docs = [record(1, "sent"), record(2)]
-    r = relay(docs, Broker())
-    task = asyncio.create_task(r.run())
-    try:
-        for _ in range(200):
-            if docs[1]["status"] == "sent":
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    await run_until(relay(docs, Broker()), lambda: docs[1]["status"] == "sent")
     assert [d["status"] for d in docs] == ["sent", "sent"]
