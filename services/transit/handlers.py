@@ -157,9 +157,11 @@ class Handlers:
         async with self.rt.transaction(msg) as tx:
             cards = await store.cards_of(tx, s.contract)
             for travel in await store.travels_of_cards(tx, [c.card_uid for c in cards]):
-                loaded = travel.version
-                outcome = _domain(travel.record_debt_settled, msg.envelope.id, tx.now)
+                loaded, before = travel.version, _snapshot(travel)
+                outcome = _domain(travel.record_debt_settled, msg.envelope.id, tx.now,
+                                  s.fares_collected)
                 await self._commit(tx, travel, loaded, outcome, s.contract)
+                await store.save_rides(tx, travel, _changed(travel, before), s.contract, "UTC")
                 events.extend(outcome.events)
         metrics.observe(events)
 

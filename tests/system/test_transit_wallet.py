@@ -143,4 +143,12 @@ async def test_late_taps_cost_the_in_order_price_wallet_refunds_each_correction_
     broke_account = await asyncio.to_thread(
         mongo.schoolcard_wallet.wallet_accounts.find_one, {"_id": broke.contract})
     assert sum(broke_account["balances_by_sub"].values()) == 100_00 - 3_500
+    # ... and transit's ride history shows that fare as debited, not declined
+
+    async def broke_ride_debited() -> bool:
+        rides = await asyncio.to_thread(lambda: list(mongo.schoolcard_transit.transit_rides.find(
+            {"card_uid": broke.card_uid})))
+        return [r["debit_status"] for r in rides] == ["debited"]
+
+    await eventually(broke_ride_debited, timeout=30, what="the paid fare recorded as debited")
 

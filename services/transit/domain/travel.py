@@ -26,7 +26,7 @@ raises :class:`TransitRejection` with a ``*_conflict`` reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -349,12 +349,18 @@ class CardTravel:
                                    f"{ride.debit_amount}")
         return ride
 
-    def record_debt_settled(self, settlement_id: str, now: datetime) -> Outcome:
-        """Wallet reports that a top-up covered everything the card owed: lift the denial."""
+    def record_debt_settled(self, settlement_id: str, now: datetime,
+                            paid_rides: Iterable[str] = ()) -> Outcome:
+        """Wallet reports that a top-up covered everything the card owed: lift the denial.
+        ``paid_rides`` are the declined fares the top-up paid: their rides count as debited."""
         now = self._check_clock(now)
         key = f"settled:{settlement_id}"
         if key in self.outcomes:
             return Outcome(self.outcomes[key], duplicate=True)
+        for ride_id in paid_rides:
+            ride = self.rides.get(ride_id)
+            if ride is not None and ride.debit_status is DebitStatus.DECLINED:
+                ride.debit_status = DebitStatus.DEBITED
         self.unpaid.clear()
         return self._commit(key, self._allow_if_settled(now))
 

@@ -218,6 +218,19 @@ def test_a_settled_debt_takes_the_card_off_the_deny_list() -> None:
     assert travel.debt == 0
 
 
+def test_the_fares_a_top_up_paid_count_as_debited_once_the_debt_is_settled() -> None:
+    travel = _travel()
+    travel.record_tap(tap("a", "2026-03-02 08:00"), rulebook(), NOW)
+    travel.record_tap(tap("b", "2026-03-02 12:00"), rulebook(), NOW)
+    travel.record_fare_debited("a", FULL, NOW)
+    travel.record_fare_declined("b", FULL, NOW)
+
+    travel.record_debt_settled("topup-1", NOW, paid_rides=["b", "unknown-ride"])
+
+    assert [travel.rides[r].debit_status for r in ("a", "b")] == [DebitStatus.DEBITED] * 2
+    assert not travel.denied and travel.debt == 0
+
+
 def test_a_refund_of_an_unpaid_ride_cancels_its_debt_and_lifts_the_denial() -> None:
     travel = _travel()
     travel.record_tap(tap("b", "2026-03-02 08:30", "7"), rulebook(), NOW)
