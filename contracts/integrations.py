@@ -90,6 +90,21 @@ class TopUpReceived(Event):
     paid_at: UtcDatetime
 
 
+class AutoTopUpCollectionFailed(Event):
+    """The payment integrator could not collect a planned payment wallet asked for
+    (``AutoTopUpRequested``): card declined, expired, no consent. Wallet re-arms auto top-up
+    and tells the parent; a request that was already answered or withdrawn is ignored."""
+
+    request_id: Identifier = Field(description="The AutoTopUpRequested that failed.",
+                                   examples=["auto-40012345-3"])
+    contract: ContractNumber
+    reason: str = Field(max_length=64, pattern=r"^[a-z][a-z0-9_]*$",
+                        description="Why, as a short snake_case code from the integrator "
+                        "(card_declined, card_expired, insufficient_funds, no_consent, ...).",
+                        examples=["card_declined"])
+    failed_at: UtcDatetime
+
+
 class FoodCategory(StrEnum):
     HOT_MEAL = "hot_meal"
     SOUP = "soup"

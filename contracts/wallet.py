@@ -291,6 +291,19 @@ class AutoTopUpCancelled(Event):
     cancelled_at: UtcDatetime
 
 
+class AutoTopUpFailed(Event):
+    """A planned payment could not be collected (the integrator's ``AutoTopUpCollectionFailed``): the
+    parent is told, and the next crossing of the threshold asks again."""
+
+    contract: ContractNumber
+    request_id: Identifier = Field(description="The AutoTopUpRequested that failed.",
+                                   examples=["auto-40012345-3"])
+    amount: PositiveKopecks = Field(description="The amount that was asked, kopecks.",
+                                    examples=[50_000])
+    reason: str = Field(description="The integrator's reason code.", examples=["card_declined"])
+    failed_at: UtcDatetime
+
+
 class BonusExpired(Event):
     contract: ContractNumber
     points: PositiveKopecks
