@@ -57,8 +57,9 @@ class FareAssessed(Event):
 
 
 class FareCorrected(Event):
-    """A late or out-of-order tap lowered an already charged fare: wallet refunds the
-    difference once per correction id."""
+    """A late or out-of-order tap lowered an already assessed fare: wallet refunds the
+    difference once per correction id, or, when it declined that fare for lack of money and
+    has not collected it yet, writes the owed fare down by it (no money moves)."""
 
     correction_id: Identifier
     ride_id: Identifier
@@ -83,7 +84,10 @@ class DenyListEntry(Event):
     card_uid: CardUid
     denied: bool = Field(description="True: validators refuse the card until its debt is "
                          "settled; false lifts the entry.", examples=[True])
-    debt: Kopecks = Field(default=0, description="Unpaid fares.")
+    debt: Kopecks = Field(default=0, description="Unpaid fares (fares wallet declined for "
+                          "lack of money, less the corrections since), kopecks.")
+    blocked: bool = Field(default=False, description="True when the card's contract blocked "
+                          "it (a lost card): refused whatever the debt.", examples=[False])
     updated_at: UtcDatetime
 
 

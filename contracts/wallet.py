@@ -153,12 +153,17 @@ class FareRefunded(Event):
 
 class DebtSettled(Event):
     """A top-up covered what the card owed (grace meal and fares declined for lack of money:
-    those are charged now, never written off); transit lifts the deny-list entry. Sent only
-    when nothing is owed any more; a top-up of the canteen balance does not pay fares."""
+    those are charged now, never written off), or a fare correction lowered the last owed fare
+    to nothing; transit lifts the deny-list entry. Sent only when nothing is owed any more; a
+    top-up of the canteen balance does not pay fares."""
 
     contract: ContractNumber
     payment_id: Identifier | None = Field(default=None, description="The top-up that settled "
-                                          "it.", examples=["sbp-7f3a9c2e1b4d"])
+                                          "it (None when a fare correction did).",
+                                          examples=["sbp-7f3a9c2e1b4d"])
+    correction_id: Identifier | None = Field(
+        default=None, description="The transit fare correction that cancelled the last owed "
+        "fare, when no payment settled it.", examples=[None])
     fares_collected: list[Identifier] = Field(
         default_factory=list, description="Ride ids of the declined fares this top-up paid.",
         examples=[["val-881-000123"]])

@@ -6,7 +6,7 @@ import json
 
 from contracts.integrations import CardIssued, CardReissued, ValidatorTapped
 from contracts.transit import GetRides, SetConcession, SetFareRules
-from contracts.wallet import DebtSettled, FareDebited, FareDeclined
+from contracts.wallet import CardBlocked, CardUnblocked, DebtSettled, FareDebited, FareDeclined
 from services.runtime.consumer import Routes
 from services.runtime.service import Runtime, Tick, main
 from services.transit import store
@@ -34,6 +34,8 @@ async def wire(rt: Runtime) -> Routes:
         FareDebited: h.on_fare_debited,
         FareDeclined: h.on_fare_declined,
         DebtSettled: h.on_debt_settled,
+        CardBlocked: h.on_card_blocked,
+        CardUnblocked: h.on_card_unblocked,
         # transit.commands.v1
         SetFareRules: h.on_set_fare_rules,
         SetConcession: h.on_set_concession,

@@ -117,7 +117,8 @@ class Handlers:
                 raise Rejected("unknown_operator", f"no fare rules for operator {operator_id}")
             travel = await store.load_travel(tx, f"{operator_id}:{t.card_uid}")
             loaded = travel.version if travel else None
-            travel = travel or d.CardTravel(t.card_uid, operator_id, concession=card.concession)
+            travel = travel or d.CardTravel(t.card_uid, operator_id, concession=card.concession,
+                                            blocked=card.blocked, denied=card.blocked)
             before = _snapshot(travel)
             outcome = _domain(travel.record_tap, _tap(t), rulebook, tx.now)
             await self._commit(tx, travel, loaded, outcome, card.contract)
@@ -130,20 +131,24 @@ class Handlers:
 
     async def on_fare_debited(self, msg: Inbound) -> None:
         f: wallet_wire.FareDebited = msg.message
-        await self._wallet_answer(msg, f.ride_id, f.amount, "debited")
+        await self._wallet_answer(msg, f.ride_id, f.amount, None)
 
     async def on_fare_declined(self, msg: Inbound) -> None:
-        """The card could not pay: the fare becomes debt and the card goes on the deny list."""
+        """The card could not pay: for lack of money the fare becomes debt and the card goes
+        on the deny list; any other reason only marks the ride declined (see the domain)."""
         f: wallet_wire.FareDeclined = msg.message
-        await self._wallet_answer(msg, f.ride_id, f.amount, "declined")
+        await self._wallet_answer(msg, f.ride_id, f.amount, f.reason.value)
 
-    async def _wallet_answer(self, msg: Inbound, ride_id: str, amount: int, answer: str) -> None:
+    async def _wallet_answer(self, msg: Inbound, ride_id: str, amount: int,
+                             declined: str | None) -> None:
+        """``declined``: wallet's decline reason, None when it took the debit."""
         async with self.rt.transaction(msg) as tx:
             travel, ref = await self._travel_of_ride(tx, ride_id)
-            record = (travel.record_fare_debited if answer == "debited"
-                      else travel.record_fare_declined)
             loaded, before = travel.version, _snapshot(travel)
-            outcome = _domain(record, ride_id, amount, tx.now)
+            if declined is None:
+                outcome = _domain(travel.record_fare_debited, ride_id, amount, tx.now)
+            else:
+                outcome = _domain(travel.record_fare_declined, ride_id, amount, tx.now, declined)
             await self._commit(tx, travel, loaded, outcome, ref.contract)
             await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
         if not outcome.duplicate:
@@ -163,6 +168,36 @@ class Handlers:
                 await self._commit(tx, travel, loaded, outcome, s.contract)
                 await store.save_rides(tx, travel, _changed(travel, before), s.contract, "UTC")
                 events.extend(outcome.events)
+        metrics.observe(events)
+
+    async def on_card_blocked(self, msg: Inbound) -> None:
+        b: wallet_wire.CardBlocked = msg.message
+        await self._set_blocked(msg, b.contract, True)
+
+    async def on_card_unblocked(self, msg: Inbound) -> None:
+        u: wallet_wire.CardUnblocked = msg.message
+        await self._set_blocked(msg, u.contract, False)
+
+    async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
+        """A lost card goes on the validators' deny list at once, and comes off when it is
+        unblocked and owes nothing, for every card of the contract with every operator; a
+        card that never rode gets its deny-list entry without a travel aggregate."""
+        events: list[d.TransitEvent] = []
+        async with self.rt.transaction(msg) as tx:
+            cards = await store.cards_of(tx, contract)
+            await store.set_cards_blocked(tx, contract, blocked)
+            travels = await store.travels_of_cards(tx, [c.card_uid for c in cards])
+            for travel in travels:
+                loaded = travel.version
+                outcome = travel.set_blocked(blocked, tx.now)
+                await self._commit(tx, travel, loaded, outcome, contract)
+                events.extend(outcome.events)
+            ridden = {t.card_uid for t in travels}
+            for card in cards:
+                if card.card_uid not in ridden and card.blocked != blocked:
+                    untravelled = d.untravelled_card_blocked(card.card_uid, blocked, tx.now)
+                    self._emit(tx, untravelled, contract)
+                    events.extend(untravelled)
         metrics.observe(events)
 
     # --- app commands and queries --------------------------------------------------------------

@@ -46,15 +46,12 @@ def _fare_assessed(e: d.FareAssessed, contract: str) -> Wired:
     return _wired(fare, contract, message_id("fare", e.ride_id))
 
 
-def _fare_corrected(e: d.FareRefundIssued, contract: str, new_fare: int,
-                    at: Any) -> Wired | None:
-    """The refund wallet pays back; the part that only cancels a still unpaid (declined)
-    debit moves no money and is not sent."""
-    refund = e.amount - e.against_debt
-    if refund <= 0:
-        return None
+def _fare_corrected(e: d.FareRefundIssued, contract: str, new_fare: int, at: Any) -> Wired:
+    """The whole refund goes to wallet, also the part that cancels a debit wallet declined:
+    only wallet knows whether the fare was paid (money back) or is still owed (written down),
+    since its decline and this correction may cross on the way."""
     corrected = wire.FareCorrected(
-        correction_id=e.correction_id, ride_id=e.ride_id, contract=contract, refund=refund,
+        correction_id=e.correction_id, ride_id=e.ride_id, contract=contract, refund=e.amount,
         new_fare=new_fare, explanation=wire.FareExplanation.CORRECTED_LATE_UPLOAD,
         corrected_at=at)
     return _wired(corrected, contract, message_id("correction", e.correction_id))
@@ -62,7 +59,7 @@ def _fare_corrected(e: d.FareRefundIssued, contract: str, new_fare: int,
 
 def _card_denied(e: d.CardDenied) -> Wired:
     entry = wire.DenyListEntry(card_uid=e.card_uid, denied=True, debt=e.debt,
-                               updated_at=e.denied_at)
+                               blocked=e.blocked, updated_at=e.denied_at)
     return _wired(entry, e.card_uid,
                   message_id("deny", e.card_uid, e.denied_at.isoformat(), e.debt))
 
@@ -93,9 +90,7 @@ def to_wire(events: Iterable[d.TransitEvent], contract: str,
             if e.debit_amount > 0:
                 yield _fare_assessed(e, contract)
         elif isinstance(e, d.FareRefundIssued):
-            wired = _fare_corrected(e, contract, new_fares.get(e.correction_id, 0), at)
-            if wired is not None:
-                yield wired
+            yield _fare_corrected(e, contract, new_fares.get(e.correction_id, 0), at)
         elif isinstance(e, d.CardDenied):
             yield _card_denied(e)
         elif isinstance(e, d.CardAllowed):

@@ -52,6 +52,7 @@ class Card:
     status: str
     closed_at: datetime | None
     concession: ConcessionEligibility | None
+    blocked: bool = False
 
     def accepts_tap_at(self, at: datetime) -> bool:
         """A closed (reissued) card still pays for rides taken before it was closed."""
@@ -122,7 +123,8 @@ def _card(doc: Doc) -> Card:
     closed = doc.get("closed_at")
     return Card(doc["_id"], doc["contract"], doc["status"],
                 as_utc(closed) if closed else None,
-                ConcessionEligibility.from_doc(concession) if concession else None)
+                ConcessionEligibility.from_doc(concession) if concession else None,
+                doc.get("blocked", False))
 
 
 async def card(tx: Transaction, card_uid: str) -> Card | None:
@@ -153,6 +155,11 @@ async def close_cards(tx: Transaction, contract: str, at: datetime) -> None:
     await tx.db.transit_cards.update_many(
         {"contract": contract, "status": "active"},
         {"$set": {"status": "closed", "closed_at": at}}, session=tx.session)
+
+
+async def set_cards_blocked(tx: Transaction, contract: str, blocked: bool) -> None:
+    await tx.db.transit_cards.update_many({"contract": contract},
+                                          {"$set": {"blocked": blocked}}, session=tx.session)
 
 
 async def set_card_concession(tx: Transaction, card_uids: Iterable[str],

@@ -30,6 +30,7 @@ from services.wallet.settings import Settings
 log = get_logger("schoolcard.wallet")
 
 Body = Callable[[Transaction], Awaitable[None]]
+MAX_REISSUE_HOPS = 16  # a card reissued more often than this in one fare's lifetime is absurd
 Operation = Callable[[d.Account, AccessTokenClaims, Transaction], object]
 
 
@@ -230,11 +231,23 @@ class Handlers:
 
     # --- transit fares ----------------------------------------------------------------------------
 
+    @staticmethod
+    async def _fare_account(tx: Transaction, contract: str) -> d.Account | None:
+        """The account that answers for the contract's fares: after a card reissue, the new
+        contract's (late taps and corrections of the old card, debts moved with the rides)."""
+        account = await store.load_account(tx, contract)
+        for _ in range(MAX_REISSUE_HOPS):
+            successor = account.fare_successor() if account is not None else None
+            if successor is None:
+                break
+            account = await store.load_account(tx, successor)
+        return account
+
     async def on_fare_assessed(self, msg: Inbound) -> None:
         fare: transit.FareAssessed = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await store.load_account(tx, fare.contract)
+            account = await self._fare_account(tx, fare.contract)
             if account is None:
                 self._send(tx, outbound.unknown_card_fare(fare, tx.now))
                 return
@@ -257,7 +270,7 @@ class Handlers:
         correction: transit.FareCorrected = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await store.load_account(tx, correction.contract)
+            account = await self._fare_account(tx, correction.contract)
             if account is None:
                 raise Rejected("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
@@ -267,7 +280,7 @@ class Handlers:
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            if result.replayed:
+            if result.replayed and result.paid_back:
                 self._emit(tx, outbound.fare_refund_from_record(
                     account.contract, account.fare_refunds[correction.correction_id]))
 

@@ -61,8 +61,8 @@ def _top_up(e: d.TopUpCredited) -> ContractModel:
 
 def _debt_settled(e: d.GraceDebtSettled) -> ContractModel:
     return wire.DebtSettled(contract=e.contract, payment_id=e.payment_id,
-                            fares_collected=list(e.fares), fares_total=e.fares_total,
-                            settled_at=e.at)
+                            correction_id=e.correction_id, fares_collected=list(e.fares),
+                            fares_total=e.fares_total, settled_at=e.at)
 
 
 def _sale_posted(e: d.SaleApproved) -> ContractModel:
@@ -174,7 +174,8 @@ def _reissued(e: d.CardReissued) -> ContractModel:
 OUTBOUND: dict[type[Any], tuple[Callable[[Any], ContractModel], Callable[[Any], str]]] = {
     d.AccountOpened: (_account_opened, lambda e: message_id("opened", e.contract)),
     d.TopUpCredited: (_top_up, lambda e: message_id("topup", e.contract, e.payment_id)),
-    d.GraceDebtSettled: (_debt_settled, lambda e: message_id("settled", e.contract, e.payment_id)),
+    d.GraceDebtSettled: (_debt_settled, lambda e: message_id(
+        "settled", e.contract, e.payment_id or f"correction:{e.correction_id}")),
     d.SaleApproved: (_sale_posted, lambda e: message_id("sale", e.sale_id)),
     d.SaleDeclined: (_sale_declined, lambda e: message_id("sale", e.sale_id)),
     d.GraceMealGranted: (_grace_meal, lambda e: message_id("grace", e.sale_id)),

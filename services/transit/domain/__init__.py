@@ -39,15 +39,18 @@ from services.transit.domain.rules import (
     parse_fare_rules,
 )
 from services.transit.domain.travel import (
+    OWED_DECLINES,
     CardTravel,
     DebitStatus,
     Outcome,
     RejectionReason,
     RideRecord,
     TransitRejection,
+    untravelled_card_blocked,
 )
 
 __all__ = [
+    "OWED_DECLINES",
     "CapKind",
     "CardAllowed",
     "CardDenied",
@@ -83,4 +86,5 @@ __all__ = [
     "price_taps",
     "render_csv",
     "ride_lines",
+    "untravelled_card_blocked",
 ]

@@ -67,7 +67,8 @@ class FareCorrected:
 @dataclass(frozen=True)
 class FareRefundIssued:
     """Money owed back for an over-charged ride; ``correction_id`` is wallet's idempotency key.
-    ``against_debt`` is the part that cancels a still unpaid (declined) debit of that ride."""
+    ``against_debt`` is the part that cancels a still unpaid (declined) debit of that ride:
+    wallet writes its owed fare down by it, so the whole ``amount`` still goes to wallet."""
 
     correction_id: str
     card_uid: str
@@ -79,17 +80,19 @@ class FareRefundIssued:
 
 @dataclass(frozen=True)
 class CardDenied:
-    """The card owes money: validators must refuse it (deny-list entry, keyed by card)."""
+    """Validators must refuse the card (deny-list entry, keyed by card): it owes fares, or
+    its contract blocked it (``blocked``; a lost card), or both."""
 
     card_uid: str
     debt: int
     unpaid_ride_ids: tuple[str, ...]
     denied_at: datetime
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
 class CardAllowed:
-    """The debt is settled: the deny-list entry is removed (a tombstone on a compacted topic)."""
+    """Nothing is owed and the card is not blocked: the deny-list entry is lifted."""
 
     card_uid: str
     allowed_at: datetime
@@ -166,8 +169,9 @@ def _decode(hint: Any, value: Any) -> Any:
     if isinstance(hint, type):
         if dataclasses.is_dataclass(hint):
             hints = get_type_hints(hint)
+            # a field added later is absent from older stored outcomes: its default applies
             return hint(**{f.name: _decode(hints[f.name], value[f.name])
-                           for f in dataclasses.fields(hint)})
+                           for f in dataclasses.fields(hint) if f.name in value})
         if issubclass(hint, Enum):
             return hint(value)
         if hint is datetime:

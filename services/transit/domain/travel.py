@@ -10,13 +10,23 @@ whole week with :func:`price_taps` and compares each already charged ride with i
 * decreases are first offset against increases, in tap order: that moves money already collected
   from one ride to another and needs no money movement at all;
 * what is left of the decreases becomes refunds (``FareRefundIssued``), one per ride, with the
-  deterministic correction id ``<ride_id>:corr:<tap_id that caused it>``;
+  deterministic correction id ``<ride_id>:corr:<tap_id that caused it>``; every refund goes to
+  wallet, which pays it back or, for a fare it declined and has not collected yet, writes the
+  owed fare down by it (transit's own copy of the debt shrinks the same way);
 * what is left of the increases is *absorbed* by the new ride: its debit is its own fare plus
   those increases, listed per ride in ``FareAssessed.absorbed``. An already charged ride is
   never debited a second time; the only debit a tap ever causes is its own, once.
 
 After every operation each ride's billed amount equals its current price, so once all taps of a
 week have arrived, in any order, debits minus refunds equal the price of those taps in tap order.
+
+Debt and the deny list
+----------------------
+Only a fare wallet declined for lack of money is debt (``OWED_DECLINES``): a card that was
+blocked, closed or unknown to wallet owes nothing for the ride. The debt of a ride is its debit
+less the refunds already issued on it, so a decline that arrives after a late tap lowered the
+fare never recreates the part already written off. The card is denied while it owes anything
+or while its contract blocked it (a lost card), and allowed again when neither holds.
 
 Idempotency: every operation has a key (tap id, ride id of a debit outcome, settlement id); the
 events it produced are stored with the aggregate, and a repeat with the same key and the same
@@ -83,6 +93,10 @@ class TransitRejection(Exception):
         self.detail = detail
 
 
+OWED_DECLINES = frozenset({"insufficient_funds"})
+"""Wallet's decline reasons that make the fare debt (the next top-up pays it)."""
+
+
 class DebitStatus(StrEnum):
     NONE = "none"  # nothing to debit (transfer, capped, free concession)
     PENDING = "pending"
@@ -113,6 +127,7 @@ class RideRecord:
     first_explanation: Explanation
     debit_amount: int
     debit_status: DebitStatus
+    refunded: int = 0  # refunds issued on this ride (paid back or written off its debt)
 
     @property
     def ride_id(self) -> str:
@@ -136,6 +151,7 @@ class RideRecord:
             "first_explanation": self.first_explanation.value,
             "debit_amount": self.debit_amount,
             "debit_status": self.debit_status.value,
+            "refunded": self.refunded,
         }
 
     @classmethod
@@ -153,6 +169,7 @@ class RideRecord:
             first_explanation=Explanation(doc["first_explanation"]),
             debit_amount=doc["debit_amount"],
             debit_status=DebitStatus(doc["debit_status"]),
+            refunded=doc.get("refunded", 0),
         )
 
 
@@ -166,6 +183,7 @@ class CardTravel:
     concession: ConcessionEligibility | None = None
     concession_reminded_for: date | None = None
     denied: bool = False
+    blocked: bool = False
     rides: dict[str, RideRecord] = field(default_factory=dict)
     unpaid: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, tuple[TransitEvent, ...]] = field(default_factory=dict)
@@ -284,6 +302,7 @@ class CardTravel:
         return self._commit(_tap_key(tap.tap_id), events)
 
     def _refund(self, ride_id: str, amount: int, caused_by: str) -> FareRefundIssued:
+        self.rides[ride_id].refunded += amount
         against_debt = min(amount, self.unpaid.get(ride_id, 0))
         if against_debt:
             self.unpaid[ride_id] -= against_debt
@@ -316,8 +335,11 @@ class CardTravel:
         ride.debit_status = DebitStatus.DEBITED
         return self._commit(key, [])
 
-    def record_fare_declined(self, ride_id: str, amount: int, now: datetime) -> Outcome:
-        """Wallet declined the debit of ``ride_id``: record the debt and deny the card.
+    def record_fare_declined(self, ride_id: str, amount: int, now: datetime,
+                             reason: str = "insufficient_funds") -> Outcome:
+        """Wallet declined the debit of ``ride_id``. For lack of money (``OWED_DECLINES``) the
+        fare less the refunds already issued on the ride becomes debt and the card is denied;
+        any other reason (card blocked, account closed, unknown card) is no debt.
 
         The declined ``amount`` becomes debt even for a ride this aggregate has already
         forgotten, so that a very late decline still denies the card.
@@ -332,13 +354,11 @@ class CardTravel:
                 raise TransitRejection(RejectionReason.DEBIT_OUTCOME_CONFLICT,
                                        f"debit of ride {ride_id} was already taken")
             ride.debit_status = DebitStatus.DECLINED
+        owed = amount - (ride.refunded if ride is not None else 0)
         events: list[TransitEvent] = []
-        if amount > 0:
-            self.unpaid[ride_id] = amount
-            if not self.denied:
-                self.denied = True
-                events.append(CardDenied(self.card_uid, self.debt,
-                                         tuple(sorted(self.unpaid)), now))
+        if reason in OWED_DECLINES and owed > 0:
+            self.unpaid[ride_id] = owed
+            events.extend(self._deny(now))
         return self._commit(key, events)
 
     def _debited_ride(self, ride_id: str, amount: int) -> RideRecord | None:
@@ -364,8 +384,25 @@ class CardTravel:
         self.unpaid.clear()
         return self._commit(key, self._allow_if_settled(now))
 
+    def set_blocked(self, blocked: bool, now: datetime) -> Outcome:
+        """The contract blocked (a lost card) or unblocked the card: deny it at once, or lift
+        the denial if nothing is owed. Repeating the current state changes nothing."""
+        now = self._check_clock(now)
+        if blocked == self.blocked:
+            return Outcome(())
+        self.blocked = blocked
+        self.version += 1
+        return Outcome(tuple(self._deny(now) if blocked else self._allow_if_settled(now)))
+
+    def _deny(self, now: datetime) -> list[TransitEvent]:
+        if self.denied:
+            return []
+        self.denied = True
+        return [CardDenied(self.card_uid, self.debt, tuple(sorted(self.unpaid)), now,
+                           self.blocked)]
+
     def _allow_if_settled(self, now: datetime) -> list[TransitEvent]:
-        if self.denied and not self.unpaid:
+        if self.denied and not self.unpaid and not self.blocked:
             self.denied = False
             return [CardAllowed(self.card_uid, now)]
         return []
@@ -449,6 +486,7 @@ class CardTravel:
             "concession_reminded_for": (None if self.concession_reminded_for is None
                                         else self.concession_reminded_for.isoformat()),
             "denied": self.denied,
+            "blocked": self.blocked,
             "rides": [r.to_doc() for r in sorted(self.rides.values(),
                                                  key=lambda r: r.tap.order_key)],
             # ride ids may contain '.', which MongoDB field names must not: a list, not a map
@@ -472,6 +510,7 @@ class CardTravel:
             concession=None if concession is None else ConcessionEligibility.from_doc(concession),
             concession_reminded_for=None if reminded is None else date.fromisoformat(reminded),
             denied=doc["denied"],
+            blocked=doc.get("blocked", False),
             rides={r.ride_id: r for r in rides},
             unpaid={u["ride_id"]: u["amount"] for u in doc["unpaid"]},
             outcomes={o["key"]: tuple(event_from_doc(e) for e in o["events"])
@@ -480,6 +519,16 @@ class CardTravel:
             refunded_total=doc["refunded_total"],
             forgotten_fares=doc["forgotten_fares"],
         )
+
+
+def untravelled_card_blocked(card_uid: str, blocked: bool,
+                             now: datetime) -> tuple[TransitEvent, ...]:
+    """The deny-list entry of a card blocked or unblocked before it ever rode (it has no
+    :class:`CardTravel` yet, so it owes nothing): denied while blocked, allowed after."""
+    now = CardTravel._check_clock(now)
+    if blocked:
+        return (CardDenied(card_uid, 0, (), now, blocked=True),)
+    return (CardAllowed(card_uid, now),)
 
 
 def _tap_key(tap_id: str) -> str:

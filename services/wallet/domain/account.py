@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, get_type_hints
 
@@ -108,6 +108,9 @@ from services.wallet.domain.values import (
 
 _G, _C, _T, _B = SubBalance.GENERAL, SubBalance.CANTEEN, SubBalance.TRANSIT, SubBalance.BONUS
 _UNLIMITED = MAX_AMOUNT * 1000
+# Transit accepts late taps up to two weeks after a week ends: rides paid since this many days
+# before a reissue may still be corrected, so they move to the new contract with the debts.
+RIDES_MOVED_ON_REISSUE_DAYS = 35
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,7 +349,7 @@ class Account:
             # again, which transit learns from this event.
             self._events.append(GraceDebtSettled(
                 self.contract, payment_id, at, tuple(r.ride_id for r in collected),
-                sum(r.amount for r in collected)))
+                sum(r.paid for r in collected)))
         threshold = self.low_balance_threshold
         if threshold is not None and self.balances.meal_funds >= threshold:
             self.low_balance_armed = True
@@ -590,10 +593,10 @@ class Account:
         for ride in sorted((r for r in self.rides.values() if r.owed), key=lambda r: r.seq):
             transit = max(0, self.balances_by_sub[_T])
             general = max(0, self.balances_by_sub[_G])
-            if transit + general < ride.amount:
+            if transit + general < ride.due:
                 break
-            ride.paid_transit = min(transit, ride.amount)
-            ride.paid_general = ride.amount - ride.paid_transit
+            ride.paid_transit = min(transit, ride.due)
+            ride.paid_general = ride.due - ride.paid_transit
             self._post(
                 OperationKind.FARE,
                 ride.ride_id,
@@ -610,7 +613,14 @@ class Account:
     def refund_fare(
         self, correction_id: str, ride_id: str, amount: int, *, now: datetime
     ) -> FareRefundResult:
-        """Give back part or all of a fare (a transit correction); never more than charged."""
+        """Apply a transit correction that lowered a fare by ``amount``.
+
+        A fare taken gets money back (never more than was paid). A fare declined for lack of
+        money and not collected yet is written down instead: the next top-up collects only
+        what it costs now, and if nothing is owed any more the card may ride again
+        (``GraceDebtSettled`` naming the correction). A fare declined for any other reason
+        cost nothing, so there is nothing to give back: the correction is only recorded.
+        """
         at = require_aware(now)
         amount = require_amount(amount)
         known = self.fare_refunds.get(correction_id)
@@ -626,11 +636,15 @@ class Account:
     def _refund_fare(
         self, correction_id: str, ride_id: str, amount: int, at: datetime
     ) -> FareRefundRecord:
-        ride = self._charged_ride(ride_id)
-        if amount > ride.amount - ride.refunded:
+        ride = self.rides.get(ride_id)
+        if ride is None:
+            raise WalletRejected(RejectionReason.UNKNOWN_RIDE, ride_id)
+        if not ride.charged:
+            return self._write_down_fare(correction_id, ride, amount, at)
+        if amount > ride.paid - ride.refunded:
             raise WalletRejected(
                 RejectionReason.REFUND_EXCEEDS_CHARGE,
-                f"ride {ride_id}: {amount} > {ride.amount - ride.refunded}",
+                f"ride {ride_id}: {amount} > {ride.paid - ride.refunded}",
             )
         to_transit = min(amount, ride.paid_transit - ride.refunded_transit)
         to_general = amount - to_transit
@@ -654,6 +668,33 @@ class Account:
             FareRefunded(self.contract, correction_id, ride_id, amount, self.balances, at)
         )
         return record
+
+    def _write_down_fare(
+        self, correction_id: str, ride: RideRecord, amount: int, at: datetime
+    ) -> FareRefundRecord:
+        owed_before = self.fares_unpaid
+        written = 0
+        if ride.owed:
+            if amount > ride.due:
+                raise WalletRejected(RejectionReason.REFUND_EXCEEDS_CHARGE,
+                                     f"ride {ride.ride_id}: {amount} > owed {ride.due}")
+            written = amount
+            ride.written_down += amount
+        record = FareRefundRecord(correction_id, ride.ride_id, amount, 0, 0, self.balances, at,
+                                  self.version + 1, written_down=written)
+        self.fare_refunds[correction_id] = record
+        self.fares_unpaid = any(r.owed for r in self.rides.values())
+        if owed_before and not self.fares_unpaid and self.grace_debt == 0:
+            self._events.append(GraceDebtSettled(self.contract, None, at,
+                                                 correction_id=correction_id))
+        return record
+
+    def fare_successor(self) -> str | None:
+        """The contract that now answers for this card's fares: after a reissue, late fares
+        and corrections of the old card are the new account's (it holds the moved rides)."""
+        if self.status is AccountStatus.CLOSED and self.successor is not None:
+            return self.successor.new_contract
+        return None
 
     def _charged_ride(self, ride_id: str) -> RideRecord:
         ride = self.rides.get(ride_id)
@@ -1224,7 +1265,8 @@ class Account:
 
     @staticmethod
     def _fare_refund_result(r: FareRefundRecord, *, replayed: bool = False) -> FareRefundResult:
-        return FareRefundResult(r.correction_id, r.ride_id, r.amount, r.balances_after, replayed)
+        return FareRefundResult(r.correction_id, r.ride_id, r.amount, r.balances_after, replayed,
+                                r.money)
 
     @staticmethod
     def _refund_result(r: SaleRefundRecord, *, replayed: bool = False) -> RefundResult:
@@ -1342,6 +1384,7 @@ def reissue_card(
     new.low_balance_armed = old.low_balance_armed
     new.auto_top_up = old.auto_top_up
     new.daily_spend = [dataclasses.replace(d) for d in old.daily_spend]
+    _move_rides(old, new, at)
     if old.auto_top_up_pending is not None:
         old._events.append(AutoTopUpCancelled(old.contract, old.auto_top_up_pending, at))
         old.auto_top_up_pending = None
@@ -1351,6 +1394,22 @@ def reissue_card(
     old._events.append(CardReissued(old.contract, new_contract, reissue_id, moved, at))
     old._touch()
     return Reissue(record, new)
+
+
+def _move_rides(old: Account, new: Account, at: datetime) -> None:
+    """The fares still owed move to the new contract (never written off: its top-ups collect
+    them), and so do the rides transit may still correct (paid and not fully refunded, from
+    the last ``RIDES_MOVED_ON_REISSUE_DAYS``), so their refunds land where the money went."""
+    since = at - timedelta(days=RIDES_MOVED_ON_REISSUE_DAYS)
+    for ride in old.rides.values():
+        correctable = ride.charged and ride.paid > ride.refunded and ride.at >= since
+        if not (ride.owed or correctable):
+            continue
+        new.rides[ride.ride_id] = dataclasses.replace(ride, inherited_from=old.contract,
+                                                      seq=new.version)
+        ride.moved_to = new.contract
+    new.fares_unpaid = any(r.owed for r in new.rides.values())
+    old.fares_unpaid = False
 
 
 # --- ledger check -------------------------------------------------------------------------------

@@ -51,10 +51,12 @@ class GraceDebtSettled:
     sum); transit lifts the deny-list entry."""
 
     contract: str
-    payment_id: str
+    payment_id: str | None
     at: datetime
     fares: tuple[str, ...] = ()
     fares_total: int = 0
+    # set instead of the payment when a fare correction cancelled the last owed fare
+    correction_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

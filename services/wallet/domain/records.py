@@ -133,10 +133,24 @@ class RideRecord:
     collected_by: str | None = None  # the payment that paid it
     collected_at: datetime | None = None
     collected_seq: int = 0
+    # Transit's corrections that lowered the fare while it was owed (no money moved):
+    written_down: int = 0
+    # A card reissue moved the ride to the new contract, which collects or refunds it now:
+    moved_to: str | None = None
+    inherited_from: str | None = None  # on the new contract: the contract it came from
 
     @property
     def refunded(self) -> int:
         return self.refunded_transit + self.refunded_general
+
+    @property
+    def paid(self) -> int:
+        return self.paid_transit + self.paid_general
+
+    @property
+    def due(self) -> int:
+        """What the fare costs now: the assessed amount less the corrections written down."""
+        return self.amount - self.written_down
 
     @property
     def charged(self) -> bool:
@@ -145,13 +159,17 @@ class RideRecord:
 
     @property
     def owed(self) -> bool:
-        """Declined for lack of money and not collected yet: the card owes the fare."""
+        """Declined for lack of money, not collected, not moved away and not corrected down
+        to nothing: the card owes ``due``."""
         return (not self.approved and self.reason is DeclineReason.INSUFFICIENT_FUNDS
-                and self.collected_by is None)
+                and self.collected_by is None and self.moved_to is None and self.due > 0)
 
 
 @dataclass(slots=True)
 class FareRefundRecord:
+    """A transit correction of a ride: money back (``to_transit`` + ``to_general``), or, for
+    a fare still owed, the owed amount written down (no money; ``written_down``)."""
+
     correction_id: str
     ride_id: str
     amount: int
@@ -160,6 +178,11 @@ class FareRefundRecord:
     balances_after: Balances
     at: datetime
     seq: int = 0  # order of the operation on the account (its version)
+    written_down: int = 0
+
+    @property
+    def money(self) -> int:
+        return self.to_transit + self.to_general
 
 
 @dataclass(slots=True)

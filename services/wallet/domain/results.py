@@ -53,11 +53,14 @@ class FareResult:
 
 @dataclass(frozen=True, slots=True)
 class FareRefundResult:
+    """``paid_back`` is the money returned; the rest of ``amount`` wrote an owed fare down."""
+
     correction_id: str
     ride_id: str
     amount: int
     balances: Balances
     replayed: bool = field(default=False, compare=False)
+    paid_back: int = 0
 
 
 @dataclass(frozen=True, slots=True)

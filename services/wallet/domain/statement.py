@@ -83,22 +83,29 @@ def statement_lines(account: Account) -> list[StatementLine]:
             add(StatementLine(s.at, StatementKind.PURCHASE, s.sale_id, LineStatus.DECLINED, 0,
                               s.total, 0, note, s.items, s.seq))
     for r in account.rides.values():
-        if r.approved:
+        # A ride inherited at a reissue belongs to the old contract's statement; only a debt
+        # of it collected here shows (collections there happened before this account opened).
+        inherited = r.inherited_from is not None
+        if inherited:
+            pass
+        elif r.approved:
             status = _status(r.amount, r.refunded, r.ride_id in disputed_rides)
             add(StatementLine(r.at, StatementKind.FARE, r.ride_id, status, -r.amount, r.amount, 0,
                               "fare", seq=r.seq))
         else:
             add(StatementLine(r.at, StatementKind.FARE, r.ride_id, LineStatus.DECLINED, 0,
                               r.amount, 0, r.reason.value if r.reason else "", seq=r.seq))
-            if r.collected_by is not None and r.collected_at is not None:
-                status = _status(r.amount, r.refunded, r.ride_id in disputed_rides)
-                add(StatementLine(r.collected_at, StatementKind.FARE, r.ride_id, status,
-                                  -r.amount, r.amount, 0,
-                                  f"declined fare paid from top-up {r.collected_by}",
-                                  seq=r.collected_seq))
+        if r.collected_by is not None and r.collected_at is not None and not (
+                inherited and r.collected_at < account.opened_at):
+            status = _status(r.paid, r.refunded, r.ride_id in disputed_rides)
+            add(StatementLine(r.collected_at, StatementKind.FARE, r.ride_id, status,
+                              -r.paid, r.paid, 0,
+                              f"declined fare paid from top-up {r.collected_by}",
+                              seq=r.collected_seq))
     for f in account.fare_refunds.values():
-        add(StatementLine(f.at, StatementKind.FARE_REFUND, f.correction_id, completed, f.amount,
-                          f.amount, 0, f"ride {f.ride_id}", seq=f.seq))
+        note = f"ride {f.ride_id}" if f.money else f"ride {f.ride_id}: fare lowered, not paid"
+        add(StatementLine(f.at, StatementKind.FARE_REFUND, f.correction_id, completed, f.money,
+                          f.amount, 0, note, seq=f.seq))
     for x in account.sale_refunds.values():
         add(StatementLine(x.at, StatementKind.REFUND, x.refund_id, completed, x.money, x.amount,
                           x.bonus_restored - x.bonus_clawed_back,

@@ -57,9 +57,19 @@ def test_a_late_tap_that_turns_a_charged_ride_into_a_transfer_sends_one_refund()
     assert correction.correction_id == "t2:corr:t1"
 
 
-def test_a_refund_that_only_cancels_an_unpaid_debit_moves_no_money():
+def test_a_refund_that_cancels_an_unpaid_debit_still_reaches_wallet_in_full():
+    """Wallet writes its owed fare down by it; withheld, the next top-up would collect the
+    fare at its old price (the 35.00 day that collected 70.00)."""
     event = d.FareRefundIssued("t2:corr:t1", CARD, "t2", 3_500, 3_500, "t1")
-    assert list(outbound.to_wire([event], "40012345", NOW)) == []
+    [(topic, _, correction, _)] = outbound.to_wire([event], "40012345", NOW)
+    assert topic == "transit.events.v1"
+    assert correction.refund == 3_500  # type: ignore[attr-defined]
+
+
+def test_a_lost_card_is_denied_as_blocked():
+    denied = d.CardDenied(CARD, 0, (), NOW, blocked=True)
+    [(_, _, entry, _)] = outbound.to_wire([denied], "40012345", NOW)
+    assert entry.denied is True and entry.blocked is True  # type: ignore[attr-defined]
 
 
 def test_a_denial_and_its_lifting_are_deny_list_entries_keyed_by_card():

@@ -20,6 +20,7 @@ from services.transit.domain import (
     Tap,
     TransitRejection,
     price_taps,
+    untravelled_card_blocked,
 )
 
 pytestmark = pytest.mark.unit
@@ -242,6 +243,67 @@ def test_a_refund_of_an_unpaid_ride_cancels_its_debt_and_lifts_the_denial() -> N
     assert refund.against_debt == FULL
     assert _of(outcome.events, CardAllowed) == [CardAllowed(CARD, NOW)]
     assert travel.debt == 0
+
+
+def test_a_decline_that_arrives_after_a_late_tap_lowered_the_fare_is_no_new_debt() -> None:
+    """The decline and the correction crossed: the refund already went to wallet, which
+    wrote its owed fare down; transit must not recreate the debt from the old amount."""
+    travel = _travel()
+    travel.record_tap(tap("b", "2026-03-02 08:30", "7"), rulebook(), NOW)
+    late = travel.record_tap(tap("a", "2026-03-02 08:00", "12", offline=True), rulebook(), NOW)
+    [refund] = _of(late.events, FareRefundIssued)
+    assert (refund.ride_id, refund.amount, refund.against_debt) == ("b", FULL, 0)
+
+    declined = travel.record_fare_declined("b", FULL, NOW)
+
+    assert declined.events == ()
+    assert not travel.denied and travel.debt == 0
+
+
+@pytest.mark.parametrize("reason", ["card_blocked", "unknown_card", "account_closed"])
+def test_a_fare_declined_for_another_reason_than_money_is_no_debt(reason: str) -> None:
+    travel = _travel()
+    travel.record_tap(tap("a", "2026-03-02 08:00"), rulebook(), NOW)
+
+    outcome = travel.record_fare_declined("a", FULL, NOW, reason)
+
+    assert outcome.events == ()
+    assert not travel.denied and travel.debt == 0
+    assert travel.rides["a"].debit_status is DebitStatus.DECLINED
+
+
+def test_a_blocked_card_is_denied_and_unblocking_lifts_it_only_when_nothing_is_owed() -> None:
+    travel = _travel()
+    travel.record_tap(tap("a", "2026-03-02 08:00"), rulebook(), NOW)
+
+    blocked = travel.set_blocked(True, NOW)
+    again = travel.set_blocked(True, NOW)
+    travel.record_fare_declined("a", FULL, NOW)
+    unblocked = travel.set_blocked(False, NOW)
+    still_denied = travel.denied  # it still owes the fare
+    settled = travel.record_debt_settled("topup-1", NOW)
+
+    assert blocked.events == (CardDenied(CARD, 0, (), NOW, blocked=True),)
+    assert again.events == ()
+    assert unblocked.events == () and still_denied
+    assert settled.events == (CardAllowed(CARD, NOW),) and not travel.denied
+
+
+def test_a_settled_debt_does_not_lift_the_denial_of_a_blocked_card() -> None:
+    travel = _travel()
+    travel.record_tap(tap("a", "2026-03-02 08:00"), rulebook(), NOW)
+    travel.record_fare_declined("a", FULL, NOW)
+    travel.set_blocked(True, NOW)
+
+    settled = travel.record_debt_settled("topup-1", NOW)
+
+    assert settled.events == () and travel.denied
+
+
+def test_a_card_that_never_rode_is_denied_while_blocked() -> None:
+    assert untravelled_card_blocked(CARD, True, NOW) == (
+        CardDenied(CARD, 0, (), NOW, blocked=True),)
+    assert untravelled_card_blocked(CARD, False, NOW) == (CardAllowed(CARD, NOW),)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from services.wallet.domain import (
     AccountStatus,
     BonusesExpired,
     DailyLimits,
+    GraceDebtSettled,
     RejectionReason,
     SubBalance,
     WalletRejected,
@@ -110,3 +111,25 @@ def test_a_grace_debt_follows_the_child_to_the_new_card() -> None:
     assert new is not None and new.balances.canteen == -90_00
     new.top_up("pay-1", 100_00, now=at(2))
     assert new.balances.canteen == 0 and new.balances.general == 10_00
+
+
+def test_a_reissue_moves_the_owed_fares_and_the_new_contract_collects_them() -> None:
+    """Nothing owed is written off: the old account closes, the new one's top-up pays."""
+    old = funded(transit=10_00)
+    old.debit_fare("ride-owed", 36_00, now=NOW)
+    old.debit_fare("ride-paid", 5_00, now=NOW)
+    outcome = reissue_card(old, reissue_id="re-1", new_contract="40099999",
+                           new_card_uid="04FF", now=at(5))
+    new = outcome.new_account
+    assert new is not None
+    assert not old.fares_unpaid and new.fares_unpaid
+    assert old.fare_successor() == "40099999" and new.fare_successor() is None
+
+    new.top_up("pay-1", 100_00, sub_balance=SubBalance.TRANSIT, now=at(10))
+    refund = new.refund_fare("ride-paid:corr:x", "ride-paid", 5_00, now=at(11))
+
+    assert new.balances.transit == 5_00 + 100_00 - 36_00 + 5_00
+    assert not new.fares_unpaid and refund.paid_back == 5_00
+    [settled] = [e for e in new.pull_events() if isinstance(e, GraceDebtSettled)]
+    assert settled.fares == ("ride-owed",)
+    assert check_ledger(new, new.pull_entries()) == []

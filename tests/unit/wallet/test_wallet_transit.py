@@ -82,15 +82,59 @@ def test_a_repeated_fare_correction_refunds_once() -> None:
     assert account.balances.transit == 74_00
 
 
-def test_refunding_an_unknown_or_declined_ride_is_rejected() -> None:
+def test_refunding_an_unknown_ride_or_more_than_is_owed_is_rejected() -> None:
     account = funded()
     account.debit_fare("ride-1", 36_00, now=NOW)
     with pytest.raises(WalletRejected) as unknown:
         account.refund_fare("corr-1", "ride-x", 1_00, now=NOW)
-    with pytest.raises(WalletRejected) as declined:
-        account.refund_fare("corr-2", "ride-1", 1_00, now=NOW)
+    with pytest.raises(WalletRejected) as too_much:
+        account.refund_fare("corr-2", "ride-1", 36_01, now=NOW)
     assert unknown.value.reason is RejectionReason.UNKNOWN_RIDE
-    assert declined.value.reason is RejectionReason.NOT_CHARGED
+    assert too_much.value.reason is RejectionReason.REFUND_EXCEEDS_CHARGE
+
+
+def test_a_correction_of_an_owed_fare_writes_it_down_and_the_top_up_collects_the_new_price(
+) -> None:
+    """The overcharge: a day priced 35.00 must collect 35.00, not 70.00. A late tap made the
+    declined ride-1 free (a transfer) and its own ride-0 cost the fare."""
+    account = funded()
+    account.debit_fare("ride-1", 35_00, now=NOW)
+    account.debit_fare("ride-0", 35_00, now=at(1))
+    result = account.refund_fare("ride-1:corr:ride-0", "ride-1", 35_00, now=at(2))
+    assert result.paid_back == 0
+    assert account.balances.general == 0 and account.fares_unpaid
+
+    account.top_up("pay-1", 100_00, sub_balance=SubBalance.TRANSIT, now=at(10))
+
+    assert account.balances.transit == 100_00 - 35_00
+    assert not account.fares_unpaid
+    assert check_ledger(account, account.pull_entries()) == []
+    refund_line = [line for line in statement_lines(account)
+                   if line.operation_id == "ride-1:corr:ride-0"]
+    assert [(line.amount, line.total) for line in refund_line] == [(0, 35_00)]
+
+
+def test_a_correction_that_cancels_the_last_owed_fare_settles_the_debt() -> None:
+    account = funded()
+    account.debit_fare("ride-1", 35_00, now=NOW)
+    account.pull_events()
+
+    account.refund_fare("ride-1:corr:ride-0", "ride-1", 35_00, now=at(2))
+    replay = account.refund_fare("ride-1:corr:ride-0", "ride-1", 35_00, now=at(3))
+
+    [settled] = [e for e in account.pull_events() if isinstance(e, GraceDebtSettled)]
+    assert (settled.payment_id, settled.correction_id) == (None, "ride-1:corr:ride-0")
+    assert replay.replayed and not account.fares_unpaid
+
+
+def test_a_correction_of_a_fare_declined_for_a_blocked_card_moves_nothing() -> None:
+    account = funded(transit=100_00)
+    account.block_card(now=NOW)
+    account.debit_fare("ride-1", 35_00, now=NOW)
+
+    account.refund_fare("ride-1:corr:ride-0", "ride-1", 35_00, now=at(2))
+
+    assert account.balances.transit == 100_00 and not account.fares_unpaid
 
 
 def test_a_declined_fare_is_debt_that_the_next_top_up_pays_never_written_off() -> None:
