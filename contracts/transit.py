@@ -62,7 +62,12 @@ class FareCorrected(Event):
     has not collected it yet, writes the owed fare down by it (no money moves)."""
 
     correction_id: Identifier
-    ride_id: Identifier
+    ride_id: Identifier = Field(description="The ride whose fare went down.")
+    charged_under: Identifier | None = Field(
+        default=None, description="The ride whose debit carried the money refunded: the ride "
+        "itself, or a later ride whose FareAssessed absorbed an increase of this one (None: "
+        "the ride itself). Wallet refunds, or writes down, that debit.",
+        examples=["val-881-000124"])
     contract: ContractNumber
     refund: PositiveKopecks
     new_fare: Kopecks

@@ -89,17 +89,27 @@ class Handlers:
         async with self.rt.transaction(msg) as tx:
             await store.save_card(tx, card.card_uid, card.contract, card.school_id,
                                   card.school_tz)
+            await self._block_if_contract_blocked(tx, card.contract)
 
     async def on_card_reissued(self, msg: Inbound) -> None:
         """The old contract's cards close at ``reissued_at`` (their earlier rides, even
-        uploaded late, still price); the new card inherits the student concession."""
+        uploaded late, still price) and go on the deny list (a replaced card must not ride);
+        the new card inherits the student concession."""
         r: inbound.CardReissued = msg.message
         async with self.rt.transaction(msg) as tx:
             old = await store.cards_of(tx, r.old_contract)
             concession = next((c.concession for c in old if c.concession is not None), None)
             await store.close_cards(tx, r.old_contract, r.reissued_at)
+            await self._block_cards(tx, [c for c in old if c.status == "active"], True,
+                                    r.old_contract)
             await store.save_card(tx, r.new_card_uid, r.new_contract, r.school_id, r.school_tz,
                                   concession)
+            await self._block_if_contract_blocked(tx, r.new_contract)
+
+    async def _block_if_contract_blocked(self, tx: Transaction, contract: str) -> None:
+        """Wallet's block of the contract was read before the card: the card starts denied."""
+        if await store.contract_blocked(tx, contract):
+            await self._set_blocked_in(tx, contract, True)
 
     # --- validators ----------------------------------------------------------------------------
 
@@ -156,17 +166,24 @@ class Handlers:
 
     async def on_debt_settled(self, msg: Inbound) -> None:
         """A top-up covered what the contract owed: lift the deny-list entry of each of its
-        cards (with every operator). The settlement id is wallet's deterministic message id."""
+        cards (with every operator), and mark the fares it paid as debited wherever they were
+        ridden (after a reissue, on the old card). The settlement id is wallet's deterministic
+        message id."""
         s: wallet_wire.DebtSettled = msg.message
         events: list[d.TransitEvent] = []
         async with self.rt.transaction(msg) as tx:
             cards = await store.cards_of(tx, s.contract)
-            for travel in await store.travels_of_cards(tx, [c.card_uid for c in cards]):
+            travels = {t.aggregate_id: t for t in [
+                *await store.travels_of_cards(tx, [c.card_uid for c in cards]),
+                *await store.travels_of_rides(tx, s.fares_collected)]}
+            for travel in travels.values():
+                card = await store.card(tx, travel.card_uid)
+                contract = card.contract if card else s.contract  # a reissued card's own
                 loaded, before = travel.version, _snapshot(travel)
                 outcome = _domain(travel.record_debt_settled, msg.envelope.id, tx.now,
                                   s.fares_collected)
-                await self._commit(tx, travel, loaded, outcome, s.contract)
-                await store.save_rides(tx, travel, _changed(travel, before), s.contract, "UTC")
+                await self._commit(tx, travel, loaded, outcome, contract)
+                await store.save_rides(tx, travel, _changed(travel, before), contract, "UTC")
                 events.extend(outcome.events)
         metrics.observe(events)
 
@@ -180,25 +197,35 @@ class Handlers:
 
     async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
         """A lost card goes on the validators' deny list at once, and comes off when it is
-        unblocked and owes nothing, for every card of the contract with every operator; a
-        card that never rode gets its deny-list entry without a travel aggregate."""
-        events: list[d.TransitEvent] = []
+        unblocked and owes nothing, for every active card of the contract."""
         async with self.rt.transaction(msg) as tx:
-            cards = await store.cards_of(tx, contract)
-            await store.set_cards_blocked(tx, contract, blocked)
-            travels = await store.travels_of_cards(tx, [c.card_uid for c in cards])
-            for travel in travels:
-                loaded = travel.version
-                outcome = travel.set_blocked(blocked, tx.now)
-                await self._commit(tx, travel, loaded, outcome, contract)
-                events.extend(outcome.events)
-            ridden = {t.card_uid for t in travels}
-            for card in cards:
-                if card.card_uid not in ridden and card.blocked != blocked:
-                    untravelled = d.untravelled_card_blocked(card.card_uid, blocked, tx.now)
-                    self._emit(tx, untravelled, contract)
-                    events.extend(untravelled)
+            events = await self._set_blocked_in(tx, contract, blocked)
         metrics.observe(events)
+
+    async def _set_blocked_in(self, tx: Transaction, contract: str,
+                              blocked: bool) -> list[d.TransitEvent]:
+        cards = [c for c in await store.cards_of(tx, contract) if c.status == "active"]
+        await store.set_cards_blocked(tx, contract, blocked)
+        return await self._block_cards(tx, cards, blocked, contract)
+
+    async def _block_cards(self, tx: Transaction, cards: list[store.Card], blocked: bool,
+                           contract: str) -> list[d.TransitEvent]:
+        """Deny (or allow) each card with every operator; a card that never rode gets its
+        deny-list entry without a travel aggregate."""
+        events: list[d.TransitEvent] = []
+        travels = await store.travels_of_cards(tx, [c.card_uid for c in cards])
+        for travel in travels:
+            loaded = travel.version
+            outcome = travel.set_blocked(blocked, tx.now)
+            await self._commit(tx, travel, loaded, outcome, contract)
+            events.extend(outcome.events)
+        ridden = {t.card_uid for t in travels}
+        for card in cards:
+            if card.card_uid not in ridden:
+                untravelled = d.untravelled_card_blocked(card.card_uid, blocked, tx.now)
+                self._emit(tx, untravelled, contract)
+                events.extend(untravelled)
+        return events
 
     # --- app commands and queries --------------------------------------------------------------
 

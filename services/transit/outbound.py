@@ -51,7 +51,8 @@ def _fare_corrected(e: d.FareRefundIssued, contract: str, new_fare: int, at: Any
     only wallet knows whether the fare was paid (money back) or is still owed (written down),
     since its decline and this correction may cross on the way."""
     corrected = wire.FareCorrected(
-        correction_id=e.correction_id, ride_id=e.ride_id, contract=contract, refund=e.amount,
+        correction_id=e.correction_id, ride_id=e.ride_id, charged_under=e.charged_under,
+        contract=contract, refund=e.amount,
         new_fare=new_fare, explanation=wire.FareExplanation.CORRECTED_LATE_UPLOAD,
         corrected_at=at)
     return _wired(corrected, contract, message_id("correction", e.correction_id))
@@ -82,7 +83,7 @@ def to_wire(events: Iterable[d.TransitEvent], contract: str,
     """The wire messages of one outcome, in the domain's order. ``contract`` is the card's
     contract; ``at`` the time a refund is stamped with (the outcome's transaction time)."""
     events = list(events)
-    new_fares: Mapping[str, int] = {e.correction_id: e.new_fare for e in events
+    new_fares: Mapping[str, int] = {e.ride_id: e.new_fare for e in events
                                     if isinstance(e, d.FareCorrected)}
     for e in events:
         if isinstance(e, d.FareAssessed):
@@ -90,7 +91,7 @@ def to_wire(events: Iterable[d.TransitEvent], contract: str,
             if e.debit_amount > 0:
                 yield _fare_assessed(e, contract)
         elif isinstance(e, d.FareRefundIssued):
-            yield _fare_corrected(e, contract, new_fares.get(e.correction_id, 0), at)
+            yield _fare_corrected(e, contract, new_fares.get(e.ride_id, 0), at)
         elif isinstance(e, d.CardDenied):
             yield _card_denied(e)
         elif isinstance(e, d.CardAllowed):

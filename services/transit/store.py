@@ -3,7 +3,9 @@
 Collections (database ``schoolcard_transit``):
 
 - ``transit_cards``: the projection of the card issuing system, one document per card uid
-  (contract, school, status, the card's student concession).
+  (contract, school, status, the card's student concession, blocked by its contract).
+- ``transit_contract_blocks``: wallet's block state per contract, so a card issued after its
+  contract was blocked starts on the deny list.
 - ``transit_travel``: one ``CardTravel`` aggregate per operator and card
   (``_id = <operator_id>:<card_uid>``) with an optimistic ``version``.
 - ``transit_rides``: the ride history read model, one document per ride id (the tap id), with
@@ -158,8 +160,28 @@ async def close_cards(tx: Transaction, contract: str, at: datetime) -> None:
 
 
 async def set_cards_blocked(tx: Transaction, contract: str, blocked: bool) -> None:
+    await tx.db.transit_contract_blocks.update_one(
+        {"_id": contract}, {"$set": {"blocked": blocked}}, upsert=True, session=tx.session)
     await tx.db.transit_cards.update_many({"contract": contract},
                                           {"$set": {"blocked": blocked}}, session=tx.session)
+
+
+async def contract_blocked(tx: Transaction, contract: str) -> bool:
+    doc = await tx.db.transit_contract_blocks.find_one({"_id": contract}, session=tx.session)
+    return bool(doc and doc.get("blocked"))
+
+
+async def travels_of_rides(tx: Transaction, ride_ids: Iterable[str]) -> list[CardTravel]:
+    """The travel aggregates that hold these rides (a debt may be paid by another contract's
+    top-up after a card reissue)."""
+    refs = await tx.db.transit_rides.find({"_id": {"$in": list(ride_ids)}},
+                                          {"aggregate_id": 1}, session=tx.session).to_list(None)
+    ids = sorted({r["aggregate_id"] for r in refs})
+    if not ids:
+        return []
+    docs = await tx.db.transit_travel.find({"_id": {"$in": ids}},
+                                           session=tx.session).to_list(None)
+    return [_travel(d) for d in docs]
 
 
 async def set_card_concession(tx: Transaction, card_uids: Iterable[str],

@@ -232,12 +232,12 @@ class Handlers:
     # --- transit fares ----------------------------------------------------------------------------
 
     @staticmethod
-    async def _fare_account(tx: Transaction, contract: str) -> d.Account | None:
-        """The account that answers for the contract's fares: after a card reissue, the new
-        contract's (late taps and corrections of the old card, debts moved with the rides)."""
+    async def _fare_account(tx: Transaction, contract: str, ride_id: str) -> d.Account | None:
+        """The account that answers for a fare of the contract: after a card reissue, the new
+        contract's for a late tap of the old card and for the rides that moved with it."""
         account = await store.load_account(tx, contract)
         for _ in range(MAX_REISSUE_HOPS):
-            successor = account.fare_successor() if account is not None else None
+            successor = account.fare_successor(ride_id) if account is not None else None
             if successor is None:
                 break
             account = await store.load_account(tx, successor)
@@ -247,7 +247,7 @@ class Handlers:
         fare: transit.FareAssessed = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await self._fare_account(tx, fare.contract)
+            account = await self._fare_account(tx, fare.contract, fare.ride_id)
             if account is None:
                 self._send(tx, outbound.unknown_card_fare(fare, tx.now))
                 return
@@ -270,13 +270,15 @@ class Handlers:
         correction: transit.FareCorrected = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await self._fare_account(tx, correction.contract)
+            account = await self._fare_account(tx, correction.contract,
+                                               correction.charged_under or correction.ride_id)
             if account is None:
                 raise Rejected("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
             try:
-                result = account.refund_fare(correction.correction_id, correction.ride_id,
-                                             correction.refund, now=tx.now)
+                result = account.refund_fare(
+                    correction.correction_id, correction.charged_under or correction.ride_id,
+                    correction.refund, now=tx.now)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)

@@ -25,7 +25,13 @@ from contracts.envelope import Envelope
 from contracts.integrations import CardIssued, ValidatorTapped
 from contracts.transit import GetRides, SetConcession, SetFareRules
 from contracts.types import GuardianRole
-from contracts.wallet import DebtSettled, DeclineReason, FareDeclined
+from contracts.wallet import (
+    CardBlocked,
+    CardUnblocked,
+    DebtSettled,
+    DeclineReason,
+    FareDeclined,
+)
 from services.runtime.tokens import issue_access_token
 from services.transit.domain import FareRulebook, Tap, parse_fare_rules, price_taps
 from services.transit.settings import DEFAULT_RULES
@@ -201,6 +207,34 @@ async def test_a_declined_fare_puts_the_card_on_the_deny_list_and_a_settled_debt
         entries = await distinct(deny_list, lambda r: r.key == card, count=2)
     assert denied.json()["denied"] is True and denied.json()["debt"] == 3_500
     assert entries[-1].json()["denied"] is False and entries[-1].json()["debt"] == 0
+
+
+async def test_a_lost_card_goes_on_the_deny_list_and_a_fare_declined_for_it_is_no_debt(
+        transit, bootstrap):
+    """Wallet's CardBlocked reaches the validators at once (a card that never rode too); a
+    fare wallet declined because the card was blocked is no debt, so unblocking lifts it."""
+    c, card = await issue(transit)
+    c_idle, card_idle = await issue(transit)
+    ride_id = uid("tap")
+    await transit["integrator"].publish(tap(card, ride_id, "2026-03-05 08:00", "29"), card)
+    [assessed] = await distinct(transit["events"],
+                                lambda r: r.key == c and r.type.endswith("FareAssessed"))
+    wallet = Integrator(bootstrap, source="wallet")
+    async with wallet, TopicReader(bootstrap, "transit.deny-list.v1") as deny_list:
+        for contract_number in (c, c_idle):
+            await wallet.publish(CardBlocked(contract=contract_number, by_account=None,
+                                             blocked_at=NOW), contract_number)
+        [blocked] = await distinct(deny_list, lambda r: r.key == card)
+        [blocked_idle] = await distinct(deny_list, lambda r: r.key == card_idle)
+        await wallet.publish(FareDeclined(contract=c, ride_id=ride_id,
+                                          amount=assessed.json()["amount"],
+                                          reason=DeclineReason.CARD_BLOCKED,
+                                          declined_at=NOW), c)
+        await wallet.publish(CardUnblocked(contract=c, by_account=None, unblocked_at=NOW), c)
+        entries = await distinct(deny_list, lambda r: r.key == card, count=2)
+    assert blocked.json()["denied"] is True and blocked.json()["blocked"] is True
+    assert blocked_idle.json()["denied"] is True
+    assert entries[-1].json()["denied"] is False, "the blocked-card decline was no debt"
 
 
 async def test_malformed_and_impossible_taps_are_dead_lettered_with_a_reason_and_the_next_tap_is_priced(  # noqa: E501

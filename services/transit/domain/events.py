@@ -67,8 +67,10 @@ class FareCorrected:
 @dataclass(frozen=True)
 class FareRefundIssued:
     """Money owed back for an over-charged ride; ``correction_id`` is wallet's idempotency key.
-    ``against_debt`` is the part that cancels a still unpaid (declined) debit of that ride:
-    wallet writes its owed fare down by it, so the whole ``amount`` still goes to wallet."""
+    ``charged_under`` is the debit that carried the money (the ride's own, or a later ride's
+    that absorbed an increase of this one). ``against_debt`` is the part that cancels a still
+    unpaid (declined) debit: wallet writes its owed fare down by it, so the whole ``amount``
+    still goes to wallet."""
 
     correction_id: str
     card_uid: str
@@ -76,6 +78,11 @@ class FareRefundIssued:
     amount: int
     against_debt: int
     caused_by_tap_id: str
+    charged_under: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.charged_under:
+            object.__setattr__(self, "charged_under", self.ride_id)
 
 
 @dataclass(frozen=True)

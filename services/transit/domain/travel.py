@@ -9,6 +9,9 @@ whole week with :func:`price_taps` and compares each already charged ride with i
   (an inserted earlier tap can take a transfer away from a later ride, or free room under a cap);
 * decreases are first offset against increases, in tap order: that moves money already collected
   from one ride to another and needs no money movement at all;
+* every ride knows which debits carry its billed amount (``carriers``: its own debit, the debit
+  of a later ride that absorbed an increase of it, or a share moved over by an offset), so a
+  refund names the debit wallet took the money under (``charged_under``), newest share first;
 * what is left of the decreases becomes refunds (``FareRefundIssued``), one per ride, with the
   deterministic correction id ``<ride_id>:corr:<tap_id that caused it>``; every refund goes to
   wallet, which pays it back or, for a fare it declined and has not collected yet, writes the
@@ -30,7 +33,8 @@ or while its contract blocked it (a lost card), and allowed again when neither h
 
 Idempotency: every operation has a key (tap id, ride id of a debit outcome, settlement id); the
 events it produced are stored with the aggregate, and a repeat with the same key and the same
-parameters returns them again without changing anything. The same key with other parameters
+parameters returns them again (deny-list entries excepted: they are state, see ``_replay``)
+without changing anything. The same key with other parameters
 raises :class:`TransitRejection` with a ``*_conflict`` reason.
 """
 
@@ -127,7 +131,9 @@ class RideRecord:
     first_explanation: Explanation
     debit_amount: int
     debit_status: DebitStatus
-    refunded: int = 0  # refunds issued on this ride (paid back or written off its debt)
+    refunded: int = 0  # refunds issued against this ride's debit (paid back or written off)
+    # The debits that carry this ride's billed amount: [debit ride id, kopecks], oldest first.
+    carriers: list[list[Any]] = field(default_factory=list)
 
     @property
     def ride_id(self) -> str:
@@ -152,6 +158,7 @@ class RideRecord:
             "debit_amount": self.debit_amount,
             "debit_status": self.debit_status.value,
             "refunded": self.refunded,
+            "carriers": [{"ride_id": r, "amount": a} for r, a in self.carriers],
         }
 
     @classmethod
@@ -170,6 +177,10 @@ class RideRecord:
             debit_amount=doc["debit_amount"],
             debit_status=DebitStatus(doc["debit_status"]),
             refunded=doc.get("refunded", 0),
+            # older documents: the ride's own debit carried its fare
+            carriers=[[c["ride_id"], c["amount"]] for c in doc.get(
+                "carriers", [{"ride_id": doc["tap"]["tap_id"], "amount": doc["fare"]}]
+                if doc["fare"] else [])],
         )
 
 
@@ -229,7 +240,7 @@ class CardTravel:
             if known.tap != tap:
                 raise TransitRejection(RejectionReason.TAP_ID_CONFLICT,
                                        f"tap {tap.tap_id} was already recorded with other data")
-            return Outcome(self.outcomes.get(_tap_key(tap.tap_id), ()), duplicate=True)
+            return self._replay(_tap_key(tap.tap_id))
         if tap.tapped_at > now + MAX_CLOCK_SKEW:
             raise TransitRejection(RejectionReason.TAP_IN_FUTURE,
                                    f"tap {tap.tap_id} is later than now ({now.isoformat()})")
@@ -270,13 +281,17 @@ class CardTravel:
             ride.fare, ride.explanation, ride.cap = new.fare, new.explanation, new.cap
             ride.base_fare, ride.rules_version = new.base_fare, new.rules_version
 
-        _offset(decreases, increases)
+        for source, target, amount in _offset(decreases, increases):
+            self.rides[target].carriers.extend(_take(self.rides[source], amount))
         absorbed = tuple(FareAdjustment(d.ride_id, d.amount) for d in increases if d.amount)
-        refunds = [self._refund(d.ride_id, d.amount, tap.tap_id) for d in decreases if d.amount]
+        refunds = [refund for d in decreases if d.amount
+                   for refund in self._refund(d.ride_id, d.amount, tap.tap_id)]
 
         new_ride = priced[tap.tap_id]
         debit_amount = new_ride.fare + sum(a.amount for a in absorbed)
         self.rides[tap.tap_id] = _record(new_ride, debit_amount)
+        for a in absorbed:
+            self.rides[a.ride_id].carriers.append([tap.tap_id, a.amount])
         self.debited_total += debit_amount
         assessed = FareAssessed(
             card_uid=self.card_uid,
@@ -301,22 +316,31 @@ class CardTravel:
         self._forget_closed_weeks(rulebook, now)
         return self._commit(_tap_key(tap.tap_id), events)
 
-    def _refund(self, ride_id: str, amount: int, caused_by: str) -> FareRefundIssued:
-        self.rides[ride_id].refunded += amount
-        against_debt = min(amount, self.unpaid.get(ride_id, 0))
-        if against_debt:
-            self.unpaid[ride_id] -= against_debt
-            if self.unpaid[ride_id] == 0:
-                del self.unpaid[ride_id]
-        self.refunded_total += amount
-        return FareRefundIssued(
-            correction_id=_correction_id(ride_id, caused_by),
-            card_uid=self.card_uid,
-            ride_id=ride_id,
-            amount=amount,
-            against_debt=against_debt,
-            caused_by_tap_id=caused_by,
-        )
+    def _refund(self, ride_id: str, amount: int, caused_by: str) -> list[FareRefundIssued]:
+        """Refund ``amount`` of the ride, one refund per debit that carried it."""
+        per_debit: dict[str, int] = {}
+        for debit, share in _take(self.rides[ride_id], amount):
+            per_debit[debit] = per_debit.get(debit, 0) + share
+        refunds = []
+        for debit, share in per_debit.items():
+            if debit in self.rides:
+                self.rides[debit].refunded += share
+            against_debt = min(share, self.unpaid.get(debit, 0))
+            if against_debt:
+                self.unpaid[debit] -= against_debt
+                if self.unpaid[debit] == 0:
+                    del self.unpaid[debit]
+            self.refunded_total += share
+            refunds.append(FareRefundIssued(
+                correction_id=_correction_id(ride_id, caused_by, debit),
+                card_uid=self.card_uid,
+                ride_id=ride_id,
+                amount=share,
+                against_debt=against_debt,
+                caused_by_tap_id=caused_by,
+                charged_under=debit,
+            ))
+        return refunds
 
     # ---- wallet outcomes and the deny list ------------------------------------------------
 
@@ -326,7 +350,7 @@ class CardTravel:
         key = f"debited:{ride_id}"
         ride = self._debited_ride(ride_id, amount)
         if key in self.outcomes:
-            return Outcome(self.outcomes[key], duplicate=True)
+            return self._replay(key)
         if ride is None:
             raise TransitRejection(RejectionReason.UNKNOWN_RIDE, f"no debit for ride {ride_id}")
         if ride.debit_status is DebitStatus.DECLINED:
@@ -348,7 +372,7 @@ class CardTravel:
         key = f"declined:{ride_id}"
         ride = self._debited_ride(ride_id, amount)
         if key in self.outcomes:
-            return Outcome(self.outcomes[key], duplicate=True)
+            return self._replay(key)
         if ride is not None:
             if ride.debit_status is DebitStatus.DEBITED:
                 raise TransitRejection(RejectionReason.DEBIT_OUTCOME_CONFLICT,
@@ -376,7 +400,7 @@ class CardTravel:
         now = self._check_clock(now)
         key = f"settled:{settlement_id}"
         if key in self.outcomes:
-            return Outcome(self.outcomes[key], duplicate=True)
+            return self._replay(key)
         for ride_id in paid_rides:
             ride = self.rides.get(ride_id)
             if ride is not None and ride.debit_status is DebitStatus.DECLINED:
@@ -468,6 +492,14 @@ class CardTravel:
                 for key in (_tap_key(ride_id), f"debited:{ride_id}", f"declined:{ride_id}"):
                     self.outcomes.pop(key, None)
 
+    def _replay(self, key: str) -> Outcome:
+        """A repeated operation: its events again (their ids are deterministic, so consumers
+        drop the copies), but not its deny-list entries: those carry the card's state, and an
+        old one published again would overwrite the current state on the compacted topic."""
+        events = self.outcomes.get(key, ())
+        return Outcome(tuple(e for e in events if not isinstance(e, CardDenied | CardAllowed)),
+                       duplicate=True)
+
     def _commit(self, key: str, events: Sequence[TransitEvent]) -> Outcome:
         self.outcomes[key] = tuple(events)
         settlements = [k for k in self.outcomes if k.startswith("settled:")]
@@ -535,8 +567,28 @@ def _tap_key(tap_id: str) -> str:
     return f"tap:{tap_id}"
 
 
-def _correction_id(ride_id: str, caused_by_tap_id: str) -> str:
-    return f"{ride_id}:corr:{caused_by_tap_id}"
+def _correction_id(ride_id: str, caused_by_tap_id: str, debit: str | None = None) -> str:
+    base = f"{ride_id}:corr:{caused_by_tap_id}"
+    return base if debit in (None, ride_id) else f"{base}:via:{debit}"
+
+
+def _take(ride: RideRecord, amount: int) -> list[list[Any]]:
+    """Remove ``amount`` from the ride's carriers, newest share first, and return the shares
+    taken; what the carriers do not cover (never, once every document has carriers) is
+    counted under the ride's own debit."""
+    taken: list[list[Any]] = []
+    while amount and ride.carriers:
+        debit, share = ride.carriers[-1]
+        part = min(share, amount)
+        taken.append([debit, part])
+        amount -= part
+        if part == share:
+            ride.carriers.pop()
+        else:
+            ride.carriers[-1][1] = share - part
+    if amount:
+        taken.append([ride.ride_id, amount])
+    return taken
 
 
 @dataclass
@@ -545,22 +597,28 @@ class _Delta:
     amount: int
 
 
-def _offset(decreases: list[_Delta], increases: list[_Delta]) -> None:
+def _offset(decreases: list[_Delta], increases: list[_Delta]) -> list[tuple[str, str, int]]:
     """Cancel decreases against increases in tap order, in place (money moves between rides,
-    not between the card and the operator)."""
+    not between the card and the operator); the moves as (from ride, to ride, kopecks)."""
+    moves: list[tuple[str, str, int]] = []
     i = j = 0
     while i < len(decreases) and j < len(increases):
         moved = min(decreases[i].amount, increases[j].amount)
+        if moved:
+            moves.append((decreases[i].ride_id, increases[j].ride_id, moved))
         decreases[i].amount -= moved
         increases[j].amount -= moved
         if decreases[i].amount == 0:
             i += 1
         if increases[j].amount == 0:
             j += 1
+    return moves
 
 
 def _record(priced: PricedRide, debit_amount: int) -> RideRecord:
+    own = [[priced.tap.tap_id, priced.fare]] if priced.fare else []
     return RideRecord(
+        carriers=own,
         tap=priced.tap,
         week=priced.week,
         local_day=priced.local_day,

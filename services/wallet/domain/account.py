@@ -628,7 +628,6 @@ class Account:
             if (known.ride_id, known.amount) != (ride_id, amount):
                 raise _conflict("fare correction", correction_id)
             return self._fare_refund_result(known, replayed=True)
-        self._require_open()
         record = self._refund_fare(correction_id, ride_id, amount, at)
         self._touch()
         return self._fare_refund_result(record)
@@ -641,6 +640,7 @@ class Account:
             raise WalletRejected(RejectionReason.UNKNOWN_RIDE, ride_id)
         if not ride.charged:
             return self._write_down_fare(correction_id, ride, amount, at)
+        self._require_open()
         if amount > ride.paid - ride.refunded:
             raise WalletRejected(
                 RejectionReason.REFUND_EXCEEDS_CHARGE,
@@ -689,10 +689,12 @@ class Account:
                                                  correction_id=correction_id))
         return record
 
-    def fare_successor(self) -> str | None:
-        """The contract that now answers for this card's fares: after a reissue, late fares
-        and corrections of the old card are the new account's (it holds the moved rides)."""
-        if self.status is AccountStatus.CLOSED and self.successor is not None:
+    def fare_successor(self, ride_id: str) -> str | None:
+        """The contract that now answers for a fare of this card: after a reissue, a new fare
+        of the old card and the corrections of the rides that moved are the new account's."""
+        ride = self.rides.get(ride_id)
+        if self.status is AccountStatus.CLOSED and self.successor is not None and (
+                ride is None or ride.moved_to is not None):
             return self.successor.new_contract
         return None
 

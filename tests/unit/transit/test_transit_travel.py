@@ -200,7 +200,8 @@ def test_a_declined_fare_puts_the_card_on_the_deny_list_once() -> None:
 
     assert first.events == (CardDenied(CARD, FULL, ("a",), NOW),)
     assert second.events == ()
-    assert repeated.duplicate and repeated.events == first.events
+    # a replayed deny-list entry would overwrite the card's current state: not repeated
+    assert repeated.duplicate and repeated.events == ()
     assert travel.denied
     assert travel.debt == 2 * FULL
 
@@ -214,7 +215,7 @@ def test_a_settled_debt_takes_the_card_off_the_deny_list() -> None:
     repeated = travel.record_debt_settled("topup-1", NOW)
 
     assert allowed.events == (CardAllowed(CARD, NOW),)
-    assert repeated.duplicate and repeated.events == allowed.events
+    assert repeated.duplicate and repeated.events == ()
     assert not travel.denied
     assert travel.debt == 0
 

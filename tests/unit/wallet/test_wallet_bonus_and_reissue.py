@@ -123,7 +123,9 @@ def test_a_reissue_moves_the_owed_fares_and_the_new_contract_collects_them() -> 
     new = outcome.new_account
     assert new is not None
     assert not old.fares_unpaid and new.fares_unpaid
-    assert old.fare_successor() == "40099999" and new.fare_successor() is None
+    assert old.fare_successor("ride-owed") == "40099999"
+    assert old.fare_successor("a-late-tap") == "40099999"
+    assert new.fare_successor("ride-owed") is None
 
     new.top_up("pay-1", 100_00, sub_balance=SubBalance.TRANSIT, now=at(10))
     refund = new.refund_fare("ride-paid:corr:x", "ride-paid", 5_00, now=at(11))
