@@ -392,6 +392,49 @@ class SecondFactorDisabled(Event):
     at: UtcDatetime
 
 
+class RegistrationAttemptedForExistingAccount(Event):
+    """Someone started a registration with the phone of this active account: notify tells the
+    owner (security message). The caller got the same reply as for an unknown phone, and no
+    code was sent; at most one such event per account and hour. Carries neither the phone nor
+    anything the caller typed."""
+
+    account_id: AccountId = Field(description="The existing account whose phone was used; "
+                                  "the owner is told.", examples=["acc_7f3a9c2e1b4d"])
+    at: UtcDatetime = Field(description="When the registration was attempted.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
+class RefreshTokenReused(Event):
+    """A refresh token that had already been rotated away came back after its grace window:
+    someone else may hold a copy, so the whole session (its refresh-token family) was ended.
+    notify tells the owner (security message). Never carries a token or a token hash."""
+
+    account_id: AccountId = Field(description="The owner of the ended session.",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    session_id: Identifier = Field(description="The session that was ended (as in "
+                                   "SessionsReply).", examples=["ses-8c1f2a"])
+    at: UtcDatetime = Field(description="When the reuse was detected and the session ended.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
+class ChildLinkRefused(Event):
+    """A signed-in parent failed to prove they know a child (LinkChild with a wrong birth
+    date or activation code; the caller only got child_proof_invalid, as for an unknown
+    contract). The child's primary guardian is told (security message) on the first refusal
+    in an hour of refusals; a child without a primary guardian has nobody to tell, so nothing
+    is sent. Carries neither the proof tried nor who tried it."""
+
+    account_id: AccountId = Field(description="The child's primary guardian, who is told.",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    contract: ContractNumber = Field(description="The child's contract the link was tried "
+                                     "for.", examples=["40012345"])
+    failures_in_window: int = Field(ge=1, description="Refused proofs for this child in the "
+                                    "last hour, this one included (10 lock the link for the "
+                                    "rest of the hour).", examples=[1])
+    at: UtcDatetime = Field(description="When the proof was refused.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
 class AccountClosed(Event):
     account_id: AccountId
     at: UtcDatetime

@@ -297,8 +297,9 @@ class AutoTopUpCancelled(Event):
 
 
 class AutoTopUpFailed(Event):
-    """A planned payment could not be collected (the integrator's ``AutoTopUpCollectionFailed``): the
-    parent is told, and the next crossing of the threshold asks again."""
+    """A planned payment could not be collected (the integrator's
+    ``AutoTopUpCollectionFailed``): the parent is told, and the next crossing of the threshold
+    asks again."""
 
     contract: ContractNumber
     request_id: Identifier = Field(description="The AutoTopUpRequested that failed.",

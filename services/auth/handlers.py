@@ -223,6 +223,7 @@ class Handlers:
             if result.account is not None:
                 await s.save_account(result.account,
                                      existing.version if existing is not None else None)
+                self._emit(tx, result.events, result.account)  # the existing-account alert
                 self._emit_codes(tx, result.events, code=code, request_id=c.request_id,
                                  locale=c.locale.value)
             tx.reply(cmd.RegistrationStarted(request_id=c.request_id,
@@ -390,6 +391,7 @@ class Handlers:
                 self._refuse(tx, exc.reason)
                 return
             await s.save_session(session, loaded)
+            self._emit(tx, session.pull_events(), account)  # a reuse alerts the owner
             if token is None:
                 # Reuse outside the grace window revoked the family (retries inside it were
                 # answered above with a token rotated from the current one).

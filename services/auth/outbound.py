@@ -90,6 +90,32 @@ def _second_factor_disabled(e: d.SecondFactorDisabled, _: Account | None) -> lis
                 message_id("second-factor-off", e.account_id, e.occurred_at.isoformat(), e.via))]
 
 
+def _registration_attempted(e: d.RegistrationAttemptedForExistingAccount,
+                            _: Account | None) -> list[Wired]:
+    return [_on(wire.RegistrationAttemptedForExistingAccount, e.account_id,
+                wire.RegistrationAttemptedForExistingAccount(account_id=e.account_id,
+                                                             at=e.occurred_at),
+                message_id("registration-attempt", e.account_id, e.occurred_at.isoformat()))]
+
+
+def _refresh_reused(e: d.RefreshTokenReuseDetected, _: Account | None) -> list[Wired]:
+    return [_on(wire.RefreshTokenReused, e.account_id,
+                wire.RefreshTokenReused(account_id=e.account_id, session_id=e.session_id,
+                                        at=e.occurred_at),
+                message_id("refresh-reused", e.session_id))]
+
+
+def _link_refused(e: d.ChildLinkRefused, _: Account | None) -> list[Wired]:
+    """Only the refusals the domain chose to tell the primary guardian about reach the wire
+    (who tried, and with what, never do)."""
+    if e.alert_account_id is None:
+        return []
+    return [_on(wire.ChildLinkRefused, e.alert_account_id,
+                wire.ChildLinkRefused(account_id=e.alert_account_id, contract=e.contract_number,
+                                      failures_in_window=e.failures_in_window, at=e.occurred_at),
+                message_id("link-refused", e.child_id, e.occurred_at.isoformat()))]
+
+
 def _linked(account_id: str, contract: str, role: str, at: datetime) -> Wired:
     return _on(wire.GuardianLinked, account_id,
                wire.GuardianLinked(account_id=account_id, contract=contract,
@@ -139,6 +165,9 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.NewLoginDetected: _login,
     d.PasswordChanged: _password,
     d.SecondFactorDisabled: _second_factor_disabled,
+    d.RegistrationAttemptedForExistingAccount: _registration_attempted,
+    d.RefreshTokenReuseDetected: _refresh_reused,
+    d.ChildLinkRefused: _link_refused,
     d.GuardianLinked: _guardian_linked,
     d.GuardianRoleChanged: _role_changed,
     d.GuardianRemoved: _guardian_removed,

@@ -28,6 +28,9 @@ async def wire(rt: Runtime) -> Routes:
         auth.LoginSucceeded: h.on_login,
         auth.PasswordChanged: h.on_password_changed,
         auth.SecondFactorDisabled: h.on_second_factor_disabled,
+        auth.RegistrationAttemptedForExistingAccount: h.on_registration_attempted,
+        auth.RefreshTokenReused: h.on_refresh_token_reused,
+        auth.ChildLinkRefused: h.on_child_link_refused,
         # notify.otp-requests.v1 / notify.commands.v1
         notify.OneTimeCodeRequested: h.on_code_requested,
         notify.SetPreferences: h.on_set_preferences,
@@ -48,9 +51,18 @@ async def wire(rt: Runtime) -> Routes:
         wallet.LowBalanceReached: h.on_low_balance,
         wallet.CardBlocked: h.on_card_blocked,
         wallet.FareDeclined: h.on_fare_declined,
+        wallet.GraceMealGranted: h.on_grace_meal,
+        wallet.DisputeOpened: h.on_dispute_opened,
+        wallet.DisputeResolved: h.on_dispute_resolved,
+        wallet.SaleLineRefunded: h.on_sale_line_refunded,
+        wallet.FareRefunded: h.on_fare_refunded,
+        wallet.DebtSettled: h.on_debt_settled,
+        wallet.TopUpRejected: h.on_top_up_rejected,
+        wallet.AutoTopUpFailed: h.on_auto_top_up_failed,
         wallet.ReceiptIssued: h.on_receipt,
         # transit.events.v1
         transit.RideRecorded: h.on_ride,
+        transit.ConcessionExpiring: h.on_concession_expiring,
     }
 
 

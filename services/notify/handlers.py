@@ -155,6 +155,15 @@ class Handlers:
     async def on_second_factor_disabled(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.second_factor_disabled(msg.message))
 
+    async def on_registration_attempted(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.registration_attempted(msg.message))
+
+    async def on_refresh_token_reused(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.refresh_token_reused(msg.message))
+
+    async def on_child_link_refused(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.child_link_refused(msg.message))
+
     async def on_code_requested(self, msg: Inbound) -> None:
         e: wire.OneTimeCodeRequested = msg.message
         async with self._tx(msg) as tx:
@@ -215,6 +224,34 @@ class Handlers:
 
     async def on_card_blocked(self, msg: Inbound) -> None:
         await self._notify_child(msg, inbound.card_blocked(msg.message))
+
+    async def on_grace_meal(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.grace_meal(msg.message))
+
+    async def on_dispute_opened(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.dispute_opened(msg.message))
+
+    async def on_dispute_resolved(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.dispute_resolved(msg.message))
+
+    async def on_sale_line_refunded(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.sale_line_refunded(msg.message))
+
+    async def on_fare_refunded(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.fare_refunded(msg.message))
+
+    async def on_debt_settled(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.debt_settled(msg.message))
+
+    async def on_top_up_rejected(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.top_up_rejected(msg.message, msg.envelope.time))
+
+    async def on_auto_top_up_failed(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.auto_top_up_failed(msg.message))
+
+    async def on_concession_expiring(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.concession_expiring(msg.message,
+                                                                  msg.envelope.time))
 
     async def on_receipt(self, msg: Inbound) -> None:
         e: wallet.ReceiptIssued = msg.message

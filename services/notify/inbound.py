@@ -132,7 +132,80 @@ def card_blocked(e: wallet.CardBlocked) -> d.NotificationEvent:
                                d.CardBlockedFacts(e.blocked_at, e.reason), contract=e.contract)
 
 
+def grace_meal(e: wallet.GraceMealGranted) -> d.NotificationEvent:
+    return d.NotificationEvent(f"wallet:grace:{e.sale_id}", d.NotificationKind.GRACE_MEAL,
+                               e.granted_at, d.GraceMealFacts(e.granted_at, e.debt),
+                               contract=e.contract)
+
+
+def dispute_opened(e: wallet.DisputeOpened) -> d.NotificationEvent:
+    return d.NotificationEvent(f"wallet:dispute-opened:{e.dispute_id}",
+                               d.NotificationKind.DISPUTE_OPENED, e.opened_at,
+                               d.DisputeOpenedFacts(e.opened_at, e.operation_id, e.line),
+                               contract=e.contract)
+
+
+def dispute_resolved(e: wallet.DisputeResolved) -> d.NotificationEvent:
+    return d.NotificationEvent(f"wallet:dispute-resolved:{e.dispute_id}",
+                               d.NotificationKind.DISPUTE_RESOLVED, e.resolved_at,
+                               d.DisputeResolvedFacts(e.resolved_at, e.approved, e.refunded),
+                               contract=e.contract)
+
+
+def sale_line_refunded(e: wallet.SaleLineRefunded) -> d.NotificationEvent:
+    facts = d.RefundFacts(e.refunded_at, e.money, d.RefundOf.SALE_LINE,
+                          e.balances.canteen + e.balances.general, e.dispute_id is not None)
+    return d.NotificationEvent(f"wallet:line-refund:{e.sale_id}:{e.line}:{e.refund_id}",
+                               d.NotificationKind.REFUND, e.refunded_at, facts,
+                               contract=e.contract)
+
+
+def fare_refunded(e: wallet.FareRefunded) -> d.NotificationEvent:
+    facts = d.RefundFacts(e.refunded_at, e.amount, d.RefundOf.RIDE,
+                          e.balances.transit + e.balances.general)  # what fares are paid from
+    return d.NotificationEvent(f"wallet:fare-refund:{e.correction_id}",
+                               d.NotificationKind.REFUND, e.refunded_at, facts,
+                               contract=e.contract)
+
+
+def debt_settled(e: wallet.DebtSettled) -> d.NotificationEvent:
+    facts = d.DebtSettledFacts(e.settled_at, len(e.fares_collected), e.fares_total)
+    return d.NotificationEvent(
+        f"wallet:debt-settled:{e.contract}:{e.payment_id or _stamp(e.settled_at)}",
+        d.NotificationKind.DEBT_SETTLED, e.settled_at, facts, contract=e.contract)
+
+
+_TOP_UP_REJECTION = {r.value: r for r in d.TopUpRejection}
+
+
+def top_up_rejected(e: wallet.TopUpRejected, at: datetime) -> d.NotificationEvent | None:
+    """``at`` is the envelope time (the event has none). None when nobody is to be told."""
+    reason = _TOP_UP_REJECTION.get(e.reason, d.TopUpRejection.OTHER)
+    if not d.rejection_reaches_guardians(reason):
+        return None
+    return d.NotificationEvent(
+        f"wallet:topup-rejected:{e.contract}:{e.payment_id}:{e.amount}",
+        d.NotificationKind.TOP_UP_REJECTED, at,
+        d.TopUpRejectedFacts(at, e.amount, reason, e.payment_id), contract=e.contract)
+
+
+def auto_top_up_failed(e: wallet.AutoTopUpFailed) -> d.NotificationEvent:
+    return d.NotificationEvent(f"wallet:auto-topup-failed:{e.request_id}",
+                               d.NotificationKind.AUTO_TOP_UP_FAILED, e.failed_at,
+                               d.AutoTopUpFailedFacts(e.failed_at, e.amount, e.reason),
+                               contract=e.contract)
+
+
 # -- transit --------------------------------------------------------------------------------
+
+def concession_expiring(e: transit.ConcessionExpiring, at: datetime) -> d.NotificationEvent:
+    """One reminder per contract and expiry date, whichever card or operator raised it
+    (``at``: the envelope time)."""
+    return d.NotificationEvent(
+        f"transit:concession:{e.contract}:{e.valid_until}", d.NotificationKind.CONCESSION_EXPIRING,
+        at, d.ConcessionExpiringFacts(date.fromisoformat(e.valid_until), e.days_left),
+        contract=e.contract)
+
 
 _FARE = {
     transit.FareExplanation.FULL_FARE: d.FareExplanation.FULL_FARE,
@@ -172,6 +245,26 @@ def second_factor_disabled(e: auth.SecondFactorDisabled) -> d.NotificationEvent:
                                d.NotificationKind.SECOND_FACTOR_DISABLED, e.at,
                                d.SecondFactorDisabledFacts(e.at, e.by_support),
                                account_id=e.account_id)
+
+
+def registration_attempted(e: auth.RegistrationAttemptedForExistingAccount
+                           ) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:registration-attempt:{e.account_id}:{_stamp(e.at)}",
+                               d.NotificationKind.REGISTRATION_ATTEMPT, e.at,
+                               d.RegistrationAttemptFacts(e.at), account_id=e.account_id)
+
+
+def refresh_token_reused(e: auth.RefreshTokenReused) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:refresh-reused:{e.session_id}",
+                               d.NotificationKind.SESSION_REVOKED, e.at,
+                               d.SessionRevokedFacts(e.at), account_id=e.account_id)
+
+
+def child_link_refused(e: auth.ChildLinkRefused) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:link-refused:{e.contract}:{_stamp(e.at)}",
+                               d.NotificationKind.CHILD_LINK_REFUSED, e.at,
+                               d.ChildLinkRefusedFacts(e.at, e.failures_in_window),
+                               contract=e.contract, account_id=e.account_id)
 
 
 _PURPOSE = {p.value: p for p in d.CodePurpose}

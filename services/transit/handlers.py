@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from contracts import integrations as inbound
 from contracts import transit as wire
@@ -315,3 +316,29 @@ class Handlers:
                 outcome = travel.remind_concession_expiry(rulebook, tx.now)
                 await self._commit(tx, travel, loaded, outcome, card.contract)
             metrics.observe(outcome.events)
+        await self._remind_cards_that_never_rode(now, horizon)
+
+    async def _remind_cards_that_never_rode(self, now: datetime, horizon: int) -> None:
+        """A card with a concession and no ride has no travel to remind it: the card does
+        (see ``domain.reminders``). A card that rode is left to its travel, and marked so
+        that it is not looked at again for this expiry date."""
+        uids = await store.card_reminder_candidates(
+            self.rt.db, (now - timedelta(days=1)).date(),
+            (now + timedelta(days=horizon + 1)).date(), self.settings.reminder_batch)
+        for card_uid in uids:
+            async with self.rt.transaction(None) as tx:
+                card = await store.card_reminder(tx, card_uid)
+                if card is None or card.concession is None:
+                    continue
+                until = card.concession.valid_until
+                if card.rode:
+                    await store.mark_card_reminded(tx, card_uid, until)
+                    continue
+                today = tx.now.astimezone(ZoneInfo(card.school_tz)).date()
+                reminder = d.remind_unridden_card(card_uid, card.concession, card.reminded_for,
+                                                  today, horizon, tx.now)
+                if reminder is None:
+                    continue
+                await store.mark_card_reminded(tx, card_uid, until)
+                self._emit(tx, [reminder], card.contract)
+            metrics.observe([reminder])

@@ -232,6 +232,49 @@ async def reminder_candidates(db: Any, first: date, last: date, limit: int) -> l
     return due[:limit]
 
 
+@dataclass(frozen=True)
+class CardReminder:
+    """What the reminder of a card that may never have ridden needs."""
+
+    card_uid: str
+    contract: str
+    school_tz: str
+    concession: ConcessionEligibility | None
+    reminded_for: date | None
+    rode: bool  # the card has a travel aggregate (with some operator): that one reminds
+
+
+async def card_reminder_candidates(db: Any, first: date, last: date, limit: int) -> list[str]:
+    """Active cards whose concession ends between ``first`` and ``last`` and whose card-level
+    reminder for that date is not recorded yet (``reminder_candidates`` for travels)."""
+    docs = await db.transit_cards.find(
+        {"status": "active",
+         "concession.valid_until": {"$gte": first.isoformat(), "$lte": last.isoformat()}},
+        {"_id": 1, "concession": 1, "concession_reminded_for": 1},
+    ).to_list(limit * 4)
+    due = [d["_id"] for d in docs
+           if d.get("concession_reminded_for") != d["concession"]["valid_until"]]
+    return due[:limit]
+
+
+async def card_reminder(tx: Transaction, card_uid: str) -> CardReminder | None:
+    doc = await tx.db.transit_cards.find_one({"_id": card_uid}, session=tx.session)
+    if doc is None:
+        return None
+    travel = await tx.db.transit_travel.find_one({"card_uid": card_uid}, {"_id": 1},
+                                                 session=tx.session)
+    reminded = doc.get("concession_reminded_for")
+    return CardReminder(card_uid, doc["contract"], doc["school_tz"], _card(doc).concession,
+                        date.fromisoformat(reminded) if reminded else None, travel is not None)
+
+
+async def mark_card_reminded(tx: Transaction, card_uid: str, valid_until: date) -> None:
+    """The card-level reminder for ``valid_until`` is done (sent, or left to the travel)."""
+    await tx.db.transit_cards.update_one(
+        {"_id": card_uid}, {"$set": {"concession_reminded_for": valid_until.isoformat()}},
+        session=tx.session)
+
+
 # --- rides (read model) ----------------------------------------------------------------------
 
 @dataclass(frozen=True)

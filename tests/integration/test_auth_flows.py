@@ -167,6 +167,18 @@ async def parent(a: SimpleNamespace, *, link: bool = True) -> SimpleNamespace:
     return SimpleNamespace(contract=number, phone=tel, password=pw, **tokens)
 
 
+def account_of(a: SimpleNamespace, p: SimpleNamespace) -> str:
+    return verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp()).sub
+
+
+async def security_events(a: SimpleNamespace, account_id: str,
+                          type_suffix: str) -> list[dict[str, Any]]:
+    """The distinct ``type_suffix`` events auth published for ``account_id``."""
+    found = await a.events.wait_for(lambda r: r.key == account_id
+                                    and r.type.endswith(type_suffix))
+    return [r.json() for r in {r.headers["ce_id"]: r for r in found}.values()]
+
+
 # --- tests ---------------------------------------------------------------------------------
 
 async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_services_accept_the_token(  # noqa: E501
@@ -195,6 +207,10 @@ async def test_a_second_parent_cannot_link_without_proof_and_a_co_guardian_canno
     wrong = await send(a, cmd.LinkChild(request_id=uid("k"), contract=mum.contract,
                                         birth_date="2014-03-09"), dad.phone, dad.access_token)
     assert error(wrong) == "child_proof_invalid"
+    # The primary guardian is told (notify's child_link_refused); not who tried nor the date.
+    [alert] = await security_events(a, account_of(a, mum), ".ChildLinkRefused")
+    assert alert["contract"] == mum.contract and alert["failures_in_window"] == 1
+    assert account_of(a, dad) not in str(alert) and "2014-03-09" not in str(alert)
     invited = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
                                                phone=dad.phone, role="co_guardian"),
                          mum.phone, mum.access_token)
@@ -238,6 +254,10 @@ async def test_reusing_a_rotated_refresh_token_after_the_grace_window_revokes_th
     a.clock.advance(seconds=30)  # AUTH_REFRESH_REUSE_GRACE_S, default 30
     assert error(await refresh(a, p.refresh_token, p.phone)) == "refresh_token_reused"
     assert error(await refresh(a, renewed["refresh_token"], p.phone)) == "session_revoked"
+    [alert] = await security_events(a, account_of(a, p), ".RefreshTokenReused")
+    claims = verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp())
+    assert alert["session_id"] == claims.sid
+    assert p.refresh_token not in str(alert) and renewed["refresh_token"] not in str(alert)
 
 
 async def test_a_refresh_retried_after_a_lost_reply_is_answered_and_the_lost_token_dies(auth):
@@ -359,6 +379,10 @@ async def test_known_and_unknown_phones_get_identical_replies(auth):
         first, second = await both(make)
         assert first.type == second.type
         assert first.json() == second.json()
+    # Only the owner of the known phone hears of the registration attempt (a security alert).
+    [alert] = await security_events(a, account_of(a, known),
+                                    ".RegistrationAttemptedForExistingAccount")
+    assert set(alert) == {"account_id", "at"}
 
 
 async def test_a_contract_with_the_birth_date_password_must_change_it_at_first_login(auth):

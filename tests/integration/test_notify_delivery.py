@@ -6,7 +6,6 @@ quiet hours hold routine news but not codes, and the journal shows each message'
 from __future__ import annotations
 
 import random
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,103 +13,30 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from contracts.access import StudentEntered, StudentLeft
-from contracts.auth import GuardianContacts, GuardianLinked, Role
 from contracts.integrations import SaleItem
-from contracts.notify import GetJournal, OneTimeCodeRequested, RegisterPushToken, SetPreferences
+from contracts.notify import GetJournal, OneTimeCodeRequested
 from contracts.wallet import Balances, ReceiptIssued, SalePosted, TopUpApplied
-from deploy.local.sinks import read_http, read_mail, start_sinks
-from services.runtime.tokens import issue_access_token
-from tests.support import Integrator, Requester, TopicReader, eventually, uid
+from deploy.local.sinks import read_mail
+from tests.integration.notify_support import (
+    TZ,
+    account,
+    as_awaitable,
+    contract,
+    http_to,
+    make_guardian,
+    notify_stack,
+    token,
+)
+from tests.support import eventually, uid
 
 pytestmark = pytest.mark.integration
-
-TZ = "Europe/Samara"
-DELIVERIES = "notify.deliveries.v1"
-
-
-class ShiftedClock:
-    """Real time plus an offset that a test may move forward (quiet hours ending)."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
-def account() -> str:
-    return f"acc_{uuid.uuid4().hex[:16]}"
-
-
-def contract() -> str:
-    return f"{random.randrange(10**7, 10**8)}"
-
-
-def phone() -> str:
-    return f"+7912{random.randrange(10**6, 10**7)}"
 
 
 @pytest.fixture(scope="module")
 async def stack(service_runner, bootstrap, infra, tmp_path_factory) -> Any:
-    sinks = await start_sinks(tmp_path_factory.mktemp("notify-sinks"))
-    clock = ShiftedClock()
-    overrides = dict(smtp_port=sinks.smtp_port, sms_url=f"{sinks.http_url}/sms",
-                     push_url=f"{sinks.http_url}/push", send_backoff_ms=100,
-                     send_poll_ms=100)
-    async with service_runner("notify", clock=clock, **overrides) as svc, \
-            Integrator(bootstrap) as integrator, Requester(bootstrap) as requester, \
-            TopicReader(bootstrap, DELIVERIES) as deliveries:
-        yield {"svc": svc, "sinks": sinks, "clock": clock, "pub": integrator,
-               "req": requester, "deliveries": deliveries, "key": infra["AUTH_PRIVATE_KEY"]}
-    await sinks.stop()
-
-
-def token(stack: dict[str, Any], account_id: str) -> str:
-    return issue_access_token(stack["key"], account_id=account_id, session_id=uid("ses"),
-                              role=Role.PARENT)
-
-
-async def make_guardian(stack: dict[str, Any], child: str, *, push: bool, sms: bool = False,
-                        email: str | None = None, quiet: tuple[str, str] = ("00:00", "00:00"),
-                        role: str = "primary") -> tuple[str, str]:
-    """A guardian of ``child`` as auth announces it, with preferences set by the app."""
-    acc, tel = account(), phone()
-    now = datetime.now(UTC)
-    await stack["pub"].publish(GuardianContacts(account_id=acc, phone=tel, email=email,
-                                                time_zone=TZ, updated_at=now), acc)
-    await stack["pub"].publish(GuardianLinked(account_id=acc, contract=child, role=role,
-                                              at=now), acc)
-    kinds = ["arrived_safely", "child_entered", "child_left", "canteen_purchase", "top_up"]
-    wanted = ["push", "sms"] if sms else ["push"]
-    reply = await stack["req"].send(SetPreferences(
-        request_id=uid("pref"), account_id=acc, channels={k: wanted for k in kinds},
-        quiet_from=quiet[0], quiet_to=quiet[1]), acc, token=token(stack, acc))
-    assert reply.json()["ok"] is True
-    if push:
-        reply = await stack["req"].send(RegisterPushToken(
-            request_id=uid("push"), account_id=acc, token=f"fcm-{uuid.uuid4().hex}"), acc,
-            token=token(stack, acc))
-        assert reply.json()["ok"] is True
-    db = stack["svc"].runtime.db
-
-    async def ready() -> bool:
-        doc = await db.notify_guardians.find_one({"_id": acc})
-        return bool(doc and doc["phone"] == tel and doc["children"]
-                    and doc["has_push_token"] == push)
-
-    await eventually(ready, what=f"guardian {acc} projected")
-    return acc, tel
-
-
-def http_to(stack: dict[str, Any], path: str, *, account_id: str | None = None,
-            to: str | None = None, status: int | None = 200) -> list[dict[str, Any]]:
-    return [r for r in read_http(stack["sinks"].directory)
-            if r["path"] == path and (status is None or r["status"] == status)
-            and (account_id is None or r["body"].get("account_id") == account_id)
-            and (to is None or r["body"].get("to") == to)]
+    async with notify_stack(service_runner, bootstrap, infra,
+                            tmp_path_factory.mktemp("notify-sinks")) as running:
+        yield running
 
 
 def entered(child: str, at: datetime | None = None) -> StudentEntered:
@@ -126,9 +52,9 @@ async def test_a_guardian_with_the_app_gets_a_push_and_one_without_it_an_sms_if_
     sms_only, sms_phone = await make_guardian(stack, child, push=False, sms=True)
     _no_sms, no_sms_phone = await make_guardian(stack, child, push=False, sms=False)
     await stack["pub"].publish(entered(child), child)
-    pushes = await eventually(lambda: _async(http_to(stack, "/push", account_id=with_app)),
+    pushes = await eventually(lambda: as_awaitable(http_to(stack, "/push", account_id=with_app)),
                               what="push to the guardian with the app")
-    texts = await eventually(lambda: _async(http_to(stack, "/sms", to=sms_phone)),
+    texts = await eventually(lambda: as_awaitable(http_to(stack, "/sms", to=sms_phone)),
                              what="SMS fallback to the guardian without the app")
     assert len(pushes) == 1 and len(texts) == 1
     assert pushes[0]["body"]["kind"] == "arrived_safely"  # the day's first entry
@@ -153,7 +79,7 @@ async def test_a_purchase_push_lists_the_items_and_the_remaining_balance(stack):
         balances=Balances(general=1_000_00, canteen=234_50, transit=0, bonus_points=116),
         sold_at=datetime.now(UTC))
     await stack["pub"].publish(sale, child)
-    [push] = await eventually(lambda: _async(http_to(stack, "/push", account_id=acc)),
+    [push] = await eventually(lambda: as_awaitable(http_to(stack, "/push", account_id=acc)),
                               what="purchase push")
     body = push["body"]["body"]
     assert "Суп куриный" in body and "Булочка, 2 шт." in body
@@ -171,12 +97,13 @@ async def test_an_email_receipt_reaches_the_smtp_sink_once_with_the_top_up(stack
         contract=child, payment_id=payment, amount=500_00, sub_balance="canteen",
         channel="bank_card", balances=Balances(general=0, canteen=700_00, transit=0,
                                                bonus_points=0), applied_at=now), child)
-    await eventually(lambda: _async(http_to(stack, "/push", account_id=acc)), what="top-up push")
+    await eventually(lambda: as_awaitable(http_to(stack, "/push", account_id=acc)),
+                     what="top-up push")
 
     def mails() -> list[dict[str, Any]]:
         return [m for m in read_mail(stack["sinks"].directory) if email in m["rcpt_tos"]]
 
-    [mail] = await eventually(lambda: _async(mails()), what="receipt e-mail")
+    [mail] = await eventually(lambda: as_awaitable(mails()), what="receipt e-mail")
     assert mail["kind"] == "receipt" and "500,00\u00a0₽" in mail["subject"]
     assert payment in mail["text"]
     # The receipt and the top-up's e-mail companion are one message for this guardian.
@@ -205,7 +132,7 @@ async def test_one_event_three_times_with_a_sink_failing_twice_gives_one_message
     # A later event for the child, handled after the copies (same partition): the copies are
     # all processed by the time it is delivered.
     await stack["pub"].publish(entered(child), child)
-    await eventually(lambda: _async(len(http_to(stack, "/push", account_id=acc_a)) == 2),
+    await eventually(lambda: as_awaitable(len(http_to(stack, "/push", account_id=acc_a)) == 2),
                      what="the later push")
     attempts = {acc: http_to(stack, "/push", account_id=acc, status=None) for acc in
                 (acc_a, acc_b)}
@@ -238,7 +165,7 @@ async def test_quiet_hours_hold_an_exit_notice_but_not_a_one_time_code(stack):
     await stack["pub"].publish(OneTimeCodeRequested(
         request_id=request_id, phone=tel, code=code, purpose="login",
         expires_at=now + timedelta(minutes=5)), tel)
-    [sms] = await eventually(lambda: _async(http_to(stack, "/sms", to=tel)), what="code SMS")
+    [sms] = await eventually(lambda: as_awaitable(http_to(stack, "/sms", to=tel)), what="code SMS")
     assert code in sms["body"]["text"]
     assert http_to(stack, "/push", account_id=acc, status=None) == []  # still held
 
@@ -253,7 +180,7 @@ async def test_quiet_hours_hold_an_exit_notice_but_not_a_one_time_code(stack):
 
     stack["clock"].advance(hours=1, minutes=5)  # quiet hours are over
     try:
-        [push] = await eventually(lambda: _async(http_to(stack, "/push", account_id=acc)),
+        [push] = await eventually(lambda: as_awaitable(http_to(stack, "/push", account_id=acc)),
                                   what="the held exit notice after quiet hours")
     finally:
         stack["clock"].offset = timedelta()  # tokens are checked against the service clock
@@ -276,6 +203,3 @@ async def test_the_journal_shows_each_message_with_its_status_to_its_guardian_on
                                      token=token(stack, stranger))
     assert denied.json()["ok"] is False and denied.json()["error"]["code"] == "forbidden"
 
-
-async def _async(value: Any) -> Any:
-    return value

@@ -313,6 +313,23 @@ async def test_staff_set_rules_and_concessions_parents_read_their_childs_rides_a
     assert others.json()["error"]["code"] == "forbidden"
 
 
+async def test_a_card_with_a_concession_that_never_rode_is_reminded_too(transit, bootstrap,
+                                                                         infra):
+    c, card = await issue(transit)
+    admin = token(infra, Role.SCHOOL_ADMIN, school_id="izh-school-42")
+    async with Requester(bootstrap) as app:
+        # Ends in 3 days (local Friday 23:00 now): within the 7-day reminder period.
+        granted = await app.send(SetConcession(request_id=uid("r"), contract=c,
+                                               valid_until="2026-03-09"), c, token=admin)
+    assert granted.json()["ok"] is True
+    [reminder] = await distinct(
+        transit["events"], lambda r: r.key == c and r.type.endswith("ConcessionExpiring"))
+    assert reminder.json() == {"contract": c, "valid_until": "2026-03-09", "days_left": 3}
+    assert await transit["db"].transit_travel.count_documents({"card_uid": card}) == 0
+    stored = await transit["db"].transit_cards.find_one({"_id": card})
+    assert stored["concession_reminded_for"] == "2026-03-09"  # so never twice
+
+
 @pytest.mark.slow
 async def test_two_hundred_taps_of_twenty_cards_are_priced_within_a_minute(transit):
     import time

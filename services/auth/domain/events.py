@@ -184,9 +184,15 @@ class GuardianLinked(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ChildLinkRefused(DomainEvent):
+    """A wrong proof for the child from ``account_id``. ``alert_account_id`` is the primary
+    guardian to tell: set on the first refusal of a failure window (at most one alert an
+    hour, so a guesser cannot flood the parent), None when nobody is to be told."""
+
     child_id: str
+    contract_number: str
     account_id: str
     failures_in_window: int
+    alert_account_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

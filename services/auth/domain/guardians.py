@@ -172,7 +172,8 @@ class Child:
     ) -> LinkOutcome:
         """Link a parent who proves knowledge of the child. Only a child without a primary can
         be claimed this way (the claimant becomes primary); otherwise the primary must invite.
-        A wrong proof counts against the child (10 per hour) and returns a rejection."""
+        A wrong proof counts against the child (10 per hour) and returns a rejection; the
+        first of an hour tells the primary guardian, if there is one (``ChildLinkRefused``)."""
         now = require_aware(now)
         # Proofs are low-entropy: they enter the fingerprint only through the pepper.
         proof_text = (f"{proof.contract_number}|{proof.birth_date.isoformat()}"
@@ -189,9 +190,12 @@ class Child:
             raise AuthRejected(Reason.CHILD_PROOF_RATE_LIMITED, retry_after=gate.retry_after)
         if not self._proof_matches(proof, pepper):
             self.proof_failures.record_failure(now)
+            failures = self.proof_failures.count(now)
             self.pending_events.append(
-                ChildLinkRefused(occurred_at=now, child_id=self.child_id, account_id=account_id,
-                                 failures_in_window=self.proof_failures.count(now))
+                ChildLinkRefused(occurred_at=now, child_id=self.child_id,
+                                 contract_number=self.contract_number, account_id=account_id,
+                                 failures_in_window=failures,
+                                 alert_account_id=self.primary if failures == 1 else None)
             )
             outcome = LinkOutcome(Reason.CHILD_PROOF_INVALID)
         elif self.primary is not None:

@@ -137,6 +137,115 @@ class CardBlockedFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class GraceMealFacts:
+    """A meal given on credit under the school's grace rule; the next top-up pays it."""
+
+    at: datetime
+    debt: int  # kopecks owed now
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeOpenedFacts:
+    at: datetime
+    operation_id: str  # the sale or ride disputed
+    line: int | None = None  # 0-based sale line, when one line is disputed
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeResolvedFacts:
+    at: datetime
+    approved: bool
+    refunded: int  # kopecks; 0 when rejected
+
+
+class RefundOf(StrEnum):
+    SALE_LINE = "sale_line"
+    RIDE = "ride"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundFacts:
+    """Money given back: a canteen sale line (e.g. an approved dispute) or a ride's fare (a
+    late tap lowered it)."""
+
+    at: datetime
+    amount: int  # kopecks credited back
+    of: RefundOf
+    balance_after: int | None = None  # the balances the refund went to, when known
+    dispute: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DebtSettledFacts:
+    """A top-up paid what the card owed (a grace meal, declined fares)."""
+
+    at: datetime
+    fares: int = 0  # how many declined fares were paid
+    fares_total: int = 0  # kopecks
+
+
+class TopUpRejection(StrEnum):
+    UNKNOWN_CONTRACT = "unknown_contract"
+    ACCOUNT_CLOSED = "account_closed"
+    PAYMENT_ID_CONFLICT = "payment_id_conflict"
+    OTHER = "other"
+
+
+def rejection_reaches_guardians(reason: TopUpRejection) -> bool:
+    """A payment for a contract wallet does not know has nobody to tell: the payer probably
+    mistyped the number, and the guardians of whatever contract it names must not learn of a
+    stranger's payment. The payer hears from the bank, which keeps the money."""
+    return reason is not TopUpRejection.UNKNOWN_CONTRACT
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpRejectedFacts:
+    """A top-up that could not be credited: the money stays with the bank, which returns it."""
+
+    at: datetime
+    amount: int
+    reason: TopUpRejection
+    payment_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopUpFailedFacts:
+    """A planned payment the payments integrator could not collect."""
+
+    at: datetime
+    amount: int
+    reason: str  # the integrator's reason code, e.g. card_declined
+
+
+@dataclass(frozen=True, slots=True)
+class ConcessionExpiringFacts:
+    valid_until: date
+    days_left: int
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationAttemptFacts:
+    """Someone started a registration with this account's phone."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRevokedFacts:
+    """A session ended because its refresh token was used again after rotation (a copy)."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChildLinkRefusedFacts:
+    """Someone failed to prove they know the child (wrong birth date or activation code)."""
+
+    at: datetime
+    failures: int = 1  # in the last hour
+
+
+@dataclass(frozen=True, slots=True)
 class NewLoginFacts:
     at: datetime
     device: str | None = None
@@ -205,6 +314,17 @@ Facts = (
     | TopUpFacts
     | LowBalanceFacts
     | CardBlockedFacts
+    | GraceMealFacts
+    | DisputeOpenedFacts
+    | DisputeResolvedFacts
+    | RefundFacts
+    | DebtSettledFacts
+    | TopUpRejectedFacts
+    | AutoTopUpFailedFacts
+    | ConcessionExpiringFacts
+    | RegistrationAttemptFacts
+    | SessionRevokedFacts
+    | ChildLinkRefusedFacts
     | NewLoginFacts
     | PasswordChangedFacts
     | SecondFactorDisabledFacts
@@ -227,6 +347,17 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.RECEIPT: TopUpFacts,
     NotificationKind.LOW_BALANCE: LowBalanceFacts,
     NotificationKind.CARD_BLOCKED: CardBlockedFacts,
+    NotificationKind.GRACE_MEAL: GraceMealFacts,
+    NotificationKind.DISPUTE_OPENED: DisputeOpenedFacts,
+    NotificationKind.DISPUTE_RESOLVED: DisputeResolvedFacts,
+    NotificationKind.REFUND: RefundFacts,
+    NotificationKind.DEBT_SETTLED: DebtSettledFacts,
+    NotificationKind.TOP_UP_REJECTED: TopUpRejectedFacts,
+    NotificationKind.AUTO_TOP_UP_FAILED: AutoTopUpFailedFacts,
+    NotificationKind.CONCESSION_EXPIRING: ConcessionExpiringFacts,
+    NotificationKind.REGISTRATION_ATTEMPT: RegistrationAttemptFacts,
+    NotificationKind.SESSION_REVOKED: SessionRevokedFacts,
+    NotificationKind.CHILD_LINK_REFUSED: ChildLinkRefusedFacts,
     NotificationKind.NEW_LOGIN: NewLoginFacts,
     NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts,
     NotificationKind.SECOND_FACTOR_DISABLED: SecondFactorDisabledFacts,
@@ -254,7 +385,8 @@ class NotificationEvent:
     id for events notify derives itself): it is the root of every dedupe key, so a redelivered
     event maps onto the same messages. ``contract`` addresses the child's guardians;
     ``account_id`` addresses one guardian account (new login, password changed, second factor
-    disabled).
+    disabled, the other security alerts); a refused child link has both: the primary guardian
+    it is addressed to and the child it names.
     """
 
     event_id: str

@@ -22,6 +22,17 @@ class NotificationKind(StrEnum):
     PASSWORD_CHANGED = "password_changed"
     SECOND_FACTOR_DISABLED = "second_factor_disabled"
     ONE_TIME_CODE = "one_time_code"
+    GRACE_MEAL = "grace_meal"
+    DISPUTE_OPENED = "dispute_opened"
+    DISPUTE_RESOLVED = "dispute_resolved"
+    REFUND = "refund"
+    DEBT_SETTLED = "debt_settled"
+    TOP_UP_REJECTED = "top_up_rejected"
+    AUTO_TOP_UP_FAILED = "auto_top_up_failed"
+    CONCESSION_EXPIRING = "concession_expiring"
+    REGISTRATION_ATTEMPT = "registration_attempt"
+    SESSION_REVOKED = "session_revoked"
+    CHILD_LINK_REFUSED = "child_link_refused"
     ARRIVED_SAFELY = "arrived_safely"
     NOT_ARRIVED_ALERT = "not_arrived_alert"
     DAILY_DIGEST = "daily_digest"
@@ -46,15 +57,20 @@ class GuardianRole(StrEnum):
 
 SECURITY_KINDS: frozenset[NotificationKind] = frozenset(
     {NotificationKind.ONE_TIME_CODE, NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
-     NotificationKind.SECOND_FACTOR_DISABLED}
+     NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
+     NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED}
 )
-"""Kinds that ignore quiet hours and any preference that would mute them."""
+"""Kinds that ignore quiet hours and any preference that would mute them: someone may be
+inside the account or trying to get in, and the owner must hear of it at once."""
 
 ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
     {NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
-     NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.DAILY_DIGEST}
+     NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
+     NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED,
+     NotificationKind.DAILY_DIGEST}
 )
-"""Kinds addressed to one guardian account rather than to a child's guardians."""
+"""Kinds addressed to one guardian account rather than to a child's guardians (a refused
+child link goes to the child's primary guardian only, whom auth names)."""
 
 ALL_CHANNELS: frozenset[Channel] = frozenset(Channel)
 

@@ -22,14 +22,21 @@ from contracts.money import format_rub
 from .facts import (
     AbsentFacts,
     ArrivedSafelyFacts,
+    AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
     CardBlockedFacts,
+    ChildLinkRefusedFacts,
     CodePurpose,
+    ConcessionExpiringFacts,
+    DebtSettledFacts,
     DeclineReason,
     DigestFacts,
+    DisputeOpenedFacts,
+    DisputeResolvedFacts,
     Facts,
     FareExplanation,
     GateFacts,
+    GraceMealFacts,
     LateFacts,
     LowBalanceFacts,
     ManualEntryFacts,
@@ -38,9 +45,15 @@ from .facts import (
     OneTimeCodeFacts,
     PasswordChangedFacts,
     PaymentDeclinedFacts,
+    RefundFacts,
+    RefundOf,
+    RegistrationAttemptFacts,
     RideFacts,
     SecondFactorDisabledFacts,
+    SessionRevokedFacts,
     TopUpFacts,
+    TopUpRejectedFacts,
+    TopUpRejection,
     check_facts,
 )
 from .journey import JourneyDay, TimelineKind
@@ -385,6 +398,228 @@ def _card_blocked(f: CardBlockedFacts, c: RenderContext) -> _T:
     )
 
 
+def _grace_meal(f: GraceMealFacts, c: RenderContext) -> _T:
+    t, debt = c.time(f.at), c.money(f.debt)
+    if c.ru:
+        return (
+            "Обед в долг",
+            f"{c.child}: обед в долг в {t} по правилу школы. Долг: {debt}. Следующее "
+            "пополнение погасит его.",
+            f"Обед в долг, долг {debt}",
+        )
+    return (
+        "Meal on credit",
+        f"{c.child} got a meal on credit at {t} under the school's rule. Owed: {debt}. "
+        "The next top-up pays it.",
+        f"Meal on credit, owed {debt}",
+    )
+
+
+def _operation(f: DisputeOpenedFacts, c: RenderContext) -> str:
+    if f.line is None:
+        return f"«{f.operation_id}»" if c.ru else f"'{f.operation_id}'"
+    if c.ru:
+        return f"«{f.operation_id}», строка {f.line + 1}"
+    return f"'{f.operation_id}', line {f.line + 1}"
+
+
+def _dispute_opened(f: DisputeOpenedFacts, c: RenderContext) -> _T:
+    when, op = f"{c.day_of(f.at)} {c.time(f.at)}", _operation(f, c)
+    if c.ru:
+        return (
+            "Спор открыт",
+            f"{c.child}: открыт спор по операции {op} ({when}). Решение придёт отдельным "
+            "сообщением.",
+            f"Спор открыт: {op}",
+        )
+    return (
+        "Dispute opened",
+        f"{c.child}: a dispute was opened for operation {op} ({when}). You will be told "
+        "the decision.",
+        f"Dispute opened: {op}",
+    )
+
+
+def _dispute_resolved(f: DisputeResolvedFacts, c: RenderContext) -> _T:
+    amount = c.money(f.refunded)
+    if c.ru:
+        if f.approved:
+            back = f" Возвращено: {amount}." if f.refunded else ""
+            return ("Спор решён в вашу пользу", f"{c.child}: спор одобрен.{back}",
+                    f"Спор одобрен, возврат {amount}")
+        return ("Спор отклонён", f"{c.child}: спор рассмотрен и отклонён, деньги не "
+                "возвращены. Подробности — в школе или в поддержке.", "Спор отклонён")
+    if f.approved:
+        back = f" Refunded: {amount}." if f.refunded else ""
+        return ("Dispute approved", f"{c.child}: the dispute was approved.{back}",
+                f"Dispute approved, refund {amount}")
+    return ("Dispute rejected", f"{c.child}: the dispute was reviewed and rejected; nothing "
+            "was refunded. Ask the school or support for details.", "Dispute rejected")
+
+
+def _refund(f: RefundFacts, c: RenderContext) -> _T:
+    t, amount = c.time(f.at), c.money(f.amount)
+    bal = "" if f.balance_after is None else c.money(f.balance_after)
+    if c.ru:
+        what = ("за позицию покупки в столовой" + (" по спору" if f.dispute else "")
+                if f.of is RefundOf.SALE_LINE else "за поездку — тариф пересчитан")
+        return (
+            "Возврат денег",
+            f"{c.child}: возврат {amount} {what}, {t}." + (f" Остаток: {bal}." if bal else ""),
+            f"Возврат: {amount}" + (f", остаток {bal}" if bal else ""),
+        )
+    what = ("for a canteen purchase line" + (" after a dispute" if f.dispute else "")
+            if f.of is RefundOf.SALE_LINE else "for a ride (the fare was recalculated)")
+    return (
+        "Refund",
+        f"{c.child}: {amount} refunded {what} at {t}." + (f" Balance: {bal}." if bal else ""),
+        f"Refund: {amount}" + (f", balance {bal}" if bal else ""),
+    )
+
+
+def _debt_settled(f: DebtSettledFacts, c: RenderContext) -> _T:
+    total = c.money(f.fares_total)
+    if c.ru:
+        fares = (f" Оплачено {f.fares} {plural_ru(f.fares, 'поездка', 'поездки', 'поездок')} "
+                 f"на {total}; карту снова принимают в транспорте." if f.fares else "")
+        return ("Долг погашен", f"{c.child}: долг погашен пополнением.{fares}",
+                "Долг погашен" + (f", поездки {total}" if f.fares else ""))
+    fares = (f" {f.fares} {_plural_en(f.fares, 'ride', 'rides')} paid ({total}); the card "
+             "works on transport again." if f.fares else "")
+    return ("Debt paid", f"{c.child}: what was owed is paid by the top-up.{fares}",
+            "Debt paid" + (f", rides {total}" if f.fares else ""))
+
+
+_TOP_UP_REJECTED_RU = {
+    TopUpRejection.UNKNOWN_CONTRACT: "договор не найден",
+    TopUpRejection.ACCOUNT_CLOSED: "счёт карты закрыт",
+    TopUpRejection.PAYMENT_ID_CONFLICT: "платёж с таким номером уже был с другими данными",
+    TopUpRejection.OTHER: "платёж не принят",
+}
+_TOP_UP_REJECTED_EN = {
+    TopUpRejection.UNKNOWN_CONTRACT: "the contract is unknown",
+    TopUpRejection.ACCOUNT_CLOSED: "the card's account is closed",
+    TopUpRejection.PAYMENT_ID_CONFLICT: "a payment with this id came before with other details",
+    TopUpRejection.OTHER: "the payment was not accepted",
+}
+
+
+def _top_up_rejected(f: TopUpRejectedFacts, c: RenderContext) -> _T:
+    amount = c.money(f.amount)
+    if c.ru:
+        why = _TOP_UP_REJECTED_RU[f.reason]
+        return (
+            "Пополнение не зачислено",
+            f"{c.child}: пополнение на {amount} не зачислено — {why}. Деньги остались у банка "
+            f"или платёжной системы, они вернут их плательщику. Номер платежа: {f.payment_id}.",
+            f"Пополнение не зачислено: {amount}",
+        )
+    why = _TOP_UP_REJECTED_EN[f.reason]
+    return (
+        "Top-up not credited",
+        f"{c.child}: the top-up of {amount} was not credited — {why}. The money stayed with "
+        f"the bank or payment service, which returns it to the payer. Payment id: "
+        f"{f.payment_id}.",
+        f"Top-up not credited: {amount}",
+    )
+
+
+def _auto_top_up_failed(f: AutoTopUpFailedFacts, c: RenderContext) -> _T:
+    amount, t = c.money(f.amount), c.time(f.at)
+    if c.ru:
+        return (
+            "Автопополнение не прошло",
+            f"{c.child}: автопополнение на {amount} не прошло в {t} (причина: {f.reason}). "
+            "Деньги не списаны. Проверьте привязанную карту; следующая попытка — когда баланс "
+            "снова опустится ниже порога.",
+            f"Автопополнение не прошло: {amount}",
+        )
+    return (
+        "Auto top-up failed",
+        f"{c.child}: the auto top-up of {amount} failed at {t} (reason: {f.reason}). Nothing "
+        "was charged. Check the linked bank card; it is tried again when the balance next "
+        "falls below the threshold.",
+        f"Auto top-up failed: {amount}",
+    )
+
+
+def _concession_expiring(f: ConcessionExpiringFacts, c: RenderContext) -> _T:
+    d, n = c.date(f.valid_until), max(0, f.days_left)
+    if c.ru:
+        left = (f"осталось {n} {plural_ru(n, 'день', 'дня', 'дней')}" if n else
+                "сегодня последний день")
+        return (
+            "Заканчивается льготный проезд",
+            f"{c.child}: льготный проезд действует до {d} ({left}). Продлите льготу в школе, "
+            "иначе поездки будут по полному тарифу.",
+            f"Льгота до {d}",
+        )
+    left = f"{n} {_plural_en(n, 'day', 'days')} left" if n else "today is the last day"
+    return (
+        "Student fare ends soon",
+        f"{c.child}: the student fare is valid until {d} ({left}). Renew it at school, "
+        "or rides will cost the full fare.",
+        f"Student fare until {d}",
+    )
+
+
+def _registration_attempt(f: RegistrationAttemptFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        return (
+            f"Попытка регистрации в {PRODUCT} с вашим номером",
+            f"{when} кто-то начал регистрацию в {PRODUCT} с номером телефона вашего аккаунта. "
+            "Аккаунт не изменён, код никому не отправлен. Если это были вы — войдите или "
+            "восстановите пароль; если нет — ничего делать не нужно.",
+            f"Попытка регистрации с вашим номером, {when}",
+        )
+    return (
+        f"Someone tried to register with your {PRODUCT} phone number",
+        f"On {when} someone started a {PRODUCT} registration with your account's phone number. "
+        "Your account is unchanged and no code was sent. If it was you, sign in or reset your "
+        "password; if not, there is nothing to do.",
+        f"Registration attempt with your number, {when}",
+    )
+
+
+def _session_revoked(f: SessionRevokedFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        return (
+            f"Сеанс {PRODUCT} завершён для защиты",
+            f"{when} сеанс вашего аккаунта {PRODUCT} завершён: его ключ входа был использован "
+            "повторно, возможно, с чужого устройства. Войдите снова. Если это повторится, "
+            "смените пароль.",
+            f"Сеанс завершён для защиты, {when}",
+        )
+    return (
+        f"{PRODUCT} session ended for your safety",
+        f"On {when} a session of your {PRODUCT} account was ended: its sign-in key was used "
+        "twice, possibly from another device. Sign in again. If it happens again, change your "
+        "password.",
+        f"Session ended for safety, {when}",
+    )
+
+
+def _child_link_refused(f: ChildLinkRefusedFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        return (
+            "Попытка привязать карту ребёнка",
+            f"{when} кто-то пытался привязать к своему аккаунту карту ребёнка ({c.child}) и "
+            "указал неверную дату рождения или код активации. Доступ не выдан. Если это не "
+            "член семьи, сообщите в школу или в поддержку.",
+            f"Неудачная попытка привязать карту, {when}",
+        )
+    return (
+        "Someone tried to link your child's card",
+        f"On {when} someone tried to link your child's card ({c.child}) to their account with "
+        "a wrong birth date or activation code. No access was given. If it was not a family "
+        "member, tell the school or support.",
+        f"Failed attempt to link the card, {when}",
+    )
+
+
 def _new_login(f: NewLoginFacts, c: RenderContext) -> _T:
     when = f"{c.day_of(f.at)} {c.time(f.at)}"
     extra = ", ".join(x for x in (f.device, f.place) if x)
@@ -556,6 +791,17 @@ _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.RECEIPT: _receipt,
     NotificationKind.LOW_BALANCE: _low_balance,
     NotificationKind.CARD_BLOCKED: _card_blocked,
+    NotificationKind.GRACE_MEAL: _grace_meal,
+    NotificationKind.DISPUTE_OPENED: _dispute_opened,
+    NotificationKind.DISPUTE_RESOLVED: _dispute_resolved,
+    NotificationKind.REFUND: _refund,
+    NotificationKind.DEBT_SETTLED: _debt_settled,
+    NotificationKind.TOP_UP_REJECTED: _top_up_rejected,
+    NotificationKind.AUTO_TOP_UP_FAILED: _auto_top_up_failed,
+    NotificationKind.CONCESSION_EXPIRING: _concession_expiring,
+    NotificationKind.REGISTRATION_ATTEMPT: _registration_attempt,
+    NotificationKind.SESSION_REVOKED: _session_revoked,
+    NotificationKind.CHILD_LINK_REFUSED: _child_link_refused,
     NotificationKind.NEW_LOGIN: _new_login,
     NotificationKind.PASSWORD_CHANGED: _password_changed,
     NotificationKind.SECOND_FACTOR_DISABLED: _second_factor_disabled,

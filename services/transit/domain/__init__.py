@@ -30,6 +30,7 @@ from services.transit.domain.pricing import (
     concession_reminder_due,
     price_taps,
 )
+from services.transit.domain.reminders import remind_unridden_card
 from services.transit.domain.rules import (
     FareRulebook,
     FareRulesError,
@@ -84,6 +85,7 @@ __all__ = [
     "line_text",
     "parse_fare_rules",
     "price_taps",
+    "remind_unridden_card",
     "render_csv",
     "ride_lines",
     "untravelled_card_blocked",

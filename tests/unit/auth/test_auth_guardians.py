@@ -2,7 +2,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from contracts import auth as wire
 from contracts.auth import AccessTokenClaims, ChildGrant, Role
+from contracts.envelope import encode
+from services.auth import outbound
 from services.auth.domain import (
     ActivationCodeProof,
     AuthRejected,
@@ -13,6 +16,7 @@ from services.auth.domain import (
     activation_code_mac,
 )
 from services.auth.domain.events import (
+    ChildLinkRefused,
     ContractReissued,
     GuardianInvited,
     GuardianLinked,
@@ -99,6 +103,38 @@ def test_a_parent_cannot_link_without_the_proof() -> None:
     code = c.link_with_proof(account_id="eve", proof=ActivationCodeProof("WRONG-0000"),
                              pepper=PEPPER, now=T0)
     assert code.rejection is Reason.CHILD_PROOF_INVALID and c.role_of("eve") is None
+
+
+def test_the_primary_guardian_is_told_of_the_first_wrong_proof_of_an_hour_only() -> None:
+    mum, eve = "acc_mum00001", "acc_eve00001"
+    c = child()
+    c.link_with_proof(account_id=mum, proof=PROOF, pepper=PEPPER, now=T0)
+    c.pull_events()
+    for minute in range(3):
+        c.link_with_proof(account_id=eve, proof=ContractProof("40817810", date(2015, 1, 1)),
+                          pepper=PEPPER, now=T0 + timedelta(minutes=minute))
+    refused = [e for e in c.pull_events() if isinstance(e, ChildLinkRefused)]
+    assert [(e.failures_in_window, e.alert_account_id) for e in refused] == [
+        (1, mum), (2, None), (3, None)]
+    wired = outbound.to_wire(refused)
+    assert [(t, k) for t, k, _m, _id in wired] == [("auth.events.v1", mum)]
+    message = wired[0][2]
+    assert isinstance(message, wire.ChildLinkRefused)
+    assert (message.account_id, message.contract) == (mum, "40817810")
+    # Neither who tried nor what they typed reaches the wire.
+    assert eve not in encode(message).decode() and "2015-01-01" not in encode(message).decode()
+    c.link_with_proof(account_id=eve, proof=ContractProof("40817810", date(2015, 1, 2)),
+                      pepper=PEPPER, now=T0 + timedelta(hours=2))
+    [later] = [e for e in c.pull_events() if isinstance(e, ChildLinkRefused)]
+    assert later.alert_account_id == mum  # a new hour of failures: told again
+
+
+def test_a_wrong_proof_for_a_child_without_a_primary_tells_nobody() -> None:
+    c = child()
+    c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 1, 1)),
+                      pepper=PEPPER, now=T0)
+    [refused] = [e for e in c.pull_events() if isinstance(e, ChildLinkRefused)]
+    assert refused.alert_account_id is None and outbound.to_wire([refused]) == []
 
 
 def test_guessing_the_birth_date_is_limited_to_ten_tries_per_hour() -> None:

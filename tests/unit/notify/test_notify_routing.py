@@ -5,7 +5,9 @@ from datetime import timedelta
 import pytest
 
 from services.notify.domain import (
+    AutoTopUpFailedFacts,
     Channel,
+    ChildLinkRefusedFacts,
     DeliveryStatus,
     GuardianRole,
     Locale,
@@ -145,6 +147,29 @@ def test_a_security_message_without_the_app_goes_by_sms_without_any_opt_in() -> 
                               PasswordChangedFacts(at), account_id="g-1")
     (sms,) = route(event, [g], at).messages
     assert sms.channel is Channel.SMS and sms.is_due(at)
+
+
+def test_a_refused_child_link_reaches_only_the_primary_it_names_at_once_at_night() -> None:
+    primary, co = guardian("g-1"), guardian("g-2", role=GuardianRole.CO_GUARDIAN)
+    primary.set_preference(NotificationKind.CHILD_LINK_REFUSED, Channel.PUSH, False)
+    primary.set_quiet_hours(QuietHours.parse("21:00", "08:00"))
+    at = msk(3, 0)
+    event = NotificationEvent("link-1", NotificationKind.CHILD_LINK_REFUSED, at,
+                              ChildLinkRefusedFacts(at), contract=CONTRACT, account_id="g-1")
+    (push,) = route(event, [primary, co], at).messages
+    assert (push.guardian_id, push.channel, push.contract) == ("g-1", Channel.PUSH, CONTRACT)
+    assert push.is_due(at) and "Маша" in push.body  # the child the attempt named
+
+
+def test_routine_money_news_waits_for_the_end_of_quiet_hours() -> None:
+    g = guardian()
+    g.set_quiet_hours(QuietHours.parse("21:00", "08:00"))
+    at = msk(3, 0)
+    event = NotificationEvent("auto-1", NotificationKind.AUTO_TOP_UP_FAILED, at,
+                              AutoTopUpFailedFacts(at, 50_000, "card_declined"),
+                              contract=CONTRACT)
+    (push,) = route(event, [g], at).messages
+    assert not push.is_due(at) and push.is_due(msk(8, 0))
 
 
 def test_no_quiet_hours_means_immediate_delivery_at_night() -> None:

@@ -9,15 +9,22 @@ from services.notify.domain import (
     FACTS_TYPE,
     AbsentFacts,
     ArrivedSafelyFacts,
+    AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
     CardBlockedFacts,
+    ChildLinkRefusedFacts,
     CodePurpose,
+    ConcessionExpiringFacts,
+    DebtSettledFacts,
     DeclineReason,
     DigestFacts,
     DigestItem,
+    DisputeOpenedFacts,
+    DisputeResolvedFacts,
     Facts,
     FareExplanation,
     GateFacts,
+    GraceMealFacts,
     JourneyDay,
     LateFacts,
     Locale,
@@ -32,13 +39,20 @@ from services.notify.domain import (
     PasswordChangedFacts,
     PaymentDeclinedFacts,
     PurchaseLine,
+    RefundFacts,
+    RefundOf,
+    RegistrationAttemptFacts,
     RenderContext,
     RideFacts,
     SecondFactorDisabledFacts,
+    SessionRevokedFacts,
     TimelineEntry,
     TimelineKind,
     TopUpFacts,
+    TopUpRejectedFacts,
+    TopUpRejection,
     plural_ru,
+    rejection_reaches_guardians,
     render,
     render_timeline,
 )
@@ -72,6 +86,19 @@ SAMPLES: dict[NotificationKind, Facts] = {
     NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts(msk(9, 0)),
     NotificationKind.SECOND_FACTOR_DISABLED: SecondFactorDisabledFacts(msk(9, 0), True),
     NotificationKind.ONE_TIME_CODE: OneTimeCodeFacts("482913", CodePurpose.LOGIN, 5),
+    NotificationKind.GRACE_MEAL: GraceMealFacts(msk(12, 30), 123_450),
+    NotificationKind.DISPUTE_OPENED: DisputeOpenedFacts(msk(13, 0), "till-7-000981", 0),
+    NotificationKind.DISPUTE_RESOLVED: DisputeResolvedFacts(msk(15, 0), True, 123_450),
+    NotificationKind.REFUND: RefundFacts(msk(15, 0), 123_450, RefundOf.SALE_LINE, 200_000, True),
+    NotificationKind.DEBT_SETTLED: DebtSettledFacts(msk(10, 0), 2, 123_450),
+    NotificationKind.TOP_UP_REJECTED: TopUpRejectedFacts(
+        msk(10, 0), 123_450, TopUpRejection.ACCOUNT_CLOSED, "pay-1"),
+    NotificationKind.AUTO_TOP_UP_FAILED: AutoTopUpFailedFacts(msk(10, 0), 123_450,
+                                                              "card_declined"),
+    NotificationKind.CONCESSION_EXPIRING: ConcessionExpiringFacts(date(2025, 9, 17), 7),
+    NotificationKind.REGISTRATION_ATTEMPT: RegistrationAttemptFacts(msk(9, 0)),
+    NotificationKind.SESSION_REVOKED: SessionRevokedFacts(msk(9, 0)),
+    NotificationKind.CHILD_LINK_REFUSED: ChildLinkRefusedFacts(msk(9, 0), 1),
     NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts(AT, "Школа № 5", msk(7, 41), "25"),
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts(msk(7, 41), msk(8, 0), "25", "Школа № 5"),
     NotificationKind.DAILY_DIGEST: DigestFacts(
@@ -85,6 +112,12 @@ MONEY_KINDS = {
     NotificationKind.TOP_UP,
     NotificationKind.RECEIPT,
     NotificationKind.LOW_BALANCE,
+    NotificationKind.GRACE_MEAL,
+    NotificationKind.DISPUTE_RESOLVED,
+    NotificationKind.REFUND,
+    NotificationKind.DEBT_SETTLED,
+    NotificationKind.TOP_UP_REJECTED,
+    NotificationKind.AUTO_TOP_UP_FAILED,
 }
 
 
@@ -204,3 +237,38 @@ def test_english_dates_are_unambiguous() -> None:
     facts = AbsentFacts(date(2025, 9, 10) + timedelta(days=0))
     assert "10 Sep 2025" in render(NotificationKind.ABSENT, facts, ctx(Locale.EN)).body
     assert "10.09.2025" in render(NotificationKind.ABSENT, facts, ctx(Locale.RU)).body
+
+
+@pytest.mark.parametrize("locale", list(Locale))
+def test_a_rejected_top_up_says_the_money_stayed_with_the_bank(locale: Locale) -> None:
+    facts = TopUpRejectedFacts(msk(10, 0), 50_000, TopUpRejection.PAYMENT_ID_CONFLICT, "sbp-7")
+    body = render(NotificationKind.TOP_UP_REJECTED, facts, ctx(locale)).body
+    assert ("остались у банка" if locale is Locale.RU else "stayed with the bank") in body
+    assert "sbp-7" in body
+
+
+def test_only_a_top_up_for_an_unknown_contract_reaches_nobody() -> None:
+    assert [r for r in TopUpRejection if not rejection_reaches_guardians(r)] == [
+        TopUpRejection.UNKNOWN_CONTRACT]
+
+
+@pytest.mark.parametrize(("days", "ru", "en"), [
+    (7, "осталось 7 дней", "7 days left"),
+    (1, "осталось 1 день", "1 day left"),
+    (0, "сегодня последний день", "today is the last day"),
+])
+def test_the_concession_reminder_counts_the_days_left(days: int, ru: str, en: str) -> None:
+    facts = ConcessionExpiringFacts(date(2025, 9, 17), days)
+    assert ru in render(NotificationKind.CONCESSION_EXPIRING, facts, ctx(Locale.RU)).body
+    assert "17.09.2025" in render(NotificationKind.CONCESSION_EXPIRING, facts,
+                                  ctx(Locale.RU)).body
+    assert en in render(NotificationKind.CONCESSION_EXPIRING, facts, ctx(Locale.EN)).body
+
+
+def test_a_rejected_dispute_refunds_nothing_and_an_approved_one_names_the_refund() -> None:
+    rejected = render(NotificationKind.DISPUTE_RESOLVED,
+                      DisputeResolvedFacts(msk(15, 0), False, 0), ctx(Locale.RU))
+    approved = render(NotificationKind.DISPUTE_RESOLVED,
+                      DisputeResolvedFacts(msk(15, 0), True, 4_500), ctx(Locale.EN))
+    assert rejected.subject == "Спор отклонён" and "₽" not in rejected.body
+    assert f"Refunded: RUB{NBSP}45.00" in approved.body
