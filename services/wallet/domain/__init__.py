@@ -9,6 +9,7 @@ from services.wallet.domain.account import Account, Reissue, check_ledger, reiss
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
+    AutoTopUpFailed,
     AutoTopUpRequested,
     BonusesExpired,
     CardBlocked,
@@ -84,6 +85,7 @@ __all__ = [
     "AccountOpened",
     "AccountStatus",
     "AutoTopUpCancelled",
+    "AutoTopUpFailed",
     "AutoTopUpRequested",
     "AutoTopUpSettings",
     "Balances",

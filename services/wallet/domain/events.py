@@ -177,13 +177,19 @@ class DisputeRejected:
 
 @dataclass(frozen=True, slots=True)
 class LowBalanceReached:
-    """Once per downward crossing of the parent's threshold (canteen + general)."""
+    """Once per downward crossing of the parent's threshold on canteen + general (``balance``).
+
+    ``sub_balance`` is the pocket whose debit took the sum below the threshold: canteen while a
+    meal is paid from canteen (a grace meal included), general once canteen is spent or when a
+    fare or a move out of general lowered it.
+    """
 
     contract: str
     balance: int
     threshold: int
     days_of_lunches_left: int | None
     at: datetime
+    sub_balance: SubBalance = SubBalance.CANTEEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +198,18 @@ class AutoTopUpRequested:
     request_id: str
     amount: int
     sub_balance: SubBalance
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopUpFailed:
+    """The integrator could not collect a pending planned payment; the next crossing of the
+    threshold asks again."""
+
+    contract: str
+    request_id: str
+    amount: int
+    reason: str
     at: datetime
 
 
@@ -273,6 +291,7 @@ DomainEvent = (
     | LowBalanceReached
     | AutoTopUpRequested
     | AutoTopUpCancelled
+    | AutoTopUpFailed
     | CardBlocked
     | CardUnblocked
     | ControlsChanged
