@@ -60,6 +60,14 @@ async def account_by_card(tx: Transaction, card_uid: str) -> Account | None:
     return Account.from_doc(_strip(docs[0])) if docs else None
 
 
+async def accounts_of_school(tx: Transaction, school_id: str) -> list[Account]:
+    """Every account of a school, closed ones too (their history stays there): the sales
+    report reads the sales and refunds they remember."""
+    docs = await tx.db.wallet_accounts.find({"school_id": school_id},
+                                            session=tx.session).to_list(None)
+    return [Account.from_doc(_strip(doc)) for doc in docs]
+
+
 async def save_account(tx: Transaction, account: Account, expected_version: int | None) -> None:
     """Insert a new account (``expected_version`` None) or replace it if nobody else wrote
     since it was loaded."""

@@ -50,6 +50,13 @@ from services.wallet.domain.records import (
     ReissueRecord,
     SaleItem,
 )
+from services.wallet.domain.report import (
+    ReportDecline,
+    ReportLine,
+    ReportRefund,
+    SalesReport,
+    sales_report,
+)
 from services.wallet.domain.results import (
     DisputeResult,
     FareRefundResult,
@@ -122,11 +129,15 @@ __all__ = [
     "Reissue",
     "ReissueRecord",
     "RejectionReason",
+    "ReportDecline",
+    "ReportLine",
+    "ReportRefund",
     "SaleApproved",
     "SaleDeclined",
     "SaleItem",
     "SaleLineRefunded",
     "SaleResult",
+    "SalesReport",
     "StatementKind",
     "StatementLine",
     "SubBalance",
@@ -141,6 +152,7 @@ __all__ = [
     "ledger_balances",
     "local_day",
     "reissue_card",
+    "sales_report",
     "statement_csv",
     "statement_lines",
     "unbalanced_operations",

@@ -396,10 +396,11 @@ class Account:
         funds. Bonus points asked for are capped at the unexpired points held and at the total
         of the lines whose category is not in ``bonus_excluded_categories`` (a wallet setting):
         excluded lines are paid with money only and earn no points either (the accrual is 1 %
-        of the money paid for the other lines). The rest is paid from canteen, then general. Per-sub-balance daily limits cap what each
-        pocket may give today. If the money is short, the school's grace rule may give this one
-        meal on credit (the canteen balance goes negative, at most ``grace_meal_limit``) provided
-        no earlier grace debt is outstanding and no limit stood in the way.
+        of the money paid for the other lines). The rest is paid from canteen, then general.
+        Per-sub-balance daily limits cap what each pocket may give today. If the money is short,
+        the school's grace rule may give this one meal on credit (the canteen balance goes
+        negative, at most ``grace_meal_limit``) provided no earlier grace debt is outstanding
+        and no limit stood in the way.
         A closed account answers ``account_closed`` without recording anything.
         """
         at = require_aware(now)
