@@ -35,6 +35,7 @@ from tests.support import (
     Record,
     Requester,
     TopicReader,
+    chip_uid,
     eventually,
     uid,
 )
@@ -55,7 +56,7 @@ def contract() -> str:
 
 
 def card_uid() -> str:
-    return f"{random.getrandbits(56):014X}"
+    return chip_uid()
 
 
 def local(text: str) -> datetime:

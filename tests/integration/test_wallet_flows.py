@@ -38,7 +38,16 @@ from services.runtime.consumer import Inbound
 from services.runtime.service import Service
 from services.runtime.tokens import issue_access_token
 from services.wallet import domain as d
-from tests.support import FakeClock, Integrator, Record, Requester, TopicReader, eventually, uid
+from tests.support import (
+    FakeClock,
+    Integrator,
+    Record,
+    Requester,
+    TopicReader,
+    chip_uid,
+    eventually,
+    uid,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +59,7 @@ def new_contract() -> str:
 
 
 def new_card() -> str:
-    return f"{random.getrandbits(56):014X}"
+    return chip_uid()
 
 
 def item(price: int, *, sku: str = "soup-1", category: str = "soup", qty: int = 1,
