@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import pytest
 
+from services.wallet import outbound
 from services.wallet.domain import (
     Account,
     AutoTopUpFailed,
@@ -257,6 +258,8 @@ def test_the_low_balance_alert_names_the_pocket_whose_debit_crossed_the_threshol
     by_fare.debit_fare("ride-1", 40_00, now=at(1))
     (alert,) = _low(by_fare.pull_events())
     assert (alert.sub_balance, alert.balance) == (SubBalance.GENERAL, 110_00)
+    wired = outbound.to_wire(alert)
+    assert wired is not None and wired[2].model_dump()["sub_balance"] == "general"
 
     by_move = funded(general=100_00, canteen=50_00)
     by_move.set_low_balance_threshold(120_00, now=NOW)
