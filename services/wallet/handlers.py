@@ -328,6 +328,15 @@ class Handlers:
             tx.fail(exc.code, str(exc))
             return None
 
+    def _school_staff(self, tx: Transaction, msg: Inbound, action: str,
+                      school_id: str) -> AccessTokenClaims | None:
+        """Claims of staff who may do ``action`` at ``school_id``; None after an ErrorReply."""
+        claims = self._authorized(tx, msg, action, None)
+        if claims is not None and not _same_school(claims, school_id):
+            tx.fail("forbidden", "staff of another school")
+            return None
+        return claims
+
     @staticmethod
     async def _account_for(tx: Transaction, contract: str) -> d.Account | None:
         account = await store.load_account(tx, contract)
@@ -403,11 +412,7 @@ class Handlers:
         cmd: wire.SetGraceMeal = msg.message
 
         async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, "school_settings", None)
-            if claims is None:
-                return
-            if not _same_school(claims, cmd.school_id):
-                tx.fail("forbidden", "staff of another school")
+            if self._school_staff(tx, msg, "school_settings", cmd.school_id) is None:
                 return
             changed = await store.set_school_grace_meal(
                 tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
@@ -463,11 +468,7 @@ class Handlers:
         query: wire.GetSalesReport = msg.message
 
         async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, "view_sales", None)
-            if claims is None:
-                return
-            if not _same_school(claims, query.school_id):
-                tx.fail("forbidden", "staff of another school")
+            if self._school_staff(tx, msg, "view_sales", query.school_id) is None:
                 return
             accounts = await store.accounts_of_school(tx, query.school_id)
             tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
