@@ -103,8 +103,10 @@ class SalePosted(Event):
     items: list[SaleItem]
     total: PositiveKopecks = Field(description="Sum of qty * unit price.")
     paid_money: Kopecks = Field(description="Part paid from balances.")
-    paid_bonus: Kopecks = Field(description="Part paid with bonus points.")
-    bonus_accrued: Kopecks = Field(description="Points accrued (1 % of the money part).")
+    paid_bonus: Kopecks = Field(description="Part paid with bonus points (never for a category "
+                                "excluded from bonuses, WALLET_BONUS_EXCLUDED_CATEGORIES).")
+    bonus_accrued: Kopecks = Field(description="Points accrued: 1 % of the money paid for "
+                                   "lines whose category is not excluded from bonuses.")
     grace_meal: bool = Field(default=False, description="Paid on credit under the grace rule.")
     balances: Balances = Field(description="All balances after the sale.",
                                examples=[_BALANCES_EXAMPLE])
@@ -269,7 +271,8 @@ class SaleLineRefunded(Event):
 
     contract: ContractNumber
     refund_id: Identifier = Field(description="Idempotency key of the refund "
-                                  "(``dispute:<dispute id>`` for a dispute).",
+                                  "(``dispute:<dispute id>`` for a dispute, "
+                                  "``staff:<request id>`` for a RefundSaleLine).",
                                   examples=["dispute:req-000451"])
     sale_id: Identifier = Field(description="The sale refunded.", examples=["till-7-000981"])
     line: int = Field(ge=0, description="Sale line index (0-based).", examples=[0])
