@@ -315,6 +315,21 @@ async def test_a_payment_id_reused_on_another_contract_is_rejected_and_credits_n
     assert (await world.consistent(first.contract)).balances.canteen == 100_00
 
 
+async def test_a_sale_id_reused_on_another_card_is_dead_lettered_and_debits_nothing(
+        world: World) -> None:
+    first, second = await world.open_account(), await world.open_account()
+    await world.top_up(first.contract, 100_00)
+    await world.top_up(second.contract, 100_00)
+    sale = world.sale(first, item(30_00))
+    assert (await world.sell(sale))["approved"] is True
+    await world.integrator.publish(world.sale(second, item(30_00), sale_id=sale.sale_id),
+                                   second.card_uid)
+    [dead] = await world.dead.wait_for(lambda r: r.key == second.card_uid)
+    assert dead.headers[DLQ_CODE] == "operation_id_conflict"
+    assert sale.sale_id in dead.headers[DLQ_REASON]
+    assert (await world.consistent(second.contract)).balances.canteen == 100_00
+
+
 async def test_bonus_points_pay_for_a_meal_but_never_for_sweets(world: World) -> None:
     card = await world.open_account()
     await world.top_up(card.contract, 2000_00)
