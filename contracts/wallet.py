@@ -175,10 +175,10 @@ class LowBalanceReached(Event):
 
     contract: ContractNumber
     sub_balance: SubBalance = Field(
-        description="The pocket whose debit took canteen + general below the threshold: "
-        "canteen while a meal is paid from canteen (a grace meal too), general once canteen is "
-        "spent or when a fare or a move out of general lowered it; the source of a move. Never "
-        "transit: the threshold is not measured on it.", examples=["canteen"])
+        description="The pocket whose draw took canteen + general below the threshold: a meal "
+        "draws canteen, then general, then (a grace meal) canteen again; a fare lowers the sum "
+        "only through general; a move through its source. Never transit: the threshold is not "
+        "measured on it.", examples=["canteen"])
     balance: SignedKopecks = Field(description="Canteen + general after the debit, kopecks.",
                                    examples=[14_000])
     threshold: Kopecks

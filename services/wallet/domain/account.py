@@ -495,7 +495,8 @@ class Account:
         )
         if grace:
             self._events.append(GraceMealGranted(self.contract, sale_id, self.grace_debt, at))
-        self._after_debit(at, drawn=_C if grace or not from_general else _G)
+        self._after_debit(at, drawn=self._crossing_pocket(
+            [(_C, from_canteen), (_G, from_general), (_C, grace)]))
         self._touch()
         return self._sale_result(record)
 
@@ -1084,7 +1085,7 @@ class Account:
         self._events.append(
             MoneyMoved(self.contract, transfer_id, source, target, amount, self.balances, at)
         )
-        self._after_debit(at, drawn=source)
+        self._after_debit(at, drawn=source)  # the one draw of a move
         self._touch()
         return self._transfer_result(record)
 
@@ -1197,12 +1198,24 @@ class Account:
         # Enough history for the prediction window; today is always among the newest.
         self.daily_spend = days[-(PREDICTION_WINDOW_DAYS + 1):]
 
+    def _crossing_pocket(self, draws: Sequence[tuple[SubBalance, int]]) -> SubBalance:
+        """The pocket whose draw took canteen + general below the threshold, replaying the
+        debit's draws in order from the funds before it (already posted); the last pocket
+        drawn when none crossed."""
+        funds = self.balances.meal_funds + sum(amount for _, amount in draws)
+        threshold = self.low_balance_threshold
+        for pocket, amount in draws:
+            funds -= amount
+            if amount and threshold is not None and funds < threshold:
+                return pocket
+        return next((pocket for pocket, amount in reversed(draws) if amount), _G)
+
     def _after_debit(self, at: datetime, drawn: SubBalance = _G) -> None:
         """Low-balance alert and auto top-up after money left the account.
 
-        ``drawn`` is the meal pocket the debit drew on last, reported with the alert: canteen
-        or general for a sale, the source of a move; a fare lowers canteen + general only
-        through general, hence the default.
+        ``drawn`` is the pocket whose draw crossed the threshold, reported with the alert (see
+        ``_crossing_pocket``); a fare lowers canteen + general only through general, hence the
+        default.
         """
         funds = self.balances.meal_funds
         threshold = self.low_balance_threshold

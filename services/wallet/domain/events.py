@@ -179,9 +179,9 @@ class DisputeRejected:
 class LowBalanceReached:
     """Once per downward crossing of the parent's threshold on canteen + general (``balance``).
 
-    ``sub_balance`` is the pocket whose debit took the sum below the threshold: canteen while a
-    meal is paid from canteen (a grace meal included), general once canteen is spent or when a
-    fare or a move out of general lowered it.
+    ``sub_balance`` is the pocket whose draw took the sum below the threshold: a meal draws
+    canteen, then general, then (a grace meal) canteen again; a fare lowers the sum only
+    through general; a move through its source.
     """
 
     contract: str

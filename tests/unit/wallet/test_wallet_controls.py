@@ -247,11 +247,17 @@ def test_the_low_balance_alert_names_the_pocket_whose_debit_crossed_the_threshol
     (alert,) = _low(from_canteen.pull_events())
     assert (alert.sub_balance, alert.balance) == (SubBalance.CANTEEN, 200_00)
 
-    into_general = funded(general=100_00, canteen=50_00)
-    into_general.set_low_balance_threshold(120_00, now=NOW)
-    into_general.sale("s1", terminal_id="t1", items=[meal(80_00)], now=at(1))
-    (alert,) = _low(into_general.pull_events())
-    assert (alert.sub_balance, alert.balance) == (SubBalance.GENERAL, 70_00)
+    crossed_in_canteen = funded(general=100_00, canteen=30_00)
+    crossed_in_canteen.set_low_balance_threshold(120_00, now=NOW)
+    crossed_in_canteen.sale("s1", terminal_id="t1", items=[meal(50_00)], now=at(1))
+    (alert,) = _low(crossed_in_canteen.pull_events())  # 130 -> 100 by canteen, then 80
+    assert (alert.sub_balance, alert.balance) == (SubBalance.CANTEEN, 80_00)
+
+    into_general = funded(general=100_00, canteen=30_00)
+    into_general.set_low_balance_threshold(100_00, now=NOW)
+    into_general.sale("s1", terminal_id="t1", items=[meal(50_00)], now=at(1))
+    (alert,) = _low(into_general.pull_events())  # 130 -> 100 by canteen, 80 by general
+    assert (alert.sub_balance, alert.balance) == (SubBalance.GENERAL, 80_00)
 
     by_fare = funded(general=100_00, canteen=50_00)
     by_fare.set_low_balance_threshold(120_00, now=NOW)
