@@ -572,6 +572,26 @@ async def test_a_failed_auto_top_up_is_told_to_the_parent_once_and_a_later_cross
     assert (await world.account(card.contract)).auto_top_up_pending == f"auto-{card.contract}-2"
 
 
+async def test_the_low_balance_alert_names_the_pocket_that_crossed_and_re_arms_on_a_money_move(
+        world: World) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 100_00, "general")
+    await world.accepted(w.SetControls(request_id=uid("req"), contract=card.contract,
+                                       low_balance_threshold=80_00), card.contract)
+    await world.integrator.publish(FareAssessed(
+        ride_id=uid("ride"), contract=card.contract, card_uid=card.card_uid, amount=40_00,
+        tapped_at=world.clock.now), card.contract)
+    low = await world.event("LowBalanceReached", card.contract)
+    assert (low.json()["sub_balance"], low.json()["balance"]) == ("general", 60_00)
+    await world.top_up(card.contract, 50_00, "transit")  # meal funds still 60: not re-armed
+    await world.accepted(w.MoveMoney(request_id=uid("mv"), contract=card.contract,
+                                     from_sub_balance="transit", to_sub_balance="canteen",
+                                     amount=30_00), card.contract)  # 90: re-armed
+    assert (await world.sell(world.sale(card, item(20_00))))["approved"] is True
+    again = await world.event("LowBalanceReached", card.contract, count=2)
+    assert (again.json()["sub_balance"], again.json()["balance"]) == ("canteen", 70_00)
+
+
 # --- disputes -----------------------------------------------------------------------------------
 
 async def test_a_disputed_sale_line_is_refunded_once_by_staff_and_never_beyond_the_charge(
