@@ -53,11 +53,31 @@ ContractNumber = Annotated[
         examples=["40012345"],
     ),
 ]
+def luhn_valid(digits: str) -> bool:
+    """The Luhn check digit test every bank card number (PAN) passes."""
+    total = 0
+    for n, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if n % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def _not_a_pan(value: str) -> str:
+    # A PAN must never enter the platform (PCI DSS): refuse anything shaped like one, and never
+    # repeat the value in the message.
+    if value.isdigit() and 13 <= len(value) <= 19 and luhn_valid(value):
+        raise ValueError("looks like a bank card number (13-19 digits passing the Luhn check); "
+                         "a card UID is the contactless chip's UID in hex, never a PAN")
+    return value
+
+
 CardUid = Annotated[
     str,
     StringConstraints(pattern=r"^[0-9A-F]{8,20}$"),
+    AfterValidator(_not_a_pan),
     Field(
-        description="Contactless chip UID as upper-case hex (4, 7 or 10 bytes). Never a bank PAN.",
+        description="Contactless chip UID as upper-case hex (4, 7 or 10 bytes). Never a bank "
+        "PAN: 13-19 decimal digits passing the Luhn check are refused as a schema violation.",
         examples=["04A2B3C4D5E6F7"],
     ),
 ]

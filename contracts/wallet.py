@@ -103,8 +103,10 @@ class SalePosted(Event):
     items: list[SaleItem]
     total: PositiveKopecks = Field(description="Sum of qty * unit price.")
     paid_money: Kopecks = Field(description="Part paid from balances.")
-    paid_bonus: Kopecks = Field(description="Part paid with bonus points.")
-    bonus_accrued: Kopecks = Field(description="Points accrued (1 % of the money part).")
+    paid_bonus: Kopecks = Field(description="Part paid with bonus points (never for a category "
+                                "excluded from bonuses, WALLET_BONUS_EXCLUDED_CATEGORIES).")
+    bonus_accrued: Kopecks = Field(description="Points accrued: 1 % of the money paid for "
+                                   "lines whose category is not excluded from bonuses.")
     grace_meal: bool = Field(default=False, description="Paid on credit under the grace rule.")
     balances: Balances = Field(description="All balances after the sale.",
                                examples=[_BALANCES_EXAMPLE])
@@ -172,11 +174,18 @@ class DebtSettled(Event):
 
 
 class LowBalanceReached(Event):
-    """Emitted once per downward crossing of the parent's threshold; re-armed by a top-up."""
+    """Emitted once per downward crossing of the parent's threshold on canteen + general (what
+    a meal can draw on); re-armed by whatever lifts that sum back to the threshold: a top-up, a
+    sale or fare refund, a money move, an approved dispute."""
 
     contract: ContractNumber
-    sub_balance: SubBalance
-    balance: SignedKopecks
+    sub_balance: SubBalance = Field(
+        description="The pocket whose draw took canteen + general below the threshold: a meal "
+        "draws canteen, then general, then (a grace meal) canteen again; a fare lowers the sum "
+        "only through general; a move through its source. Never transit: the threshold is not "
+        "measured on it.", examples=["canteen"])
+    balance: SignedKopecks = Field(description="Canteen + general after the debit, kopecks.",
+                                   examples=[14_000])
     threshold: Kopecks
     predicted_days_left: int | None = Field(
         description="About how many days of lunches are left at the child's own recent "
@@ -267,7 +276,8 @@ class SaleLineRefunded(Event):
 
     contract: ContractNumber
     refund_id: Identifier = Field(description="Idempotency key of the refund "
-                                  "(``dispute:<dispute id>`` for a dispute).",
+                                  "(``dispute:<dispute id>`` for a dispute, "
+                                  "``staff:<request id>`` for a RefundSaleLine).",
                                   examples=["dispute:req-000451"])
     sale_id: Identifier = Field(description="The sale refunded.", examples=["till-7-000981"])
     line: int = Field(ge=0, description="Sale line index (0-based).", examples=[0])
@@ -439,6 +449,37 @@ class SetGraceMeal(Command):
     max_debt: Kopecks = 150_00
 
 
+class RefundSaleLine(Command):
+    """Staff with the refund action (support; staff bound to a school only for its own
+    children): give back (part of) one sale line outside a dispute, at most what is still
+    unrefunded on it. Money first (canteen as far as canteen paid, then general), then the
+    points redeemed; points accrued on the money refunded are taken back. Answered
+    ``CommandAccepted`` (also for a retry) or ``ErrorReply`` (``forbidden``,
+    ``unknown_contract``, ``unknown_sale``, ``unknown_sale_line``, ``not_charged``,
+    ``refund_exceeds_charge``, ``idempotency_conflict``); the parents get
+    ``SaleLineRefunded`` with refund id ``staff:<request_id>``."""
+
+    request_id: Identifier = Field(description="Idempotency key of the refund: a retry with "
+                                   "the same id refunds once; the same id with another sale, "
+                                   "line or amount is refused (idempotency_conflict).",
+                                   examples=["rfd-2026-000451"])
+    contract: ContractNumber
+    sale_id: Identifier = Field(description="The sale refunded.", examples=["till-7-000981"])
+    line: int = Field(ge=0, le=49, description="Sale line index (0-based).", examples=[0])
+    amount: PositiveKopecks = Field(description="Face value to refund on the line, kopecks.",
+                                    examples=[4_500])
+
+
+class GetSalesReport(Query):
+    """The canteen's day at one school: for the canteen supplier (role canteen_operator) and
+    the school admin of that school only. Answered ``SalesReportReply``: aggregated per till
+    and category, so its size is bounded by tills x categories whatever the number of sales."""
+
+    school_id: SchoolId
+    date: LocalDate = Field(description="The school-local day reported: sales and declines "
+                            "sold that day, refunds made that day.", examples=["2026-09-01"])
+
+
 class GetBalance(Query):
     contract: ContractNumber
 
@@ -492,3 +533,64 @@ class StatementReply(Reply):
     csv: str | None = Field(default=None, description="The statement as CSV text when csv was "
                             "requested; otherwise None.",
                             examples=["date,time,kind,status,amount_rub\r\n"])
+
+
+class SalesReportLine(Part):
+    """Approved sales of one category at one till (face value: points included)."""
+
+    terminal_id: Identifier = Field(description="The till.", examples=["izh-42-till-1"])
+    category: FoodCategory = Field(description="Menu category of the lines.",
+                                   examples=["hot_meal"])
+    sales: int = Field(ge=0, description="Approved sales with at least one line of this "
+                       "category.", examples=[42])
+    quantity: int = Field(ge=0, description="Items sold.", examples=[57])
+    amount: int = Field(ge=0, description="Face value sold, kopecks (qty x unit price).",
+                        examples=[4_845_00])
+
+
+class SalesReportDecline(Part):
+    reason: DeclineReason
+    sales: int = Field(ge=0, description="Sales declined for this reason.", examples=[3])
+    amount: int = Field(ge=0, description="Their face value, kopecks.", examples=[255_00])
+
+
+class SalesReportRefund(Part):
+    """Refunds made that day of lines of one category at one till."""
+
+    terminal_id: Identifier = Field(description="The till.", examples=["izh-42-till-1"])
+    category: FoodCategory = Field(description="Menu category of the lines.",
+                                   examples=["hot_meal"])
+    refunds: int = Field(ge=0, description="Refunds (staff refunds and approved disputes).",
+                         examples=[1])
+    amount: int = Field(ge=0, description="Face value refunded, kopecks.", examples=[45_00])
+    money: int = Field(ge=0, description="Part given back as money, kopecks (the rest as "
+                       "points).", examples=[45_00])
+
+
+class SalesReportReply(Reply):
+    """Totals and lines of one school's canteen day; lines sorted by till, then category."""
+
+    school_id: SchoolId
+    date: LocalDate
+    approved_sales: int = Field(default=0, ge=0, description="Approved sales.",
+                                examples=[120])
+    approved_amount: int = Field(default=0, ge=0, description="Their face value, kopecks.",
+                                 examples=[10_200_00])
+    paid_money: int = Field(default=0, ge=0, description="Part paid from balances (grace "
+                            "meals included), kopecks.", examples=[10_150_00])
+    paid_bonus: int = Field(default=0, ge=0, description="Part paid with bonus points.",
+                            examples=[50_00])
+    declined_sales: int = Field(default=0, ge=0, description="Declined sales.", examples=[4])
+    declined_amount: int = Field(default=0, ge=0, description="Their face value, kopecks.",
+                                 examples=[340_00])
+    refunds: int = Field(default=0, ge=0, description="Refunds made that day.", examples=[1])
+    refunded_amount: int = Field(default=0, ge=0, description="Face value refunded, kopecks.",
+                                 examples=[45_00])
+    refunded_money: int = Field(default=0, ge=0, description="Part given back as money.",
+                                examples=[45_00])
+    lines: list[SalesReportLine] = Field(default_factory=list, description="Approved sales per "
+                                         "till and category.")
+    declines: list[SalesReportDecline] = Field(default_factory=list, description="Declines "
+                                               "per reason.")
+    refund_lines: list[SalesReportRefund] = Field(default_factory=list, description="Refunds "
+                                                  "per till and category.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,12 @@ T = TypeVar("T")
 
 def uid(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def chip_uid(rng: random.Random | None = None) -> str:
+    """A random 7-byte chip UID in hex whose first digit is a letter (A, B, E or F): never all
+    digits, so never shaped like a bank card number, which the contracts refuse."""
+    return f"{(rng or random).getrandbits(56) | 0xA << 52:014X}"
 
 
 async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30,

@@ -119,7 +119,8 @@ def generate_city(rng: random.Random, schools: int, students: int) -> City:
     contracts = rng.sample(range(10_000_000, 99_999_999), students)
     for i, contract in enumerate(contracts):
         kids.append(Student(
-            contract=str(contract), card_uid=f"{rng.getrandbits(56):014X}",
+            # The first hex digit is a letter: a UID is never all digits, never PAN-shaped.
+            contract=str(contract), card_uid=f"{rng.getrandbits(56) | 0xA << 52:014X}",
             school_id=school_ids[i % schools],
             class_name=f"{rng.randint(1, 11)}{rng.choice('АБВ')}",
             name=rng.choice(FIRST_NAMES),

@@ -34,7 +34,8 @@ PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
 }
 STAFF_ACTIONS: dict[Role, frozenset[str]] = {
     Role.SUPPORT: frozenset({"view", "resolve_dispute", "refund", "block_card", "manage_staff"}),
-    Role.SCHOOL_ADMIN: frozenset({"view", "resolve_dispute", "school_settings", "manual_entry"}),
+    Role.SCHOOL_ADMIN: frozenset({"view", "resolve_dispute", "school_settings", "manual_entry",
+                                  "view_sales"}),
     Role.CANTEEN_OPERATOR: frozenset({"view_sales"}),
     Role.TEACHER: frozenset({"view_attendance"}),
 }

@@ -28,6 +28,7 @@ async def wire(rt: Runtime) -> Routes:
         integrations.CardReissued: h.on_card_reissued,
         # integrations.topups.v1
         integrations.TopUpReceived: h.on_top_up,
+        integrations.AutoTopUpCollectionFailed: h.on_auto_top_up_failed,
         # integrations.canteen-sales.v1
         integrations.CanteenSaleRequested: h.on_sale,
         # transit.events.v1
@@ -42,8 +43,10 @@ async def wire(rt: Runtime) -> Routes:
         commands.OpenDispute: h.on_open_dispute,
         commands.ResolveDispute: h.on_resolve_dispute,
         commands.SetGraceMeal: h.on_set_grace_meal,
+        commands.RefundSaleLine: h.on_refund_sale_line,
         commands.GetBalance: h.on_get_balance,
         commands.GetStatement: h.on_get_statement,
+        commands.GetSalesReport: h.on_get_sales_report,
     }
 
 

@@ -42,6 +42,7 @@ class Handlers:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
+        self._bonus_excluded = tuple(c.value for c in self.settings.bonus_excluded_categories)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -158,6 +159,25 @@ class Handlers:
 
         await self._run(msg, body)
 
+    async def on_auto_top_up_failed(self, msg: Inbound) -> None:
+        """The integrator could not collect a planned payment: tell the parent, ask again at
+        the next crossing. A request no longer pending (answered, withdrawn, failed before)
+        changes nothing."""
+        failure: inbound.AutoTopUpCollectionFailed = msg.message
+
+        async def body(tx: Transaction) -> None:
+            account = await store.load_account(tx, failure.contract)
+            if account is None:
+                raise Rejected("unknown_contract", f"no account {failure.contract}")
+            loaded = account.version
+            try:
+                account.cancel_auto_top_up(failure.request_id, reason=failure.reason, now=tx.now)
+            except d.WalletRejected as exc:
+                raise _rejected(exc) from None
+            await self._commit(tx, account, loaded)
+
+        await self._run(msg, body)
+
     async def _apply_parked(self, tx: Transaction,
                             account: d.Account) -> list[inbound.TopUpReceived]:
         """Credit the payments that came before the account opened, in the order they came;
@@ -215,7 +235,8 @@ class Handlers:
             try:
                 result = account.sale(sale.sale_id, terminal_id=sale.terminal_id,
                                       items=outbound.domain_items(sale.items), now=sold_at,
-                                      bonus_points=sale.bonus_to_redeem)
+                                      bonus_points=sale.bonus_to_redeem,
+                                      bonus_excluded_categories=self._bonus_excluded)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
@@ -322,6 +343,15 @@ class Handlers:
             tx.fail(exc.code, str(exc))
             return None
 
+    def _school_staff(self, tx: Transaction, msg: Inbound, action: str,
+                      school_id: str) -> AccessTokenClaims | None:
+        """Claims of staff who may do ``action`` at ``school_id``; None after an ErrorReply."""
+        claims = self._authorized(tx, msg, action, None)
+        if claims is not None and not _same_school(claims, school_id):
+            tx.fail("forbidden", "staff of another school")
+            return None
+        return claims
+
     @staticmethod
     async def _account_for(tx: Transaction, contract: str) -> d.Account | None:
         account = await store.load_account(tx, contract)
@@ -385,15 +415,19 @@ class Handlers:
 
         await self._command(msg, "resolve_dispute", cmd.contract, operate)
 
+    async def on_refund_sale_line(self, msg: Inbound) -> None:
+        """A staff refund outside a dispute; its refund id is ``staff:<request id>`` (apart
+        from a dispute's ``dispute:<id>``), so a retried request refunds once."""
+        cmd: wire.RefundSaleLine = msg.message
+        await self._command(msg, "refund", cmd.contract, lambda a, c, tx: a.refund_sale_line(
+            f"staff:{cmd.request_id}", cmd.sale_id, cmd.line, cmd.amount, staff_id=c.sub,
+            now=tx.now))
+
     async def on_set_grace_meal(self, msg: Inbound) -> None:
         cmd: wire.SetGraceMeal = msg.message
 
         async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, "school_settings", None)
-            if claims is None:
-                return
-            if not _same_school(claims, cmd.school_id):
-                tx.fail("forbidden", "staff of another school")
+            if self._school_staff(tx, msg, "school_settings", cmd.school_id) is None:
                 return
             changed = await store.set_school_grace_meal(
                 tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
@@ -445,6 +479,17 @@ class Handlers:
 
         await self._run(msg, body)
 
+    async def on_get_sales_report(self, msg: Inbound) -> None:
+        query: wire.GetSalesReport = msg.message
+
+        async def body(tx: Transaction) -> None:
+            if self._school_staff(tx, msg, "view_sales", query.school_id) is None:
+                return
+            accounts = await store.accounts_of_school(tx, query.school_id)
+            tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
+
+        await self._run(msg, body)
+
     # --- ticks ------------------------------------------------------------------------------------
 
     async def expire_bonuses(self) -> int:
@@ -474,6 +519,15 @@ def _credit(account: d.Account, top_up: inbound.TopUpReceived, now: datetime) ->
                           auto_top_up_request_id=top_up.auto_top_up_request_id)
 
 
+_SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
+
+
 def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:
-    """School admins act only on their own school; parents and support are not bound to one."""
-    return claims.role is not Role.SCHOOL_ADMIN or claims.school_id == school_id
+    """School staff (admins, canteen operators, teachers) act only on their own school, never
+    without one; other staff named with a school only on that school; parents and support
+    without a school are not bound to one."""
+    if claims.role is Role.PARENT:
+        return True
+    if claims.role in _SCHOOL_STAFF:
+        return claims.school_id == school_id
+    return claims.school_id in (None, school_id)

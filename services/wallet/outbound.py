@@ -125,8 +125,8 @@ def _dispute_rejected(e: d.DisputeRejected) -> ContractModel:
 
 
 def _low_balance(e: d.LowBalanceReached) -> ContractModel:
-    # The domain measures canteen + general (what a meal can draw on): reported as canteen.
-    return wire.LowBalanceReached(contract=e.contract, sub_balance="canteen", balance=e.balance,
+    return wire.LowBalanceReached(contract=e.contract, sub_balance=e.sub_balance.value,
+                                  balance=e.balance,
                                   threshold=e.threshold,
                                   predicted_days_left=e.days_of_lunches_left, reached_at=e.at)
 
@@ -135,6 +135,11 @@ def _auto_top_up(e: d.AutoTopUpRequested) -> ContractModel:
     return wire.AutoTopUpRequested(request_id=e.request_id, contract=e.contract,
                                    amount=e.amount, sub_balance=e.sub_balance.value,
                                    requested_at=e.at)
+
+
+def _auto_top_up_failed(e: d.AutoTopUpFailed) -> ContractModel:
+    return wire.AutoTopUpFailed(contract=e.contract, request_id=e.request_id, amount=e.amount,
+                                reason=e.reason, failed_at=e.at)
 
 
 def _auto_top_up_cancelled(e: d.AutoTopUpCancelled) -> ContractModel:
@@ -192,6 +197,7 @@ OUTBOUND: dict[type[Any], tuple[Callable[[Any], ContractModel], Callable[[Any], 
                         lambda e: message_id("resolved", e.contract, e.dispute_id)),
     d.LowBalanceReached: (_low_balance, lambda e: message_id("low", e.contract, e.at.isoformat())),
     d.AutoTopUpRequested: (_auto_top_up, lambda e: message_id("auto", e.request_id)),
+    d.AutoTopUpFailed: (_auto_top_up_failed, lambda e: message_id("auto-failed", e.request_id)),
     d.AutoTopUpCancelled: (_auto_top_up_cancelled,
                            lambda e: message_id("auto-cancel", e.request_id)),
     d.CardBlocked: (_card_blocked, lambda e: message_id("blocked", e.contract, e.at.isoformat())),
@@ -281,6 +287,22 @@ def receipt(top_up: inbound.TopUpReceived, email: str, at: datetime) -> Wired:
                                  amount=top_up.amount, email=email, issued_at=at)
     return (topic_for(wire.ReceiptIssued).name, top_up.contract, message,
             message_id("receipt", top_up.payment_id))
+
+
+def sales_report(query: wire.GetSalesReport, r: d.SalesReport) -> wire.SalesReportReply:
+    return wire.SalesReportReply(
+        school_id=query.school_id, date=query.date, approved_sales=r.approved_sales,
+        approved_amount=r.approved_amount, paid_money=r.paid_money, paid_bonus=r.paid_bonus,
+        declined_sales=r.declined_sales, declined_amount=r.declined_amount, refunds=r.refunds,
+        refunded_amount=r.refunded_amount, refunded_money=r.refunded_money,
+        lines=[wire.SalesReportLine(terminal_id=x.terminal_id, category=x.category,
+                                    sales=x.sales, quantity=x.quantity, amount=x.amount)
+               for x in r.lines],
+        declines=[wire.SalesReportDecline(reason=x.reason.value, sales=x.sales, amount=x.amount)
+                  for x in r.declines],
+        refund_lines=[wire.SalesReportRefund(terminal_id=x.terminal_id, category=x.category,
+                                             refunds=x.refunds, amount=x.amount, money=x.money)
+                      for x in r.refund_lines])
 
 
 # --- statement ---------------------------------------------------------------------------------

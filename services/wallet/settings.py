@@ -1,6 +1,7 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from contracts.integrations import FoodCategory
 from services.runtime.settings import ServiceSettings
 
 
@@ -15,5 +16,10 @@ class Settings(ServiceSettings):
                                          "of parked payments is checked.")
     grace_meal_default: int = Field(default=0, ge=0, description="Grace-meal debt bound in "
                                     "kopecks for schools without their own setting (0: off).")
+    bonus_excluded_categories: tuple[FoodCategory, ...] = Field(
+        default=(FoodCategory.SWEETS, FoodCategory.FAST_FOOD),
+        description="Menu categories bonus points never pay for and never accrue on (the "
+        "school's counterpart of IRBIS SMART's tobacco rule: points reward meals, they do not "
+        "promote sweets and fast food); a JSON list, [] allows every category.")
     bonus_expiry_every_s: float = Field(default=24 * 3600, gt=0, description="Period of the "
                                         "bonus-expiry tick (it also runs once at start).")

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.integrations import TopUpReceived
 from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
@@ -60,6 +60,14 @@ async def account_by_card(tx: Transaction, card_uid: str) -> Account | None:
     return Account.from_doc(_strip(docs[0])) if docs else None
 
 
+async def accounts_of_school(tx: Transaction, school_id: str) -> list[Account]:
+    """Every account of a school, closed ones too (their history stays there): the sales
+    report reads the sales and refunds they remember."""
+    docs = await tx.db.wallet_accounts.find({"school_id": school_id},
+                                            session=tx.session).to_list(None)
+    return [Account.from_doc(_strip(doc)) for doc in docs]
+
+
 async def save_account(tx: Transaction, account: Account, expected_version: int | None) -> None:
     """Insert a new account (``expected_version`` None) or replace it if nobody else wrote
     since it was loaded."""
@@ -74,7 +82,13 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
         raise AccountExists(account.contract) from None
 
 
+_DUPLICATE_KEY = 11000
+
+
 async def append_entries(tx: Transaction, entries: list[LedgerEntry]) -> None:
+    """Insert the entries; an entry id already taken (the system leg of the same operation id
+    posted for another contract) raises OperationClash. ``insert_many`` reports a duplicate
+    key as a BulkWriteError, any other write error is re-raised."""
     if not entries:
         return
     try:
@@ -82,6 +96,11 @@ async def append_entries(tx: Transaction, entries: list[LedgerEntry]) -> None:
             [{"_id": f"{e.account}:{e.entry_id}", **e.to_doc()} for e in entries],
             session=tx.session)
     except DuplicateKeyError:
+        raise OperationClash(entries[0].operation_id) from None
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors") or [{}]
+        if any(error.get("code") != _DUPLICATE_KEY for error in errors):
+            raise
         raise OperationClash(entries[0].operation_id) from None
 
 

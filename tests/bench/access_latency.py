@@ -29,7 +29,7 @@ from services.runtime.logs import configure_logging
 from services.runtime.service import Service
 from services.runtime.settings import InfraSettings
 from services.runtime.tokens import issue_access_token
-from tests.support import Integrator, Requester, TopicReader, uid
+from tests.support import Integrator, Requester, TopicReader, chip_uid, uid
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -63,7 +63,7 @@ async def bench(env: dict[str, str], taps: int, rate: float, students: int) -> N
                 hours=[DayHours(weekday=w, opens="00:00", closes="23:59", first_lesson="23:58")
                        for w in range(7)])
             assert (await req.send(schedule, school_id, token=admin)).json()["ok"]
-            cards = [CardIssued(contract=str(c), card_uid=f"{random.getrandbits(56):014X}",
+            cards = [CardIssued(contract=str(c), card_uid=chip_uid(),
                                 school_id=school_id, school_tz=zone, student_id=uid("stu"),
                                 class_name="5A", birth_date=date(2014, 1, 1),
                                 issued_at=datetime.now(UTC) - timedelta(days=1))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from contracts.integrations import CardIssued, TopUpReceived
 from deploy.local import stack as devstack
-from tests.support import Integrator, TopicReader, uid
+from tests.support import Integrator, TopicReader, chip_uid, uid
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -41,7 +41,7 @@ async def run(topups: int, accounts: int, run_dir: Path, rate: float = 0) -> dic
                 TopicReader(bootstrap, "wallet.events.v1") as events:
             for c in contracts:
                 await integrator.publish(CardIssued(
-                    contract=c, card_uid=f"{rng.getrandbits(56):014X}", school_id="bench",
+                    contract=c, card_uid=chip_uid(rng), school_id="bench",
                     school_tz="Europe/Samara", student_id=uid("s"), class_name="1А",
                     birth_date=date(2018, 1, 1), issued_at=now), c)
             await events.wait_for(lambda r: r.type.endswith("AccountOpened"), count=accounts,

@@ -20,7 +20,8 @@ from contracts.envelope import (
     encode,
     registered_types,
 )
-from contracts.integrations import TopUpReceived
+from contracts.integrations import CanteenSaleRequested, TopUpReceived
+from contracts.types import CardUid
 
 pytestmark = pytest.mark.unit
 
@@ -151,3 +152,28 @@ def test_secrets_are_masked_in_repr_but_travel_in_the_payload():
     assert "blue-river-42" not in repr(login)
     assert "blue-river-42" not in str(login)
     assert json.loads(encode(login))["password"] == "blue-river-42"
+
+
+@pytest.mark.parametrize("pan", ["4111111111111111", "5555555555554444", "4012888888881881",
+                                 "4222222222222", "378282246310005", "6304000000000000000"])
+def test_a_card_uid_shaped_like_a_bank_card_number_is_refused_without_repeating_it(pan):
+    sale = CanteenSaleRequested(
+        sale_id="till-7-000981", terminal_id="izh-42-till-1", school_id="izh-school-42",
+        card_uid="04A2B3C4D5E6F7", items=[{"sku": "soup", "name": "Суп", "category": "soup",
+                                           "qty": 1, "unit_price": 50_00}],
+        sold_at=datetime(2026, 9, 1, 5, tzinfo=UTC))
+    with pytest.raises(ValidationError, match="bank card number"):
+        CanteenSaleRequested.model_validate({**sale.model_dump(mode="json"), "card_uid": pan})
+    payload = encode(sale).replace(b"04A2B3C4D5E6F7", pan.encode())
+    with pytest.raises(ContractError) as error:
+        decode(Envelope.new(sale, source="integrator:test"), payload)
+    assert error.value.code == "schema_violation"
+    assert "bank card number" in error.value.reason and pan not in error.value.reason
+
+
+@pytest.mark.parametrize("uid", ["04A2B3C4D5E6F7", "4111111111111112", "411111111111",
+                                 "12345678901234567890", "04112233445566"])
+def test_chip_uids_and_digit_strings_that_are_no_pan_are_card_uids(uid):
+    from pydantic import TypeAdapter
+
+    assert TypeAdapter(CardUid).validate_python(uid) == uid

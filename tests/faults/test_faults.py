@@ -20,7 +20,7 @@ from pymongo import MongoClient
 
 from contracts.integrations import CardIssued, TopUpReceived
 from deploy.local import stack as devstack
-from tests.support import Integrator, eventually, uid
+from tests.support import Integrator, chip_uid, eventually, uid
 
 pytestmark = [pytest.mark.slow, pytest.mark.system]
 
@@ -74,7 +74,7 @@ async def seed(w: World, accounts: int, payments: int) -> tuple[list[str], list[
     async with Integrator(w.bootstrap) as integrator:
         for c in contracts:
             await integrator.publish(CardIssued(
-                contract=c, card_uid=f"{rng.getrandbits(56):014X}", school_id="izh-1",
+                contract=c, card_uid=chip_uid(rng), school_id="izh-1",
                 school_tz="Europe/Samara", student_id=uid("s"), class_name="2Б",
                 birth_date=date(2017, 2, 2), issued_at=now), c)
     await eventually(lambda: asyncio.to_thread(

@@ -21,7 +21,7 @@ from contracts.envelope import Envelope
 from contracts.integrations import CardIssued, GateTapped
 from contracts.wallet import CardBlocked, CardUnblocked
 from services.runtime.tokens import issue_access_token
-from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
+from tests.support import FakeClock, Integrator, Requester, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def school() -> str:
 
 def new_card(school_id: str, class_name: str = "5A") -> CardIssued:
     return CardIssued(contract=f"{random.randrange(10**7, 10**8)}",
-                      card_uid=f"{random.getrandbits(56):014X}", school_id=school_id,
+                      card_uid=chip_uid(), school_id=school_id,
                       school_tz=ZONE_NAME, student_id=uid("stu"), class_name=class_name,
                       birth_date=date(2014, 3, 8), issued_at=local("06:00") - timedelta(days=3))
 

@@ -25,7 +25,7 @@ from contracts.auth import ChildGrant, Role
 from contracts.integrations import CardIssued, GateTapped
 from contracts.types import GuardianRole
 from services.runtime.tokens import issue_access_token
-from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
+from tests.support import FakeClock, Integrator, Requester, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ async def test_a_morning_of_students_gives_the_right_register_late_absence_and_c
     school_id = f"morning-{uid('s')[2:].lower()}"
     clock = FakeClock(local("07:00"))
     contracts = [str(c) for c in rnd.sample(range(10**7, 10**8), students)]
-    cards = [CardIssued(contract=c, card_uid=f"{rnd.getrandbits(56):014X}", school_id=school_id,
+    cards = [CardIssued(contract=c, card_uid=chip_uid(rnd), school_id=school_id,
                         school_tz=ZONE_NAME, student_id=uid("stu"), class_name=CLASSES[i % 4],
                         birth_date=date(2014, 3, 8), issued_at=local("06:00") - timedelta(days=30))
              for i, c in enumerate(contracts)]

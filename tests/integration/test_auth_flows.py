@@ -24,7 +24,7 @@ from services.runtime.tokens import (
     issue_access_token,
     verify_access_token,
 )
-from tests.support import FakeClock, Integrator, Requester, TopicReader, eventually, uid
+from tests.support import FakeClock, Integrator, Requester, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,7 @@ async def auth(service_runner, infra, bootstrap, run_dir: Path) -> AsyncIterator
 
 async def issue_card(a: SimpleNamespace, number: str, born: date = date(2014, 3, 8),
                      initial_password_is_birth_date: bool = False) -> None:
-    card = CardIssued(contract=number, card_uid=f"{random.getrandbits(56):014X}",
+    card = CardIssued(contract=number, card_uid=chip_uid(),
                       school_id="izh-school-42", school_tz="Europe/Samara",
                       student_id=uid("stu"), class_name="5Б", birth_date=born,
                       initial_password_is_birth_date=initial_password_is_birth_date,

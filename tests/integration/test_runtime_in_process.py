@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from contracts.integrations import CardIssued, TopUpReceived
-from tests.support import FakeClock, Integrator, TopicReader, uid
+from tests.support import FakeClock, Integrator, TopicReader, chip_uid, uid
 
 # It was flaky for a reason in the product, not the runner: the card issuance and the payment
 # travel on different topics, and when both waited for a freshly joined consumer the payment
@@ -24,7 +24,7 @@ async def test_a_top_up_is_credited_with_the_injected_clock_and_replayed_identic
         service_runner, bootstrap):
     clock = FakeClock(datetime(2026, 9, 1, 6, 30, tzinfo=UTC))
     contract = f"{random.randrange(10**7, 10**8)}"
-    card = CardIssued(contract=contract, card_uid=f"{random.getrandbits(56):014X}",
+    card = CardIssued(contract=contract, card_uid=chip_uid(),
                       school_id="izh-1", school_tz="Europe/Samara", student_id=uid("stu"),
                       class_name="1А", birth_date=date(2019, 5, 5), issued_at=clock.now)
     payment = TopUpReceived(payment_id=uid("pay"), contract=contract, amount=150_00,

@@ -41,6 +41,7 @@ from tests.support import (
     Record,
     Requester,
     TopicReader,
+    chip_uid,
     eventually,
     uid,
 )
@@ -61,7 +62,7 @@ def contract() -> str:
 
 
 def card_uid() -> str:
-    return f"{random.getrandbits(56):014X}"
+    return chip_uid()
 
 
 def local(text: str) -> datetime:

@@ -26,6 +26,7 @@ from contracts.auth import ChildGrant, Role
 from contracts.catalog import DLQ_CODE, DLQ_REASON
 from contracts.envelope import ContractModel, Envelope
 from contracts.integrations import (
+    AutoTopUpCollectionFailed,
     CanteenSaleRequested,
     CardIssued,
     CardReissued,
@@ -38,7 +39,16 @@ from services.runtime.consumer import Inbound
 from services.runtime.service import Service
 from services.runtime.tokens import issue_access_token
 from services.wallet import domain as d
-from tests.support import FakeClock, Integrator, Record, Requester, TopicReader, eventually, uid
+from tests.support import (
+    FakeClock,
+    Integrator,
+    Record,
+    Requester,
+    TopicReader,
+    chip_uid,
+    eventually,
+    uid,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +60,7 @@ def new_contract() -> str:
 
 
 def new_card() -> str:
-    return f"{random.getrandbits(56):014X}"
+    return chip_uid()
 
 
 def item(price: int, *, sku: str = "soup-1", category: str = "soup", qty: int = 1,
@@ -288,6 +298,67 @@ async def test_every_decline_reason_is_answered_to_the_till_and_told_to_the_pare
     assert set(got) == {r.value for r in w.DeclineReason}
 
 
+async def test_a_payment_id_reused_on_another_contract_is_rejected_and_credits_nothing(
+        world: World) -> None:
+    first, second = await world.open_account(), await world.open_account()
+    paid = await world.top_up(first.contract, 100_00)
+    reused = TopUpReceived(payment_id=paid.json()["payment_id"], contract=second.contract,
+                           amount=100_00, sub_balance="canteen", channel="bank_card",
+                           paid_at=world.clock.now)
+    await world.integrator.publish(reused, second.contract)
+    rejected = await world.event("TopUpRejected", second.contract)
+    assert (rejected.json()["payment_id"], rejected.json()["reason"]) == (
+        reused.payment_id, "payment_id_conflict")
+    await world.top_up(second.contract, 5_00)  # read after the reused payment
+    assert (await world.consistent(second.contract)).balances.canteen == 5_00
+    assert reused.payment_id not in (await world.account(second.contract)).top_ups
+    assert (await world.consistent(first.contract)).balances.canteen == 100_00
+
+
+async def test_a_sale_id_reused_on_another_card_is_dead_lettered_and_debits_nothing(
+        world: World) -> None:
+    first, second = await world.open_account(), await world.open_account()
+    await world.top_up(first.contract, 100_00)
+    await world.top_up(second.contract, 100_00)
+    sale = world.sale(first, item(30_00))
+    assert (await world.sell(sale))["approved"] is True
+    await world.integrator.publish(world.sale(second, item(30_00), sale_id=sale.sale_id),
+                                   second.card_uid)
+    [dead] = await world.dead.wait_for(lambda r: r.key == second.card_uid)
+    assert dead.headers[DLQ_CODE] == "operation_id_conflict"
+    assert sale.sale_id in dead.headers[DLQ_REASON]
+    assert (await world.consistent(second.contract)).balances.canteen == 100_00
+
+
+async def test_bonus_points_pay_for_a_meal_but_never_for_sweets(world: World) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 2000_00)
+    assert (await world.sell(world.sale(card, item(1000_00))))["approved"] is True  # 10_00 pts
+    sweets = item(6_00, sku="candy", category="sweets")
+    decision = await world.sell(world.sale(card, item(3_00), sweets, bonus=10_00))
+    assert (decision["paid_bonus"], decision["paid_money"]) == (3_00, 6_00)
+    posted = await world.event("SalePosted", card.contract,
+                               lambda r: r.json()["paid_bonus"] == 3_00)
+    assert posted.json()["bonus_accrued"] == 0  # nothing on sweets, nothing on points
+    assert (await world.consistent(card.contract)).balances.bonus == 7_00
+
+
+async def test_a_card_uid_shaped_like_a_bank_card_number_is_dead_lettered_and_opens_nothing(
+        world: World) -> None:
+    card = CardIssued(contract=new_contract(), card_uid=new_card(), school_id="izh-school-42",
+                      school_tz=TZ, student_id=uid("stu"), class_name="5Б",
+                      birth_date=date(2014, 3, 8), issued_at=world.clock.now)
+    pan = "4111111111111111"
+    payload = json.dumps({**card.model_dump(mode="json"), "card_uid": pan}).encode()
+    headers = Envelope.new(card, source="integrator:test", subject=card.contract).to_headers()
+    await world.integrator.publish_raw("integrations.card-issuance.v1", payload, card.contract,
+                                       headers)
+    [dead] = await world.dead.wait_for(lambda r: r.key == card.contract)
+    assert dead.headers[DLQ_CODE] == "schema_violation"
+    assert "bank card number" in dead.headers[DLQ_REASON] and pan not in dead.headers[DLQ_REASON]
+    assert await world.svc.runtime.db.wallet_accounts.find_one({"_id": card.contract}) is None
+
+
 async def test_a_payment_that_comes_before_its_card_waits_and_is_credited_when_the_card_opens(
         world: World) -> None:
     """Card issuance and payments travel on different topics: the parent may pay (and the
@@ -472,6 +543,55 @@ async def test_low_balance_is_told_once_per_crossing_and_auto_top_up_requested_o
     assert (await world.consistent(card.contract)).balances.canteen == 550_00
 
 
+async def test_a_failed_auto_top_up_is_told_to_the_parent_once_and_a_later_crossing_asks_again(
+        world: World) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 300_00)
+    await world.accepted(w.SetAutoTopUp(request_id=uid("req"), contract=card.contract,
+                                        enabled=True, threshold=100_00, amount=500_00),
+                         card.contract)
+    assert (await world.sell(world.sale(card, item(250_00))))["approved"] is True
+    [request] = await world.auto.wait_for(lambda r: r.key == card.contract)
+    first = request.json()["request_id"]
+    failure = AutoTopUpCollectionFailed(request_id=first, contract=card.contract,
+                                        reason="card_declined", failed_at=world.clock.now)
+    await world.integrator.publish(failure, card.contract)
+    failed = await world.event("AutoTopUpFailed", card.contract)
+    assert failed.json() | {"failed_at": None} == {
+        "contract": card.contract, "request_id": first, "amount": 500_00,
+        "reason": "card_declined", "failed_at": None}
+    # The integrator re-sends its failure under a new message id: nothing is told twice. A
+    # small top-up behind it on the same partition shows it was read.
+    await world.integrator.publish(failure, card.contract)
+    await world.top_up(card.contract, 10_00)
+    assert (await world.sell(world.sale(card, item(20_00))))["approved"] is True  # 40 < 100
+    again = await world.auto.wait_for(lambda r: r.key == card.contract, count=2)
+    assert [r.json()["request_id"] for r in again] == [first, f"auto-{card.contract}-2"]
+    assert len([r for r in world.events.records if r.key == card.contract
+                and r.type.endswith("AutoTopUpFailed")]) == 1
+    assert (await world.account(card.contract)).auto_top_up_pending == f"auto-{card.contract}-2"
+
+
+async def test_the_low_balance_alert_names_the_pocket_that_crossed_and_re_arms_on_a_money_move(
+        world: World) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 100_00, "general")
+    await world.accepted(w.SetControls(request_id=uid("req"), contract=card.contract,
+                                       low_balance_threshold=80_00), card.contract)
+    await world.integrator.publish(FareAssessed(
+        ride_id=uid("ride"), contract=card.contract, card_uid=card.card_uid, amount=40_00,
+        tapped_at=world.clock.now), card.contract)
+    low = await world.event("LowBalanceReached", card.contract)
+    assert (low.json()["sub_balance"], low.json()["balance"]) == ("general", 60_00)
+    await world.top_up(card.contract, 50_00, "transit")  # meal funds still 60: not re-armed
+    await world.accepted(w.MoveMoney(request_id=uid("mv"), contract=card.contract,
+                                     from_sub_balance="transit", to_sub_balance="canteen",
+                                     amount=30_00), card.contract)  # 90: re-armed
+    assert (await world.sell(world.sale(card, item(20_00))))["approved"] is True
+    again = await world.event("LowBalanceReached", card.contract, count=2)
+    assert (again.json()["sub_balance"], again.json()["balance"]) == ("canteen", 70_00)
+
+
 # --- disputes -----------------------------------------------------------------------------------
 
 async def test_a_disputed_sale_line_is_refunded_once_by_staff_and_never_beyond_the_charge(
@@ -505,6 +625,92 @@ async def test_a_disputed_sale_line_is_refunded_once_by_staff_and_never_beyond_t
     assert account.balances.canteen == 200_00 - 75_00 + 45_00
     assert len([r for r in world.events.records if r.key == card.contract
                 and r.type.endswith("SaleLineRefunded")]) == 1
+
+
+async def test_staff_refund_a_sale_line_once_and_a_parent_is_refused(world: World) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 200_00)
+    sale = world.sale(card, item(45_00, sku="bun", category="bakery"), item(30_00))
+    assert (await world.sell(sale))["approved"] is True
+    refund = w.RefundSaleLine(request_id=uid("rfd"), contract=card.contract,
+                              sale_id=sale.sale_id, line=0, amount=45_00)
+    support = world.token(None, staff=Role.SUPPORT)
+    refused = {
+        "primary guardian": world.token(card.contract),
+        "school admin": world.token(None, staff=Role.SCHOOL_ADMIN, school_id=card.school_id),
+        "canteen operator": world.token(None, staff=Role.CANTEEN_OPERATOR,
+                                        school_id=card.school_id),
+    }
+    for who, token in refused.items():
+        reply = await world.command(refund, card.contract, token)
+        assert (reply["ok"], reply["error"]["code"]) == (False, "forbidden"), who
+    await world.accepted(refund, card.contract, support)
+    await world.accepted(refund, card.contract, support)  # the staff app retried: refunds once
+    refunded = await world.event("SaleLineRefunded", card.contract)
+    assert (refunded.json()["refund_id"], refunded.json()["line"], refunded.json()["money"]) == (
+        f"staff:{refund.request_id}", 0, 45_00)
+    beyond = refund.model_copy(update={"request_id": uid("rfd"), "amount": 1})
+    assert (await world.command(beyond, card.contract, support))["error"]["code"] == (
+        "refund_exceeds_charge")
+    unknown = refund.model_copy(update={"request_id": uid("rfd"), "sale_id": uid("sale")})
+    assert (await world.command(unknown, card.contract, support))["error"]["code"] == (
+        "unknown_sale")
+    account = await world.consistent(card.contract)
+    assert account.balances.canteen == 200_00 - 75_00 + 45_00
+    assert len([r for r in world.events.records if r.key == card.contract
+                and r.type.endswith("SaleLineRefunded")]) == 1
+
+
+async def test_the_sales_report_of_a_school_day_is_for_its_canteen_supplier_and_admin_only(
+        world: World) -> None:
+    school = uid("school").lower()
+    rich, poor = await world.open_account(school), await world.open_account(school)
+    elsewhere = await world.open_account()
+    await world.top_up(rich.contract, 1000_00)
+    await world.top_up(poor.contract, 10_00)
+    await world.top_up(elsewhere.contract, 100_00)
+    soup, bun = item(50_00, sku="soup", category="soup"), item(20_00, sku="bun",
+                                                                 category="bakery", qty=2)
+    sales = [world.sale(rich, soup, bun, terminal="till-a"), world.sale(rich, soup,
+                                                                       terminal="till-b"),
+             world.sale(poor, soup, terminal="till-a"),  # declined: insufficient funds
+             world.sale(elsewhere, soup, terminal="till-a")]  # another school
+    for sale in sales:
+        await world.sell(sale)
+    await world.accepted(w.RefundSaleLine(request_id=uid("rfd"), contract=rich.contract,
+                                          sale_id=sales[1].sale_id, line=0, amount=50_00),
+                         rich.contract, world.token(None, staff=Role.SUPPORT))
+    query = w.GetSalesReport(school_id=school, date=world.clock.now.date().isoformat())
+    supplier = world.token(None, staff=Role.CANTEEN_OPERATOR, school_id=school)
+    report = await world.command(query, school, supplier)
+    assert report["ok"] is True, report
+    totals = {k: report[k] for k in ("approved_sales", "approved_amount", "paid_money",
+                                     "declined_sales", "declined_amount", "refunds",
+                                     "refunded_amount", "refunded_money")}
+    assert totals == {"approved_sales": 2, "approved_amount": 140_00, "paid_money": 140_00,
+                      "declined_sales": 1, "declined_amount": 50_00, "refunds": 1,
+                      "refunded_amount": 50_00, "refunded_money": 50_00}
+    assert [(x["terminal_id"], x["category"], x["sales"], x["quantity"], x["amount"])
+            for x in report["lines"]] == [("till-a", "bakery", 1, 2, 40_00),
+                                          ("till-a", "soup", 1, 1, 50_00),
+                                          ("till-b", "soup", 1, 1, 50_00)]
+    assert report["declines"] == [{"reason": "insufficient_funds", "sales": 1,
+                                   "amount": 50_00}]
+    assert [(x["terminal_id"], x["category"], x["money"]) for x in report["refund_lines"]] == [
+        ("till-b", "soup", 50_00)]
+    admin = world.token(None, staff=Role.SCHOOL_ADMIN, school_id=school)
+    assert (await world.command(query, school, admin))["approved_sales"] == 2
+    refused = {
+        "supplier of another school": world.token(None, staff=Role.CANTEEN_OPERATOR,
+                                                  school_id="other-school"),
+        "admin of another school": world.token(None, staff=Role.SCHOOL_ADMIN,
+                                               school_id="other-school"),
+        "support": world.token(None, staff=Role.SUPPORT),
+        "parent": world.token(rich.contract),
+    }
+    for who, token in refused.items():
+        reply = await world.command(query, school, token)
+        assert (reply["ok"], reply["error"]["code"]) == (False, "forbidden"), who
 
 
 # --- statement ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash
 from services.runtime.tokens import TokenError, authorize, verify_access_token
 from tests.integration.test_auth_flows import REPLY_SECRETS, SECRETS
-from tests.support import Integrator, Requester, TopicReader, eventually, uid
+from tests.support import Integrator, Requester, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.system
 
@@ -35,7 +35,7 @@ async def test_a_parent_registered_through_the_auth_process_gets_a_token_other_s
     phone = f"+7912{random.randrange(10**6, 10**7)}"
     password = f"otter {uid('pw')} paddles"
     SECRETS.add(password)
-    card = CardIssued(contract=number, card_uid=f"{random.getrandbits(56):014X}",
+    card = CardIssued(contract=number, card_uid=chip_uid(),
                       school_id="izh-school-42", school_tz="Europe/Samara",
                       student_id=uid("stu"), class_name="5Б", birth_date=date(2014, 3, 8),
                       issued_at=datetime.now(UTC))

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from contracts.integrations import CardIssued, TopUpReceived
-from tests.support import Integrator, TopicReader, eventually, uid
+from tests.support import Integrator, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.system
 
@@ -22,7 +22,7 @@ async def test_a_wallet_killed_mid_stream_converges_without_loss_or_double_credi
     rng = random.Random(7)
     contracts = [f"{rng.randrange(10**7, 10**8)}" for _ in range(20)]
     now = datetime.now(UTC)
-    cards = [CardIssued(contract=c, card_uid=f"{rng.getrandbits(56):014X}", school_id="izh-1",
+    cards = [CardIssued(contract=c, card_uid=chip_uid(rng), school_id="izh-1",
                         school_tz="Europe/Samara", student_id=uid("stu"), class_name="3А",
                         birth_date=date(2016, 1, 2), issued_at=now) for c in contracts]
     run = uid("run")

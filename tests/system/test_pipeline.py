@@ -11,7 +11,7 @@ import pytest
 from contracts.catalog import DLQ_CODE, DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC
 from contracts.envelope import Envelope
 from contracts.integrations import CardIssued
-from tests.support import Integrator, TopicReader, uid
+from tests.support import Integrator, TopicReader, chip_uid, uid
 
 pytestmark = pytest.mark.system
 
@@ -21,7 +21,7 @@ CARDS = "integrations.card-issuance.v1"
 def card(contract: str | None = None) -> CardIssued:
     return CardIssued(
         contract=contract or f"{random.randrange(10**7, 10**8)}",
-        card_uid=f"{random.getrandbits(56):014X}",
+        card_uid=chip_uid(),
         school_id="izh-school-42", school_tz="Europe/Samara", student_id=uid("stu"),
         class_name="5Б", birth_date=date(2014, 3, 8), issued_at=datetime.now(UTC))
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from contracts.integrations import CardIssued, TopUpReceived, ValidatorTapped
-from tests.support import Integrator, Record, TopicReader, eventually, uid
+from tests.support import Integrator, Record, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.system
 
@@ -31,7 +31,7 @@ def yesterday_at(hhmm: str) -> datetime:
 
 def new_card() -> CardIssued:
     contract = f"{random.randrange(10**7, 10**8)}"
-    return CardIssued(contract=contract, card_uid=f"{random.getrandbits(56):014X}",
+    return CardIssued(contract=contract, card_uid=chip_uid(),
                       school_id="izh-school-42", school_tz="Europe/Samara",
                       student_id=uid("stu"), class_name="5Б", birth_date=date(2014, 3, 8),
                       issued_at=datetime.now(UTC) - timedelta(days=30))

@@ -18,7 +18,7 @@ import pytest
 from contracts.integrations import CanteenSaleRequested, CardIssued, SaleItem, TopUpReceived
 from contracts.transit import FareAssessed
 from services.wallet import domain as d
-from tests.support import Integrator, eventually, uid
+from tests.support import Integrator, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.system
 
@@ -34,7 +34,7 @@ async def test_two_wallet_processes_in_one_group_apply_mixed_events_exactly_once
     run = uid("run")
     now = datetime.now(UTC)
     cards = [CardIssued(contract=f"{rng.randrange(10**7, 10**8)}",
-                        card_uid=f"{rng.getrandbits(56):014X}", school_id="izh-scale",
+                        card_uid=chip_uid(rng), school_id="izh-scale",
                         school_tz="Europe/Samara", student_id=uid("stu"), class_name="7В",
                         birth_date=date(2013, 4, 1), issued_at=now) for _ in range(20)]
     by_contract = {c.contract: c for c in cards}

@@ -9,6 +9,7 @@ from services.wallet.domain.account import Account, Reissue, check_ledger, reiss
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
+    AutoTopUpFailed,
     AutoTopUpRequested,
     BonusesExpired,
     CardBlocked,
@@ -49,6 +50,13 @@ from services.wallet.domain.records import (
     ReissueRecord,
     SaleItem,
 )
+from services.wallet.domain.report import (
+    ReportDecline,
+    ReportLine,
+    ReportRefund,
+    SalesReport,
+    sales_report,
+)
 from services.wallet.domain.results import (
     DisputeResult,
     FareRefundResult,
@@ -84,6 +92,7 @@ __all__ = [
     "AccountOpened",
     "AccountStatus",
     "AutoTopUpCancelled",
+    "AutoTopUpFailed",
     "AutoTopUpRequested",
     "AutoTopUpSettings",
     "Balances",
@@ -120,11 +129,15 @@ __all__ = [
     "Reissue",
     "ReissueRecord",
     "RejectionReason",
+    "ReportDecline",
+    "ReportLine",
+    "ReportRefund",
     "SaleApproved",
     "SaleDeclined",
     "SaleItem",
     "SaleLineRefunded",
     "SaleResult",
+    "SalesReport",
     "StatementKind",
     "StatementLine",
     "SubBalance",
@@ -139,6 +152,7 @@ __all__ = [
     "ledger_balances",
     "local_day",
     "reissue_card",
+    "sales_report",
     "statement_csv",
     "statement_lines",
     "unbalanced_operations",

@@ -29,6 +29,7 @@ from services.wallet.domain._codec import from_plain, to_plain
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
+    AutoTopUpFailed,
     AutoTopUpRequested,
     BonusesExpired,
     CardBlocked,
@@ -182,6 +183,7 @@ class Account:
     low_balance_armed: bool = True
     auto_top_up: AutoTopUpSettings = field(default_factory=AutoTopUpSettings)
     auto_top_up_pending: str | None = None
+    auto_top_up_pending_amount: int = 0  # what the pending request asked for
     auto_top_up_seq: int = 0
     grace_meal_limit: int = 0
     fares_unpaid: bool = False  # a fare was declined for funds: transit deny-lists the card
@@ -307,9 +309,9 @@ class Account:
     ) -> TopUpResult:
         """Credit a payment. A grace-meal debt is paid back first, the rest goes to the target.
 
-        A top-up re-arms the low-balance alert when it lifts canteen + general back to the
-        threshold, and answers the pending auto top-up when it names its request id or comes
-        through the auto top-up channel.
+        A top-up answers the pending auto top-up when it names its request id or comes
+        through the auto top-up channel (like any credit, it re-arms the low-balance alert once
+        canteen + general is back at the threshold: see ``_touch``).
         """
         at = require_aware(now)
         amount = require_amount(amount)
@@ -350,9 +352,6 @@ class Account:
             self._events.append(GraceDebtSettled(
                 self.contract, payment_id, at, tuple(r.ride_id for r in collected),
                 sum(r.paid for r in collected)))
-        threshold = self.low_balance_threshold
-        if threshold is not None and self.balances.meal_funds >= threshold:
-            self.low_balance_armed = True
         pending = self.auto_top_up_pending
         if pending is not None and (
             auto_top_up_request_id == pending or channel is TopUpChannel.AUTO_TOP_UP
@@ -361,14 +360,24 @@ class Account:
         self._touch()
         return self._top_up_result(record)
 
-    def cancel_auto_top_up(self, request_id: str, *, now: datetime) -> bool:
-        """The integrator could not collect a requested top-up: re-arm the next request."""
+    def cancel_auto_top_up(self, request_id: str, *, reason: str, now: datetime) -> bool:
+        """The integrator could not collect the pending planned payment (``reason`` is its
+        code): the parent is told (``AutoTopUpFailed``) and the next debit that finds the money
+        below the auto top-up threshold asks again. Nothing is asked at once: a declined card
+        would be asked again in a loop.
+
+        A request that is not the pending one (answered by a top-up already, withdrawn, failed
+        before, or never made) changes nothing and returns False, so a redelivered failure is
+        harmless.
+        """
         at = require_aware(now)
-        if self.auto_top_up_pending != request_id:
+        if self.auto_top_up_pending is None or self.auto_top_up_pending != request_id:
             return False
         self._require_open()
+        amount = self.auto_top_up_pending_amount or self.auto_top_up.amount
         self.auto_top_up_pending = None
-        self._events.append(AutoTopUpCancelled(self.contract, request_id, at))
+        self.auto_top_up_pending_amount = 0
+        self._events.append(AutoTopUpFailed(self.contract, request_id, amount, reason, at))
         self._touch()
         return True
 
@@ -382,15 +391,19 @@ class Account:
         items: Sequence[SaleItem],
         now: datetime,
         bonus_points: int = 0,
+        bonus_excluded_categories: Iterable[str] = (),
     ) -> SaleResult:
         """Approve or decline a canteen sale; declines are recorded and replayed like approvals.
 
         Checks, in order: card blocked, allergen, blocked item, blocked category, daily limit,
-        funds. Bonus points asked for are capped at the unexpired points held and at the total;
-        the rest is paid from canteen, then general. Per-sub-balance daily limits cap what each
-        pocket may give today. If the money is short, the school's grace rule may give this one
-        meal on credit (the canteen balance goes negative, at most ``grace_meal_limit``) provided
-        no earlier grace debt is outstanding and no limit stood in the way.
+        funds. Bonus points asked for are capped at the unexpired points held and at the total
+        of the lines whose category is not in ``bonus_excluded_categories`` (a wallet setting):
+        excluded lines are paid with money only and earn no points either (the accrual is 1 %
+        of the money paid for the other lines). The rest is paid from canteen, then general.
+        Per-sub-balance daily limits cap what each pocket may give today. If the money is short,
+        the school's grace rule may give this one meal on credit (the canteen balance goes
+        negative, at most ``grace_meal_limit``) provided no earlier grace debt is outstanding
+        and no limit stood in the way.
         A closed account answers ``account_closed`` without recording anything.
         """
         at = require_aware(now)
@@ -413,10 +426,14 @@ class Account:
             )
         spend = self.spent_on(at)
         reason, detail = self._screen(lines)
+        excluded = set(_normalise_tags(bonus_excluded_categories))
+        excluded_lines = tuple(n for n, item in enumerate(lines)
+                               if item.category.strip().casefold() in excluded)
+        eligible = total - sum(lines[n].total for n in excluded_lines)
         bonus_used = 0
         plan = (0, 0, 0)
         if reason is None:
-            bonus_used = min(bonus_points, self.available_points(at), total)
+            bonus_used = min(bonus_points, self.available_points(at), eligible)
             outcome = self._plan_sale_payment(total - bonus_used, spend)
             if isinstance(outcome, DeclineReason):
                 reason = outcome
@@ -434,6 +451,7 @@ class Account:
             detail=detail,
             total=total,
             line_refunded=[0] * len(lines),
+            bonus_excluded_lines=excluded_lines,
             seq=self.version + 1,
         )
         if reason is not None:
@@ -446,7 +464,7 @@ class Account:
             return self._sale_result(record)
         from_canteen, from_general, grace = plan
         money = total - bonus_used
-        accrued = percent_of(money, BONUS_BASIS_POINTS)
+        accrued = percent_of(eligible - bonus_used, BONUS_BASIS_POINTS)
         self._take_points(bonus_used, at)
         if accrued:
             self._add_lot(f"sale:{sale_id}", accrued, at)
@@ -480,7 +498,8 @@ class Account:
         )
         if grace:
             self._events.append(GraceMealGranted(self.contract, sale_id, self.grace_debt, at))
-        self._after_debit(at)
+        self._after_debit(at, drawn=self._crossing_pocket(
+            [(_C, from_canteen), (_G, from_general), (_C, grace)]))
         self._touch()
         return self._sale_result(record)
 
@@ -759,8 +778,14 @@ class Account:
         to_general = money - to_canteen
         points_back = amount - money
         money_kept = money_left - money
+        # Lines excluded from bonuses earned nothing: the money kept for them first, only the
+        # rest of the money kept still carries its accrual.
+        excluded_kept = sum(
+            sale.items[n].total - sale.line_refunded[n] - (amount if n == line_no else 0)
+            for n in sale.bonus_excluded_lines
+        )
         owed = sale.bonus_accrued - sale.bonus_clawed_back
-        owed -= percent_of(money_kept, BONUS_BASIS_POINTS)
+        owed -= percent_of(max(0, money_kept - excluded_kept), BONUS_BASIS_POINTS)
         clawed = self._claw_points(max(0, owed), f"sale:{sale_id}")
         if points_back:
             self._add_lot(f"refund:{refund_id}", points_back, at)
@@ -1103,7 +1128,7 @@ class Account:
         self._events.append(
             MoneyMoved(self.contract, transfer_id, source, target, amount, self.balances, at)
         )
-        self._after_debit(at)
+        self._after_debit(at, drawn=source)  # the one draw of a move
         self._touch()
         return self._transfer_result(record)
 
@@ -1182,6 +1207,13 @@ class Account:
             raise WalletRejected(RejectionReason.ACCOUNT_CLOSED, successor)
 
     def _touch(self) -> None:
+        """The end of every state-changing operation: bump the version, and re-arm the
+        low-balance alert when canteen + general is back at or above the threshold, whatever
+        lifted it (a top-up, a sale or fare refund, a move, an approved dispute). An alert is
+        disarmed only below the threshold, so this never re-arms one that should stay quiet."""
+        threshold = self.low_balance_threshold
+        if threshold is not None and self.balances.meal_funds >= threshold:
+            self.low_balance_armed = True
         self.version += 1
 
     def _post(self, kind: OperationKind, operation_id: str, legs: list[Leg], at: datetime) -> None:
@@ -1209,15 +1241,31 @@ class Account:
         # Enough history for the prediction window; today is always among the newest.
         self.daily_spend = days[-(PREDICTION_WINDOW_DAYS + 1):]
 
-    def _after_debit(self, at: datetime) -> None:
-        """Low-balance alert and auto top-up after money left the account."""
+    def _crossing_pocket(self, draws: Sequence[tuple[SubBalance, int]]) -> SubBalance:
+        """The pocket whose draw took canteen + general below the threshold, replaying the
+        debit's draws in order from the funds before it (already posted); the last pocket
+        drawn when none crossed."""
+        funds = self.balances.meal_funds + sum(amount for _, amount in draws)
+        threshold = self.low_balance_threshold
+        for pocket, amount in draws:
+            funds -= amount
+            if amount and threshold is not None and funds < threshold:
+                return pocket
+        return next((pocket for pocket, amount in reversed(draws) if amount), _G)
+
+    def _after_debit(self, at: datetime, drawn: SubBalance = _G) -> None:
+        """Low-balance alert and auto top-up after money left the account.
+
+        ``drawn`` is the pocket whose draw crossed the threshold, reported with the alert (see
+        ``_crossing_pocket``); a fare lowers canteen + general only through general, hence the
+        default.
+        """
         funds = self.balances.meal_funds
         threshold = self.low_balance_threshold
         if threshold is not None and self.low_balance_armed and funds < threshold:
             self.low_balance_armed = False
-            self._events.append(
-                LowBalanceReached(self.contract, funds, threshold, self.days_of_lunches_left(), at)
-            )
+            self._events.append(LowBalanceReached(
+                self.contract, funds, threshold, self.days_of_lunches_left(), at, drawn))
         self._check_auto_top_up(at)
 
     def _check_auto_top_up(self, at: datetime) -> None:
@@ -1237,6 +1285,7 @@ class Account:
         self.auto_top_up_seq += 1
         request_id = f"auto-{self.contract}-{self.auto_top_up_seq}"
         self.auto_top_up_pending = request_id
+        self.auto_top_up_pending_amount = settings.amount
         self._events.append(
             AutoTopUpRequested(self.contract, request_id, settings.amount, settings.sub_balance, at)
         )

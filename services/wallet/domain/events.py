@@ -179,13 +179,19 @@ class DisputeRejected:
 
 @dataclass(frozen=True, slots=True)
 class LowBalanceReached:
-    """Once per downward crossing of the parent's threshold (canteen + general)."""
+    """Once per downward crossing of the parent's threshold on canteen + general (``balance``).
+
+    ``sub_balance`` is the pocket whose draw took the sum below the threshold: a meal draws
+    canteen, then general, then (a grace meal) canteen again; a fare lowers the sum only
+    through general; a move through its source.
+    """
 
     contract: str
     balance: int
     threshold: int
     days_of_lunches_left: int | None
     at: datetime
+    sub_balance: SubBalance = SubBalance.CANTEEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,18 @@ class AutoTopUpRequested:
     request_id: str
     amount: int
     sub_balance: SubBalance
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopUpFailed:
+    """The integrator could not collect a pending planned payment; the next crossing of the
+    threshold asks again."""
+
+    contract: str
+    request_id: str
+    amount: int
+    reason: str
     at: datetime
 
 
@@ -275,6 +293,7 @@ DomainEvent = (
     | LowBalanceReached
     | AutoTopUpRequested
     | AutoTopUpCancelled
+    | AutoTopUpFailed
     | CardBlocked
     | CardUnblocked
     | ControlsChanged

@@ -102,6 +102,8 @@ class SaleRecord:
     refunded_general: int = 0
     refunded_bonus: int = 0
     bonus_clawed_back: int = 0
+    # Lines whose category the wallet excluded from bonuses: paid with money only, no accrual.
+    bonus_excluded_lines: tuple[int, ...] = ()
     seq: int = 0  # order of the operation on the account (its version)
 
     @property

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from services.wallet import outbound
 from services.wallet.domain import (
+    Account,
+    AutoTopUpFailed,
     AutoTopUpRequested,
     AutoTopUpSettings,
     CardBlocked,
@@ -169,14 +174,105 @@ def test_enabling_auto_top_up_below_the_threshold_requests_at_once() -> None:
     assert len(_auto(account.pull_events())) == 1
 
 
-def test_a_cancelled_auto_top_up_can_be_requested_again() -> None:
+def test_a_failed_auto_top_up_is_told_once_and_the_next_debit_below_the_threshold_asks_again(
+) -> None:
     account = funded(canteen=50_00)
     account.set_auto_top_up(AutoTopUpSettings(True, 100_00, 300_00), now=NOW)
     account.pull_events()
-    assert account.cancel_auto_top_up("auto-40012345-1", now=at(1))
-    assert not account.cancel_auto_top_up("auto-40012345-1", now=at(1))
-    account.sale("s1", terminal_id="t1", items=[meal(1_00)], now=at(2))
+    assert account.cancel_auto_top_up("auto-40012345-1", reason="card_declined", now=at(1))
+    (failed,) = account.pull_events()
+    assert failed == AutoTopUpFailed("40012345", "auto-40012345-1", 300_00, "card_declined",
+                                     at(1))
+    version = account.version
+    # Redelivered, or a request never made: nothing changes, nothing is told twice.
+    assert not account.cancel_auto_top_up("auto-40012345-1", reason="card_declined", now=at(2))
+    assert not account.cancel_auto_top_up("auto-40012345-9", reason="card_declined", now=at(2))
+    assert (account.version, account.pull_events()) == (version, [])
+    account.sale("s1", terminal_id="t1", items=[meal(1_00)], now=at(3))
     assert [r.request_id for r in _auto(account.pull_events())] == ["auto-40012345-2"]
+
+
+def test_a_failure_of_an_answered_auto_top_up_changes_nothing() -> None:
+    account = funded(canteen=50_00)
+    account.set_auto_top_up(AutoTopUpSettings(True, 100_00, 300_00), now=NOW)
+    account.top_up("auto-pay-1", 300_00, sub_balance=SubBalance.CANTEEN,
+                   channel=TopUpChannel.AUTO_TOP_UP, auto_top_up_request_id="auto-40012345-1",
+                   now=at(1))
+    account.pull_events()
+    assert not account.cancel_auto_top_up("auto-40012345-1", reason="card_declined", now=at(2))
+    assert account.pull_events() == []
+    assert account.balances.canteen == 350_00
+
+
+def _lift_by_sale_refund(account: Account) -> None:
+    account.refund_sale_line("r1", "s-cross", 0, 100_00, staff_id="acc_staff0001", now=at(2))
+
+
+def _lift_by_fare_refund(account: Account) -> None:
+    account.refund_fare("c1", "ride-1", 100_00, now=at(2))
+
+
+def _lift_by_move(account: Account) -> None:
+    account.top_up("pay-transit", 100_00, sub_balance=SubBalance.TRANSIT, now=at(2))
+    account.move_money("mv-1", source=SubBalance.TRANSIT, target=SubBalance.CANTEEN,
+                       amount=100_00, now=at(2))
+
+
+def _lift_by_dispute(account: Account) -> None:
+    account.dispute_operation("d1", "s-cross", 0, now=at(2))
+    account.approve_dispute("d1", refund_amount=100_00, staff_id="acc_staff0001", now=at(2))
+
+
+@pytest.mark.parametrize("lift", [_lift_by_sale_refund, _lift_by_fare_refund, _lift_by_move,
+                                  _lift_by_dispute],
+                         ids=["sale refund", "fare refund", "money move", "approved dispute"])
+def test_anything_that_lifts_meal_funds_back_to_the_threshold_re_arms_the_low_balance_alert(
+        lift: Callable[[Account], None]) -> None:
+    account = funded(general=200_00, canteen=150_00)
+    account.debit_fare("ride-1", 100_00, now=NOW)  # from general: meal funds 250
+    account.set_low_balance_threshold(200_00, now=NOW)
+    account.sale("s-cross", terminal_id="t1", items=[meal(100_00)], now=at(1))
+    assert len(_low(account.pull_events())) == 1  # 250 -> 150
+    lift(account)  # back to 250
+    assert account.balances.meal_funds == 250_00
+    account.sale("s-again", terminal_id="t1", items=[meal(100_00)], now=at(3))
+    (again,) = _low(account.pull_events())
+    assert again.balance == 150_00
+
+
+def test_the_low_balance_alert_names_the_pocket_whose_debit_crossed_the_threshold() -> None:
+    from_canteen = funded(general=100_00, canteen=200_00)
+    from_canteen.set_low_balance_threshold(250_00, now=NOW)
+    from_canteen.sale("s1", terminal_id="t1", items=[meal(100_00)], now=at(1))
+    (alert,) = _low(from_canteen.pull_events())
+    assert (alert.sub_balance, alert.balance) == (SubBalance.CANTEEN, 200_00)
+
+    crossed_in_canteen = funded(general=100_00, canteen=30_00)
+    crossed_in_canteen.set_low_balance_threshold(120_00, now=NOW)
+    crossed_in_canteen.sale("s1", terminal_id="t1", items=[meal(50_00)], now=at(1))
+    (alert,) = _low(crossed_in_canteen.pull_events())  # 130 -> 100 by canteen, then 80
+    assert (alert.sub_balance, alert.balance) == (SubBalance.CANTEEN, 80_00)
+
+    into_general = funded(general=100_00, canteen=30_00)
+    into_general.set_low_balance_threshold(100_00, now=NOW)
+    into_general.sale("s1", terminal_id="t1", items=[meal(50_00)], now=at(1))
+    (alert,) = _low(into_general.pull_events())  # 130 -> 100 by canteen, 80 by general
+    assert (alert.sub_balance, alert.balance) == (SubBalance.GENERAL, 80_00)
+
+    by_fare = funded(general=100_00, canteen=50_00)
+    by_fare.set_low_balance_threshold(120_00, now=NOW)
+    by_fare.debit_fare("ride-1", 40_00, now=at(1))
+    (alert,) = _low(by_fare.pull_events())
+    assert (alert.sub_balance, alert.balance) == (SubBalance.GENERAL, 110_00)
+    wired = outbound.to_wire(alert)
+    assert wired is not None and wired[2].model_dump()["sub_balance"] == "general"
+
+    by_move = funded(general=100_00, canteen=50_00)
+    by_move.set_low_balance_threshold(120_00, now=NOW)
+    by_move.move_money("mv-1", source=SubBalance.CANTEEN, target=SubBalance.TRANSIT,
+                       amount=50_00, now=at(1))
+    (alert,) = _low(by_move.pull_events())
+    assert (alert.sub_balance, alert.balance) == (SubBalance.CANTEEN, 100_00)
 
 
 def test_enabled_auto_top_up_needs_a_positive_amount() -> None:

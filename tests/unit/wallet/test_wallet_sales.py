@@ -184,6 +184,36 @@ def test_bonus_points_reduce_the_money_paid_and_do_not_earn_bonus() -> None:
     assert account.balances.bonus == 50_00 - 30_00 + 70
 
 
+def test_bonus_points_never_pay_for_an_excluded_category_nor_accrue_on_it() -> None:
+    account = funded(general=10_000_00)
+    account.sale("s0", terminal_id="t1", items=[meal(5000_00)], now=NOW)  # 50_00 points
+    items = [meal(20_00), meal(60_00, sku="cake", category="sweets")]
+    result = account.sale("s1", terminal_id="t1", items=items, bonus_points=50_00, now=at(1),
+                          bonus_excluded_categories=["Sweets"])
+    # Points pay for the meal only; the cake is paid with money and earns nothing.
+    assert (result.bonus_used, result.paid_money) == (20_00, 60_00)
+    assert result.bonus_accrued == 0
+    assert account.balances.bonus == 30_00
+    only_excluded = account.sale("s2", terminal_id="t1", items=[items[1]], bonus_points=30_00,
+                                 now=at(2), bonus_excluded_categories=["sweets"])
+    assert (only_excluded.bonus_used, only_excluded.paid_money) == (0, 60_00)
+    assert only_excluded.bonus_accrued == 0
+    assert check_ledger(account, account.pull_entries()) == []
+
+
+def test_refunding_a_bonus_excluded_line_claws_back_no_points_it_never_earned() -> None:
+    account = funded(general=10_000_00)
+    items = [meal(100_00), meal(100_00, sku="cake", category="sweets")]
+    account.sale("s1", terminal_id="t1", items=items, now=NOW,
+                 bonus_excluded_categories=["sweets"])
+    assert account.balances.bonus == 1_00  # 1 % of the meal only
+    refund = account.refund_sale_line("r1", "s1", 1, 100_00, staff_id="acc_staff0001",
+                                      now=at(1))
+    assert (refund.money, refund.bonus_clawed_back) == (100_00, 0)
+    assert account.balances.bonus == 1_00
+    assert check_ledger(account, account.pull_entries()) == []
+
+
 def test_asking_for_more_points_than_held_uses_only_what_is_held() -> None:
     account = funded(general=10_000_00)
     account.sale("s1", terminal_id="t1", items=[meal(1000_00)], now=NOW)
