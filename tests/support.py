@@ -123,6 +123,19 @@ class TopicReader:
                                            r.partition, r.offset))
         return self.records
 
+    async def read_to_end(self, timeout: float = 30) -> list[Record]:
+        """Every record written before the call (up to the end offsets now): for checking
+        that something is absent."""
+        ends = await self.consumer.end_offsets(list(self.consumer.assignment()))
+
+        async def caught_up() -> bool:
+            await self.poll()
+            positions = [await self.consumer.position(tp) for tp in ends]
+            return all(p >= end for p, end in zip(positions, ends.values(), strict=True))
+
+        await eventually(caught_up, timeout=timeout, what=f"{self.topic} read to its end")
+        return self.records
+
     async def wait_for(self, predicate: Callable[[Record], bool], *, count: int = 1,
                        timeout: float = 30) -> list[Record]:
         async def check() -> list[Record] | None:

@@ -152,3 +152,51 @@ async def test_late_taps_cost_the_in_order_price_wallet_refunds_each_correction_
 
     await eventually(broke_ride_debited, timeout=30, what="the paid fare recorded as debited")
 
+
+
+async def test_a_late_tap_that_makes_a_declined_fare_free_leaves_one_fare_to_collect(
+        start_service, bootstrap, mongo):
+    """The overcharge where the two services meet: a broke card rides at 08:10 (declined, owed
+    35.00); the validator uploads a tap of 08:00 later, which makes the 08:10 ride a free
+    transfer and costs 35.00 itself. The day costs 35.00: the top-up collects 35.00, not 70.00,
+    and the card leaves the deny list."""
+    start_service("wallet")
+    start_service("transit")
+    card = new_card()
+    first, late = uid("tap"), uid("tap")
+    async with Integrator(bootstrap) as integrator, \
+            TopicReader(bootstrap, "transit.events.v1") as transit_events, \
+            TopicReader(bootstrap, "wallet.events.v1") as wallet_events, \
+            TopicReader(bootstrap, "transit.deny-list.v1") as deny_list, \
+            TopicReader(bootstrap, "wallet.dead-letter.v1") as wallet_dlq:
+        await open_cards(integrator, mongo, card)
+        await integrator.publish(tap(card, first, "08:10", "12"), card.card_uid)
+        await wallet_events.wait_for(
+            lambda r: r.key == card.contract and r.type.endswith("FareDeclined"), timeout=60)
+        await integrator.publish(tap(card, late, "08:00", "29", offline=True), card.card_uid)
+        [correction] = await transit_events.wait_for(
+            lambda r: r.key == card.contract and r.type.endswith("FareCorrected"), timeout=60)
+        declined = await wallet_events.wait_for(
+            lambda r: r.key == card.contract and r.type.endswith("FareDeclined")
+            and r.json()["ride_id"] == late, timeout=60)
+        await integrator.publish(TopUpReceived(payment_id=uid("pay"), contract=card.contract,
+                                               amount=100_00, channel="terminal",
+                                               paid_at=datetime.now(UTC)), card.contract)
+        [settled] = await wallet_events.wait_for(
+            lambda r: r.key == card.contract and r.type.endswith("DebtSettled")
+            and r.json()["payment_id"] is not None, timeout=60)
+        lifted = await deny_list.wait_for(
+            lambda r: r.key == card.card_uid and not r.json()["denied"], timeout=60)
+        # wallet handled the correction before the top-up (one partition): a dead letter of
+        # it (the old not_charged) would be on the topic by now
+        dead = [r for r in await wallet_dlq.read_to_end() if r.key == card.contract]
+
+    assert correction.json()["ride_id"] == first and correction.json()["refund"] == 3_500
+    assert declined, "the late tap's own fare was declined too: the card had no money"
+    assert settled.json()["fares_total"] == 3_500
+    assert settled.json()["fares_collected"] == [late]
+    account = await asyncio.to_thread(
+        mongo.schoolcard_wallet.wallet_accounts.find_one, {"_id": card.contract})
+    balances = account["balances_by_sub"]
+    assert balances["general"] + balances["transit"] == 100_00 - 3_500
+    assert lifted and dead == []
