@@ -5,8 +5,8 @@ own processes; then acts as every integrator and app: issues cards, sets school 
 registers and logs in parents (reading their SMS codes from the SMS sink), tops up, plays the
 morning rides and gate entries (some late, a forgotten card, a blocked card), lunch sales with
 items (a blocked category, a daily limit), afternoon exits and rides home, and an auto top-up.
-It prints a report and stops everything. Options: ``--schools``, ``--students``, ``--seed``,
-``--keep`` (leave the stack running).
+It prints a report and stops everything, also when interrupted (Ctrl-C exits 130, SIGTERM
+143). Options: ``--schools``, ``--students``, ``--seed``, ``--keep`` (leave the stack running).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import re
+import signal
 import sys
 import time
 import uuid
@@ -785,6 +787,42 @@ class SchoolDay:
             (self.out_dir / f"rides-{child.contract}.csv").write_text(rides["csv"])
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the scenario: unwind (stopping the stack on the way out).
+    A KeyboardInterrupt, so that asyncio lets it through wherever it lands."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C, ``timeout`` or a CI cancel: say so once and raise :class:`Interrupted` in the
+    main thread, even in the middle of the stack's start. Later signals are ignored so that
+    stopping the stack is not cut short (a stuck stop still ends with SIGKILL)."""
+    interrupted: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if interrupted:
+            return
+        interrupted.append(signum)
+        console.print("interrupted, stopping the stack…")
+        # Tasks the signal cuts short are not worth asyncio's "never retrieved" complaints.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def stop_stack(stack: devstack.Stack) -> None:
+    try:
+        stack.down()
+    except Interrupted:
+        stack.down()  # the signal came while stopping: finish (no second signal raises)
+        raise
+
+
 async def play(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     run_dir = Path(args.run_dir).resolve()
@@ -796,28 +834,34 @@ async def play(args: argparse.Namespace) -> int:
                   f"{len(city.schools)} schools, {len(city.students)} students, "
                   f"{len(city.guardians)} guardians")
     started = time.monotonic()
-    with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
-        stack.up(service_env=SERVICE_ENV)
-    console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
-    day = SchoolDay(stack, city, rng)
-    await day.bus.start()
+    keep = args.keep
     try:
-        with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
-            for title, total, phase in day.phases():
-                task = progress.add_task(title, total=total)
-                await phase(lambda task=task: progress.advance(task))
-                await day.bus.producer.flush()
-                progress.update(task, completed=total)
-            settle = progress.add_task("Services catching up", total=1)
-            await day.settle()
-            progress.update(settle, completed=1)
-        await day.report()
+        with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
+            stack.up(service_env=SERVICE_ENV)
+        console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
+        day = SchoolDay(stack, city, rng)
+        await day.bus.start()
+        try:
+            with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console) as progress:
+                for title, total, phase in day.phases():
+                    task = progress.add_task(title, total=total)
+                    await phase(lambda task=task: progress.advance(task))
+                    await day.bus.producer.flush()
+                    progress.update(task, completed=total)
+                settle = progress.add_task("Services catching up", total=1)
+                await day.settle()
+                progress.update(settle, completed=1)
+            await day.report()
+        finally:
+            await day.bus.stop()
+    except BaseException:
+        keep = False  # failed or interrupted: nothing is left running
+        raise
     finally:
-        await day.bus.stop()
-        if not args.keep:
+        if not keep:
             with console.status("Stopping the stack..."):
-                stack.down()
+                stop_stack(stack)
     console.print(f"[green]School day finished in {time.monotonic() - started:.0f} s[/green]")
     return 0
 
@@ -829,7 +873,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--run-dir", default=str(devstack.ROOT / ".run"))
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
-    sys.exit(asyncio.run(play(parser.parse_args())))
+    args = parser.parse_args()
+    stop_on_signals()
+    try:
+        code = asyncio.run(play(args))
+    except Interrupted as stop:
+        code = 128 + stop.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+    sys.exit(code)
 
 
 if __name__ == "__main__":
