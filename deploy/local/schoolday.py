@@ -5,8 +5,8 @@ own processes; then acts as every integrator and app: issues cards, sets school 
 registers and logs in parents (reading their SMS codes from the SMS sink), tops up, plays the
 morning rides and gate entries (some late, a forgotten card, a blocked card), lunch sales with
 items (a blocked category, a daily limit), afternoon exits and rides home, and an auto top-up.
-It prints a report and stops everything. Options: ``--schools``, ``--students``, ``--seed``,
-``--keep`` (leave the stack running).
+It prints a report and stops everything, also when interrupted (Ctrl-C exits 130, SIGTERM
+143). Options: ``--schools``, ``--students``, ``--seed``, ``--keep`` (leave the stack running).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
 import re
+import signal
 import sys
 import time
 import uuid
@@ -90,6 +92,23 @@ class City:
     students: list[Student]
     guardians: list[Guardian]
     day: date
+
+
+@dataclass
+class Summary:
+    """The report's figures: events and dead letters per service, till and gate outcomes,
+    notifications per channel, and the children whose guardians got a "rode but did not
+    arrive" alert (contract -> why the scenario kept them away)."""
+
+    events: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    sent: Counter[str] = field(default_factory=Counter)
+    deferred: Counter[str] = field(default_factory=Counter)
+    mails: int = 0
+    alert_messages: int = 0
+    alerted: dict[str, str] = field(default_factory=dict)
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 @dataclass
@@ -638,43 +657,62 @@ class SchoolDay:
         finally:
             await mongo.close()
 
-    async def report(self) -> None:
-        per_service: Counter[str] = Counter()
+    async def summarize(self) -> Summary:
+        """What the day produced, read back from the topics and the sinks (the report's data)."""
+        topics = [t.name for t in TOPICS if t.producer in devstack.SERVICES]
+        dead_topics = [f"{svc}.dead-letter.v1" for svc in devstack.SERVICES]
+        named = ["notify.deliveries.v1", "wallet.sale-decisions.v1", "access.gate-decisions.v1"]
+        names = list(dict.fromkeys(topics + dead_topics + named))
+        records = dict(zip(names, await asyncio.gather(*map(self.bus.read_all, names)),
+                           strict=True))
+        summary = Summary()
         for t in TOPICS:
             if t.producer in devstack.SERVICES:
-                per_service[t.producer] += len(await self.bus.read_all(t.name))
-        deliveries = await self.bus.read_all("notify.deliveries.v1")
-        channels: Counter[str] = Counter()
-        deferred: Counter[str] = Counter()
-        alerts = {v["notification_id"] for _, v in deliveries if isinstance(v, dict)
-                  and v.get("kind") == "not_arrived_alert"}
-        for _, v in deliveries:
-            if isinstance(v, dict) and v.get("status") == "sent":
-                channels[v.get("channel", "?")] += 1
-            elif isinstance(v, dict) and v.get("status") == "deferred":
-                deferred[v.get("channel", "?")] += 1
-        dead: Counter[str] = Counter()
+                summary.events[t.producer] += len(records[t.name])
         for svc in devstack.SERVICES:
-            dead[svc] = len(await self.bus.read_all(f"{svc}.dead-letter.v1"))
+            summary.dead_letters[svc] = len(records[f"{svc}.dead-letter.v1"])
+        deliveries = [v for _, v in records["notify.deliveries.v1"] if isinstance(v, dict)]
+        for v in deliveries:
+            if v.get("status") == "sent":
+                summary.sent[v.get("channel", "?")] += 1
+            elif v.get("status") == "deferred":
+                summary.deferred[v.get("channel", "?")] += 1
+        for _, v in records["wallet.sale-decisions.v1"]:
+            if isinstance(v, dict):
+                summary.outcomes["approved" if v.get("approved")
+                                 else f"declined: {v.get('reason')}"] += 1
+        for _, v in records["access.gate-decisions.v1"]:
+            if isinstance(v, dict) and not v.get("allowed"):
+                summary.outcomes[f"gate denied: {v.get('reason')}"] += 1
+        mail_dir = self.stack.run_dir / "sinks" / "mail"
+        summary.mails = len(list(mail_dir.glob("*"))) // 2 if mail_dir.exists() else 0
+        # A delivery record names the guardian, not the child: the child is the guardian's
+        # (each generated guardian has one child).
+        children = {g.account_id: g.children for g in self.city.guardians if g.account_id}
+        alerts = [v for v in deliveries if v.get("kind") == "not_arrived_alert"]
+        summary.alert_messages = len({v["notification_id"] for v in alerts})
+        for v in alerts:
+            for child in children.get(v.get("account_id") or "", []):
+                summary.alerted[child.contract] = (
+                    "skipped school" if child.truant else
+                    "card blocked at the gate" if child.blocked else "?")
+        summary.refusals = Counter(self.refusals)
+        return summary
 
+    async def report(self) -> Summary:
+        """Print the day's summary and the featured parent's view; returns the summary."""
+        summary = await self.summarize()
         table = Table(title="Events published per service")
         table.add_column("service")
         table.add_column("events", justify="right")
         table.add_column("dead letters", justify="right")
         for svc in devstack.SERVICES:
-            table.add_row(svc, str(per_service[svc]), str(dead[svc]))
+            table.add_row(svc, str(summary.events[svc]), str(summary.dead_letters[svc]))
         console.print(table)
-        decisions: Counter[str] = Counter()
-        for _, v in await self.bus.read_all("wallet.sale-decisions.v1"):
-            if isinstance(v, dict):
-                decisions["approved" if v.get("approved") else f"declined: {v.get('reason')}"] += 1
-        for _, v in await self.bus.read_all("access.gate-decisions.v1"):
-            if isinstance(v, dict) and not v.get("allowed"):
-                decisions[f"gate denied: {v.get('reason')}"] += 1
         outcomes = Table(title="Till and gate outcomes")
         outcomes.add_column("outcome")
         outcomes.add_column("count", justify="right")
-        for name, count in sorted(decisions.items()):
+        for name, count in sorted(summary.outcomes.items()):
             outcomes.add_row(name, str(count))
         console.print(outcomes)
         ch = Table(title="Notifications delivered per channel")
@@ -682,25 +720,22 @@ class SchoolDay:
         ch.add_column("sent", justify="right")
         ch.add_column("held for quiet hours", justify="right")
         for name in ("push", "sms", "email"):
-            ch.add_row(name, str(channels[name]), str(deferred[name]))
-        mails = list((self.stack.run_dir / "sinks" / "mail").glob("*")) \
-            if (self.stack.run_dir / "sinks" / "mail").exists() else []
-        ch.add_row("(SMTP sink received)", str(len(mails) // 2), "")
+            ch.add_row(name, str(summary.sent[name]), str(summary.deferred[name]))
+        ch.add_row("(SMTP sink received)", str(summary.mails), "")
         console.print(ch)
-        why = {s.contract: "skipped school" if s.truant else "card blocked at the gate"
-               if s.blocked else "?" for s in self.city.students}
-        alerted = sorted({a.split(":")[1] for a in alerts})
-        console.print(f"\"Rode but did not arrive\" alerts: {len(alerts)} messages about "
-                      + (", ".join(f"{c} ({why.get(c, '?')})" for c in alerted) or "nobody"))
-        if self.refusals:
+        console.print(f"\"Rode but did not arrive\" alerts: {summary.alert_messages} messages "
+                      "about " + (", ".join(f"{c} ({why})" for c, why in
+                                           sorted(summary.alerted.items())) or "nobody"))
+        if summary.refusals:
             console.print("Refused requests: " + ", ".join(
-                f"{what} {code} x{n}" for (what, code), n in sorted(self.refusals.items())))
+                f"{what} {code} x{n}" for (what, code), n in sorted(summary.refusals.items())))
         await self.parent_view()
         console.print(f"\nGenerated documents: {self.out_dir}")
         for p in self.stack.procs:
             if p.name in devstack.SERVICES:
                 console.print(f"  metrics of {p.name:8}: http://127.0.0.1:{p.port}/metrics")
         console.print(f"Logs: {self.stack.run_dir / 'logs'}")
+        return summary
 
     async def parent_view(self) -> None:
         g = self.featured
@@ -753,6 +788,42 @@ class SchoolDay:
             (self.out_dir / f"rides-{child.contract}.csv").write_text(rides["csv"])
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the scenario: unwind (stopping the stack on the way out).
+    A KeyboardInterrupt, so that asyncio lets it through wherever it lands."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C, ``timeout`` or a CI cancel: say so once and raise :class:`Interrupted` in the
+    main thread, even in the middle of the stack's start. Later signals are ignored so that
+    stopping the stack is not cut short (a stuck stop still ends with SIGKILL)."""
+    interrupted: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if interrupted:
+            return
+        interrupted.append(signum)
+        console.print("interrupted, stopping the stack…")
+        # Tasks the signal cuts short are not worth asyncio's "never retrieved" complaints.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def stop_stack(stack: devstack.Stack) -> None:
+    try:
+        stack.down()
+    except Interrupted:
+        stack.down()  # the signal came while stopping: finish (no second signal raises)
+        raise
+
+
 async def play(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     run_dir = Path(args.run_dir).resolve()
@@ -764,28 +835,34 @@ async def play(args: argparse.Namespace) -> int:
                   f"{len(city.schools)} schools, {len(city.students)} students, "
                   f"{len(city.guardians)} guardians")
     started = time.monotonic()
-    with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
-        stack.up(service_env=SERVICE_ENV)
-    console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
-    day = SchoolDay(stack, city, rng)
-    await day.bus.start()
+    keep = args.keep
     try:
-        with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as progress:
-            for title, total, phase in day.phases():
-                task = progress.add_task(title, total=total)
-                await phase(lambda task=task: progress.advance(task))
-                await day.bus.producer.flush()
-                progress.update(task, completed=total)
-            settle = progress.add_task("Services catching up", total=1)
-            await day.settle()
-            progress.update(settle, completed=1)
-        await day.report()
+        with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
+            stack.up(service_env=SERVICE_ENV)
+        console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
+        day = SchoolDay(stack, city, rng)
+        await day.bus.start()
+        try:
+            with Progress(TextColumn("{task.description:34}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console) as progress:
+                for title, total, phase in day.phases():
+                    task = progress.add_task(title, total=total)
+                    await phase(lambda task=task: progress.advance(task))
+                    await day.bus.producer.flush()
+                    progress.update(task, completed=total)
+                settle = progress.add_task("Services catching up", total=1)
+                await day.settle()
+                progress.update(settle, completed=1)
+            await day.report()
+        finally:
+            await day.bus.stop()
+    except BaseException:
+        keep = False  # failed or interrupted: nothing is left running
+        raise
     finally:
-        await day.bus.stop()
-        if not args.keep:
+        if not keep:
             with console.status("Stopping the stack..."):
-                stack.down()
+                stop_stack(stack)
     console.print(f"[green]School day finished in {time.monotonic() - started:.0f} s[/green]")
     return 0
 
@@ -797,7 +874,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--run-dir", default=str(devstack.ROOT / ".run"))
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
-    sys.exit(asyncio.run(play(parser.parse_args())))
+    args = parser.parse_args()
+    stop_on_signals()
+    try:
+        code = asyncio.run(play(args))
+    except Interrupted as stop:
+        code = 128 + stop.signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -93,14 +93,25 @@ def _spawn(name: str, args: list[str], log_path: Path, env: Mapping[str, str] | 
     return Proc(name, p.pid, port, str(log_path))
 
 
+def _when_ready(proc: Proc, condition: Callable[[], bool], *, timeout: float,
+                what: str) -> Proc:
+    """Wait for a process just started; stop it if the wait fails or is interrupted (a signal
+    raises in the middle of it), so that it never outlives a stack that does not know it."""
+    try:
+        wait_for(condition, timeout=timeout, what=what)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc
+
+
 def start_broker(run_dir: Path, port: int | None = None) -> Proc:
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = _spawn("kafka", [tansu_binary(), "broker", "--listener-url", url,
                             "--advertised-listener-url", url, "--storage-engine",
                             "memory://tansu/"], run_dir / "logs" / "kafka.log", port=port)
-    wait_for(lambda: port_open(port), timeout=30, what="the Kafka broker")
-    return proc
+    return _when_ready(proc, lambda: port_open(port), timeout=30, what="the Kafka broker")
 
 
 def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
@@ -111,8 +122,8 @@ def start_mongo(run_dir: Path, port: int | None = None) -> Proc:
                             "--data-dir", str(data), "-p", str(port), "--pid-file",
                             str(data / "nx.pid"), "--log-file", str(run_dir / "logs" / "nx.log")],
                   run_dir / "logs" / "mongo.out", port=port)
-    wait_for(lambda: port_open(port), timeout=30, what="the MongoDB-protocol server")
-    return proc
+    return _when_ready(proc, lambda: port_open(port), timeout=30,
+                       what="the MongoDB-protocol server")
 
 
 def start_sinks(run_dir: Path) -> tuple[Proc, dict[str, str]]:
@@ -122,8 +133,8 @@ def start_sinks(run_dir: Path) -> tuple[Proc, dict[str, str]]:
                             str(run_dir / "sinks"), "--smtp-port", str(smtp_port),
                             "--http-port", str(http_port)],
                   run_dir / "logs" / "sinks.log", port=http_port)
-    wait_for(lambda: port_open(smtp_port) and port_open(http_port), timeout=30,
-             what="the mail and SMS/push sinks")
+    _when_ready(proc, lambda: port_open(smtp_port) and port_open(http_port), timeout=30,
+                what="the mail and SMS/push sinks")
     return proc, {"NOTIFY_SMTP_HOST": "127.0.0.1", "NOTIFY_SMTP_PORT": str(smtp_port),
                   "NOTIFY_SMS_URL": f"http://127.0.0.1:{http_port}/sms",
                   "NOTIFY_PUSH_URL": f"http://127.0.0.1:{http_port}/push"}
@@ -212,23 +223,29 @@ class Stack:
            mongo_port: int | None = None,
            service_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
         """Start from a clean slate: the broker keeps its data in memory, so the database,
-        the sinks and the logs of an earlier run are removed with it."""
+        the sinks and the logs of an earlier run are removed with it. Each process is
+        recorded (``procs``, ``stack.json``) as soon as it runs, so that ``down`` stops
+        everything started even when ``up`` fails or is interrupted half-way."""
         for stale in ("mongo", "sinks", "logs"):
             shutil.rmtree(self.run_dir / stale, ignore_errors=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        kafka = start_broker(self.run_dir, kafka_port)
-        mongo = start_mongo(self.run_dir, mongo_port)
-        sinks, sink_env = start_sinks(self.run_dir)
-        self.procs += [kafka, mongo, sinks]
-        self.env = {**infra_env(kafka.port, mongo.port, self.run_dir), **sink_env}
         self.service_env = {k: dict(v) for k, v in (service_env or {}).items()}
+        kafka = self._record(start_broker(self.run_dir, kafka_port))
+        mongo = self._record(start_mongo(self.run_dir, mongo_port))
+        sinks, sink_env = start_sinks(self.run_dir)
+        self._record(sinks)
+        self.env = {**infra_env(kafka.port, mongo.port, self.run_dir), **sink_env}
         self.save()
-        started = [start_service(s, self.run_dir, self.env, extra_env=self.service_env.get(s))
+        started = [self._record(start_service(s, self.run_dir, self.env,
+                                              extra_env=self.service_env.get(s)))
                    for s in services]
-        self.procs += started
-        self.save()
         for proc in started:
             wait_ready(proc, timeout=90)
+
+    def _record(self, proc: Proc) -> Proc:
+        self.procs.append(proc)
+        self.save()
+        return proc
 
     def restart(self, name: str, timeout: float = 90) -> Proc:
         """Stop a service gracefully and start it again on the same port (its startup tick
@@ -260,7 +277,7 @@ def main(argv: list[str]) -> int:
         try:
             stack.up(kafka_port=int(os.environ.get("KAFKA_PORT", 0)) or None,
                      mongo_port=int(os.environ.get("MONGO_PORT", 0)) or None)
-        except Exception:
+        except BaseException:  # a failure or Ctrl-C: leave nothing running
             stack.down()
             raise
         for p in stack.procs:

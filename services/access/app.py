@@ -11,9 +11,10 @@ from services.runtime.service import Runtime, Tick, main
 
 
 async def wire(rt: Runtime) -> Routes:
-    await store.ensure_indexes(rt.db)
-    h = Handlers(rt)
     settings: Settings = rt.settings  # type: ignore[assignment]
+    await store.ensure_indexes(rt.db, attendance_retention_days=settings.attendance_retention_days,
+                               gate_tap_retention_days=settings.gate_tap_retention_days)
+    h = Handlers(rt)
     rt.ticks.append(Tick(every_s=settings.sweep_interval_s, run=h.sweep,
                          name="attendance-sweep"))
     return {

@@ -18,3 +18,9 @@ class Settings(ServiceSettings):
                                "while more gate taps than this are not yet consumed (after an "
                                "outage, a backlog would otherwise make present children "
                                "absent).")
+    attendance_retention_days: int = Field(default=400, ge=1, description="Attendance days "
+                                           "are deleted this long after their last change "
+                                           "(TTL index): a school year and its summer.")
+    gate_tap_retention_days: int = Field(default=90, ge=1, description="Gate taps (where and "
+                                         "when a child passed) are deleted this long after "
+                                         "they were recorded (TTL index).")

@@ -9,6 +9,10 @@ with a natural ``_id`` and an optimistic ``version``:
 - ``access_taps``: the decision recorded per tap, ``_id`` = tap id (the idempotency record).
 - ``access_days``: one student's local school day, ``_id`` = ``"<contract>:<YYYY-MM-DD>"``.
 - ``access_sweeps``: markers of the periodic jobs done, ``_id`` = ``"<school>:<day>:<kind>"``.
+
+Gate taps and attendance days expire (TTL indexes, ``ACCESS_GATE_TAP_RETENTION_DAYS`` and
+``ACCESS_ATTENDANCE_RETENTION_DAYS``) counted from ``stored_at``, the wall-clock time of the
+last write (a tap's own time may be days old when an offline gate uploads it).
 """
 
 from __future__ import annotations
@@ -29,12 +33,20 @@ from services.access.domain import (
     roster,
 )
 from services.access.domain.common import date_to_doc
-from services.runtime.mongo import Transaction, save_versioned
+from services.runtime.mongo import (
+    DAY_S,
+    STORED_AT,
+    Transaction,
+    ensure_ttl_index,
+    save_versioned,
+    with_stored_at,
+)
 
 Doc = dict[str, Any]
 
 
-async def ensure_indexes(db: Any) -> None:
+async def ensure_indexes(db: Any, *, attendance_retention_days: int,
+                         gate_tap_retention_days: int) -> None:
     await db.access_cards.create_indexes([
         IndexModel([("contract", ASCENDING)], name="card_contract"),
         IndexModel([("school_id", ASCENDING), ("class_name", ASCENDING)], name="card_school"),
@@ -47,6 +59,8 @@ async def ensure_indexes(db: Any) -> None:
     await db.access_taps.create_indexes([
         IndexModel([("card_uid", ASCENDING), ("tapped_at", ASCENDING)], name="tap_card"),
     ])
+    await ensure_ttl_index(db.access_days, STORED_AT, attendance_retention_days * DAY_S)
+    await ensure_ttl_index(db.access_taps, STORED_AT, gate_tap_retention_days * DAY_S)
 
 
 # --- generic optimistic save -----------------------------------------------------------------
@@ -143,7 +157,7 @@ async def load_tap(tx: Transaction, tap_id: str) -> TapRecord | None:
 
 
 async def insert_tap(tx: Transaction, record: TapRecord) -> None:
-    await tx.db.access_taps.insert_one({"_id": record.tap_id, **record.to_doc()},
+    await tx.db.access_taps.insert_one(with_stored_at({"_id": record.tap_id, **record.to_doc()}),
                                        session=tx.session)
 
 
@@ -187,14 +201,14 @@ async def days_of_student(tx: Transaction, contract: str, start: date,
 
 
 async def save_day(tx: Transaction, day: AttendanceDay, loaded: int | None) -> None:
-    await _save(tx, "access_days", day.key, day.to_doc(), loaded)
+    await _save(tx, "access_days", day.key, with_stored_at(day.to_doc()), loaded)
 
 
 async def save_days(tx: Transaction, changed: Iterable[AttendanceDay],
                     loaded: dict[str, int]) -> None:
     """New day records in one insert_many; changed ones replaced with their version check."""
     days = list(changed)
-    fresh = [{"_id": d.key, **d.to_doc()} for d in days if d.key not in loaded]
+    fresh = [with_stored_at({"_id": d.key, **d.to_doc()}) for d in days if d.key not in loaded]
     if fresh:
         await tx.db.access_days.insert_many(fresh, session=tx.session)
     for day in days:

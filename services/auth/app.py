@@ -13,7 +13,9 @@ from services.runtime.service import Runtime, main
 
 
 async def wire(rt: Runtime) -> Routes:
-    await store.ensure_indexes(rt.db)
+    settings: Settings = rt.settings  # type: ignore[assignment]
+    await store.ensure_indexes(rt.db, session_retention_days=settings.session_retention_days,
+                               login_throttle_retention_days=settings.login_throttle_retention_days)
     h = Handlers(rt)
     return {
         # integrations.card-issuance.v1

@@ -35,6 +35,15 @@ class Settings(ServiceSettings):
                                           "PUBLISHED: the relay deletes published records "
                                           "(one-time codes and TOTP secrets among them) instead "
                                           "of keeping them a week; keep it on.")
+    session_retention_days: int = Field(default=30, ge=1, description="AUTH_SESSION_RETENTION_"
+                                        "DAYS: sessions are deleted this long after their last "
+                                        "use or revocation (TTL index); a session is unusable "
+                                        "after 12 hours, so this only bounds the history.")
+    login_throttle_retention_days: int = Field(default=1, ge=1, description="AUTH_LOGIN_"
+                                               "THROTTLE_RETENTION_DAYS: failure windows of "
+                                               "unknown login identifiers are deleted this long "
+                                               "after their last failure (the window is an "
+                                               "hour; TTL index).")
 
     def pepper_bytes(self) -> bytes:
         if self.pepper is not None and self.pepper.get_secret_value():

@@ -15,6 +15,10 @@ Collections (database ``schoolcard_auth``):
 * ``auth_login_throttles`` — failure windows of login identifiers that name no account (keyed
   by a peppered hash), so throttling looks the same for known and unknown identifiers.
 
+Sessions and login throttles expire (TTL indexes on ``stored_at``, the wall-clock time of the
+last write): ``AUTH_SESSION_RETENTION_DAYS`` after a session was last used or revoked (it is
+unusable after 12 hours anyway), ``AUTH_LOGIN_THROTTLE_RETENTION_DAYS`` after the last failure.
+
 Array fields are matched with ``$in``: the dev server (nx-27017) misses equality matches on
 an indexed array field.
 
@@ -34,14 +38,22 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.auth.domain import Account, Child, FailureWindow, Session
 from services.auth.domain.common import login_throttle
-from services.runtime.mongo import Transaction, save_versioned
+from services.runtime.mongo import (
+    DAY_S,
+    STORED_AT,
+    Transaction,
+    ensure_ttl_index,
+    save_versioned,
+    with_stored_at,
+)
 
 Doc = dict[str, Any]
 _IDENTIFIERS = ("phone", "email", "username", "login_contract")
 _CONTRACT = re.compile(r"\d{8}")
 
 
-async def ensure_indexes(db: Any) -> None:
+async def ensure_indexes(db: Any, *, session_retention_days: int,
+                         login_throttle_retention_days: int) -> None:
     await db.auth_accounts.create_indexes([
         IndexModel([("phone", ASCENDING)], unique=True, sparse=True, name="phone_unique"),
         IndexModel([("username", ASCENDING)], unique=True, sparse=True, name="username_unique"),
@@ -59,6 +71,9 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("previous_contracts", ASCENDING)]),
         IndexModel([("guardian_ids", ASCENDING)]),
     ])
+    await ensure_ttl_index(db.auth_sessions, STORED_AT, session_retention_days * DAY_S)
+    await ensure_ttl_index(db.auth_login_throttles, STORED_AT,
+                           login_throttle_retention_days * DAY_S)
 
 
 def identify(login: str) -> tuple[str, str]:
@@ -133,7 +148,8 @@ class Store:
 
     async def save_session(self, session: Session, expected_version: int | None) -> None:
         session.version = 0 if expected_version is None else expected_version + 1
-        await self._put(self.db.auth_sessions, session.to_doc(), expected_version)
+        await self._put(self.db.auth_sessions, with_stored_at(session.to_doc()),
+                        expected_version)
 
     # --- children ---------------------------------------------------------------------------
 
@@ -169,7 +185,7 @@ class Store:
 
     async def save_unknown_throttle(self, key: str, throttle: FailureWindow) -> None:
         await self.db.auth_login_throttles.replace_one(
-            {"_id": key}, {"_id": key, "failures": throttle.to_doc()}, upsert=True,
+            {"_id": key}, with_stored_at({"_id": key, "failures": throttle.to_doc()}), upsert=True,
             session=self.session)
 
     # --- helpers ----------------------------------------------------------------------------

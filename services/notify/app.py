@@ -13,7 +13,8 @@ from services.runtime.service import Runtime, Tick, main
 
 async def wire(rt: Runtime) -> Routes:
     settings: Settings = rt.settings  # type: ignore[assignment]
-    await store.ensure_indexes(rt.db, retention_days=settings.journal_retention_days)
+    await store.ensure_indexes(rt.db, journal_retention_days=settings.journal_retention_days,
+                               journey_retention_days=settings.journey_retention_days)
     sender = Sender(rt, channels.from_settings(settings))
     rt.ticks.append(Tick(every_s=0.0, run=sender.tick, name="notify-sender"))
     rt.ticks.append(Tick(every_s=settings.digest_every_s, run=sender.digest_tick,

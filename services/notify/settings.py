@@ -43,3 +43,7 @@ class Settings(ServiceSettings):
                                   "tick.")
     journal_retention_days: int = Field(default=180, ge=1, description="Messages (the journal) "
                                         "older than this are deleted (TTL index).")
+    journey_retention_days: int = Field(default=90, ge=1, description="Journeys (a child's "
+                                        "rides and gate passages of a day: location data) are "
+                                        "deleted this long after their last change (TTL "
+                                        "index).")

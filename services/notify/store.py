@@ -10,6 +10,10 @@ Collections (database ``schoolcard_notify``):
   (the unique key that makes "at most one message per event, guardian and channel" hold under
   any redelivery); delivery state, the sender's lease, and the journal line it becomes.
 - ``notify_journeys``: one document per child and school day (the journey timeline).
+
+Messages expire ``NOTIFY_JOURNAL_RETENTION_DAYS`` after ``created_at``; journeys (rides and
+gate passages: location data) ``NOTIFY_JOURNEY_RETENTION_DAYS`` after ``stored_at``, the
+wall-clock time of their last change. Both are TTL indexes kept by ``ensure_ttl_index``.
 """
 
 from __future__ import annotations
@@ -21,23 +25,33 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.notify.domain import DeliveryStatus, Guardian, JourneyDay, Message
-from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
+from services.runtime.mongo import (
+    DAY_S,
+    STORED_AT,
+    ConcurrencyError,
+    Transaction,
+    ensure_ttl_index,
+    save_versioned,
+    with_stored_at,
+)
 
 Doc = dict[str, Any]
 OPEN = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
 
 
 
-async def ensure_indexes(db: Any, *, retention_days: int) -> None:
+async def ensure_indexes(db: Any, *, journal_retention_days: int,
+                         journey_retention_days: int) -> None:
     await db.notify_guardianships.create_indexes([IndexModel([("contract", ASCENDING)])])
     await db.notify_push_tokens.create_indexes([IndexModel([("account_id", ASCENDING)])])
     await db.notify_messages.create_indexes([
         IndexModel([("sendable", ASCENDING), ("due_at", ASCENDING)], name="due"),
         IndexModel([("guardian_id", ASCENDING), ("occurred_at", DESCENDING)], name="journal"),
         IndexModel([("status", ASCENDING), ("digest_day", ASCENDING)], name="held"),
-        IndexModel([("created_at", ASCENDING)], expireAfterSeconds=retention_days * 86_400,
-                   name="retention"),
     ])
+    await ensure_ttl_index(db.notify_messages, "created_at", journal_retention_days * DAY_S,
+                           name="retention")
+    await ensure_ttl_index(db.notify_journeys, STORED_AT, journey_retention_days * DAY_S)
 
 
 # -- guardians ------------------------------------------------------------------------------
@@ -212,7 +226,8 @@ async def load_journey(tx: Transaction, key: str) -> JourneyDay | None:
 
 
 async def save_journey(tx: Transaction, journey: JourneyDay, loaded: int | None) -> None:
-    await save_versioned(tx.db.notify_journeys, {"_id": journey.key, **journey.to_doc()},
+    await save_versioned(tx.db.notify_journeys,
+                         with_stored_at({"_id": journey.key, **journey.to_doc()}),
                          loaded, session=tx.session, version=journey.version)
 
 

@@ -86,6 +86,64 @@ def is_conflict(exc: BaseException) -> bool:
                 and (exc.code == 112 or str(exc).startswith("WriteConflict"))))
 
 
+DAY_S = 86_400
+
+STORED_AT = "stored_at"
+"""The field the retention TTL indexes of the services' stores expire on: the wall-clock UTC
+time the store last wrote the document (``datetime.now(UTC)``), never a business time (an
+injected clock, a late offline tap) that could make a document expire at once."""
+
+
+def with_stored_at(doc: Doc) -> Doc:
+    """``doc`` stamped with the wall-clock time its retention counts from (``STORED_AT``)."""
+    return {**doc, STORED_AT: datetime.now(UTC)}
+
+
+def _single_field(index: Doc, field: str) -> bool:
+    return list(index["key"].items()) == [(field, 1)]
+
+
+async def _index_on(collection: Any, field: str) -> Doc | None:
+    """The ascending single-field index on ``field`` as the server lists it (found by its key:
+    nx-27017 names indexes itself, ignoring the name given)."""
+    indexes = await collection.list_indexes()
+    async for index in indexes:
+        if _single_field(index, field):
+            return dict(index)
+    return None
+
+
+async def ensure_ttl_index(collection: Any, field: str, seconds: int, *,
+                           name: str | None = None) -> None:
+    """Documents of ``collection`` expire ``seconds`` after the datetime in ``field``.
+
+    Creates the TTL index, or changes the expiry of an existing index on ``field`` with
+    ``collMod`` (re-creating it with other options would fail with IndexOptionsConflict on
+    MongoDB), so a changed retention setting applies on the next start. nx-27017 answers
+    ``collMod`` ok without changing anything: when the index read back still has the old
+    expiry, it is dropped and created again (the dev server only; MongoDB applies collMod).
+    """
+    existing = await _index_on(collection, field)
+    if existing is None:
+        await collection.create_index([(field, ASCENDING)], expireAfterSeconds=seconds,
+                                      name=name or f"{field}_ttl")
+        return
+    if existing.get("expireAfterSeconds") == seconds:
+        return
+    await collection.database.command({"collMod": collection.name, "index": {
+        "name": existing["name"], "expireAfterSeconds": seconds}})
+    changed = await _index_on(collection, field)
+    if changed is not None and changed.get("expireAfterSeconds") == seconds:
+        log.info("ttl index changed", collection=collection.name, field=field,
+                 expire_after_s=seconds)
+        return
+    log.info("ttl index re-created (collMod had no effect)", collection=collection.name,
+             field=field, expire_after_s=seconds)
+    await collection.drop_index(existing["name"])
+    await collection.create_index([(field, ASCENDING)], expireAfterSeconds=seconds,
+                                  name=name or f"{field}_ttl")
+
+
 class AlreadyProcessed(Exception):
     """The inbox already holds this message id: the whole transaction is a duplicate."""
 
@@ -156,14 +214,9 @@ class UnitOfWork:
         self._on_commit = on_commit or (lambda: None)
 
     async def ensure_indexes(self) -> None:
-        await self.outbox.create_indexes([
-            IndexModel([("status", ASCENDING), ("seq", ASCENDING)]),
-            IndexModel([("published_at", ASCENDING)], expireAfterSeconds=7 * 24 * 3600,
-                       name="outbox_ttl"),
-        ])
-        await self.inbox.create_indexes([
-            IndexModel([("at", ASCENDING)], expireAfterSeconds=30 * 24 * 3600, name="inbox_ttl"),
-        ])
+        await self.outbox.create_indexes([IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
+        await ensure_ttl_index(self.outbox, "published_at", 7 * DAY_S, name="outbox_ttl")
+        await ensure_ttl_index(self.inbox, "at", 30 * DAY_S, name="inbox_ttl")
 
     @asynccontextmanager
     async def transaction(self, *, inbox_id: str | None, cause: Envelope | None = None,

@@ -19,7 +19,7 @@ async def wire(rt: Runtime) -> Routes:
     settings: Settings = rt.settings  # type: ignore[assignment]
     # A broken rules file stops the service at start, never half-way through pricing.
     books = parse_fare_rules(json.loads(settings.fare_rules_file.read_text(encoding="utf-8")))
-    await store.ensure_indexes(rt.db)
+    await store.ensure_indexes(rt.db, ride_retention_days=settings.ride_retention_days)
     await store.seed_rules(rt.db, books, rt.clock())
     h = Handlers(rt)
     rt.ticks.append(Tick(settings.reminder_every_s, h.remind_concessions,

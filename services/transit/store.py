@@ -13,6 +13,12 @@ Collections (database ``schoolcard_transit``):
   ``GetRides`` and the ride id -> aggregate look-up for wallet's outcomes.
 - ``transit_fare_rules``: the rules document per operator, from the rules file or from
   ``SetFareRules`` (a command-set version is never overwritten by the file).
+
+Rides are location data. The history lines in ``transit_rides`` expire
+``TRANSIT_RIDE_RETENTION_DAYS`` after they were first recorded (a TTL index on ``stored_at``,
+the wall-clock time of the insert). The ``CardTravel`` aggregate is not expired: it holds the
+card's unpaid fares, and the domain already drops its rides once their week is closed for late
+uploads (``late_upload_days`` of the rules), so its ride window is short and bounded.
 """
 
 from __future__ import annotations
@@ -22,14 +28,21 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
+from services.runtime.mongo import (
+    DAY_S,
+    STORED_AT,
+    ConcurrencyError,
+    Transaction,
+    ensure_ttl_index,
+    save_versioned,
+)
 from services.transit.domain import (
     CapKind,
     CardTravel,
@@ -61,7 +74,7 @@ class Card:
         return self.status == "active" or (self.closed_at is not None and at < self.closed_at)
 
 
-async def ensure_indexes(db: Any) -> None:
+async def ensure_indexes(db: Any, *, ride_retention_days: int) -> None:
     await db.transit_cards.create_indexes([IndexModel([("contract", ASCENDING)])])
     await db.transit_travel.create_indexes([
         IndexModel([("card_uid", ASCENDING)]),
@@ -71,6 +84,7 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("contract", ASCENDING), ("local_day", ASCENDING)]),
         IndexModel([("card_uid", ASCENDING)]),
     ])
+    await ensure_ttl_index(db.transit_rides, STORED_AT, ride_retention_days * DAY_S)
 
 
 # --- fare rules ------------------------------------------------------------------------------
@@ -323,7 +337,7 @@ async def save_rides(tx: Transaction, travel: CardTravel, ride_ids: Iterable[str
                  "time_zone": time_zone, "route": r.tap.route, "stop": r.tap.stop,
                  "mode": r.tap.mode.value, "validator_id": r.tap.validator_id,
                  "vehicle_id": r.tap.vehicle_id, "offline": r.tap.offline,
-                 "recorded_at": tx.now}},
+                 "recorded_at": tx.now, STORED_AT: datetime.now(UTC)}},
             upsert=True))
     if ops:
         await tx.db.transit_rides.bulk_write(ops, ordered=True, session=tx.session)

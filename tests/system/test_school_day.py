@@ -9,7 +9,9 @@ what the outside world received (the sinks), not against the services' own bookk
 - every entry gave each guardian exactly one message, on their channel (push with the app,
   SMS without); no message reached a provider twice;
 - the parent's sweets ban and daily limit declined two sales, and the parent was told each time;
-- the SMTP server received one receipt per top-up with an e-mail.
+- the SMTP server received one receipt per top-up with an e-mail;
+- the report ``make run`` prints is produced (``SchoolDay.report``) and names the children
+  whose guardians were alerted that they rode but did not arrive.
 """
 
 from __future__ import annotations
@@ -59,8 +61,7 @@ async def test_a_school_day_adds_up_and_tells_every_parent_once(run_dir: Path) -
             journeys = {g.children[0].contract: await day.bus.request(notify.GetJourney(
                 contract=g.children[0].contract, date=city.day.isoformat()),
                 g.children[0].contract, token=g.token) for g in city.guardians}
-            dead = {svc: len(await day.bus.read_all(f"{svc}.dead-letter.v1"))
-                    for svc in devstack.SERVICES}
+            summary = await day.report()  # the report `make run` prints, from the same data
         finally:
             await day.bus.stop()
         sinks = stack.run_dir / "sinks"
@@ -68,7 +69,8 @@ async def test_a_school_day_adds_up_and_tells_every_parent_once(run_dir: Path) -
     finally:
         await asyncio.to_thread(stack.down)
 
-    assert dead == dict.fromkeys(devstack.SERVICES, 0)
+    assert summary.dead_letters == dict.fromkeys(devstack.SERVICES, 0)
+    assert sum(summary.sent.values()) == sum(d["status"] == "sent" for d in deliveries)
 
     # --- money: balance = paid - sold - ridden, for every child -------------------------------
     assert not [e for h, e in wallet_events if _type(h) == "FareDeclined"]
@@ -118,6 +120,10 @@ async def test_a_school_day_adds_up_and_tells_every_parent_once(run_dir: Path) -
         assert len(got) == (1 if s.contract in alerted else 0), (s, got)
         assert (journeys[s.contract]["not_arrived_alert_at"] is not None) == (
             s.contract in alerted)
+    # ... and the report names exactly those children, with the reason the day kept them away
+    assert summary.alerted == {s.contract: "skipped school" if s.truant else
+                               "card blocked at the gate" for s in city.students
+                               if s.contract in alerted}
 
     # --- the journey query joins rides, gates and purchases into one timeline -------------
     rider = day.featured.children[0]
