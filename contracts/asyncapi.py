@@ -55,7 +55,8 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
     "properties": {
         "dlq_code": {"type": "string", "description": "not_json | schema_violation | "
                      "missing_headers | unknown_type | unexpected_type | unsupported_version | "
-                     "processing_failed | a service's rejection code"},
+                     "reply_topic_not_allowed | processing_failed | a service's rejection "
+                     "code"},
         "dlq_reason": {"type": "string", "description": "Human-readable reason (no payload "
                        "values)."},
         "dlq_source_topic": {"type": "string"},

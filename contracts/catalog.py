@@ -11,6 +11,7 @@ partition, offset, consumer group, time).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from contracts import access, auth, integrations, notify, transit, wallet
@@ -64,6 +65,24 @@ def _models(module: object, *names: str) -> tuple[type[ContractModel], ...]:
 
 
 APP_REPLIES = "apps.replies.v1"
+
+CLIENT_REPLIES_PATTERN = r"apps\.replies\.[a-z0-9][a-z0-9-]{1,47}\.v1"
+"""A client's own reply topic, ``apps.replies.<client-id>.v1`` (client id: 2-48 lower-case
+letters, digits and hyphens): created by the client before it names it in ``ce_replyto``; a
+reply topic that does not exist is refused like one the pattern does not allow."""
+
+_CLIENT_REPLIES = re.compile(CLIENT_REPLIES_PATTERN)
+
+
+def reply_topic_problem(name: str) -> str | None:
+    """Why replies may not go to ``name`` (None: they may). Only ``apps.replies.v1`` and the
+    per-client pattern are reply topics: a request naming anything else (another service's
+    topic, a name the broker refuses) is answered nowhere and dead-lettered
+    ``reply_topic_not_allowed``."""
+    if name == APP_REPLIES or _CLIENT_REPLIES.fullmatch(name):
+        return None
+    return (f"ce_replyto must be {APP_REPLIES} or match {CLIENT_REPLIES_PATTERN} "
+            f"(got {len(name)} characters)")
 
 TOPICS: tuple[Topic, ...] = (
     # --- integrators -> platform ---
@@ -172,7 +191,9 @@ TOPICS: tuple[Topic, ...] = (
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),
-          "Default reply topic for apps; a requester may name its own in ce_replyto.",
+          "Default reply topic for apps; a requester may name its own reply topic "
+          "apps.replies.<client-id>.v1 (created beforehand) in ce_replyto. Any other "
+          "ce_replyto is refused: the request is dead-lettered reply_topic_not_allowed.",
           retention_ms=DAY_MS),
     *(
         Topic(dead_letter_topic(s), "original key", s, ("operators",), (),

@@ -158,7 +158,10 @@ class Envelope(BaseModel):
     causation_id: str | None = Field(default=None, description="Id of the message that "
                                      "caused this one.")
     reply_to: str | None = Field(default=None, description="Topic the requester listens on for "
-                                 "the reply (commands and queries only).")
+                                 "the reply (commands and queries only): apps.replies.v1, or "
+                                 "the requester's own apps.replies.<client-id>.v1 created "
+                                 "beforehand. A request naming any other topic is not "
+                                 "handled: it is dead-lettered reply_topic_not_allowed.")
     traceparent: str | None = Field(default=None, description="W3C trace context.")
 
     @classmethod

@@ -797,6 +797,10 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
 def stop_on_signals() -> None:
     """Ctrl-C, ``timeout`` or a CI cancel: say so once and raise :class:`Interrupted` in the
     main thread, even in the middle of the stack's start. Later signals are ignored so that
@@ -810,6 +814,8 @@ def stop_on_signals() -> None:
         console.print("interrupted, stopping the stack…")
         # Tasks the signal cuts short are not worth asyncio's "never retrieved" complaints.
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        if devstack.defer_while_spawning(lambda: _raise(Interrupted(signum))):
+            return  # raised as soon as the child being started is recorded
         raise Interrupted(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -84,13 +85,47 @@ class Proc:
             wait_for(lambda: not self.alive(), timeout=5, what=f"{self.name} to die")
 
 
+SPAWNED: list[Proc] = []
+"""Every process this interpreter started (recorded before a signal may interrupt again):
+``Stack.down`` also stops those a stack had not recorded yet."""
+
+
+class _Spawning:
+    """Forking a child must not be cut in half: a signal handler that raises inside
+    ``Popen`` (after the fork, before the pid is returned) would leave a child nobody knows.
+    A handler asks :func:`defer_while_spawning` first; the deferred action runs once the new
+    child is in :data:`SPAWNED`."""
+
+    depth: ClassVar[int] = 0
+    deferred: ClassVar[list[Callable[[], None]]] = []
+
+
+def defer_while_spawning(action: Callable[[], None]) -> bool:
+    """Called from a signal handler: True when a child is being started (``action`` then
+    runs once it is recorded), False when the handler may act now."""
+    if _Spawning.depth == 0:
+        return False
+    _Spawning.deferred.append(action)
+    return True
+
+
 def _spawn(name: str, args: list[str], log_path: Path, env: Mapping[str, str] | None = None,
            port: int = 0) -> Proc:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                             env={**os.environ, **(env or {})}, start_new_session=True)
-    return Proc(name, p.pid, port, str(log_path))
+    _Spawning.depth += 1
+    try:
+        with open(log_path, "ab") as log:
+            p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                 env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = Proc(name, p.pid, port, str(log_path))
+        SPAWNED.append(proc)
+    finally:
+        _Spawning.depth -= 1
+    if _Spawning.depth == 0:
+        actions, _Spawning.deferred[:] = list(_Spawning.deferred), []
+        for action in actions:
+            action()  # e.g. raise the interruption: the child is known now
+    return proc
 
 
 def _when_ready(proc: Proc, condition: Callable[[], bool], *, timeout: float,
@@ -260,9 +295,14 @@ class Stack:
         return new
 
     def down(self) -> None:
-        # Services first (they drain and flush), then the database, then the broker.
+        # Services first (they drain and flush), then the database, then the broker; then
+        # any child started for this stack that an interruption kept from being recorded.
         for proc in reversed(self.procs):
             proc.stop()
+        recorded = {p.pid for p in self.procs}
+        for proc in reversed(SPAWNED):
+            if proc.pid not in recorded and Path(proc.log).is_relative_to(self.run_dir):
+                proc.stop()
         if self.state_file.exists():
             self.state_file.unlink()
 

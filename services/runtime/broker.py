@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -17,7 +18,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-from contracts.catalog import TOPICS, Topic
+from contracts.catalog import APP_REPLIES, TOPICS, Topic, reply_topic_problem
 from services.runtime import metrics
 from services.runtime.logs import get_logger
 from services.runtime.settings import InfraSettings
@@ -108,3 +109,43 @@ async def group_lag(bootstrap: str, group: str, *topics: str) -> int:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+class ReplyTopics:
+    """Where a request may ask for its answer: ``apps.replies.v1``, or a client's own
+    ``apps.replies.<client-id>.v1`` that exists on the broker. A reply addressed anywhere else
+    could never be published (a name the broker refuses, a topic production does not
+    auto-create), so the consumer refuses such a request before any handler runs.
+
+    The broker's topic list is read again, at most every ``refresh_s``, only when a request
+    names a per-client topic not seen before: a flood of made-up names costs one list per
+    ``refresh_s``.
+    """
+
+    def __init__(self, bootstrap: str, *, refresh_s: float = 5.0) -> None:
+        self.bootstrap = bootstrap
+        self.refresh_s = refresh_s
+        self._known: set[str] = set()
+        self._read_at = float("-inf")
+
+    async def _list_topics(self) -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
+                                    client_id="schoolcard-reply-topics")
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    async def problem(self, name: str) -> str | None:
+        """Why replies may not go to ``name`` (None: they may). Raises KafkaError when the
+        broker cannot be asked (the consumer retries like any outage)."""
+        problem = reply_topic_problem(name)
+        if problem is not None or name == APP_REPLIES or name in self._known:
+            return problem
+        if time.monotonic() - self._read_at >= self.refresh_s:
+            self._known = await self._list_topics()
+            self._read_at = time.monotonic()
+        if name in self._known:
+            return None
+        return f"reply topic {name} does not exist: create it before naming it in ce_replyto"

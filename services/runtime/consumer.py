@@ -9,6 +9,9 @@ decides, per record:
 1. envelope or payload invalid (not JSON, schema violation, unknown type, wrong topic)
    -> dead-letter record with the original bytes and the reason, then commit;
 2. a type this service does not handle -> commit (consumers ignore what they do not need);
+   a request whose ``ce_replyto`` is not a reply topic the catalog allows (or a client's reply
+   topic that does not exist) -> dead-letter ``reply_topic_not_allowed``, commit: its answer
+   could never be published, and must not wait in the outbox;
 3. handler raises ``Rejected`` (bad input found by the domain) -> dead-letter, commit;
 4. handler raises an infrastructure error (database or broker unreachable) -> retry with
    capped backoff until it works or the service stops (the partition waits, nothing skipped);
@@ -31,7 +34,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
@@ -85,6 +88,17 @@ Handler = Callable[[Inbound], Awaitable[None]]
 Routes = Mapping[type[ContractModel], Handler]
 
 
+class ReplyCheck(Protocol):
+    async def problem(self, name: str) -> str | None: ...
+
+
+class _AnyReplyTopic:
+    """For consumers built without a broker to ask (unit tests): the catalog's rule only."""
+
+    async def problem(self, name: str) -> str | None:
+        return catalog.reply_topic_problem(name)
+
+
 def _raw_decoder(msg: Any) -> bytes:
     return msg.body  # type: ignore[no-any-return]
 
@@ -95,7 +109,7 @@ class Consumer:
     def __init__(self, broker: KafkaBroker, service: str, routes: Routes, *,
                  group_id: str, topics: list[str] | None = None, max_attempts: int = 5,
                  backoff_s: float = 0.1, backoff_max_s: float = 5.0,
-                 conflict_retries: int = 30) -> None:
+                 conflict_retries: int = 30, reply_topics: ReplyCheck | None = None) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -105,6 +119,7 @@ class Consumer:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.conflict_retries = conflict_retries
+        self.reply_topics = reply_topics or _AnyReplyTopic()
         self.stopping = False
         self.topics = topics or sorted({catalog.topic_for(m).name for m in self.routes})
         self.subscriber = broker.subscriber(
@@ -138,10 +153,34 @@ class Consumer:
         if handler is None:
             metrics.HANDLED.labels(self.service, envelope.type, "ignored").inc()
             return True
+        if envelope.reply_to is not None:
+            problem = await self._reply_problem(envelope.reply_to)
+            if problem is None:  # stopping: the next owner of the partition reads it again
+                return False
+            if problem:
+                metrics.HANDLED.labels(self.service, envelope.type, "rejected").inc()
+                await self.dead_letter(record, "reply_topic_not_allowed", problem, attempts=0)
+                return True
         inbound = Inbound(message, envelope, record.topic, record.partition, record.offset,
                           record.key.decode(errors="replace") if record.key else None,
                           headers.get(HEADER_AUTHORIZATION))
         return await self._handle(record, handler, inbound)
+
+    async def _reply_problem(self, reply_to: str) -> str | None:
+        """Why the reply topic a request names is refused ("" when it is fine). Asking the
+        broker whether a client's reply topic exists is retried like any outage; None when
+        the service stops first."""
+        delay = self.backoff_s
+        while not self.stopping:
+            try:
+                return await self.reply_topics.problem(reply_to) or ""
+            except (*INFRA_ERRORS, KafkaError, OSError) as exc:
+                metrics.RETRIES.labels(self.service, "infrastructure").inc()
+                log.warning("cannot check the reply topic; retrying", error=type(exc).__name__,
+                            retry_in_s=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max_s)
+        return None
 
     async def _handle(self, record: ConsumerRecord[Any, Any], handler: Handler,
                       inbound: Inbound) -> bool:

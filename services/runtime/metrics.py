@@ -23,3 +23,6 @@ OUTBOX_PUBLISHED = Counter("schoolcard_outbox_published_total", "Outbox records 
                            ["service", "topic"])
 OUTBOX_LAG = Gauge("schoolcard_outbox_lag_seconds", "Age of the oldest unpublished outbox "
                    "record seen by the relay", ["service"])
+OUTBOX_PARKED = Counter("schoolcard_outbox_parked_total", "Outbox records moved aside because "
+                        "the broker would not take them (reason: too_large, invalid_topic, "
+                        "not_authorized, policy_violation, unpublishable)", ["service", "reason"])

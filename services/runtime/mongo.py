@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiokafka.errors import (
+    InvalidTopicError,
+    MessageSizeTooLargeError,
+    PolicyViolationError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +43,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from contracts.catalog import reply_topic_problem
 from contracts.envelope import ContractModel, Envelope, ErrorInfo, ErrorReply, encode
 from services.runtime import metrics
 from services.runtime.logs import get_logger
@@ -44,6 +54,11 @@ INFRA_ERRORS = (AutoReconnect, ConnectionFailure, NetworkTimeout, ServerSelectio
 """Database unreachable: retried without limit (the message is fine, the world is not)."""
 
 Doc = dict[str, Any]
+
+
+REPLY_MAX_BYTES = 900_000
+"""Largest reply payload a service sends: under the broker's default 1 MiB record limit with
+room for the headers."""
 
 
 class ConcurrencyError(Exception):
@@ -171,6 +186,7 @@ class Transaction:
     cause: Envelope | None
     now: datetime
     outbox: list[PendingMessage] = field(default_factory=list)
+    reply_max_bytes: int = REPLY_MAX_BYTES
 
     def emit(self, topic: str, key: str, message: ContractModel, *,
              reply_to: str | None = None, message_id: str | None = None) -> Envelope:
@@ -186,12 +202,25 @@ class Transaction:
         self.reply(ErrorReply(ok=False, error=ErrorInfo(code=code, message=message)))
 
     def reply(self, message: ContractModel) -> None:
-        """Answer the request that caused this transaction, if it named a reply topic."""
-        if self.cause is not None and self.cause.reply_to:
-            envelope = Envelope.new(message, source=self.source, subject=self.cause.correlation_id,
-                                    cause=self.cause, time=self.now)
-            self.outbox.append(PendingMessage(self.cause.reply_to, self.cause.correlation_id,
-                                              message, envelope))
+        """Answer the request that caused this transaction, if it named a reply topic the
+        catalog allows (the consumer refuses the others before any handler runs). A reply
+        larger than ``reply_max_bytes`` becomes the error ``reply_too_large``: the requester
+        hears why instead of waiting for a record the broker would refuse."""
+        if self.cause is None or not self.cause.reply_to:
+            return
+        if reply_topic_problem(self.cause.reply_to) is not None:
+            log.warning("reply not sent: reply topic not allowed", type=message.TYPE)
+            return
+        size = len(encode(message))
+        if size > self.reply_max_bytes:
+            message = ErrorReply(ok=False, error=ErrorInfo(
+                code="reply_too_large",
+                message=f"the answer is {size} bytes, more than {self.reply_max_bytes}: "
+                        "ask for a smaller page or period"))
+        envelope = Envelope.new(message, source=self.source, subject=self.cause.correlation_id,
+                                cause=self.cause, time=self.now)
+        self.outbox.append(PendingMessage(self.cause.reply_to, self.cause.correlation_id,
+                                          message, envelope))
 
 
 class UnitOfWork:
@@ -203,7 +232,7 @@ class UnitOfWork:
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, service: str,
                  instance_id: str, on_commit: Callable[[], None] | None = None,
-                 snapshot_reads: bool = True) -> None:
+                 snapshot_reads: bool = True, reply_max_bytes: int = REPLY_MAX_BYTES) -> None:
         self.client = client
         self.read_concern = ReadConcern("snapshot") if snapshot_reads else None
         self.db = client[db_name]
@@ -212,10 +241,12 @@ class UnitOfWork:
         self.inbox = self.db[f"{service}_inbox"]
         self.outbox = self.db[f"{service}_outbox"]
         self._on_commit = on_commit or (lambda: None)
+        self.reply_max_bytes = reply_max_bytes
 
     async def ensure_indexes(self) -> None:
         await self.outbox.create_indexes([IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
         await ensure_ttl_index(self.outbox, "published_at", 7 * DAY_S, name="outbox_ttl")
+        await ensure_ttl_index(self.outbox, "parked_at", 30 * DAY_S, name="outbox_parked_ttl")
         await ensure_ttl_index(self.inbox, "at", 30 * DAY_S, name="inbox_ttl")
 
     @asynccontextmanager
@@ -226,7 +257,7 @@ class UnitOfWork:
             await session.start_transaction(read_concern=self.read_concern,
                                             write_concern=WriteConcern("majority"))
             tx = Transaction(session=session, db=self.db, source=self.service, cause=cause,
-                             now=now or datetime.now(UTC))
+                             now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes)
             try:
                 if inbox_id is not None:
                     try:
@@ -268,35 +299,69 @@ class UnitOfWork:
 
 
 Publish = Callable[[str, str, bytes, dict[str, str]], Awaitable[None]]
+Probe = Callable[[], Awaitable[bool]]
+
+LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""What Kafka accepts as a topic name; a record for any other name can never be published."""
+
+PARK_AT_ONCE: tuple[tuple[type[BaseException], str], ...] = (
+    (MessageSizeTooLargeError, "too_large"),
+    (RecordTooLargeError, "too_large"),
+    (RecordListTooLargeError, "too_large"),
+    (InvalidTopicError, "invalid_topic"),
+    (TopicAuthorizationFailedError, "not_authorized"),
+    (PolicyViolationError, "policy_violation"),
+)
+"""Broker answers that no retry can change: the record is parked on the first one."""
+
+
+class BrokerUnavailable(Exception):
+    """A publish failed and the broker does not answer either: an outage, retried as a whole
+    with backoff; no record is blamed for it."""
+
+
+async def _assume_up() -> bool:
+    return True
 
 
 class OutboxRelay:
     """Publishes committed outbox records in commit order, keyed by aggregate.
 
     Each instance publishes what it wrote; records of an instance that died are taken over
-    after ``takeover_s``. A failed publish stops the batch (keeping per-key order) and is
-    retried with backoff: nothing committed is ever dropped. Delivery is at least once.
+    after ``takeover_s``. Delivery is at least once, and per key in commit order.
+
+    One record never holds up the others. A failed publish holds back only the later records
+    of the same key; when the broker still answers (``broker_up``), the failure is the
+    record's own: it is tried again after a growing pause, and after ``max_attempts`` it is
+    *parked* (status ``parked``, with the reason; metric ``schoolcard_outbox_parked_total``) so
+    its key flows again. A record the broker can never take (larger than its limit, a topic
+    name it refuses, a topic this service may not write) is parked at once. When the broker
+    does not answer, nothing is blamed: the pass stops and is retried with backoff, so an
+    outage parks nothing.
 
     Published records are marked ``sent`` and expire after a week (``outbox_ttl``), unless
     ``delete_published``: then they are deleted as soon as the broker took them, for a
     service whose outbox carries secrets that must not outlive their delivery (auth's
-    one-time codes and TOTP secrets). Delivery guarantees are the same either way; only the
-    week of published history in the database is given up.
+    one-time codes and TOTP secrets); such a service's parked records keep no payload.
     """
 
     def __init__(self, uow: UnitOfWork, publish: Publish, *, batch: int = 200,
                  idle_s: float = 0.5, takeover_s: float = 30.0,
-                 delete_published: bool = False) -> None:
+                 delete_published: bool = False, max_attempts: int = 5,
+                 publish_timeout_s: float = 10.0, retry_base_s: float = 1.0,
+                 broker_up: Probe = _assume_up) -> None:
         self.uow = uow
         self.publish = publish
         self.batch = batch
         self.idle_s = idle_s
         self.takeover_s = takeover_s
         self.delete_published = delete_published
+        self.max_attempts = max_attempts
+        self.publish_timeout_s = publish_timeout_s
+        self.retry_base_s = retry_base_s
+        self.broker_up = broker_up
         self.wakeup = asyncio.Event()
         self._stopping = False
-
-    PUBLISH_TIMEOUT_S = 30.0
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -362,7 +427,7 @@ class OutboxRelay:
         except Exception as exc:
             log.warning("outbox flush at shutdown incomplete", error=type(exc).__name__)
 
-    async def publish_pending(self) -> int:
+    async def _pending(self) -> list[Doc]:
         takeover_before = datetime.now(UTC) - timedelta(seconds=self.takeover_s)
         # Two plain queries instead of one with $or: nx-27017 ignores the other conditions of
         # a filter that has $or, which re-sent published records and starved new ones.
@@ -373,20 +438,57 @@ class OutboxRelay:
             {"status": "pending", "created_at": {"$lt": takeover_before}}
         ).sort("seq", ASCENDING).to_list(self.batch)
         unique = {d["_id"]: d for d in [*own, *orphans] if d.get("status") == "pending"}
-        docs = sorted(unique.values(), key=lambda d: d["seq"])[: self.batch]
+        return sorted(unique.values(), key=lambda d: d["seq"])[: self.batch]
+
+    async def _publish_one(self, doc: Doc) -> tuple[str, str] | None:
+        """Publish one record: None when the broker took it, else (park reason or "", error)
+        where a park reason means no retry can help."""
+        if not LEGAL_TOPIC.fullmatch(doc["topic"]):
+            return "invalid_topic", f"not a Kafka topic name ({len(doc['topic'])} characters)"
+        try:
+            # A hung broker request must become an error (and a retry), not a stall.
+            await asyncio.wait_for(self.publish(doc["topic"], doc["key"],
+                                                doc["payload"].encode(), dict(doc["headers"])),
+                                   timeout=self.publish_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+            for kind, reason in PARK_AT_ONCE:
+                if isinstance(exc, kind):
+                    return reason, detail
+            return "", detail
+        return None
+
+    async def publish_pending(self) -> int:
+        docs = await self._pending()
+        now_s = time.time()
         published: list[str] = []
+        failed: list[tuple[Doc, str, str]] = []
+        held: set[str] = set()  # keys with an earlier record unpublished: the rest waits
         try:
             for doc in docs:
-                # A hung broker request must become an error (and a retry), not a stall.
-                await asyncio.wait_for(self.publish(doc["topic"], doc["key"],
-                                                    doc["payload"].encode(),
-                                                    dict(doc["headers"])),
-                                       timeout=self.PUBLISH_TIMEOUT_S)
-                published.append(doc["_id"])
-                metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
+                if doc["key"] in held:
+                    continue
+                if doc.get("retry_at_s", 0) > now_s:
+                    held.add(doc["key"])
+                    continue
+                problem = await self._publish_one(doc)
+                if problem is None:
+                    published.append(doc["_id"])
+                    metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
+                    continue
+                reason, detail = problem
+                if not reason:
+                    if not await self._broker_answers():
+                        raise BrokerUnavailable(detail)
+                    held.add(doc["key"])
+                failed.append((doc, reason, detail))
         finally:
             if published:
                 await self._record_published(published)
+            for doc, reason, detail in failed:
+                await self._record_failure(doc, reason, detail)
         if docs:
             oldest = docs[0]["created_at"]
             metrics.OUTBOX_LAG.labels(self.uow.service).set(
@@ -394,6 +496,35 @@ class OutboxRelay:
         else:
             metrics.OUTBOX_LAG.labels(self.uow.service).set(0)
         return len(docs)
+
+    async def _broker_answers(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.broker_up(), timeout=5))
+        except Exception:
+            return False
+
+    async def _record_failure(self, doc: Doc, reason: str, detail: str) -> None:
+        """Count a failed attempt of a record the broker refused while it answered; park the
+        record when no retry can help (``reason``) or after ``max_attempts``."""
+        attempts = int(doc.get("attempts", 0)) + 1
+        if not reason and attempts < self.max_attempts:
+            pause = self.retry_base_s * 2 ** (attempts - 1)
+            log.warning("outbox record refused; its key waits", topic=doc["topic"],
+                        type=doc.get("type"), attempt=attempts, error=detail,
+                        retry_in_s=pause)
+            await self.uow.outbox.update_one({"_id": doc["_id"]}, {"$set": {
+                "attempts": attempts, "last_error": detail, "retry_at_s": time.time() + pause}})
+            return
+        reason = reason or "unpublishable"
+        parked: Doc = {"status": "parked", "attempts": attempts, "park_reason": reason,
+                       "last_error": detail, "parked_at": datetime.now(UTC)}
+        if self.delete_published:
+            parked.update(payload="", headers={})  # secrets do not outlive their delivery
+        await self.uow.outbox.update_one({"_id": doc["_id"]}, {"$set": parked})
+        metrics.OUTBOX_PARKED.labels(self.uow.service, reason).inc()
+        log.error("outbox record parked; the records behind it flow", topic=doc["topic"][:60],
+                  type=doc.get("type"), key=doc["key"][:60], reason=reason, error=detail,
+                  attempts=attempts, message_id=doc.get("message_id"))
 
 
 def payload_json(doc: Doc) -> Any:

@@ -22,7 +22,7 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
-from services.runtime.broker import group_lag, make_broker, provision_topics
+from services.runtime.broker import ReplyTopics, group_lag, make_broker, provision_topics
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
@@ -133,7 +133,8 @@ class Service:
         relay_holder: list[OutboxRelay] = []
         uow = UnitOfWork(client, s.mongo_db or f"schoolcard_{self.name}", self.name,
                          self.instance_id, on_commit=lambda: relay_holder[0].notify(),
-                         snapshot_reads=infra.mongo_snapshot_reads)
+                         snapshot_reads=infra.mongo_snapshot_reads,
+                         reply_max_bytes=s.reply_max_bytes)
         self.runtime = Runtime(self.name, s, client, uow, broker, clock=self.clock)
         await uow.ensure_indexes()
         if infra.provision_topics:
@@ -144,14 +145,22 @@ class Service:
                                  max_attempts=s.max_attempts,
                                  backoff_s=s.retry_backoff_ms / 1000,
                                  backoff_max_s=s.retry_backoff_max_ms / 1000,
-                                 conflict_retries=s.conflict_retries)
+                                 conflict_retries=s.conflict_retries,
+                                 reply_topics=ReplyTopics(infra.kafka_bootstrap))
 
         async def publish(topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
             await broker.publish(value, topic, key=key.encode(), headers=headers)
 
+        async def broker_up() -> bool:
+            return bool(await broker.ping(timeout=2))
+
         self.relay = OutboxRelay(uow, publish, batch=s.outbox_batch,
                                  idle_s=s.outbox_idle_ms / 1000, takeover_s=s.outbox_takeover_s,
-                                 delete_published=s.outbox_delete_published)
+                                 delete_published=s.outbox_delete_published,
+                                 max_attempts=s.outbox_max_attempts,
+                                 publish_timeout_s=s.outbox_publish_timeout_s,
+                                 retry_base_s=s.outbox_retry_base_ms / 1000,
+                                 broker_up=broker_up)
         relay_holder.append(self.relay)
         await broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))

@@ -58,4 +58,15 @@ class ServiceSettings(BaseSettings):
     outbox_delete_published: bool = Field(default=False, description="Delete outbox records "
                                           "once published instead of marking them sent (kept "
                                           "a week): for outboxes that carry secrets.")
+    outbox_max_attempts: int = Field(default=5, ge=1, description="Publishes of one outbox "
+                                     "record the broker refuses while it is up, before the "
+                                     "record is parked so the records of its key behind it "
+                                     "flow (an outage counts no attempts).")
+    outbox_retry_base_ms: int = Field(default=1_000, ge=1, description="Pause before a "
+                                      "refused record is tried again; doubles each attempt.")
+    outbox_publish_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait "
+                                            "for the broker to take one record.")
+    reply_max_bytes: int = Field(default=900_000, ge=1_000, description="Largest reply "
+                                 "payload; a larger answer becomes the error reply_too_large "
+                                 "(keep under the broker's max.message.bytes).")
     shutdown_grace_s: float = Field(default=15.0, ge=0)

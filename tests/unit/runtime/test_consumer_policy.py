@@ -14,6 +14,7 @@ from pymongo.errors import AutoReconnect
 
 from contracts.envelope import Envelope, encode
 from contracts.integrations import CardIssued
+from services.runtime.broker import ReplyTopics
 from services.runtime.consumer import Consumer, Inbound, Rejected
 from services.runtime.mongo import AlreadyProcessed
 
@@ -199,3 +200,70 @@ async def test_endless_write_conflicts_end_as_a_failure_after_the_conflict_budge
     assert await consumer.process(record()) is True
     assert calls == 3 + 2  # the conflict budget, then the ordinary bounded attempts
     assert [code for code, _ in consumer.dead] == ["processing_failed"]
+
+
+def request(reply_to: str) -> ConsumerRecord:
+    return record(headers=Envelope.new(CARD, source="t", reply_to=reply_to).to_headers())
+
+
+@pytest.mark.parametrize("reply_to", [
+    "no such topic!", "x" * 300, "wallet.events.v1", "apps.replies.v2", "apps.replies..v1",
+])
+async def test_a_request_naming_a_reply_topic_the_catalog_does_not_allow_is_never_handled(
+        reply_to: str):
+    seen: list[Inbound] = []
+
+    async def handler(msg: Inbound) -> None:
+        seen.append(msg)
+
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(request(reply_to)) is True
+    assert seen == []
+    [(code, reason)] = consumer.dead
+    assert code == "reply_topic_not_allowed"
+    assert "apps.replies.v1" in reason and reply_to not in reason  # never echoes the name
+
+
+def broker_topics(*names: str) -> ReplyTopics:
+    """The runtime's reply-topic check with the broker's topic list replaced by ``names``."""
+    topics = ReplyTopics("unused:9092", refresh_s=3600)
+
+    async def listed() -> set[str]:
+        return set(names)
+
+    topics._list_topics = listed  # type: ignore[method-assign]
+    return topics
+
+
+async def test_a_client_reply_topic_is_allowed_only_once_it_exists():
+    seen: list[Inbound] = []
+
+    async def handler(msg: Inbound) -> None:
+        seen.append(msg)
+
+    consumer = RecordingConsumer(handler, reply_topics=broker_topics("apps.replies.cabinet-7.v1"))
+    assert await consumer.process(request("apps.replies.cabinet-7.v1")) is True
+    assert await consumer.process(request("apps.replies.v1")) is True
+    assert await consumer.process(request("apps.replies.nobody.v1")) is True
+    assert [m.envelope.reply_to for m in seen] == ["apps.replies.cabinet-7.v1", "apps.replies.v1"]
+    assert [code for code, _ in consumer.dead] == ["reply_topic_not_allowed"]
+    assert "does not exist" in consumer.dead[0][1]
+
+
+async def test_a_reply_larger_than_the_limit_becomes_the_error_reply_too_large():
+    from contracts.envelope import ErrorReply
+    from contracts.wallet import StatementLine, StatementReply
+    from services.runtime.mongo import Transaction
+
+    cause = Envelope.new(CARD, source="t", reply_to="apps.replies.v1")
+    tx = Transaction(session=None, db=None, source="wallet", cause=cause,  # type: ignore[arg-type]
+                     now=datetime.now(UTC), reply_max_bytes=10_000)
+    line = StatementLine(at=datetime.now(UTC), kind="sale", operation_id="s-1", amount=-100,
+                         status="posted", description="till " * 10)
+    tx.reply(StatementReply(contract="40012345", lines=[line] * 5))
+    tx.reply(StatementReply(contract="40012345", lines=[line] * 500))
+    small, large = (p.message for p in tx.outbox)
+    assert isinstance(small, StatementReply) and len(small.lines) == 5
+    assert isinstance(large, ErrorReply) and large.error is not None
+    assert large.error.code == "reply_too_large"
+    assert [p.topic for p in tx.outbox] == ["apps.replies.v1", "apps.replies.v1"]

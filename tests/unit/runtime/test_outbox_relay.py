@@ -1,6 +1,7 @@
 """The outbox relay without a database: what happens to a record once the broker took it
-(marked sent, or deleted with ``delete_published``), and that a failed publish leaves the rest
-of the batch pending in order."""
+(marked sent, or deleted with ``delete_published``), that an outage leaves the batch pending in
+order and blames no record, and that a record the broker refuses while it is up holds back only
+its own key until it is parked."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
 
-from services.runtime.mongo import OutboxRelay
+from services.runtime import metrics
+from services.runtime.mongo import BrokerUnavailable, OutboxRelay
 
 pytestmark = pytest.mark.unit
 
@@ -55,31 +58,53 @@ class FakeOutbox:
             if _matches(d, query):
                 d.update(update["$set"])
 
+    async def update_one(self, query: dict[str, Any], update: dict[str, Any]) -> None:
+        for d in self.docs:
+            if _matches(d, query):
+                d.update(update["$set"])
+                return
+
     async def delete_many(self, query: dict[str, Any]) -> Any:
         keep = [d for d in self.docs if not _matches(d, query)]
         deleted, self.docs[:] = len(self.docs) - len(keep), keep
         return SimpleNamespace(deleted_count=deleted)
 
 
-def record(n: int, status: str = "pending") -> dict[str, Any]:
-    return {"_id": f"r{n}", "seq": n, "topic": "notify.otp-requests.v1", "key": "k",
+def record(n: int, status: str = "pending", *, key: str = "k",
+           topic: str = "notify.otp-requests.v1") -> dict[str, Any]:
+    return {"_id": f"r{n}", "seq": n, "topic": topic, "key": key,
             "payload": f'{{"code": "{n:06d}"}}', "headers": {}, "status": status,
             "owner": "i1", "created_at": datetime.now(UTC) - timedelta(seconds=1)}
 
 
 class Broker:
-    def __init__(self, fail_at: int | None = None) -> None:
+    """Takes records, except: the ``fail_at``-th publish raises (an outage), topics in
+    ``refused`` raise ``refusal`` (a record the broker will not take)."""
+
+    def __init__(self, fail_at: int | None = None, refused: set[str] = frozenset(),  # type: ignore[assignment]
+                 refusal: Exception | None = None) -> None:
         self.sent: list[bytes] = []
+        self.calls: list[str] = []
         self.fail_at = fail_at
+        self.refused = set(refused)
+        self.refusal = refusal or UnknownTopicOrPartitionError()
+        self.up = True
 
     async def publish(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+        self.calls.append(topic)
         if self.fail_at is not None and len(self.sent) == self.fail_at:
             raise ConnectionError("broker away")
+        if topic in self.refused:
+            raise self.refusal
         self.sent.append(value)
+
+    async def ping(self) -> bool:
+        return self.up
 
 
 def relay(docs: list[dict[str, Any]], broker: Broker, **kw: Any) -> OutboxRelay:
     uow = SimpleNamespace(outbox=FakeOutbox(docs), instance_id="i1", service="test")
+    kw.setdefault("broker_up", broker.ping)
     return OutboxRelay(uow, broker.publish, **kw)  # type: ignore[arg-type]
 
 
@@ -100,16 +125,18 @@ async def test_with_delete_published_the_broker_gets_every_record_and_the_outbox
     assert docs == []
 
 
-async def test_a_failed_publish_deletes_only_what_the_broker_took_and_keeps_the_rest_pending(
+async def test_an_outage_deletes_only_what_the_broker_took_and_blames_no_record(
 ) -> None:
-    docs = [record(1), record(2), record(3)]
+    docs = [record(1), record(2, key="other"), record(3)]
     broker = Broker(fail_at=1)
-    r = relay(docs, broker, delete_published=True)
-    with pytest.raises(ConnectionError):
+    broker.up = False
+    r = relay(docs, broker, delete_published=True, max_attempts=1)
+    with pytest.raises(BrokerUnavailable):
         await r.publish_pending()
     assert [d["_id"] for d in docs] == ["r2", "r3"]
     assert {d["status"] for d in docs} == {"pending"}
-    broker.fail_at = None
+    assert not any("attempts" in d for d in docs)
+    broker.fail_at, broker.up = None, True
     assert await r.publish_pending() == 2 and docs == []
     assert len(broker.sent) == 3
 
@@ -139,3 +166,68 @@ async def test_the_default_relay_never_deletes() -> None:
     docs = [record(1, "sent"), record(2)]
     await run_until(relay(docs, Broker()), lambda: docs[1]["status"] == "sent")
     assert [d["status"] for d in docs] == ["sent", "sent"]
+
+
+def parked(reason: str) -> float:
+    return metrics.OUTBOX_PARKED.labels("test", reason)._value.get()
+
+
+async def test_a_record_the_broker_refuses_holds_back_only_its_own_key_until_it_is_parked(
+) -> None:
+    """The poison reply is the oldest record: the records of other keys flow from the first
+    pass, the next record of its own key waits (per-key order), and once the poison record
+    has been refused max_attempts times it is parked and its key flows again."""
+    poison = record(1, key="corr-1", topic="apps.replies.gone.v1")
+    docs = [poison, record(2, key="card-7"), record(3, key="corr-1"), record(4, key="card-8")]
+    broker = Broker(refused={"apps.replies.gone.v1"})
+    r = relay(docs, broker, max_attempts=3, retry_base_s=0.0)
+    before = parked("unpublishable")
+    assert await r.publish_pending() == 4
+    assert [d["status"] for d in docs] == ["pending", "sent", "pending", "sent"]
+    assert poison["attempts"] == 1 and "UnknownTopicOrPartition" in poison["last_error"]
+    await r.publish_pending()
+    assert [d["status"] for d in docs] == ["pending", "sent", "pending", "sent"]
+    await r.publish_pending()
+    assert poison["status"] == "parked" and poison["park_reason"] == "unpublishable"
+    assert poison["attempts"] == 3 and poison["parked_at"] is not None
+    assert parked("unpublishable") == before + 1
+    await r.publish_pending()
+    assert docs[2]["status"] == "sent"
+    assert broker.calls.count("apps.replies.gone.v1") == 3
+
+
+async def test_a_refused_record_is_not_tried_again_before_its_pause_is_over() -> None:
+    poison = record(1, topic="apps.replies.gone.v1")
+    docs = [poison, record(2)]
+    broker = Broker(refused={"apps.replies.gone.v1"})
+    r = relay(docs, broker, max_attempts=5, retry_base_s=60.0)
+    await r.publish_pending()
+    await r.publish_pending()
+    assert broker.calls == ["apps.replies.gone.v1"]
+    assert poison["attempts"] == 1 and poison["retry_at_s"] > 0
+    assert docs[1]["status"] == "pending"  # same key: waits behind it, in order
+
+
+async def test_a_record_larger_than_the_broker_takes_is_parked_at_once() -> None:
+    docs = [record(1, topic="wallet.statement.v1"), record(2)]
+    broker = Broker(refused={"wallet.statement.v1"}, refusal=MessageSizeTooLargeError())
+    before = parked("too_large")
+    await relay(docs, broker, max_attempts=5).publish_pending()
+    assert docs[0]["status"] == "parked" and docs[0]["park_reason"] == "too_large"
+    assert docs[1]["status"] == "sent"
+    assert parked("too_large") == before + 1
+
+
+async def test_a_record_for_a_name_kafka_refuses_is_parked_without_asking_the_broker() -> None:
+    docs = [record(1, topic="no such topic!"), record(2, topic="x" * 300), record(3)]
+    broker = Broker()
+    await relay(docs, broker).publish_pending()
+    assert [d.get("park_reason") for d in docs] == ["invalid_topic", "invalid_topic", None]
+    assert broker.calls == ["notify.otp-requests.v1"] and docs[2]["status"] == "sent"
+
+
+async def test_a_parked_record_of_an_outbox_carrying_secrets_keeps_no_payload() -> None:
+    docs = [record(1, topic="no such topic!")]
+    await relay(docs, Broker(), delete_published=True).publish_pending()
+    assert docs[0]["status"] == "parked"
+    assert docs[0]["payload"] == "" and docs[0]["headers"] == {}
