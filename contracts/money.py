@@ -1,6 +1,7 @@
 """Money on the wire and in text: integer kopecks, RUB only, never a float.
 
-Every amount in every contract is a plain ``int`` of kopecks (1 ₽ = 100 kopecks). This module
+Every amount in every contract is a plain ``int`` of kopecks (1 ₽ = 100 kopecks), strictly:
+a string, a float (even ``100.0``) or a boolean is a schema violation, never coerced. This module
 holds the few operations that are easy to get wrong: percentages with explicit rounding, and the
 Russian display format ``1 234,50 ₽`` that parents read.
 """
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, Strict
 
 KOPECKS_PER_RUBLE = 100
 MAX_AMOUNT = 100_000_000_00  # 100 million roubles: anything above is an integrator error
 
 Kopecks = Annotated[
     int,
+    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Field(
         ge=0,
         le=MAX_AMOUNT,
@@ -25,6 +27,8 @@ Kopecks = Annotated[
 ]
 PositiveKopecks = Annotated[
     int,
+    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
+    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Field(
         gt=0,
         le=MAX_AMOUNT,
@@ -34,6 +38,8 @@ PositiveKopecks = Annotated[
 ]
 SignedKopecks = Annotated[
     int,
+    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
+    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Field(
         ge=-MAX_AMOUNT,
         le=MAX_AMOUNT,

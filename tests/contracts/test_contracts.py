@@ -177,3 +177,27 @@ def test_chip_uids_and_digit_strings_that_are_no_pan_are_card_uids(uid):
     from pydantic import TypeAdapter
 
     assert TypeAdapter(CardUid).validate_python(uid) == uid
+
+
+@pytest.mark.parametrize("amount", ["100", 100.0, 100.5, True, -100, 0])
+def test_an_amount_that_is_not_a_positive_json_integer_of_kopecks_is_refused_not_coerced(
+        amount: object) -> None:
+    payload = {"payment_id": "p-1", "contract": "40012345", "amount": amount, "channel": "atm",
+               "paid_at": "2026-09-01T05:00:00Z", "time": "2026-09-01T05:00:00Z",
+               "source": "integrator:bank", "correlation_id": "c-1"}
+    envelope = Envelope.new(TopUpReceived.model_validate({**payload, "amount": 100}),
+                            source="integrator:bank")
+    with pytest.raises(ContractError) as refused:
+        decode(envelope, json.dumps(payload).encode())
+    assert refused.value.code == "schema_violation"
+
+
+@pytest.mark.parametrize("name, allowed", [
+    ("apps.replies.v1", True), ("apps.replies.cabinet-7.v1", True),
+    ("apps.replies.gateway-eu-1.v1", True), ("no such topic!", False), ("x" * 300, False),
+    ("wallet.sale-decisions.v1", False), ("apps.replies.-x.v1", False),
+    ("apps.replies.UPPER.v1", False), ("apps.replies.a.v2", False),
+])
+def test_replies_go_only_to_the_shared_reply_topic_or_a_client_reply_topic(
+        name: str, allowed: bool) -> None:
+    assert (catalog.reply_topic_problem(name) is None) is allowed
