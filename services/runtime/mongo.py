@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import time
 import uuid
@@ -232,7 +233,8 @@ class UnitOfWork:
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, service: str,
                  instance_id: str, on_commit: Callable[[], None] | None = None,
-                 snapshot_reads: bool = True, reply_max_bytes: int = REPLY_MAX_BYTES) -> None:
+                 snapshot_reads: bool = True, reply_max_bytes: int = REPLY_MAX_BYTES,
+                 crash_after_commit: int = 0) -> None:
         self.client = client
         self.read_concern = ReadConcern("snapshot") if snapshot_reads else None
         self.db = client[db_name]
@@ -242,6 +244,8 @@ class UnitOfWork:
         self.outbox = self.db[f"{service}_outbox"]
         self._on_commit = on_commit or (lambda: None)
         self.reply_max_bytes = reply_max_bytes
+        self._crash_after_commit = crash_after_commit
+        self._commits_with_outbox = 0
 
     async def ensure_indexes(self) -> None:
         await self.outbox.create_indexes([IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
@@ -279,6 +283,10 @@ class UnitOfWork:
                 raise
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         if tx.outbox:
+            self._commits_with_outbox += 1
+            if self._commits_with_outbox == self._crash_after_commit:
+                log.warning("failpoint: crashing between commit and publish")
+                os._exit(137)  # the fault suite's kill -9 at the worst moment
             self._on_commit()
 
     def _outbox_doc(self, p: PendingMessage, index: int) -> Doc:

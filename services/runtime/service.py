@@ -134,7 +134,8 @@ class Service:
         uow = UnitOfWork(client, s.mongo_db or f"schoolcard_{self.name}", self.name,
                          self.instance_id, on_commit=lambda: relay_holder[0].notify(),
                          snapshot_reads=infra.mongo_snapshot_reads,
-                         reply_max_bytes=s.reply_max_bytes)
+                         reply_max_bytes=s.reply_max_bytes,
+                         crash_after_commit=infra.failpoint_crash_after_commit)
         self.runtime = Runtime(self.name, s, client, uow, broker, clock=self.clock)
         await uow.ensure_indexes()
         if infra.provision_topics:

@@ -29,6 +29,10 @@ class InfraSettings(BaseSettings):
     log_json: bool = True
     log_level: str = "INFO"
     otel_exporter: str = Field(default="none", description="none | console | otlp")
+    failpoint_crash_after_commit: int = Field(
+        default=0, ge=0, description="Fault injection, for the fault suite only (0: off, in "
+        "every deployment): end the process like kill -9 right after its N-th committed unit "
+        "of work that queued messages, before the relay publishes them.")
 
 
 class ServiceSettings(BaseSettings):

@@ -47,8 +47,10 @@ class World:
     def bootstrap(self) -> str:
         return self.env["SCHOOLCARD_KAFKA_BOOTSTRAP"]
 
-    def start(self, service: str, name: str, wait: bool = True) -> devstack.Proc:
-        proc = devstack.start_service(service, self.run_dir, self.env, instance=name)
+    def start(self, service: str, name: str, wait: bool = True,
+              env: dict[str, str] | None = None) -> devstack.Proc:
+        proc = devstack.start_service(service, self.run_dir, self.env, instance=name,
+                                      extra_env=env)
         self.services.append(proc)
         if wait:
             devstack.wait_ready(proc, timeout=90)
@@ -59,6 +61,12 @@ class World:
 
     def database(self, service: str) -> Any:
         return self.db.client[f"schoolcard_{service}"]
+
+    def start_sinks(self) -> None:
+        """The mail and SMS/push sinks notify delivers to (their settings join ``env``)."""
+        sinks, sink_env = devstack.start_sinks(self.run_dir)
+        self.services.append(sinks)
+        self.env.update(sink_env)
 
     def restart_mongo(self) -> None:
         self.mongo = devstack.start_mongo(self.run_dir, self.mongo.port)
