@@ -94,14 +94,17 @@ def _digest(doc: Mapping[str, Any]) -> str:
 
 
 async def seed_rules(db: Any, books: Mapping[str, FareRulebook], now: datetime) -> None:
-    """Write the rules file's operators, unless a command already set that operator's rules."""
+    """Write the rules file's operators, unless a command already set that operator's rules
+    or the same rules are stored already (a restart rewrites nothing, ``updated_at`` says when
+    the rules last changed)."""
     for operator_id, book in books.items():
         doc = book.to_doc()
-        # set by a command already (duplicate key): the command's version wins over the file
+        digest = _digest(doc)
+        # set by a command already, or unchanged (duplicate key): nothing to write
         with contextlib.suppress(DuplicateKeyError):
             await db.transit_fare_rules.update_one(
-                {"_id": operator_id, "source": {"$ne": "command"}},
-                {"$set": {"source": "file", "version": 0, "rules": doc, "digest": _digest(doc),
+                {"_id": operator_id, "source": {"$ne": "command"}, "digest": {"$ne": digest}},
+                {"$set": {"source": "file", "version": 0, "rules": doc, "digest": digest,
                           "updated_at": now}},
                 upsert=True)
 

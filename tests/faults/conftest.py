@@ -8,8 +8,10 @@ fast subset in ``make test`` runs the unmarked variants."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -68,10 +70,18 @@ class World:
         self.services.append(sinks)
         self.env.update(sink_env)
 
+    def kafka_freeze(self) -> None:
+        os.kill(self.kafka.pid, signal.SIGSTOP)
+
+    def kafka_thaw(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.kafka.pid, signal.SIGCONT)
+
     def restart_mongo(self) -> None:
         self.mongo = devstack.start_mongo(self.run_dir, self.mongo.port)
 
     def close(self) -> None:
+        self.kafka_thaw()  # a scenario that failed while the broker was frozen
         for p in self.services:
             p.stop(timeout=5)
         self.mongo.stop()
