@@ -194,3 +194,35 @@ class FakeClock:
         from datetime import timedelta
 
         self.now = self.now + timedelta(**delta)
+
+
+async def all_records(bootstrap: str) -> dict[str, str]:
+    """Every record (value and headers) of every topic, as text per topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        topics = [t for t in await consumer.topics() if not t.startswith("__")]
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in (consumer.partitions_for_topic(t) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        texts: dict[str, list[str]] = {t: [] for t in topics}
+
+        async def drained() -> bool:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for tp, records in batch.items():
+                for r in records:
+                    headers = " ".join(f"{k}={(v or b'').decode(errors='replace')}"
+                                       for k, v in (r.headers or []))
+                    texts[tp.topic].append((r.value or b"").decode(errors="replace") + headers)
+            for tp, end in ends.items():
+                if await consumer.position(tp) < end:
+                    return False
+            return True
+
+        await eventually(drained, timeout=60, interval=0, what="every topic read to its end")
+        return {t: "\n".join(v) for t, v in texts.items()}
+    finally:
+        await consumer.stop()

@@ -10,14 +10,21 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts import auth as cmd
 from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash
 from services.runtime.tokens import TokenError, authorize, verify_access_token
 from tests.integration.test_auth_flows import REPLY_SECRETS, SECRETS
-from tests.support import Integrator, Requester, TopicReader, chip_uid, eventually, uid
+from tests.support import (
+    Integrator,
+    Requester,
+    TopicReader,
+    all_records,
+    chip_uid,
+    eventually,
+    uid,
+)
 
 pytestmark = pytest.mark.system
 
@@ -90,7 +97,7 @@ async def test_no_password_or_code_of_the_auth_tests_is_in_any_log_or_topic(boot
         hits = found_in(log.read_text(errors="replace"), everything)
         if hits:
             leaks[log.name] = hits
-    records = await _all_records(bootstrap)
+    records = await all_records(bootstrap)
     # The scan sees the secrets where they are meant to be, so it would see them elsewhere.
     assert found_in(records["auth.commands.v1"], SECRETS)
     assert found_in(records["notify.otp-requests.v1"], codes)
@@ -104,38 +111,6 @@ async def test_no_password_or_code_of_the_auth_tests_is_in_any_log_or_topic(boot
         if hits:
             leaks[topic] = hits
     assert leaks == {}
-
-
-async def _all_records(bootstrap: str) -> dict[str, str]:
-    """Every record (value and headers) of every topic, as text per topic."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        topics = [t for t in await consumer.topics() if not t.startswith("__")]
-        partitions = [TopicPartition(t, p) for t in topics
-                      for p in (consumer.partitions_for_topic(t) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        texts: dict[str, list[str]] = {t: [] for t in topics}
-
-        async def drained() -> bool:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in batch.items():
-                for r in records:
-                    headers = " ".join(f"{k}={(v or b'').decode(errors='replace')}"
-                                       for k, v in (r.headers or []))
-                    texts[tp.topic].append((r.value or b"").decode(errors="replace") + headers)
-            for tp, end in ends.items():
-                if await consumer.position(tp) < end:
-                    return False
-            return True
-
-        await eventually(drained, timeout=60, interval=0, what="every topic read to its end")
-        return {t: "\n".join(v) for t, v in texts.items()}
-    finally:
-        await consumer.stop()
 
 
 async def _async(value):  # type: ignore[no-untyped-def]
