@@ -114,6 +114,7 @@ def test_an_envelope_survives_the_trip_through_kafka_headers():
     (b"{not json", "not_json"),
     (b'{"payment_id": "p-1"}', "schema_violation"),
     (None, "not_json"),
+    (b'{"payment_id": "p-1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not_json"),
 ])
 def test_undecodable_payloads_raise_a_contract_error_with_a_code(value, code):
     env = Envelope.new(TopUpReceived.model_construct(), source="x")
