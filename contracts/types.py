@@ -22,7 +22,11 @@ from pydantic import (
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: an OverflowError is no refusal
+        raise ValueError("instant out of range: before 0001-01-01 or after 9999-12-31 "
+                         "in UTC") from None
 
 
 def _e164(value: str) -> str:

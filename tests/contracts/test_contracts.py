@@ -138,6 +138,18 @@ def test_naive_datetimes_and_floats_for_money_are_rejected():
         TopUpReceived(**base, amount=100.5, paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
 
 
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_an_instant_that_is_out_of_range_in_utc_is_a_schema_violation(instant):
+    payload = {"payment_id": "p-1", "contract": "40012345", "amount": 100, "channel": "atm",
+               "paid_at": instant}
+    with pytest.raises(ValidationError):
+        TopUpReceived.model_validate_json(json.dumps(payload))
+    envelope = Envelope.new(TopUpReceived.model_construct(), source="integrator:bank")
+    with pytest.raises(ContractError) as refused:
+        decode(envelope, json.dumps(payload).encode())
+    assert refused.value.code == "schema_violation"
+
+
 def test_phones_are_normalised_to_e164_and_garbage_is_refused():
     from contracts.auth import RequestPasswordReset
 
