@@ -48,9 +48,20 @@ UtcDatetime = Annotated[
         examples=["2026-09-01T05:12:30Z"],
     ),
 ]
+
+
+def _ascii_digits(value: str) -> str:
+    # The schema's \d means 0-9 (JSON Schema patterns are ECMA 262); pydantic's regex engine
+    # also takes the digits of other scripts ("٤٠٠١٢٣٤٥"), which no contract number has.
+    if not value.isascii():
+        raise ValueError("digits other than 0-9")
+    return value
+
+
 ContractNumber = Annotated[
     str,
     StringConstraints(pattern=r"^\d{8}$"),
+    AfterValidator(_ascii_digits),
     Field(
         description="School card contract number: exactly 8 decimal digits; the account key "
         "of wallet and the child's key everywhere else.",

@@ -150,6 +150,13 @@ def test_an_instant_that_is_out_of_range_in_utc_is_a_schema_violation(instant):
     assert refused.value.code == "schema_violation"
 
 
+@pytest.mark.parametrize("contract", ["٤٠٠١٢٣٤٥", "４００１２３４５", "4001234५"])
+def test_a_contract_number_is_eight_ascii_digits_not_digits_of_another_script(contract):
+    with pytest.raises(ValidationError, match="digits other than 0-9"):
+        TopUpReceived(payment_id="p-1", contract=contract, amount=100, channel="atm",
+                      paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
+
+
 def test_phones_are_normalised_to_e164_and_garbage_is_refused():
     from contracts.auth import RequestPasswordReset
 
