@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
@@ -130,9 +131,20 @@ AccountId = Annotated[
     Field(description="Account id issued by auth (parents, staff, integrators).",
           examples=["acc_7f3a9c2e1b4d"]),
 ]
+def _known_zone(value: str) -> str:
+    # The pattern lets any word through ("A", "Mars/Base"): every service that reads the zone
+    # must find it, or a card is opened by some services and crashes the others.
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("not a time zone of the IANA database") from None
+    return value
+
+
 TimeZoneName = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"),
+    AfterValidator(_known_zone),
     Field(description="IANA time zone used for local days and for what people read.",
           examples=["Europe/Samara"]),
 ]

@@ -157,6 +157,18 @@ def test_a_contract_number_is_eight_ascii_digits_not_digits_of_another_script(co
                       paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
 
 
+@pytest.mark.parametrize("zone", ["A", "Mars/Base", "Europe", "Europe/Samara/x"])
+def test_a_school_time_zone_must_be_one_of_the_iana_database(zone):
+    from contracts.integrations import CardIssued
+
+    card = {"contract": "40012345", "card_uid": "04A2B3C4D5E6F7", "school_id": "izh-42",
+            "school_tz": "Europe/Samara", "student_id": "stu-1", "class_name": "5Б",
+            "birth_date": "2014-03-08", "issued_at": "2026-09-01T05:00:00Z"}
+    assert CardIssued.model_validate(card).school_tz == "Europe/Samara"
+    with pytest.raises(ValidationError, match="not a time zone of the IANA database"):
+        CardIssued.model_validate({**card, "school_tz": zone})
+
+
 def test_phones_are_normalised_to_e164_and_garbage_is_refused():
     from contracts.auth import RequestPasswordReset
 
