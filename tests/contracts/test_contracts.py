@@ -169,6 +169,20 @@ def test_a_school_time_zone_must_be_one_of_the_iana_database(zone):
         CardIssued.model_validate({**card, "school_tz": zone})
 
 
+def test_a_sale_whose_total_exceeds_the_largest_amount_is_a_schema_violation():
+    from contracts.money import MAX_AMOUNT
+
+    line = {"sku": "x", "name": "Обед", "category": "hot_meal", "unit_price": MAX_AMOUNT}
+    sale = {"sale_id": "s-1", "terminal_id": "till-1", "school_id": "izh-42",
+            "card_uid": "04A2B3C4D5E6F7", "sold_at": "2026-09-01T05:00:00Z"}
+    assert CanteenSaleRequested.model_validate({**sale, "items": [{**line, "qty": 1}]})
+    envelope = Envelope.new(CanteenSaleRequested.model_construct(), source="integrator:till")
+    for items in ([{**line, "qty": 2}], [{**line, "qty": 1}, {**line, "unit_price": 1, "qty": 1}]):
+        with pytest.raises(ContractError, match="total exceeds") as refused:
+            decode(envelope, json.dumps({**sale, "items": items}).encode())
+        assert refused.value.code == "schema_violation"
+
+
 def test_phones_are_normalised_to_e164_and_garbage_is_refused():
     from contracts.auth import RequestPasswordReset
 
