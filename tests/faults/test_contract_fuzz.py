@@ -146,11 +146,16 @@ def accepted(model: type[ContractModel], value: bytes) -> bool:
 def anchored(model: type[ContractModel], payload: dict[str, Any], seeds: list[CardIssued],
              rng: random.Random) -> dict[str, Any]:
     """The payload pointed at a card of this run (a valid mutation): a known contract or card
-    uid, its school; a gate tap of the last days; a validator tap in the current fare weeks, on
-    a mode the operator serves."""
+    uid, its school, mostly a fresh idempotency key; a gate tap of the last days; a validator
+    tap in the current fare weeks, on a mode the operator serves."""
     card = rng.choice(seeds)
     p = copy.deepcopy(payload)
     name = model.__name__
+    for key in ("payment_id", "sale_id", "tap_id"):
+        # drawn ids repeat ("0"): most anchored facts get their own, so that they are decided
+        # rather than refused as an idempotency conflict (the rest still are)
+        if isinstance(p.get(key), str) and rng.random() < 0.8:
+            p[key] = f"{p[key][:100]}-{uid('f')}"
     if name in ("CardIssued", "TopUpReceived", "AutoTopUpCollectionFailed"):
         p["contract"] = card.contract
     elif name == "CardReissued":
