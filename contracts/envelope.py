@@ -274,6 +274,9 @@ def decode(envelope: Envelope, value: bytes | None,
         data = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ContractError("not_json", f"payload is not JSON: {exc}") from None
+    except RecursionError:  # a JSON bomb of nested arrays or objects
+        raise ContractError("not_json", "payload is not JSON this reader can take: nested "
+                            "too deeply") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

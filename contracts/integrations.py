@@ -11,10 +11,10 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from contracts.envelope import Event, Part
-from contracts.money import Kopecks, PositiveKopecks
+from contracts.money import MAX_AMOUNT, Kopecks, PositiveKopecks
 from contracts.types import (
     CardUid,
     ContractNumber,
@@ -145,6 +145,14 @@ class CanteenSaleRequested(Event):
     bonus_to_redeem: Kopecks = Field(default=0, description="Bonus points the child asks to "
                                      "spend (1 point = 1 kopeck of discount).")
     sold_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _total_is_an_amount(self) -> CanteenSaleRequested:
+        # Each line is bounded, their sum was not: a sale no answer (SaleDecision, SaleDeclined:
+        # total <= MAX_AMOUNT) can carry is an integrator error, refused at the door.
+        if sum(item.qty * item.unit_price for item in self.items) > MAX_AMOUNT:
+            raise ValueError(f"the sale's total exceeds {MAX_AMOUNT} kopecks")
+        return self
 
 
 class GateDirection(StrEnum):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
@@ -22,7 +23,11 @@ from pydantic import (
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: an OverflowError is no refusal
+        raise ValueError("instant out of range: before 0001-01-01 or after 9999-12-31 "
+                         "in UTC") from None
 
 
 def _e164(value: str) -> str:
@@ -44,9 +49,20 @@ UtcDatetime = Annotated[
         examples=["2026-09-01T05:12:30Z"],
     ),
 ]
+
+
+def _ascii_digits(value: str) -> str:
+    # The schema's \d means 0-9 (JSON Schema patterns are ECMA 262); pydantic's regex engine
+    # also takes the digits of other scripts ("٤٠٠١٢٣٤٥"), which no contract number has.
+    if not value.isascii():
+        raise ValueError("digits other than 0-9")
+    return value
+
+
 ContractNumber = Annotated[
     str,
     StringConstraints(pattern=r"^\d{8}$"),
+    AfterValidator(_ascii_digits),
     Field(
         description="School card contract number: exactly 8 decimal digits; the account key "
         "of wallet and the child's key everywhere else.",
@@ -115,9 +131,20 @@ AccountId = Annotated[
     Field(description="Account id issued by auth (parents, staff, integrators).",
           examples=["acc_7f3a9c2e1b4d"]),
 ]
+def _known_zone(value: str) -> str:
+    # The pattern lets any word through ("A", "Mars/Base"): every service that reads the zone
+    # must find it, or a card is opened by some services and crashes the others.
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError("not a time zone of the IANA database") from None
+    return value
+
+
 TimeZoneName = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"),
+    AfterValidator(_known_zone),
     Field(description="IANA time zone used for local days and for what people read.",
           examples=["Europe/Samara"]),
 ]

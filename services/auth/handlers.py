@@ -185,10 +185,12 @@ class Handlers:
             child = await s.child_by_contract(card.old_contract, previous=True)
             if child is None:
                 raise Rejected("unknown_contract", "no child holds the old contract")
+            holder = await s.child_by_contract(card.new_contract, previous=True)
             loaded = child.version
             try:
                 changed = child.reissue(new_contract_number=card.new_contract,
-                                        school_id=card.school_id, now=now)
+                                        school_id=card.school_id, now=now,
+                                        held_by=holder.child_id if holder else None)
             except d.AuthRejected as exc:
                 raise Rejected(exc.reason.value, "the reissue conflicts with earlier ones") \
                     from None

@@ -114,6 +114,7 @@ def test_an_envelope_survives_the_trip_through_kafka_headers():
     (b"{not json", "not_json"),
     (b'{"payment_id": "p-1"}', "schema_violation"),
     (None, "not_json"),
+    (b'{"payment_id": "p-1", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "not_json"),
 ])
 def test_undecodable_payloads_raise_a_contract_error_with_a_code(value, code):
     env = Envelope.new(TopUpReceived.model_construct(), source="x")
@@ -135,6 +136,51 @@ def test_naive_datetimes_and_floats_for_money_are_rejected():
         TopUpReceived(**base, amount=100, paid_at=datetime(2026, 9, 1, 8, 0))
     with pytest.raises(ValidationError):
         TopUpReceived(**base, amount=100.5, paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("instant", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_an_instant_that_is_out_of_range_in_utc_is_a_schema_violation(instant):
+    payload = {"payment_id": "p-1", "contract": "40012345", "amount": 100, "channel": "atm",
+               "paid_at": instant}
+    with pytest.raises(ValidationError):
+        TopUpReceived.model_validate_json(json.dumps(payload))
+    envelope = Envelope.new(TopUpReceived.model_construct(), source="integrator:bank")
+    with pytest.raises(ContractError) as refused:
+        decode(envelope, json.dumps(payload).encode())
+    assert refused.value.code == "schema_violation"
+
+
+@pytest.mark.parametrize("contract", ["٤٠٠١٢٣٤٥", "４００１２３４５", "4001234५"])
+def test_a_contract_number_is_eight_ascii_digits_not_digits_of_another_script(contract):
+    with pytest.raises(ValidationError, match="digits other than 0-9"):
+        TopUpReceived(payment_id="p-1", contract=contract, amount=100, channel="atm",
+                      paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("zone", ["A", "Mars/Base", "Europe", "Europe/Samara/x"])
+def test_a_school_time_zone_must_be_one_of_the_iana_database(zone):
+    from contracts.integrations import CardIssued
+
+    card = {"contract": "40012345", "card_uid": "04A2B3C4D5E6F7", "school_id": "izh-42",
+            "school_tz": "Europe/Samara", "student_id": "stu-1", "class_name": "5Б",
+            "birth_date": "2014-03-08", "issued_at": "2026-09-01T05:00:00Z"}
+    assert CardIssued.model_validate(card).school_tz == "Europe/Samara"
+    with pytest.raises(ValidationError, match="not a time zone of the IANA database"):
+        CardIssued.model_validate({**card, "school_tz": zone})
+
+
+def test_a_sale_whose_total_exceeds_the_largest_amount_is_a_schema_violation():
+    from contracts.money import MAX_AMOUNT
+
+    line = {"sku": "x", "name": "Обед", "category": "hot_meal", "unit_price": MAX_AMOUNT}
+    sale = {"sale_id": "s-1", "terminal_id": "till-1", "school_id": "izh-42",
+            "card_uid": "04A2B3C4D5E6F7", "sold_at": "2026-09-01T05:00:00Z"}
+    assert CanteenSaleRequested.model_validate({**sale, "items": [{**line, "qty": 1}]})
+    envelope = Envelope.new(CanteenSaleRequested.model_construct(), source="integrator:till")
+    for items in ([{**line, "qty": 2}], [{**line, "qty": 1}, {**line, "unit_price": 1, "qty": 1}]):
+        with pytest.raises(ContractError, match="total exceeds") as refused:
+            decode(envelope, json.dumps({**sale, "items": items}).encode())
+        assert refused.value.code == "schema_violation"
 
 
 def test_phones_are_normalised_to_e164_and_garbage_is_refused():

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 from .common import (
     Doc,
     IdempotencyConflict,
+    InvalidInput,
     TapReason,
+    ValidationReason,
     fingerprint,
     opt_dt_from_doc,
     require_aware,
@@ -361,7 +363,11 @@ def reissue_card(old_link: ContractCards | None, old_cards: list[CardRecord],
                  fact: CardIssued, old_contract: str) -> tuple[ContractOutcome, ContractOutcome]:
     """A card reissued under a new contract (school change): the new card is issued, every card
     of the old contract is denied from now on (``card_blocked``, reason ``reissued``) and the old
-    contract leaves the roster."""
+    contract leaves the roster. A reissue under the same contract is refused: it would retire
+    the contract it issues to."""
+    if fact.contract == old_contract:
+        raise InvalidInput(ValidationReason.SAME_CONTRACT,
+                           f"the new contract is the old one, {old_contract}")
     issued = issue_card(new_link, new_card, fact)
     old = old_link if old_link is not None else ContractCards(old_contract)
     old.replaced_by = fact.contract

@@ -49,6 +49,7 @@ class ValidationReason(StrEnum):
     UNKNOWN_STUDENT = "unknown_student"
     OTHER_SCHOOL = "other_school"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    SAME_CONTRACT = "same_contract"
 
 
 class AccessDomainError(Exception):

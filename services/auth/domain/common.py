@@ -76,6 +76,7 @@ class Reason(StrEnum):
     INVITATION_EXPIRED = "invitation_expired"
     CANNOT_REMOVE_PRIMARY = "cannot_remove_primary"
     SAME_CONTRACT = "same_contract"
+    CONTRACT_IN_USE = "contract_in_use"
     # idempotency
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 

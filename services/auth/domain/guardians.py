@@ -350,10 +350,15 @@ class Child:
         )
         return True
 
-    def reissue(self, *, new_contract_number: str, school_id: str, now: datetime) -> bool:
+    def reissue(self, *, new_contract_number: str, school_id: str, now: datetime,
+                held_by: str | None = None) -> bool:
         """A new card (e.g. on school change): the child keeps guardians and history under the
-        new contract. Replaying the same reissue is a no-op returning False."""
+        new contract. Replaying the same reissue is a no-op returning False. ``held_by``: the
+        child that holds or held the new contract number, if any; another child's number is
+        refused (contract numbers are never reused)."""
         now = require_aware(now)
+        if held_by is not None and held_by != self.child_id:
+            raise AuthRejected(Reason.CONTRACT_IN_USE, "another child holds the new contract")
         if new_contract_number == self.contract_number:
             if school_id == self.school_id:
                 return False

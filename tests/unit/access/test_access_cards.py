@@ -14,9 +14,12 @@ from services.access.domain import (
     CardStatus,
     CardUnblocked,
     IdempotencyConflict,
+    InvalidInput,
     TapReason,
+    ValidationReason,
     allow_list_entry,
     project_card,
+    reissue_card,
 )
 
 pytestmark = pytest.mark.unit
@@ -134,3 +137,10 @@ def test_a_document_read_back_with_naive_utc_times_is_understood_as_utc() -> Non
     doc["issued_at"] = card.issued_at.astimezone(UTC).replace(tzinfo=None)
 
     assert CardRecord.from_doc(doc).issued_at == card.issued_at
+
+
+def test_a_reissue_under_the_same_contract_is_refused_not_saved_twice() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        reissue_card(None, [], None, None, issued(), "12345678")
+
+    assert refused.value.reason is ValidationReason.SAME_CONTRACT

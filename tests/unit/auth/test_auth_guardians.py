@@ -224,6 +224,18 @@ def test_a_card_reissue_keeps_guardians_under_the_new_contract_once() -> None:
     assert len(reissued) == 1 and reissued[0].guardians == (("mum", "primary"),)
 
 
+def test_a_card_reissue_to_a_contract_another_child_holds_is_refused() -> None:
+    c = with_primary()
+    c.pull_events()
+    with pytest.raises(AuthRejected) as caught:
+        c.reissue(new_contract_number="40817899", school_id="sch-2", now=T0,
+                  held_by="another-child")
+    assert caught.value.reason is Reason.CONTRACT_IN_USE
+    assert c.contract_number == "40817810" and c.pull_events() == []
+    assert c.reissue(new_contract_number="40817899", school_id="sch-2", now=T0,
+                     held_by=c.child_id)
+
+
 def test_a_closed_account_is_dropped_and_the_child_can_be_claimed_again() -> None:
     c = with_primary()
     assert c.drop_closed_account(account_id="mum", now=T0)
