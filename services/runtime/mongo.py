@@ -115,6 +115,14 @@ def with_stored_at(doc: Doc) -> Doc:
     return {**doc, STORED_AT: datetime.now(UTC)}
 
 
+def stored_instant(value: datetime | str) -> datetime:
+    """An instant read back from a store, in UTC. Written with ``$set`` on an existing document,
+    nx-27017 keeps it as a string ("2026-09-01 05:12:30.468000", UTC); MongoDB as a datetime
+    (naive UTC unless the client is ``tz_aware``)."""
+    instant = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+
+
 def _single_field(index: Doc, field: str) -> bool:
     return list(index["key"].items()) == [(field, 1)]
 

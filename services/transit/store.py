@@ -42,6 +42,7 @@ from services.runtime.mongo import (
     Transaction,
     ensure_ttl_index,
     save_versioned,
+    stored_instant,
 )
 from services.transit.domain import (
     CapKind,
@@ -137,17 +138,11 @@ async def save_rules(tx: Transaction, book: FareRulebook, version: int) -> None:
 
 # --- cards -----------------------------------------------------------------------------------
 
-def _stored_instant(value: datetime | str) -> datetime:
-    """An instant written with ``$set`` on an existing document: nx-27017 stores it as a string
-    ("2026-09-01 05:12:30.468000", UTC), MongoDB as a datetime."""
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-
 def _card(doc: Doc) -> Card:
     concession = doc.get("concession")
     closed = doc.get("closed_at")
     return Card(doc["_id"], doc["contract"], doc["status"],
-                _stored_instant(closed) if closed else None,
+                stored_instant(closed) if closed else None,
                 ConcessionEligibility.from_doc(concession) if concession else None,
                 doc.get("blocked", False))
 
