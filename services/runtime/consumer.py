@@ -7,7 +7,8 @@ group with ``AckPolicy.MANUAL`` and a decoder that hands us the raw bytes, and t
 decides, per record:
 
 1. envelope or payload invalid (not JSON, schema violation, unknown type, wrong topic)
-   -> dead-letter record with the original bytes and the reason, then commit;
+   -> dead-letter record with the original bytes and the reason, then commit; a reader that
+   fails in any other way (a bug: it would fail again) -> dead-letter ``processing_failed``;
 2. a type this service does not handle -> commit (consumers ignore what they do not need);
    a request whose ``ce_replyto`` is not a reply topic the catalog allows (or a client's reply
    topic that does not exist) -> dead-letter ``reply_topic_not_allowed``, commit: its answer
@@ -148,6 +149,15 @@ class Consumer:
             message = decode(envelope, record.value, allowed)
         except ContractError as exc:
             await self.dead_letter(record, exc.code, exc.reason, attempts=0)
+            return True
+        except Exception as exc:  # a reader bug: reading again would fail again, skip nothing
+            log.error("record could not be read; dead-lettering", topic=record.topic,
+                      partition=record.partition, offset=record.offset,
+                      error=type(exc).__name__, exc_info=True)
+            metrics.HANDLED.labels(self.service, "unreadable", "failed").inc()
+            await self.dead_letter(record, "processing_failed",
+                                   f"the record could not be read: {type(exc).__name__}",
+                                   attempts=0)
             return True
         handler = self.routes.get(type(message))
         if handler is None:

@@ -166,6 +166,20 @@ async def test_undecodable_records_are_dead_lettered_with_their_code(value, head
     assert [c for c, _ in consumer.dead] == [code]
 
 
+async def test_a_record_the_reader_fails_on_unexpectedly_is_dead_lettered_not_skipped(
+        monkeypatch: pytest.MonkeyPatch):
+    def broken_reader(*args: Any) -> Any:
+        raise OverflowError("date value out of range")
+
+    async def handler(msg: Inbound) -> None:
+        raise AssertionError("must not be called")
+
+    monkeypatch.setattr("services.runtime.consumer.decode", broken_reader)
+    consumer = RecordingConsumer(handler)
+    assert await consumer.process(record()) is True
+    assert consumer.dead == [("processing_failed", "the record could not be read: OverflowError")]
+
+
 async def test_a_lost_write_race_is_rerun_with_fresh_state_without_using_up_attempts():
     from pymongo.errors import OperationFailure
 
