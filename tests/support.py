@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
+from deploy.local.stack import DEV_FETCH_MAX_WAIT_MS
 
 T = TypeVar("T")
 
@@ -98,7 +99,8 @@ class TopicReader:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.topic = topic
         self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                         auto_offset_reset="earliest")
+                                         auto_offset_reset="earliest",
+                                         fetch_max_wait_ms=DEV_FETCH_MAX_WAIT_MS)
         self.records: list[Record] = []
 
     async def __aenter__(self) -> TopicReader:

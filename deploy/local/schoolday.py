@@ -208,7 +208,8 @@ class Bus:
     async def _read_replies(self) -> None:
         from aiokafka import TopicPartition
 
-        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                     fetch_max_wait_ms=devstack.DEV_FETCH_MAX_WAIT_MS)
         await consumer.start()
         try:
             parts = None
@@ -234,7 +235,8 @@ class Bus:
         """Every record of a topic so far (value decoded as JSON when it is JSON)."""
         from aiokafka import TopicPartition
 
-        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        consumer = self.consumer_cls(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                     fetch_max_wait_ms=devstack.DEV_FETCH_MAX_WAIT_MS)
         await consumer.start()
         out: list[tuple[dict[str, str], Any]] = []
         try:

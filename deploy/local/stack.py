@@ -25,6 +25,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("auth", "wallet", "access", "transit", "notify")
+DEV_FETCH_MAX_WAIT_MS = 10
 DEV_PARTITIONS = 3
 
 
@@ -198,6 +199,8 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
         "AUTH_PRIVATE_KEY": private,
         "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
         "SCHOOLCARD_MONGO_SNAPSHOT_READS": "false",  # nx-27017 stores it as a document
+        # Tansu answers a waiting fetch only when the wait ends (Kafka answers at once)
+        "SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS": str(DEV_FETCH_MAX_WAIT_MS),
         "AUTH_PEPPER": "dev-pepper-not-for-production",
         "PYTHONUNBUFFERED": "1",
     }

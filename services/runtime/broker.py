@@ -48,6 +48,7 @@ def make_broker(service: str, infra: InfraSettings, *,
         client_id=f"schoolcard-{service}",
         acks="all",
         enable_idempotence=False,
+        linger_ms=infra.kafka_linger_ms,
         request_timeout_ms=15_000,
         graceful_timeout=graceful_timeout,
         middlewares=[

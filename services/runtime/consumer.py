@@ -110,7 +110,8 @@ class Consumer:
     def __init__(self, broker: KafkaBroker, service: str, routes: Routes, *,
                  group_id: str, topics: list[str] | None = None, max_attempts: int = 5,
                  backoff_s: float = 0.1, backoff_max_s: float = 5.0,
-                 conflict_retries: int = 30, reply_topics: ReplyCheck | None = None) -> None:
+                 conflict_retries: int = 30, reply_topics: ReplyCheck | None = None,
+                 fetch_max_wait_ms: int = 500) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -130,6 +131,7 @@ class Consumer:
             auto_offset_reset="earliest",
             decoder=_raw_decoder,
             max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=fetch_max_wait_ms,
             title=f"{service}-consumer",
         )
         self.subscriber(self._on_record)

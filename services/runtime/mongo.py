@@ -314,7 +314,9 @@ class UnitOfWork:
         }
 
 
-Publish = Callable[[str, str, bytes, dict[str, str]], Awaitable[None]]
+Publish = Callable[[str, str, bytes, dict[str, str]], Awaitable[Awaitable[object]]]
+"""Hands a record (topic, key, value, headers) to the producer; returns its delivery, which
+completes when the broker acknowledged it."""
 Probe = Callable[[], Awaitable[bool]]
 
 LEGAL_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -456,50 +458,90 @@ class OutboxRelay:
         unique = {d["_id"]: d for d in [*own, *orphans] if d.get("status") == "pending"}
         return sorted(unique.values(), key=lambda d: d["seq"])[: self.batch]
 
-    async def _publish_one(self, doc: Doc) -> tuple[str, str] | None:
-        """Publish one record: None when the broker took it, else (park reason or "", error)
-        where a park reason means no retry can help."""
+    def _problem(self, exc: Exception) -> tuple[str, str]:
+        detail = f"{type(exc).__name__}: {str(exc)[:300]}"
+        for kind, reason in PARK_AT_ONCE:
+            if isinstance(exc, kind):
+                return reason, detail
+        return "", detail
+
+    async def _send(self, doc: Doc) -> Awaitable[object] | tuple[str, str]:
+        """Hand one record to the producer without waiting for the broker: its delivery to
+        await, or (park reason or "", error) when the producer refused it at once."""
         if not LEGAL_TOPIC.fullmatch(doc["topic"]):
             return "invalid_topic", f"not a Kafka topic name ({len(doc['topic'])} characters)"
         try:
-            # A hung broker request must become an error (and a retry), not a stall.
-            await asyncio.wait_for(self.publish(doc["topic"], doc["key"],
-                                                doc["payload"].encode(), dict(doc["headers"])),
-                                   timeout=self.publish_timeout_s)
+            # A producer whose buffer never drains (a hung broker) must become an error.
+            return await asyncio.wait_for(
+                self.publish(doc["topic"], doc["key"], doc["payload"].encode(),
+                             dict(doc["headers"])), timeout=self.publish_timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {str(exc)[:300]}"
-            for kind, reason in PARK_AT_ONCE:
-                if isinstance(exc, kind):
-                    return reason, detail
-            return "", detail
+            return self._problem(exc)
+
+    async def _delivered(self, delivery: Awaitable[object]) -> tuple[str, str] | None:
+        """None when the broker acknowledged the record, else (park reason or "", error)."""
+        try:
+            await asyncio.wait_for(delivery, timeout=self.publish_timeout_s)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return self._problem(exc)
         return None
 
     async def publish_pending(self) -> int:
+        """One pass over a batch, in waves: each wave hands the producer, in commit order,
+        every record that may go (the producer keeps that order per partition and packs the
+        records into few requests), then awaits the acknowledgements together. A key's
+        records share a wave while they go to one topic (one partition: the producer keeps
+        their order); its first record for another topic waits for the next wave, so it is
+        never published before an earlier record of its key that failed."""
         docs = await self._pending()
         now_s = time.time()
         published: list[str] = []
         failed: list[tuple[Doc, str, str]] = []
         held: set[str] = set()  # keys with an earlier record unpublished: the rest waits
         try:
-            for doc in docs:
-                if doc["key"] in held:
-                    continue
-                if doc.get("retry_at_s", 0) > now_s:
-                    held.add(doc["key"])
-                    continue
-                problem = await self._publish_one(doc)
-                if problem is None:
-                    published.append(doc["_id"])
-                    metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
-                    continue
-                reason, detail = problem
-                if not reason:
-                    if not await self._broker_answers():
-                        raise BrokerUnavailable(detail)
-                    held.add(doc["key"])
-                failed.append((doc, reason, detail))
+            waiting = docs
+            while waiting:
+                wave: list[tuple[Doc, Awaitable[object]]] = []
+                topic_of: dict[str, str] = {}
+                later: list[Doc] = []
+                for doc in waiting:
+                    key = doc["key"]
+                    if key in held:
+                        continue
+                    if doc.get("retry_at_s", 0) > now_s:
+                        held.add(key)
+                        continue
+                    if topic_of.setdefault(key, doc["topic"]) != doc["topic"]:
+                        topic_of[key] = ""  # the rest of this key waits for the next wave
+                        later.append(doc)
+                        continue
+                    sent = await self._send(doc)
+                    if isinstance(sent, tuple):
+                        if not sent[0]:
+                            held.add(key)
+                        failed.append((doc, *sent))
+                    else:
+                        wave.append((doc, sent))
+                outcomes = await asyncio.gather(*(self._delivered(d) for _, d in wave))
+                for (doc, _), problem in zip(wave, outcomes, strict=True):
+                    if problem is None:
+                        published.append(doc["_id"])
+                        metrics.OUTBOX_PUBLISHED.labels(self.uow.service, doc["topic"]).inc()
+                    else:
+                        if not problem[0]:
+                            held.add(doc["key"])
+                        failed.append((doc, *problem))
+                if any(not reason for _, reason, _ in failed):
+                    break  # the broker's health is checked below before anything more goes
+                waiting = later
+            retryable = [detail for _, reason, detail in failed if not reason]
+            if retryable and not await self._broker_answers():
+                failed = [f for f in failed if f[1]]  # an outage blames no record
+                raise BrokerUnavailable(retryable[0])
         finally:
             if published:
                 await self._record_published(published)

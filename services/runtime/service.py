@@ -147,10 +147,13 @@ class Service:
                                  backoff_s=s.retry_backoff_ms / 1000,
                                  backoff_max_s=s.retry_backoff_max_ms / 1000,
                                  conflict_retries=s.conflict_retries,
-                                 reply_topics=ReplyTopics(infra.kafka_bootstrap))
+                                 reply_topics=ReplyTopics(infra.kafka_bootstrap),
+                                 fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms)
 
-        async def publish(topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
-            await broker.publish(value, topic, key=key.encode(), headers=headers)
+        async def publish(topic: str, key: str, value: bytes,
+                          headers: dict[str, str]) -> Awaitable[object]:
+            return await broker.publish(value, topic, key=key.encode(), headers=headers,
+                                        no_confirm=True)
 
         async def broker_up() -> bool:
             return bool(await broker.ping(timeout=2))

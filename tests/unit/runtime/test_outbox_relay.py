@@ -90,13 +90,20 @@ class Broker:
         self.refusal = refusal or UnknownTopicOrPartitionError()
         self.up = True
 
-    async def publish(self, topic: str, key: str, value: bytes, headers: dict[str, str]) -> None:
+    async def publish(self, topic: str, key: str, value: bytes,
+                      headers: dict[str, str]) -> asyncio.Future[None]:
+        """The producer's part: takes the record at once; the delivery says what the broker
+        answered (an outage and a refusal come back there, as from aiokafka)."""
         self.calls.append(topic)
+        delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail_at is not None and len(self.sent) == self.fail_at:
-            raise ConnectionError("broker away")
-        if topic in self.refused:
-            raise self.refusal
-        self.sent.append(value)
+            delivery.set_exception(ConnectionError("broker away"))
+        elif topic in self.refused:
+            delivery.set_exception(self.refusal)
+        else:
+            self.sent.append(value)
+            delivery.set_result(None)
+        return delivery
 
     async def ping(self) -> bool:
         return self.up
