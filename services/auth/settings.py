@@ -45,6 +45,12 @@ class Settings(ServiceSettings):
                                                "after their last failure (the window is an "
                                                "hour; TTL index).")
 
+    consumer_batch_max: int = Field(default=1, ge=1, le=5_000, description="AUTH_CONSUMER_"
+                                    "BATCH_MAX: one transaction per message by default: auth "
+                                    "hashes passwords before its transactions (tens of ms "
+                                    "each), which a batch's transaction would hold open, and "
+                                    "its traffic is small.")
+
     def pepper_bytes(self) -> bytes:
         if self.pepper is not None and self.pepper.get_secret_value():
             return self.pepper.get_secret_value().encode()

@@ -49,8 +49,8 @@ class Handlers:
     @asynccontextmanager
     async def _tx(self, msg: Inbound) -> AsyncIterator[Transaction]:
         async with _domain_rejections(), self.rt.transaction(msg) as tx:
+            tx.on_commit(self.wake_sender)
             yield tx
-        self.wake_sender()
 
     # -- shared steps ---------------------------------------------------------------------------
 

@@ -32,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -87,6 +88,14 @@ class Inbound:
 
 Handler = Callable[[Inbound], Awaitable[None]]
 Routes = Mapping[type[ContractModel], Handler]
+BatchScope = Callable[[list[str]], AbstractAsyncContextManager[None]]
+"""Opens one transaction that the units of work of a batch's messages join (their inbox ids
+given, to find the duplicates in one read): ``UnitOfWork.batch``."""
+Work = tuple[ConsumerRecord, Handler, Inbound]  # type: ignore[type-arg]
+
+
+class _Abandon(Exception):
+    """A message of a batch failed: the batch's transaction is rolled back."""
 
 
 class ReplyCheck(Protocol):
@@ -100,8 +109,23 @@ class _AnyReplyTopic:
         return catalog.reply_topic_problem(name)
 
 
-def _raw_decoder(msg: Any) -> bytes:
-    return msg.body  # type: ignore[no-any-return]
+def _raw_decoder(msg: Any) -> Any:
+    return msg.body
+
+
+def _lenient(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    """The record with every header value valid UTF-8 (a broken one replaced), as FastStream's
+    parser decodes them strictly: one broken header must be dead-lettered, not fail the batch."""
+    headers = record.headers or ()
+    clean = [(k, (v or b"").decode(errors="replace").encode()) for k, v in headers]
+    return record if clean == list(headers) else replace(record, headers=clean)
+
+
+async def _lenient_parser(records: tuple[ConsumerRecord[Any, Any], ...],
+                          original: Callable[..., Awaitable[Any]]) -> Any:
+    message = await original(tuple(_lenient(r) for r in records))
+    message.raw_message = records  # the policy reads and dead-letters the original bytes
+    return message
 
 
 class Consumer:
@@ -111,7 +135,8 @@ class Consumer:
                  group_id: str, topics: list[str] | None = None, max_attempts: int = 5,
                  backoff_s: float = 0.1, backoff_max_s: float = 5.0,
                  conflict_retries: int = 30, reply_topics: ReplyCheck | None = None,
-                 fetch_max_wait_ms: int = 500) -> None:
+                 fetch_max_wait_ms: int = 500, batch_max: int = 1,
+                 batch_timeout_ms: int = 100, batch_scope: BatchScope | None = None) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -123,27 +148,112 @@ class Consumer:
         self.conflict_retries = conflict_retries
         self.reply_topics = reply_topics or _AnyReplyTopic()
         self.stopping = False
+        self.batch_scope = batch_scope if batch_max > 1 else None
         self.topics = topics or sorted({catalog.topic_for(m).name for m in self.routes})
         self.subscriber = broker.subscriber(
             *self.topics,
             group_id=group_id,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            batch=True,
+            max_records=batch_max,
+            batch_timeout_ms=batch_timeout_ms,
+            parser=_lenient_parser,
             decoder=_raw_decoder,
             max_poll_interval_ms=300_000,
             fetch_max_wait_ms=fetch_max_wait_ms,
             title=f"{service}-consumer",
         )
-        self.subscriber(self._on_record)
+        self.subscriber(self._on_batch)
 
-    async def _on_record(self, body: bytes, msg: KafkaMessage) -> None:
-        record: ConsumerRecord[Any, Any] = msg.raw_message  # type: ignore[assignment]
-        done = await self.process(record)
-        if done:
+    async def _on_batch(self, body: Any, msg: KafkaMessage) -> None:
+        records: tuple[ConsumerRecord[Any, Any], ...] = msg.raw_message  # type: ignore[assignment]
+        if await self.process_batch(records):
             await msg.ack()
+        else:  # stopping mid-batch: rewind, so nothing is committed past what was not done
+            await msg.nack()
 
     async def process(self, record: ConsumerRecord[Any, Any]) -> bool:
         """Handle one record; True when its offset may be committed."""
+        return await self.process_batch([record])
+
+    async def process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> bool:
+        """Handle the records of a batch (several partitions, each in order); True when their
+        offsets may be committed. What cannot be read or answered is dead-lettered first; the
+        rest runs in one transaction when a batch scope is set, else one by one."""
+        work: list[Work] = []
+        for record in records:
+            prepared = await self._prepare(record)
+            if prepared is False:
+                return False
+            if prepared is not True:
+                work.append(prepared)
+        return await self._run(work)
+
+    async def _run(self, work: list[Work]) -> bool:
+        """Apply ``work`` in order, each message exactly once. A batch whose message fails is
+        rolled back and split: the messages before the failing one are applied again as a
+        batch, the failing one alone under the single-message policy (retried, or
+        dead-lettered), the rest as a new batch."""
+        while work:
+            if self.batch_scope is None or len(work) == 1:
+                for item in work:
+                    if not await self._handle(*item):
+                        return False
+                return True
+            failed = await self._try_batch(work)
+            if failed is None:
+                return True
+            if failed and not await self._run(work[:failed]):
+                return False
+            if not await self._handle(*work[failed]):
+                return False
+            work = work[failed + 1:]
+        return True
+
+    async def _try_batch(self, work: list[Work]) -> int | None:
+        """Run every message of ``work`` in one transaction: None when it committed, else the
+        index of the first message that failed (0 when the commit itself failed)."""
+        assert self.batch_scope is not None
+        started = time.perf_counter()
+        failed = 0
+        duplicates: set[int] = set()
+        try:
+            async with self.batch_scope([inbound.inbox_id for _, _, inbound in work]):
+                for i, (_, handler, inbound) in enumerate(work):
+                    try:
+                        await handler(inbound)
+                    except AlreadyProcessed:  # refused before it wrote anything
+                        duplicates.add(i)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        failed = i
+                        raise _Abandon from exc
+        except _Abandon as abandon:
+            metrics.RETRIES.labels(self.service, "batch_split").inc()
+            log.info("batch rolled back; splitting it", size=len(work), failed_at=failed,
+                     error=type(abandon.__cause__).__name__)
+            return failed
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the commit: a write conflict, an outage, a duplicate
+            metrics.RETRIES.labels(self.service, "batch_split").inc()
+            log.info("batch commit failed; applying it one by one", size=len(work),
+                     error=type(exc).__name__)
+            return 0
+        per_message = (time.perf_counter() - started) / len(work)
+        for i, (_, _, inbound) in enumerate(work):
+            kind = inbound.envelope.type
+            metrics.HANDLED.labels(self.service, kind, "duplicate" if i in duplicates
+                                   else "ok").inc()
+            metrics.HANDLER_SECONDS.labels(self.service, kind).observe(per_message)
+        metrics.BATCH_SIZE.labels(self.service).observe(len(work))
+        return None
+
+    async def _prepare(self, record: ConsumerRecord[Any, Any]) -> Work | bool:
+        """The record decoded and routed, or True when it was settled here (dead-lettered,
+        or ignored), or False when the service stops first."""
         headers = headers_to_dict(record.headers or [])
         try:
             envelope = Envelope.from_headers(headers)
@@ -176,7 +286,7 @@ class Consumer:
         inbound = Inbound(message, envelope, record.topic, record.partition, record.offset,
                           record.key.decode(errors="replace") if record.key else None,
                           headers.get(HEADER_AUTHORIZATION))
-        return await self._handle(record, handler, inbound)
+        return record, handler, inbound
 
     async def _reply_problem(self, reply_to: str) -> str | None:
         """Why the reply topic a request names is refused ("" when it is fine). Asking the

@@ -19,6 +19,8 @@ HANDLER_SECONDS = Histogram("schoolcard_handler_seconds", "Time to handle one me
 TRANSACTION_SECONDS = Histogram("schoolcard_transaction_seconds", "MongoDB unit of work time",
                                 ["service"],
                                 buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+BATCH_SIZE = Histogram("schoolcard_batch_messages", "Messages applied in one batch transaction",
+                       ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500))
 OUTBOX_PUBLISHED = Counter("schoolcard_outbox_published_total", "Outbox records published",
                            ["service", "topic"])
 OUTBOX_LAG = Gauge("schoolcard_outbox_lag_seconds", "Age of the oldest unpublished outbox "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import re
@@ -196,6 +197,11 @@ class Transaction:
     now: datetime
     outbox: list[PendingMessage] = field(default_factory=list)
     reply_max_bytes: int = REPLY_MAX_BYTES
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this unit of work is committed (with its batch, if any)."""
+        self.after_commit.append(callback)
 
     def emit(self, topic: str, key: str, message: ContractModel, *,
              reply_to: str | None = None, message_id: str | None = None) -> Envelope:
@@ -232,11 +238,31 @@ class Transaction:
                                           message, envelope))
 
 
+@dataclass
+class _Batch:
+    """The transaction the units of work of a batch's messages join."""
+
+    session: AsyncClientSession
+    seen: set[str]
+    inbox: list[Doc] = field(default_factory=list)
+    outbox: list[PendingMessage] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+
+
+_BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("batch", default=None)
+
+
 class UnitOfWork:
     """One MongoDB transaction holding the inbox marker, the state change and the outbox.
 
     The inbox insert comes first: a redelivered message hits the unique ``_id`` and the
     transaction aborts with ``AlreadyProcessed`` before any state is touched.
+
+    Inside ``batch()`` (the consumer's batch of messages) every unit of work joins the
+    batch's one transaction instead: the inbox is read once for all the batch's ids, each
+    message's writes go through the shared session in order (later messages see the earlier
+    ones' writes), and the inbox markers and the outbox records are written in bulk at the
+    commit. A unit of work that fails leaves the batch to be rolled back by its owner.
     """
 
     def __init__(self, client: AsyncMongoClient[Doc], db_name: str, service: str,
@@ -262,8 +288,55 @@ class UnitOfWork:
         await ensure_ttl_index(self.inbox, "at", 30 * DAY_S, name="inbox_ttl")
 
     @asynccontextmanager
+    async def batch(self, inbox_ids: list[str]) -> AsyncIterator[None]:
+        """One transaction for the units of work opened until the block ends; committed at
+        its end, rolled back if the block raises."""
+        started = time.perf_counter()
+        async with self.client.start_session() as session:
+            await session.start_transaction(read_concern=self.read_concern,
+                                            write_concern=WriteConcern("majority"))
+            scope = _Batch(session, set())
+            token = _BATCH.set(scope)
+            try:
+                found = await self.inbox.find({"_id": {"$in": inbox_ids}}, {"_id": 1},
+                                              session=session).to_list(None)
+                scope.seen = {doc["_id"] for doc in found}
+                yield
+                if scope.inbox:
+                    await self.inbox.insert_many(scope.inbox, session=session)
+                if scope.outbox:
+                    await self.outbox.insert_many(
+                        [self._outbox_doc(p, i) for i, p in enumerate(scope.outbox)],
+                        session=session)
+                await session.commit_transaction()
+            except BaseException:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                raise
+            finally:
+                _BATCH.reset(token)
+        metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
+        self._committed(scope.outbox, scope.after_commit)
+
+    def _committed(self, outbox: list[PendingMessage],
+                   after_commit: list[Callable[[], None]]) -> None:
+        if outbox:
+            self._commits_with_outbox += 1
+            if self._commits_with_outbox == self._crash_after_commit:
+                log.warning("failpoint: crashing between commit and publish")
+                os._exit(137)  # the fault suite's kill -9 at the worst moment
+            self._on_commit()
+        for callback in after_commit:
+            callback()
+
+    @asynccontextmanager
     async def transaction(self, *, inbox_id: str | None, cause: Envelope | None = None,
                           now: datetime | None = None) -> AsyncIterator[Transaction]:
+        batch = _BATCH.get()
+        if batch is not None:
+            async with self._joined(batch, inbox_id, cause, now) as tx:
+                yield tx
+            return
         started = time.perf_counter()
         async with self.client.start_session() as session:
             await session.start_transaction(read_concern=self.read_concern,
@@ -290,12 +363,23 @@ class UnitOfWork:
                     await session.abort_transaction()
                 raise
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
-        if tx.outbox:
-            self._commits_with_outbox += 1
-            if self._commits_with_outbox == self._crash_after_commit:
-                log.warning("failpoint: crashing between commit and publish")
-                os._exit(137)  # the fault suite's kill -9 at the worst moment
-            self._on_commit()
+        self._committed(tx.outbox, tx.after_commit)
+
+    @asynccontextmanager
+    async def _joined(self, batch: _Batch, inbox_id: str | None, cause: Envelope | None,
+                      now: datetime | None) -> AsyncIterator[Transaction]:
+        """A unit of work inside a batch: the duplicate check against the inbox read at the
+        batch's start (and the batch's own messages), its writes in the batch's session."""
+        if inbox_id is not None and inbox_id in batch.seen:
+            raise AlreadyProcessed(inbox_id)
+        tx = Transaction(session=batch.session, db=self.db, source=self.service, cause=cause,
+                         now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes)
+        yield tx
+        if inbox_id is not None:
+            batch.seen.add(inbox_id)
+            batch.inbox.append({"_id": inbox_id, "at": datetime.now(UTC)})
+        batch.outbox.extend(tx.outbox)
+        batch.after_commit.extend(tx.after_commit)
 
     def _outbox_doc(self, p: PendingMessage, index: int) -> Doc:
         return {

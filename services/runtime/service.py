@@ -148,7 +148,10 @@ class Service:
                                  backoff_max_s=s.retry_backoff_max_ms / 1000,
                                  conflict_retries=s.conflict_retries,
                                  reply_topics=ReplyTopics(infra.kafka_bootstrap),
-                                 fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms)
+                                 fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms,
+                                 batch_max=s.consumer_batch_max,
+                                 batch_timeout_ms=s.consumer_batch_timeout_ms,
+                                 batch_scope=uow.batch)
 
         async def publish(topic: str, key: str, value: bytes,
                           headers: dict[str, str]) -> Awaitable[object]:

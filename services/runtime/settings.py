@@ -65,6 +65,13 @@ class ServiceSettings(BaseSettings):
                                   "failure counts as one of max_attempts.")
     retry_backoff_ms: int = Field(default=100, ge=1)
     retry_backoff_max_ms: int = Field(default=5_000, ge=1)
+    consumer_batch_max: int = Field(default=100, ge=1, le=5_000, description="Most messages "
+                                    "fetched and applied in one MongoDB transaction (1: one "
+                                    "transaction per message). A batch whose message fails is "
+                                    "rolled back and split, so only that message is retried or "
+                                    "dead-lettered.")
+    consumer_batch_timeout_ms: int = Field(default=100, ge=0, le=10_000, description="Longest "
+                                           "a fetch waits to fill a batch when none is there.")
     outbox_batch: int = Field(default=200, ge=1)
     outbox_idle_ms: int = Field(default=500, ge=10, description="Relay poll when idle.")
     outbox_takeover_s: float = Field(default=30.0, description="Age after which another "
