@@ -242,3 +242,47 @@ async def mongo_db(mongo_uri: str) -> AsyncIterator[Any]:
     client: AsyncMongoClient[Any] = AsyncMongoClient(mongo_uri, tz_aware=True)
     yield client.schoolcard_access
     await client.close()
+
+
+async def test_a_burst_with_a_refused_tap_inside_is_decided_once_per_tap_and_in_order(
+        io, bootstrap, mongo_db):
+    """A morning rush arrives in batches (one transaction each): the tap refused in the middle
+    of a batch is dead-lettered alone, every other tap is decided once, and each child's
+    passages keep the order of their taps."""
+    from services.runtime import metrics
+
+    here = school()
+    await set_schedule(io, here)
+    cards = [new_card(here) for _ in range(8)]
+    await issue(io, *cards)
+    batches = metrics.BATCH_SIZE.labels("access")
+    splits = metrics.RETRIES.labels("access", "batch_split")
+    before = (batches._sum.get(), sum(b.get() for b in batches._buckets), splits._value.get())
+    taps = [tap(card, local(f"07:{10 + minute:02d}"), direction=("in", "out")[minute % 2])
+            for minute in range(6) for card in cards]
+    refused = tap(cards[3], io["clock"].now + timedelta(minutes=10))
+    async with TopicReader(bootstrap, "access.dead-letter.v1") as dlq:
+        for n, t in enumerate(taps):
+            await io["pub"].publish(t, t.card_uid)
+            if n == len(taps) // 2:
+                await io["pub"].publish(refused, refused.card_uid)
+        [dead] = await dlq.wait_for(lambda r: r.key == refused.card_uid)
+    assert dead.headers[DLQ_CODE] == "future_time"
+    ids = {t.tap_id for t in taps}
+
+    async def all_decided() -> bool:
+        await io["decisions"].poll()
+        return {r.json()["tap_id"] for r in io["decisions"].records} >= ids
+    await eventually(all_decided, what="a decision for every tap of the burst")
+    answers = [r for r in io["decisions"].records if r.json()["tap_id"] in ids]
+    assert len({r.headers["ce_id"] for r in answers}) == len(ids)  # one decision per tap
+    assert all(r.json()["allowed"] for r in answers)
+    assert await mongo_db.access_taps.count_documents({"_id": {"$in": list(ids)}}) == len(ids)
+    for card in cards:
+        day = await mongo_db.access_days.find_one({"_id": f"{card.contract}:{DAY.isoformat()}"})
+        assert [p["passage_id"] for p in day["passages"]] == \
+            [t.tap_id for t in taps if t.card_uid == card.card_uid]
+    messages = batches._sum.get() - before[0]
+    transactions = sum(b.get() for b in batches._buckets) - before[1]
+    assert transactions < messages, "the burst was applied in batches"
+    assert splits._value.get() > before[2], "the refused tap was met inside a batch"

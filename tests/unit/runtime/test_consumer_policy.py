@@ -4,6 +4,8 @@ Checked here without a broker: records are built by hand and the dead-letter sin
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -281,3 +283,158 @@ async def test_a_reply_larger_than_the_limit_becomes_the_error_reply_too_large()
     assert isinstance(large, ErrorReply) and large.error is not None
     assert large.error.code == "reply_too_large"
     assert [p.topic for p in tx.outbox] == ["apps.replies.v1", "apps.replies.v1"]
+
+
+# --- batches ---------------------------------------------------------------------------------
+
+class FakeStore:
+    """A store whose writes inside ``batch()`` become visible only when the batch commits."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self.staged: list[str] | None = None
+        self.commits = self.rollbacks = 0
+
+    @asynccontextmanager
+    async def batch(self, inbox_ids: list[str]) -> AsyncIterator[None]:
+        self.staged = []
+        try:
+            yield
+        except BaseException:
+            self.rollbacks += 1
+            raise
+        else:
+            self.committed += self.staged
+            self.commits += 1
+        finally:
+            self.staged = None
+
+    @asynccontextmanager
+    async def unit(self, contract: str) -> AsyncIterator[None]:
+        """A message's unit of work: joins the open batch, else is its own transaction."""
+        if contract in self.committed or contract in (self.staged or []):
+            raise AlreadyProcessed(contract)
+        if self.staged is not None:
+            self.staged.append(contract)
+            yield
+        else:
+            yield
+            self.committed.append(contract)
+
+
+def card_records(n: int) -> list[ConsumerRecord]:
+    out = []
+    for i in range(n):
+        card = CARD.model_copy(update={"contract": f"4001{i:04d}"})
+        hdrs = Envelope.new(card, source="t").to_headers()
+        out.append(ConsumerRecord(TOPIC, i % 3, i, 0, 0, card.contract.encode(), encode(card),
+                                  None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()]))
+    return out
+
+
+def batching(handler: Any, store: FakeStore) -> RecordingConsumer:
+    return RecordingConsumer(handler, batch_max=100, batch_scope=store.batch)
+
+
+async def test_a_batch_is_applied_in_one_transaction_in_order() -> None:
+    store = FakeStore()
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            pass
+
+    records = card_records(6)
+    assert await batching(handler, store).process_batch(records) is True
+    assert store.committed == [r.key.decode() for r in records]
+    assert (store.commits, store.rollbacks) == (1, 0)
+
+
+async def test_a_message_refused_after_writing_is_dead_lettered_alone_and_the_rest_applied_once(
+) -> None:
+    """The refusal comes after the message wrote: rolled back with its batch, the messages
+    before it are applied again as a batch, it is dead-lettered alone, the rest follow."""
+    store = FakeStore()
+    records = card_records(6)
+    poison = records[2].key.decode()
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            if msg.message.contract == poison:
+                raise Rejected("bad_card", "refused after writing")
+
+    consumer = batching(handler, store)
+    assert await consumer.process_batch(records) is True
+    assert store.committed == [r.key.decode() for r in records if r.key.decode() != poison]
+    assert consumer.dead == [("bad_card", "refused after writing")]
+    assert store.rollbacks == 1
+
+
+async def test_a_message_failing_once_in_a_batch_is_retried_alone_and_nothing_is_doubled(
+) -> None:
+    store = FakeStore()
+    records = card_records(5)
+    flaky = records[3].key.decode()
+    failures = [RuntimeError("once")]
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            if msg.message.contract == flaky and failures:
+                raise failures.pop()
+
+    consumer = batching(handler, store)
+    assert await consumer.process_batch(records) is True
+    assert sorted(store.committed) == sorted(r.key.decode() for r in records)
+    assert len(store.committed) == len(set(store.committed)) == 5
+    assert consumer.dead == []
+
+
+async def test_a_duplicate_in_a_batch_is_skipped_without_rolling_the_batch_back() -> None:
+    store = FakeStore()
+    records = card_records(4)
+    store.committed.append(records[1].key.decode())  # applied by an earlier delivery
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            pass
+
+    consumer = batching(handler, store)
+    assert await consumer.process_batch([*records, records[2]]) is True
+    assert sorted(store.committed) == sorted(r.key.decode() for r in records)
+    assert (store.commits, store.rollbacks, consumer.dead) == (1, 0, [])
+
+
+async def test_a_batch_whose_commit_fails_is_applied_one_by_one() -> None:
+    store = FakeStore()
+    records = card_records(3)
+    real_batch = store.batch
+
+    @asynccontextmanager
+    async def failing_commit(inbox_ids: list[str]) -> AsyncIterator[None]:
+        async with real_batch(inbox_ids):
+            yield
+            raise AutoReconnect("lost at commit")
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            pass
+
+    consumer = RecordingConsumer(handler, batch_max=100, batch_scope=failing_commit)
+    assert await consumer.process_batch(records) is True
+    assert store.committed == [r.key.decode() for r in records]
+    assert consumer.dead == []
+
+
+async def test_undecodable_records_of_a_batch_are_dead_lettered_and_the_rest_applied() -> None:
+    store = FakeStore()
+    records = card_records(3)
+    broken = ConsumerRecord(TOPIC, 0, 99, 0, 0, b"k", b"\xff", None, 0, 0,
+                            list(records[0].headers))
+
+    async def handler(msg: Inbound) -> None:
+        async with store.unit(msg.message.contract):
+            pass
+
+    consumer = batching(handler, store)
+    assert await consumer.process_batch([records[0], broken, *records[1:]]) is True
+    assert store.committed == [r.key.decode() for r in records]
+    assert [c for c, _ in consumer.dead] == ["not_json"]
