@@ -86,8 +86,11 @@ class NotificationDelivered(Event):
 
 class GetJournal(Query):
     account_id: AccountId
-    limit: int = Field(default=50, ge=1, le=500, description="How many of the most recent "
-                       "journal lines to return.", examples=[50])
+    limit: int = Field(default=50, ge=1, le=500, description="Most lines in one reply, most "
+                       "recent first; page with cursor for older ones.", examples=[50])
+    cursor: str | None = Field(default=None, max_length=512, description="Where the page "
+                               "starts: the next_cursor of the previous reply for the same "
+                               "account; None for the most recent lines. Opaque.")
 
 
 class JournalLine(Part):
@@ -102,10 +105,14 @@ class JournalLine(Part):
 
 class JournalReply(Reply):
     lines: list[JournalLine] = Field(
-        default_factory=list, description="The guardian's most recent notifications, at most "
-        "the requested limit.",
+        default_factory=list, description="The guardian's notifications, most recent first, "
+        "at most the requested limit.",
         examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "top_up", "channel": "push",
                     "status": "sent", "text": "Пополнение 500,00 ₽ по договору 40012345."}]])
+    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
+                                    "the same query, for the older lines; None when this "
+                                    "page is the last. Lines are in a stable order, so lines "
+                                    "recorded meanwhile neither repeat nor shift a page.")
 
 
 class GetJourney(Query):

@@ -118,8 +118,13 @@ class GetRides(Query):
                                         "None: no lower bound.", examples=["2026-09-01"])
     date_to: LocalDate | None = Field(default=None, description="Last city-local day included; "
                                       "None: no upper bound.", examples=["2026-09-30"])
-    csv: bool = Field(default=False, description="Also return the rides as CSV text.",
+    csv: bool = Field(default=False, description="Also return the page's rides as CSV text.",
                       examples=[True])
+    limit: int = Field(default=100, ge=1, le=500, description="Most lines in one reply; "
+                       "page with cursor for more.", examples=[100])
+    cursor: str | None = Field(default=None, max_length=512, description="Where the page "
+                               "starts: the next_cursor of the previous reply to the same query "
+                               "(same contract and filters); None for the first page. Opaque.")
 
 
 class RideLine(Part):
@@ -140,5 +145,9 @@ class RidesReply(Reply):
         examples=[[{"ride_id": "val-1181-000321", "tapped_at": "2026-09-01T04:05:00Z",
                     "route": "29", "stop_id": "stop-central-square", "mode": "bus",
                     "fare": 3_000, "explanation": "concession"}]])
-    csv: str | None = Field(default=None, description="The rides as CSV text when csv was "
-                            "requested; otherwise None.", examples=["date,time,route\r\n"])
+    csv: str | None = Field(default=None, description="The page's rides as CSV text when csv "
+                            "was requested; otherwise None.", examples=["date,time,route\r\n"])
+    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
+                                    "the same query, for the lines that follow; None when this "
+                                    "page is the last. Lines are in a stable order, so lines "
+                                    "recorded meanwhile neither repeat nor shift a page.")

@@ -497,7 +497,12 @@ class GetStatement(Query):
     status: str | None = Field(default=None, description="posted | declined | disputed "
                                "(posted includes partially_refunded and refunded lines), or "
                                "partially_refunded | refunded exactly.", examples=["posted"])
-    csv: bool = Field(default=False, description="Also return the statement as CSV text.")
+    csv: bool = Field(default=False, description="Also return the page as CSV text.")
+    limit: int = Field(default=100, ge=1, le=500, description="Most lines in one reply; "
+                       "page with cursor for more.", examples=[100])
+    cursor: str | None = Field(default=None, max_length=512, description="Where the page "
+                               "starts: the next_cursor of the previous reply to the same query "
+                               "(same contract and filters); None for the first page. Opaque.")
 
 
 class StatementLine(Part):
@@ -530,9 +535,13 @@ class StatementReply(Reply):
         examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "sale", "operation_id": "till-7-000981",
                     "amount": -4_500, "sub_balance": "canteen", "status": "posted",
                     "description": "terminal izh-42-till-1"}]])
-    csv: str | None = Field(default=None, description="The statement as CSV text when csv was "
-                            "requested; otherwise None.",
+    csv: str | None = Field(default=None, description="The page's lines as CSV text when csv "
+                            "was requested; otherwise None.",
                             examples=["date,time,kind,status,amount_rub\r\n"])
+    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
+                                    "the same query, for the lines that follow; None when this "
+                                    "page is the last. Lines are in a stable order, so lines "
+                                    "recorded meanwhile neither repeat nor shift a page.")
 
 
 class SalesReportLine(Part):

@@ -774,8 +774,9 @@ class SchoolDay:
             console.print(f"  Баланс: столовая {format_rub(b['canteen'])}, проезд "
                           f"{format_rub(b['transit'])}, общий {format_rub(b['general'])}, "
                           f"бонусы {b['bonus_points']}")
-        statement = await self.bus.request(wallet.GetStatement(contract=child.contract, csv=True),
-                                           child.contract, token=g.token)
+        statement = await self.bus.request(
+            wallet.GetStatement(contract=child.contract, csv=True, limit=500),  # one day fits
+            child.contract, token=g.token)
         if statement.get("csv"):
             (self.out_dir / f"statement-{child.contract}.csv").write_text(statement["csv"])
         day = self.city.day.isoformat()
@@ -784,8 +785,9 @@ class SchoolDay:
             child.contract, token=g.token)
         if stats.get("chart_svg"):
             (self.out_dir / f"arrivals-{child.contract}.svg").write_text(stats["chart_svg"])
-        rides = await self.bus.request(transit.GetRides(contract=child.contract, csv=True),
-                                       child.contract, token=g.token)
+        rides = await self.bus.request(
+            transit.GetRides(contract=child.contract, csv=True, limit=500),
+            child.contract, token=g.token)
         if rides.get("csv"):
             (self.out_dir / f"rides-{child.contract}.csv").write_text(rides["csv"])
 

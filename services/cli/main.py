@@ -352,6 +352,13 @@ DateTo = Annotated[str | None, typer.Option("--to", help="Last local day, YYYY-M
 Csv = Annotated[bool, typer.Option("--csv", help="Print the service's CSV export instead of "
                                    "a table.")]
 Contract = Annotated[str, typer.Argument(help="8-digit contract number.")]
+Limit = Annotated[int, typer.Option(min=1, max=500, help="Most lines in the page.")]
+Cursor = Annotated[str | None, typer.Option(help="The next_cursor a previous page printed.")]
+
+
+def more(cursor: str | None) -> None:
+    if cursor is not None:
+        err.print(f"more lines follow: --cursor {cursor}")
 
 
 def query(ctx: typer.Context, message: ContractModel, reply_type: type[Reply], *,
@@ -410,12 +417,13 @@ def statement(ctx: typer.Context, contract: Contract, date_from: DateFrom = None
               = None,
               status: Annotated[str | None, typer.Option(
                   help="posted | declined | disputed.")] = None,
-              token: Token = None, as_support: AsSupport = False, key_file: KeyFile = None,
+              limit: Limit = 100, cursor: Cursor = None, token: Token = None,
+              as_support: AsSupport = False, key_file: KeyFile = None,
               timeout: Timeout = 15) -> None:
     """Statement lines of a contract (wallet GetStatement)."""
     message = build("GetStatement", lambda: GetStatement(
         contract=contract, date_from=date_from, date_to=date_to, kinds=kind or None,
-        status=status, csv=csv))
+        status=status, csv=csv, limit=limit, cursor=cursor))
     reply: StatementReply = query(ctx, message, StatementReply, token=token,
                                   as_support=as_support, key_file=key_file, timeout=timeout)
     if csv:
@@ -424,6 +432,7 @@ def statement(ctx: typer.Context, contract: Contract, date_from: DateFrom = None
         emit_json(reply.model_dump(mode="json"))
     else:
         out.print(render.statement_table(reply))
+    more(reply.next_cursor)
 
 
 @app.command()
@@ -448,12 +457,13 @@ def attendance(ctx: typer.Context, contract: Contract,
 
 @app.command()
 def rides(ctx: typer.Context, contract: Contract, date_from: DateFrom = None,
-          date_to: DateTo = None, csv: Csv = False, token: Token = None,
-          as_support: AsSupport = False, key_file: KeyFile = None,
-          timeout: Timeout = 15) -> None:
+          date_to: DateTo = None, csv: Csv = False, limit: Limit = 100,
+          cursor: Cursor = None, token: Token = None, as_support: AsSupport = False,
+          key_file: KeyFile = None, timeout: Timeout = 15) -> None:
     """Rides of a contract with fares and explanations (transit GetRides)."""
     message = build("GetRides", lambda: GetRides(contract=contract, date_from=date_from,
-                                                 date_to=date_to, csv=csv))
+                                                 date_to=date_to, csv=csv, limit=limit,
+                                                 cursor=cursor))
     reply: RidesReply = query(ctx, message, RidesReply, token=token, as_support=as_support,
                               key_file=key_file, timeout=timeout)
     if csv:
@@ -462,6 +472,7 @@ def rides(ctx: typer.Context, contract: Contract, date_from: DateFrom = None,
         emit_json(reply.model_dump(mode="json"))
     else:
         out.print(render.rides_table(reply))
+    more(reply.next_cursor)
 
 
 # --- dead letters -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from contracts.envelope import CommandAccepted
 from services.notify import domain as d
 from services.notify import inbound, outbound, store
 from services.notify.settings import Settings
+from services.runtime import paging
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
@@ -322,10 +323,20 @@ class Handlers:
         async with self._tx(msg) as tx:
             if not self._caller(msg, tx, q.account_id):
                 return
-            messages = await store.journal(tx, q.account_id, q.limit)
-            lines = [line for m in messages if (line := d.journal_line(m)) is not None]
+            messages = await store.journal(tx, q.account_id)
+            entries = sorted(((line, m) for m in messages
+                              if (line := d.journal_line(m)) is not None),
+                             key=_journal_key, reverse=True)
+            try:
+                entries, following = paging.page(
+                    entries, _journal_key, limit=q.limit, cursor=q.cursor, descending=True,
+                    scope=paging.scope_of(account_id=q.account_id))
+            except paging.InvalidCursor as exc:
+                tx.fail("invalid_cursor", str(exc))
+                return
             tx.reply(wire.JournalReply(lines=[_journal_line(line, m, tx.now)
-                                              for line, m in zip(lines, messages, strict=True)]))
+                                              for line, m in entries],
+                                       next_cursor=following))
 
 
     async def on_get_journey(self, msg: Inbound) -> None:
@@ -358,3 +369,8 @@ def _journal_line(line: d.JournalLine, m: d.Message, now: datetime) -> Any:
         status = "deferred"
     return wire.JournalLine(at=line.at, kind=line.kind.value, channel=wire.Channel(line.channel),
                             status=status, text=line.text)
+
+
+def _journal_key(entry: tuple[d.JournalLine, d.Message]) -> paging.Key:
+    line, _ = entry
+    return paging.instant(line.at), line.dedupe_key

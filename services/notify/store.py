@@ -192,10 +192,10 @@ async def claim_due(db: Any, now: datetime, owner: str, lease: timedelta,
     return [_message(d) for d in docs]
 
 
-async def journal(tx: Transaction, account_id: str, limit: int) -> list[Message]:
+async def journal(tx: Transaction, account_id: str) -> list[Message]:
+    """Every message of the guardian still kept (the message retention bounds them)."""
     docs = await tx.db.notify_messages.find({"guardian_id": account_id},
-                                            session=tx.session).sort(
-        [("occurred_at", DESCENDING), ("_id", ASCENDING)]).to_list(limit)
+                                            session=tx.session).to_list(None)
     return [_message(d) for d in docs]
 
 

@@ -17,6 +17,7 @@ from contracts import integrations as inbound
 from contracts import transit as wire
 from contracts import wallet as wallet_wire
 from contracts.envelope import CommandAccepted
+from services.runtime import paging
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
@@ -289,11 +290,19 @@ class Handlers:
             except TokenError as exc:
                 tx.fail(exc.code, str(exc))
                 return
-            lines = await store.rides_of(tx, q.contract, q.date_from, q.date_to,
-                                         self.settings.rides_reply_limit)
+            lines = await store.rides_of(tx, q.contract, q.date_from, q.date_to)
+            scope = paging.scope_of(contract=q.contract, date_from=q.date_from,
+                                    date_to=q.date_to)
+            try:
+                lines, following = paging.page(lines, _ride_key, limit=q.limit,
+                                               cursor=q.cursor, scope=scope)
+            except paging.InvalidCursor as exc:
+                tx.fail("invalid_cursor", str(exc))
+                return
             tx.reply(wire.RidesReply(contract=q.contract,
                                      rides=[outbound.ride_line(line) for line in lines],
-                                     csv=d.render_csv(lines) if q.csv else None))
+                                     csv=d.render_csv(lines) if q.csv else None,
+                                     next_cursor=following))
 
     # --- ticks ---------------------------------------------------------------------------------
 
@@ -342,3 +351,7 @@ class Handlers:
                 await store.mark_card_reminded(tx, card_uid, until)
                 self._emit(tx, [reminder], card.contract)
             metrics.observe([reminder])
+
+
+def _ride_key(line: d.RideLine) -> paging.Key:
+    return paging.instant(line.tapped_at), line.ride_id

@@ -20,8 +20,6 @@ class Settings(ServiceSettings):
     reminder_every_s: float = Field(default=3600.0, gt=0, description="How often concessions "
                                     "are scanned for the expiry reminder.")
     reminder_batch: int = Field(default=500, ge=1, description="Cards reminded per scan.")
-    rides_reply_limit: int = Field(default=2000, ge=1, description="Most rides one GetRides "
-                                   "reply carries (the Kafka record size bounds a reply).")
     ride_retention_days: int = Field(default=90, ge=1, description="Ride history lines "
                                      "(location data) are deleted this long after they were "
                                      "recorded (TTL index).")

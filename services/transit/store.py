@@ -347,8 +347,10 @@ async def save_rides(tx: Transaction, travel: CardTravel, ride_ids: Iterable[str
         await tx.db.transit_rides.bulk_write(ops, ordered=True, session=tx.session)
 
 
-async def rides_of(tx: Transaction, contract: str, day_from: str | None, day_to: str | None,
-                   limit: int) -> list[RideLine]:
+async def rides_of(tx: Transaction, contract: str, day_from: str | None,
+                   day_to: str | None) -> list[RideLine]:
+    """The contract's rides in the period by (tapped_at, ride id); the ride retention bounds
+    how many there are."""
     query: Doc = {"contract": contract}
     days: Doc = {}
     if day_from:
@@ -358,8 +360,9 @@ async def rides_of(tx: Transaction, contract: str, day_from: str | None, day_to:
     if days:
         query["local_day"] = days
     docs = await tx.db.transit_rides.find(query, session=tx.session).sort(
-        [("tapped_at", ASCENDING), ("_id", ASCENDING)]).to_list(limit)
-    return [ride_line(doc) for doc in docs]
+        [("tapped_at", ASCENDING), ("_id", ASCENDING)]).to_list(None)
+    return sorted((ride_line(doc) for doc in docs),
+                  key=lambda line: (line.tapped_at, line.ride_id))
 
 
 def ride_line(doc: Doc) -> RideLine:

@@ -18,6 +18,7 @@ from contracts import transit
 from contracts import wallet as wire
 from contracts.auth import AccessTokenClaims, Role
 from contracts.envelope import CommandAccepted
+from services.runtime import paging
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import ConcurrencyError, Transaction
@@ -473,9 +474,20 @@ class Handlers:
                 kinds={k for name in query.kinds for k in outbound.KINDS[name]}
                 if query.kinds is not None else None,
                 statuses=set(outbound.STATUSES[query.status]) if query.status else None)
+            scope = paging.scope_of(contract=query.contract, date_from=query.date_from,
+                                    date_to=query.date_to, kinds=query.kinds,
+                                    status=query.status)
+            try:
+                lines, following = paging.page(sorted(lines, key=_line_key), _line_key,
+                                               limit=query.limit, cursor=query.cursor,
+                                               scope=scope)
+            except paging.InvalidCursor as exc:
+                tx.fail("invalid_cursor", str(exc))
+                return
             tx.reply(wire.StatementReply(
                 contract=account.contract, lines=[outbound.statement_line(x) for x in lines],
-                csv=d.statement_csv(lines, time_zone=account.time_zone) if query.csv else None))
+                csv=d.statement_csv(lines, time_zone=account.time_zone) if query.csv else None,
+                next_cursor=following))
 
         await self._run(msg, body)
 
@@ -520,6 +532,11 @@ def _credit(account: d.Account, top_up: inbound.TopUpReceived, now: datetime) ->
 
 
 _SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
+
+
+def _line_key(line: d.StatementLine) -> paging.Key:
+    """The statement's total order: time, then the order operations were applied."""
+    return paging.instant(line.at), line.seq, line.kind.value, line.operation_id
 
 
 def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:

@@ -203,3 +203,30 @@ async def test_the_journal_shows_each_message_with_its_status_to_its_guardian_on
                                      token=token(stack, stranger))
     assert denied.json()["ok"] is False and denied.json()["error"]["code"] == "forbidden"
 
+
+
+async def test_the_journal_pages_from_the_most_recent_line_with_a_cursor(stack):
+    child = contract()
+    acc, _ = await make_guardian(stack, child, push=True)
+    now = datetime.now(UTC)
+    for days in range(5):
+        await stack["pub"].publish(entered(child, now - timedelta(days=days, minutes=1)), child)
+    auth = token(stack, acc)
+
+    async def whole() -> list[dict[str, Any]] | None:
+        reply = await stack["req"].send(GetJournal(account_id=acc, limit=500), acc, token=auth)
+        lines = reply.json()["lines"]
+        return lines if len(lines) == 5 else None
+
+    lines = await eventually(whole, what="a journal line for each of the five arrivals")
+    pages, cursor = [], None
+    while True:
+        reply = (await stack["req"].send(GetJournal(account_id=acc, limit=2, cursor=cursor),
+                                         acc, token=auth)).json()
+        pages.append(reply["lines"])
+        if (cursor := reply["next_cursor"]) is None:
+            break
+    joined = [line for p in pages for line in p]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert [ln["at"] for ln in joined] == sorted((ln["at"] for ln in joined), reverse=True)
+    assert joined == lines

@@ -354,3 +354,31 @@ async def test_two_hundred_taps_of_twenty_cards_are_priced_within_a_minute(trans
     print(f"transit: {len(taps)} taps priced end to end in {elapsed:.1f}s "
           f"({len(taps) / elapsed:.0f} taps/s)")
     assert elapsed < 60
+
+
+async def test_a_childs_rides_page_with_a_cursor_into_the_whole_list(transit, bootstrap, infra):
+    c, card = await issue(transit)
+    parent = token(infra, Role.PARENT, children=[ChildGrant(contract=c,
+                                                            role=GuardianRole.PRIMARY)])
+    for minute in range(7):
+        await transit["integrator"].publish(
+            tap(card, uid("tap"), f"2026-03-04 07:{10 + minute * 5:02d}", "29"), card)
+    await distinct(transit["events"],
+                   lambda r: r.key == c and r.type.endswith("RideRecorded"), count=7)
+    async with Requester(bootstrap) as app:
+        whole = (await app.send(GetRides(contract=c, limit=500), c, token=parent)).json()
+        pages, cursor = [], None
+        while True:
+            reply = (await app.send(GetRides(contract=c, limit=3, cursor=cursor), c,
+                                    token=parent)).json()
+            pages.append(reply["rides"])
+            if (cursor := reply["next_cursor"]) is None:
+                break
+        garbage = (await app.send(GetRides(contract=c, cursor="bm90IGEgY3Vyc29y"), c,
+                                  token=parent)).json()
+    assert len(whole["rides"]) == 7 and whole["next_cursor"] is None
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [r for p in pages for r in p] == whole["rides"]
+    assert [r["tapped_at"] for r in whole["rides"]] == sorted(r["tapped_at"]
+                                                                for r in whole["rides"])
+    assert garbage["error"]["code"] == "invalid_cursor"

@@ -747,6 +747,35 @@ async def test_the_statement_filters_by_period_kind_and_status_and_exports_csv(
     assert stranger["error"]["code"] == "forbidden"
 
 
+async def test_a_long_statement_pages_with_a_cursor_into_the_whole_statement(
+        world: World) -> None:
+    card = await world.open_account()
+    for _ in range(7):
+        await world.top_up(card.contract, 10_00)
+    for _ in range(4):
+        await world.sell(world.sale(card, item(5_00)))
+    token = world.token(card.contract, GuardianRole.CO_GUARDIAN)
+    whole = await world.command(w.GetStatement(contract=card.contract, limit=500),
+                                card.contract, token)
+    assert len(whole["lines"]) == 11 and whole["next_cursor"] is None
+    pages, cursor = [], None
+    while True:
+        reply = await world.command(w.GetStatement(contract=card.contract, limit=3,
+                                                   cursor=cursor), card.contract, token)
+        pages.append(reply["lines"])
+        cursor = reply["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 3, 3, 2]
+    assert [x for p in pages for x in p] == whole["lines"]
+    first = await world.command(w.GetStatement(contract=card.contract, limit=3),
+                                card.contract, token)
+    other_filters = await world.command(w.GetStatement(contract=card.contract, kinds=["sale"],
+                                                       cursor=first["next_cursor"]),
+                                        card.contract, token)
+    assert other_filters["error"]["code"] == "invalid_cursor"
+
+
 # --- reissue and bad input ----------------------------------------------------------------------
 
 async def test_a_reissued_card_moves_the_balance_and_pays_with_the_new_card(world: World) -> None:
