@@ -243,10 +243,14 @@ class Consumer:
                      error=type(exc).__name__)
             return 0
         per_message = (time.perf_counter() - started) / len(work)
-        for i, (_, _, inbound) in enumerate(work):
+        for i, (record, _, inbound) in enumerate(work):
             kind = inbound.envelope.type
-            metrics.HANDLED.labels(self.service, kind, "duplicate" if i in duplicates
-                                   else "ok").inc()
+            if i in duplicates:
+                metrics.HANDLED.labels(self.service, kind, "duplicate").inc()
+                log.info("duplicate ignored", event_id=inbound.envelope.id, type=kind,
+                         topic=record.topic, partition=record.partition, offset=record.offset)
+                continue
+            metrics.HANDLED.labels(self.service, kind, "ok").inc()
             metrics.HANDLER_SECONDS.labels(self.service, kind).observe(per_message)
         metrics.BATCH_SIZE.labels(self.service).observe(len(work))
         return None
