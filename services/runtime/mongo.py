@@ -288,13 +288,31 @@ class UnitOfWork:
         await ensure_ttl_index(self.inbox, "at", 30 * DAY_S, name="inbox_ttl")
 
     @asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncClientSession]:
+        """A session in a transaction: committed when the block ends, aborted if it raises."""
+        async with self.client.start_session() as session:
+            await session.start_transaction(read_concern=self.read_concern,
+                                            write_concern=WriteConcern("majority"))
+            try:
+                yield session
+                await session.commit_transaction()
+            except BaseException:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                raise
+
+    async def _write_outbox(self, pending: list[PendingMessage],
+                            session: AsyncClientSession) -> None:
+        if pending:
+            await self.outbox.insert_many(
+                [self._outbox_doc(p, i) for i, p in enumerate(pending)], session=session)
+
+    @asynccontextmanager
     async def batch(self, inbox_ids: list[str]) -> AsyncIterator[None]:
         """One transaction for the units of work opened until the block ends; committed at
         its end, rolled back if the block raises."""
         started = time.perf_counter()
-        async with self.client.start_session() as session:
-            await session.start_transaction(read_concern=self.read_concern,
-                                            write_concern=WriteConcern("majority"))
+        async with self._session() as session:
             scope = _Batch(session, set())
             token = _BATCH.set(scope)
             try:
@@ -304,15 +322,7 @@ class UnitOfWork:
                 yield
                 if scope.inbox:
                     await self.inbox.insert_many(scope.inbox, session=session)
-                if scope.outbox:
-                    await self.outbox.insert_many(
-                        [self._outbox_doc(p, i) for i, p in enumerate(scope.outbox)],
-                        session=session)
-                await session.commit_transaction()
-            except BaseException:
-                if session.in_transaction:
-                    await session.abort_transaction()
-                raise
+                await self._write_outbox(scope.outbox, session)
             finally:
                 _BATCH.reset(token)
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
@@ -338,30 +348,18 @@ class UnitOfWork:
                 yield tx
             return
         started = time.perf_counter()
-        async with self.client.start_session() as session:
-            await session.start_transaction(read_concern=self.read_concern,
-                                            write_concern=WriteConcern("majority"))
+        async with self._session() as session:
             tx = Transaction(session=session, db=self.db, source=self.service, cause=cause,
                              now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes)
-            try:
-                if inbox_id is not None:
-                    try:
-                        # wall-clock time: the TTL must not follow an injected test clock
-                        await self.inbox.insert_one({"_id": inbox_id,
-                                                     "at": datetime.now(UTC)},
-                                                    session=session)
-                    except DuplicateKeyError:
-                        raise AlreadyProcessed(inbox_id) from None
-                yield tx
-                if tx.outbox:
-                    await self.outbox.insert_many(
-                        [self._outbox_doc(p, i) for i, p in enumerate(tx.outbox)],
-                        session=session)
-                await session.commit_transaction()
-            except BaseException:
-                if session.in_transaction:
-                    await session.abort_transaction()
-                raise
+            if inbox_id is not None:
+                try:
+                    # wall-clock time: the TTL must not follow an injected test clock
+                    await self.inbox.insert_one({"_id": inbox_id, "at": datetime.now(UTC)},
+                                                session=session)
+                except DuplicateKeyError:
+                    raise AlreadyProcessed(inbox_id) from None
+            yield tx
+            await self._write_outbox(tx.outbox, session)
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         self._committed(tx.outbox, tx.after_commit)
 

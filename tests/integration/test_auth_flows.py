@@ -105,8 +105,9 @@ async def issue_card(a: SimpleNamespace, number: str, born: date = date(2014, 3,
                       initial_password_is_birth_date=initial_password_is_birth_date,
                       issued_at=a.clock.now)
     await a.integrator.publish(card, number)
+    # the first card after auth joined its group also waits for the join (Tansu: up to ~20 s)
     await eventually(lambda: a.db.auth_children.find_one({"contract_number": number}),
-                     what="the child in auth_children")
+                     timeout=90, what="the child in auth_children")
 
 
 async def code_for(a: SimpleNamespace, to: str, *, count: int = 1) -> str:
