@@ -100,7 +100,9 @@ class Handlers:
         event: inbound.CardReissued = msg.message
 
         async def body(tx: Transaction) -> None:
-            old = await store.load_account(tx, event.old_contract)
+            old = await store.load_account(
+                tx, event.old_contract,
+                rides_since=tx.now - timedelta(days=d.RIDES_MOVED_ON_REISSUE_DAYS))
             if old is None:
                 raise Rejected("unknown_contract", f"no account {event.old_contract}")
             loaded = old.version
@@ -135,7 +137,8 @@ class Handlers:
             if conflict:
                 self._reject_top_up(tx, top_up, "payment_id_conflict")
                 return
-            account = await store.load_account(tx, top_up.contract)
+            account = await store.load_account(tx, top_up.contract,
+                                               {"top_ups": [top_up.payment_id]})
             if account is None:
                 # The card's issuance travels on another topic and may be read after the
                 # payment: keep the money until the account opens (or the parking expires).
@@ -224,7 +227,8 @@ class Handlers:
         sale: inbound.CanteenSaleRequested = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await store.account_by_card(tx, sale.card_uid)
+            account = await store.account_by_card(tx, sale.card_uid,
+                                                  {"sales": [sale.sale_id]})
             if account is None:
                 self._send(tx, outbound.unknown_card_sale(sale, tx.now))
                 self._send(tx, outbound.sale_decision(sale, None, tx.now))
@@ -254,22 +258,24 @@ class Handlers:
     # --- transit fares ----------------------------------------------------------------------------
 
     @staticmethod
-    async def _fare_account(tx: Transaction, contract: str, ride_id: str) -> d.Account | None:
+    async def _fare_account(tx: Transaction, contract: str, ride_id: str,
+                            wants: store.Wants) -> d.Account | None:
         """The account that answers for a fare of the contract: after a card reissue, the new
         contract's for a late tap of the old card and for the rides that moved with it."""
-        account = await store.load_account(tx, contract)
+        wants = {"rides": [ride_id], **wants}
+        account = await store.load_account(tx, contract, wants)
         for _ in range(MAX_REISSUE_HOPS):
             successor = account.fare_successor(ride_id) if account is not None else None
             if successor is None:
                 break
-            account = await store.load_account(tx, successor)
+            account = await store.load_account(tx, successor, wants)
         return account
 
     async def on_fare_assessed(self, msg: Inbound) -> None:
         fare: transit.FareAssessed = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await self._fare_account(tx, fare.contract, fare.ride_id)
+            account = await self._fare_account(tx, fare.contract, fare.ride_id, {})
             if account is None:
                 self._send(tx, outbound.unknown_card_fare(fare, tx.now))
                 return
@@ -292,8 +298,9 @@ class Handlers:
         correction: transit.FareCorrected = msg.message
 
         async def body(tx: Transaction) -> None:
-            account = await self._fare_account(tx, correction.contract,
-                                               correction.charged_under or correction.ride_id)
+            account = await self._fare_account(
+                tx, correction.contract, correction.charged_under or correction.ride_id,
+                {"fare_refunds": [correction.correction_id]})
             if account is None:
                 raise Rejected("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
@@ -313,18 +320,22 @@ class Handlers:
     # --- app commands -----------------------------------------------------------------------------
 
     async def _command(self, msg: Inbound, action: str, contract: str,
-                       operate: Operation) -> None:
-        """Authorise, load, one domain call, commit, reply CommandAccepted (or ErrorReply)."""
+                       operate: Operation, wants: store.Wants | None = None,
+                       then: Callable[[d.Account], store.Wants] | None = None) -> None:
+        """Authorise, load (with the records ``wants`` names, then those ``then`` names from
+        what was loaded), one domain call, commit, reply CommandAccepted (or ErrorReply)."""
         request_id = msg.message.request_id
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, action, contract)
-            account = await self._account_for(tx, contract) if claims else None
+            account = await self._account_for(tx, contract, wants) if claims else None
             if claims is None or account is None:
                 return
             if not _same_school(claims, account.school_id):
                 tx.fail("forbidden", "staff of another school")
                 return
+            if then is not None:
+                await store.load_records(tx, account, then(account))
             loaded = account.version
             try:
                 operate(account, claims, tx)
@@ -354,8 +365,9 @@ class Handlers:
         return claims
 
     @staticmethod
-    async def _account_for(tx: Transaction, contract: str) -> d.Account | None:
-        account = await store.load_account(tx, contract)
+    async def _account_for(tx: Transaction, contract: str,
+                           wants: store.Wants | None = None) -> d.Account | None:
+        account = await store.load_account(tx, contract, wants)
         if account is None:
             tx.fail("unknown_contract", f"no account {contract}")
         return account
@@ -397,13 +409,16 @@ class Handlers:
         cmd: wire.MoveMoney = msg.message
         await self._command(msg, "move_money", cmd.contract, lambda a, c, tx: a.move_money(
             cmd.request_id, source=d.SubBalance(cmd.from_sub_balance.value),
-            target=d.SubBalance(cmd.to_sub_balance.value), amount=cmd.amount, now=tx.now))
+            target=d.SubBalance(cmd.to_sub_balance.value), amount=cmd.amount, now=tx.now),
+            {"transfers": [cmd.request_id]})
 
     async def on_open_dispute(self, msg: Inbound) -> None:
         """The dispute id is the request id (the parent's app knows it from its own request)."""
         cmd: wire.OpenDispute = msg.message
         await self._command(msg, "dispute", cmd.contract, lambda a, c, tx: a.dispute_operation(
-            cmd.request_id, cmd.operation_id, cmd.line, now=tx.now, comment=cmd.comment))
+            cmd.request_id, cmd.operation_id, cmd.line, now=tx.now, comment=cmd.comment),
+            {"disputes": [cmd.request_id], "sales": [cmd.operation_id],
+             "rides": [cmd.operation_id]})
 
     async def on_resolve_dispute(self, msg: Inbound) -> None:
         cmd: wire.ResolveDispute = msg.message
@@ -414,15 +429,18 @@ class Handlers:
                                          staff_id=claims.sub, now=tx.now)
             return a.reject_dispute(cmd.dispute_id, staff_id=claims.sub, now=tx.now)
 
-        await self._command(msg, "resolve_dispute", cmd.contract, operate)
+        await self._command(msg, "resolve_dispute", cmd.contract, operate,
+                            {"disputes": [cmd.dispute_id]},
+                            lambda a: a.records_to_resolve(cmd.dispute_id))
 
     async def on_refund_sale_line(self, msg: Inbound) -> None:
         """A staff refund outside a dispute; its refund id is ``staff:<request id>`` (apart
         from a dispute's ``dispute:<id>``), so a retried request refunds once."""
         cmd: wire.RefundSaleLine = msg.message
+        refund_id = f"staff:{cmd.request_id}"
         await self._command(msg, "refund", cmd.contract, lambda a, c, tx: a.refund_sale_line(
-            f"staff:{cmd.request_id}", cmd.sale_id, cmd.line, cmd.amount, staff_id=c.sub,
-            now=tx.now))
+            refund_id, cmd.sale_id, cmd.line, cmd.amount, staff_id=c.sub, now=tx.now),
+            {"sale_refunds": [refund_id], "sales": [cmd.sale_id]})
 
     async def on_set_grace_meal(self, msg: Inbound) -> None:
         cmd: wire.SetGraceMeal = msg.message
@@ -458,8 +476,10 @@ class Handlers:
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, "view", query.contract)
-            account = await self._account_for(tx, query.contract) if claims else None
+            account = await store.load_history(tx, query.contract) if claims else None
             if account is None:
+                if claims is not None:
+                    tx.fail("unknown_contract", f"no account {query.contract}")
                 return
             statuses = {query.status} if query.status is not None else set()
             unknown = sorted(set(query.kinds or ()) - set(outbound.KINDS)
@@ -497,7 +517,7 @@ class Handlers:
         async def body(tx: Transaction) -> None:
             if self._school_staff(tx, msg, "view_sales", query.school_id) is None:
                 return
-            accounts = await store.accounts_of_school(tx, query.school_id)
+            accounts = await store.sales_of_school_day(tx, query.school_id, query.date)
             tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
 
         await self._run(msg, body)

@@ -1,7 +1,10 @@
 """The only module of wallet that talks to MongoDB.
 
 Collections: ``wallet_accounts`` (one document per contract: the Account aggregate with an
-optimistic ``version``), ``wallet_ledger`` (immutable entries; unique entry ids make a double
+optimistic ``version``; balances, controls and the open records only), ``wallet_operations``
+(every operation record of every account, one document each, append-mostly: the history the
+statement and the sales report read, and the records a message names by key),
+``wallet_ledger`` (immutable entries; unique entry ids make a double
 posting impossible), ``wallet_payments`` (payment id -> contract and amount, so a payment id
 is never credited to two contracts), ``wallet_schools`` (school-level settings such as the
 grace meal), ``wallet_parked_top_ups`` (payments that came before their card's issuance).
@@ -11,10 +14,12 @@ The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 from __future__ import annotations
 
 import time
+import weakref
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, ReplaceOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.integrations import TopUpReceived
@@ -22,6 +27,11 @@ from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
 Doc = dict[str, Any]
+# The records a message names, by kind (``{"sales": [sale_id]}``): loaded with the account.
+Wants = Mapping[str, Iterable[str]]
+
+# Each loaded account's records as they were read: saving writes only what changed since.
+_AS_LOADED: weakref.WeakKeyDictionary[Account, dict[str, Doc]] = weakref.WeakKeyDictionary()
 
 
 class AccountExists(Exception):
@@ -40,32 +50,111 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("next_bonus_expiry", ASCENDING)]),
     ])
     await db.wallet_parked_top_ups.create_indexes([IndexModel([("contract", ASCENDING)])])
+    await db.wallet_operations.create_indexes([
+        IndexModel([("contract", ASCENDING), ("kind", ASCENDING), ("at_ms", ASCENDING)]),
+        IndexModel([("school_id", ASCENDING), ("day", ASCENDING), ("kind", ASCENDING)]),
+    ])
     await db.wallet_ledger.create_indexes([
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("operation_id", ASCENDING)]),
     ])
 
 
-async def load_account(tx: Transaction, contract: str) -> Account | None:
+async def load_account(tx: Transaction, contract: str, wants: Wants | None = None, *,
+                       rides_since: datetime | None = None) -> Account | None:
+    """The account with its open records and the records ``wants`` names (a key not found is
+    known to be new); with ``rides_since``, also every ride from that instant on."""
     doc = await tx.db.wallet_accounts.find_one({"_id": contract}, session=tx.session)
-    return Account.from_doc(_strip(doc)) if doc else None
+    return await _with_records(tx, doc, wants, rides_since) if doc else None
 
 
-async def account_by_card(tx: Transaction, card_uid: str) -> Account | None:
+async def account_by_card(tx: Transaction, card_uid: str,
+                          wants: Wants | None = None) -> Account | None:
     """The account a card pays from: the open one (active or blocked); a closed account only
     when the card has no other (its sales are then declined ``account_closed``)."""
     docs = await tx.db.wallet_accounts.find({"card_uid": card_uid},
                                             session=tx.session).to_list(10)
     docs.sort(key=lambda doc: doc.get("status") == AccountStatus.CLOSED.value)
-    return Account.from_doc(_strip(docs[0])) if docs else None
+    return await _with_records(tx, docs[0], wants) if docs else None
 
 
-async def accounts_of_school(tx: Transaction, school_id: str) -> list[Account]:
-    """Every account of a school, closed ones too (their history stays there): the sales
-    report reads the sales and refunds they remember."""
-    docs = await tx.db.wallet_accounts.find({"school_id": school_id},
+async def load_records(tx: Transaction, account: Account, wants: Wants) -> None:
+    """Load more records named by key into ``account`` (a second step, when a first record
+    says which others it needs, as a dispute names its sale)."""
+    found, absent = await _find(tx, account.contract, wants)
+    account.add_records([(row["kind"], row["record"]) for row in found], absent)
+    ids = {row["_id"] for row in found}
+    as_loaded = _AS_LOADED.setdefault(account, {})
+    for row in account.history():
+        rid = _operation_id(account.contract, row.kind, row.key)
+        if rid in ids:
+            as_loaded[rid] = row.plain
+
+
+async def _find(tx: Transaction, contract: str, wants: Wants | None,
+                rides_since: datetime | None = None) -> tuple[list[Doc], dict[str, set[str]]]:
+    """The stored records ``wants`` names (and the rides since ``rides_since``), and the
+    named keys not found."""
+    wanted = {(kind, key) for kind, keys in (wants or {}).items() for key in keys}
+    found: list[Doc] = []
+    if wanted:
+        ids = [_operation_id(contract, kind, key) for kind, key in wanted]
+        found = await tx.db.wallet_operations.find({"_id": {"$in": ids}},
+                                                   session=tx.session).to_list(None)
+    if rides_since is not None:
+        found += await tx.db.wallet_operations.find(
+            {"contract": contract, "kind": "rides", "at_ms": {"$gte": _ms(rides_since)}},
+            session=tx.session).to_list(None)
+    absent: dict[str, set[str]] = {}
+    for kind, key in wanted - {(row["kind"], row["key"]) for row in found}:
+        absent.setdefault(kind, set()).add(key)
+    return found, absent
+
+
+async def _with_records(tx: Transaction, doc: Doc, wants: Wants | None,
+                        rides_since: datetime | None = None) -> Account:
+    contract = doc["_id"]
+    found, absent = await _find(tx, contract, wants, rides_since)
+    account = Account.from_doc(_strip(doc), [(row["kind"], row["record"]) for row in found],
+                               absent=absent)
+    earlier_layout = any(kind in doc for kind in ("sales", "rides", "top_ups"))
+    _AS_LOADED[account] = {} if earlier_layout else {
+        _operation_id(contract, row.kind, row.key): row.plain for row in account.history()}
+    return account
+
+
+async def load_history(tx: Transaction, contract: str) -> Account | None:
+    """The account with every record it ever had (for the statement; read only)."""
+    doc = await tx.db.wallet_accounts.find_one({"_id": contract}, session=tx.session)
+    if doc is None:
+        return None
+    rows = await tx.db.wallet_operations.find({"contract": contract},
+                                              session=tx.session).to_list(None)
+    return Account.from_doc(_strip(doc), [(row["kind"], row["record"]) for row in rows],
+                            complete=True)
+
+
+async def sales_of_school_day(tx: Transaction, school_id: str, day: str) -> list[Account]:
+    """The accounts of a school holding that school-local day's sales and refunds (and the
+    sales those refunds reverse), for the sales report; read only."""
+    rows = []
+    for kind in ("sales", "sale_refunds"):
+        rows += await tx.db.wallet_operations.find(
+            {"school_id": school_id, "day": day, "kind": kind},
+            session=tx.session).to_list(None)
+    refunded = [_operation_id(row["contract"], "sales", row["record"]["sale_id"])
+                for row in rows if row["kind"] == "sale_refunds"]
+    if refunded:
+        seen = {row["_id"] for row in rows}
+        rows += [row for row in await tx.db.wallet_operations.find(
+            {"_id": {"$in": refunded}}, session=tx.session).to_list(None)
+            if row["_id"] not in seen]
+    by_contract: dict[str, list[tuple[str, Doc]]] = {}
+    for row in rows:
+        by_contract.setdefault(row["contract"], []).append((row["kind"], row["record"]))
+    docs = await tx.db.wallet_accounts.find({"_id": {"$in": sorted(by_contract)}},
                                             session=tx.session).to_list(None)
-    return [Account.from_doc(_strip(doc)) for doc in docs]
+    return [Account.from_doc(_strip(doc), by_contract[doc["_id"]]) for doc in docs]
 
 
 async def save_account(tx: Transaction, account: Account, expected_version: int | None) -> None:
@@ -80,6 +169,35 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
                              session=tx.session, version=account.version)
     except DuplicateKeyError:
         raise AccountExists(account.contract) from None
+    await _save_history(tx, account)
+
+
+async def _save_history(tx: Transaction, account: Account) -> None:
+    """Write the records that are new or changed since the account was loaded."""
+    as_loaded = _AS_LOADED.setdefault(account, {})
+    writes = []
+    for row in account.history():
+        rid = _operation_id(account.contract, row.kind, row.key)
+        if as_loaded.get(rid) == row.plain:
+            continue
+        as_loaded[rid] = row.plain
+        # The _id again in the replacement: nx-27017 drops the filter's _id on an upsert.
+        writes.append(ReplaceOne({"_id": rid}, {
+            "_id": rid, "contract": account.contract, "kind": row.kind, "key": row.key,
+            "at_ms": _ms(row.at), "day": row.day, "school_id": account.school_id,
+            "open": row.open, "record": row.plain}, upsert=True))
+    if writes:
+        await tx.db.wallet_operations.bulk_write(writes, ordered=False, session=tx.session)
+
+
+def _operation_id(contract: str, kind: str, key: str) -> str:
+    return f"{contract}:{kind}:{key}"
+
+
+def _ms(at: datetime) -> int:
+    # Epoch milliseconds: the dev server's range queries on datetimes are not reliable for
+    # fresh documents (see services/runtime/README.md).
+    return int(at.timestamp() * 1000)
 
 
 _DUPLICATE_KEY = 11000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import defaultdict
 import random
 import re
 import signal
@@ -133,9 +134,13 @@ def sales_out_of_order(w: World, city: City) -> int:
     sales travel on one partition, in order)."""
     sent = {sale_id: i for i, sale_id in enumerate(city.sales)}
     wrong = 0
-    for doc in w.database("wallet").wallet_accounts.find(
-            {"_id": {"$in": [c.contract for c in city.cards]}}, {"sales": 1}):
-        applied = [s["sale_id"] for s in doc.get("sales", []) if s["sale_id"] in sent]
+    by_contract: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for row in w.database("wallet").wallet_operations.find(
+            {"contract": {"$in": [c.contract for c in city.cards]}, "kind": "sales"}):
+        if row["key"] in sent:
+            by_contract[row["contract"]].append((row["record"]["seq"], row["key"]))
+    for sales in by_contract.values():
+        applied = [sale_id for _, sale_id in sorted(sales)]
         wrong += sum(1 for a, b in itertools.pairwise(applied) if sent[a] > sent[b])
     return wrong
 

@@ -5,7 +5,14 @@ the clock as an argument, then persist ``to_doc()``, ``pull_entries()`` and ``pu
 in one unit of work.
 """
 
-from services.wallet.domain.account import Account, Reissue, check_ledger, reissue_card
+from services.wallet.domain.account import (
+    RIDES_MOVED_ON_REISSUE_DAYS,
+    Account,
+    HistoryRow,
+    Reissue,
+    check_ledger,
+    reissue_card,
+)
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
@@ -47,6 +54,7 @@ from services.wallet.domain.records import (
     DaySpend,
     Dispute,
     DisputeStatus,
+    NotLoaded,
     ReissueRecord,
     SaleItem,
 )
@@ -88,6 +96,7 @@ from services.wallet.domain.values import (
 
 __all__ = [
     "MONEY_SUB_BALANCES",
+    "RIDES_MOVED_ON_REISSUE_DAYS",
     "Account",
     "AccountOpened",
     "AccountStatus",
@@ -120,10 +129,12 @@ __all__ = [
     "FareResult",
     "GraceDebtSettled",
     "GraceMealGranted",
+    "HistoryRow",
     "LedgerEntry",
     "LineStatus",
     "LowBalanceReached",
     "MoneyMoved",
+    "NotLoaded",
     "OperationKind",
     "RefundResult",
     "Reissue",

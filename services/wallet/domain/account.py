@@ -18,7 +18,8 @@ Rules every public operation follows:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -64,6 +65,7 @@ from services.wallet.domain.ledger import (
 from services.wallet.domain.records import (
     AutoTopUpSettings,
     BonusLot,
+    Book,
     DailyLimits,
     DaySpend,
     Dispute,
@@ -133,7 +135,31 @@ _KEYED: dict[str, tuple[type[Any], str]] = {
     "sale_refunds": (SaleRefundRecord, "refund_id"),
     "transfers": (TransferRecord, "transfer_id"),
     "disputes": (Dispute, "dispute_id"),
+    "expiries": (ExpiryRecord, "lot_id"),
 }
+
+
+def _is_open(kind: str, record: Any) -> bool:
+    """Records the account document keeps with it: what a later operation must find without
+    naming it (a fare still owed is collected by the next top-up; an open dispute blocks a
+    second one on the same line)."""
+    if kind == "rides":
+        return bool(record.owed)
+    if kind == "disputes":
+        return bool(record.status is DisputeStatus.OPEN)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One operation record as the store keeps it apart from the account document."""
+
+    kind: str
+    key: str
+    at: datetime
+    day: str  # the school-local day of ``at`` (a sale: its own sale day)
+    open: bool
+    plain: dict[str, Any]
 
 
 def _conflict(kind: str, key: str) -> WalletRejected:
@@ -189,14 +215,14 @@ class Account:
     fares_unpaid: bool = False  # a fare was declined for funds: transit deny-lists the card
     block_reason: str | None = None
     daily_spend: list[DaySpend] = field(default_factory=list)
-    top_ups: dict[str, TopUpRecord] = field(default_factory=dict)
-    sales: dict[str, SaleRecord] = field(default_factory=dict)
-    rides: dict[str, RideRecord] = field(default_factory=dict)
-    fare_refunds: dict[str, FareRefundRecord] = field(default_factory=dict)
-    sale_refunds: dict[str, SaleRefundRecord] = field(default_factory=dict)
-    transfers: dict[str, TransferRecord] = field(default_factory=dict)
-    disputes: dict[str, Dispute] = field(default_factory=dict)
-    expiries: list[ExpiryRecord] = field(default_factory=list)
+    top_ups: Book[str, TopUpRecord] = field(default_factory=Book)
+    sales: Book[str, SaleRecord] = field(default_factory=Book)
+    rides: Book[str, RideRecord] = field(default_factory=Book)
+    fare_refunds: Book[str, FareRefundRecord] = field(default_factory=Book)
+    sale_refunds: Book[str, SaleRefundRecord] = field(default_factory=Book)
+    transfers: Book[str, TransferRecord] = field(default_factory=Book)
+    disputes: Book[str, Dispute] = field(default_factory=Book)
+    expiries: Book[str, ExpiryRecord] = field(default_factory=Book)
     predecessor: ReissueRecord | None = None
     successor: ReissueRecord | None = None
     closed_at: datetime | None = None
@@ -467,7 +493,7 @@ class Account:
         accrued = percent_of(eligible - bonus_used, BONUS_BASIS_POINTS)
         self._take_points(bonus_used, at)
         if accrued:
-            self._add_lot(f"sale:{sale_id}", accrued, at)
+            self._add_points(accrued, at)
         self._post(
             OperationKind.SALE,
             sale_id,
@@ -786,9 +812,9 @@ class Account:
         )
         owed = sale.bonus_accrued - sale.bonus_clawed_back
         owed -= percent_of(max(0, money_kept - excluded_kept), BONUS_BASIS_POINTS)
-        clawed = self._claw_points(max(0, owed), f"sale:{sale_id}")
+        clawed = self._claw_points(max(0, owed), self._lot_of(sale.at))
         if points_back:
-            self._add_lot(f"refund:{refund_id}", points_back, at)
+            self._add_points(points_back, at)
         self._post(
             OperationKind.SALE_REFUND,
             refund_id,
@@ -953,6 +979,15 @@ class Account:
         self._events.append(DisputeRejected(self.contract, dispute_id, staff_id, note, at))
         self._touch()
         return self._dispute_result(dispute)
+
+    def records_to_resolve(self, dispute_id: str) -> dict[str, list[str]]:
+        """The records resolving a dispute reads besides the dispute: the line it names."""
+        dispute = self.disputes.get(dispute_id)
+        if dispute is None:
+            return {}
+        if dispute.sale_id is not None:
+            return {"sales": [dispute.sale_id]}
+        return {"rides": [dispute.ride_id]} if dispute.ride_id is not None else {}
 
     def _dispute(self, dispute_id: str) -> Dispute:
         dispute = self.disputes.get(dispute_id)
@@ -1153,7 +1188,8 @@ class Account:
                 [(_B, -lot.remaining, CounterAccount.BONUS_EXPIRY)],
                 at,
             )
-            self.expiries.append(ExpiryRecord(lot.lot_id, lot.remaining, at, self.version + 1))
+            self.expiries[lot.lot_id] = ExpiryRecord(lot.lot_id, lot.remaining, at,
+                                                     self.version + 1)
         points = sum(lot.remaining for lot in due)
         for lot in due:
             lot.remaining = 0
@@ -1164,10 +1200,24 @@ class Account:
         self._touch()
         return points
 
-    def _add_lot(self, lot_id: str, points: int, at: datetime) -> None:
-        self.bonus_lots.append(
-            BonusLot(lot_id, at, add_months(at, BONUS_LIFETIME_MONTHS), points, points)
-        )
+    def _lot_of(self, at: datetime) -> str:
+        """Points accrued in one school-local month form one lot (``month:YYYY-MM``)."""
+        return f"month:{local_day(at, self.time_zone).isoformat()[:7]}"
+
+    def _add_points(self, points: int, at: datetime) -> None:
+        """Add to the lot of the local month of ``at``. The lot burns at the end of that month
+        twelve months later (local midnight), so every point lives at least 12 months and an
+        account holds at most 13 lots whatever its history."""
+        lot_id = self._lot_of(at)
+        for lot in self.bonus_lots:
+            if lot.lot_id == lot_id:
+                lot.amount += points
+                lot.remaining += points
+                return
+        first = local_day(at, self.time_zone).replace(day=1)
+        month_end = datetime.combine(first, datetime.min.time(), zone(self.time_zone))
+        expires = add_months(month_end, BONUS_LIFETIME_MONTHS + 1)
+        self.bonus_lots.append(BonusLot(lot_id, at, expires, points, points))
 
     def _take_points(self, points: int, at: datetime) -> None:
         """Redeem from unexpired lots, the soonest to expire first."""
@@ -1338,35 +1388,60 @@ class Account:
     # --- persistence ----------------------------------------------------------------------------
 
     def to_doc(self) -> dict[str, Any]:
-        """A BSON-friendly document (no ``_id``: the store keys it by ``contract``)."""
+        """The account's own state as a BSON-friendly document (no ``_id``: the store keys it
+        by ``contract``). Operation records are not in it (see :meth:`history`), except the
+        open ones under ``open`` as ``[kind, record]`` pairs: the document stays the same size
+        however long the account lives."""
         doc: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if not f.init:
-                continue
-            value = getattr(self, f.name)
-            if f.name in _KEYED:
-                doc[f.name] = [to_plain(record) for record in value.values()]
-            else:
-                doc[f.name] = to_plain(value)
+            if f.init and f.name not in _KEYED:
+                doc[f.name] = to_plain(getattr(self, f.name))
+        doc["open"] = [[kind, to_plain(record)] for kind in _KEYED
+                       for record in getattr(self, kind).values() if _is_open(kind, record)]
         return doc
 
+    def history(self) -> list[HistoryRow]:
+        """Every operation record in memory (open, loaded or new), for the store to keep."""
+        rows = []
+        for kind in _KEYED:
+            for key, record in getattr(self, kind).items():
+                at = record.opened_at if kind == "disputes" else record.at
+                day = record.day if kind == "sales" else local_day(at, self.time_zone).isoformat()
+                rows.append(HistoryRow(kind, key, at, day, _is_open(kind, record),
+                                       to_plain(record)))
+        return rows
+
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> Account:
+    def from_doc(cls, doc: dict[str, Any], records: Iterable[tuple[str, dict[str, Any]]] = (),
+                 *, complete: bool = False,
+                 absent: Mapping[str, Iterable[str]] | None = None) -> Account:
+        """The account of ``doc`` (from :meth:`to_doc`) with its open records and ``records``
+        (``(kind, record)`` pairs the store loaded). Its books answer only for what is loaded
+        or named ``absent``, unless ``complete`` (the whole history was loaded). A document of
+        the earlier layout, with every record inside, loads complete."""
         hints = _account_hints()
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if not f.init or f.name not in doc:
-                continue
-            if f.name in _KEYED:
-                record_type, key = _KEYED[f.name]
-                records = [from_plain(record_type, item) for item in doc[f.name]]
-                kwargs[f.name] = {getattr(r, key): r for r in records}
-            else:
+            if f.init and f.name in doc and f.name not in _KEYED:
                 kwargs[f.name] = from_plain(hints[f.name], doc[f.name])
         balances = {s: 0 for s in SubBalance}
         balances.update(kwargs.get("balances_by_sub", {}))
         kwargs["balances_by_sub"] = balances
-        return cls(**kwargs)
+        embedded = [(kind, item) for kind in _KEYED for item in doc.get(kind) or ()]
+        complete = complete or bool(embedded)
+        account = cls(**kwargs, **{kind: Book(complete=complete) for kind in _KEYED})
+        account.add_records(itertools.chain(doc.get("open") or (), embedded, records), absent)
+        return account
+
+    def add_records(self, records: Iterable[tuple[str, dict[str, Any]]],
+                    absent: Mapping[str, Iterable[str]] | None = None) -> None:
+        """Take in stored records (``(kind, record)`` pairs) and the keys known not to exist."""
+        for kind, item in records:
+            record_type, key = _KEYED[kind]
+            record = from_plain(record_type, item)
+            getattr(self, kind)[getattr(record, key)] = record
+        for kind, keys in (absent or {}).items():
+            getattr(self, kind).absent.update(keys)
 
 
 @cache

@@ -3,9 +3,11 @@ result, to check refunds against charges, and to build the statement."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from services.wallet.domain.values import (
     Balances,
@@ -259,3 +261,50 @@ class ReissueRecord:
     new_card_uid: str
     moved: Balances
     at: datetime
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class NotLoaded(LookupError):
+    """A record was asked for that the store did not load: the handler must name the keys a
+    message needs (a programming error, never a business answer)."""
+
+
+class Book(dict[K, R]):
+    """One kind of an account's operation records, as far as they are in memory.
+
+    History is kept outside the account (the store holds every record); an account carries the
+    records that are open (a fare still owed, a dispute not resolved) and the ones its store
+    loaded by key for the message at hand. ``complete`` books (a new account, a statement's
+    whole history) answer every key; others answer the keys they hold or were told are absent
+    and raise :class:`NotLoaded` for any other, so a forgotten key fails loudly instead of
+    passing for a new operation.
+    """
+
+    __slots__ = ("absent", "complete")
+
+    def __init__(self, items: Iterable[tuple[K, R]] = (), *, complete: bool = True,
+                 absent: Iterable[K] = ()) -> None:
+        super().__init__(items)
+        self.complete = complete
+        self.absent: set[K] = set(absent)
+
+    def _known(self, key: object) -> bool:
+        if dict.__contains__(self, key):
+            return True
+        if self.complete or key in self.absent:
+            return False
+        raise NotLoaded(key)
+
+    def get(self, key: K, default: R | None = None) -> R | None:  # type: ignore[override]
+        return dict.__getitem__(self, key) if self._known(key) else default
+
+    def __contains__(self, key: object) -> bool:
+        return self._known(key)
+
+    def __getitem__(self, key: K) -> R:
+        if not self._known(key):
+            raise KeyError(key)
+        return dict.__getitem__(self, key)

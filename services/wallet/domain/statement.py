@@ -113,7 +113,7 @@ def statement_lines(account: Account) -> list[StatementLine]:
     for m in account.transfers.values():
         add(StatementLine(m.at, StatementKind.TRANSFER, m.transfer_id, completed, 0, m.amount, 0,
                           f"{m.source.value} -> {m.target.value}", seq=m.seq))
-    for e in account.expiries:
+    for e in account.expiries.values():
         add(StatementLine(e.at, StatementKind.BONUS_EXPIRY, e.lot_id, completed, 0, 0, -e.points,
                           "bonus points expired", seq=e.seq))
     # The incoming reissue opens the new account (first line); the outgoing one closes the old.

@@ -20,15 +20,18 @@ from tests.unit.wallet.wallet_builders import NOW, at, funded, meal
 pytestmark = pytest.mark.unit
 
 
-def test_points_expire_twelve_months_after_accrual() -> None:
+def test_points_of_a_month_expire_at_its_end_twelve_months_later() -> None:
     account = funded(general=10_000_00)
-    account.sale("s1", terminal_id="t1", items=[meal(1000_00)], now=NOW)
-    account.sale("s2", terminal_id="t1", items=[meal(500_00)], now=at(days=40))
-    assert account.expire_bonuses(now=datetime(2027, 8, 31, 23, tzinfo=UTC)) == 0
-    assert account.expire_bonuses(now=datetime(2027, 9, 1, 4, tzinfo=UTC)) == 10_00
+    account.sale("s1", terminal_id="t1", items=[meal(1000_00)], now=NOW)  # 1 Sep, local
+    account.sale("s1b", terminal_id="t1", items=[meal(200_00)], now=at(days=29))  # 30 Sep
+    account.sale("s2", terminal_id="t1", items=[meal(500_00)], now=at(days=40))  # October
+    assert [lot.lot_id for lot in account.bonus_lots] == ["month:2026-09", "month:2026-10"]
+    # September's lot burns at local midnight of 1 October 2027 (19:00 UTC the day before).
+    assert account.expire_bonuses(now=datetime(2027, 9, 30, 18, 59, tzinfo=UTC)) == 0
+    assert account.expire_bonuses(now=datetime(2027, 9, 30, 19, tzinfo=UTC)) == 12_00
     assert account.balances.bonus == 5_00
     events = [e for e in account.pull_events() if isinstance(e, BonusesExpired)]
-    assert [e.lot_ids for e in events] == [("sale:s1",)]
+    assert [e.lot_ids for e in events] == [("month:2026-09",)]
     assert check_ledger(account, account.pull_entries()) == []
 
 
@@ -48,8 +51,8 @@ def test_redemption_takes_the_oldest_lot_first_and_never_an_expired_one() -> Non
     account.sale("s2", terminal_id="t1", items=[meal(2000_00)], now=at(days=100))
     account.sale("s3", terminal_id="t1", items=[meal(10_00)], bonus_points=5_00, now=at(days=101))
     lots = {lot.lot_id: lot.remaining for lot in account.bonus_lots}
-    assert lots["sale:s1"] == 5_00 and lots["sale:s2"] == 20_00
-    after_first_expiry = datetime(2027, 9, 2, tzinfo=UTC)
+    assert lots == {"month:2026-09": 5_00, "month:2026-12": 20_00 + 5}
+    after_first_expiry = datetime(2027, 10, 1, tzinfo=UTC)
     assert account.available_points(after_first_expiry) == 20_00 + 5
     result = account.sale("s4", terminal_id="t1", items=[meal(100_00)], bonus_points=100_00,
                           now=after_first_expiry)

@@ -32,6 +32,7 @@ from services.wallet.domain import (
     DailyLimits,
     DeclineReason,
     DisputeStatus,
+    HistoryRow,
     LedgerEntry,
     RejectionReason,
     SaleItem,
@@ -347,9 +348,11 @@ class WalletMachine(RuleBasedStateMachine):
 
     @rule()
     def account_is_reloaded_from_its_document(self) -> None:
-        doc = self.account.to_doc()
-        self.account = Account.from_doc(doc)
+        doc, history = self.account.to_doc(), self.account.history()
+        self.account = Account.from_doc(doc, [(row.kind, row.plain) for row in history],
+                                        complete=True)
         assert self.account.to_doc() == doc
+        assert sorted(self.account.history(), key=_row) == sorted(history, key=_row)
 
     @precondition(lambda self: self.replays)
     @rule(data=st.data(), conflicting=st.booleans())
@@ -421,3 +424,7 @@ def test_ten_times_longer_random_runs_keep_every_ledger_invariant(
     if "slow" not in requested:
         pytest.skip("long property run: select it with -m slow")
     assert _run(DEFAULT_EXAMPLES * 10) >= 100_000
+
+
+def _row(row: HistoryRow) -> tuple[str, str]:
+    return row.kind, row.key

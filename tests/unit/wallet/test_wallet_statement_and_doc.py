@@ -12,6 +12,7 @@ from services.wallet.domain import (
     DailyLimits,
     LedgerEntry,
     LineStatus,
+    NotLoaded,
     StatementKind,
     SubBalance,
     event_to_doc,
@@ -69,9 +70,35 @@ def test_a_document_with_naive_datetimes_from_pymongo_loads_as_utc() -> None:
 
 
 def test_a_restored_account_still_recognises_duplicates() -> None:
-    account = Account.from_doc(_busy_account().to_doc())
+    busy = _busy_account()
+    sale = [(row.kind, row.plain) for row in busy.history() if row.key == "s1"]
+    account = Account.from_doc(busy.to_doc(), sale)
     assert account.sale("s1", terminal_id="t1",
                         items=[meal(100_00), meal(20_00, sku="tea")], now=at(9)).replayed
+
+
+def test_the_document_keeps_only_open_records_and_a_key_never_loaded_is_no_new_operation() -> None:
+    busy = _busy_account()
+    doc = busy.to_doc()
+    assert not any(kind in doc for kind in ("sales", "rides", "top_ups", "disputes"))
+    assert {kind for kind, _ in doc["open"]} <= {"rides", "disputes"}
+    account = Account.from_doc(doc, absent={"sales": ["s-new"]})
+    assert account.sales.get("s-new") is None  # looked up by the store: truly new
+    with pytest.raises(NotLoaded):
+        account.sales.get("s1")  # never looked up: must not pass for a new sale
+    with pytest.raises(NotLoaded):
+        account.sale("s1", terminal_id="t1", items=[meal(100_00)], now=at(9))
+    assert Account.from_doc(doc, complete=True).sales.get("s1") is None
+
+
+def test_a_document_of_the_earlier_layout_loads_with_its_records() -> None:
+    busy = _busy_account()
+    doc = busy.to_doc()
+    for row in busy.history():
+        doc.setdefault(row.kind, []).append(row.plain)
+    account = Account.from_doc(doc)
+    assert account.sales.get("s1") is not None and account.sales.get("s-new") is None
+    assert statement_lines(account) == statement_lines(busy)
 
 
 def test_ledger_entries_and_events_become_plain_documents() -> None:
