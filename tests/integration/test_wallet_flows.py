@@ -16,9 +16,10 @@ import json
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import bson
 import pytest
 
 from contracts import wallet as w
@@ -843,3 +844,52 @@ async def test_bonus_points_expire_when_their_month_is_twelve_months_old_on_the_
     assert expired.json()["points"] == 3_00
     account = await world.consistent(card.contract)
     assert account.balances.bonus == 0
+
+
+# --- bounded aggregate ---------------------------------------------------------------------------
+
+async def test_a_school_year_of_operations_leaves_the_account_document_small(
+        world: World) -> None:
+    """180 school days of one top-up, two meals and four rides (1,260 operations): the
+    account document stays far under MongoDB's 16 MB (and under 16 KB), the history is in
+    wallet_operations, and the statement still pages through all of it."""
+    card = await world.open_account()
+    # Enough for the whole year's spending whatever order the three topics are read in.
+    await world.top_up(card.contract, 60_000_00, "general")
+    year_start = world.clock.now - timedelta(days=364)
+    for n in range(180):
+        day = year_start + timedelta(days=2 * n, hours=3)
+        await world.integrator.publish(TopUpReceived(
+            payment_id=uid("pay"), contract=card.contract, amount=500_00,
+            sub_balance="general", channel="bank_card", paid_at=day), card.contract)
+        for meal in range(2):
+            sale = world.sale(card, item(85_00))
+            await world.integrator.publish(
+                sale.model_copy(update={"sold_at": day + timedelta(hours=meal)}), card.card_uid)
+        for _ in range(4):
+            await world.integrator.publish(FareAssessed(
+                ride_id=uid("ride"), contract=card.contract, card_uid=card.card_uid,
+                amount=35_00, tapped_at=day), card.contract)
+    db = world.svc.runtime.db
+    await eventually(lambda: _count(db.wallet_operations, {"contract": card.contract},
+                                    1 + 180 * 7), timeout=180, what="a year applied")
+    doc = await db.wallet_accounts.find_one({"_id": card.contract})
+    size = len(bson.encode(doc))
+    assert size < 16 * 1024, size
+    assert len(doc["bonus_lots"]) <= 13
+    account = await world.consistent(card.contract)
+    assert account.balances.money == 60_000_00 + 180 * (500_00 - 2 * 85_00 - 4 * 35_00)
+    lines, cursor = [], None
+    while True:
+        page = await world.command(w.GetStatement(contract=card.contract, limit=500,
+                                                  cursor=cursor), card.contract,
+                                   world.token(card.contract))
+        lines += page["lines"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(lines) == 1 + 180 * 7
+
+
+async def _count(collection: Any, query: dict[str, Any], expected: int) -> bool:
+    return await collection.count_documents(query) == expected
