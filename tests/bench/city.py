@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.metadata
 import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,7 +59,6 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from pymongo import AsyncMongoClient
 
 from contracts.access import DayHours, SetSchoolSchedule
 from contracts.auth import GuardianContacts, GuardianLinked, Role
@@ -286,10 +287,8 @@ class Outcomes:
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         await self.consumer.stop()
 
     async def _read(self) -> None:
@@ -560,7 +559,7 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         sinks, sink_env = devstack.start_sinks(run_dir)
         started.append(sinks)
         env = devstack.infra_env(kafka.port, mongo.port, run_dir)
-        env["SCHOOLCARD_LOG_LEVEL"] = "WARNING"
+        env["SCHOOLCARD_LOG_LEVEL"] = os.environ.get("SCHOOLCARD_LOG_LEVEL", "WARNING")
         procs = {s: devstack.start_service(s, run_dir, env, extra_env=sink_env)
                  for s in devstack.SERVICES}
         started.extend(procs.values())
@@ -646,6 +645,7 @@ def main() -> None:
                              "(quick: 20)")
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
     parser.add_argument("--out", type=Path, default=devstack.ROOT / ".run" / "bench" /
                         "latest.json")
     args = parser.parse_args()
@@ -656,8 +656,14 @@ def main() -> None:
             setattr(args, name, value)
     base = devstack.ROOT / ".run" / "bench"
     base.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="city-", dir=base) as d:
-        figures = asyncio.run(bench(args, Path(d)))
+    run_dir = Path(tempfile.mkdtemp(prefix="city-", dir=base))
+    try:
+        figures = asyncio.run(bench(args, run_dir))
+    except BaseException:
+        print(f"logs kept in {run_dir}/logs", file=sys.stderr)
+        raise
+    if not args.keep:
+        shutil.rmtree(run_dir, ignore_errors=True)
     figures = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
