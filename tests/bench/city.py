@@ -51,10 +51,11 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -74,11 +75,13 @@ from contracts.integrations import (
 )
 from contracts.notify import RegisterPushToken, SetPreferences
 from deploy.local import stack as devstack
+from services.notify.outbound import notification_id
 from services.runtime.tokens import issue_access_token
 from tests.support import Requester, chip_uid, eventually, uid
 
 SCHOOL = "bench-city-1"
 ZONE = "UTC"
+NOTIFY_ZONE = ZoneInfo("Europe/Samara")  # notify's journey day (NOTIFY_SCHOOL_TIME_ZONE)
 START_BALANCE = 5_000_000_00  # kopecks: every sale and fare of the run is paid
 # per child and school day: 2 gate taps, 4 validator taps, 2 canteen sales, 0.2 top-ups
 MIX = (("gate", 2.0), ("ride", 4.0), ("sale", 2.0), ("topup", 0.2))
@@ -108,6 +111,7 @@ class Wire:
     kind: str = ""  # gate | ride | sale | topup for the city's inputs
     business_id: str = ""  # tap id, sale id or payment id: how its outcome names it
     notified: bool = False  # the child has a guardian: a push is expected
+    pushes: tuple[str, ...] = ()  # ids the push about it may carry on notify.deliveries.v1
 
     @classmethod
     def of(cls, message: ContractModel, key: str, *, source: str = "integrator:bench",
@@ -128,6 +132,15 @@ class City:
     inside: dict[str, bool]
     clock: dict[str, datetime]  # per card: the time of its last tap (taps in time order)
     serial: int = 0
+    arrived: set[str] = field(default_factory=set)  # contracts whose first entry is published
+
+    def _pushes(self, contract: str, *event_ids: str) -> tuple[str, ...]:
+        """notify's public ids (uuid5 of ``<event id>:<guardian>:push``) of the push that an
+        input of a guarded child brings about."""
+        acc = self.guarded.get(contract)
+        if acc is None:
+            return ()
+        return tuple(notification_id(f"{e}:{acc}:push") for e in event_ids)
 
     @classmethod
     def build(cls, rng: random.Random, cards: int, guardians: int) -> City:
@@ -191,8 +204,15 @@ class City:
                 msg: ContractModel = GateTapped(
                     tap_id=f"{self.run}-g{i}", gate_id=f"gate-{i % 6}", school_id=SCHOOL,
                     card_uid=card.card_uid, direction=direction, tapped_at=self._tap_time(card))
+                events = [f"access:{direction}:{msg.tap_id}"]
+                if direction == "in" and card.contract not in self.arrived:
+                    # the child's first entry of the day is told as "arrived safely"
+                    self.arrived.add(card.contract)
+                    day = msg.tapped_at.astimezone(NOTIFY_ZONE).date().isoformat()
+                    events.append(f"journey:{card.contract}:{day}:arrived_safely")
                 out.append(Wire.of(msg, card.card_uid, kind=kind, business_id=msg.tap_id,
-                                   notified=notified))
+                                   notified=notified,
+                                   pushes=self._pushes(card.contract, *events)))
             elif kind == "ride":
                 msg = ValidatorTapped(
                     tap_id=f"{self.run}-v{i}", validator_id=f"val-{i % 40}",
@@ -200,7 +220,8 @@ class City:
                     mode="bus", stop_id=f"stop-{i % 50}", card_uid=card.card_uid,
                     tapped_at=self._tap_time(card))
                 out.append(Wire.of(msg, card.card_uid, kind=kind, business_id=msg.tap_id,
-                                   notified=notified))
+                                   notified=notified, pushes=self._pushes(
+                                       card.contract, f"transit:ride:{msg.tap_id}")))
             elif kind == "sale":
                 price = rng.randrange(30, 150) * 100
                 msg = CanteenSaleRequested(
@@ -209,13 +230,15 @@ class City:
                     items=[SaleItem(sku="meal", name="Обед", category="hot_meal", qty=1,
                                     unit_price=price)])
                 out.append(Wire.of(msg, card.card_uid, kind=kind, business_id=msg.sale_id,
-                                   notified=notified))
+                                   notified=notified, pushes=self._pushes(
+                                       card.contract, f"wallet:sale:{msg.sale_id}")))
             else:
                 msg = TopUpReceived(payment_id=f"{self.run}-p{i}", contract=card.contract,
                                     amount=rng.randrange(1, 20) * 100_00, channel="terminal",
                                     paid_at=datetime.now(UTC))
                 out.append(Wire.of(msg, card.contract, kind=kind, business_id=msg.payment_id,
-                                   notified=notified))
+                                   notified=notified, pushes=self._pushes(
+                                       card.contract, f"wallet:topup:{msg.payment_id}")))
         return out
 
 
@@ -264,8 +287,12 @@ class Outcomes:
         self.parse = parse
         self.done: dict[str, float] = {}
         self.pushed: dict[str, float] = {}
+        self.push_ids: dict[str, str] = {}  # notification id -> business id
         self.changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+
+    def expect(self, wires: list[Wire]) -> None:
+        self.push_ids = {p: w.business_id for w in wires for p in w.pushes}
 
     async def __aenter__(self) -> Outcomes:
         await self.consumer.start()
@@ -321,11 +348,9 @@ class Outcomes:
             self.done.setdefault(json.loads(r.value)["sale_id"], now)
         else:
             body = json.loads(r.value)
-            if body.get("status") == "sent":
-                # notification id = <event id>:<guardian>:<channel>, the event id ends with
-                # the business id (access:in:<tap id>, wallet:sale:<sale id>, ...)
-                event_id = body["notification_id"].rsplit(":", 2)[0]
-                self.pushed.setdefault(event_id.rsplit(":", 1)[-1], now)
+            bid = self.push_ids.get(body["notification_id"])
+            if bid is not None and body["status"] == "sent":
+                self.pushed.setdefault(bid, now)
 
     async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
         async def met() -> bool:
@@ -434,6 +459,7 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
         before = await handled(procs)
         cpu_before = {s: proc_stats(p.pid)[1] for s, p in procs.items()}
         wanted = {w.business_id for w in closed}
+        outcomes.expect(closed)
         sent: dict[str, float] = {}
         started = await send_all(producer, closed, sent=sent)
         complete = await outcomes.wait(lambda: wanted <= outcomes.done.keys(), timeout=600,
@@ -465,6 +491,7 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
     opened = city.events(count)
     async with Outcomes(bootstrap) as outcomes:
         wanted = {w.business_id for w in opened}
+        outcomes.expect(opened)
         guarded = {w.business_id for w in opened if w.notified}
         sent = {}
         await send_all(producer, opened, rate=rate, sent=sent)
