@@ -88,6 +88,7 @@ MIX = (("gate", 2.0), ("ride", 4.0), ("sale", 2.0), ("topup", 0.2))
 OUTCOME_TOPICS = ("access.gate-decisions.v1", "wallet.sale-decisions.v1", "wallet.events.v1",
                   "transit.events.v1", "notify.deliveries.v1")
 HANDLED = "schoolcard_messages_handled_total"
+REFERENCES: list[subprocess.Popen[bytes]] = []  # reference processes started by this run
 TARGETS = {
     "ours_over_raw": ">= 0.70", "ours_over_naive": ">= 10", "events_per_s": ">= 2000",
     "gate_decision_p99_ms": "<= 50 (half rate)", "topup_spendable_p99_ms": "<= 1000",
@@ -188,15 +189,19 @@ class City:
         self.clock[card.card_uid] = at
         return at
 
-    def events(self, count: int) -> list[Wire]:
+    def events(self, count: int, at_least: int = 0) -> list[Wire]:
+        """``count`` inputs in the city's mix; then more of any kind with fewer than
+        ``at_least`` (a short run still measures every latency)."""
         kinds = [k for k, _ in MIX]
         weights = [w for _, w in MIX]
-        out = []
-        for _ in range(count):
+        picked = self.rng.choices(kinds, weights, k=count)
+        for kind in kinds:
+            picked += [kind] * max(0, at_least - picked.count(kind))
+        out: list[Wire] = []
+        for kind in picked:
             self.serial += 1
             i, rng = self.serial, self.rng
             card = rng.choice(self.cards)
-            kind = rng.choices(kinds, weights)[0]
             notified = card.contract in self.guarded
             if kind == "gate":
                 direction = "out" if self.inside[card.card_uid] else "in"
@@ -319,6 +324,13 @@ class Outcomes:
         await self.consumer.stop()
 
     async def _read(self) -> None:
+        try:
+            await self._read_on()
+        finally:  # a reader that stops (or fails) wakes every waiter: they check why
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def _read_on(self) -> None:
         while True:
             fetched = await self.consumer.getmany(timeout_ms=50, max_records=20_000)
             now = time.perf_counter()
@@ -353,9 +365,15 @@ class Outcomes:
                 self.pushed.setdefault(bid, now)
 
     async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> bool:
+        def met_or_failed() -> bool:
+            return predicate() or (self._task is not None and self._task.done())
+
         async def met() -> bool:
             async with self.changed:
-                await self.changed.wait_for(predicate)
+                await self.changed.wait_for(met_or_failed)
+            if self._task is not None and self._task.done():
+                self._task.result()  # raises what stopped the reader
+                raise RuntimeError("the outcome reader stopped")
             return True
 
         try:
@@ -488,7 +506,7 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
 
     rate = max(5.0, result["events_per_s"] / 2)
     count = max(50, min(events, int(rate * open_seconds)))
-    opened = city.events(count)
+    opened = city.events(count, at_least=20)
     async with Outcomes(bootstrap) as outcomes:
         wanted = {w.business_id for w in opened}
         outcomes.expect(opened)
@@ -545,6 +563,7 @@ async def run_reference(kind: str, wires: list[Wire], env: dict[str, str], run_d
          "--mongo", env["SCHOOLCARD_MONGO_URI"], "--db", f"bench_{kind}_{run}",
          "--topic-in", topic_in, "--topic-out", topic_out, "--group", f"bench-{kind}-{run}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=devstack.ROOT, start_new_session=True)
+    REFERENCES.append(proc)
     try:
         async with Outcomes(bootstrap, (topic_out,), parse=_reference_output) as outcomes:
             # warm-up: a few messages on every partition; the group has joined once they are out
@@ -684,11 +703,23 @@ def main() -> None:
     base = devstack.ROOT / ".run" / "bench"
     base.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="city-", dir=base))
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         figures = asyncio.run(bench(args, run_dir))
     except BaseException:
         print(f"logs kept in {run_dir}/logs", file=sys.stderr)
         raise
+    finally:  # whatever stopped the run: no process of it outlives it
+        for proc in reversed(devstack.SPAWNED):
+            proc.stop()
+        for child in REFERENCES:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
     if not args.keep:
         shutil.rmtree(run_dir, ignore_errors=True)
     figures = {
