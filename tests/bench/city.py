@@ -88,6 +88,7 @@ MIX = (("gate", 2.0), ("ride", 4.0), ("sale", 2.0), ("topup", 0.2))
 OUTCOME_TOPICS = ("access.gate-decisions.v1", "wallet.sale-decisions.v1", "wallet.events.v1",
                   "transit.events.v1", "notify.deliveries.v1")
 HANDLED = "schoolcard_messages_handled_total"
+RUN_BASE = Path(os.environ.get("RUN_DIR", devstack.ROOT / ".run")) / "bench"
 REFERENCES: list[subprocess.Popen[bytes]] = []  # reference processes started by this run
 TARGETS = {
     "ours_over_raw": ">= 0.70", "ours_over_naive": ">= 10", "events_per_s": ">= 2000",
@@ -692,17 +693,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
-    parser.add_argument("--out", type=Path, default=devstack.ROOT / ".run" / "bench" /
-                        "latest.json")
+    parser.add_argument("--out", type=Path, default=RUN_BASE / "latest.json",
+                        help="default $RUN_DIR/bench/latest.json ($RUN_DIR: .run)")
     args = parser.parse_args()
     defaults = ((200, 1000, 60, 5.0, 20.0) if args.quick else (5000, 20000, 1000, 20.0, 60.0))
     for name, value in zip(("cards", "events", "guardians", "open_seconds", "settle"), defaults,
                            strict=True):
         if getattr(args, name) is None:
             setattr(args, name, value)
-    base = devstack.ROOT / ".run" / "bench"
-    base.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(tempfile.mkdtemp(prefix="city-", dir=base))
+    RUN_BASE.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="city-", dir=RUN_BASE))
 
     def terminated(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
