@@ -95,6 +95,20 @@ TARGETS = {
     "gate_decision_p99_ms": "<= 50 (half rate)", "topup_spendable_p99_ms": "<= 1000",
     "notification_p95_ms": "<= 1000", "peak_rss_mb": "<= 150 per service",
 }
+NOTES = {
+    "events_per_s": "closed loop: inputs with their outcome / seconds from the first publish "
+                    "to the last outcome (gate and sale decisions, TopUpApplied, RideRecorded)",
+    "latency_ms": "open loop at half the closed-loop rate; from the producer's send to the "
+                  "outcome read back; notification: to the push reported sent on "
+                  "notify.deliveries.v1 (after the local push sink accepted it)",
+    "per_service_msgs_per_s": "schoolcard_messages_handled_total (every outcome) during the "
+                              "closed loop / its seconds; auth gets none of the city traffic",
+    "peak_rss_mb": "VmHWM of each service process at the end of the open loop",
+    "cpu_s": "utime + stime of each service process over the whole bench (seeding included); "
+             "ours.cpu_s_closed_loop: during the closed loop only",
+    "references": "raw and naive run after the services are stopped, each as its own process "
+                  "on its own topics and database, fed the closed loop's inputs after a warm-up",
+}
 LATENCIES = ("gate_decision", "till_decision", "topup_spendable", "notification")
 KIND_LATENCY = {"gate": "gate_decision", "sale": "till_decision", "topup": "topup_spendable"}
 
@@ -732,6 +746,7 @@ def main() -> None:
                    "quick": args.quick, "mix_per_child_day": dict(MIX),
                    "partitions": devstack.DEV_PARTITIONS},
         "targets": TARGETS,
+        "notes": NOTES,
         **figures,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
