@@ -162,12 +162,16 @@ class City:
     def build(cls, rng: random.Random, cards: int, guardians: int) -> City:
         run = f"c{uuid.uuid4().hex[:8]}"
         now = datetime.now(UTC)
+        # Issued today (UTC, the school's zone) and tapped after that: issued yesterday, every
+        # card would be absent yesterday, and access's sweep would tell notify so, twice each.
+        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        issued_at = max(midnight + timedelta(seconds=1), now - timedelta(hours=4))
         issued = [CardIssued(contract=str(c), card_uid=chip_uid(rng), school_id=SCHOOL,
                              school_tz=ZONE, student_id=uid("stu"), class_name="4Б",
-                             birth_date=date(2015, 3, 1), issued_at=now - timedelta(days=1))
+                             birth_date=date(2015, 3, 1), issued_at=issued_at)
                   for c in rng.sample(range(10**7, 10**8), cards)]
         guarded = {c.contract: f"acc_{uuid.uuid4().hex[:16]}" for c in issued[:guardians]}
-        start = now - timedelta(hours=3)
+        start = max(issued_at + timedelta(minutes=1), now - timedelta(hours=3))
         return cls(run, issued, guarded, rng, {c.card_uid: False for c in issued},
                    {c.card_uid: start for c in issued})
 
