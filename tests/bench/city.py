@@ -513,6 +513,10 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
         result["per_service_msgs_per_s"] = {
             s: round((sum(after[s].values()) - sum(before[s].values())) / seconds, 1)
             for s in procs}
+        result["handled_closed_loop"] = {
+            s: {t.rsplit(".", 1)[-1]: int(v - before[s].get(t, 0))
+                for t, v in sorted(after[s].items()) if v > before[s].get(t, 0)}
+            for s in procs}
         result["cpu_s_closed_loop"] = {s: round(proc_stats(p.pid)[1] - cpu_before[s], 2)
                                        for s, p in procs.items()}
         result["closed_loop_latency_ms"] = _latencies(closed, sent, outcomes)
