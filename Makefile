@@ -8,7 +8,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help install run up down status logs test test-unit test-system test-long faults bench docs lint clean
+.PHONY: help install run up down status logs test test-unit test-system test-long faults bench bench-quick docs lint clean
 
 help:
 	@echo "make run          start the embedded stack, play a school day, print the report, stop"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-unit    pure tests only;  make test-system  services as processes"
 	@echo "make test-long    long property runs and fault injection"
 	@echo "make bench        benchmarks that print figures"
+	@echo "make bench-quick  the city benchmark, small (about a minute): .run/bench/latest.json"
 	@echo "make docs         regenerate docs/asyncapi.json from the contracts"
 	@echo "make lint         ruff + mypy (strict on domain and handlers)"
 
@@ -64,6 +65,9 @@ faults: install
 
 bench: install
 	$(PY) -m tests.bench.run
+
+bench-quick: install
+	$(PY) -m tests.bench.city --quick
 
 docs: install
 	$(PY) -m contracts.asyncapi > docs/asyncapi.json

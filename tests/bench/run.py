@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["tests.bench.wallet_throughput", "tests.bench.access_latency"]
+BENCHMARKS = ["tests.bench.wallet_throughput", "tests.bench.access_latency", "tests.bench.city"]
 
 
 def main() -> int:
