@@ -75,6 +75,7 @@ async def test_two_wallet_processes_in_one_group_apply_mixed_events_exactly_once
     wallet_b = start_service("wallet", instance="scale-b", env=env)
     accounts = mongo.schoolcard_wallet.wallet_accounts
     ledger = mongo.schoolcard_wallet.wallet_ledger
+    operations = mongo.schoolcard_wallet.wallet_operations
     contracts = list(by_contract)
     started = time.monotonic()
     async with Integrator(bootstrap) as integrator:
@@ -93,11 +94,10 @@ async def test_two_wallet_processes_in_one_group_apply_mixed_events_exactly_once
                 await integrator.publish(message, key)
 
         def progress() -> tuple[int, int, int]:
-            docs = list(accounts.find({"_id": {"$in": contracts}},
-                                      {"top_ups": 1, "sales": 1, "rides": 1}))
-            return (sum(1 for x in docs for t in x["top_ups"] if t["payment_id"] in top_ups),
-                    sum(1 for x in docs for s in x["sales"] if s["sale_id"] in sales),
-                    sum(1 for x in docs for r in x["rides"] if r["ride_id"] in rides))
+            rows = list(operations.find({"contract": {"$in": contracts}}, {"kind": 1, "key": 1}))
+            return (sum(1 for x in rows if x["kind"] == "top_ups" and x["key"] in top_ups),
+                    sum(1 for x in rows if x["kind"] == "sales" and x["key"] in sales),
+                    sum(1 for x in rows if x["kind"] == "rides" and x["key"] in rides))
 
         expected = (len(top_ups), len(sales), len(rides))
         await eventually(lambda: asyncio.to_thread(lambda: progress() == expected),
@@ -114,7 +114,10 @@ async def test_two_wallet_processes_in_one_group_apply_mixed_events_exactly_once
         entries = [d.LedgerEntry.from_doc({k: v for k, v in e.items() if k != "_id"})
                    for e in ledger.find({"$or": [{"account": contract},
                                                  {"counter_account": contract}]})]
-        account = d.Account.from_doc({k: v for k, v in doc.items() if k != "_id"})
+        account = d.Account.from_doc(
+            {k: v for k, v in doc.items() if k != "_id"},
+            [(x["kind"], x["record"]) for x in operations.find({"contract": contract})],
+            complete=True)
         assert d.check_ledger(account, entries) == [], contract
         assert min(account.balances.general, account.balances.canteen,
                    account.balances.transit) >= 0
