@@ -246,10 +246,13 @@ class Stack:
         return self.run_dir / "stack.json"
 
     def save(self) -> None:
-        self.state_file.write_text(json.dumps(
+        # Written aside and renamed: `down`, `status` and tests read it while it changes.
+        staged = self.state_file.with_suffix(".json.tmp")
+        staged.write_text(json.dumps(
             {"procs": [asdict(p) for p in self.procs], "service_env": self.service_env,
              "env": {k: v for k, v in self.env.items()
                      if "KEY" not in k and "PEPPER" not in k}}, indent=2))
+        staged.replace(self.state_file)
 
     @classmethod
     def load(cls, run_dir: Path) -> Stack:
