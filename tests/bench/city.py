@@ -60,6 +60,7 @@ from zoneinfo import ZoneInfo
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
 
 from contracts.access import DayHours, SetSchoolSchedule
 from contracts.auth import GuardianContacts, GuardianLinked, Role
@@ -432,11 +433,17 @@ async def wait_handled(procs: dict[str, devstack.Proc], need: dict[tuple[str, st
                      what=f"services to handle {sorted(need)}")
 
 
-async def quiesce(procs: dict[str, devstack.Proc], timeout: float = 120) -> None:
-    """Until no service handles anything more for a second (the backlog is drained)."""
+async def quiesce(procs: dict[str, devstack.Proc], mongo_uri: str,
+                  timeout: float = 300) -> None:
+    """Until no service handles anything more for a second and notify has no push left to
+    send (the backlogs are drained: the next run starts on idle services)."""
     last: list[Any] = [None, 0.0]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri)
 
     async def still() -> bool:
+        if await client.schoolcard_notify.notify_messages.count_documents(
+                {"status": {"$in": ["pending", "failed"]}}, limit=1):
+            return False
         counts = await handled(procs)
         now = time.monotonic()
         if counts != last[0]:
@@ -444,7 +451,10 @@ async def quiesce(procs: dict[str, devstack.Proc], timeout: float = 120) -> None
             return False
         return now - last[1] >= 1.0
 
-    await eventually(still, timeout=timeout, interval=0.25, what="the services to go idle")
+    try:
+        await eventually(still, timeout=timeout, interval=0.25, what="the services to go idle")
+    finally:
+        await client.close()
 
 
 def proc_stats(pid: int) -> tuple[float, float]:
@@ -486,7 +496,7 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
     await send_all(producer, commands)
     await wait_handled(procs, {("notify", "SetPreferences"): guardians,
                                ("notify", "RegisterPushToken"): guardians}, timeout=300)
-    await quiesce(procs)
+    await quiesce(procs, env["SCHOOLCARD_MONGO_URI"])
     print(f"  seeded {len(cards)} cards, {guardians} guardians in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
 
@@ -525,7 +535,7 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
         guarded = {w.business_id for w in closed if w.notified}
         await outcomes.wait(lambda: guarded <= outcomes.pushed.keys(), timeout=settle,
                             what="the closed loop's pushes")
-    await quiesce(procs)
+    await quiesce(procs, env["SCHOOLCARD_MONGO_URI"])
 
     rate = max(5.0, result["events_per_s"] / 2)
     count = max(50, min(events, int(rate * open_seconds)))
