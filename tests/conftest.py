@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.local import stack as devstack
+from services.runtime import dialect
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,8 @@ def infra(run_dir: Path) -> Iterator[dict[str, str]]:
     mongo = devstack.start_mongo(run_dir)
     env = devstack.infra_env(kafka.port, mongo.port, run_dir)
     env["SCHOOLCARD_LOG_LEVEL"] = os.environ.get("SCHOOLCARD_LOG_LEVEL", "INFO")
+    # The stores called in-process (fixtures, direct reads) query the dev server too.
+    dialect.use(env["SCHOOLCARD_MONGO_DIALECT"])
     try:
         yield env
     finally:

@@ -198,6 +198,7 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
         "SCHOOLCARD_AUTH_PUBLIC_KEY": public,
         "AUTH_PRIVATE_KEY": private,
         "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
+        "SCHOOLCARD_MONGO_DIALECT": "nx27017",  # the stores' workarounds for its quirks
         "SCHOOLCARD_MONGO_SNAPSHOT_READS": "false",  # nx-27017 stores it as a document
         # Tansu answers a waiting fetch only when the wait ends (Kafka answers at once)
         "SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS": str(DEV_FETCH_MAX_WAIT_MS),

@@ -22,6 +22,7 @@ from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
+from services.runtime import dialect
 from services.runtime.broker import ReplyTopics, group_lag, make_broker, provision_topics
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
@@ -128,6 +129,7 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         infra = s.infra
+        dialect.use(infra.mongo_dialect)
         client = connect(infra.mongo_uri)
         broker = make_broker(self.name, infra, graceful_timeout=s.shutdown_grace_s)
         relay_holder: list[OutboxRelay] = []

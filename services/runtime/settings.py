@@ -7,6 +7,8 @@ Shared infrastructure uses the ``SCHOOLCARD_`` prefix; each service adds its own
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,10 @@ class InfraSettings(BaseSettings):
     topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
                                          "catalog's partition counts (small dev brokers).")
     replication_factor: int = Field(default=1, ge=1)
+    mongo_dialect: Literal["mongodb", "nx27017"] = Field(
+        default="mongodb", description="Which server the stores' queries are written for "
+        "(services/runtime/dialect.py): mongodb, or nx27017 for the dev server's query quirks "
+        "(the local stack and the tests).")
     mongo_snapshot_reads: bool = Field(default=True, description="Run transactions with read "
                                        "concern 'snapshot' (MongoDB). The dev server nx-27017 "
                                        "mis-stores that option as a document: off there.")
