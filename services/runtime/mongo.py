@@ -38,8 +38,6 @@ from pymongo.errors import (
     ConnectionFailure,
     DuplicateKeyError,
     NetworkTimeout,
-    OperationFailure,
-    PyMongoError,
     ServerSelectionTimeoutError,
 )
 from pymongo.read_concern import ReadConcern
@@ -47,7 +45,7 @@ from pymongo.write_concern import WriteConcern
 
 from contracts.catalog import reply_topic_problem
 from contracts.envelope import ContractModel, Envelope, ErrorInfo, ErrorReply, encode
-from services.runtime import metrics
+from services.runtime import dialect, metrics
 from services.runtime.logs import get_logger
 
 log = get_logger("schoolcard.outbox")
@@ -91,16 +89,9 @@ async def save_versioned(coll: Any, doc: Doc, loaded_version: int | None, *,
 
 def is_conflict(exc: BaseException) -> bool:
     """A lost race, not a fault: the aggregate changed between load and save
-    (ConcurrencyError), or the database aborted the transaction for a write conflict
-    (MongoDB labels it TransientTransactionError, code 112; the dev server answers
-    "WriteConflict: another transaction holds the database" without a label)."""
-    if isinstance(exc, ConcurrencyError):
-        return True
-    if not isinstance(exc, PyMongoError):
-        return False
-    return (exc.has_error_label("TransientTransactionError")
-            or (isinstance(exc, OperationFailure)
-                and (exc.code == 112 or str(exc).startswith("WriteConflict"))))
+    (ConcurrencyError), or the database aborted the transaction for a write conflict (as the
+    server's dialect reports it)."""
+    return isinstance(exc, ConcurrencyError) or dialect.current().is_write_conflict(exc)
 
 
 DAY_S = 86_400
@@ -116,21 +107,13 @@ def with_stored_at(doc: Doc) -> Doc:
     return {**doc, STORED_AT: datetime.now(UTC)}
 
 
-def stored_instant(value: datetime | str) -> datetime:
-    """An instant read back from a store, in UTC. Written with ``$set`` on an existing document,
-    nx-27017 keeps it as a string ("2026-09-01 05:12:30.468000", UTC); MongoDB as a datetime
-    (naive UTC unless the client is ``tz_aware``)."""
-    instant = datetime.fromisoformat(value) if isinstance(value, str) else value
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
-
-
 def _single_field(index: Doc, field: str) -> bool:
     return list(index["key"].items()) == [(field, 1)]
 
 
 async def _index_on(collection: Any, field: str) -> Doc | None:
     """The ascending single-field index on ``field`` as the server lists it (found by its key:
-    nx-27017 names indexes itself, ignoring the name given)."""
+    nx-27017 names indexes itself, ignoring the name given; MongoDB keeps the name given)."""
     indexes = await collection.list_indexes()
     async for index in indexes:
         if _single_field(index, field):
@@ -142,11 +125,10 @@ async def ensure_ttl_index(collection: Any, field: str, seconds: int, *,
                            name: str | None = None) -> None:
     """Documents of ``collection`` expire ``seconds`` after the datetime in ``field``.
 
-    Creates the TTL index, or changes the expiry of an existing index on ``field`` with
-    ``collMod`` (re-creating it with other options would fail with IndexOptionsConflict on
-    MongoDB), so a changed retention setting applies on the next start. nx-27017 answers
-    ``collMod`` ok without changing anything: when the index read back still has the old
-    expiry, it is dropped and created again (the dev server only; MongoDB applies collMod).
+    Creates the TTL index, or changes the expiry of an existing index on ``field`` (in place
+    with ``collMod`` on MongoDB, where re-creating it with other options would fail with
+    IndexOptionsConflict; see ``dialect.change_expiry``), so a changed retention setting
+    applies on the next start.
     """
     existing = await _index_on(collection, field)
     if existing is None:
@@ -155,18 +137,10 @@ async def ensure_ttl_index(collection: Any, field: str, seconds: int, *,
         return
     if existing.get("expireAfterSeconds") == seconds:
         return
-    await collection.database.command({"collMod": collection.name, "index": {
-        "name": existing["name"], "expireAfterSeconds": seconds}})
-    changed = await _index_on(collection, field)
-    if changed is not None and changed.get("expireAfterSeconds") == seconds:
-        log.info("ttl index changed", collection=collection.name, field=field,
-                 expire_after_s=seconds)
-        return
-    log.info("ttl index re-created (collMod had no effect)", collection=collection.name,
-             field=field, expire_after_s=seconds)
-    await collection.drop_index(existing["name"])
-    await collection.create_index([(field, ASCENDING)], expireAfterSeconds=seconds,
-                                  name=name or f"{field}_ttl")
+    await dialect.current().change_expiry(collection, existing, field, seconds,
+                                          name or f"{field}_ttl")
+    log.info("ttl index changed", collection=collection.name, field=field,
+             expire_after_s=seconds)
 
 
 class AlreadyProcessed(Exception):
@@ -489,8 +463,7 @@ class OutboxRelay:
 
     async def delete_sent(self) -> int:
         """Delete records marked sent before ``delete_published`` was switched on (they would
-        otherwise wait for the week-long TTL). Filtered on ``status`` alone: nx-27017 gets
-        that right, unlike filters with ``$or``."""
+        otherwise wait for the week-long TTL)."""
         result = await self.uow.outbox.delete_many({"status": "sent"})
         return int(result.deleted_count)
 
@@ -528,17 +501,13 @@ class OutboxRelay:
             log.warning("outbox flush at shutdown incomplete", error=type(exc).__name__)
 
     async def _pending(self) -> list[Doc]:
+        """The oldest pending records this instance wrote or that are old enough to take
+        over from an instance that died."""
         takeover_before = datetime.now(UTC) - timedelta(seconds=self.takeover_s)
-        # Two plain queries instead of one with $or: nx-27017 ignores the other conditions of
-        # a filter that has $or, which re-sent published records and starved new ones.
-        own = await self.uow.outbox.find(
-            {"status": "pending", "owner": self.uow.instance_id}
-        ).sort("seq", ASCENDING).to_list(self.batch)
-        orphans = await self.uow.outbox.find(
-            {"status": "pending", "created_at": {"$lt": takeover_before}}
-        ).sort("seq", ASCENDING).to_list(self.batch)
-        unique = {d["_id"]: d for d in [*own, *orphans] if d.get("status") == "pending"}
-        return sorted(unique.values(), key=lambda d: d["seq"])[: self.batch]
+        return await dialect.current().any_of(
+            self.uow.outbox, [{"owner": self.uow.instance_id},
+                              {"created_at": {"$lt": takeover_before}}],
+            where={"status": "pending"}, sort="seq", limit=self.batch)
 
     def _problem(self, exc: Exception) -> tuple[str, str]:
         detail = f"{type(exc).__name__}: {str(exc)[:300]}"

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.unit
 
 def _matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
     for key, want in query.items():
+        if key == "$or":
+            if not any(_matches(doc, alternative) for alternative in want):
+                return False
+            continue
         have = doc.get(key)
         if isinstance(want, dict):
             if "$in" in want and have not in want["$in"]:
@@ -50,7 +54,7 @@ class FakeOutbox:
     def __init__(self, docs: list[dict[str, Any]]) -> None:
         self.docs = docs
 
-    def find(self, query: dict[str, Any]) -> FakeCursor:
+    def find(self, query: dict[str, Any], session: Any = None) -> FakeCursor:
         return FakeCursor([d for d in self.docs if _matches(d, query)])
 
     async def update_many(self, query: dict[str, Any], update: dict[str, Any]) -> None:

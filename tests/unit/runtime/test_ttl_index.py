@@ -1,6 +1,7 @@
 """``ensure_ttl_index`` against a fake collection with MongoDB's rules: re-creating an index
 with another ``expireAfterSeconds`` fails (IndexOptionsConflict, code 85) and ``collMod``
-changes it in place; and against one that answers ``collMod`` ok without effect (nx-27017)."""
+changes it in place; and against one that answers ``collMod`` ok without effect (nx-27017),
+with the dialect of each server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from pymongo.errors import OperationFailure
 
+from services.runtime import dialect
 from services.runtime.mongo import ensure_ttl_index
 
 pytestmark = pytest.mark.unit
@@ -58,7 +60,15 @@ class FakeCollection:
         del self.indexes[name]
 
 
-async def test_a_changed_retention_is_applied_with_coll_mod_on_mongodb() -> None:
+@pytest.fixture
+def use_dialect(monkeypatch: pytest.MonkeyPatch) -> Any:
+    def use(name: str) -> None:
+        monkeypatch.setattr(dialect, "_current", dialect.DIALECTS[name])
+    return use
+
+
+async def test_a_changed_retention_is_applied_with_coll_mod_on_mongodb(use_dialect) -> None:
+    use_dialect("mongodb")
     things = FakeCollection()
     await ensure_ttl_index(things, "stored_at", 100)
     await ensure_ttl_index(things, "stored_at", 100)
@@ -69,7 +79,9 @@ async def test_a_changed_retention_is_applied_with_coll_mod_on_mongodb() -> None
     assert things.dropped == []
 
 
-async def test_where_coll_mod_has_no_effect_the_index_is_dropped_and_created_again() -> None:
+async def test_where_coll_mod_has_no_effect_the_index_is_dropped_and_created_again(
+        use_dialect) -> None:
+    use_dialect("nx27017")
     things = FakeCollection(coll_mod_works=False)
     await ensure_ttl_index(things, "stored_at", 100, name="retention")
     await ensure_ttl_index(things, "stored_at", 200, name="retention")
