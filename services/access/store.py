@@ -33,6 +33,7 @@ from services.access.domain import (
     roster,
 )
 from services.access.domain.common import date_to_doc
+from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
@@ -224,6 +225,6 @@ async def sweeps_done(db: Any, ids: Iterable[str]) -> set[str]:
 
 
 async def mark_sweep_done(tx: Transaction, sweep_id: str) -> None:
-    # update_one, not replace_one: nx-27017 drops the filter's _id on a replace upsert.
-    await tx.db.access_sweeps.update_one({"_id": sweep_id}, {"$set": {"at": tx.now}},
-                                         upsert=True, session=tx.session)
+    await tx.db.access_sweeps.replace_one(
+        {"_id": sweep_id}, dialect.current().upsert_replacement(sweep_id, {"at": tx.now}),
+        upsert=True, session=tx.session)

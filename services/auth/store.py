@@ -19,8 +19,7 @@ Sessions and login throttles expire (TTL indexes on ``stored_at``, the wall-cloc
 last write): ``AUTH_SESSION_RETENTION_DAYS`` after a session was last used or revoked (it is
 unusable after 12 hours anyway), ``AUTH_LOGIN_THROTTLE_RETENTION_DAYS`` after the last failure.
 
-Array fields are matched with ``$in``: the dev server (nx-27017) misses equality matches on
-an indexed array field.
+Array fields are matched with ``dialect.has`` (``services/runtime/dialect.py``).
 
 Each function works inside the handler's transaction (``Store.of(tx)``) or, for the
 pre-reads done before slow password hashing, outside one (``Store(db)``).
@@ -38,6 +37,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from services.auth.domain import Account, Child, FailureWindow, Session
 from services.auth.domain.common import login_throttle
+from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
@@ -137,7 +137,7 @@ class Store:
     async def session_by_refresh(self, token_hash: str) -> Session | None:
         doc = await self.db.auth_sessions.find_one(
             {"$or": [{"refresh_token_hash": token_hash},
-                     {"rotated_token_hashes": {"$in": [token_hash]}}]},
+                     dialect.current().has("rotated_token_hashes", token_hash)]},
             session=self.session)
         return Session.from_doc(doc) if doc else None
 
@@ -159,21 +159,22 @@ class Store:
 
     async def child_by_contract(self, contract: str, *, previous: bool = False) -> Child | None:
         query: Doc = ({"$or": [{"contract_number": contract},
-                               {"previous_contracts": {"$in": [contract]}}]}
+                               dialect.current().has("previous_contracts", contract)]}
                       if previous else {"contract_number": contract})
         doc = await self.db.auth_children.find_one(query, session=self.session)
         return Child.from_doc(doc) if doc else None
 
     async def children_of(self, account_id: str) -> list[Child]:
-        docs = await self.db.auth_children.find({"guardian_ids": {"$in": [account_id]}},
-                                                session=self.session).to_list(None)
+        docs = await self.db.auth_children.find(
+            dialect.current().has("guardian_ids", account_id), session=self.session
+        ).to_list(None)
         return [Child.from_doc(d) for d in docs]
 
     async def save_child(self, child: Child, expected_version: int | None) -> None:
         child.version = 0 if expected_version is None else expected_version + 1
         doc = child.to_doc()
-        # A flat list to query by: the dev server does not match fields inside arrays of
-        # sub-documents ("guardians.account_id").
+        # A flat, indexed list to query by (kept for the dev server, which does not match
+        # fields inside arrays of sub-documents: see services/runtime/dialect.py).
         doc["guardian_ids"] = sorted(child.guardians)
         await self._put(self.db.auth_children, doc, expected_version)
 
@@ -185,8 +186,9 @@ class Store:
 
     async def save_unknown_throttle(self, key: str, throttle: FailureWindow) -> None:
         await self.db.auth_login_throttles.replace_one(
-            {"_id": key}, with_stored_at({"_id": key, "failures": throttle.to_doc()}), upsert=True,
-            session=self.session)
+            {"_id": key}, dialect.current().upsert_replacement(
+                key, with_stored_at({"failures": throttle.to_doc()})),
+            upsert=True, session=self.session)
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ Collections (database ``schoolcard_notify``):
 - ``notify_guardians``: one document per guardian account (the Guardian projection: contacts,
   locale, children and roles, preferences), optimistic ``version``.
 - ``notify_guardianships``: one document per (contract, guardian) pair, the lookup "who are the
-  guardians of this child" (a scalar index: the dev server cannot use an index on an array).
+  guardians of this child" (a scalar index; see ``services/runtime/dialect.py``).
 - ``notify_push_tokens``: device tokens per guardian account (secrets: never logged).
 - ``notify_messages``: one document per message, ``_id`` = dedupe key ``event:guardian:channel``
   (the unique key that makes "at most one message per event, guardian and channel" hold under
@@ -25,6 +25,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from services.notify.domain import DeliveryStatus, Guardian, JourneyDay, Message
+from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
@@ -127,8 +128,9 @@ _STORE_ONLY = ("_id", "lease_until", "lease_owner", "sendable")
 
 
 def _message_doc(message: Message) -> Doc:
-    # ``sendable`` is a scalar copy of "status is pending or failed": the dev server cannot
-    # combine ``$in`` with ``$or`` in one filter.
+    # ``sendable``: "status is pending or failed" as a scalar, the key of the ``due`` index
+    # (kept for the dev server, see services/runtime/dialect.py). ``lease_until`` holds the
+    # dialect's instant.
     return {"_id": message.dedupe_key, **message.to_doc(), "lease_until": None,
             "lease_owner": None, "sendable": message.status.value in OPEN}
 
@@ -173,11 +175,9 @@ async def claim_due(db: Any, now: datetime, owner: str, lease: timedelta,
     """Reserve up to ``limit`` due messages for this sender (no transaction needed: the
     conditional update is atomic per document, and an expired lease frees a dead sender's
     claims)."""
-    # The lease is kept as epoch milliseconds: the dev server stores a datetime given to
-    # ``$set`` in update_many as a string, which no longer compares with a date.
-    now_ms = int(now.timestamp() * 1000)
+    instant = dialect.current().instant
     due = {"sendable": True, "due_at": {"$lte": now},
-           "$or": [{"lease_until": None}, {"lease_until": {"$lt": now_ms}}]}
+           "$or": [{"lease_until": None}, {"lease_until": {"$lt": instant(now)}}]}
     candidates = await db.notify_messages.find(due, {"_id": 1}).sort(
         "due_at", ASCENDING).to_list(limit)
     if not candidates:
@@ -185,8 +185,7 @@ async def claim_due(db: Any, now: datetime, owner: str, lease: timedelta,
     ids = [c["_id"] for c in candidates]
     await db.notify_messages.update_many(
         {"_id": {"$in": ids}, **due},
-        {"$set": {"lease_until": now_ms + int(lease.total_seconds() * 1000),
-                  "lease_owner": owner}})
+        {"$set": {"lease_until": instant(now + lease), "lease_owner": owner}})
     docs = await db.notify_messages.find({"_id": {"$in": ids}, "lease_owner": owner,
                                           "sendable": True}).to_list(None)
     return [_message(d) for d in docs]

@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
@@ -42,7 +43,6 @@ from services.runtime.mongo import (
     Transaction,
     ensure_ttl_index,
     save_versioned,
-    stored_instant,
 )
 from services.transit.domain import (
     CapKind,
@@ -130,9 +130,9 @@ def rules_digest(book: FareRulebook) -> str:
 async def save_rules(tx: Transaction, book: FareRulebook, version: int) -> None:
     doc = book.to_doc()
     await tx.db.transit_fare_rules.replace_one(
-        {"_id": book.operator_id},
-        {"source": "command", "version": version, "rules": doc, "digest": _digest(doc),
-         "updated_at": tx.now},
+        {"_id": book.operator_id}, dialect.current().upsert_replacement(book.operator_id, {
+            "source": "command", "version": version, "rules": doc, "digest": _digest(doc),
+            "updated_at": tx.now}),
         upsert=True, session=tx.session)
 
 
@@ -142,7 +142,7 @@ def _card(doc: Doc) -> Card:
     concession = doc.get("concession")
     closed = doc.get("closed_at")
     return Card(doc["_id"], doc["contract"], doc["status"],
-                stored_instant(closed) if closed else None,
+                dialect.current().read_instant(closed) if closed else None,
                 ConcessionEligibility.from_doc(concession) if concession else None,
                 doc.get("blocked", False))
 
@@ -378,6 +378,6 @@ def ride_line(doc: Doc) -> RideLine:
 
 async def max_reminder_days(db: Any) -> int:
     """The longest concession reminder period over all operators' rules (0 without rules)."""
-    # the whole (small) documents: nx-27017 flattens dotted projections
-    docs = await db.transit_fare_rules.find({}).to_list(None)
+    docs = await db.transit_fare_rules.find(
+        {}, dialect.current().projection("rules.concession_reminder_days")).to_list(None)
     return max((d["rules"]["concession_reminder_days"] for d in docs), default=0)

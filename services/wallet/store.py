@@ -9,11 +9,14 @@ posting impossible), ``wallet_payments`` (payment id -> contract and amount, so 
 is never credited to two contracts), ``wallet_schools`` (school-level settings such as the
 grace meal), ``wallet_parked_top_ups`` (payments that came before their card's issuance).
 The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
+
+The times compared as ranges, an operation's ``at_ms`` and a parked payment's ``parked_ms``,
+hold the dialect's instant (``services/runtime/dialect.py``): a datetime on MongoDB, epoch
+milliseconds on the dev server (where the fields got their names).
 """
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ from pymongo import ASCENDING, IndexModel, ReplaceOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.integrations import TopUpReceived
+from services.runtime import dialect
 from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
 from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
@@ -161,7 +165,7 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
     """Insert a new account (``expected_version`` None) or replace it if nobody else wrote
     since it was loaded."""
     doc = {"_id": account.contract, **account.to_doc(),
-           # Denormalised for the expiry tick: nx-27017 cannot query into arrays of documents.
+           # Denormalised and indexed for the expiry tick (see services/runtime/dialect.py).
            "next_bonus_expiry": min((lot.expires_at for lot in account.bonus_lots
                                      if lot.remaining > 0), default=None)}
     try:
@@ -175,17 +179,17 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
 async def _save_history(tx: Transaction, account: Account) -> None:
     """Write the records that are new or changed since the account was loaded."""
     as_loaded = _AS_LOADED.setdefault(account, {})
+    upsert = dialect.current().upsert_replacement
     writes = []
     for row in account.history():
         rid = _operation_id(account.contract, row.kind, row.key)
         if as_loaded.get(rid) == row.plain:
             continue
         as_loaded[rid] = row.plain
-        # The _id again in the replacement: nx-27017 drops the filter's _id on an upsert.
-        writes.append(ReplaceOne({"_id": rid}, {
-            "_id": rid, "contract": account.contract, "kind": row.kind, "key": row.key,
+        writes.append(ReplaceOne({"_id": rid}, upsert(rid, {
+            "contract": account.contract, "kind": row.kind, "key": row.key,
             "at_ms": _ms(row.at), "day": row.day, "school_id": account.school_id,
-            "open": row.open, "record": row.plain}, upsert=True))
+            "open": row.open, "record": row.plain}), upsert=True))
     if writes:
         await tx.db.wallet_operations.bulk_write(writes, ordered=False, session=tx.session)
 
@@ -194,10 +198,10 @@ def _operation_id(contract: str, kind: str, key: str) -> str:
     return f"{contract}:{kind}:{key}"
 
 
-def _ms(at: datetime) -> int:
-    # Epoch milliseconds: the dev server's range queries on datetimes are not reliable for
-    # fresh documents (see services/runtime/README.md).
-    return int(at.timestamp() * 1000)
+def _ms(at: datetime) -> Any:
+    """``at`` as stored in and compared with ``at_ms`` and ``parked_ms`` (the dialect's
+    instant)."""
+    return dialect.current().instant(at)
 
 
 _DUPLICATE_KEY = 11000
@@ -245,7 +249,7 @@ async def park_top_up(tx: Transaction, top_up: TopUpReceived) -> None:
     await tx.db.wallet_parked_top_ups.update_one(
         {"_id": top_up.payment_id},
         {"$setOnInsert": {"contract": top_up.contract, "message": top_up.model_dump(mode="json"),
-                          "parked_at": datetime.now(UTC), "parked_ms": time.time_ns() // 10**6}},
+                          "parked_ms": _ms(datetime.now(UTC))}},
         upsert=True, session=tx.session)
 
 
@@ -253,7 +257,8 @@ async def take_parked_top_ups(tx: Transaction, contract: str) -> list[TopUpRecei
     """The payments parked for ``contract``, oldest first, removed from the parking."""
     docs = await tx.db.wallet_parked_top_ups.find({"contract": contract},
                                                   session=tx.session).to_list(None)
-    docs.sort(key=lambda doc: (doc["parked_ms"], doc["_id"]))
+    read = dialect.current().read_instant
+    docs.sort(key=lambda doc: (read(doc["parked_ms"]), doc["_id"]))
     if docs:
         await tx.db.wallet_parked_top_ups.delete_many(
             {"_id": {"$in": [doc["_id"] for doc in docs]}}, session=tx.session)
@@ -262,10 +267,7 @@ async def take_parked_top_ups(tx: Transaction, contract: str) -> list[TopUpRecei
 
 async def expired_parked_top_ups(db: Any, older_than: datetime, limit: int = 100) -> list[str]:
     """Payment ids parked before ``older_than`` (wall clock): no card came for them."""
-    # Compared as epoch milliseconds: the dev server's range queries on datetimes are not
-    # reliable for fresh documents (see services/runtime/README.md).
-    cutoff = int(older_than.timestamp() * 1000)
-    docs = await db.wallet_parked_top_ups.find({"parked_ms": {"$lt": cutoff}},
+    docs = await db.wallet_parked_top_ups.find({"parked_ms": {"$lt": _ms(older_than)}},
                                                {"_id": 1}).to_list(limit)
     return [doc["_id"] for doc in docs]
 
