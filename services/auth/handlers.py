@@ -26,7 +26,7 @@ from contracts import auth as cmd
 from contracts import integrations as inbound
 from contracts.envelope import ContractModel
 from services.auth import domain as d
-from services.auth import outbound, permissions, store
+from services.auth import outbound, store
 from services.auth.domain.guardians import Invitation
 from services.auth.security import (
     ChildClaim,
@@ -581,9 +581,7 @@ class Handlers:
         c: cmd.ResetSecondFactor = msg.message
         now = self.rt.clock()
         try:
-            claims = self.rt.claims(msg)
-            permissions.require_role(claims, permissions.RESET_SECOND_FACTOR,
-                                     "reset a second factor")
+            claims = self.rt.authorize(msg, "reset_second_factor")
         except TokenError as exc:
             await self._fail_only(msg, now, exc.code, str(exc))
             return

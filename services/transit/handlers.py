@@ -23,7 +23,7 @@ from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
 from services.transit import domain as d
-from services.transit import metrics, outbound, permissions, store
+from services.transit import metrics, outbound, store
 from services.transit.domain.rules import rules_update_refusal
 from services.transit.settings import Settings
 
@@ -235,8 +235,7 @@ class Handlers:
         cmd: wire.SetFareRules = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                permissions.require_role(self.rt.claims(msg), permissions.SET_FARE_RULES,
-                                         "set fare rules")
+                self.rt.authorize(msg, "set_fare_rules")
                 rulebook = d.FareRulebook.from_doc(cmd.rules)
             except TokenError as exc:
                 tx.fail(exc.code, str(exc))
@@ -261,8 +260,7 @@ class Handlers:
         cmd: wire.SetConcession = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                permissions.require_role(self.rt.claims(msg), permissions.SET_CONCESSION,
-                                         "set concessions")
+                self.rt.authorize(msg, "set_concession")
                 eligibility = d.ConcessionEligibility(date.fromisoformat(cmd.valid_until))
             except TokenError as exc:
                 tx.fail(exc.code, str(exc))

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from contracts import integrations as inbound
 from contracts import transit
 from contracts import wallet as wire
-from contracts.auth import AccessTokenClaims, Role
+from contracts.auth import AccessTokenClaims
 from contracts.envelope import CommandAccepted
 from services.runtime import paging
+from services.runtime.authorization import authorize
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import ConcurrencyError, Transaction
@@ -331,8 +332,10 @@ class Handlers:
             account = await self._account_for(tx, contract, wants) if claims else None
             if claims is None or account is None:
                 return
-            if not _same_school(claims, account.school_id):
-                tx.fail("forbidden", "staff of another school")
+            try:  # the account's school is known only now
+                authorize(claims, action, contract=contract, school_id=account.school_id)
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
                 return
             if then is not None:
                 await store.load_records(tx, account, then(account))
@@ -347,22 +350,15 @@ class Handlers:
 
         await self._run(msg, body)
 
-    def _authorized(self, tx: Transaction, msg: Inbound, action: str,
-                    contract: str | None) -> AccessTokenClaims | None:
+    def _authorized(self, tx: Transaction, msg: Inbound, action: str, contract: str | None,
+                    school_id: str | None = None) -> AccessTokenClaims | None:
+        """Claims of a holder who may do ``action`` (for ``contract``, at ``school_id``); None
+        after an ErrorReply."""
         try:
-            return self.rt.authorize(msg, action, contract)
+            return self.rt.authorize(msg, action, contract, school_id)
         except TokenError as exc:
             tx.fail(exc.code, str(exc))
             return None
-
-    def _school_staff(self, tx: Transaction, msg: Inbound, action: str,
-                      school_id: str) -> AccessTokenClaims | None:
-        """Claims of staff who may do ``action`` at ``school_id``; None after an ErrorReply."""
-        claims = self._authorized(tx, msg, action, None)
-        if claims is not None and not _same_school(claims, school_id):
-            tx.fail("forbidden", "staff of another school")
-            return None
-        return claims
 
     @staticmethod
     async def _account_for(tx: Transaction, contract: str,
@@ -446,7 +442,7 @@ class Handlers:
         cmd: wire.SetGraceMeal = msg.message
 
         async def body(tx: Transaction) -> None:
-            if self._school_staff(tx, msg, "school_settings", cmd.school_id) is None:
+            if self._authorized(tx, msg, "school_settings", None, cmd.school_id) is None:
                 return
             changed = await store.set_school_grace_meal(
                 tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
@@ -515,7 +511,7 @@ class Handlers:
         query: wire.GetSalesReport = msg.message
 
         async def body(tx: Transaction) -> None:
-            if self._school_staff(tx, msg, "view_sales", query.school_id) is None:
+            if self._authorized(tx, msg, "view_sales", None, query.school_id) is None:
                 return
             accounts = await store.sales_of_school_day(tx, query.school_id, query.date)
             tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
@@ -551,20 +547,6 @@ def _credit(account: d.Account, top_up: inbound.TopUpReceived, now: datetime) ->
                           auto_top_up_request_id=top_up.auto_top_up_request_id)
 
 
-_SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
-
-
 def _line_key(line: d.StatementLine) -> paging.Key:
     """The statement's total order: time, then the order operations were applied."""
     return paging.instant(line.at), line.seq, line.kind.value, line.operation_id
-
-
-def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:
-    """School staff (admins, canteen operators, teachers) act only on their own school, never
-    without one; other staff named with a school only on that school; parents and support
-    without a school are not bound to one."""
-    if claims.role is Role.PARENT:
-        return True
-    if claims.role in _SCHOOL_STAFF:
-        return claims.school_id == school_id
-    return claims.school_id in (None, school_id)
