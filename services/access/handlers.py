@@ -131,8 +131,8 @@ class Handlers:
             await self._save_contract(tx, outcome, versions[0], {fact.card_uid: versions[1]})
             _emit(tx, outcome.events, None, msg.inbox_id)
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
-        m: integ.CardReissued = msg.message
+    async def on_card_reissued(self, msg: Inbound[integ.CardReissued]) -> None:
+        m = msg.message
         fact = _reissued(m)
         async with self.rt.transaction(msg) as tx:
             old_link = await store.load_contract(tx, m.old_contract)
@@ -152,13 +152,13 @@ class Handlers:
             await self._save_contract(tx, retired, links[0], cards)
             _emit(tx, issued.events + retired.events, None, msg.inbox_id)
 
-    async def on_card_blocked(self, msg: Inbound) -> None:
-        m: wallet_wire.CardBlocked = msg.message
+    async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
+        m = msg.message
         await self._block(msg, m.contract, f"blocked:{m.contract}:{m.blocked_at.isoformat()}",
                           True, m, m.reason)
 
-    async def on_card_unblocked(self, msg: Inbound) -> None:
-        m: wallet_wire.CardUnblocked = msg.message
+    async def on_card_unblocked(self, msg: Inbound[wallet_wire.CardUnblocked]) -> None:
+        m = msg.message
         await self._block(msg, m.contract,
                           f"unblocked:{m.contract}:{m.unblocked_at.isoformat()}", False, m, "")
 
@@ -193,8 +193,8 @@ class Handlers:
             return
         raise Rejected(code, text)
 
-    async def on_set_school_schedule(self, msg: Inbound) -> None:
-        m: wire.SetSchoolSchedule = msg.message
+    async def on_set_school_schedule(self, msg: Inbound[wire.SetSchoolSchedule]) -> None:
+        m = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
                 self.rt.authorize(msg, "school_settings", school_id=m.school_id)
@@ -213,8 +213,8 @@ class Handlers:
                 await store.save_schedule(tx, outcome.schedule, loaded)
             tx.reply(CommandAccepted(request_id=m.request_id))
 
-    async def on_record_manual_entry(self, msg: Inbound) -> None:
-        m: wire.RecordManualEntry = msg.message
+    async def on_record_manual_entry(self, msg: Inbound[wire.RecordManualEntry]) -> None:
+        m = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
                 self.rt.authorize(msg, "manual_entry", school_id=m.school_id)
@@ -236,8 +236,8 @@ class Handlers:
             _emit(tx, outcome.events, schedule.zone, msg.inbox_id)
             tx.reply(CommandAccepted(request_id=m.request_id))
 
-    async def on_get_class_register(self, msg: Inbound) -> None:
-        q: wire.GetClassRegister = msg.message
+    async def on_get_class_register(self, msg: Inbound[wire.GetClassRegister]) -> None:
+        q = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
                 self.rt.authorize(msg, "view_attendance", school_id=q.school_id)
@@ -253,8 +253,8 @@ class Handlers:
             tx.reply(wire.ClassRegisterReply(lines=[_line(r) for r in rows],
                                              csv=d.register_csv(rows) if q.csv else None))
 
-    async def on_get_student_stats(self, msg: Inbound) -> None:
-        q: wire.GetStudentStats = msg.message
+    async def on_get_student_stats(self, msg: Inbound[wire.GetStudentStats]) -> None:
+        q = msg.message
         async with self.rt.transaction(msg) as tx:
             cards = await store.cards_of_contract(tx, q.contract)
             school_id = next((c.school_id for c in cards if c.school_id), None)

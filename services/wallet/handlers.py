@@ -76,8 +76,8 @@ class Handlers:
 
     # --- integrators: cards and top-ups -----------------------------------------------------------
 
-    async def on_card_issued(self, msg: Inbound) -> None:
-        card: inbound.CardIssued = msg.message
+    async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
+        card = msg.message
 
         async def body(tx: Transaction) -> None:
             if await store.load_account(tx, card.contract) is not None:
@@ -97,8 +97,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
-        event: inbound.CardReissued = msg.message
+    async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
+        event = msg.message
 
         async def body(tx: Transaction) -> None:
             old = await store.load_account(
@@ -129,8 +129,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_top_up(self, msg: Inbound) -> None:
-        top_up: inbound.TopUpReceived = msg.message
+    async def on_top_up(self, msg: Inbound[inbound.TopUpReceived]) -> None:
+        top_up = msg.message
 
         async def body(tx: Transaction) -> None:
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
@@ -164,11 +164,11 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_auto_top_up_failed(self, msg: Inbound) -> None:
+    async def on_auto_top_up_failed(self, msg: Inbound[inbound.AutoTopUpCollectionFailed]) -> None:
         """The integrator could not collect a planned payment: tell the parent, ask again at
         the next crossing. A request no longer pending (answered, withdrawn, failed before)
         changes nothing."""
-        failure: inbound.AutoTopUpCollectionFailed = msg.message
+        failure = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await store.load_account(tx, failure.contract)
@@ -221,11 +221,11 @@ class Handlers:
 
     # --- canteen sales --------------------------------------------------------------------------
 
-    async def on_sale(self, msg: Inbound) -> None:
+    async def on_sale(self, msg: Inbound[inbound.CanteenSaleRequested]) -> None:
         """Decide a till's sale. The decision goes back to the till keyed by terminal; the
         posted or declined sale goes to the parents. A repeated sale id re-sends the recorded
         outcome with the same message ids."""
-        sale: inbound.CanteenSaleRequested = msg.message
+        sale = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await store.account_by_card(tx, sale.card_uid,
@@ -272,8 +272,8 @@ class Handlers:
             account = await store.load_account(tx, successor, wants)
         return account
 
-    async def on_fare_assessed(self, msg: Inbound) -> None:
-        fare: transit.FareAssessed = msg.message
+    async def on_fare_assessed(self, msg: Inbound[transit.FareAssessed]) -> None:
+        fare = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await self._fare_account(tx, fare.contract, fare.ride_id, {})
@@ -295,8 +295,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_fare_corrected(self, msg: Inbound) -> None:
-        correction: transit.FareCorrected = msg.message
+    async def on_fare_corrected(self, msg: Inbound[transit.FareCorrected]) -> None:
+        correction = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await self._fare_account(
@@ -368,8 +368,8 @@ class Handlers:
             tx.fail("unknown_contract", f"no account {contract}")
         return account
 
-    async def on_set_controls(self, msg: Inbound) -> None:
-        cmd: wire.SetControls = msg.message
+    async def on_set_controls(self, msg: Inbound[wire.SetControls]) -> None:
+        cmd = msg.message
         limits = cmd.daily_limits
 
         def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
@@ -384,40 +384,40 @@ class Handlers:
 
         await self._command(msg, "change_limits", cmd.contract, operate)
 
-    async def on_set_auto_top_up(self, msg: Inbound) -> None:
-        cmd: wire.SetAutoTopUp = msg.message
+    async def on_set_auto_top_up(self, msg: Inbound[wire.SetAutoTopUp]) -> None:
+        cmd = msg.message
         settings = d.AutoTopUpSettings(cmd.enabled, cmd.threshold, cmd.amount,
                                        d.SubBalance(cmd.sub_balance.value))
         await self._command(msg, "change_limits", cmd.contract,
                             lambda a, c, tx: a.set_auto_top_up(settings, now=tx.now, by=c.sub))
 
-    async def on_block_card(self, msg: Inbound) -> None:
-        cmd: wire.BlockCard = msg.message
+    async def on_block_card(self, msg: Inbound[wire.BlockCard]) -> None:
+        cmd = msg.message
         await self._command(msg, "block_card", cmd.contract, lambda a, c, tx: a.block_card(
             now=tx.now, reason=cmd.reason, by=c.sub))
 
-    async def on_unblock_card(self, msg: Inbound) -> None:
-        cmd: wire.UnblockCard = msg.message
+    async def on_unblock_card(self, msg: Inbound[wire.UnblockCard]) -> None:
+        cmd = msg.message
         await self._command(msg, "block_card", cmd.contract,
                             lambda a, c, tx: a.unblock_card(now=tx.now, by=c.sub))
 
-    async def on_move_money(self, msg: Inbound) -> None:
-        cmd: wire.MoveMoney = msg.message
+    async def on_move_money(self, msg: Inbound[wire.MoveMoney]) -> None:
+        cmd = msg.message
         await self._command(msg, "move_money", cmd.contract, lambda a, c, tx: a.move_money(
             cmd.request_id, source=d.SubBalance(cmd.from_sub_balance.value),
             target=d.SubBalance(cmd.to_sub_balance.value), amount=cmd.amount, now=tx.now),
             {"transfers": [cmd.request_id]})
 
-    async def on_open_dispute(self, msg: Inbound) -> None:
+    async def on_open_dispute(self, msg: Inbound[wire.OpenDispute]) -> None:
         """The dispute id is the request id (the parent's app knows it from its own request)."""
-        cmd: wire.OpenDispute = msg.message
+        cmd = msg.message
         await self._command(msg, "dispute", cmd.contract, lambda a, c, tx: a.dispute_operation(
             cmd.request_id, cmd.operation_id, cmd.line, now=tx.now, comment=cmd.comment),
             {"disputes": [cmd.request_id], "sales": [cmd.operation_id],
              "rides": [cmd.operation_id]})
 
-    async def on_resolve_dispute(self, msg: Inbound) -> None:
-        cmd: wire.ResolveDispute = msg.message
+    async def on_resolve_dispute(self, msg: Inbound[wire.ResolveDispute]) -> None:
+        cmd = msg.message
 
         def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
             if cmd.approve:
@@ -429,17 +429,17 @@ class Handlers:
                             {"disputes": [cmd.dispute_id]},
                             lambda a: a.records_to_resolve(cmd.dispute_id))
 
-    async def on_refund_sale_line(self, msg: Inbound) -> None:
+    async def on_refund_sale_line(self, msg: Inbound[wire.RefundSaleLine]) -> None:
         """A staff refund outside a dispute; its refund id is ``staff:<request id>`` (apart
         from a dispute's ``dispute:<id>``), so a retried request refunds once."""
-        cmd: wire.RefundSaleLine = msg.message
+        cmd = msg.message
         refund_id = f"staff:{cmd.request_id}"
         await self._command(msg, "refund", cmd.contract, lambda a, c, tx: a.refund_sale_line(
             refund_id, cmd.sale_id, cmd.line, cmd.amount, staff_id=c.sub, now=tx.now),
             {"sale_refunds": [refund_id], "sales": [cmd.sale_id]})
 
-    async def on_set_grace_meal(self, msg: Inbound) -> None:
-        cmd: wire.SetGraceMeal = msg.message
+    async def on_set_grace_meal(self, msg: Inbound[wire.SetGraceMeal]) -> None:
+        cmd = msg.message
 
         async def body(tx: Transaction) -> None:
             if self._authorized(tx, msg, "school_settings", None, cmd.school_id) is None:
@@ -453,8 +453,8 @@ class Handlers:
 
     # --- queries ----------------------------------------------------------------------------------
 
-    async def on_get_balance(self, msg: Inbound) -> None:
-        query: wire.GetBalance = msg.message
+    async def on_get_balance(self, msg: Inbound[wire.GetBalance]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, "view", query.contract)
@@ -467,8 +467,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_get_statement(self, msg: Inbound) -> None:
-        query: wire.GetStatement = msg.message
+    async def on_get_statement(self, msg: Inbound[wire.GetStatement]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, "view", query.contract)
@@ -507,8 +507,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_get_sales_report(self, msg: Inbound) -> None:
-        query: wire.GetSalesReport = msg.message
+    async def on_get_sales_report(self, msg: Inbound[wire.GetSalesReport]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
             if self._authorized(tx, msg, "view_sales", None, query.school_id) is None:
