@@ -15,17 +15,18 @@ from zoneinfo import ZoneInfo
 from contracts import access as wire
 from contracts import integrations as integ
 from contracts import wallet as wallet_wire
-from contracts.auth import AccessTokenClaims, Role
+from contracts.auth import Role
 from contracts.catalog import topic_for
 from contracts.envelope import CommandAccepted
 from services.access import domain as d
 from services.access import outbound, store
 from services.access.settings import Settings
+from services.runtime.authorization import authorize
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
-from services.runtime.tokens import TokenError, authorize
+from services.runtime.tokens import TokenError
 
 log = get_logger("schoolcard.access")
 GATE_TAPS = topic_for(integ.GateTapped).name
@@ -83,19 +84,6 @@ def _line(row: d.RegisterRow) -> wire.RegisterLine:
                              left_at=row.left_at, late=row.late, absent=row.absent)
 
 
-def _staff_of(claims: AccessTokenClaims, school_id: str, *actions: str) -> None:
-    """Staff may act only on their own school; any of ``actions`` suffices."""
-    for action in actions:
-        try:
-            authorize(claims, action)
-        except TokenError:
-            continue
-        if claims.school_id == school_id:
-            return
-        raise TokenError("forbidden", "staff of another school")
-    raise TokenError("forbidden", f"not allowed to {actions[0]}")
-
-
 class Handlers:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -143,8 +131,8 @@ class Handlers:
             await self._save_contract(tx, outcome, versions[0], {fact.card_uid: versions[1]})
             _emit(tx, outcome.events, None, msg.inbox_id)
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
-        m: integ.CardReissued = msg.message
+    async def on_card_reissued(self, msg: Inbound[integ.CardReissued]) -> None:
+        m = msg.message
         fact = _reissued(m)
         async with self.rt.transaction(msg) as tx:
             old_link = await store.load_contract(tx, m.old_contract)
@@ -164,13 +152,13 @@ class Handlers:
             await self._save_contract(tx, retired, links[0], cards)
             _emit(tx, issued.events + retired.events, None, msg.inbox_id)
 
-    async def on_card_blocked(self, msg: Inbound) -> None:
-        m: wallet_wire.CardBlocked = msg.message
+    async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
+        m = msg.message
         await self._block(msg, m.contract, f"blocked:{m.contract}:{m.blocked_at.isoformat()}",
                           True, m, m.reason)
 
-    async def on_card_unblocked(self, msg: Inbound) -> None:
-        m: wallet_wire.CardUnblocked = msg.message
+    async def on_card_unblocked(self, msg: Inbound[wallet_wire.CardUnblocked]) -> None:
+        m = msg.message
         await self._block(msg, m.contract,
                           f"unblocked:{m.contract}:{m.unblocked_at.isoformat()}", False, m, "")
 
@@ -205,11 +193,11 @@ class Handlers:
             return
         raise Rejected(code, text)
 
-    async def on_set_school_schedule(self, msg: Inbound) -> None:
-        m: wire.SetSchoolSchedule = msg.message
+    async def on_set_school_schedule(self, msg: Inbound[wire.SetSchoolSchedule]) -> None:
+        m = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                _staff_of(self.rt.claims(msg), m.school_id, "school_settings")
+                self.rt.authorize(msg, "school_settings", school_id=m.school_id)
                 command = _schedule(m)
             except TokenError as exc:
                 return self._refuse(tx, msg, exc.code, str(exc))
@@ -225,11 +213,11 @@ class Handlers:
                 await store.save_schedule(tx, outcome.schedule, loaded)
             tx.reply(CommandAccepted(request_id=m.request_id))
 
-    async def on_record_manual_entry(self, msg: Inbound) -> None:
-        m: wire.RecordManualEntry = msg.message
+    async def on_record_manual_entry(self, msg: Inbound[wire.RecordManualEntry]) -> None:
+        m = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                _staff_of(self.rt.claims(msg), m.school_id, "manual_entry")
+                self.rt.authorize(msg, "manual_entry", school_id=m.school_id)
             except TokenError as exc:
                 return self._refuse(tx, msg, exc.code, str(exc))
             schedule = await store.load_schedule(tx, m.school_id)
@@ -248,11 +236,11 @@ class Handlers:
             _emit(tx, outcome.events, schedule.zone, msg.inbox_id)
             tx.reply(CommandAccepted(request_id=m.request_id))
 
-    async def on_get_class_register(self, msg: Inbound) -> None:
-        q: wire.GetClassRegister = msg.message
+    async def on_get_class_register(self, msg: Inbound[wire.GetClassRegister]) -> None:
+        q = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                _staff_of(self.rt.claims(msg), q.school_id, "view_attendance", "view")
+                self.rt.authorize(msg, "view_attendance", school_id=q.school_id)
             except TokenError as exc:
                 return self._refuse(tx, msg, exc.code, str(exc))
             schedule = await store.load_schedule(tx, q.school_id)
@@ -265,17 +253,15 @@ class Handlers:
             tx.reply(wire.ClassRegisterReply(lines=[_line(r) for r in rows],
                                              csv=d.register_csv(rows) if q.csv else None))
 
-    async def on_get_student_stats(self, msg: Inbound) -> None:
-        q: wire.GetStudentStats = msg.message
+    async def on_get_student_stats(self, msg: Inbound[wire.GetStudentStats]) -> None:
+        q = msg.message
         async with self.rt.transaction(msg) as tx:
             cards = await store.cards_of_contract(tx, q.contract)
             school_id = next((c.school_id for c in cards if c.school_id), None)
             try:
                 claims = self.rt.claims(msg)
-                if claims.role == Role.PARENT:
-                    authorize(claims, "view", q.contract)
-                else:
-                    _staff_of(claims, school_id or "", "view_attendance", "view")
+                authorize(claims, "view" if claims.role is Role.PARENT else "view_attendance",
+                          contract=q.contract, school_id=school_id or "")
             except TokenError as exc:
                 return self._refuse(tx, msg, exc.code, str(exc))
             schedule = await store.load_schedule(tx, school_id) if school_id else None

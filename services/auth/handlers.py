@@ -26,7 +26,7 @@ from contracts import auth as cmd
 from contracts import integrations as inbound
 from contracts.envelope import ContractModel
 from services.auth import domain as d
-from services.auth import outbound, permissions, store
+from services.auth import outbound, store
 from services.auth.domain.guardians import Invitation
 from services.auth.security import (
     ChildClaim,
@@ -149,10 +149,10 @@ class Handlers:
 
     # --- card issuance (integrator) -------------------------------------------------------------
 
-    async def on_card_issued(self, msg: Inbound) -> None:
+    async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
         """A new child (and, for contracts whose initial password is the birth date, a parent
         login by contract number that must change it first). Idempotent per student."""
-        card: inbound.CardIssued = msg.message
+        card = msg.message
         now = self.rt.clock()
         initial = (await asyncio.to_thread(hash_password, card.birth_date.strftime("%d%m%Y"))
                    if card.initial_password_is_birth_date else None)
@@ -176,9 +176,9 @@ class Handlers:
             await s.save_child(child, None)
             self._emit(tx, child.pull_events())
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
+    async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
         """Relink: the child keeps guardians and history under the new contract."""
-        card: inbound.CardReissued = msg.message
+        card = msg.message
         now = self.rt.clock()
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
@@ -200,8 +200,8 @@ class Handlers:
 
     # --- registration ---------------------------------------------------------------------------
 
-    async def on_start_registration(self, msg: Inbound) -> None:
-        c: cmd.StartRegistration = msg.message
+    async def on_start_registration(self, msg: Inbound[cmd.StartRegistration]) -> None:
+        c = msg.message
         now = self.rt.clock()
         password = _secret(c.password)
         password_hash = await asyncio.to_thread(hash_password, password)  # known or not
@@ -231,8 +231,8 @@ class Handlers:
             tx.reply(cmd.RegistrationStarted(request_id=c.request_id,
                                              resend_after_s=RESEND_AFTER_S))
 
-    async def on_confirm_registration(self, msg: Inbound) -> None:
-        c: cmd.ConfirmRegistration = msg.message
+    async def on_confirm_registration(self, msg: Inbound[cmd.ConfirmRegistration]) -> None:
+        c = msg.message
         now = self.rt.clock()
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
@@ -256,8 +256,8 @@ class Handlers:
             return
         tx.reply(cmd.CommandCompleted(request_id=request_id))
 
-    async def on_resend_code(self, msg: Inbound) -> None:
-        c: cmd.ResendCode = msg.message
+    async def on_resend_code(self, msg: Inbound[cmd.ResendCode]) -> None:
+        c = msg.message
         if c.purpose == "password_reset":
             await self._send_reset_code(msg, c.request_id, c.phone)
             return
@@ -281,8 +281,8 @@ class Handlers:
 
     # --- password reset ---------------------------------------------------------------------------
 
-    async def on_request_password_reset(self, msg: Inbound) -> None:
-        c: cmd.RequestPasswordReset = msg.message
+    async def on_request_password_reset(self, msg: Inbound[cmd.RequestPasswordReset]) -> None:
+        c = msg.message
         await self._send_reset_code(msg, c.request_id, c.phone)
 
     async def _send_reset_code(self, msg: Inbound, request_id: str, phone: str) -> None:
@@ -296,8 +296,8 @@ class Handlers:
                                               now=now)
             await self._code_sent(tx, s, result, account, code, request_id)
 
-    async def on_confirm_password_reset(self, msg: Inbound) -> None:
-        c: cmd.ConfirmPasswordReset = msg.message
+    async def on_confirm_password_reset(self, msg: Inbound[cmd.ConfirmPasswordReset]) -> None:
+        c = msg.message
         now = self.rt.clock()
         new_password = _secret(c.new_password)
         new_hash = await asyncio.to_thread(hash_password, new_password)  # known or not
@@ -318,8 +318,8 @@ class Handlers:
 
     # --- login and sessions -------------------------------------------------------------------
 
-    async def on_login(self, msg: Inbound) -> None:
-        c: cmd.Login = msg.message
+    async def on_login(self, msg: Inbound[cmd.Login]) -> None:
+        c = msg.message
         now = self.rt.clock()
         password = _secret(c.password)
         field, value = store.identify(c.login)
@@ -367,8 +367,8 @@ class Handlers:
             tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=refresh,
                                              must_change_password=reply.password_change_required))
 
-    async def on_refresh_session(self, msg: Inbound) -> None:
-        c: cmd.RefreshSession = msg.message
+    async def on_refresh_session(self, msg: Inbound[cmd.RefreshSession]) -> None:
+        c = msg.message
         now = self.rt.clock()
         presented = hash_token(_secret(c.refresh_token))
         refresh = new_refresh_token()
@@ -402,8 +402,8 @@ class Handlers:
             tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=refresh,
                                              must_change_password=session.password_change_only))
 
-    async def on_logout(self, msg: Inbound) -> None:
-        c: cmd.Logout = msg.message
+    async def on_logout(self, msg: Inbound[cmd.Logout]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._logout)
 
     async def _logout(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,
@@ -465,8 +465,8 @@ class Handlers:
 
     # --- passwords ----------------------------------------------------------------------------
 
-    async def on_change_password(self, msg: Inbound) -> None:
-        c: cmd.ChangePassword = msg.message
+    async def on_change_password(self, msg: Inbound[cmd.ChangePassword]) -> None:
+        c = msg.message
         now = self.rt.clock()
         caller = await self._caller_and_hash(msg, now)
         if caller is None:
@@ -504,10 +504,10 @@ class Handlers:
 
     # --- second factor (TOTP) -----------------------------------------------------------------
 
-    async def on_start_totp_enrolment(self, msg: Inbound) -> None:
+    async def on_start_totp_enrolment(self, msg: Inbound[cmd.StartTotpEnrolment]) -> None:
         """Re-authenticate with the password, then keep a new candidate secret and send it to
         the owner in the reply."""
-        c: cmd.StartTotpEnrolment = msg.message
+        c = msg.message
         await self._with_password(
             msg, c.password,
             lambda account, session, ok, now: account.begin_totp_enrolment(
@@ -515,8 +515,8 @@ class Handlers:
                 now=now, idempotency_key=c.request_id),
             lambda account: outbound.totp_enrolment(c.request_id, account))
 
-    async def on_confirm_totp_enrolment(self, msg: Inbound) -> None:
-        c: cmd.ConfirmTotpEnrolment = msg.message
+    async def on_confirm_totp_enrolment(self, msg: Inbound[cmd.ConfirmTotpEnrolment]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._confirm_totp)
 
     async def _confirm_totp(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,
@@ -533,10 +533,10 @@ class Handlers:
             raise _Answered
         return cmd.CommandCompleted(request_id=c.request_id, account_id=account.account_id)
 
-    async def on_disable_totp(self, msg: Inbound) -> None:
+    async def on_disable_totp(self, msg: Inbound[cmd.DisableTotp]) -> None:
         """Re-authenticate with the password and a current code, then switch the factor off;
         refusals are counted as failed logins."""
-        c: cmd.DisableTotp = msg.message
+        c = msg.message
         await self._with_password(
             msg, c.password,
             lambda account, session, ok, now: account.disable_totp(
@@ -575,15 +575,13 @@ class Handlers:
                 return
             tx.reply(reply(account))
 
-    async def on_reset_second_factor(self, msg: Inbound) -> None:
+    async def on_reset_second_factor(self, msg: Inbound[cmd.ResetSecondFactor]) -> None:
         """Support removes a parent's factor (identity checked outside the system); the domain
         records who and why, ends the parent's sessions and tells the parent."""
-        c: cmd.ResetSecondFactor = msg.message
+        c = msg.message
         now = self.rt.clock()
         try:
-            claims = self.rt.claims(msg)
-            permissions.require_role(claims, permissions.RESET_SECOND_FACTOR,
-                                     "reset a second factor")
+            claims = self.rt.authorize(msg, "reset_second_factor")
         except TokenError as exc:
             await self._fail_only(msg, now, exc.code, str(exc))
             return
@@ -607,8 +605,8 @@ class Handlers:
 
     # --- guardians ----------------------------------------------------------------------------
 
-    async def on_link_child(self, msg: Inbound) -> None:
-        c: cmd.LinkChild = msg.message
+    async def on_link_child(self, msg: Inbound[cmd.LinkChild]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._link_child)
 
     async def _link_child(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,
@@ -638,8 +636,8 @@ class Handlers:
         await s.save_session(session, session_version)
         return outbound.session_tokens(c.request_id, access=token, refresh=None)
 
-    async def on_invite_guardian(self, msg: Inbound) -> None:
-        c: cmd.InviteGuardian = msg.message
+    async def on_invite_guardian(self, msg: Inbound[cmd.InviteGuardian]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._invite, "manage_guardians",
                                   c.contract)
 
@@ -665,8 +663,8 @@ class Handlers:
         self._emit(tx, child.pull_events())
         return cmd.CommandCompleted(request_id=c.request_id, account_id=invitee.account_id)
 
-    async def on_remove_guardian(self, msg: Inbound) -> None:
-        c: cmd.RemoveGuardian = msg.message
+    async def on_remove_guardian(self, msg: Inbound[cmd.RemoveGuardian]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._remove_guardian)
 
     async def _remove_guardian(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,
@@ -682,8 +680,8 @@ class Handlers:
 
     # --- staff and closing --------------------------------------------------------------------
 
-    async def on_create_staff_account(self, msg: Inbound) -> None:
-        c: cmd.CreateStaffAccount = msg.message
+    async def on_create_staff_account(self, msg: Inbound[cmd.CreateStaffAccount]) -> None:
+        c = msg.message
         now = self.rt.clock()
         try:
             self.rt.authorize(msg, "manage_staff")
@@ -720,8 +718,8 @@ class Handlers:
             self._emit(tx, account.pull_events(), account)
             tx.reply(cmd.CommandCompleted(request_id=c.request_id, account_id=account_id))
 
-    async def on_close_account(self, msg: Inbound) -> None:
-        c: cmd.CloseAccount = msg.message
+    async def on_close_account(self, msg: Inbound[cmd.CloseAccount]) -> None:
+        c = msg.message
         await self._authenticated(msg, c.request_id, self._close)
 
     async def _close(self, tx: Transaction, s: Store, claims: cmd.AccessTokenClaims,

@@ -114,8 +114,8 @@ class Handlers:
 
     # -- auth: the guardian projection and account alerts -------------------------------------
 
-    async def on_contacts(self, msg: Inbound) -> None:
-        c: auth.GuardianContacts = msg.message
+    async def on_contacts(self, msg: Inbound[auth.GuardianContacts]) -> None:
+        c = msg.message
         async with self._tx(msg) as tx:
             if c.phone is None and c.email is None:
                 await store.delete_guardian(tx, c.account_id)  # tombstone: account closed
@@ -126,24 +126,24 @@ class Handlers:
             guardian.set_locale(d.Locale(c.locale.value), c.time_zone)
             await store.save_guardian(tx, guardian, loaded)
 
-    async def on_guardian_linked(self, msg: Inbound) -> None:
-        e: auth.GuardianLinked = msg.message
+    async def on_guardian_linked(self, msg: Inbound[auth.GuardianLinked]) -> None:
+        e = msg.message
         async with self._tx(msg) as tx:
             guardian, loaded = await self._guardian(tx, e.account_id)
             guardian.link_child(e.contract, d.GuardianRole(e.role.value))
             await store.save_guardian(tx, guardian, loaded)
             await store.sync_guardianships(tx, guardian)
 
-    async def on_guardian_removed(self, msg: Inbound) -> None:
-        e: auth.GuardianRemoved = msg.message
+    async def on_guardian_removed(self, msg: Inbound[auth.GuardianRemoved]) -> None:
+        e = msg.message
         async with self._tx(msg) as tx:
             guardian, loaded = await self._guardian(tx, e.account_id)
             guardian.unlink_child(e.contract)
             await store.save_guardian(tx, guardian, loaded)
             await store.sync_guardianships(tx, guardian)
 
-    async def on_account_closed(self, msg: Inbound) -> None:
-        e: auth.AccountClosed = msg.message
+    async def on_account_closed(self, msg: Inbound[auth.AccountClosed]) -> None:
+        e = msg.message
         async with self._tx(msg) as tx:
             await store.delete_guardian(tx, e.account_id)
 
@@ -165,8 +165,8 @@ class Handlers:
     async def on_child_link_refused(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.child_link_refused(msg.message))
 
-    async def on_code_requested(self, msg: Inbound) -> None:
-        e: wire.OneTimeCodeRequested = msg.message
+    async def on_code_requested(self, msg: Inbound[wire.OneTimeCodeRequested]) -> None:
+        e = msg.message
         async with self._tx(msg) as tx:
             try:
                 request = inbound.code_request(e, tx.now)
@@ -202,8 +202,8 @@ class Handlers:
                 await self._queue(tx, list(d.route(d.notification_for(alert), guardians,
                                                    tx.now).messages))
 
-    async def on_absent(self, msg: Inbound) -> None:
-        e: access.AbsenceDetected = msg.message
+    async def on_absent(self, msg: Inbound[access.AbsenceDetected]) -> None:
+        e = msg.message
         await self._notify_child(msg, inbound.absent(e, msg.envelope.time))
 
     # -- wallet and transit -----------------------------------------------------------------------
@@ -254,15 +254,15 @@ class Handlers:
         await self._notify_child(msg, inbound.concession_expiring(msg.message,
                                                                   msg.envelope.time))
 
-    async def on_receipt(self, msg: Inbound) -> None:
-        e: wallet.ReceiptIssued = msg.message
+    async def on_receipt(self, msg: Inbound[wallet.ReceiptIssued]) -> None:
+        e = msg.message
         event = inbound.receipt(e)
         async with self._tx(msg) as tx:
             guardians = await store.guardians_of(tx, e.contract)
             await self._queue(tx, [d.route_receipt(event, e.email, guardians, tx.now)])
 
-    async def on_ride(self, msg: Inbound) -> None:
-        e: transit.RideRecorded = msg.message
+    async def on_ride(self, msg: Inbound[transit.RideRecorded]) -> None:
+        e = msg.message
         await self._with_journey(msg, *inbound.ride(e))
 
     # -- app commands and queries (the caller's own account only) -------------------------------
@@ -280,8 +280,8 @@ class Handlers:
             return False
         return True
 
-    async def on_set_preferences(self, msg: Inbound) -> None:
-        c: wire.SetPreferences = msg.message
+    async def on_set_preferences(self, msg: Inbound[wire.SetPreferences]) -> None:
+        c = msg.message
         async with self._tx(msg) as tx:
             if not self._caller(msg, tx, c.account_id):
                 return
@@ -306,8 +306,8 @@ class Handlers:
             guardian.set_digest(enabled=c.daily_digest, at=guardian.digest_time,
                                 kinds=DIGEST_KINDS if c.daily_digest else frozenset())
 
-    async def on_register_push_token(self, msg: Inbound) -> None:
-        c: wire.RegisterPushToken = msg.message
+    async def on_register_push_token(self, msg: Inbound[wire.RegisterPushToken]) -> None:
+        c = msg.message
         async with self._tx(msg) as tx:
             if not self._caller(msg, tx, c.account_id):
                 return
@@ -318,8 +318,8 @@ class Handlers:
             await store.save_guardian(tx, guardian, loaded)
             tx.reply(CommandAccepted(request_id=c.request_id))
 
-    async def on_get_journal(self, msg: Inbound) -> None:
-        q: wire.GetJournal = msg.message
+    async def on_get_journal(self, msg: Inbound[wire.GetJournal]) -> None:
+        q = msg.message
         async with self._tx(msg) as tx:
             if not self._caller(msg, tx, q.account_id):
                 return
@@ -339,8 +339,8 @@ class Handlers:
                                        next_cursor=following))
 
 
-    async def on_get_journey(self, msg: Inbound) -> None:
-        q: wire.GetJourney = msg.message
+    async def on_get_journey(self, msg: Inbound[wire.GetJourney]) -> None:
+        q = msg.message
         async with self._tx(msg) as tx:
             try:
                 self.rt.authorize(msg, "view", q.contract)

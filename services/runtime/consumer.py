@@ -36,13 +36,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from typing_extensions import TypeVar
 
 from contracts import catalog
 from contracts.envelope import (
@@ -69,11 +70,15 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Inbound:
-    """A validated message as handlers see it."""
+M = TypeVar("M", default=Any)  # a bare ``Inbound`` is ``Inbound[Any]``
 
-    message: Any
+
+@dataclass(frozen=True)
+class Inbound(Generic[M]):
+    """A validated message as handlers see it (``Inbound[wire.TopUp]``: its message is a
+    TopUp)."""
+
+    message: M
     envelope: Envelope
     topic: str
     partition: int
@@ -86,12 +91,12 @@ class Inbound:
         return self.envelope.id
 
 
-Handler = Callable[[Inbound], Awaitable[None]]
+Handler = Callable[[Inbound[Any]], Awaitable[None]]
 Routes = Mapping[type[ContractModel], Handler]
 BatchScope = Callable[[list[str]], AbstractAsyncContextManager[None]]
 """Opens one transaction that the units of work of a batch's messages join (their inbox ids
 given, to find the duplicates in one read): ``UnitOfWork.batch``."""
-Work = tuple[ConsumerRecord, Handler, Inbound]  # type: ignore[type-arg]
+Work = tuple[ConsumerRecord, Handler, Inbound[Any]]  # type: ignore[type-arg]
 
 
 class _Abandon(Exception):

@@ -17,19 +17,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
 from services.runtime import dialect
+from services.runtime.authorization import authorize
 from services.runtime.broker import ReplyTopics, group_lag, make_broker, provision_topics
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
 from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
 from services.runtime.settings import ServiceSettings
-from services.runtime.tokens import authorize, verify_access_token
+from services.runtime.tokens import verify_access_token
 
 log = get_logger("schoolcard.service")
 
@@ -73,19 +75,20 @@ class Runtime:
         while it is behind."""
         return await group_lag(self.settings.infra.kafka_bootstrap, self.group_id, topic)
 
-    def claims(self, msg: Inbound) -> AccessTokenClaims:
+    def claims(self, msg: Inbound[Any]) -> AccessTokenClaims:
         """The verified access token of an app command (raises TokenError with a code)."""
         return verify_access_token(msg.authorization, self.settings.infra.auth_public_key,
                                    now=self.clock().timestamp())
 
-    def authorize(self, msg: Inbound, action: str,
-                  contract: str | None = None) -> AccessTokenClaims:
-        """Verify the token and check that its holder may do ``action`` (for ``contract``)."""
+    def authorize(self, msg: Inbound[Any], action: str, contract: str | None = None,
+                  school_id: str | None = None) -> AccessTokenClaims:
+        """Verify the token and check that its holder may do ``action`` (for the child under
+        ``contract``, on the school ``school_id``): ``services.runtime.authorization``."""
         claims = self.claims(msg)
-        authorize(claims, action, contract)
+        authorize(claims, action, contract=contract, school_id=school_id)
         return claims
 
-    def transaction(self, msg: Inbound | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]
+    def transaction(self, msg: Inbound[Any] | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]
         """A unit of work for ``msg``: its id is the inbox key, its envelope the cause of
         everything emitted, the runtime clock gives ``tx.now``."""
         return self.uow.transaction(

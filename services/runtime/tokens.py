@@ -1,7 +1,6 @@
 """Access tokens: issued by auth (Ed25519, ``alg: EdDSA``), verified by every service with
-auth's public key, so parent commands are authorised without a call to auth.
-
-Authorisation rules that every service shares live here too: which guardian role may do what.
+auth's public key, so parent commands are authorised without a call to auth. What a verified
+token allows is ``services.runtime.authorization``.
 """
 
 from __future__ import annotations
@@ -15,30 +14,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from contracts.auth import AccessTokenClaims, ChildGrant, Role
-from contracts.types import GuardianRole
 
 ISSUER = "schoolcard-auth"
 ACCESS_TOKEN_TTL_S = 300
 ALGORITHM = "EdDSA"
-
-# Actions on a child's account and the guardian roles allowed to do them.
-PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
-    "view": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
-    "top_up": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
-    "dispute": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
-    "change_limits": frozenset({GuardianRole.PRIMARY}),
-    "block_card": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
-    "move_money": frozenset({GuardianRole.PRIMARY}),
-    "manage_guardians": frozenset({GuardianRole.PRIMARY}),
-    "receive_notifications": frozenset(GuardianRole),
-}
-STAFF_ACTIONS: dict[Role, frozenset[str]] = {
-    Role.SUPPORT: frozenset({"view", "resolve_dispute", "refund", "block_card", "manage_staff"}),
-    Role.SCHOOL_ADMIN: frozenset({"view", "resolve_dispute", "school_settings", "manual_entry",
-                                  "view_sales"}),
-    Role.CANTEEN_OPERATOR: frozenset({"view_sales"}),
-    Role.TEACHER: frozenset({"view_attendance"}),
-}
 
 
 class TokenError(Exception):
@@ -85,19 +64,3 @@ def verify_access_token(token: str | None, public_key_pem: str, *,
     if claims.exp <= int(now if now is not None else time.time()):
         raise TokenError("token_expired", "access token expired")
     return claims
-
-
-def guardian_role(claims: AccessTokenClaims, contract: str) -> GuardianRole | None:
-    return next((g.role for g in claims.children if g.contract == contract), None)
-
-
-def authorize(claims: AccessTokenClaims, action: str, contract: str | None = None) -> None:
-    """Raise TokenError('forbidden') unless the token's holder may do ``action`` (for the
-    child under ``contract`` when given)."""
-    if claims.role == Role.PARENT:
-        role = guardian_role(claims, contract) if contract else None
-        if role is not None and role in PERMISSIONS.get(action, frozenset()):
-            return
-    elif action in STAFF_ACTIONS.get(claims.role, frozenset()):
-        return
-    raise TokenError("forbidden", f"not allowed to {action}")

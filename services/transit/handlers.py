@@ -23,7 +23,7 @@ from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
 from services.transit import domain as d
-from services.transit import metrics, outbound, permissions, store
+from services.transit import metrics, outbound, store
 from services.transit.domain.rules import rules_update_refusal
 from services.transit.settings import Settings
 
@@ -86,18 +86,18 @@ class Handlers:
 
     # --- card issuing system -------------------------------------------------------------------
 
-    async def on_card_issued(self, msg: Inbound) -> None:
-        card: inbound.CardIssued = msg.message
+    async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
+        card = msg.message
         async with self.rt.transaction(msg) as tx:
             await store.save_card(tx, card.card_uid, card.contract, card.school_id,
                                   card.school_tz)
             await self._block_if_contract_blocked(tx, card.contract)
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
+    async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
         """The old contract's cards close at ``reissued_at`` (their earlier rides, even
         uploaded late, still price) and go on the deny list (a replaced card must not ride);
         the new card inherits the student concession."""
-        r: inbound.CardReissued = msg.message
+        r = msg.message
         async with self.rt.transaction(msg) as tx:
             old = await store.cards_of(tx, r.old_contract)
             concession = next((c.concession for c in old if c.concession is not None), None)
@@ -115,8 +115,8 @@ class Handlers:
 
     # --- validators ----------------------------------------------------------------------------
 
-    async def on_validator_tapped(self, msg: Inbound) -> None:
-        t: inbound.ValidatorTapped = msg.message
+    async def on_validator_tapped(self, msg: Inbound[inbound.ValidatorTapped]) -> None:
+        t = msg.message
         operator_id = self.settings.operator_aliases.get(t.operator_id, t.operator_id)
         async with self.rt.transaction(msg) as tx:
             card = await store.card(tx, t.card_uid)
@@ -141,14 +141,14 @@ class Handlers:
 
     # --- wallet's answers ----------------------------------------------------------------------
 
-    async def on_fare_debited(self, msg: Inbound) -> None:
-        f: wallet_wire.FareDebited = msg.message
+    async def on_fare_debited(self, msg: Inbound[wallet_wire.FareDebited]) -> None:
+        f = msg.message
         await self._wallet_answer(msg, f.ride_id, f.amount, None)
 
-    async def on_fare_declined(self, msg: Inbound) -> None:
+    async def on_fare_declined(self, msg: Inbound[wallet_wire.FareDeclined]) -> None:
         """The card could not pay: for lack of money the fare becomes debt and the card goes
         on the deny list; any other reason only marks the ride declined (see the domain)."""
-        f: wallet_wire.FareDeclined = msg.message
+        f = msg.message
         await self._wallet_answer(msg, f.ride_id, f.amount, f.reason.value)
 
     async def _wallet_answer(self, msg: Inbound, ride_id: str, amount: int,
@@ -166,12 +166,12 @@ class Handlers:
         if not outcome.duplicate:
             metrics.observe(outcome.events)
 
-    async def on_debt_settled(self, msg: Inbound) -> None:
+    async def on_debt_settled(self, msg: Inbound[wallet_wire.DebtSettled]) -> None:
         """A top-up covered what the contract owed: lift the deny-list entry of each of its
         cards (with every operator), and mark the fares it paid as debited wherever they were
         ridden (after a reissue, on the old card). The settlement id is wallet's deterministic
         message id."""
-        s: wallet_wire.DebtSettled = msg.message
+        s = msg.message
         events: list[d.TransitEvent] = []
         async with self.rt.transaction(msg) as tx:
             cards = await store.cards_of(tx, s.contract)
@@ -189,12 +189,12 @@ class Handlers:
                 events.extend(outcome.events)
         metrics.observe(events)
 
-    async def on_card_blocked(self, msg: Inbound) -> None:
-        b: wallet_wire.CardBlocked = msg.message
+    async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
+        b = msg.message
         await self._set_blocked(msg, b.contract, True)
 
-    async def on_card_unblocked(self, msg: Inbound) -> None:
-        u: wallet_wire.CardUnblocked = msg.message
+    async def on_card_unblocked(self, msg: Inbound[wallet_wire.CardUnblocked]) -> None:
+        u = msg.message
         await self._set_blocked(msg, u.contract, False)
 
     async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
@@ -231,12 +231,11 @@ class Handlers:
 
     # --- app commands and queries --------------------------------------------------------------
 
-    async def on_set_fare_rules(self, msg: Inbound) -> None:
-        cmd: wire.SetFareRules = msg.message
+    async def on_set_fare_rules(self, msg: Inbound[wire.SetFareRules]) -> None:
+        cmd = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                permissions.require_role(self.rt.claims(msg), permissions.SET_FARE_RULES,
-                                         "set fare rules")
+                self.rt.authorize(msg, "set_fare_rules")
                 rulebook = d.FareRulebook.from_doc(cmd.rules)
             except TokenError as exc:
                 tx.fail(exc.code, str(exc))
@@ -255,14 +254,13 @@ class Handlers:
             await store.save_rules(tx, rulebook, cmd.version)
             tx.reply(CommandAccepted(request_id=cmd.request_id))
 
-    async def on_set_concession(self, msg: Inbound) -> None:
+    async def on_set_concession(self, msg: Inbound[wire.SetConcession]) -> None:
         """Grant or change a student concession on every card of the contract. Rides already
         charged are repriced only if a later tap of their week arrives (see the domain)."""
-        cmd: wire.SetConcession = msg.message
+        cmd = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
-                permissions.require_role(self.rt.claims(msg), permissions.SET_CONCESSION,
-                                         "set concessions")
+                self.rt.authorize(msg, "set_concession")
                 eligibility = d.ConcessionEligibility(date.fromisoformat(cmd.valid_until))
             except TokenError as exc:
                 tx.fail(exc.code, str(exc))
@@ -282,8 +280,8 @@ class Handlers:
                 await store.save_travel(tx, travel, loaded)
             tx.reply(CommandAccepted(request_id=cmd.request_id))
 
-    async def on_get_rides(self, msg: Inbound) -> None:
-        q: wire.GetRides = msg.message
+    async def on_get_rides(self, msg: Inbound[wire.GetRides]) -> None:
+        q = msg.message
         async with self.rt.transaction(msg) as tx:
             try:
                 self.rt.authorize(msg, "view", q.contract)

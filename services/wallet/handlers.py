@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from contracts import integrations as inbound
 from contracts import transit
 from contracts import wallet as wire
-from contracts.auth import AccessTokenClaims, Role
+from contracts.auth import AccessTokenClaims
 from contracts.envelope import CommandAccepted
 from services.runtime import paging
+from services.runtime.authorization import authorize
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import ConcurrencyError, Transaction
@@ -75,8 +76,8 @@ class Handlers:
 
     # --- integrators: cards and top-ups -----------------------------------------------------------
 
-    async def on_card_issued(self, msg: Inbound) -> None:
-        card: inbound.CardIssued = msg.message
+    async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
+        card = msg.message
 
         async def body(tx: Transaction) -> None:
             if await store.load_account(tx, card.contract) is not None:
@@ -96,8 +97,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_card_reissued(self, msg: Inbound) -> None:
-        event: inbound.CardReissued = msg.message
+    async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
+        event = msg.message
 
         async def body(tx: Transaction) -> None:
             old = await store.load_account(
@@ -128,8 +129,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_top_up(self, msg: Inbound) -> None:
-        top_up: inbound.TopUpReceived = msg.message
+    async def on_top_up(self, msg: Inbound[inbound.TopUpReceived]) -> None:
+        top_up = msg.message
 
         async def body(tx: Transaction) -> None:
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
@@ -163,11 +164,11 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_auto_top_up_failed(self, msg: Inbound) -> None:
+    async def on_auto_top_up_failed(self, msg: Inbound[inbound.AutoTopUpCollectionFailed]) -> None:
         """The integrator could not collect a planned payment: tell the parent, ask again at
         the next crossing. A request no longer pending (answered, withdrawn, failed before)
         changes nothing."""
-        failure: inbound.AutoTopUpCollectionFailed = msg.message
+        failure = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await store.load_account(tx, failure.contract)
@@ -220,11 +221,11 @@ class Handlers:
 
     # --- canteen sales --------------------------------------------------------------------------
 
-    async def on_sale(self, msg: Inbound) -> None:
+    async def on_sale(self, msg: Inbound[inbound.CanteenSaleRequested]) -> None:
         """Decide a till's sale. The decision goes back to the till keyed by terminal; the
         posted or declined sale goes to the parents. A repeated sale id re-sends the recorded
         outcome with the same message ids."""
-        sale: inbound.CanteenSaleRequested = msg.message
+        sale = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await store.account_by_card(tx, sale.card_uid,
@@ -271,8 +272,8 @@ class Handlers:
             account = await store.load_account(tx, successor, wants)
         return account
 
-    async def on_fare_assessed(self, msg: Inbound) -> None:
-        fare: transit.FareAssessed = msg.message
+    async def on_fare_assessed(self, msg: Inbound[transit.FareAssessed]) -> None:
+        fare = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await self._fare_account(tx, fare.contract, fare.ride_id, {})
@@ -294,8 +295,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_fare_corrected(self, msg: Inbound) -> None:
-        correction: transit.FareCorrected = msg.message
+    async def on_fare_corrected(self, msg: Inbound[transit.FareCorrected]) -> None:
+        correction = msg.message
 
         async def body(tx: Transaction) -> None:
             account = await self._fare_account(
@@ -331,8 +332,10 @@ class Handlers:
             account = await self._account_for(tx, contract, wants) if claims else None
             if claims is None or account is None:
                 return
-            if not _same_school(claims, account.school_id):
-                tx.fail("forbidden", "staff of another school")
+            try:  # the account's school is known only now
+                authorize(claims, action, contract=contract, school_id=account.school_id)
+            except TokenError as exc:
+                tx.fail(exc.code, str(exc))
                 return
             if then is not None:
                 await store.load_records(tx, account, then(account))
@@ -347,22 +350,15 @@ class Handlers:
 
         await self._run(msg, body)
 
-    def _authorized(self, tx: Transaction, msg: Inbound, action: str,
-                    contract: str | None) -> AccessTokenClaims | None:
+    def _authorized(self, tx: Transaction, msg: Inbound, action: str, contract: str | None,
+                    school_id: str | None = None) -> AccessTokenClaims | None:
+        """Claims of a holder who may do ``action`` (for ``contract``, at ``school_id``); None
+        after an ErrorReply."""
         try:
-            return self.rt.authorize(msg, action, contract)
+            return self.rt.authorize(msg, action, contract, school_id)
         except TokenError as exc:
             tx.fail(exc.code, str(exc))
             return None
-
-    def _school_staff(self, tx: Transaction, msg: Inbound, action: str,
-                      school_id: str) -> AccessTokenClaims | None:
-        """Claims of staff who may do ``action`` at ``school_id``; None after an ErrorReply."""
-        claims = self._authorized(tx, msg, action, None)
-        if claims is not None and not _same_school(claims, school_id):
-            tx.fail("forbidden", "staff of another school")
-            return None
-        return claims
 
     @staticmethod
     async def _account_for(tx: Transaction, contract: str,
@@ -372,8 +368,8 @@ class Handlers:
             tx.fail("unknown_contract", f"no account {contract}")
         return account
 
-    async def on_set_controls(self, msg: Inbound) -> None:
-        cmd: wire.SetControls = msg.message
+    async def on_set_controls(self, msg: Inbound[wire.SetControls]) -> None:
+        cmd = msg.message
         limits = cmd.daily_limits
 
         def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
@@ -388,40 +384,40 @@ class Handlers:
 
         await self._command(msg, "change_limits", cmd.contract, operate)
 
-    async def on_set_auto_top_up(self, msg: Inbound) -> None:
-        cmd: wire.SetAutoTopUp = msg.message
+    async def on_set_auto_top_up(self, msg: Inbound[wire.SetAutoTopUp]) -> None:
+        cmd = msg.message
         settings = d.AutoTopUpSettings(cmd.enabled, cmd.threshold, cmd.amount,
                                        d.SubBalance(cmd.sub_balance.value))
         await self._command(msg, "change_limits", cmd.contract,
                             lambda a, c, tx: a.set_auto_top_up(settings, now=tx.now, by=c.sub))
 
-    async def on_block_card(self, msg: Inbound) -> None:
-        cmd: wire.BlockCard = msg.message
+    async def on_block_card(self, msg: Inbound[wire.BlockCard]) -> None:
+        cmd = msg.message
         await self._command(msg, "block_card", cmd.contract, lambda a, c, tx: a.block_card(
             now=tx.now, reason=cmd.reason, by=c.sub))
 
-    async def on_unblock_card(self, msg: Inbound) -> None:
-        cmd: wire.UnblockCard = msg.message
+    async def on_unblock_card(self, msg: Inbound[wire.UnblockCard]) -> None:
+        cmd = msg.message
         await self._command(msg, "block_card", cmd.contract,
                             lambda a, c, tx: a.unblock_card(now=tx.now, by=c.sub))
 
-    async def on_move_money(self, msg: Inbound) -> None:
-        cmd: wire.MoveMoney = msg.message
+    async def on_move_money(self, msg: Inbound[wire.MoveMoney]) -> None:
+        cmd = msg.message
         await self._command(msg, "move_money", cmd.contract, lambda a, c, tx: a.move_money(
             cmd.request_id, source=d.SubBalance(cmd.from_sub_balance.value),
             target=d.SubBalance(cmd.to_sub_balance.value), amount=cmd.amount, now=tx.now),
             {"transfers": [cmd.request_id]})
 
-    async def on_open_dispute(self, msg: Inbound) -> None:
+    async def on_open_dispute(self, msg: Inbound[wire.OpenDispute]) -> None:
         """The dispute id is the request id (the parent's app knows it from its own request)."""
-        cmd: wire.OpenDispute = msg.message
+        cmd = msg.message
         await self._command(msg, "dispute", cmd.contract, lambda a, c, tx: a.dispute_operation(
             cmd.request_id, cmd.operation_id, cmd.line, now=tx.now, comment=cmd.comment),
             {"disputes": [cmd.request_id], "sales": [cmd.operation_id],
              "rides": [cmd.operation_id]})
 
-    async def on_resolve_dispute(self, msg: Inbound) -> None:
-        cmd: wire.ResolveDispute = msg.message
+    async def on_resolve_dispute(self, msg: Inbound[wire.ResolveDispute]) -> None:
+        cmd = msg.message
 
         def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
             if cmd.approve:
@@ -433,20 +429,20 @@ class Handlers:
                             {"disputes": [cmd.dispute_id]},
                             lambda a: a.records_to_resolve(cmd.dispute_id))
 
-    async def on_refund_sale_line(self, msg: Inbound) -> None:
+    async def on_refund_sale_line(self, msg: Inbound[wire.RefundSaleLine]) -> None:
         """A staff refund outside a dispute; its refund id is ``staff:<request id>`` (apart
         from a dispute's ``dispute:<id>``), so a retried request refunds once."""
-        cmd: wire.RefundSaleLine = msg.message
+        cmd = msg.message
         refund_id = f"staff:{cmd.request_id}"
         await self._command(msg, "refund", cmd.contract, lambda a, c, tx: a.refund_sale_line(
             refund_id, cmd.sale_id, cmd.line, cmd.amount, staff_id=c.sub, now=tx.now),
             {"sale_refunds": [refund_id], "sales": [cmd.sale_id]})
 
-    async def on_set_grace_meal(self, msg: Inbound) -> None:
-        cmd: wire.SetGraceMeal = msg.message
+    async def on_set_grace_meal(self, msg: Inbound[wire.SetGraceMeal]) -> None:
+        cmd = msg.message
 
         async def body(tx: Transaction) -> None:
-            if self._school_staff(tx, msg, "school_settings", cmd.school_id) is None:
+            if self._authorized(tx, msg, "school_settings", None, cmd.school_id) is None:
                 return
             changed = await store.set_school_grace_meal(
                 tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
@@ -457,8 +453,8 @@ class Handlers:
 
     # --- queries ----------------------------------------------------------------------------------
 
-    async def on_get_balance(self, msg: Inbound) -> None:
-        query: wire.GetBalance = msg.message
+    async def on_get_balance(self, msg: Inbound[wire.GetBalance]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, "view", query.contract)
@@ -471,8 +467,8 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_get_statement(self, msg: Inbound) -> None:
-        query: wire.GetStatement = msg.message
+    async def on_get_statement(self, msg: Inbound[wire.GetStatement]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
             claims = self._authorized(tx, msg, "view", query.contract)
@@ -511,11 +507,11 @@ class Handlers:
 
         await self._run(msg, body)
 
-    async def on_get_sales_report(self, msg: Inbound) -> None:
-        query: wire.GetSalesReport = msg.message
+    async def on_get_sales_report(self, msg: Inbound[wire.GetSalesReport]) -> None:
+        query = msg.message
 
         async def body(tx: Transaction) -> None:
-            if self._school_staff(tx, msg, "view_sales", query.school_id) is None:
+            if self._authorized(tx, msg, "view_sales", None, query.school_id) is None:
                 return
             accounts = await store.sales_of_school_day(tx, query.school_id, query.date)
             tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
@@ -551,20 +547,6 @@ def _credit(account: d.Account, top_up: inbound.TopUpReceived, now: datetime) ->
                           auto_top_up_request_id=top_up.auto_top_up_request_id)
 
 
-_SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
-
-
 def _line_key(line: d.StatementLine) -> paging.Key:
     """The statement's total order: time, then the order operations were applied."""
     return paging.instant(line.at), line.seq, line.kind.value, line.operation_id
-
-
-def _same_school(claims: AccessTokenClaims, school_id: str) -> bool:
-    """School staff (admins, canteen operators, teachers) act only on their own school, never
-    without one; other staff named with a school only on that school; parents and support
-    without a school are not bound to one."""
-    if claims.role is Role.PARENT:
-        return True
-    if claims.role in _SCHOOL_STAFF:
-        return claims.school_id == school_id
-    return claims.school_id in (None, school_id)

@@ -17,10 +17,10 @@ import pytest
 from contracts import auth as cmd
 from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash, totp_code
+from services.runtime.authorization import authorize
 from services.runtime.logs import configure_logging
 from services.runtime.tokens import (
     TokenError,
-    authorize,
     issue_access_token,
     verify_access_token,
 )
@@ -187,10 +187,10 @@ async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_
     a = auth
     p = await parent(a)
     claims = verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp())
-    authorize(claims, "view", p.contract)
-    authorize(claims, "change_limits", p.contract)
+    authorize(claims, "view", contract=p.contract)
+    authorize(claims, "change_limits", contract=p.contract)
     with pytest.raises(TokenError):
-        authorize(claims, "view", contract())  # not their child
+        authorize(claims, "view", contract=contract())  # not their child
     account = await a.db.auth_accounts.find_one({"phone": p.phone})
     stored = parse_argon2_hash(account["password_hash"])
     assert (stored.variant, stored.memory_cost_kib, stored.time_cost, stored.parallelism) == (
@@ -219,9 +219,9 @@ async def test_a_second_parent_cannot_link_without_proof_and_a_co_guardian_canno
     renewed = await refresh(a, dad.refresh_token, dad.phone)
     claims = verify_access_token(renewed["access_token"], a.public_key,
                                  now=a.clock.now.timestamp())
-    authorize(claims, "top_up", mum.contract)
+    authorize(claims, "top_up", contract=mum.contract)
     with pytest.raises(TokenError):
-        authorize(claims, "change_limits", mum.contract)
+        authorize(claims, "change_limits", contract=mum.contract)
     refused = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
                                                phone=mum.phone, role="viewer"),
                          dad.phone, renewed["access_token"])
@@ -403,7 +403,7 @@ async def test_a_contract_with_the_birth_date_password_must_change_it_at_first_l
     assert changed["ok"], changed
     full = verify_access_token(changed["access_token"], a.public_key,
                                now=a.clock.now.timestamp())
-    authorize(full, "change_limits", number)
+    authorize(full, "change_limits", contract=number)
 
 
 async def test_sessions_and_login_history_are_listed_and_logout_everywhere_ends_them(auth):

@@ -14,7 +14,8 @@ import pytest
 from contracts import auth as cmd
 from contracts.integrations import CardIssued
 from services.auth.security import parse_argon2_hash
-from services.runtime.tokens import TokenError, authorize, verify_access_token
+from services.runtime.authorization import authorize
+from services.runtime.tokens import TokenError, verify_access_token
 from tests.integration.test_auth_flows import REPLY_SECRETS, SECRETS
 from tests.support import (
     Integrator,
@@ -69,9 +70,9 @@ async def test_a_parent_registered_through_the_auth_process_gets_a_token_other_s
                                  token=tokens["access_token"])).json()
         assert linked["ok"], linked
     claims = verify_access_token(linked["access_token"], infra["SCHOOLCARD_AUTH_PUBLIC_KEY"])
-    authorize(claims, "top_up", number)
+    authorize(claims, "top_up", contract=number)
     with pytest.raises(TokenError):
-        authorize(claims, "top_up", f"{random.randrange(10**7, 10**8)}")
+        authorize(claims, "top_up", contract=f"{random.randrange(10**7, 10**8)}")
     stored = mongo.schoolcard_auth.auth_accounts.find_one({"phone": phone})
     params = parse_argon2_hash(stored["password_hash"])
     assert (params.variant, params.memory_cost_kib, params.time_cost, params.parallelism) == (

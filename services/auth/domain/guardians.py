@@ -44,9 +44,10 @@ INVITATION_TTL = timedelta(days=7)
 PROOF_FAILURE_LIMIT = 10  # per child per rolling hour: a birth date has only ~5,000 guesses
 
 
-# Who may do what for a child is one table, services.runtime.tokens.PERMISSIONS, read by every
-# service from the token's ``children``; the only rule this aggregate enforces itself is its own
-# invariant: guardians are managed by the primary (there "manage_guardians" is primary-only).
+# Who may do what for a child is one table, services.runtime.authorization.PERMISSIONS, read by
+# every service from the token's ``children``; the only rule this aggregate enforces itself is
+# its own invariant: guardians are managed by the primary (there "manage_guardians" is
+# primary-only).
 
 
 class ProofKind(StrEnum):

@@ -24,7 +24,8 @@ from services.auth.domain.events import (
     GuardianRoleChanged,
 )
 from services.auth.security import ChildClaim
-from services.runtime.tokens import PERMISSIONS, TokenError, authorize
+from services.runtime.authorization import PERMISSIONS, authorize
+from services.runtime.tokens import TokenError
 
 pytestmark = pytest.mark.unit
 
@@ -62,7 +63,7 @@ def allowed(c: Child, account: str, action: str) -> bool:
                                jti="j", children=[ChildGrant(contract=claim.contract,
                                                              role=claim.role)] if claim else [])
     try:
-        authorize(claims, action, c.contract_number)
+        authorize(claims, action, contract=c.contract_number)
     except TokenError:
         return False
     return True

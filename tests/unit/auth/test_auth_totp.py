@@ -8,7 +8,7 @@ import pytest
 
 from contracts import auth as wire
 from contracts.envelope import encode
-from services.auth import outbound, permissions
+from services.auth import outbound
 from services.auth.domain import (
     Account,
     AccountKind,
@@ -24,6 +24,7 @@ from services.auth.domain.events import (
     SessionsInvalidated,
 )
 from services.auth.security import AccessRole, new_totp_secret, totp_code
+from services.runtime.authorization import authorize
 from services.runtime.tokens import TokenError
 
 pytestmark = pytest.mark.unit
@@ -406,8 +407,8 @@ def test_only_support_may_reset_a_second_factor():
         return wire.AccessTokenClaims(sub="acc_support0001", sid="s", role=role, iat=0,
                                       exp=300, jti="j")
 
-    permissions.require_role(claims(wire.Role.SUPPORT), permissions.RESET_SECOND_FACTOR, "reset")
+    authorize(claims(wire.Role.SUPPORT), "reset_second_factor")
     for role in set(wire.Role) - {wire.Role.SUPPORT}:
         with pytest.raises(TokenError) as caught:
-            permissions.require_role(claims(role), permissions.RESET_SECOND_FACTOR, "reset")
+            authorize(claims(role), "reset_second_factor")
         assert caught.value.code == "forbidden"

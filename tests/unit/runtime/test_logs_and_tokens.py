@@ -7,10 +7,10 @@ import pytest
 from contracts.auth import ChildGrant, Role
 from contracts.money import format_rub, parse_rub, percent_of
 from contracts.types import GuardianRole
+from services.runtime.authorization import authorize
 from services.runtime.logs import MASK, redact
 from services.runtime.tokens import (
     TokenError,
-    authorize,
     generate_keypair,
     issue_access_token,
     verify_access_token,
@@ -49,7 +49,7 @@ def test_an_access_token_verifies_with_the_public_key_and_carries_the_children()
                                                     role=GuardianRole.PRIMARY)])
     claims = verify_access_token(f"Bearer {token}", PUBLIC)
     assert claims.sub == "acc_12345678"
-    authorize(claims, "change_limits", "40012345")
+    authorize(claims, "change_limits", contract="40012345")
 
 
 def test_expired_forged_and_missing_tokens_are_refused_with_a_code():
@@ -84,10 +84,10 @@ def test_guardian_roles_grant_exactly_their_actions(role, action, allowed):
                                children=[ChildGrant(contract="40012345", role=role)])
     claims = verify_access_token(token, PUBLIC)
     if allowed:
-        authorize(claims, action, "40012345")
+        authorize(claims, action, contract="40012345")
     else:
         with pytest.raises(TokenError):
-            authorize(claims, action, "40012345")
+            authorize(claims, action, contract="40012345")
 
 
 def test_a_parent_cannot_act_for_a_child_they_are_not_a_guardian_of():
@@ -96,5 +96,5 @@ def test_a_parent_cannot_act_for_a_child_they_are_not_a_guardian_of():
                                children=[ChildGrant(contract="40012345",
                                                     role=GuardianRole.PRIMARY)])
     with pytest.raises(TokenError) as err:
-        authorize(verify_access_token(token, PUBLIC), "view", "49999999")
+        authorize(verify_access_token(token, PUBLIC), "view", contract="49999999")
     assert err.value.code == "forbidden"

@@ -1,0 +1,87 @@
+"""Who may do what: the one rule set every service applies to a verified access token.
+
+- Parents act for a child only through the guardian role their token grants them under that
+  child's contract (``PERMISSIONS``); a parent is never bound to a school.
+- Staff act by their role (``STAFF_ACTIONS``): the actions on children's accounts that several
+  services check, and the commands one service alone has (auth's second-factor reset,
+  transit's fare rules and concessions).
+- Own school, when the target belongs to one (``school_id`` given): school staff (admins,
+  canteen operators, teachers) act only on their own school, never without one; other staff
+  (support, integrators) named with a school only on that school, and without one on every
+  school (platform support works across schools).
+
+A refusal is ``TokenError('forbidden', ...)``: "not allowed to <action>" for the role,
+"staff of another school" for the school.
+"""
+
+from __future__ import annotations
+
+from contracts.auth import AccessTokenClaims, Role
+from contracts.types import GuardianRole
+from services.runtime.tokens import TokenError
+
+# Actions on a child's account and the guardian roles allowed to do them.
+PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
+    "view": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "top_up": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "dispute": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "change_limits": frozenset({GuardianRole.PRIMARY}),
+    "block_card": frozenset({GuardianRole.PRIMARY, GuardianRole.CO_GUARDIAN}),
+    "move_money": frozenset({GuardianRole.PRIMARY}),
+    "manage_guardians": frozenset({GuardianRole.PRIMARY}),
+    "receive_notifications": frozenset(GuardianRole),
+}
+# Staff roles and the actions they may do. The service-specific commands:
+# auth ``reset_second_factor``; transit ``set_fare_rules`` (the transport operator's integrator
+# account or support) and ``set_concession``; access reads attendance with ``view_attendance``.
+STAFF_ACTIONS: dict[Role, frozenset[str]] = {
+    Role.SUPPORT: frozenset({"view", "view_attendance", "resolve_dispute", "refund", "block_card",
+                             "manage_staff", "reset_second_factor", "set_fare_rules",
+                             "set_concession"}),
+    Role.SCHOOL_ADMIN: frozenset({"view", "view_attendance", "resolve_dispute",
+                                  "school_settings", "manual_entry", "view_sales",
+                                  "set_concession"}),
+    Role.CANTEEN_OPERATOR: frozenset({"view_sales"}),
+    Role.TEACHER: frozenset({"view_attendance"}),
+    Role.INTEGRATOR: frozenset({"set_fare_rules"}),
+}
+# Staff who belong to one school and act only there.
+SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
+# How a refusal names an action whose key is not already the words clients see.
+WORDING: dict[str, str] = {
+    "reset_second_factor": "reset a second factor",
+    "set_fare_rules": "set fare rules",
+    "set_concession": "set concessions",
+}
+
+
+def _guardian_role(claims: AccessTokenClaims, contract: str) -> GuardianRole | None:
+    return next((g.role for g in claims.children if g.contract == contract), None)
+
+
+def _may(claims: AccessTokenClaims, action: str, contract: str | None = None) -> bool:
+    """Whether the token's role allows ``action`` (a parent: for the child under
+    ``contract``), the school aside."""
+    if claims.role is Role.PARENT:
+        role = _guardian_role(claims, contract) if contract else None
+        return role is not None and role in PERMISSIONS.get(action, frozenset())
+    return action in STAFF_ACTIONS.get(claims.role, frozenset())
+
+
+def _own_school(claims: AccessTokenClaims, school_id: str) -> bool:
+    """Whether the token's holder may act on ``school_id`` (the own-school rule above)."""
+    if claims.role is Role.PARENT:
+        return True
+    if claims.role in SCHOOL_STAFF:
+        return claims.school_id == school_id
+    return claims.school_id in (None, school_id)
+
+
+def authorize(claims: AccessTokenClaims, action: str, *, contract: str | None = None,
+              school_id: str | None = None) -> None:
+    """Raise TokenError('forbidden') unless the token's holder may do ``action`` (for the
+    child under ``contract``, on the school ``school_id`` when given)."""
+    if not _may(claims, action, contract):
+        raise TokenError("forbidden", f"not allowed to {WORDING.get(action, action)}")
+    if school_id is not None and not _own_school(claims, school_id):
+        raise TokenError("forbidden", "staff of another school")
