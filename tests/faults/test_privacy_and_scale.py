@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections import defaultdict
 import random
 import re
 import signal
 import time
+from collections import defaultdict
 from typing import Any
 
 import pytest

@@ -157,8 +157,9 @@ async def test_a_projection_of_nested_fields_comes_back_nested(db) -> None:
 async def test_change_expiry_changes_a_ttl_index_where_coll_mod_does_not(db) -> None:
     things = db.things
     await ensure_ttl_index(things, "stored_at", 100)
-    index = [ix async for ix in await things.list_indexes()
-             if list(ix["key"].items()) == [("stored_at", 1)]][0]
+    indexes = [ix async for ix in await things.list_indexes()
+               if list(ix["key"].items()) == [("stored_at", 1)]]
+    index = indexes[0]
     await PLAIN.change_expiry(things, index, "stored_at", 200, "stored_at_ttl")
     assert (await ttl(things)) == [100]  # the quirk: collMod answered ok, changed nothing
 
