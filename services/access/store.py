@@ -48,16 +48,16 @@ Doc = dict[str, Any]
 
 async def ensure_indexes(db: Any, *, attendance_retention_days: int,
                          gate_tap_retention_days: int) -> None:
-    await db.access_cards.create_indexes([
+    await dialect.current().create_indexes(db.access_cards, [
         IndexModel([("contract", ASCENDING)], name="card_contract"),
         IndexModel([("school_id", ASCENDING), ("class_name", ASCENDING)], name="card_school"),
     ])
-    await db.access_days.create_indexes([
+    await dialect.current().create_indexes(db.access_days, [
         IndexModel([("school_id", ASCENDING), ("day", ASCENDING), ("class_name", ASCENDING)],
                    name="day_school_class"),
         IndexModel([("contract", ASCENDING), ("day", ASCENDING)], name="day_contract"),
     ])
-    await db.access_taps.create_indexes([
+    await dialect.current().create_indexes(db.access_taps, [
         IndexModel([("card_uid", ASCENDING), ("tapped_at", ASCENDING)], name="tap_card"),
     ])
     await ensure_ttl_index(db.access_days, STORED_AT, attendance_retention_days * DAY_S)

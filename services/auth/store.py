@@ -54,19 +54,19 @@ _CONTRACT = re.compile(r"\d{8}")
 
 async def ensure_indexes(db: Any, *, session_retention_days: int,
                          login_throttle_retention_days: int) -> None:
-    await db.auth_accounts.create_indexes([
+    await dialect.current().create_indexes(db.auth_accounts, [
         IndexModel([("phone", ASCENDING)], unique=True, sparse=True, name="phone_unique"),
         IndexModel([("username", ASCENDING)], unique=True, sparse=True, name="username_unique"),
         IndexModel([("login_contract", ASCENDING)], unique=True, sparse=True,
                    name="login_contract_unique"),
         IndexModel([("email", ASCENDING)], sparse=True, name="email"),
     ])
-    await db.auth_sessions.create_indexes([
+    await dialect.current().create_indexes(db.auth_sessions, [
         IndexModel([("account_id", ASCENDING)]),
         IndexModel([("refresh_token_hash", ASCENDING)]),
         IndexModel([("rotated_token_hashes", ASCENDING)]),
     ])
-    await db.auth_children.create_indexes([
+    await dialect.current().create_indexes(db.auth_children, [
         IndexModel([("contract_number", ASCENDING)], unique=True, name="contract_unique"),
         IndexModel([("previous_contracts", ASCENDING)]),
         IndexModel([("guardian_ids", ASCENDING)]),

@@ -62,9 +62,23 @@ class Sender:
         tokens = await store.push_tokens(self.rt.db, push_for) if push_for else {}
         async with self.channels:
             outcomes = await asyncio.gather(*(self._send(m, tokens) for m in batch))
-        for message, outcome in zip(batch, outcomes, strict=True):
-            await self.record(message.dedupe_key, outcome)
+        await self.record_all([(m.dedupe_key, o) for m, o in zip(batch, outcomes, strict=True)])
         return len(batch)
+
+    async def record_all(self, outcomes: list[tuple[str, Delivery]]) -> None:
+        """Record a pass's outcomes in one transaction; if it fails (another sender or the
+        consumer wrote one of the messages meanwhile), each in its own."""
+        try:
+            async with self.rt.uow.batch([]):
+                for key, outcome in outcomes:
+                    await self.record(key, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("recording a pass in one transaction failed; one by one",
+                     size=len(outcomes), error=type(exc).__name__)
+            for key, outcome in outcomes:
+                await self.record(key, outcome)
 
     async def _send(self, message: d.Message, tokens: dict[str, list[str]]) -> Delivery:
         async with self._limit:
@@ -95,9 +109,10 @@ class Sender:
                 tx.emit(topic, record_key, record, message_id=mid)
             if isinstance(event, d.MessageDead) and message.channel is d.Channel.PUSH:
                 await self._fall_back(tx, message)
-        log.info("delivery recorded", **message.to_log(), error=outcome.error or None)
-        if isinstance(event, d.MessageDead):
-            self.wake()
+            tx.on_commit(lambda: log.info("delivery recorded", **message.to_log(),
+                                          error=outcome.error or None))
+            if isinstance(event, d.MessageDead):
+                tx.on_commit(self.wake)
 
     async def _fall_back(self, tx: Transaction, push: d.Message) -> None:
         guardian = await store.load_guardian(tx, push.guardian_id or "")

@@ -43,9 +43,11 @@ OPEN = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
 
 async def ensure_indexes(db: Any, *, journal_retention_days: int,
                          journey_retention_days: int) -> None:
-    await db.notify_guardianships.create_indexes([IndexModel([("contract", ASCENDING)])])
-    await db.notify_push_tokens.create_indexes([IndexModel([("account_id", ASCENDING)])])
-    await db.notify_messages.create_indexes([
+    await dialect.current().create_indexes(
+        db.notify_guardianships, [IndexModel([("contract", ASCENDING)])])
+    await dialect.current().create_indexes(
+        db.notify_push_tokens, [IndexModel([("account_id", ASCENDING)])])
+    await dialect.current().create_indexes(db.notify_messages, [
         IndexModel([("sendable", ASCENDING), ("due_at", ASCENDING)], name="due"),
         IndexModel([("guardian_id", ASCENDING), ("occurred_at", DESCENDING)], name="journal"),
         IndexModel([("status", ASCENDING), ("digest_day", ASCENDING)], name="held"),

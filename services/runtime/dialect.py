@@ -15,6 +15,8 @@ operation                        MongoDB                     nx-27017
 ``upsert_replacement(id, doc)``  the document               the document with its ``_id``
 ``projection(*paths)``           those (dotted) fields       None: whole documents
 ``change_expiry(...)``           ``collMod``                 drop and create the index again
+``create_indexes(coll, models)`` the models                  also one index per field of a
+                                                             compound index but its last
 ``is_write_conflict(exc)``       label / code 112            also "WriteConflict: ..." text
 ===============================  ==========================  ==================================
 
@@ -57,6 +59,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pymongo import IndexModel
 from pymongo.errors import OperationFailure, PyMongoError
 
 Doc = dict[str, Any]
@@ -117,6 +120,10 @@ class MongoDB:
         (creating it again with other options fails with IndexOptionsConflict)."""
         await collection.database.command({"collMod": collection.name, "index": {
             "name": index["name"], "expireAfterSeconds": seconds}})
+
+    async def create_indexes(self, collection: Any, models: list[IndexModel]) -> None:
+        """Create the secondary ``models`` of ``collection`` (a no-op for those that exist)."""
+        await collection.create_indexes(models)
 
     def is_write_conflict(self, exc: BaseException) -> bool:
         """The server aborted the transaction because another one wrote the same documents
@@ -189,6 +196,17 @@ class Nx27017(MongoDB):
         # expireAfterSeconds would silently replace it, but under nx-27017's own name.
         await collection.drop_index(index["name"])
         await collection.create_index([(field, 1)], expireAfterSeconds=seconds, name=name)
+
+    async def create_indexes(self, collection: Any, models: list[IndexModel]) -> None:
+        # An equality on a field counts as indexed only when an index's name ends with that
+        # field (the server names an index after all its fields); any other equality becomes
+        # "field = v OR v in the array field", which scans the whole collection. So a compound
+        # index serves only its last field: every other field of one gets its own index too
+        # (the outbox's pending query took 13 ms on 20,000 records, 0.7 ms with it).
+        single = {tuple(m.document["key"]) for m in models if len(m.document["key"]) == 1}
+        prefixes = {field for m in models for field in list(m.document["key"])[:-1]}
+        extra = [IndexModel([(field, 1)]) for field in sorted(prefixes) if (field,) not in single]
+        await collection.create_indexes([*models, *extra])
 
     def is_write_conflict(self, exc: BaseException) -> bool:
         # Answered as "WriteConflict: another transaction holds the database", without the

@@ -256,7 +256,8 @@ class UnitOfWork:
         self._commits_with_outbox = 0
 
     async def ensure_indexes(self) -> None:
-        await self.outbox.create_indexes([IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
+        await dialect.current().create_indexes(
+            self.outbox, [IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
         await ensure_ttl_index(self.outbox, "published_at", 7 * DAY_S, name="outbox_ttl")
         await ensure_ttl_index(self.outbox, "parked_at", 30 * DAY_S, name="outbox_parked_ttl")
         await ensure_ttl_index(self.inbox, "at", 30 * DAY_S, name="inbox_ttl")
@@ -290,9 +291,10 @@ class UnitOfWork:
             scope = _Batch(session, set())
             token = _BATCH.set(scope)
             try:
-                found = await self.inbox.find({"_id": {"$in": inbox_ids}}, {"_id": 1},
-                                              session=session).to_list(None)
-                scope.seen = {doc["_id"] for doc in found}
+                if inbox_ids:
+                    found = await self.inbox.find({"_id": {"$in": inbox_ids}}, {"_id": 1},
+                                                  session=session).to_list(None)
+                    scope.seen = {doc["_id"] for doc in found}
                 yield
                 if scope.inbox:
                     await self.inbox.insert_many(scope.inbox, session=session)

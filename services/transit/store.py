@@ -76,12 +76,13 @@ class Card:
 
 
 async def ensure_indexes(db: Any, *, ride_retention_days: int) -> None:
-    await db.transit_cards.create_indexes([IndexModel([("contract", ASCENDING)])])
-    await db.transit_travel.create_indexes([
+    await dialect.current().create_indexes(
+        db.transit_cards, [IndexModel([("contract", ASCENDING)])])
+    await dialect.current().create_indexes(db.transit_travel, [
         IndexModel([("card_uid", ASCENDING)]),
         IndexModel([("concession.valid_until", ASCENDING)]),
     ])
-    await db.transit_rides.create_indexes([
+    await dialect.current().create_indexes(db.transit_rides, [
         IndexModel([("contract", ASCENDING), ("local_day", ASCENDING)]),
         IndexModel([("card_uid", ASCENDING)]),
     ])

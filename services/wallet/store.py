@@ -48,17 +48,18 @@ class OperationClash(Exception):
 
 
 async def ensure_indexes(db: Any) -> None:
-    await db.wallet_accounts.create_indexes([
+    await dialect.current().create_indexes(db.wallet_accounts, [
         IndexModel([("card_uid", ASCENDING)]),
         IndexModel([("school_id", ASCENDING)]),
         IndexModel([("next_bonus_expiry", ASCENDING)]),
     ])
-    await db.wallet_parked_top_ups.create_indexes([IndexModel([("contract", ASCENDING)])])
-    await db.wallet_operations.create_indexes([
+    await dialect.current().create_indexes(
+        db.wallet_parked_top_ups, [IndexModel([("contract", ASCENDING)])])
+    await dialect.current().create_indexes(db.wallet_operations, [
         IndexModel([("contract", ASCENDING), ("kind", ASCENDING), ("at_ms", ASCENDING)]),
         IndexModel([("school_id", ASCENDING), ("day", ASCENDING), ("kind", ASCENDING)]),
     ])
-    await db.wallet_ledger.create_indexes([
+    await dialect.current().create_indexes(db.wallet_ledger, [
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("operation_id", ASCENDING)]),
     ])
