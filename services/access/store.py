@@ -137,12 +137,18 @@ async def cards_of_contract(tx: Transaction, contract: str) -> list[CardRecord]:
 
 # --- schedules -------------------------------------------------------------------------------
 
+SCHEDULES = "schedules"
+"""What ``tx.cached`` holds of the schools' timetables (read by every tap of a batch)."""
+
+
 async def load_schedule(tx: Transaction, school_id: str) -> SchoolSchedule | None:
-    doc = await tx.db.access_schedules.find_one({"_id": school_id}, session=tx.session)
+    doc = await tx.cached(SCHEDULES, school_id, lambda: tx.db.access_schedules.find_one(
+        {"_id": school_id}, session=tx.session))
     return SchoolSchedule.from_doc(doc) if doc else None
 
 
 async def save_schedule(tx: Transaction, schedule: SchoolSchedule, loaded: int | None) -> None:
+    tx.forget(SCHEDULES)
     await _save(tx, "access_schedules", schedule.school_id, schedule.to_doc(), loaded)
 
 

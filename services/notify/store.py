@@ -65,23 +65,32 @@ def _guardian(doc: Doc) -> Guardian:
     return Guardian.from_doc(doc)
 
 
+GUARDIANS = "guardians"
+"""What ``tx.cached`` holds of the guardians (read by most messages of a batch)."""
+
+
 async def load_guardian(tx: Transaction, account_id: str) -> Guardian | None:
-    doc = await tx.db.notify_guardians.find_one({"_id": account_id}, session=tx.session)
+    doc = await tx.cached(GUARDIANS, account_id, lambda: tx.db.notify_guardians.find_one(
+        {"_id": account_id}, session=tx.session))
     return _guardian(doc) if doc else None
 
 
 async def guardians_of(tx: Transaction, contract: str) -> list[Guardian]:
-    links = await tx.db.notify_guardianships.find({"contract": contract},
-                                                  session=tx.session).to_list(None)
-    if not links:
-        return []
-    docs = await tx.db.notify_guardians.find({"_id": {"$in": [x["account_id"] for x in links]}},
-                                             session=tx.session).to_list(None)
+    async def load() -> list[Doc]:
+        links = await tx.db.notify_guardianships.find({"contract": contract},
+                                                      session=tx.session).to_list(None)
+        if not links:
+            return []
+        return await tx.db.notify_guardians.find(
+            {"_id": {"$in": [x["account_id"] for x in links]}}, session=tx.session).to_list(None)
+
+    docs = await tx.cached(GUARDIANS, ("of", contract), load)
     return [g for g in map(_guardian, docs) if contract in g.children]
 
 
 async def sync_guardianships(tx: Transaction, guardian: Guardian) -> None:
     """Make the contract -> guardian lookup match the guardian's children."""
+    tx.forget(GUARDIANS)
     contracts = sorted(guardian.children)
     await tx.db.notify_guardianships.delete_many(
         {"account_id": guardian.account_id, "contract": {"$nin": contracts}}, session=tx.session)
@@ -94,12 +103,14 @@ async def sync_guardianships(tx: Transaction, guardian: Guardian) -> None:
 
 async def save_guardian(tx: Transaction, guardian: Guardian, loaded: int | None) -> None:
     """Insert (``loaded`` None) or replace if nobody wrote since it was loaded."""
+    tx.forget(GUARDIANS)
     await save_versioned(tx.db.notify_guardians,
                          {"_id": guardian.account_id, **guardian.to_doc()}, loaded,
                          session=tx.session, version=guardian.version)
 
 
 async def delete_guardian(tx: Transaction, account_id: str) -> None:
+    tx.forget(GUARDIANS)
     await tx.db.notify_guardians.delete_one({"_id": account_id}, session=tx.session)
     await tx.db.notify_guardianships.delete_many({"account_id": account_id}, session=tx.session)
     await tx.db.notify_push_tokens.delete_many({"account_id": account_id}, session=tx.session)

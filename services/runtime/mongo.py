@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import json
 import os
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -172,10 +173,30 @@ class Transaction:
     outbox: list[PendingMessage] = field(default_factory=list)
     reply_max_bytes: int = REPLY_MAX_BYTES
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    shared: dict[tuple[str, Hashable], Any] | None = None
+    """Reference documents read once per batch (``cached``); None outside a batch."""
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this unit of work is committed (with its batch, if any)."""
         self.after_commit.append(callback)
+
+    async def cached(self, kind: str, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
+        """What ``load()`` reads (documents, not domain objects), read once per batch:
+        reference data several messages of a batch look up (a school's schedule, an
+        operator's fare rules, a child's guardians). Each caller gets its own copy. The store
+        that writes such data calls ``forget(kind)`` in the same unit of work, so the later
+        messages of the batch read it again (and see the write)."""
+        if self.shared is None:
+            return await load()
+        if (kind, key) not in self.shared:
+            self.shared[(kind, key)] = await load()
+        return copy.deepcopy(self.shared[(kind, key)])
+
+    def forget(self, kind: str) -> None:
+        """Drop what ``cached`` holds of ``kind`` (every key)."""
+        if self.shared is not None:
+            for cached in [k for k in self.shared if k[0] == kind]:
+                del self.shared[cached]
 
     def emit(self, topic: str, key: str, message: ContractModel, *,
              reply_to: str | None = None, message_id: str | None = None) -> Envelope:
@@ -221,6 +242,7 @@ class _Batch:
     inbox: list[Doc] = field(default_factory=list)
     outbox: list[PendingMessage] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    shared: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
 
 
 _BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("batch", default=None)
@@ -347,7 +369,8 @@ class UnitOfWork:
         if inbox_id is not None and inbox_id in batch.seen:
             raise AlreadyProcessed(inbox_id)
         tx = Transaction(session=batch.session, db=self.db, source=self.service, cause=cause,
-                         now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes)
+                         now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes,
+                         shared=batch.shared)
         yield tx
         if inbox_id is not None:
             batch.seen.add(inbox_id)

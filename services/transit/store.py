@@ -111,8 +111,13 @@ async def seed_rules(db: Any, books: Mapping[str, FareRulebook], now: datetime) 
                 upsert=True)
 
 
+FARE_RULES = "fare_rules"
+"""What ``tx.cached`` holds of the operators' fare rules (read by every tap of a batch)."""
+
+
 async def rulebook(tx: Transaction, operator_id: str) -> FareRulebook | None:
-    doc = await tx.db.transit_fare_rules.find_one({"_id": operator_id}, session=tx.session)
+    doc = await tx.cached(FARE_RULES, operator_id, lambda: tx.db.transit_fare_rules.find_one(
+        {"_id": operator_id}, session=tx.session))
     return FareRulebook.from_doc(doc["rules"]) if doc else None
 
 
@@ -129,6 +134,7 @@ def rules_digest(book: FareRulebook) -> str:
 
 
 async def save_rules(tx: Transaction, book: FareRulebook, version: int) -> None:
+    tx.forget(FARE_RULES)
     doc = book.to_doc()
     await tx.db.transit_fare_rules.replace_one(
         {"_id": book.operator_id}, dialect.current().upsert_replacement(book.operator_id, {
