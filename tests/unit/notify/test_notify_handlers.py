@@ -1,0 +1,298 @@
+"""notify's handlers over the in-memory fakes: the guardian projection, the messages each event
+queues for the child's guardian, the app commands' replies, and a second delivery of the same
+message that changes nothing.
+
+The inputs are the contracts' documented examples (``example``), so one table covers every
+event handler; the tests that need particular facts say so."""
+
+from __future__ import annotations
+
+import enum
+import typing
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytest
+from pydantic import BaseModel
+
+from contracts import access, auth, transit, wallet
+from contracts import integrations as integ
+from contracts import notify as wire
+from contracts.auth import ChildGrant
+from contracts.envelope import CommandAccepted, ContractModel
+from contracts.types import GuardianRole
+from services.notify.handlers import Handlers
+from services.notify.settings import Settings
+from tests.unit.fakes import FakeRuntime, plain_dialect
+
+pytestmark = pytest.mark.unit
+
+T = TypeVar("T", bound=BaseModel)
+
+ACCOUNT = "acc_7f3a9c2e1b4d"  # the contracts' example account, guardian of CONTRACT
+OTHER = "acc_stranger0001"
+CONTRACT = "40012345"
+NOW = datetime(2026, 9, 1, 5, 30, tzinfo=UTC)  # the examples happen at 05:12:30Z
+
+
+@pytest.fixture(autouse=True)
+def _plain_dialect() -> Iterator[None]:
+    with plain_dialect():
+        yield
+
+
+def example(model: type[T], **fields: Any) -> T:
+    """``model`` from its fields' documented examples (an enum without one: its first member;
+    a flag: False), with ``fields`` instead where given."""
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if name in fields or not info.is_required():
+            continue
+        kind = typing.get_origin(info.annotation) or info.annotation
+        if info.examples:
+            data[name] = info.examples[0]
+        elif isinstance(kind, type) and issubclass(kind, enum.Enum):
+            data[name] = next(iter(kind)).value
+        elif kind is bool:
+            data[name] = False
+    return model.model_validate({**data, **fields})
+
+
+class Woken:
+    def __init__(self) -> None:
+        self.times = 0
+
+    def __call__(self) -> None:
+        self.times += 1
+
+
+async def _notify(*, guardian: bool = True) -> tuple[FakeRuntime, Handlers, Woken]:
+    rt = FakeRuntime("notify", Settings, now=NOW)
+    woken = Woken()
+    h = Handlers(rt, woken)
+    if guardian:
+        await h.on_contacts(rt.inbound(example(auth.GuardianContacts,
+                                               email="parent@example.ru"), key=ACCOUNT))
+        await h.on_guardian_linked(rt.inbound(example(auth.GuardianLinked, role="primary"),
+                                              key=ACCOUNT))
+        await h.on_register_push_token(rt.inbound(example(wire.RegisterPushToken),
+                                                  token=_own(rt)))
+        rt.fake_uow.replies.clear()
+    return rt, h, woken
+
+
+async def _messages(rt: FakeRuntime, account_id: str = ACCOUNT) -> list[dict[str, Any]]:
+    return await rt.db.notify_messages.find({"guardian_id": account_id}).to_list(None)
+
+
+def _own(rt: FakeRuntime, account_id: str = ACCOUNT) -> str:
+    return rt.token(account_id=account_id)
+
+
+# --- the guardian projection ---------------------------------------------------------------
+
+async def test_contacts_are_projected_and_a_tombstone_deletes_the_guardian():
+    rt, h, _ = await _notify(guardian=False)
+    msg = rt.inbound(example(auth.GuardianContacts), key=ACCOUNT)
+    await h.on_contacts(msg)
+    stored = await rt.db.notify_guardians.find_one({"_id": ACCOUNT})
+    assert stored is not None and stored["phone"] == "+79121234567"
+    await rt.redelivered_changes_nothing(h.on_contacts, msg)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts, phone=None, email=None),
+                                   key=ACCOUNT))
+    assert await rt.db.notify_guardians.find_one({"_id": ACCOUNT}) is None
+
+
+async def test_a_linked_guardian_is_found_by_the_childs_contract():
+    rt, h, _ = await _notify(guardian=False)
+    msg = rt.inbound(example(auth.GuardianLinked, role="co_guardian"), key=ACCOUNT)
+    await h.on_guardian_linked(msg)
+    links = await rt.db.notify_guardianships.find({"contract": CONTRACT}).to_list(None)
+    assert [x["account_id"] for x in links] == [ACCOUNT]
+    await rt.redelivered_changes_nothing(h.on_guardian_linked, msg)
+
+
+async def test_a_removed_guardian_no_longer_hears_about_the_child():
+    rt, h, _ = await _notify()
+    msg = rt.inbound(example(auth.GuardianRemoved), key=ACCOUNT)
+    await h.on_guardian_removed(msg)
+    assert await rt.db.notify_guardianships.count_documents({"contract": CONTRACT}) == 0
+    await rt.redelivered_changes_nothing(h.on_guardian_removed, msg)
+    await h.on_top_up(rt.inbound(example(wallet.TopUpApplied), key=CONTRACT))
+    assert await _messages(rt) == []
+
+
+async def test_a_closed_account_leaves_no_guardian_links_or_push_tokens():
+    rt, h, _ = await _notify()
+    await h.on_register_push_token(rt.inbound(example(wire.RegisterPushToken), token=_own(rt)))
+    msg = rt.inbound(example(auth.AccountClosed), key=ACCOUNT)
+    await h.on_account_closed(msg)
+    dump = rt.fake_db.dump()
+    assert {"notify_guardians", "notify_guardianships", "notify_push_tokens"} & set(dump) \
+        == set()
+    await rt.redelivered_changes_nothing(h.on_account_closed, msg)
+
+
+# --- events that queue messages ------------------------------------------------------------
+
+def _sale_item() -> integ.SaleItem:
+    return example(integ.SaleItem)
+
+
+EVENTS: list[tuple[str, Callable[[], ContractModel]]] = [
+    ("on_login", lambda: example(auth.LoginSucceeded)),
+    ("on_password_changed", lambda: example(auth.PasswordChanged, reset=False)),
+    ("on_second_factor_disabled", lambda: example(auth.SecondFactorDisabled)),
+    ("on_registration_attempted",
+     lambda: example(auth.RegistrationAttemptedForExistingAccount)),
+    ("on_refresh_token_reused", lambda: example(auth.RefreshTokenReused)),
+    ("on_child_link_refused", lambda: example(auth.ChildLinkRefused)),
+    ("on_entered", lambda: example(access.StudentEntered)),
+    ("on_left", lambda: example(access.StudentLeft)),
+    ("on_manual_entry", lambda: example(access.ManualEntryRecorded)),
+    ("on_late", lambda: example(access.LateArrivalDetected)),
+    ("on_absent", lambda: example(access.AbsenceDetected)),
+    ("on_sale_posted", lambda: example(wallet.SalePosted, items=[_sale_item()])),
+    ("on_sale_declined", lambda: example(wallet.SaleDeclined, contract=CONTRACT)),
+    ("on_fare_declined", lambda: example(wallet.FareDeclined)),
+    ("on_top_up", lambda: example(wallet.TopUpApplied)),
+    ("on_low_balance", lambda: example(wallet.LowBalanceReached)),
+    ("on_card_blocked", lambda: example(wallet.CardBlocked, by_account=None)),
+    ("on_grace_meal", lambda: example(wallet.GraceMealGranted)),
+    ("on_dispute_opened", lambda: example(wallet.DisputeOpened)),
+    ("on_dispute_resolved", lambda: example(wallet.DisputeResolved)),
+    ("on_sale_line_refunded", lambda: example(wallet.SaleLineRefunded)),
+    ("on_fare_refunded", lambda: example(wallet.FareRefunded)),
+    ("on_debt_settled", lambda: example(wallet.DebtSettled)),
+    ("on_top_up_rejected", lambda: example(wallet.TopUpRejected)),
+    ("on_auto_top_up_failed", lambda: example(wallet.AutoTopUpFailed)),
+    ("on_receipt", lambda: example(wallet.ReceiptIssued)),
+    ("on_ride", lambda: example(transit.RideRecorded)),
+    ("on_concession_expiring", lambda: example(transit.ConcessionExpiring)),
+]
+
+
+@pytest.mark.parametrize(("handler", "message"), EVENTS, ids=[name for name, _ in EVENTS])
+async def test_an_event_queues_messages_for_the_guardian_once(handler, message):
+    rt, h, woken = await _notify()
+    before = woken.times
+    msg = rt.inbound(message(), key=CONTRACT)
+    await getattr(h, handler)(msg)
+    queued = await _messages(rt)
+    assert queued, f"{handler} queued no message for the guardian"
+    assert all(m["sendable"] or m["status"] == "held" for m in queued)
+    assert woken.times == before + 1  # the sender is woken after the commit
+    await rt.redelivered_changes_nothing(getattr(h, handler), msg)
+
+
+ABOUT_SOMEONE = [(name, message) for name, message in EVENTS if name != "on_receipt"]
+"""A receipt goes to the e-mail address it names, guardian or not."""
+
+
+@pytest.mark.parametrize(("handler", "message"), ABOUT_SOMEONE,
+                         ids=[name for name, _ in ABOUT_SOMEONE])
+async def test_an_event_about_nobodys_child_queues_nothing(handler, message):
+    rt, h, _ = await _notify(guardian=False)
+    await getattr(h, handler)(rt.inbound(message(), key=CONTRACT))
+    assert await rt.db.notify_messages.count_documents({}) == 0
+
+
+async def test_steps_of_the_day_are_kept_in_the_childs_journey():
+    rt, h, _ = await _notify()
+    await h.on_entered(rt.inbound(example(access.StudentEntered), key=CONTRACT))
+    await h.on_sale_posted(rt.inbound(example(wallet.SalePosted, items=[_sale_item()]),
+                                      key=CONTRACT))
+    [journey] = await rt.db.notify_journeys.find({}).to_list(None)
+    assert journey["contract"] == CONTRACT
+    assert [e["kind"] for e in journey["entries"]] == ["entry", "purchase"]
+
+
+async def test_lessons_starting_without_the_child_are_noted_in_the_journey():
+    rt, h, _ = await _notify()
+    msg = rt.inbound(example(access.NotInSchoolAtLessonStart), key=CONTRACT)
+    await h.on_not_in_at_lesson_start(msg)
+    [journey] = await rt.db.notify_journeys.find({}).to_list(None)
+    assert journey["contract"] == CONTRACT
+    assert (journey["lesson_start"], journey["missing_at_start"]) == ("08:30", True)
+    assert await _messages(rt) == []  # the child did not ride toward school: no alert
+    await rt.redelivered_changes_nothing(h.on_not_in_at_lesson_start, msg)
+
+
+async def test_a_one_time_code_is_queued_for_the_phone_that_asked():
+    rt, h, woken = await _notify(guardian=False)
+    msg = rt.inbound(example(wire.OneTimeCodeRequested), key="+79121234567")
+    await h.on_code_requested(msg)
+    [queued] = await rt.db.notify_messages.find({}).to_list(None)
+    assert queued["channel"] == "sms"
+    assert woken.times == 1
+    await rt.redelivered_changes_nothing(h.on_code_requested, msg)
+
+
+# --- app commands and queries --------------------------------------------------------------
+
+async def test_a_guardian_sets_their_own_preferences():
+    rt, h, _ = await _notify()
+    msg = rt.inbound(example(wire.SetPreferences, daily_digest=True), token=_own(rt))
+    await h.on_set_preferences(msg)
+    assert rt.reply() == CommandAccepted(request_id="pay-2026-000123")
+    stored = await rt.db.notify_guardians.find_one({"_id": ACCOUNT})
+    assert stored is not None and stored["digest"]["enabled"] is True
+    await rt.redelivered_changes_nothing(h.on_set_preferences, msg)
+
+
+async def test_nobody_sets_another_guardians_preferences():
+    rt, h, _ = await _notify()
+    before = rt.fake_db.dump()["notify_guardians"]
+    await h.on_set_preferences(rt.inbound(example(wire.SetPreferences), token=_own(rt, OTHER)))
+    assert rt.error_code() == "forbidden"
+    assert rt.fake_db.dump()["notify_guardians"] == before
+
+
+async def test_unknown_notification_kinds_are_invalid_preferences():
+    rt, h, _ = await _notify()
+    await h.on_set_preferences(rt.inbound(example(wire.SetPreferences,
+                                                  channels={"weather": ["push"]}),
+                                          token=_own(rt)))
+    assert rt.error_code() == "invalid_preferences"
+
+
+async def test_a_registered_push_token_is_stored_for_the_guardian():
+    rt, h, _ = await _notify()
+    msg = rt.inbound(example(wire.RegisterPushToken), token=_own(rt))
+    await h.on_register_push_token(msg)
+    assert rt.reply() == CommandAccepted(request_id="pay-2026-000123")
+    [token] = await rt.db.notify_push_tokens.find({"account_id": ACCOUNT}).to_list(None)
+    assert token["token"] == "correct horse battery staple"
+    guardian = await rt.db.notify_guardians.find_one({"_id": ACCOUNT})
+    assert guardian is not None and guardian["has_push_token"] is True
+    await rt.redelivered_changes_nothing(h.on_register_push_token, msg)
+
+
+async def test_a_guardian_reads_their_journal_and_only_theirs():
+    rt, h, _ = await _notify()
+    await h.on_top_up(rt.inbound(example(wallet.TopUpApplied), key=CONTRACT))
+    msg = rt.inbound(wire.GetJournal(account_id=ACCOUNT), token=_own(rt))
+    await h.on_get_journal(msg)
+    reply = rt.reply()
+    assert isinstance(reply, wire.JournalReply)
+    assert "top_up" in {line.kind for line in reply.lines}
+    await rt.redelivered_changes_nothing(h.on_get_journal, msg)
+    await h.on_get_journal(rt.inbound(wire.GetJournal(account_id=ACCOUNT),
+                                      token=_own(rt, OTHER)))
+    assert rt.replies()[-1].error.code == "forbidden"  # type: ignore[attr-defined]
+
+
+async def test_a_guardian_reads_the_journey_of_their_child():
+    rt, h, _ = await _notify()
+    await h.on_entered(rt.inbound(example(access.StudentEntered), key=CONTRACT))
+    parent = rt.token(account_id=ACCOUNT,
+                      children=[ChildGrant(contract=CONTRACT, role=GuardianRole.PRIMARY)])
+    msg = rt.inbound(example(wire.GetJourney), token=parent)
+    await h.on_get_journey(msg)
+    reply = rt.reply()
+    assert isinstance(reply, wire.JourneyReply)
+    assert reply.arrived_at is not None and len(reply.steps) == 1
+    await rt.redelivered_changes_nothing(h.on_get_journey, msg)
+    await h.on_get_journey(rt.inbound(example(wire.GetJourney), token=_own(rt, OTHER)))
+    assert rt.replies()[-1].error.code == "forbidden"  # type: ignore[attr-defined]
