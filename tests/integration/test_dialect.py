@@ -201,3 +201,19 @@ async def test_a_range_inside_an_array_of_documents_finds_nothing_hence_scalar_c
         {"bonus_lots.expires_at": {"$lte": now}}).to_list(None) == []  # the quirk
     found = await db.accounts.find({"next_bonus_expiry": {"$lte": now}}).to_list(None)
     assert [d["_id"] for d in found] == ["a"]
+
+
+async def test_every_field_of_a_compound_index_but_the_last_gets_its_own_index(db) -> None:
+    """The dev server treats an equality as indexed only when an index's name ends with the
+    field, and names a compound index after all its fields: without its own index, the first
+    field of (status, seq) was matched by a scan of the whole collection."""
+    outbox = db.outbox
+    await NX.create_indexes(outbox, [IndexModel([("status", ASCENDING), ("seq", ASCENDING)]),
+                                     IndexModel([("owner", ASCENDING)])])
+    indexes = [(list(ix["key"]), ix["name"]) async for ix in await outbox.list_indexes()]
+    assert sorted(k for k, _ in indexes) == [["_id"], ["owner"], ["status"], ["status", "seq"]]
+    assert all(name.endswith(f"_{k[-1]}") for k, name in indexes if k != ["_id"])
+    plain = db.plain
+    await PLAIN.create_indexes(plain, [IndexModel([("status", ASCENDING), ("seq", ASCENDING)])])
+    assert sorted([list(ix["key"]) async for ix in await plain.list_indexes()]) == [
+        ["_id"], ["status", "seq"]]

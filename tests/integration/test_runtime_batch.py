@@ -73,3 +73,35 @@ async def test_a_message_seen_before_or_twice_in_a_batch_is_refused_before_it_wr
             await add(uow, "m2", 20)
     assert (await uow.db.counters.find_one({"_id": "c"}))["total"] == 3
     assert await uow.outbox.count_documents({}) == 2
+
+
+async def test_reference_documents_are_read_once_per_batch_and_again_after_a_write(
+        uow: UnitOfWork) -> None:
+    await uow.db.schedules.insert_one({"_id": "s1", "opens": "08:00"})
+    reads: list[str] = []
+
+    async def schedule(tx) -> dict:  # type: ignore[no-untyped-def, type-arg]
+        async def load() -> dict | None:  # type: ignore[type-arg]
+            reads.append("s1")
+            return await tx.db.schedules.find_one({"_id": "s1"}, session=tx.session)
+        return await tx.cached("schedules", "s1", load)
+
+    seen = []
+    async with uow.batch(["m1", "m2", "m3", "m4"]):
+        for inbox_id in ("m1", "m2"):
+            async with uow.transaction(inbox_id=inbox_id) as tx:
+                doc = await schedule(tx)
+                doc["opens"] = "mutated by a caller"  # a copy: the next message never sees it
+                seen.append(await schedule(tx))
+        async with uow.transaction(inbox_id="m3") as tx:  # a write, then forget
+            await tx.db.schedules.replace_one({"_id": "s1"}, {"_id": "s1", "opens": "09:00"},
+                                              session=tx.session)
+            tx.forget("schedules")
+        async with uow.transaction(inbox_id="m4") as tx:
+            seen.append(await schedule(tx))
+    assert reads == ["s1", "s1"]  # once before the write, once after it
+    assert [d["opens"] for d in seen] == ["08:00", "08:00", "09:00"]
+    async with uow.transaction(inbox_id="m5") as tx:  # alone: read every time
+        await schedule(tx)
+        await schedule(tx)
+    assert len(reads) == 4
