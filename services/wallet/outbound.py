@@ -19,7 +19,7 @@ from contracts import wallet as wire
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from services.wallet import domain as d
-from services.wallet.domain.records import FareRefundRecord, RideRecord, SaleRecord
+from services.wallet.domain.records import FareRefundRecord, RideRecord
 
 NAMESPACE = uuid.UUID("5b0c8f2e-3c1a-4f4e-9a61-7d2b1c0e9a11")
 
@@ -227,15 +227,6 @@ def to_wire(event: Any) -> Wired | None:
 
 
 # --- recorded results, for replays --------------------------------------------------------------
-
-def sale_from_record(contract: str, r: SaleRecord) -> d.SaleApproved | d.SaleDeclined:
-    if r.approved:
-        return d.SaleApproved(contract, r.sale_id, r.terminal_id, r.items, r.total,
-                              r.paid_canteen, r.paid_general, r.bonus_used, r.bonus_accrued,
-                              r.grace_credit, r.balances_after, r.at)
-    assert r.reason is not None
-    return d.SaleDeclined(contract, r.sale_id, r.terminal_id, r.reason, r.detail, r.total, r.at)
-
 
 def fare_from_record(contract: str, r: RideRecord) -> d.FareDebited | d.FareDeclined:
     if r.approved:

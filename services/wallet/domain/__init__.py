@@ -47,6 +47,12 @@ from services.wallet.domain.ledger import (
     ledger_balances,
     unbalanced_operations,
 )
+from services.wallet.domain.payments import (
+    PAYMENT_ID_CONFLICT,
+    TopUpDecision,
+    TopUpVerdict,
+    receive_top_up,
+)
 from services.wallet.domain.records import (
     AutoTopUpSettings,
     BonusLot,
@@ -70,6 +76,7 @@ from services.wallet.domain.results import (
     FareRefundResult,
     FareResult,
     RefundResult,
+    SaleDecision,
     SaleResult,
     TopUpResult,
     TransferResult,
@@ -96,6 +103,7 @@ from services.wallet.domain.values import (
 
 __all__ = [
     "MONEY_SUB_BALANCES",
+    "PAYMENT_ID_CONFLICT",
     "RIDES_MOVED_ON_REISSUE_DAYS",
     "Account",
     "AccountOpened",
@@ -144,6 +152,7 @@ __all__ = [
     "ReportLine",
     "ReportRefund",
     "SaleApproved",
+    "SaleDecision",
     "SaleDeclined",
     "SaleItem",
     "SaleLineRefunded",
@@ -154,7 +163,9 @@ __all__ = [
     "SubBalance",
     "TopUpChannel",
     "TopUpCredited",
+    "TopUpDecision",
     "TopUpResult",
+    "TopUpVerdict",
     "TransferResult",
     "WalletRejected",
     "check_ledger",
@@ -162,6 +173,7 @@ __all__ = [
     "filter_statement",
     "ledger_balances",
     "local_day",
+    "receive_top_up",
     "reissue_card",
     "sales_report",
     "statement_csv",

@@ -85,6 +85,7 @@ from services.wallet.domain.results import (
     FareRefundResult,
     FareResult,
     RefundResult,
+    SaleDecision,
     SaleResult,
     TopUpResult,
     TransferResult,
@@ -386,6 +387,12 @@ class Account:
         self._touch()
         return self._top_up_result(record)
 
+    def recorded_top_up(self, payment_id: str) -> TopUpCredited:
+        """The event of a recorded top-up, as it was first sent (a replay records none)."""
+        r = self.top_ups[payment_id]
+        return TopUpCredited(self.contract, r.payment_id, r.amount, r.sub_balance, r.channel,
+                             r.grace_debt_settled, r.balances_after, r.at)
+
     def cancel_auto_top_up(self, request_id: str, *, reason: str, now: datetime) -> bool:
         """The integrator could not collect the pending planned payment (``reason`` is its
         code): the parent is told (``AutoTopUpFailed``) and the next debit that finds the money
@@ -544,6 +551,48 @@ class Account:
             if item.category.strip().casefold() in self.blocked_categories:
                 return DeclineReason.BLOCKED_CATEGORY, item.category
         return None, ""
+
+    def decide_sale(
+        self,
+        sale_id: str,
+        *,
+        terminal_id: str,
+        items: Sequence[SaleItem],
+        sold_at: datetime,
+        now: datetime,
+        bonus_points: int = 0,
+        bonus_excluded_categories: Iterable[str] = (),
+    ) -> SaleDecision:
+        """Decide a till's sale (:meth:`sale`) and say what answers it.
+
+        The till's own time ``sold_at`` (an offline till uploads later) decides the school day
+        of the sale and its daily limit; a clock running ahead never counts beyond ``now``.
+        A sale decided before is answered with the recorded decision, at its recorded time; a
+        closed account records nothing and is answered with a decline made ``now``.
+        """
+        before = self.version
+        result = self.sale(sale_id, terminal_id=terminal_id, items=items,
+                           now=min(sold_at, now), bonus_points=bonus_points,
+                           bonus_excluded_categories=bonus_excluded_categories)
+        record = self.sales.get(sale_id)
+        if self.version != before and record is not None:
+            return SaleDecision(result, record.at)
+        if record is None:
+            closed = SaleDeclined(self.contract, sale_id, terminal_id,
+                                  DeclineReason.ACCOUNT_CLOSED, "", result.total, now)
+            return SaleDecision(result, now, (closed,))
+        return SaleDecision(result, record.at, (self.recorded_sale(sale_id),))
+
+    def recorded_sale(self, sale_id: str) -> SaleApproved | SaleDeclined:
+        """The event of a recorded sale, as it was first sent (a replay records none)."""
+        r = self.sales[sale_id]
+        if r.approved:
+            return SaleApproved(self.contract, r.sale_id, r.terminal_id, r.items, r.total,
+                                r.paid_canteen, r.paid_general, r.bonus_used, r.bonus_accrued,
+                                r.grace_credit, r.balances_after, r.at)
+        assert r.reason is not None
+        return SaleDeclined(self.contract, r.sale_id, r.terminal_id, r.reason, r.detail, r.total,
+                            r.at)
 
     def _plan_sale_payment(
         self, due: int, spend: DaySpend

@@ -4,7 +4,9 @@ set (``replayed`` takes no part in equality)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from services.wallet.domain.events import SaleApproved, SaleDeclined
 from services.wallet.domain.records import DisputeStatus
 from services.wallet.domain.values import Balances, DeclineReason, SubBalance
 
@@ -37,6 +39,18 @@ class SaleResult:
     @property
     def paid_money(self) -> int:
         return self.paid_canteen + self.paid_general
+
+
+@dataclass(frozen=True, slots=True)
+class SaleDecision:
+    """A till's sale decided: ``result`` answers the till, as of ``decided_at``. ``resend``
+    holds the sale event to send again when the call recorded nothing new: a replayed sale
+    answers with the recorded decision, and a closed account (which records nothing) with a
+    decline made now. Empty when the decision is new (its event is pending on the account)."""
+
+    result: SaleResult
+    decided_at: datetime
+    resend: tuple[SaleApproved | SaleDeclined, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
