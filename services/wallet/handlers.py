@@ -268,16 +268,12 @@ class Handlers:
                 return
             loaded = account.version
             try:
-                result = account.debit_fare(fare.ride_id, fare.amount, now=tx.now)
+                decision = account.decide_fare(fare.ride_id, fare.amount, now=tx.now)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            if account.version == loaded:
-                ride = account.rides.get(fare.ride_id)
-                self._emit(tx, outbound.fare_from_record(account.contract, ride) if ride
-                           else d.FareDeclined(account.contract, fare.ride_id, fare.amount,
-                                               result.reason or d.DeclineReason.ACCOUNT_CLOSED,
-                                               tx.now))
+            for event in decision.resend:
+                self._emit(tx, event)
 
         await self._run(msg, body)
 
@@ -292,15 +288,14 @@ class Handlers:
                 raise Rejected("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
             try:
-                result = account.refund_fare(
+                corrected = account.correct_fare(
                     correction.correction_id, correction.charged_under or correction.ride_id,
                     correction.refund, now=tx.now)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            if result.replayed and result.paid_back:
-                self._emit(tx, outbound.fare_refund_from_record(
-                    account.contract, account.fare_refunds[correction.correction_id]))
+            for event in corrected.resend:
+                self._emit(tx, event)
 
         await self._run(msg, body)
 

@@ -73,6 +73,8 @@ from services.wallet.domain.report import (
 )
 from services.wallet.domain.results import (
     DisputeResult,
+    FareCorrection,
+    FareDecision,
     FareRefundResult,
     FareResult,
     RefundResult,
@@ -130,7 +132,9 @@ __all__ = [
     "DisputeResult",
     "DisputeStatus",
     "DomainEvent",
+    "FareCorrection",
     "FareDebited",
+    "FareDecision",
     "FareDeclined",
     "FareRefundResult",
     "FareRefunded",

@@ -82,6 +82,8 @@ from services.wallet.domain.records import (
 )
 from services.wallet.domain.results import (
     DisputeResult,
+    FareCorrection,
+    FareDecision,
     FareRefundResult,
     FareResult,
     RefundResult,
@@ -627,6 +629,29 @@ class Account:
 
     # --- transit --------------------------------------------------------------------------------
 
+    def decide_fare(self, ride_id: str, amount: int, *, now: datetime) -> FareDecision:
+        """Debit a fare (:meth:`debit_fare`) and say what answers it: a ride decided before is
+        answered with its recorded event; a closed account records nothing and is answered
+        with a decline made ``now``."""
+        before = self.version
+        result = self.debit_fare(ride_id, amount, now=now)
+        if self.version != before:
+            return FareDecision(result)
+        if ride_id not in self.rides:
+            return FareDecision(result, (FareDeclined(
+                self.contract, ride_id, amount, result.reason or DeclineReason.ACCOUNT_CLOSED,
+                now),))
+        return FareDecision(result, (self.recorded_fare(ride_id),))
+
+    def recorded_fare(self, ride_id: str) -> FareDebited | FareDeclined:
+        """The event of a recorded ride, as it was first sent (a replay records none)."""
+        r = self.rides[ride_id]
+        if r.approved:
+            return FareDebited(self.contract, r.ride_id, r.amount, r.paid_transit, r.paid_general,
+                               r.balances_after, r.at)
+        assert r.reason is not None
+        return FareDeclined(self.contract, r.ride_id, r.amount, r.reason, r.at)
+
     def debit_fare(self, ride_id: str, amount: int, *, now: datetime) -> FareResult:
         """Debit a fare assessed by transit: transit first, then general; never on credit.
 
@@ -703,6 +728,18 @@ class Account:
             ride.collected_by, ride.collected_at, ride.collected_seq = payment_id, at, seq
             collected.append(ride)
         return collected
+
+    def correct_fare(
+        self, correction_id: str, ride_id: str, amount: int, *, now: datetime
+    ) -> FareCorrection:
+        """Apply a fare correction (:meth:`refund_fare`); a replayed correction that paid money
+        back is answered with its recorded refund event."""
+        result = self.refund_fare(correction_id, ride_id, amount, now=now)
+        if result.replayed and result.paid_back:
+            r = self.fare_refunds[correction_id]
+            return FareCorrection(result, (FareRefunded(
+                self.contract, r.correction_id, r.ride_id, r.amount, r.balances_after, r.at),))
+        return FareCorrection(result)
 
     def refund_fare(
         self, correction_id: str, ride_id: str, amount: int, *, now: datetime

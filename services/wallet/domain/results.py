@@ -6,7 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from services.wallet.domain.events import SaleApproved, SaleDeclined
+from services.wallet.domain.events import (
+    FareDebited,
+    FareDeclined,
+    FareRefunded,
+    SaleApproved,
+    SaleDeclined,
+)
 from services.wallet.domain.records import DisputeStatus
 from services.wallet.domain.values import Balances, DeclineReason, SubBalance
 
@@ -75,6 +81,24 @@ class FareRefundResult:
     balances: Balances
     replayed: bool = field(default=False, compare=False)
     paid_back: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FareDecision:
+    """A fare decided; ``resend`` holds the fare event to send again when the call recorded
+    nothing new (a replayed ride, or a closed account's decline made now)."""
+
+    result: FareResult
+    resend: tuple[FareDebited | FareDeclined, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FareCorrection:
+    """A fare correction applied; ``resend`` holds the recorded refund to send again when a
+    replayed correction had paid money back."""
+
+    result: FareRefundResult
+    resend: tuple[FareRefunded, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

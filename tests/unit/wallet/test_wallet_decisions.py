@@ -1,4 +1,5 @@
-"""The decisions a wallet handler only maps: what becomes of a payment, what answers a sale."""
+"""The decisions a wallet handler only maps: what becomes of a payment, what answers a sale or
+a fare."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from services.wallet.domain import (
     PAYMENT_ID_CONFLICT,
     Account,
     DeclineReason,
+    FareDebited,
+    FareDeclined,
+    FareRefunded,
     SaleApproved,
     SaleDeclined,
     TopUpCredited,
@@ -116,3 +120,35 @@ def test_a_sale_on_a_closed_account_is_declined_now_without_a_record() -> None:
     assert isinstance(event, SaleDeclined)
     assert (event.reason, event.total, event.at) == (DeclineReason.ACCOUNT_CLOSED, 85_00, at(20))
     assert decision.decided_at == at(20) and "s1" not in account.sales
+
+
+# --- fares -------------------------------------------------------------------------------------
+
+def test_a_new_fare_leaves_its_event_pending_and_a_repeat_resends_it() -> None:
+    account = funded(transit=100_00)
+    first = account.decide_fare("ride-1", 35_00, now=at(1))
+    (debited,) = account.pull_events()
+    again = account.decide_fare("ride-1", 35_00, now=at(40))
+    assert first.resend == () and isinstance(debited, FareDebited)
+    assert again.result.replayed and again.resend == (debited,)
+    assert account.balances.transit == 65_00
+
+
+def test_a_fare_on_a_closed_account_is_declined_now_without_a_record() -> None:
+    account = closed_account()
+    decision = account.decide_fare("ride-1", 35_00, now=at(20))
+    (event,) = decision.resend
+    assert isinstance(event, FareDeclined)
+    assert (event.reason, event.amount, event.at) == (DeclineReason.ACCOUNT_CLOSED, 35_00, at(20))
+    assert "ride-1" not in account.rides
+
+
+def test_a_replayed_fare_correction_that_paid_back_resends_its_refund() -> None:
+    account = funded(transit=100_00)
+    account.decide_fare("ride-1", 35_00, now=at(1))
+    first = account.correct_fare("c-1", "ride-1", 10_00, now=at(2))
+    refunded = [e for e in account.pull_events() if isinstance(e, FareRefunded)]
+    again = account.correct_fare("c-1", "ride-1", 10_00, now=at(50))
+    assert first.resend == () and len(refunded) == 1
+    assert again.result.replayed and again.resend == tuple(refunded)
+    assert account.balances.transit == 75_00
