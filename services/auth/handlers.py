@@ -325,34 +325,30 @@ class Handlers:
         field, value = store.identify(c.login)
         unknown_key = self._unknown_key(field, value)
         before = await Store(self.rt.db).account_by(field, value)
-        if before is None:
-            refused = d.login_gate_for_unknown(
-                await Store(self.rt.db).unknown_throttle(unknown_key), now)
-        else:
-            refused = before.login_gate(now)
+        ghost = await Store(self.rt.db).unknown_throttle(unknown_key) if before is None else None
+        refused = d.login_gate_for_identifier(before, ghost, now)
         # Throttled attempts cost no argon2; the others cost one, known account or not.
         verified_hash = before.password_hash if before is not None else None
         password_ok = refused is None and await _verify(verified_hash, password)
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
             account = await s.account_by(field, value)
-            if account is None:
-                throttle = await s.unknown_throttle(unknown_key)
-                reply = d.login_unknown(throttle, now)
-                await s.save_unknown_throttle(unknown_key, throttle)
-                self._refuse(tx, reply.reason or d.Reason.INVALID_CREDENTIALS, reply.retry_after)
-                return
-            if account.password_hash != verified_hash:
+            if account is not None and account.password_hash != verified_hash:
                 raise ConcurrencyError("the password changed while it was being verified")
+            throttle = await s.unknown_throttle(unknown_key) if account is None else None
             refresh = new_refresh_token()
-            outcome = account.login(password_ok=password_ok, now=now,
-                                    session_id=outbound.new_session_id(),
-                                    refresh_token_hash=hash_token(refresh),
-                                    device=c.device, ip_hash=hash_ip(self.pepper, c.ip),
-                                    totp_code=_secret(c.totp) or None)
+            outcome = d.log_in(account=account, unknown_throttle=throttle,
+                               password_ok=password_ok, now=now,
+                               session_id=outbound.new_session_id(),
+                               refresh_token_hash=hash_token(refresh), device=c.device,
+                               ip_hash=hash_ip(self.pepper, c.ip),
+                               totp_code=_secret(c.totp) or None)
             reply = outcome.reply
-            if outcome.session is None:
-                await s.save_account(account, account.version)
+            if outcome.session is None or account is None:
+                if throttle is not None:
+                    await s.save_unknown_throttle(unknown_key, throttle)
+                if account is not None:
+                    await s.save_account(account, account.version)
                 self._refuse(tx, reply.reason or d.Reason.INVALID_CREDENTIALS, reply.retry_after)
                 return
             children = await s.children_of(account.account_id)
@@ -691,31 +687,22 @@ class Handlers:
         password = _secret(c.password)
         password_hash = await asyncio.to_thread(hash_password, password)
         account_id = outbound.new_account_id("staff", c.request_id)
+        field, value = store.identify(c.login)
         async with self._tx(msg, now) as tx:
             s = Store.of(tx)
-            if await s.account(account_id) is not None:  # the same request again
-                tx.reply(cmd.CommandCompleted(request_id=c.request_id, account_id=account_id))
-                return
-            field, value = store.identify(c.login)
             try:
-                d.require_acceptable_password(password)
-                if await s.account_by(field, value) is not None:
-                    raise d.AuthRejected(d.Reason.IDEMPOTENCY_KEY_REUSED, "login taken")
-                account = (
-                    d.Account.create_integrator(account_id=account_id, name=c.login,
-                                                client_secret_hash=password_hash, scopes=(),
-                                                now=now)
-                    if c.role is cmd.Role.INTEGRATOR else
-                    d.Account.create_staff(account_id=account_id, role=c.role,
-                                           school_id=c.school_id,
-                                           initial_password_hash=password_hash, now=now,
-                                           **{"email" if field == "email" else "username":
-                                              value}))
+                account = d.create_staff_account(
+                    already_created=await s.account(account_id) is not None,
+                    account_id=account_id, role=c.role, login=c.login, login_field=field,
+                    login_value=value, login_taken=await s.account_by(field, value) is not None,
+                    school_id=c.school_id, password=password, password_hash=password_hash,
+                    now=now)
             except d.AuthRejected as exc:
                 self._refuse(tx, exc.reason)
                 return
-            await s.save_account(account, None)
-            self._emit(tx, account.pull_events(), account)
+            if account is not None:
+                await s.save_account(account, None)
+                self._emit(tx, account.pull_events(), account)
             tx.reply(cmd.CommandCompleted(request_id=c.request_id, account_id=account_id))
 
     async def on_close_account(self, msg: Inbound[cmd.CloseAccount]) -> None:

@@ -135,32 +135,24 @@ class Handlers:
         async def body(tx: Transaction) -> None:
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
                                                  top_up.amount)
-            if conflict:
-                self._reject_top_up(tx, top_up, "payment_id_conflict")
-                return
             account = await store.load_account(tx, top_up.contract,
                                                {"top_ups": [top_up.payment_id]})
-            if account is None:
-                # The card's issuance travels on another topic and may be read after the
-                # payment: keep the money until the account opens (or the parking expires).
-                await store.park_top_up(tx, top_up)
-                return
-            loaded = account.version
-            try:
-                result = _credit(account, top_up, tx.now)
-            except d.WalletRejected as exc:
-                self._reject_top_up(tx, top_up, "payment_id_conflict"
-                                    if exc.reason is d.RejectionReason.IDEMPOTENCY_CONFLICT
-                                    else exc.reason.value)
-                return
-            if result.replayed:
-                record = account.top_ups[top_up.payment_id]
-                self._emit(tx, d.TopUpCredited(
-                    account.contract, top_up.payment_id, result.amount, result.sub_balance,
-                    record.channel, result.grace_debt_settled, result.balances, record.at))
-                return
-            await self._commit(tx, account, loaded)
-            self._receipts(tx, [top_up])
+            loaded = account.version if account is not None else None
+            decision = d.receive_top_up(
+                account, top_up.payment_id, top_up.amount, payment_id_reused=bool(conflict),
+                now=tx.now, sub_balance=d.SubBalance(top_up.sub_balance.value),
+                channel=d.TopUpChannel(top_up.channel.value),
+                auto_top_up_request_id=top_up.auto_top_up_request_id)
+            for event in decision.resend:
+                self._emit(tx, event)
+            match decision.verdict:
+                case d.TopUpVerdict.PARKED:
+                    await store.park_top_up(tx, top_up)
+                case d.TopUpVerdict.REJECTED:
+                    self._reject_top_up(tx, top_up, decision.rejection)
+                case d.TopUpVerdict.CREDITED if account is not None:
+                    await self._commit(tx, account, loaded)
+                    self._receipts(tx, [top_up])
 
         await self._run(msg, body)
 
@@ -235,24 +227,18 @@ class Handlers:
                 self._send(tx, outbound.sale_decision(sale, None, tx.now))
                 return
             loaded = account.version
-            # The till's own time (an offline till uploads later) decides the school day of
-            # the sale and its daily limit; a clock running ahead never counts beyond now.
-            sold_at = min(sale.sold_at, tx.now)
             try:
-                result = account.sale(sale.sale_id, terminal_id=sale.terminal_id,
-                                      items=outbound.domain_items(sale.items), now=sold_at,
-                                      bonus_points=sale.bonus_to_redeem,
-                                      bonus_excluded_categories=self._bonus_excluded)
+                decision = account.decide_sale(
+                    sale.sale_id, terminal_id=sale.terminal_id,
+                    items=outbound.domain_items(sale.items), sold_at=sale.sold_at, now=tx.now,
+                    bonus_points=sale.bonus_to_redeem,
+                    bonus_excluded_categories=self._bonus_excluded)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            record = account.sales.get(sale.sale_id)
-            if account.version == loaded:  # replayed, or a closed account (nothing recorded)
-                self._emit(tx, outbound.sale_from_record(account.contract, record) if record
-                           else d.SaleDeclined(account.contract, sale.sale_id, sale.terminal_id,
-                                               d.DeclineReason.ACCOUNT_CLOSED, "",
-                                               result.total, tx.now))
-            self._send(tx, outbound.sale_decision(sale, result, record.at if record else tx.now))
+            for event in decision.resend:
+                self._emit(tx, event)
+            self._send(tx, outbound.sale_decision(sale, decision.result, decision.decided_at))
 
         await self._run(msg, body)
 
@@ -282,16 +268,12 @@ class Handlers:
                 return
             loaded = account.version
             try:
-                result = account.debit_fare(fare.ride_id, fare.amount, now=tx.now)
+                decision = account.decide_fare(fare.ride_id, fare.amount, now=tx.now)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            if account.version == loaded:
-                ride = account.rides.get(fare.ride_id)
-                self._emit(tx, outbound.fare_from_record(account.contract, ride) if ride
-                           else d.FareDeclined(account.contract, fare.ride_id, fare.amount,
-                                               result.reason or d.DeclineReason.ACCOUNT_CLOSED,
-                                               tx.now))
+            for event in decision.resend:
+                self._emit(tx, event)
 
         await self._run(msg, body)
 
@@ -306,15 +288,14 @@ class Handlers:
                 raise Rejected("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
             try:
-                result = account.refund_fare(
+                corrected = account.correct_fare(
                     correction.correction_id, correction.charged_under or correction.ride_id,
                     correction.refund, now=tx.now)
             except d.WalletRejected as exc:
                 raise _rejected(exc) from None
             await self._commit(tx, account, loaded)
-            if result.replayed and result.paid_back:
-                self._emit(tx, outbound.fare_refund_from_record(
-                    account.contract, account.fare_refunds[correction.correction_id]))
+            for event in corrected.resend:
+                self._emit(tx, event)
 
         await self._run(msg, body)
 

@@ -2,8 +2,8 @@
 
 Message ids are derived from the operation (uuid5), so re-emitting the recorded result of a
 redelivered payment, sale or ride yields the very same message id and downstream inboxes
-drop it. Replayed operations record no domain event; the ``*_from_record`` functions rebuild
-the domain event from what the account remembers so the same path produces the same bytes.
+drop it. Replayed operations record no domain event; the account rebuilds it from what it
+remembers (``Account.recorded_*``) so the same path produces the same bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from contracts import wallet as wire
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from services.wallet import domain as d
-from services.wallet.domain.records import FareRefundRecord, RideRecord, SaleRecord
 
 NAMESPACE = uuid.UUID("5b0c8f2e-3c1a-4f4e-9a61-7d2b1c0e9a11")
 
@@ -224,29 +223,6 @@ def to_wire(event: Any) -> Wired | None:
     convert, mid = mapping
     message = convert(event)
     return topic_for(type(message)).name, _key(event), message, mid(event)
-
-
-# --- recorded results, for replays --------------------------------------------------------------
-
-def sale_from_record(contract: str, r: SaleRecord) -> d.SaleApproved | d.SaleDeclined:
-    if r.approved:
-        return d.SaleApproved(contract, r.sale_id, r.terminal_id, r.items, r.total,
-                              r.paid_canteen, r.paid_general, r.bonus_used, r.bonus_accrued,
-                              r.grace_credit, r.balances_after, r.at)
-    assert r.reason is not None
-    return d.SaleDeclined(contract, r.sale_id, r.terminal_id, r.reason, r.detail, r.total, r.at)
-
-
-def fare_from_record(contract: str, r: RideRecord) -> d.FareDebited | d.FareDeclined:
-    if r.approved:
-        return d.FareDebited(contract, r.ride_id, r.amount, r.paid_transit, r.paid_general,
-                             r.balances_after, r.at)
-    assert r.reason is not None
-    return d.FareDeclined(contract, r.ride_id, r.amount, r.reason, r.at)
-
-
-def fare_refund_from_record(contract: str, r: FareRefundRecord) -> d.FareRefunded:
-    return d.FareRefunded(contract, r.correction_id, r.ride_id, r.amount, r.balances_after, r.at)
 
 
 def sale_decision(sale: inbound.CanteenSaleRequested, result: d.SaleResult | None,

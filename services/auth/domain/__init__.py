@@ -15,6 +15,7 @@ from .accounts import (
     LoginRecord,
     LoginReply,
     Outcome,
+    create_staff_account,
     tombstone,
 )
 from .codes import CODE_MAX_ATTEMPTS, CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose, OneTimeCode
@@ -24,6 +25,8 @@ from .flows import (
     FlowResult,
     RegistrationEffect,
     confirm_registration,
+    log_in,
+    login_gate_for_identifier,
     login_gate_for_unknown,
     login_unknown,
     public_code_reply,
@@ -62,7 +65,9 @@ __all__ = [
     "LoginOutcome", "LoginRecord", "LoginReply", "OneTimeCode", "Outcome", "PasswordContext",
     "Reason", "RefreshResult", "RegistrationEffect", "Session", "SessionView",
     "activation_code_mac", "active_sessions", "check_password", "confirm_registration",
-    "login_gate_for_unknown", "login_unknown", "public_code_reply", "request_password_reset",
+    "create_staff_account",
+    "log_in", "login_gate_for_identifier", "login_gate_for_unknown", "login_unknown",
+    "public_code_reply", "request_password_reset",
     "require_acceptable_password", "resend_registration_code", "reset_password",
     "start_registration", "tombstone",
 ]

@@ -48,7 +48,7 @@ from .events import (
     SessionsInvalidated,
     StaffAccountCreated,
 )
-from .passwords import PasswordContext, check_password
+from .passwords import PasswordContext, check_password, require_acceptable_password
 from .sessions import Session
 
 E164 = re.compile(r"\+[1-9]\d{7,14}")
@@ -915,6 +915,34 @@ class Account:
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )
+
+
+def create_staff_account(
+    *, already_created: bool, account_id: str, role: AccessRole, login: str, login_field: str,
+    login_value: str, login_taken: bool, school_id: str | None, password: str,
+    password_hash: str, now: datetime,
+) -> Account | None:
+    """An administrator creates a staff or integrator account; None when this request
+    created it already (``already_created``: answer as the first time, change nothing).
+
+    ``login`` is the login as typed, ``login_field``/``login_value`` what it names (an e-mail
+    or a login name). The password must pass the policy and the login must be free
+    (``login_taken``). An integrator is a service account named by the login (its password is
+    the client secret); any other role is a staff member who logs in with the e-mail or the
+    login name and must change the initial password.
+    """
+    if already_created:
+        return None
+    require_acceptable_password(password)
+    if login_taken:
+        raise AuthRejected(Reason.IDEMPOTENCY_KEY_REUSED, "login taken")
+    if role is AccessRole.INTEGRATOR:
+        return Account.create_integrator(account_id=account_id, name=login,
+                                         client_secret_hash=password_hash, scopes=(), now=now)
+    return Account.create_staff(
+        account_id=account_id, role=role, school_id=school_id,
+        initial_password_hash=password_hash, now=now,
+        **{"email" if login_field == "email" else "username": login_value})
 
 
 def _keyed_digest(pepper: bytes, secret: str) -> str:

@@ -21,6 +21,7 @@ from .accounts import (
     Account,
     AccountKind,
     AccountStatus,
+    LoginOutcome,
     LoginReply,
     Outcome,
     require_contract_number,
@@ -243,3 +244,40 @@ def login_unknown(throttle: FailureWindow, now: datetime) -> LoginReply:
         return refused
     throttle.record_failure(now)
     return LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS)
+
+
+def login_gate_for_identifier(account: Account | None, unknown_throttle: FailureWindow | None,
+                              now: datetime) -> LoginReply | None:
+    """The refusal to give *before* the password is verified (the identifier is throttled),
+    else None: the account's own gate, or for an identifier with no account the gate of its
+    ``unknown_throttle``. Refused attempts then cost no password verification, known account
+    or not."""
+    if account is None:
+        return login_gate_for_unknown(_required(unknown_throttle), now)
+    return account.login_gate(now)
+
+
+def log_in(
+    *, account: Account | None, unknown_throttle: FailureWindow | None, password_ok: bool,
+    now: datetime, session_id: str, refresh_token_hash: str, device: str, ip_hash: str,
+    totp_code: str | None = None,
+) -> LoginOutcome:
+    """A login naming ``account``, or an identifier with no account (then ``unknown_throttle``,
+    kept per identifier hash, must be given).
+
+    An unknown identifier is throttled and refused exactly as a wrong password for an existing
+    account (:func:`login_unknown`: its failure is counted in ``unknown_throttle``); a known
+    one goes through :meth:`Account.login`. The outcome has a session only on success; the
+    caller persists whichever of the account and the throttle it passed.
+    """
+    if account is None:
+        return LoginOutcome(login_unknown(_required(unknown_throttle), now))
+    return account.login(password_ok=password_ok, now=now, session_id=session_id,
+                         refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash,
+                         totp_code=totp_code)
+
+
+def _required(unknown_throttle: FailureWindow | None) -> FailureWindow:
+    if unknown_throttle is None:
+        raise ValueError("an identifier with no account needs its throttle")
+    return unknown_throttle

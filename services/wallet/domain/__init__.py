@@ -47,6 +47,12 @@ from services.wallet.domain.ledger import (
     ledger_balances,
     unbalanced_operations,
 )
+from services.wallet.domain.payments import (
+    PAYMENT_ID_CONFLICT,
+    TopUpDecision,
+    TopUpVerdict,
+    receive_top_up,
+)
 from services.wallet.domain.records import (
     AutoTopUpSettings,
     BonusLot,
@@ -67,9 +73,12 @@ from services.wallet.domain.report import (
 )
 from services.wallet.domain.results import (
     DisputeResult,
+    FareCorrection,
+    FareDecision,
     FareRefundResult,
     FareResult,
     RefundResult,
+    SaleDecision,
     SaleResult,
     TopUpResult,
     TransferResult,
@@ -96,6 +105,7 @@ from services.wallet.domain.values import (
 
 __all__ = [
     "MONEY_SUB_BALANCES",
+    "PAYMENT_ID_CONFLICT",
     "RIDES_MOVED_ON_REISSUE_DAYS",
     "Account",
     "AccountOpened",
@@ -122,7 +132,9 @@ __all__ = [
     "DisputeResult",
     "DisputeStatus",
     "DomainEvent",
+    "FareCorrection",
     "FareDebited",
+    "FareDecision",
     "FareDeclined",
     "FareRefundResult",
     "FareRefunded",
@@ -144,6 +156,7 @@ __all__ = [
     "ReportLine",
     "ReportRefund",
     "SaleApproved",
+    "SaleDecision",
     "SaleDeclined",
     "SaleItem",
     "SaleLineRefunded",
@@ -154,7 +167,9 @@ __all__ = [
     "SubBalance",
     "TopUpChannel",
     "TopUpCredited",
+    "TopUpDecision",
     "TopUpResult",
+    "TopUpVerdict",
     "TransferResult",
     "WalletRejected",
     "check_ledger",
@@ -162,6 +177,7 @@ __all__ = [
     "filter_statement",
     "ledger_balances",
     "local_day",
+    "receive_top_up",
     "reissue_card",
     "sales_report",
     "statement_csv",

@@ -82,9 +82,12 @@ from services.wallet.domain.records import (
 )
 from services.wallet.domain.results import (
     DisputeResult,
+    FareCorrection,
+    FareDecision,
     FareRefundResult,
     FareResult,
     RefundResult,
+    SaleDecision,
     SaleResult,
     TopUpResult,
     TransferResult,
@@ -386,6 +389,12 @@ class Account:
         self._touch()
         return self._top_up_result(record)
 
+    def recorded_top_up(self, payment_id: str) -> TopUpCredited:
+        """The event of a recorded top-up, as it was first sent (a replay records none)."""
+        r = self.top_ups[payment_id]
+        return TopUpCredited(self.contract, r.payment_id, r.amount, r.sub_balance, r.channel,
+                             r.grace_debt_settled, r.balances_after, r.at)
+
     def cancel_auto_top_up(self, request_id: str, *, reason: str, now: datetime) -> bool:
         """The integrator could not collect the pending planned payment (``reason`` is its
         code): the parent is told (``AutoTopUpFailed``) and the next debit that finds the money
@@ -545,6 +554,48 @@ class Account:
                 return DeclineReason.BLOCKED_CATEGORY, item.category
         return None, ""
 
+    def decide_sale(
+        self,
+        sale_id: str,
+        *,
+        terminal_id: str,
+        items: Sequence[SaleItem],
+        sold_at: datetime,
+        now: datetime,
+        bonus_points: int = 0,
+        bonus_excluded_categories: Iterable[str] = (),
+    ) -> SaleDecision:
+        """Decide a till's sale (:meth:`sale`) and say what answers it.
+
+        The till's own time ``sold_at`` (an offline till uploads later) decides the school day
+        of the sale and its daily limit; a clock running ahead never counts beyond ``now``.
+        A sale decided before is answered with the recorded decision, at its recorded time; a
+        closed account records nothing and is answered with a decline made ``now``.
+        """
+        before = self.version
+        result = self.sale(sale_id, terminal_id=terminal_id, items=items,
+                           now=min(sold_at, now), bonus_points=bonus_points,
+                           bonus_excluded_categories=bonus_excluded_categories)
+        record = self.sales.get(sale_id)
+        if self.version != before and record is not None:
+            return SaleDecision(result, record.at)
+        if record is None:
+            closed = SaleDeclined(self.contract, sale_id, terminal_id,
+                                  DeclineReason.ACCOUNT_CLOSED, "", result.total, now)
+            return SaleDecision(result, now, (closed,))
+        return SaleDecision(result, record.at, (self.recorded_sale(sale_id),))
+
+    def recorded_sale(self, sale_id: str) -> SaleApproved | SaleDeclined:
+        """The event of a recorded sale, as it was first sent (a replay records none)."""
+        r = self.sales[sale_id]
+        if r.approved:
+            return SaleApproved(self.contract, r.sale_id, r.terminal_id, r.items, r.total,
+                                r.paid_canteen, r.paid_general, r.bonus_used, r.bonus_accrued,
+                                r.grace_credit, r.balances_after, r.at)
+        assert r.reason is not None
+        return SaleDeclined(self.contract, r.sale_id, r.terminal_id, r.reason, r.detail, r.total,
+                            r.at)
+
     def _plan_sale_payment(
         self, due: int, spend: DaySpend
     ) -> tuple[int, int, int] | DeclineReason:
@@ -577,6 +628,29 @@ class Account:
         return from_canteen, from_general, short
 
     # --- transit --------------------------------------------------------------------------------
+
+    def decide_fare(self, ride_id: str, amount: int, *, now: datetime) -> FareDecision:
+        """Debit a fare (:meth:`debit_fare`) and say what answers it: a ride decided before is
+        answered with its recorded event; a closed account records nothing and is answered
+        with a decline made ``now``."""
+        before = self.version
+        result = self.debit_fare(ride_id, amount, now=now)
+        if self.version != before:
+            return FareDecision(result)
+        if ride_id not in self.rides:
+            return FareDecision(result, (FareDeclined(
+                self.contract, ride_id, amount, result.reason or DeclineReason.ACCOUNT_CLOSED,
+                now),))
+        return FareDecision(result, (self.recorded_fare(ride_id),))
+
+    def recorded_fare(self, ride_id: str) -> FareDebited | FareDeclined:
+        """The event of a recorded ride, as it was first sent (a replay records none)."""
+        r = self.rides[ride_id]
+        if r.approved:
+            return FareDebited(self.contract, r.ride_id, r.amount, r.paid_transit, r.paid_general,
+                               r.balances_after, r.at)
+        assert r.reason is not None
+        return FareDeclined(self.contract, r.ride_id, r.amount, r.reason, r.at)
 
     def debit_fare(self, ride_id: str, amount: int, *, now: datetime) -> FareResult:
         """Debit a fare assessed by transit: transit first, then general; never on credit.
@@ -654,6 +728,18 @@ class Account:
             ride.collected_by, ride.collected_at, ride.collected_seq = payment_id, at, seq
             collected.append(ride)
         return collected
+
+    def correct_fare(
+        self, correction_id: str, ride_id: str, amount: int, *, now: datetime
+    ) -> FareCorrection:
+        """Apply a fare correction (:meth:`refund_fare`); a replayed correction that paid money
+        back is answered with its recorded refund event."""
+        result = self.refund_fare(correction_id, ride_id, amount, now=now)
+        if result.replayed and result.paid_back:
+            r = self.fare_refunds[correction_id]
+            return FareCorrection(result, (FareRefunded(
+                self.contract, r.correction_id, r.ride_id, r.amount, r.balances_after, r.at),))
+        return FareCorrection(result)
 
     def refund_fare(
         self, correction_id: str, ride_id: str, amount: int, *, now: datetime

@@ -4,7 +4,15 @@ set (``replayed`` takes no part in equality)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from services.wallet.domain.events import (
+    FareDebited,
+    FareDeclined,
+    FareRefunded,
+    SaleApproved,
+    SaleDeclined,
+)
 from services.wallet.domain.records import DisputeStatus
 from services.wallet.domain.values import Balances, DeclineReason, SubBalance
 
@@ -40,6 +48,18 @@ class SaleResult:
 
 
 @dataclass(frozen=True, slots=True)
+class SaleDecision:
+    """A till's sale decided: ``result`` answers the till, as of ``decided_at``. ``resend``
+    holds the sale event to send again when the call recorded nothing new: a replayed sale
+    answers with the recorded decision, and a closed account (which records nothing) with a
+    decline made now. Empty when the decision is new (its event is pending on the account)."""
+
+    result: SaleResult
+    decided_at: datetime
+    resend: tuple[SaleApproved | SaleDeclined, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FareResult:
     ride_id: str
     approved: bool
@@ -61,6 +81,24 @@ class FareRefundResult:
     balances: Balances
     replayed: bool = field(default=False, compare=False)
     paid_back: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FareDecision:
+    """A fare decided; ``resend`` holds the fare event to send again when the call recorded
+    nothing new (a replayed ride, or a closed account's decline made now)."""
+
+    result: FareResult
+    resend: tuple[FareDebited | FareDeclined, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FareCorrection:
+    """A fare correction applied; ``resend`` holds the recorded refund to send again when a
+    replayed correction had paid money back."""
+
+    result: FareRefundResult
+    resend: tuple[FareRefunded, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

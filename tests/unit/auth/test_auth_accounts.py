@@ -9,6 +9,7 @@ from services.auth.domain import (
     AuthRejected,
     CodePurpose,
     Reason,
+    create_staff_account,
     tombstone,
 )
 from services.auth.domain.events import AccountClosed
@@ -128,3 +129,50 @@ def test_an_account_document_holds_only_bson_friendly_types() -> None:
     check(doc)
     assert "482913" not in repr(doc)
     assert Account.from_doc(doc).to_doc() == doc
+
+
+def new_staff(role: AccessRole = AccessRole.CANTEEN_OPERATOR, *, login: str = "Cook@School.example",
+              field: str = "email", value: str = "cook@school.example",
+              already_created: bool = False, login_taken: bool = False,
+              password: str = "steamed dumplings day") -> Account | None:
+    return create_staff_account(
+        already_created=already_created, account_id="staff-1", role=role, login=login,
+        login_field=field, login_value=value, login_taken=login_taken, school_id="sch-1",
+        password=password, password_hash="H", now=T0)
+
+
+def test_a_staff_account_created_again_by_the_same_request_changes_nothing() -> None:
+    assert new_staff(already_created=True, login_taken=True, password="x") is None
+
+
+def test_a_staff_member_logs_in_with_the_e_mail_or_login_name_and_must_change_the_password(
+) -> None:
+    by_email = new_staff()
+    assert by_email is not None
+    assert (by_email.kind, by_email.role) == (AccountKind.STAFF, AccessRole.CANTEEN_OPERATOR)
+    assert by_email.email == "cook@school.example" and by_email.username is None
+    assert by_email.must_change_password and by_email.school_id == "sch-1"
+    by_name = new_staff(AccessRole.TEACHER, login="Teacher.Anna", field="username",
+                        value="teacher.anna")
+    assert by_name is not None and (by_name.username, by_name.email) == ("teacher.anna", None)
+
+
+def test_an_integrator_is_a_service_account_named_by_its_login() -> None:
+    integrator = new_staff(AccessRole.INTEGRATOR, login="Bank-Gate", field="username",
+                           value="bank-gate")
+    assert integrator is not None
+    assert (integrator.kind, integrator.role) == (AccountKind.INTEGRATOR, AccessRole.INTEGRATOR)
+    assert (integrator.display_name, integrator.username) == ("Bank-Gate", "bank-gate")
+    assert not integrator.must_change_password and integrator.school_id is None
+
+
+def test_a_staff_account_needs_an_acceptable_password_then_a_free_login() -> None:
+    with pytest.raises(AuthRejected) as weak:
+        new_staff(password="123", login_taken=True)
+    assert weak.value.reason is not Reason.IDEMPOTENCY_KEY_REUSED
+    with pytest.raises(AuthRejected) as taken:
+        new_staff(login_taken=True)
+    assert taken.value.reason is Reason.IDEMPOTENCY_KEY_REUSED
+    with pytest.raises(AuthRejected) as parent_role:
+        new_staff(AccessRole.PARENT)
+    assert parent_role.value.reason is Reason.INVALID_ROLE

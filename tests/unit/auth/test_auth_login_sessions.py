@@ -9,10 +9,13 @@ from services.auth.domain import (
     AuthRejected,
     CodePurpose,
     FailureWindow,
+    LoginOutcome,
     LoginReply,
     Reason,
     Session,
     active_sessions,
+    log_in,
+    login_gate_for_identifier,
     login_gate_for_unknown,
     login_unknown,
 )
@@ -304,3 +307,43 @@ def test_session_and_account_documents_round_trip() -> None:
     assert Account.from_doc(account.to_doc()).to_doc() == account.to_doc()
     naive = {**session.to_doc(), "created_at": T0.replace(tzinfo=None)}
     assert Session.from_doc(naive).created_at == T0
+
+
+def attempt(account: Account | None, ghost: FailureWindow | None, ok: bool,
+            now: datetime) -> LoginOutcome:
+    return log_in(account=account, unknown_throttle=ghost, password_ok=ok, now=now,
+                  session_id="s1", refresh_token_hash="rt-1", device="Phone", ip_hash="ip1")
+
+
+def test_a_login_naming_no_account_is_refused_and_counted_like_a_wrong_password() -> None:
+    ghost = FailureWindow()
+    outcome = attempt(None, ghost, True, T0)
+    assert outcome.session is None
+    assert outcome.reply == attempt(parent(), None, False, T0).reply
+    assert ghost.count(T0) == 1
+
+
+def test_a_login_naming_an_account_with_the_right_password_starts_its_session() -> None:
+    account, ghost = parent(), FailureWindow()
+    outcome = attempt(account, ghost, True, T0)
+    assert outcome.session is not None and outcome.session.account_id == "acc-1"
+    assert outcome.reply.ok and ghost.count(T0) == 0
+
+
+def test_the_gate_before_verification_refuses_known_and_unknown_identifiers_alike() -> None:
+    account, ghost = parent(), FailureWindow()
+    for _ in range(5):
+        attempt(account, None, False, T0)
+        attempt(None, ghost, False, T0)
+    now = T0 + timedelta(milliseconds=500)
+    refused = login_gate_for_identifier(account, None, now)
+    assert refused is not None and not refused.ok
+    assert login_gate_for_identifier(None, ghost, now) == refused
+    assert login_gate_for_identifier(parent(), None, now) is None
+
+
+def test_a_login_naming_no_account_without_its_throttle_is_a_programming_error() -> None:
+    with pytest.raises(ValueError):
+        attempt(None, None, False, T0)
+    with pytest.raises(ValueError):
+        login_gate_for_identifier(None, None, T0)
