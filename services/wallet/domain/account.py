@@ -1515,7 +1515,8 @@ class Account:
         kwargs["balances_by_sub"] = balances
         embedded = [(kind, item) for kind in _KEYED for item in doc.get(kind) or ()]
         complete = complete or bool(embedded)
-        account = cls(**kwargs, **{kind: Book(complete=complete) for kind in _KEYED})
+        books: dict[str, Any] = {kind: Book(complete=complete) for kind in _KEYED}
+        account = cls(**kwargs, **books)
         account.add_records(itertools.chain(doc.get("open") or (), embedded, records), absent)
         return account
 
