@@ -1,5 +1,5 @@
 """auth: the topic -> handler table. Published outbox records (codes, TOTP secrets) are
-deleted by the runtime's relay (``outbox_delete_published``, on by default for auth)."""
+deleted by the runtime's relay (``outbox_carries_secrets``, on by default for auth)."""
 
 from __future__ import annotations
 

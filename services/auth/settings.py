@@ -31,10 +31,11 @@ class Settings(ServiceSettings):
         "refresh during which the refresh token it replaced may come back once more (a client "
         "retrying after a lost reply) and is answered with a new token instead of revoking "
         "the session; 0 revokes on any reuse (OAuth 2.0 Security BCP, refresh token rotation).")
-    outbox_delete_published: bool = Field(default=True, description="AUTH_OUTBOX_DELETE_"
-                                          "PUBLISHED: the relay deletes published records "
-                                          "(one-time codes and TOTP secrets among them) instead "
-                                          "of keeping them a week; keep it on.")
+    outbox_carries_secrets: bool = Field(default=True, description="AUTH_OUTBOX_CARRIES_"
+                                         "SECRETS: one-time codes and TOTP secrets pass through "
+                                         "the outbox: published records are deleted whatever "
+                                         "AUTH_OUTBOX_DELETE_PUBLISHED says, parked ones keep no "
+                                         "payload; keep it on.")
     session_retention_days: int = Field(default=30, ge=1, description="AUTH_SESSION_RETENTION_"
                                         "DAYS: sessions are deleted this long after their last "
                                         "use or revocation (TTL index); a session is unusable "

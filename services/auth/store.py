@@ -11,7 +11,7 @@ Collections (database ``schoolcard_auth``):
 * ``auth_children`` — children from the card-issuing system with their guardians; unique
   contract number, indexed by previous contracts and by guardian account (``guardian_ids``).
 * ``auth_outbox`` / ``auth_inbox`` — the runtime's; the relay deletes published outbox records
-  (``outbox_delete_published``), so codes do not outlive their delivery.
+  (``outbox_carries_secrets``), so codes do not outlive their delivery.
 * ``auth_login_throttles`` — failure windows of login identifiers that name no account (keyed
   by a peppered hash), so throttling looks the same for known and unknown identifiers.
 

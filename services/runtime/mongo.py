@@ -438,15 +438,18 @@ class OutboxRelay:
     does not answer, nothing is blamed: the pass stops and is retried with backoff, so an
     outage parks nothing.
 
-    Published records are marked ``sent`` and expire after a week (``outbox_ttl``), unless
-    ``delete_published``: then they are deleted as soon as the broker took them, for a
-    service whose outbox carries secrets that must not outlive their delivery (auth's
-    one-time codes and TOTP secrets); such a service's parked records keep no payload.
+    With ``delete_published`` (the services' default) a record is deleted as soon as the
+    broker took it; without it, it is marked ``sent`` and expires after a week
+    (``outbox_ttl``). ``carries_secrets`` (auth's one-time codes and TOTP secrets, which must
+    not outlive their delivery) deletes published records whatever ``delete_published`` says,
+    and keeps no payload in a parked record; other services' parked records keep theirs, to
+    be published again once their cause is fixed.
     """
 
     def __init__(self, uow: UnitOfWork, publish: Publish, *, batch: int = 200,
                  idle_s: float = 0.5, takeover_s: float = 30.0,
-                 delete_published: bool = False, max_attempts: int = 5,
+                 delete_published: bool = False, carries_secrets: bool = False,
+                 max_attempts: int = 5,
                  publish_timeout_s: float = 10.0, retry_base_s: float = 1.0,
                  broker_up: Probe = _assume_up) -> None:
         self.uow = uow
@@ -454,7 +457,8 @@ class OutboxRelay:
         self.batch = batch
         self.idle_s = idle_s
         self.takeover_s = takeover_s
-        self.delete_published = delete_published
+        self.delete_published = delete_published or carries_secrets
+        self.carries_secrets = carries_secrets
         self.max_attempts = max_attempts
         self.publish_timeout_s = publish_timeout_s
         self.retry_base_s = retry_base_s
@@ -652,7 +656,7 @@ class OutboxRelay:
         reason = reason or "unpublishable"
         parked: Doc = {"status": "parked", "attempts": attempts, "park_reason": reason,
                        "last_error": detail, "parked_at": datetime.now(UTC)}
-        if self.delete_published:
+        if self.carries_secrets:
             parked.update(payload="", headers={})  # secrets do not outlive their delivery
         await self.uow.outbox.update_one({"_id": doc["_id"]}, {"$set": parked})
         metrics.OUTBOX_PARKED.labels(self.uow.service, reason).inc()

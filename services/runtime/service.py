@@ -169,6 +169,7 @@ class Service:
         self.relay = OutboxRelay(uow, publish, batch=s.outbox_batch,
                                  idle_s=s.outbox_idle_ms / 1000, takeover_s=s.outbox_takeover_s,
                                  delete_published=s.outbox_delete_published,
+                                 carries_secrets=s.outbox_carries_secrets,
                                  max_attempts=s.outbox_max_attempts,
                                  publish_timeout_s=s.outbox_publish_timeout_s,
                                  retry_base_s=s.outbox_retry_base_ms / 1000,

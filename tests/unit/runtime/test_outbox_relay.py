@@ -238,7 +238,18 @@ async def test_a_record_for_a_name_kafka_refuses_is_parked_without_asking_the_br
 
 
 async def test_a_parked_record_of_an_outbox_carrying_secrets_keeps_no_payload() -> None:
-    docs = [record(1, topic="no such topic!")]
-    await relay(docs, Broker(), delete_published=True).publish_pending()
+    docs = [record(1, topic="no such topic!"), record(2)]
+    await relay(docs, Broker(), carries_secrets=True).publish_pending()
+    assert [d["_id"] for d in docs] == ["r1"]  # the published one is deleted
     assert docs[0]["status"] == "parked"
     assert docs[0]["payload"] == "" and docs[0]["headers"] == {}
+
+
+async def test_a_parked_record_of_an_ordinary_outbox_keeps_its_payload_to_send_again() -> None:
+    docs = [record(1, topic="no such topic!"), record(2)]
+    docs[0]["headers"] = {"ce_type": "OtpRequested"}
+    await relay(docs, Broker(), delete_published=True).publish_pending()
+    assert [d["_id"] for d in docs] == ["r1"]
+    assert docs[0]["status"] == "parked"
+    assert docs[0]["payload"] == '{"code": "000001"}'
+    assert docs[0]["headers"] == {"ce_type": "OtpRequested"}
