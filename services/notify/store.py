@@ -14,6 +14,11 @@ Collections (database ``schoolcard_notify``):
 Messages expire ``NOTIFY_JOURNAL_RETENTION_DAYS`` after ``created_at``; journeys (rides and
 gate passages: location data) ``NOTIFY_JOURNEY_RETENTION_DAYS`` after ``stored_at``, the
 wall-clock time of their last change. Both are TTL indexes kept by ``ensure_ttl_index``.
+
+Messages and journeys are *staged* (``tx.stage``): written when the unit of work commits —
+inside a consumer batch or a sender pass, all of them in one bulk write per collection — and
+read through ``tx.load``/``tx.load_many`` so a later message of the batch sees them. The
+journal (a query by guardian) reads what is committed.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
-    ConcurrencyError,
     Transaction,
     ensure_ttl_index,
     save_versioned,
@@ -156,31 +160,27 @@ def _message(doc: Doc) -> Message:
 async def existing_messages(tx: Transaction, keys: list[str]) -> dict[str, Message]:
     if not keys:
         return {}
-    docs = await tx.db.notify_messages.find({"_id": {"$in": keys}},
-                                            session=tx.session).to_list(None)
+    docs = await tx.load_many(tx.db.notify_messages, keys)
     return {d["_id"]: _message(d) for d in docs}
 
 
 async def insert_messages(tx: Transaction, messages: list[Message]) -> None:
-    """New messages only; the unique ``_id`` refuses a second copy of a key even if two
-    writers raced past the existence check (the loser's transaction is retried)."""
-    if messages:
-        await tx.db.notify_messages.insert_many([_message_doc(m) for m in messages],
-                                                session=tx.session)
+    """New messages only, written at the commit (with the batch's, in one bulk write); the
+    unique ``_id`` refuses a second copy of a key even if two writers raced past the
+    existence check (the loser is retried)."""
+    for m in messages:
+        tx.stage(tx.db.notify_messages, _message_doc(m), None)
 
 
 async def load_message(tx: Transaction, key: str) -> tuple[Message, str | None] | None:
-    doc = await tx.db.notify_messages.find_one({"_id": key}, session=tx.session)
+    doc = await tx.load(tx.db.notify_messages, key)
     return (_message(doc), doc.get("lease_owner")) if doc else None
 
 
 async def save_message(tx: Transaction, message: Message, loaded: int) -> None:
-    """Replace after a delivery attempt (releasing the lease) if nobody wrote meanwhile."""
-    result = await tx.db.notify_messages.replace_one(
-        {"_id": message.dedupe_key, "version": loaded}, _message_doc(message),
-        session=tx.session)
-    if result.matched_count != 1:
-        raise ConcurrencyError(message.dedupe_key)
+    """Replace after a delivery attempt (releasing the lease) if nobody wrote meanwhile
+    (checked at the commit)."""
+    tx.stage(tx.db.notify_messages, _message_doc(message), loaded)
 
 
 async def claim_due(db: Any, now: datetime, owner: str, lease: timedelta,
@@ -229,7 +229,7 @@ async def held_messages(tx: Transaction, account_id: str) -> list[Message]:
 # -- journeys -------------------------------------------------------------------------------
 
 async def load_journey(tx: Transaction, key: str) -> JourneyDay | None:
-    doc = await tx.db.notify_journeys.find_one({"_id": key}, session=tx.session)
+    doc = await tx.load(tx.db.notify_journeys, key)
     if not doc:
         return None
     doc = dict(doc)
@@ -238,9 +238,8 @@ async def load_journey(tx: Transaction, key: str) -> JourneyDay | None:
 
 
 async def save_journey(tx: Transaction, journey: JourneyDay, loaded: int | None) -> None:
-    await save_versioned(tx.db.notify_journeys,
-                         with_stored_at({"_id": journey.key, **journey.to_doc()}),
-                         loaded, session=tx.session, version=journey.version)
+    tx.stage(tx.db.notify_journeys, with_stored_at({"_id": journey.key, **journey.to_doc()}),
+             loaded, version=journey.version)
 
 
 async def journey(db: Any, key: str) -> JourneyDay | None:

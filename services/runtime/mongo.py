@@ -31,11 +31,12 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
 )
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel, InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     NetworkTimeout,
@@ -162,6 +163,15 @@ class PendingMessage:
 
 
 @dataclass
+class Staged:
+    """A document written at the commit (``Transaction.stage``)."""
+
+    collection: Any
+    first_version: int | None  # the version the database holds; None: a new document
+    doc: Doc
+
+
+@dataclass
 class Transaction:
     """What a handler sees inside ``UnitOfWork.transaction()``."""
 
@@ -175,6 +185,8 @@ class Transaction:
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     shared: dict[tuple[str, Hashable], Any] | None = None
     """Reference documents read once per batch (``cached``); None outside a batch."""
+    staged: dict[tuple[str, Any], Staged] = field(default_factory=dict)
+    """Documents written at the commit (``stage``), shared by the units of work of a batch."""
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this unit of work is committed (with its batch, if any)."""
@@ -191,6 +203,45 @@ class Transaction:
         if (kind, key) not in self.shared:
             self.shared[(kind, key)] = await load()
         return copy.deepcopy(self.shared[(kind, key)])
+
+    async def load(self, collection: Any, _id: Any) -> Doc | None:
+        """The document ``_id`` of ``collection`` as this unit of work (and the earlier ones
+        of its batch) left it: a staged one, else the stored one."""
+        staged = self.staged.get((collection.name, _id))
+        if staged is not None:
+            return copy.deepcopy(staged.doc)
+        return await collection.find_one({"_id": _id}, session=self.session)
+
+    async def load_many(self, collection: Any, ids: list[Any]) -> list[Doc]:
+        """``load`` for several ids, in one query for those not staged."""
+        staged = {i: self.staged[(collection.name, i)] for i in ids
+                  if (collection.name, i) in self.staged}
+        rest = [i for i in ids if i not in staged]
+        found = await collection.find({"_id": {"$in": rest}},
+                                      session=self.session).to_list(None) if rest else []
+        return [*found, *(copy.deepcopy(s.doc) for s in staged.values())]
+
+    def stage(self, collection: Any, doc: Doc, loaded_version: int | None, *,
+              version: int | None = None) -> None:
+        """Write ``doc`` (a versioned document, read with ``load``) when the unit of work
+        commits — inside a batch, with the batch's other staged writes, one bulk write per
+        collection: inserted when ``loaded_version`` is None, else replaced if the stored
+        version is still the one first loaded; nothing when ``version`` (the aggregate's
+        current version) equals ``loaded_version``. A version that does not follow what was
+        staged before raises ConcurrencyError (the message is retried with fresh state); so
+        does a lost race at the commit. Every read of a staged collection inside units of
+        work must go through ``load``/``load_many``."""
+        key = (collection.name, doc["_id"])
+        before = self.staged.get(key)
+        if before is not None:
+            if before.doc.get("version") != loaded_version:
+                raise ConcurrencyError(f"{collection.name}/{doc['_id']} (staged)")
+            first = before.first_version
+        elif version is not None and version == loaded_version:
+            return  # unchanged
+        else:
+            first = loaded_version
+        self.staged[key] = Staged(collection, first, copy.deepcopy(doc))
 
     def forget(self, kind: str) -> None:
         """Drop what ``cached`` holds of ``kind`` (every key)."""
@@ -243,6 +294,7 @@ class _Batch:
     outbox: list[PendingMessage] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     shared: dict[tuple[str, Hashable], Any] = field(default_factory=dict)
+    staged: dict[tuple[str, Any], Staged] = field(default_factory=dict)
 
 
 _BATCH: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar("batch", default=None)
@@ -298,6 +350,29 @@ class UnitOfWork:
                     await session.abort_transaction()
                 raise
 
+    @staticmethod
+    async def _write_staged(staged: dict[tuple[str, Any], Staged],
+                            session: AsyncClientSession) -> None:
+        """The staged documents, one ordered bulk write per collection; a document another
+        writer changed (or inserted) since it was loaded raises ConcurrencyError."""
+        by_collection: dict[str, list[Staged]] = {}
+        for item in staged.values():
+            by_collection.setdefault(item.collection.name, []).append(item)
+        for items in by_collection.values():
+            ops: list[Any] = [
+                InsertOne(s.doc) if s.first_version is None else
+                ReplaceOne({"_id": s.doc["_id"], "version": s.first_version}, s.doc)
+                for s in items]
+            collection = items[0].collection
+            try:
+                result = await collection.bulk_write(ops, ordered=True, session=session)
+            except BulkWriteError as exc:
+                if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", ())):
+                    raise ConcurrencyError(f"{collection.name}: inserted meanwhile") from None
+                raise
+            if result.inserted_count + result.matched_count != len(ops):
+                raise ConcurrencyError(f"{collection.name}: changed meanwhile")
+
     async def _write_outbox(self, pending: list[PendingMessage],
                             session: AsyncClientSession) -> None:
         if pending:
@@ -318,6 +393,7 @@ class UnitOfWork:
                                                   session=session).to_list(None)
                     scope.seen = {doc["_id"] for doc in found}
                 yield
+                await self._write_staged(scope.staged, session)
                 if scope.inbox:
                     await self.inbox.insert_many(scope.inbox, session=session)
                 await self._write_outbox(scope.outbox, session)
@@ -357,6 +433,7 @@ class UnitOfWork:
                 except DuplicateKeyError:
                     raise AlreadyProcessed(inbox_id) from None
             yield tx
+            await self._write_staged(tx.staged, session)
             await self._write_outbox(tx.outbox, session)
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         self._committed(tx.outbox, tx.after_commit)
@@ -370,7 +447,7 @@ class UnitOfWork:
             raise AlreadyProcessed(inbox_id)
         tx = Transaction(session=batch.session, db=self.db, source=self.service, cause=cause,
                          now=now or datetime.now(UTC), reply_max_bytes=self.reply_max_bytes,
-                         shared=batch.shared)
+                         shared=batch.shared, staged=batch.staged)
         yield tx
         if inbox_id is not None:
             batch.seen.add(inbox_id)

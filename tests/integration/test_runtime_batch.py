@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from contracts.integrations import TopUpReceived
-from services.runtime.mongo import AlreadyProcessed, UnitOfWork, connect
+from services.runtime.mongo import AlreadyProcessed, ConcurrencyError, UnitOfWork, connect
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +105,49 @@ async def test_reference_documents_are_read_once_per_batch_and_again_after_a_wri
         await schedule(tx)
         await schedule(tx)
     assert len(reads) == 4
+
+
+async def bump(uow: UnitOfWork, inbox_id: str, step: int) -> None:
+    """A versioned counter, read with ``load`` and written with ``stage``."""
+    async with uow.transaction(inbox_id=inbox_id) as tx:
+        doc = await tx.load(tx.db.versioned, "c")
+        loaded = doc["version"] if doc else None
+        new = {"_id": "c", "version": (loaded or 0) + 1, "total": (doc or {}).get("total", 0)
+               + step}
+        tx.stage(tx.db.versioned, new, loaded, version=new["version"])
+
+
+async def test_staged_documents_are_seen_by_the_batch_and_written_once_at_its_commit(
+        uow: UnitOfWork) -> None:
+    async with uow.batch(["m1", "m2", "m3"]):
+        for n, inbox_id in enumerate(["m1", "m2", "m3"], start=1):
+            await bump(uow, inbox_id, n)
+    assert await uow.db.versioned.find_one({"_id": "c"}) == {"_id": "c", "version": 3,
+                                                              "total": 6}
+    await bump(uow, "m4", 10)  # alone: written at its own commit, replacing version 3
+    assert (await uow.db.versioned.find_one({"_id": "c"}))["total"] == 16
+
+
+async def test_a_staged_document_changed_by_another_writer_fails_the_commit(
+        uow: UnitOfWork) -> None:
+    await bump(uow, "m1", 1)
+    await bump(uow, "m2", 1)  # version 2 stored: another instance got there first
+    with pytest.raises(ConcurrencyError):
+        async with uow.batch(["m3"]), uow.transaction(inbox_id="m3") as tx:
+            tx.stage(tx.db.versioned, {"_id": "c", "version": 2, "total": 100}, 1, version=2)
+    assert await uow.db.versioned.find_one({"_id": "c"}) == {"_id": "c", "version": 2,
+                                                              "total": 2}
+    assert await uow.inbox.find_one({"_id": "m3"}) is None  # the message is not consumed
+
+
+async def test_staging_over_a_version_the_batch_already_changed_is_a_conflict(
+        uow: UnitOfWork) -> None:
+    await bump(uow, "m1", 1)
+    with pytest.raises(ConcurrencyError):
+        async with uow.batch(["m2", "m3"]):
+            await bump(uow, "m2", 1)
+            async with uow.transaction(inbox_id="m3") as tx:  # read past the staged version
+                stale = await tx.db.versioned.find_one({"_id": "c"}, session=tx.session)
+                tx.stage(tx.db.versioned, {**stale, "version": 2, "total": 50},
+                         stale["version"], version=2)
+    assert (await uow.db.versioned.find_one({"_id": "c"}))["total"] == 1

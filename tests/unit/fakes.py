@@ -35,7 +35,7 @@ from contracts.catalog import APP_REPLIES, reply_topic_problem
 from contracts.envelope import ContractModel, Envelope, ErrorReply
 from services.runtime import dialect
 from services.runtime.consumer import Inbound
-from services.runtime.mongo import AlreadyProcessed, Doc, PendingMessage, Transaction
+from services.runtime.mongo import AlreadyProcessed, Doc, PendingMessage, Transaction, UnitOfWork
 from services.runtime.service import Runtime
 from services.runtime.settings import InfraSettings, ServiceSettings
 from services.runtime.tokens import generate_keypair, issue_access_token
@@ -439,6 +439,7 @@ class FakeUnitOfWork:
                 except DuplicateKeyError:
                     raise AlreadyProcessed(inbox_id) from None
             yield tx
+            await UnitOfWork._write_staged(tx.staged, None)  # type: ignore[arg-type]
         except BaseException:
             self.db.restore(saved)
             raise
