@@ -122,8 +122,9 @@ async def _with_records(tx: Transaction, doc: Doc, wants: Wants | None,
     found, absent = await _find(tx, contract, wants, rides_since)
     account = Account.from_doc(_strip(doc), [(row["kind"], row["record"]) for row in found],
                                absent=absent)
-    earlier_layout = any(kind in doc for kind in ("sales", "rides", "top_ups"))
-    _AS_LOADED[account] = {} if earlier_layout else {
+    # A document of the earlier layout (records inside) loads complete: none of its records
+    # is stored apart yet, so its next save writes them all.
+    _AS_LOADED[account] = {} if account.sales.complete else {
         _operation_id(contract, row.kind, row.key): row.plain for row in account.history()}
     return account
 
