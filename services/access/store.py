@@ -38,6 +38,7 @@ from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
     Transaction,
+    ensure_collections,
     ensure_ttl_index,
     save_versioned,
     with_stored_at,
@@ -48,6 +49,7 @@ Doc = dict[str, Any]
 
 async def ensure_indexes(db: Any, *, attendance_retention_days: int,
                          gate_tap_retention_days: int) -> None:
+    await ensure_collections(db, "access_contracts", "access_schedules", "access_sweeps")
     await dialect.current().create_indexes(db.access_cards, [
         IndexModel([("contract", ASCENDING)], name="card_contract"),
         IndexModel([("school_id", ASCENDING), ("class_name", ASCENDING)], name="card_school"),

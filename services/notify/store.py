@@ -35,6 +35,7 @@ from services.runtime.mongo import (
     DAY_S,
     STORED_AT,
     Transaction,
+    ensure_collections,
     ensure_ttl_index,
     save_versioned,
     with_stored_at,
@@ -47,6 +48,7 @@ OPEN = [DeliveryStatus.PENDING.value, DeliveryStatus.FAILED.value]
 
 async def ensure_indexes(db: Any, *, journal_retention_days: int,
                          journey_retention_days: int) -> None:
+    await ensure_collections(db, "notify_guardians")
     await dialect.current().create_indexes(
         db.notify_guardianships, [IndexModel([("contract", ASCENDING)])])
     await dialect.current().create_indexes(

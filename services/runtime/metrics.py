@@ -11,6 +11,9 @@ HANDLED = Counter("schoolcard_messages_handled_total", "Messages handled, by out
                   ["service", "type", "outcome"])
 DEAD_LETTERED = Counter("schoolcard_dead_letters_total", "Messages sent to the dead-letter "
                         "topic, by reason code", ["service", "code"])
+REFUSALS = Counter("schoolcard_refusals_total", "Requests answered with an error and events "
+                   "dead-lettered because a token or a domain rule refused them, by code",
+                   ["service", "code"])
 RETRIES = Counter("schoolcard_retries_total", "Handler retries after a transient fault",
                   ["service", "kind"])
 HANDLER_SECONDS = Histogram("schoolcard_handler_seconds", "Time to handle one message",

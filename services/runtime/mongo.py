@@ -37,6 +37,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
     AutoReconnect,
     BulkWriteError,
+    CollectionInvalid,
     ConnectionFailure,
     DuplicateKeyError,
     NetworkTimeout,
@@ -143,6 +144,18 @@ async def ensure_ttl_index(collection: Any, field: str, seconds: int, *,
                                           name or f"{field}_ttl")
     log.info("ttl index changed", collection=collection.name, field=field,
              expire_after_s=seconds)
+
+
+async def ensure_collections(db: Any, *names: str) -> None:
+    """Create the collections a store writes that no index creates. A collection created by
+    the first write inside a transaction is created in it: on nx-27017 a rolled-back batch
+    takes the new table with it while the server still believes it exists, and the next
+    write fails "no such table" (seen on ``transit_contract_blocks``)."""
+    existing = set(await db.list_collection_names())
+    for name in names:
+        if name not in existing:
+            with contextlib.suppress(CollectionInvalid):  # another instance created it
+                await db.create_collection(name)
 
 
 class AlreadyProcessed(Exception):

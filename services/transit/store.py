@@ -41,6 +41,7 @@ from services.runtime.mongo import (
     STORED_AT,
     ConcurrencyError,
     Transaction,
+    ensure_collections,
     ensure_ttl_index,
     save_versioned,
 )
@@ -76,6 +77,7 @@ class Card:
 
 
 async def ensure_indexes(db: Any, *, ride_retention_days: int) -> None:
+    await ensure_collections(db, "transit_contract_blocks", "transit_fare_rules")
     await dialect.current().create_indexes(
         db.transit_cards, [IndexModel([("contract", ASCENDING)])])
     await dialect.current().create_indexes(db.transit_travel, [

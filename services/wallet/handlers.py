@@ -1,16 +1,17 @@
-"""Wallet use cases: load the account, make one domain call, commit state + ledger + outbox +
-inbox in one transaction.
+"""Wallet use cases, each of the runtime's one shape (``services/runtime/usecase.py``):
+authorize, load the account, one domain call, commit state + ledger + outbox + inbox in one
+transaction, reply.
 
-Expected refusals are results, not errors: a declined sale or fare is an event (and a decision
-to the till), a refused app command is an ErrorReply. Input that can never succeed (an
-operation id reused with other content, a refund of a ride never charged) is dead-lettered
-with the reason (``Rejected``). A write conflict on the account (another instance changed it
-between load and save) is retried here with fresh state, inside the same delivery.
+Declined sales and fares are results, not errors: an event (and a decision to the till). A
+refusal (``WalletRejected``, ``Refused``, a token refused) is an ErrorReply to an app and a
+dead letter for an integrator's or a service's event; input that can never succeed whoever
+sent it (an operation id reused for another contract) is dead-lettered (``Rejected``). A
+write conflict on the account propagates: the consumer reruns the message with fresh state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from contracts import integrations as inbound
@@ -19,25 +20,19 @@ from contracts import wallet as wire
 from contracts.auth import AccessTokenClaims
 from contracts.envelope import CommandAccepted
 from services.runtime import paging
-from services.runtime.authorization import authorize
 from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import ConcurrencyError, Transaction
 from services.runtime.service import Runtime
-from services.runtime.tokens import TokenError
+from services.runtime.usecase import Refused, UseCases
 from services.wallet import domain as d
 from services.wallet import outbound, store
 from services.wallet.settings import Settings
 
 log = get_logger("schoolcard.wallet")
 
-Body = Callable[[Transaction], Awaitable[None]]
 MAX_REISSUE_HOPS = 16  # a card reissued more often than this in one fare's lifetime is absurd
 Operation = Callable[[d.Account, AccessTokenClaims, Transaction], object]
-
-
-def _rejected(exc: d.WalletRejected) -> Rejected:
-    return Rejected(exc.reason.value, str(exc))
 
 
 class Handlers:
@@ -45,14 +40,9 @@ class Handlers:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
         self._bonus_excluded = tuple(c.value for c in self.settings.bonus_excluded_categories)
+        self.case = UseCases(rt, refusals=(d.WalletRejected,))
 
     # --- plumbing -------------------------------------------------------------------------------
-
-    async def _run(self, msg: Inbound | None, body: Body) -> None:
-        """One transaction for ``msg``. A write conflict (another instance saved the same
-        account first) propagates: the consumer reruns the message with fresh state."""
-        async with self.rt.transaction(msg) as tx:
-            await body(tx)
 
     async def _commit(self, tx: Transaction, account: d.Account, loaded: int | None) -> None:
         await store.save_account(tx, account, loaded)
@@ -78,8 +68,8 @@ class Handlers:
 
     async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
         card = msg.message
-
-        async def body(tx: Transaction) -> None:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             if await store.load_account(tx, card.contract) is not None:
                 return  # already opened by an earlier delivery of the same card
             school = await store.school_settings(tx, card.school_id)
@@ -95,27 +85,19 @@ class Handlers:
                 raise ConcurrencyError(card.contract) from None  # opened meanwhile
             self._receipts(tx, parked)
 
-        await self._run(msg, body)
-
     async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
         event = msg.message
-
-        async def body(tx: Transaction) -> None:
-            old = await store.load_account(
-                tx, event.old_contract,
-                rides_since=tx.now - timedelta(days=d.RIDES_MOVED_ON_REISSUE_DAYS))
-            if old is None:
-                raise Rejected("unknown_contract", f"no account {event.old_contract}")
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            old = await self._account(tx, event.old_contract, rides_since=tx.now - timedelta(
+                days=d.RIDES_MOVED_ON_REISSUE_DAYS))
             loaded = old.version
             school = await store.school_settings(tx, event.school_id)
-            try:
-                outcome = d.reissue_card(
-                    old, reissue_id=f"reissue-{event.old_contract}-{event.new_contract}",
-                    new_contract=event.new_contract, new_card_uid=event.new_card_uid,
-                    now=tx.now, school_id=event.school_id, time_zone=event.school_tz,
-                    grace_meal_limit=school.get("grace_meal_max_debt"))
-            except d.WalletRejected as exc:
-                raise _rejected(exc) from None
+            outcome = d.reissue_card(
+                old, reissue_id=f"reissue-{event.old_contract}-{event.new_contract}",
+                new_contract=event.new_contract, new_card_uid=event.new_card_uid,
+                now=tx.now, school_id=event.school_id, time_zone=event.school_tz,
+                grace_meal_limit=school.get("grace_meal_max_debt"))
             parked: list[inbound.TopUpReceived] = []
             if outcome.new_account is not None:
                 parked = await self._apply_parked(tx, outcome.new_account)
@@ -127,12 +109,10 @@ class Handlers:
             await self._commit(tx, old, loaded)
             self._receipts(tx, parked)
 
-        await self._run(msg, body)
-
     async def on_top_up(self, msg: Inbound[inbound.TopUpReceived]) -> None:
         top_up = msg.message
-
-        async def body(tx: Transaction) -> None:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             conflict = await store.claim_payment(tx, top_up.payment_id, top_up.contract,
                                                  top_up.amount)
             account = await store.load_account(tx, top_up.contract,
@@ -154,26 +134,16 @@ class Handlers:
                     await self._commit(tx, account, loaded)
                     self._receipts(tx, [top_up])
 
-        await self._run(msg, body)
-
     async def on_auto_top_up_failed(self, msg: Inbound[inbound.AutoTopUpCollectionFailed]) -> None:
         """The integrator could not collect a planned payment: tell the parent, ask again at
         the next crossing. A request no longer pending (answered, withdrawn, failed before)
         changes nothing."""
         failure = msg.message
-
-        async def body(tx: Transaction) -> None:
-            account = await store.load_account(tx, failure.contract)
-            if account is None:
-                raise Rejected("unknown_contract", f"no account {failure.contract}")
+        async with self.case(msg) as uc:
+            account = await self._account(uc.tx, failure.contract)
             loaded = account.version
-            try:
-                account.cancel_auto_top_up(failure.request_id, reason=failure.reason, now=tx.now)
-            except d.WalletRejected as exc:
-                raise _rejected(exc) from None
-            await self._commit(tx, account, loaded)
-
-        await self._run(msg, body)
+            account.cancel_auto_top_up(failure.request_id, reason=failure.reason, now=uc.tx.now)
+            await self._commit(uc.tx, account, loaded)
 
     async def _apply_parked(self, tx: Transaction,
                             account: d.Account) -> list[inbound.TopUpReceived]:
@@ -218,8 +188,8 @@ class Handlers:
         posted or declined sale goes to the parents. A repeated sale id re-sends the recorded
         outcome with the same message ids."""
         sale = msg.message
-
-        async def body(tx: Transaction) -> None:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             account = await store.account_by_card(tx, sale.card_uid,
                                                   {"sales": [sale.sale_id]})
             if account is None:
@@ -227,20 +197,15 @@ class Handlers:
                 self._send(tx, outbound.sale_decision(sale, None, tx.now))
                 return
             loaded = account.version
-            try:
-                decision = account.decide_sale(
-                    sale.sale_id, terminal_id=sale.terminal_id,
-                    items=outbound.domain_items(sale.items), sold_at=sale.sold_at, now=tx.now,
-                    bonus_points=sale.bonus_to_redeem,
-                    bonus_excluded_categories=self._bonus_excluded)
-            except d.WalletRejected as exc:
-                raise _rejected(exc) from None
+            decision = account.decide_sale(
+                sale.sale_id, terminal_id=sale.terminal_id,
+                items=outbound.domain_items(sale.items), sold_at=sale.sold_at, now=tx.now,
+                bonus_points=sale.bonus_to_redeem,
+                bonus_excluded_categories=self._bonus_excluded)
             await self._commit(tx, account, loaded)
             for event in decision.resend:
                 self._emit(tx, event)
             self._send(tx, outbound.sale_decision(sale, decision.result, decision.decided_at))
-
-        await self._run(msg, body)
 
     # --- transit fares ----------------------------------------------------------------------------
 
@@ -260,44 +225,33 @@ class Handlers:
 
     async def on_fare_assessed(self, msg: Inbound[transit.FareAssessed]) -> None:
         fare = msg.message
-
-        async def body(tx: Transaction) -> None:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             account = await self._fare_account(tx, fare.contract, fare.ride_id, {})
             if account is None:
                 self._send(tx, outbound.unknown_card_fare(fare, tx.now))
                 return
             loaded = account.version
-            try:
-                decision = account.decide_fare(fare.ride_id, fare.amount, now=tx.now)
-            except d.WalletRejected as exc:
-                raise _rejected(exc) from None
+            decision = account.decide_fare(fare.ride_id, fare.amount, now=tx.now)
             await self._commit(tx, account, loaded)
             for event in decision.resend:
                 self._emit(tx, event)
 
-        await self._run(msg, body)
-
     async def on_fare_corrected(self, msg: Inbound[transit.FareCorrected]) -> None:
         correction = msg.message
-
-        async def body(tx: Transaction) -> None:
-            account = await self._fare_account(
-                tx, correction.contract, correction.charged_under or correction.ride_id,
-                {"fare_refunds": [correction.correction_id]})
+        ride_id = correction.charged_under or correction.ride_id
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            account = await self._fare_account(tx, correction.contract, ride_id,
+                                               {"fare_refunds": [correction.correction_id]})
             if account is None:
-                raise Rejected("unknown_contract", f"no account {correction.contract}")
+                raise Refused("unknown_contract", f"no account {correction.contract}")
             loaded = account.version
-            try:
-                corrected = account.correct_fare(
-                    correction.correction_id, correction.charged_under or correction.ride_id,
-                    correction.refund, now=tx.now)
-            except d.WalletRejected as exc:
-                raise _rejected(exc) from None
+            corrected = account.correct_fare(correction.correction_id, ride_id,
+                                             correction.refund, now=tx.now)
             await self._commit(tx, account, loaded)
             for event in corrected.resend:
                 self._emit(tx, event)
-
-        await self._run(msg, body)
 
     # --- app commands -----------------------------------------------------------------------------
 
@@ -305,48 +259,23 @@ class Handlers:
                        operate: Operation, wants: store.Wants | None = None,
                        then: Callable[[d.Account], store.Wants] | None = None) -> None:
         """Authorise, load (with the records ``wants`` names, then those ``then`` names from
-        what was loaded), one domain call, commit, reply CommandAccepted (or ErrorReply)."""
-        request_id = msg.message.request_id
-
-        async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, action, contract)
-            account = await self._account_for(tx, contract, wants) if claims else None
-            if claims is None or account is None:
-                return
-            try:  # the account's school is known only now
-                authorize(claims, action, contract=contract, school_id=account.school_id)
-            except TokenError as exc:
-                tx.fail(exc.code, str(exc))
-                return
+        what was loaded), one domain call, commit, reply CommandAccepted."""
+        async with self.case(msg, action, contract=contract) as uc:
+            account = await self._account(uc.tx, contract, wants)
+            uc.authorize(action, contract=contract, school_id=account.school_id)
             if then is not None:
-                await store.load_records(tx, account, then(account))
+                await store.load_records(uc.tx, account, then(account))
             loaded = account.version
-            try:
-                operate(account, claims, tx)
-            except d.WalletRejected as exc:
-                tx.fail(exc.reason.value, str(exc))
-                return
-            await self._commit(tx, account, loaded)
-            tx.reply(CommandAccepted(request_id=request_id))
-
-        await self._run(msg, body)
-
-    def _authorized(self, tx: Transaction, msg: Inbound, action: str, contract: str | None,
-                    school_id: str | None = None) -> AccessTokenClaims | None:
-        """Claims of a holder who may do ``action`` (for ``contract``, at ``school_id``); None
-        after an ErrorReply."""
-        try:
-            return self.rt.authorize(msg, action, contract, school_id)
-        except TokenError as exc:
-            tx.fail(exc.code, str(exc))
-            return None
+            operate(account, uc.holder, uc.tx)
+            await self._commit(uc.tx, account, loaded)
+            uc.tx.reply(CommandAccepted(request_id=msg.message.request_id))
 
     @staticmethod
-    async def _account_for(tx: Transaction, contract: str,
-                           wants: store.Wants | None = None) -> d.Account | None:
-        account = await store.load_account(tx, contract, wants)
+    async def _account(tx: Transaction, contract: str, wants: store.Wants | None = None, *,
+                       rides_since: datetime | None = None) -> d.Account:
+        account = await store.load_account(tx, contract, wants, rides_since=rides_since)
         if account is None:
-            tx.fail("unknown_contract", f"no account {contract}")
+            raise Refused("unknown_contract", f"no account {contract}")
         return account
 
     async def on_set_controls(self, msg: Inbound[wire.SetControls]) -> None:
@@ -421,49 +350,35 @@ class Handlers:
 
     async def on_set_grace_meal(self, msg: Inbound[wire.SetGraceMeal]) -> None:
         cmd = msg.message
-
-        async def body(tx: Transaction) -> None:
-            if self._authorized(tx, msg, "school_settings", None, cmd.school_id) is None:
-                return
+        async with self.case(msg, "school_settings", school_id=cmd.school_id) as uc:
             changed = await store.set_school_grace_meal(
-                tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
+                uc.tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
             log.info("grace meal set", school_id=cmd.school_id, accounts=changed)
-            tx.reply(CommandAccepted(request_id=cmd.request_id))
-
-        await self._run(msg, body)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
 
     # --- queries ----------------------------------------------------------------------------------
 
     async def on_get_balance(self, msg: Inbound[wire.GetBalance]) -> None:
         query = msg.message
-
-        async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, "view", query.contract)
-            account = await self._account_for(tx, query.contract) if claims else None
-            if account is None:
-                return
-            tx.reply(wire.BalanceReply(contract=account.contract,
-                                       balances=outbound.balances(account.balances),
-                                       blocked=account.status is d.AccountStatus.BLOCKED))
-
-        await self._run(msg, body)
+        async with self.case(msg, "view", contract=query.contract) as uc:
+            account = await self._account(uc.tx, query.contract)
+            uc.authorize("view", contract=query.contract, school_id=account.school_id)
+            uc.tx.reply(wire.BalanceReply(contract=account.contract,
+                                          balances=outbound.balances(account.balances),
+                                          blocked=account.status is d.AccountStatus.BLOCKED))
 
     async def on_get_statement(self, msg: Inbound[wire.GetStatement]) -> None:
         query = msg.message
-
-        async def body(tx: Transaction) -> None:
-            claims = self._authorized(tx, msg, "view", query.contract)
-            account = await store.load_history(tx, query.contract) if claims else None
-            if account is None:
-                if claims is not None:
-                    tx.fail("unknown_contract", f"no account {query.contract}")
-                return
+        async with self.case(msg, "view", contract=query.contract) as uc:
             statuses = {query.status} if query.status is not None else set()
             unknown = sorted(set(query.kinds or ()) - set(outbound.KINDS)
                              | (statuses - set(outbound.STATUSES)))
             if unknown:
-                tx.fail("invalid_filter", f"unknown kind or status: {', '.join(unknown)}")
-                return
+                raise Refused("invalid_filter", f"unknown kind or status: {', '.join(unknown)}")
+            account = await store.load_history(uc.tx, query.contract)
+            if account is None:
+                raise Refused("unknown_contract", f"no account {query.contract}")
+            uc.authorize("view", contract=query.contract, school_id=account.school_id)
             start, end = outbound.statement_bounds(query.date_from, query.date_to,
                                                    account.time_zone)
             lines = d.filter_statement(
@@ -479,25 +394,17 @@ class Handlers:
                                                limit=query.limit, cursor=query.cursor,
                                                scope=scope)
             except paging.InvalidCursor as exc:
-                tx.fail("invalid_cursor", str(exc))
-                return
-            tx.reply(wire.StatementReply(
+                raise Refused("invalid_cursor", str(exc)) from None
+            uc.tx.reply(wire.StatementReply(
                 contract=account.contract, lines=[outbound.statement_line(x) for x in lines],
                 csv=d.statement_csv(lines, time_zone=account.time_zone) if query.csv else None,
                 next_cursor=following))
 
-        await self._run(msg, body)
-
     async def on_get_sales_report(self, msg: Inbound[wire.GetSalesReport]) -> None:
         query = msg.message
-
-        async def body(tx: Transaction) -> None:
-            if self._authorized(tx, msg, "view_sales", None, query.school_id) is None:
-                return
-            accounts = await store.sales_of_school_day(tx, query.school_id, query.date)
-            tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
-
-        await self._run(msg, body)
+        async with self.case(msg, "view_sales", school_id=query.school_id) as uc:
+            accounts = await store.sales_of_school_day(uc.tx, query.school_id, query.date)
+            uc.tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
 
     # --- ticks ------------------------------------------------------------------------------------
 
@@ -505,19 +412,15 @@ class Handlers:
         """Expire every bonus lot past its 12 months (one transaction per account); safe to
         run from several instances: each lot expires in its own idempotent operation."""
         now = self.rt.clock()
-        contracts = await store.contracts_with_expired_bonus(self.rt.db, now)
         expired = 0
-        for contract in contracts:
-            async def body(tx: Transaction, contract: str = contract) -> None:
-                nonlocal expired
+        for contract in await store.contracts_with_expired_bonus(self.rt.db, now):
+            async with self.rt.transaction() as tx:
                 account = await store.load_account(tx, contract)
                 if account is None:
-                    return
+                    continue
                 loaded = account.version
                 expired += account.expire_bonuses(now=tx.now)
                 await self._commit(tx, account, loaded)
-
-            await self._run(None, body)
         return expired
 
 

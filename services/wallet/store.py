@@ -27,7 +27,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from contracts.integrations import TopUpReceived
 from services.runtime import dialect
-from services.runtime.mongo import ConcurrencyError, Transaction, save_versioned
+from services.runtime.mongo import (
+    ConcurrencyError,
+    Transaction,
+    ensure_collections,
+    save_versioned,
+)
 from services.wallet.domain import Account, AccountStatus, LedgerEntry
 
 Doc = dict[str, Any]
@@ -48,6 +53,7 @@ class OperationClash(Exception):
 
 
 async def ensure_indexes(db: Any) -> None:
+    await ensure_collections(db, "wallet_payments", "wallet_schools")
     await dialect.current().create_indexes(db.wallet_accounts, [
         IndexModel([("card_uid", ASCENDING)]),
         IndexModel([("school_id", ASCENDING)]),
