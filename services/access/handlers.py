@@ -1,15 +1,16 @@
-"""Access use cases: load -> one domain call -> commit through the unit of work.
+"""Access use cases, each of the runtime's one shape (``services/runtime/usecase.py``):
+authorize -> load -> one domain call -> commit through the unit of work -> reply.
 
-Integrator input that cannot be decided (future or ancient tap, tap id reused with other data)
-is dead-lettered with the domain's reason code (``Rejected``); app commands get an error reply
-instead. Denied taps are normal results: a GateDecision with the reason.
+A refusal (``AccessDomainError``, ``Refused``, a token refused) is dead-lettered with its code
+for integrator input that cannot be decided (future or ancient tap, tap id reused with other
+data) and answered with an error reply for an app command. Denied taps are normal results: a
+GateDecision with the reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import date, time
-from typing import NoReturn
 from zoneinfo import ZoneInfo
 
 from contracts import access as wire
@@ -21,19 +22,20 @@ from contracts.envelope import CommandAccepted
 from services.access import domain as d
 from services.access import outbound, store
 from services.access.settings import Settings
-from services.runtime.authorization import authorize
-from services.runtime.consumer import Inbound, Rejected
+from services.runtime.consumer import Inbound
 from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
-from services.runtime.tokens import TokenError
+from services.runtime.usecase import Refused, UseCases, explain_refusal
 
 log = get_logger("schoolcard.access")
 GATE_TAPS = topic_for(integ.GateTapped).name
 
 
-def _reject(exc: d.AccessDomainError) -> NoReturn:
-    raise Rejected(exc.reason.value, exc.detail) from None
+def _explain(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, d.AccessDomainError):
+        return exc.reason.value, exc.detail
+    return explain_refusal(exc)
 
 
 def _emit(tx: Transaction, events: Iterable[object], zone: ZoneInfo | None,
@@ -88,6 +90,7 @@ class Handlers:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
+        self.case = UseCases(rt, refusals=(d.AccessDomainError,), explain=_explain)
 
     # --- gate taps ---------------------------------------------------------------------------
 
@@ -95,18 +98,16 @@ class Handlers:
         """Decide a tap once per tap id; a retried tap (new message id) gets its recorded
         decision again under the same message id."""
         tap = _tap(msg.message)
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             previous = await store.load_tap(tx, tap.tap_id)
             card = await store.load_card(tx, tap.card_uid) if previous is None else None
             schedule = await store.load_schedule(tx, tap.school_id) if previous is None else None
             key = d.day_key_for_tap(tap, card, schedule)
             day = await store.load_day(tx, key) if key else None
             loaded = day.version if day is not None else None
-            try:
-                outcome = d.decide_tap(tap, card=card, schedule=schedule, day=day,
-                                       previous=previous, now=tx.now)
-            except d.AccessDomainError as exc:
-                _reject(exc)
+            outcome = d.decide_tap(tap, card=card, schedule=schedule, day=day,
+                                   previous=previous, now=tx.now)
             zone = schedule.zone if schedule is not None else None
             if outcome.replayed:
                 _emit(tx, [outcome.record.decided_event()], zone, msg.inbox_id)
@@ -120,21 +121,20 @@ class Handlers:
 
     async def on_card_issued(self, msg: Inbound) -> None:
         fact = _issued(msg.message)
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             link = await store.load_contract(tx, fact.contract)
             card = await store.load_card(tx, fact.card_uid)
             versions = (link.version if link else None, card.version if card else None)
-            try:
-                outcome = d.issue_card(link, card, fact)
-            except d.AccessDomainError as exc:
-                _reject(exc)
+            outcome = d.issue_card(link, card, fact)
             await self._save_contract(tx, outcome, versions[0], {fact.card_uid: versions[1]})
             _emit(tx, outcome.events, None, msg.inbox_id)
 
     async def on_card_reissued(self, msg: Inbound[integ.CardReissued]) -> None:
         m = msg.message
         fact = _reissued(m)
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             old_link = await store.load_contract(tx, m.old_contract)
             old_cards = await store.cards_of_contract(tx, m.old_contract)
             new_link = await store.load_contract(tx, m.new_contract)
@@ -143,11 +143,8 @@ class Handlers:
             cards[m.new_card_uid] = new_card.version if new_card else None
             links = (old_link.version if old_link else None,
                      new_link.version if new_link else None)
-            try:
-                issued, retired = d.reissue_card(old_link, old_cards, new_link, new_card, fact,
-                                                 m.old_contract)
-            except d.AccessDomainError as exc:
-                _reject(exc)
+            issued, retired = d.reissue_card(old_link, old_cards, new_link, new_card, fact,
+                                             m.old_contract)
             await self._save_contract(tx, issued, links[1], cards)
             await self._save_contract(tx, retired, links[0], cards)
             _emit(tx, issued.events + retired.events, None, msg.inbox_id)
@@ -165,15 +162,13 @@ class Handlers:
     async def _block(self, msg: Inbound, contract: str, event_id: str, blocked: bool,
                      m: wallet_wire.CardBlocked | wallet_wire.CardUnblocked, reason: str) -> None:
         at = m.blocked_at if isinstance(m, wallet_wire.CardBlocked) else m.unblocked_at
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             link = await store.load_contract(tx, contract)
             cards = await store.load_cards(tx, link.card_uids) if link else []
             versions = {c.card_uid: c.version for c in cards}
             loaded = link.version if link else None
-            try:
-                outcome = d.block_contract(link, contract, cards, event_id, blocked, at, reason)
-            except d.AccessDomainError as exc:
-                _reject(exc)
+            outcome = d.block_contract(link, contract, cards, event_id, blocked, at, reason)
             await self._save_contract(tx, outcome, loaded, versions)  # type: ignore[arg-type]
             _emit(tx, outcome.events, None, msg.inbox_id)
 
@@ -185,67 +180,47 @@ class Handlers:
 
     # --- commands from apps --------------------------------------------------------------------
 
-    def _refuse(self, tx: Transaction, msg: Inbound, code: str, text: str) -> None:
-        """An app command that cannot be done: an error reply, or the dead-letter topic when
-        the sender named no reply topic (never a silent drop)."""
-        if msg.envelope.reply_to:
-            tx.fail(code, text)
-            return
-        raise Rejected(code, text)
-
     async def on_set_school_schedule(self, msg: Inbound[wire.SetSchoolSchedule]) -> None:
         m = msg.message
-        async with self.rt.transaction(msg) as tx:
-            try:
-                self.rt.authorize(msg, "school_settings", school_id=m.school_id)
-                command = _schedule(m)
-            except TokenError as exc:
-                return self._refuse(tx, msg, exc.code, str(exc))
-            except d.AccessDomainError as exc:
-                return self._refuse(tx, msg, exc.reason.value, exc.detail)
-            current = await store.load_schedule(tx, m.school_id)
+        async with self.case(msg) as uc:
+            uc.authorize("school_settings", school_id=m.school_id)
+            command = _schedule(m)
+            current = await store.load_schedule(uc.tx, m.school_id)
             loaded = current.version if current is not None else None
-            try:
-                outcome = d.apply_schedule_command(current, command, tx.now)
-            except d.AccessDomainError as exc:
-                return self._refuse(tx, msg, exc.reason.value, exc.detail)
+            outcome = d.apply_schedule_command(current, command, uc.tx.now)
             if not outcome.replayed:
-                await store.save_schedule(tx, outcome.schedule, loaded)
-            tx.reply(CommandAccepted(request_id=m.request_id))
+                await store.save_schedule(uc.tx, outcome.schedule, loaded)
+            uc.tx.reply(CommandAccepted(request_id=m.request_id))
 
     async def on_record_manual_entry(self, msg: Inbound[wire.RecordManualEntry]) -> None:
         m = msg.message
-        async with self.rt.transaction(msg) as tx:
-            try:
-                self.rt.authorize(msg, "manual_entry", school_id=m.school_id)
-            except TokenError as exc:
-                return self._refuse(tx, msg, exc.code, str(exc))
-            schedule = await store.load_schedule(tx, m.school_id)
-            if schedule is None:
-                return self._refuse(tx, msg, "no_schedule", "the school has no schedule")
+        async with self.case(msg) as uc:
+            uc.authorize("manual_entry", school_id=m.school_id)
+            tx = uc.tx
+            schedule = await self._schedule(tx, m.school_id)
             student = await store.student(tx, m.contract)
             key = d.day_key(m.contract, schedule.school_day(m.at))
             day = await store.load_day(tx, key)
             loaded = day.version if day is not None else None
-            try:
-                outcome = d.record_manual_entry(day, schedule, student, _manual(m), tx.now)
-            except d.AccessDomainError as exc:
-                return self._refuse(tx, msg, exc.reason.value, exc.detail)
+            outcome = d.record_manual_entry(day, schedule, student, _manual(m), tx.now)
             if outcome.day is not None and not outcome.replayed:
                 await store.save_day(tx, outcome.day, loaded)
             _emit(tx, outcome.events, schedule.zone, msg.inbox_id)
             tx.reply(CommandAccepted(request_id=m.request_id))
 
+    @staticmethod
+    async def _schedule(tx: Transaction, school_id: str) -> d.SchoolSchedule:
+        schedule = await store.load_schedule(tx, school_id)
+        if schedule is None:
+            raise Refused("no_schedule", "the school has no schedule")
+        return schedule
+
     async def on_get_class_register(self, msg: Inbound[wire.GetClassRegister]) -> None:
         q = msg.message
-        async with self.rt.transaction(msg) as tx:
-            try:
-                self.rt.authorize(msg, "view_attendance", school_id=q.school_id)
-            except TokenError as exc:
-                return self._refuse(tx, msg, exc.code, str(exc))
-            schedule = await store.load_schedule(tx, q.school_id)
-            if schedule is None:
-                return self._refuse(tx, msg, "no_schedule", "the school has no schedule")
+        async with self.case(msg) as uc:
+            uc.authorize("view_attendance", school_id=q.school_id)
+            tx = uc.tx
+            schedule = await self._schedule(tx, q.school_id)
             day = date.fromisoformat(q.local_date)
             roster = await store.students(tx, q.school_id, q.class_name)
             days = await store.days_of_class(tx, q.school_id, q.class_name, day)
@@ -255,19 +230,15 @@ class Handlers:
 
     async def on_get_student_stats(self, msg: Inbound[wire.GetStudentStats]) -> None:
         q = msg.message
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             cards = await store.cards_of_contract(tx, q.contract)
             school_id = next((c.school_id for c in cards if c.school_id), None)
-            try:
-                claims = self.rt.claims(msg)
-                authorize(claims, "view" if claims.role is Role.PARENT else "view_attendance",
-                          contract=q.contract, school_id=school_id or "")
-            except TokenError as exc:
-                return self._refuse(tx, msg, exc.code, str(exc))
+            uc.authorize("view" if uc.holder.role is Role.PARENT else "view_attendance",
+                         contract=q.contract, school_id=school_id or "")
             schedule = await store.load_schedule(tx, school_id) if school_id else None
             if schedule is None:
-                return self._refuse(tx, msg, "unknown_student",
-                                    "no card or no school schedule for this contract")
+                raise Refused("unknown_student", "no card or no school schedule for this contract")
             start, end = date.fromisoformat(q.date_from), date.fromisoformat(q.date_to)
             days = await store.days_of_student(tx, q.contract, start, end)
             summary = d.student_summary(schedule, q.contract, days, start, end, tx.now)

@@ -3,15 +3,17 @@
 Every handler of every service is written the same way::
 
     async def on_block_card(self, msg: Inbound[wire.BlockCard]) -> None:
-        async with self.case(msg, "block_card", contract=msg.message.contract) as uc:
-            account = await store.load_account(uc.tx, msg.message.contract)  # load
-            account.block_card(now=uc.tx.now, by=uc.holder.sub)             # one domain call
-            await store.save_account(uc.tx, account, loaded)                 # save / emit
-            uc.tx.reply(CommandAccepted(request_id=msg.message.request_id))  # reply
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            holder = uc.authorize("block_card", contract=cmd.contract)     # authorize
+            account = await store.load_account(uc.tx, cmd.contract)        # load
+            account.block_card(now=uc.tx.now, by=holder.sub)               # one domain call
+            await store.save_account(uc.tx, account, loaded)               # save / emit
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))        # reply
 
-``case`` opens the message's unit of work (inbox marker first), verifies the token and
-authorizes the action when one is named, and turns every refusal raised inside the block into
-one outcome, here and nowhere else:
+``case`` opens the message's unit of work (inbox marker first); ``uc.authorize`` verifies the
+token (once) and checks its holder may do the action. The case turns every refusal raised
+inside the block into one outcome, here and nowhere else:
 
 - a token refused (``TokenError``: unauthenticated, expired, forbidden, other school),
 - a domain refusal (the service's own exception types, each with a ``reason`` code),
@@ -76,7 +78,8 @@ class Case(Generic[M]):
 
     tx: Transaction
     msg: Inbound[M]
-    claims: AccessTokenClaims | None
+    verify: Callable[[Inbound[M]], AccessTokenClaims]
+    _claims: AccessTokenClaims | None = None
 
     @property
     def message(self) -> M:
@@ -84,16 +87,19 @@ class Case(Generic[M]):
 
     @property
     def holder(self) -> AccessTokenClaims:
-        """The verified token's claims (the case was opened with an action)."""
-        if self.claims is None:
-            raise TypeError("this case was opened without an action: no token was verified")
-        return self.claims
+        """The claims of the message's access token, verified on first use (TokenError:
+        missing, malformed, expired, signed by another key)."""
+        if self._claims is None:
+            self._claims = self.verify(self.msg)
+        return self._claims
 
     def authorize(self, action: str, *, contract: str | None = None,
-                  school_id: str | None = None) -> None:
-        """A second check once the loaded state names what the request did not (the child's
-        school); refused like the first."""
+                  school_id: str | None = None) -> AccessTokenClaims:
+        """The holder, who must be allowed ``action`` for the child under ``contract`` / on
+        ``school_id`` (``services.runtime.authorization``). Called again once the loaded state
+        names what the request did not (the child's school)."""
         authorize(self.holder, action, contract=contract, school_id=school_id)
+        return self.holder
 
 
 class UseCases:
@@ -106,18 +112,13 @@ class UseCases:
         self.explain = explain
 
     @asynccontextmanager
-    async def __call__(self, msg: Inbound[M], action: str | None = None, *,
-                       contract: str | None = None, school_id: str | None = None,
+    async def __call__(self, msg: Inbound[M], *,
                        now: datetime | None = None) -> AsyncIterator[Case[M]]:
-        """The unit of work of ``msg`` (at ``now``, else the runtime clock); with ``action``,
-        the token is verified and its holder must be allowed ``action`` for ``contract`` /
-        ``school_id`` before the block runs."""
+        """The unit of work of ``msg`` (at ``now``, else the runtime clock)."""
         async with self.rt.uow.transaction(inbox_id=msg.inbox_id, cause=msg.envelope,
                                            now=now or self.rt.clock()) as tx:
             try:
-                claims = (self.rt.authorize(msg, action, contract, school_id)
-                          if action is not None else None)
-                yield Case(tx, msg, claims)
+                yield Case(tx, msg, self.rt.claims)
             except self.refusals as exc:
                 self.refuse(tx, msg, *self.explain(exc))
 

@@ -260,7 +260,8 @@ class Handlers:
                        then: Callable[[d.Account], store.Wants] | None = None) -> None:
         """Authorise, load (with the records ``wants`` names, then those ``then`` names from
         what was loaded), one domain call, commit, reply CommandAccepted."""
-        async with self.case(msg, action, contract=contract) as uc:
+        async with self.case(msg) as uc:
+            uc.authorize(action, contract=contract)
             account = await self._account(uc.tx, contract, wants)
             uc.authorize(action, contract=contract, school_id=account.school_id)
             if then is not None:
@@ -350,7 +351,8 @@ class Handlers:
 
     async def on_set_grace_meal(self, msg: Inbound[wire.SetGraceMeal]) -> None:
         cmd = msg.message
-        async with self.case(msg, "school_settings", school_id=cmd.school_id) as uc:
+        async with self.case(msg) as uc:
+            uc.authorize("school_settings", school_id=cmd.school_id)
             changed = await store.set_school_grace_meal(
                 uc.tx, cmd.school_id, cmd.max_debt if cmd.enabled else 0)
             log.info("grace meal set", school_id=cmd.school_id, accounts=changed)
@@ -360,7 +362,8 @@ class Handlers:
 
     async def on_get_balance(self, msg: Inbound[wire.GetBalance]) -> None:
         query = msg.message
-        async with self.case(msg, "view", contract=query.contract) as uc:
+        async with self.case(msg) as uc:
+            uc.authorize("view", contract=query.contract)
             account = await self._account(uc.tx, query.contract)
             uc.authorize("view", contract=query.contract, school_id=account.school_id)
             uc.tx.reply(wire.BalanceReply(contract=account.contract,
@@ -369,7 +372,8 @@ class Handlers:
 
     async def on_get_statement(self, msg: Inbound[wire.GetStatement]) -> None:
         query = msg.message
-        async with self.case(msg, "view", contract=query.contract) as uc:
+        async with self.case(msg) as uc:
+            uc.authorize("view", contract=query.contract)
             statuses = {query.status} if query.status is not None else set()
             unknown = sorted(set(query.kinds or ()) - set(outbound.KINDS)
                              | (statuses - set(outbound.STATUSES)))
@@ -402,7 +406,8 @@ class Handlers:
 
     async def on_get_sales_report(self, msg: Inbound[wire.GetSalesReport]) -> None:
         query = msg.message
-        async with self.case(msg, "view_sales", school_id=query.school_id) as uc:
+        async with self.case(msg) as uc:
+            uc.authorize("view_sales", school_id=query.school_id)
             accounts = await store.sales_of_school_day(uc.tx, query.school_id, query.date)
             uc.tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
 
