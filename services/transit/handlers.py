@@ -1,16 +1,17 @@
-"""Transit use cases: load the card's travel, make one domain call, commit aggregate + ride
-history + outbox + inbox in one transaction.
+"""Transit use cases, each of the runtime's one shape (``services/runtime/usecase.py``): load
+the card's travel, one domain call, commit aggregate + ride history + outbox + inbox in one
+transaction.
 
-Bad input is dead-lettered with a reason (``Rejected``): a malformed or impossible tap, a tap
-for a card the issuing system never announced (``unknown_card``), an operator without fare
-rules. App commands answer with a reply, errors included.
+A refusal (``TransitRejection``, ``Refused``, a token refused) is dead-lettered with its code
+for input that cannot be priced (a malformed or impossible tap, a tap for a card the issuing
+system never announced: ``unknown_card``, an operator without fare rules) and answered with an
+error reply for an app command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from contracts import integrations as inbound
@@ -18,16 +19,14 @@ from contracts import transit as wire
 from contracts import wallet as wallet_wire
 from contracts.envelope import CommandAccepted
 from services.runtime import paging
-from services.runtime.consumer import Inbound, Rejected
+from services.runtime.consumer import Inbound
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
-from services.runtime.tokens import TokenError
+from services.runtime.usecase import Refused, UseCases, explain_refusal
 from services.transit import domain as d
 from services.transit import metrics, outbound, store
 from services.transit.domain.rules import rules_update_refusal
 from services.transit.settings import Settings
-
-T = TypeVar("T")
 
 Snapshot = dict[str, tuple[int, str, str | None]]
 
@@ -43,12 +42,12 @@ def _changed(travel: d.CardTravel, before: Snapshot) -> list[str]:
     return [ride_id for ride_id, state in after.items() if before.get(ride_id) != state]
 
 
-def _domain(call: Callable[..., T], *args: Any) -> T:
-    """A domain refusal is bad input: dead-letter it with the domain's reason code."""
-    try:
-        return call(*args)
-    except d.TransitRejection as exc:
-        raise Rejected(exc.reason.value, exc.detail) from None
+def _explain(exc: Exception) -> tuple[str, str]:
+    if isinstance(exc, d.TransitRejection):
+        return exc.reason.value, exc.detail
+    if isinstance(exc, d.FareRulesError):
+        return "invalid_rules", str(exc)
+    return explain_refusal(exc)
 
 
 def _tap(t: inbound.ValidatorTapped) -> d.Tap:
@@ -61,6 +60,8 @@ class Handlers:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
+        self.case = UseCases(rt, refusals=(d.TransitRejection, d.FareRulesError),
+                             explain=_explain)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -81,14 +82,15 @@ class Handlers:
         ref = await store.ride(tx, ride_id)
         travel = await store.load_travel(tx, ref.aggregate_id) if ref else None
         if ref is None or travel is None:
-            raise Rejected("unknown_ride", f"transit recorded no ride {ride_id}")
+            raise Refused("unknown_ride", f"transit recorded no ride {ride_id}")
         return travel, ref
 
     # --- card issuing system -------------------------------------------------------------------
 
     async def on_card_issued(self, msg: Inbound[inbound.CardIssued]) -> None:
         card = msg.message
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             await store.save_card(tx, card.card_uid, card.contract, card.school_id,
                                   card.school_tz)
             await self._block_if_contract_blocked(tx, card.contract)
@@ -98,7 +100,8 @@ class Handlers:
         uploaded late, still price) and go on the deny list (a replaced card must not ride);
         the new card inherits the student concession."""
         r = msg.message
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             old = await store.cards_of(tx, r.old_contract)
             concession = next((c.concession for c in old if c.concession is not None), None)
             await store.close_cards(tx, r.old_contract, r.reissued_at)
@@ -118,21 +121,22 @@ class Handlers:
     async def on_validator_tapped(self, msg: Inbound[inbound.ValidatorTapped]) -> None:
         t = msg.message
         operator_id = self.settings.operator_aliases.get(t.operator_id, t.operator_id)
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             card = await store.card(tx, t.card_uid)
             if card is None:
-                raise Rejected("unknown_card", f"card {t.card_uid} was never issued")
+                raise Refused("unknown_card", f"card {t.card_uid} was never issued")
             if not card.accepts_tap_at(t.tapped_at):
-                raise Rejected("card_closed", f"card {t.card_uid} was reissued before the tap")
+                raise Refused("card_closed", f"card {t.card_uid} was reissued before the tap")
             rulebook = await store.rulebook(tx, operator_id)
             if rulebook is None:
-                raise Rejected("unknown_operator", f"no fare rules for operator {operator_id}")
+                raise Refused("unknown_operator", f"no fare rules for operator {operator_id}")
             travel = await store.load_travel(tx, f"{operator_id}:{t.card_uid}")
             loaded = travel.version if travel else None
             travel = travel or d.CardTravel(t.card_uid, operator_id, concession=card.concession,
                                             blocked=card.blocked, denied=card.blocked)
             before = _snapshot(travel)
-            outcome = _domain(travel.record_tap, _tap(t), rulebook, tx.now)
+            outcome = travel.record_tap(_tap(t), rulebook, tx.now)
             await self._commit(tx, travel, loaded, outcome, card.contract)
             await store.save_rides(tx, travel, _changed(travel, before), card.contract,
                                    rulebook.time_zone)
@@ -154,13 +158,14 @@ class Handlers:
     async def _wallet_answer(self, msg: Inbound, ride_id: str, amount: int,
                              declined: str | None) -> None:
         """``declined``: wallet's decline reason, None when it took the debit."""
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             travel, ref = await self._travel_of_ride(tx, ride_id)
             loaded, before = travel.version, _snapshot(travel)
             if declined is None:
-                outcome = _domain(travel.record_fare_debited, ride_id, amount, tx.now)
+                outcome = travel.record_fare_debited(ride_id, amount, tx.now)
             else:
-                outcome = _domain(travel.record_fare_declined, ride_id, amount, tx.now, declined)
+                outcome = travel.record_fare_declined(ride_id, amount, tx.now, declined)
             await self._commit(tx, travel, loaded, outcome, ref.contract)
             await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
         if not outcome.duplicate:
@@ -173,7 +178,8 @@ class Handlers:
         message id."""
         s = msg.message
         events: list[d.TransitEvent] = []
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             cards = await store.cards_of(tx, s.contract)
             travels = {t.aggregate_id: t for t in [
                 *await store.travels_of_cards(tx, [c.card_uid for c in cards]),
@@ -182,8 +188,8 @@ class Handlers:
                 card = await store.card(tx, travel.card_uid)
                 contract = card.contract if card else s.contract  # a reissued card's own
                 loaded, before = travel.version, _snapshot(travel)
-                outcome = _domain(travel.record_debt_settled, msg.envelope.id, tx.now,
-                                  s.fares_collected)
+                outcome = travel.record_debt_settled(msg.envelope.id, tx.now,
+                                                     s.fares_collected)
                 await self._commit(tx, travel, loaded, outcome, contract)
                 await store.save_rides(tx, travel, _changed(travel, before), contract, "UTC")
                 events.extend(outcome.events)
@@ -200,7 +206,8 @@ class Handlers:
     async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
         """A lost card goes on the validators' deny list at once, and comes off when it is
         unblocked and owes nothing, for every active card of the contract."""
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
             events = await self._set_blocked_in(tx, contract, blocked)
         metrics.observe(events)
 
@@ -233,45 +240,35 @@ class Handlers:
 
     async def on_set_fare_rules(self, msg: Inbound[wire.SetFareRules]) -> None:
         cmd = msg.message
-        async with self.rt.transaction(msg) as tx:
-            try:
-                self.rt.authorize(msg, "set_fare_rules")
-                rulebook = d.FareRulebook.from_doc(cmd.rules)
-            except TokenError as exc:
-                tx.fail(exc.code, str(exc))
-                return
-            except d.FareRulesError as exc:
-                tx.fail("invalid_rules", str(exc))
-                return
+        async with self.case(msg) as uc:
+            uc.authorize("set_fare_rules")
+            rulebook = d.FareRulebook.from_doc(cmd.rules)
             if rulebook.operator_id != cmd.operator_id:
-                tx.fail("operator_mismatch", "rules.operator_id differs from operator_id")
-                return
-            refusal = rules_update_refusal(await store.rules_version(tx, cmd.operator_id),
+                raise Refused("operator_mismatch", "rules.operator_id differs from operator_id")
+            refusal = rules_update_refusal(await store.rules_version(uc.tx, cmd.operator_id),
                                            cmd.version, store.rules_digest(rulebook))
             if refusal is not None:
-                tx.fail(*refusal)
-                return
-            await store.save_rules(tx, rulebook, cmd.version)
-            tx.reply(CommandAccepted(request_id=cmd.request_id))
+                raise Refused(*refusal)
+            await store.save_rules(uc.tx, rulebook, cmd.version)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
 
     async def on_set_concession(self, msg: Inbound[wire.SetConcession]) -> None:
         """Grant or change a student concession on every card of the contract. Rides already
         charged are repriced only if a later tap of their week arrives (see the domain)."""
         cmd = msg.message
-        async with self.rt.transaction(msg) as tx:
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            uc.authorize("set_concession")
             try:
-                self.rt.authorize(msg, "set_concession")
                 eligibility = d.ConcessionEligibility(date.fromisoformat(cmd.valid_until))
-            except TokenError as exc:
-                tx.fail(exc.code, str(exc))
-                return
             except ValueError:
-                tx.fail("invalid_date", f"{cmd.valid_until} is not a calendar date")
-                return
+                raise Refused("invalid_date",
+                              f"{cmd.valid_until} is not a calendar date") from None
             cards = await store.cards_of(tx, cmd.contract)
             if not cards:
-                tx.fail("unknown_contract", "no card is issued under this contract")
-                return
+                raise Refused("unknown_contract", "no card is issued under this contract")
+            for school_id in {c.school_id for c in cards}:  # school staff: their own only
+                uc.authorize("set_concession", school_id=school_id)
             card_uids = [c.card_uid for c in cards]
             await store.set_card_concession(tx, card_uids, eligibility)
             for travel in await store.travels_of_cards(tx, card_uids):
@@ -282,12 +279,11 @@ class Handlers:
 
     async def on_get_rides(self, msg: Inbound[wire.GetRides]) -> None:
         q = msg.message
-        async with self.rt.transaction(msg) as tx:
-            try:
-                self.rt.authorize(msg, "view", q.contract)
-            except TokenError as exc:
-                tx.fail(exc.code, str(exc))
-                return
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            uc.authorize("view", contract=q.contract)
+            for school_id in {c.school_id for c in await store.cards_of(tx, q.contract)}:
+                uc.authorize("view", contract=q.contract, school_id=school_id)
             lines = await store.rides_of(tx, q.contract, q.date_from, q.date_to)
             scope = paging.scope_of(contract=q.contract, date_from=q.date_from,
                                     date_to=q.date_to)
@@ -295,8 +291,7 @@ class Handlers:
                 lines, following = paging.page(lines, _ride_key, limit=q.limit,
                                                cursor=q.cursor, scope=scope)
             except paging.InvalidCursor as exc:
-                tx.fail("invalid_cursor", str(exc))
-                return
+                raise Refused("invalid_cursor", str(exc)) from None
             tx.reply(wire.RidesReply(contract=q.contract,
                                      rides=[outbound.ride_line(line) for line in lines],
                                      csv=d.render_csv(lines) if q.csv else None,

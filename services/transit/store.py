@@ -70,6 +70,7 @@ class Card:
     closed_at: datetime | None
     concession: ConcessionEligibility | None
     blocked: bool = False
+    school_id: str | None = None
 
     def accepts_tap_at(self, at: datetime) -> bool:
         """A closed (reissued) card still pays for rides taken before it was closed."""
@@ -153,7 +154,7 @@ def _card(doc: Doc) -> Card:
     return Card(doc["_id"], doc["contract"], doc["status"],
                 dialect.current().read_instant(closed) if closed else None,
                 ConcessionEligibility.from_doc(concession) if concession else None,
-                doc.get("blocked", False))
+                doc.get("blocked", False), doc.get("school_id"))
 
 
 async def card(tx: Transaction, card_uid: str) -> Card | None:
