@@ -3,9 +3,10 @@
 itself happens later, in the sender tick (services/notify/sender.py), from the stored
 message state; handlers never call a provider.
 
-Domain rejections (an event id reused for another fact, an invalid phone) dead-letter the
-message with the domain's reason code. App commands (preferences, push token, journal) answer
-on the reply topic, with an error reply when the token does not allow it.
+Every handler is of the runtime's one shape (``services/runtime/usecase.py``): a domain
+rejection (an event id reused for another fact, an invalid phone) dead-letters the event with
+the domain's reason code; app commands (preferences, push token, journal) answer on the reply
+topic, with an error reply when the token does not allow it.
 """
 
 from __future__ import annotations
@@ -23,22 +24,15 @@ from services.notify import domain as d
 from services.notify import inbound, outbound, store
 from services.notify.settings import Settings
 from services.runtime import paging
-from services.runtime.consumer import Inbound, Rejected
+from services.runtime.consumer import Inbound
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
+from services.runtime.usecase import Case, Refused, UseCases
 
 DIGEST_KINDS = frozenset({d.NotificationKind.CHILD_LEFT, d.NotificationKind.CANTEEN_PURCHASE,
                           d.NotificationKind.RIDE, d.NotificationKind.TOP_UP})
 """What "daily digest" folds in when a parent turns it on: routine news, never alerts."""
-
-
-@asynccontextmanager
-async def _domain_rejections() -> AsyncIterator[None]:
-    try:
-        yield
-    except d.NotifyError as exc:
-        raise Rejected(exc.reason.value, exc.detail or exc.reason.value) from None
 
 
 class Handlers:
@@ -46,12 +40,19 @@ class Handlers:
         self.rt = rt
         self.settings: Settings = rt.settings  # type: ignore[assignment]
         self.wake_sender = wake_sender
+        self.case = UseCases(rt, refusals=(d.NotifyError,))
+
+    @asynccontextmanager
+    async def _case(self, msg: Inbound) -> AsyncIterator[Case[Any]]:
+        """The use case of ``msg``; once it commits, the sender looks for due messages."""
+        async with self.case(msg) as uc:
+            uc.tx.on_commit(self.wake_sender)
+            yield uc
 
     @asynccontextmanager
     async def _tx(self, msg: Inbound) -> AsyncIterator[Transaction]:
-        async with _domain_rejections(), self.rt.transaction(msg) as tx:
-            tx.on_commit(self.wake_sender)
-            yield tx
+        async with self._case(msg) as uc:
+            yield uc.tx
 
     # -- shared steps ---------------------------------------------------------------------------
 
@@ -171,7 +172,7 @@ class Handlers:
             try:
                 request = inbound.code_request(e, tx.now)
             except KeyError:
-                raise Rejected("unknown_purpose", f"purpose {e.purpose!r} is not known") from None
+                raise Refused("unknown_purpose", f"purpose {e.purpose!r} is not known") from None
             await self._queue(tx, [d.route_one_time_code(request, tx.now)])
 
     # -- access -----------------------------------------------------------------------------------
@@ -267,32 +268,23 @@ class Handlers:
 
     # -- app commands and queries (the caller's own account only) -------------------------------
 
-    def _caller(self, msg: Inbound, tx: Transaction, account_id: str) -> bool:
-        """True when the token's holder is ``account_id`` (or support, for the journal);
-        otherwise the error reply is queued and False returned."""
-        try:
-            claims = self.rt.claims(msg)
-        except TokenError as exc:
-            tx.fail(exc.code, str(exc))
-            return False
-        if claims.sub != account_id and claims.role != Role.SUPPORT:
-            tx.fail("forbidden", "a guardian may only act on their own notifications")
-            return False
-        return True
+    @staticmethod
+    def _caller(uc: Case[Any], account_id: str, *, support: bool = False) -> None:
+        """The token's holder must be ``account_id`` (or, with ``support``, support staff)."""
+        if uc.holder.sub != account_id and not (support and uc.holder.role is Role.SUPPORT):
+            raise TokenError("forbidden", "a guardian may only act on their own notifications")
 
     async def on_set_preferences(self, msg: Inbound[wire.SetPreferences]) -> None:
         c = msg.message
-        async with self._tx(msg) as tx:
-            if not self._caller(msg, tx, c.account_id):
-                return
-            guardian, loaded = await self._guardian(tx, c.account_id)
+        async with self._case(msg) as uc:
+            self._caller(uc, c.account_id, support=True)
+            guardian, loaded = await self._guardian(uc.tx, c.account_id)
             try:
                 self._apply_preferences(guardian, c)
             except (ValueError, d.NotifyError) as exc:
-                tx.fail("invalid_preferences", str(exc)[:200])
-                return
-            await store.save_guardian(tx, guardian, loaded)
-            tx.reply(CommandAccepted(request_id=c.request_id))
+                raise Refused("invalid_preferences", str(exc)[:200]) from None
+            await store.save_guardian(uc.tx, guardian, loaded)
+            uc.tx.reply(CommandAccepted(request_id=c.request_id))
 
     @staticmethod
     def _apply_preferences(guardian: d.Guardian, c: wire.SetPreferences) -> None:
@@ -307,23 +299,24 @@ class Handlers:
                                 kinds=DIGEST_KINDS if c.daily_digest else frozenset())
 
     async def on_register_push_token(self, msg: Inbound[wire.RegisterPushToken]) -> None:
+        """A guardian registers their own device (support may not: a token registered for
+        someone else would receive their child's news)."""
         c = msg.message
-        async with self._tx(msg) as tx:
-            if not self._caller(msg, tx, c.account_id):
-                return
-            guardian, loaded = await self._guardian(tx, c.account_id)
+        async with self._case(msg) as uc:
+            self._caller(uc, c.account_id)
+            guardian, loaded = await self._guardian(uc.tx, c.account_id)
             guardian.set_contacts(phone=guardian.phone, email=guardian.email,
                                   has_push_token=True)
-            await store.add_push_token(tx, c.account_id, c.token.get_secret_value(), c.platform)
-            await store.save_guardian(tx, guardian, loaded)
-            tx.reply(CommandAccepted(request_id=c.request_id))
+            await store.add_push_token(uc.tx, c.account_id, c.token.get_secret_value(),
+                                       c.platform)
+            await store.save_guardian(uc.tx, guardian, loaded)
+            uc.tx.reply(CommandAccepted(request_id=c.request_id))
 
     async def on_get_journal(self, msg: Inbound[wire.GetJournal]) -> None:
         q = msg.message
-        async with self._tx(msg) as tx:
-            if not self._caller(msg, tx, q.account_id):
-                return
-            messages = await store.journal(tx, q.account_id)
+        async with self._case(msg) as uc:
+            self._caller(uc, q.account_id, support=True)
+            messages = await store.journal(uc.tx, q.account_id)
             entries = sorted(((line, m) for m in messages
                               if (line := d.journal_line(m)) is not None),
                              key=_journal_key, reverse=True)
@@ -332,24 +325,20 @@ class Handlers:
                     entries, _journal_key, limit=q.limit, cursor=q.cursor, descending=True,
                     scope=paging.scope_of(account_id=q.account_id))
             except paging.InvalidCursor as exc:
-                tx.fail("invalid_cursor", str(exc))
-                return
-            tx.reply(wire.JournalReply(lines=[_journal_line(line, m, tx.now)
-                                              for line, m in entries],
-                                       next_cursor=following))
-
+                raise Refused("invalid_cursor", str(exc)) from None
+            uc.tx.reply(wire.JournalReply(lines=[_journal_line(line, m, uc.tx.now)
+                                                 for line, m in entries],
+                                          next_cursor=following))
 
     async def on_get_journey(self, msg: Inbound[wire.GetJourney]) -> None:
         q = msg.message
-        async with self._tx(msg) as tx:
-            try:
-                self.rt.authorize(msg, "view", q.contract)
-            except TokenError as exc:
-                tx.fail(exc.code, str(exc))
-                return
+        async with self._case(msg) as uc:
+            uc.authorize("view", contract=q.contract)
             day = await store.load_journey(
-                tx, d.journey_key(q.contract, date.fromisoformat(q.date)))
-            tx.reply(_journey_reply(q, day))
+                uc.tx, d.journey_key(q.contract, date.fromisoformat(q.date)))
+            if day is not None and day.school_id is not None:
+                uc.authorize("view", contract=q.contract, school_id=day.school_id)
+            uc.tx.reply(_journey_reply(q, day))
 
 
 def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.JourneyReply:

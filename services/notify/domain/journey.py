@@ -140,6 +140,12 @@ class JourneyDay:
     def timeline(self) -> list[TimelineEntry]:
         return list(self.entries)
 
+    @property
+    def school_id(self) -> str | None:
+        """The school the child was expected at or seen at that day (its gates)."""
+        return self.school or next((e.place for e in self.entries
+                                    if e.kind in (TimelineKind.ENTRY, TimelineKind.EXIT)), None)
+
     def _local_time(self, at: datetime) -> time:
         return at.astimezone(zone(self.time_zone)).time()
 
