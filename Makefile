@@ -19,7 +19,7 @@ help:
 	@echo "make test-long    long property runs and fault injection"
 	@echo "make bench        benchmarks that print figures"
 	@echo "make bench-quick  the city benchmark, small (about a minute): .run/bench/latest.json"
-	@echo "make docs         regenerate docs/asyncapi.json from the contracts"
+	@echo "make docs         regenerate docs/asyncapi.json and the Kafka ACLs from the contracts"
 	@echo "make lint         ruff + mypy (strict on domain and handlers)"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -71,8 +71,9 @@ bench-quick: install
 
 docs: install
 	$(PY) -m contracts.asyncapi > docs/asyncapi.json
+	$(PY) -m contracts.acl
 	UPDATE_SNAPSHOTS=1 $(PYTEST) -q tests/contracts > /dev/null
-	@echo "docs/asyncapi.json and tests/contracts/schemas regenerated"
+	@echo "docs/asyncapi.json, tests/contracts/schemas and the Kafka ACLs regenerated"
 
 lint: install
 	$(PY) -m pip install -q ruff==0.14.5 mypy==1.19.0

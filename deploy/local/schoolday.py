@@ -613,6 +613,7 @@ class SchoolDay:
 
         from contracts.catalog import consumed_by
         from services.runtime.broker import group_lag
+        from services.runtime.kafka_security import KafkaConnection
 
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             self.stack.env["SCHOOLCARD_MONGO_URI"], tz_aware=True)
@@ -622,7 +623,8 @@ class SchoolDay:
             total = 0
             for svc in services:
                 topics = [t.name for t in consumed_by(svc)]
-                lag = await group_lag(self.bus.bootstrap, f"schoolcard-{svc}", *topics)
+                lag = await group_lag(KafkaConnection(self.bus.bootstrap),
+                                      f"schoolcard-{svc}", *topics)
                 if lag:
                     self.lagging[(svc, "to consume")] = lag
                 total += lag

@@ -141,12 +141,18 @@ def _when_ready(proc: Proc, condition: Callable[[], bool], *, timeout: float,
     return proc
 
 
-def start_broker(run_dir: Path, port: int | None = None) -> Proc:
+def start_broker(run_dir: Path, port: int | None = None, *,
+                 authentication: bool = False) -> Proc:
+    """``authentication``: every client must authenticate with SASL SCRAM. Tansu 0.6 offers
+    no PLAIN and, on its in-memory storage, no way to create the first user (creating one
+    already needs an authenticated client): such a broker can only refuse clients."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     proc = _spawn("kafka", [tansu_binary(), "broker", "--listener-url", url,
                             "--advertised-listener-url", url, "--storage-engine",
-                            "memory://tansu/"], run_dir / "logs" / "kafka.log", port=port)
+                            "memory://tansu/", *(["--authentication"] if authentication else [])],
+                  run_dir / "logs" / ("kafka-auth.log" if authentication else "kafka.log"),
+                  port=port)
     return _when_ready(proc, lambda: port_open(port), timeout=30, what="the Kafka broker")
 
 

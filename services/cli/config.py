@@ -1,5 +1,7 @@
 """Where the CLI finds the broker and the access token: explicit options, then environment
-variables, then the ``stack.json`` a running ``make up`` stack wrote into the run directory."""
+variables, then the ``stack.json`` a running ``make up`` stack wrote into the run directory.
+How it connects (TLS, SASL credentials) comes from the same ``SCHOOLCARD_KAFKA_*`` variables
+as the services' (``services.runtime.settings.KafkaSecuritySettings``)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,11 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from pydantic import ValidationError
+
+from services.runtime.kafka_security import KafkaConnection, kafka_connection
+from services.runtime.settings import KafkaSecuritySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_BOOTSTRAP = "SCHOOLCARD_KAFKA_BOOTSTRAP"
@@ -61,6 +68,16 @@ def resolve_bootstrap(explicit: str | None, run_dir: Path) -> str:
                       f"embedded stack with `make up` (looked for {run_dir / 'stack.json'})")
 
 
+def kafka_security() -> KafkaSecuritySettings:
+    """The ``SCHOOLCARD_KAFKA_*`` security settings; a contradiction is an operator error
+    named in one line (the password is never part of it)."""
+    try:
+        return KafkaSecuritySettings()
+    except ValidationError as exc:
+        problems = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise ConfigError(f"Kafka security settings: {problems}") from None
+
+
 def support_token(key_file: Path, *, ttl_s: int = 300) -> str:
     """A support-role access token signed with the dev private key of the embedded stack."""
     from contracts.auth import Role
@@ -97,3 +114,7 @@ class Settings:
     @property
     def bootstrap(self) -> str:
         return resolve_bootstrap(self.bootstrap_option, self.run_dir)
+
+    @property
+    def kafka(self) -> KafkaConnection:
+        return kafka_connection(self.bootstrap, kafka_security())

@@ -1,5 +1,7 @@
 """The CLI's Kafka side (plain aiokafka, no consumer group of its own): publish with
 CloudEvents headers, read topics, request/reply over ``apps.replies.v1``, dead letters, lag.
+Every client is opened from a ``KafkaConnection`` (bootstrap plus the ``SCHOOLCARD_KAFKA_*``
+security settings, ``services.cli.config``).
 
 Reads assign partitions explicitly and seek to offsets fetched up front, so nothing is
 committed and no group join (seconds on the dev broker) is needed.
@@ -29,6 +31,7 @@ from contracts.envelope import (
     encode,
     headers_to_dict,
 )
+from services.runtime.kafka_security import KafkaConnection
 
 DLQ_PREFIX = "dlq_"
 
@@ -65,8 +68,8 @@ def _raw(r: ConsumerRecord[bytes, bytes]) -> Raw:
                headers_to_dict(r.headers or []))
 
 
-async def existing_topics(bootstrap: str) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="schoolcard-cli")
+async def existing_topics(kafka: KafkaConnection) -> set[str]:
+    admin = AIOKafkaAdminClient(**kafka.options(), client_id="schoolcard-cli")
     await admin.start()
     try:
         return set(await admin.list_topics())
@@ -74,24 +77,25 @@ async def existing_topics(bootstrap: str) -> set[str]:
         await admin.close()
 
 
-async def require_topic(bootstrap: str, topic: str, hint: str = "") -> None:
+async def require_topic(kafka: KafkaConnection, topic: str, hint: str = "") -> None:
     """Fail clearly instead of letting a metadata request auto-create a mistyped topic."""
-    if topic not in await existing_topics(bootstrap):
-        raise KafkaProblem(f"topic {topic} does not exist on {bootstrap}"
+    if topic not in await existing_topics(kafka):
+        raise KafkaProblem(f"topic {topic} does not exist on {kafka.bootstrap}"
                            + (f" ({hint})" if hint else ""))
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+def _producer(kafka: KafkaConnection) -> AIOKafkaProducer:
+    return AIOKafkaProducer(**kafka.options(), acks="all", enable_idempotence=False,
                             client_id="schoolcard-cli")
 
 
-async def publish_raw(bootstrap: str, items: Iterable[tuple[str, str | None, bytes | None,
-                                                             dict[str, str], int | None]]
+async def publish_raw(kafka: KafkaConnection,
+                      items: Iterable[tuple[str, str | None, bytes | None, dict[str, str],
+                                            int | None]]
                       ) -> list[Sent]:
     """Publish (topic, key, value, headers, partition) records, each acknowledged by all
     in-sync replicas before the next."""
-    producer = _producer(bootstrap)
+    producer = _producer(kafka)
     await producer.start()
     sent: list[Sent] = []
     try:
@@ -115,17 +119,18 @@ def envelope_headers(message: ContractModel, key: str, *, source: str,
     return env, headers
 
 
-async def publish(bootstrap: str, topic: str, message: ContractModel, key: str, *,
+async def publish(kafka: KafkaConnection, topic: str, message: ContractModel, key: str, *,
                   source: str) -> Sent:
-    await require_topic(bootstrap, topic, "services create the catalog topics when they start; "
+    await require_topic(kafka, topic, "services create the catalog topics when they start; "
                         "is the stack running?")
     _, headers = envelope_headers(message, key, source=source)
-    [sent] = await publish_raw(bootstrap, [(topic, key, encode(message), headers, None)])
+    [sent] = await publish_raw(kafka, [(topic, key, encode(message), headers, None)])
     return sent
 
 
-async def _assign(consumer: AIOKafkaConsumer, bootstrap: str, topic: str) -> list[TopicPartition]:
-    await require_topic(bootstrap, topic)
+async def _assign(consumer: AIOKafkaConsumer, kafka: KafkaConnection,
+                  topic: str) -> list[TopicPartition]:
+    await require_topic(kafka, topic)
     partitions: set[int] | None = None
     deadline = time.monotonic() + 10
     while not partitions and time.monotonic() < deadline:
@@ -140,21 +145,21 @@ async def _assign(consumer: AIOKafkaConsumer, bootstrap: str, topic: str) -> lis
     return tps
 
 
-def _consumer(bootstrap: str) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+def _consumer(kafka: KafkaConnection) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(**kafka.options(), enable_auto_commit=False,
                             auto_offset_reset="earliest", client_id="schoolcard-cli")
 
 
-async def read(bootstrap: str, topic: str, *, from_beginning: bool = False,
+async def read(kafka: KafkaConnection, topic: str, *, from_beginning: bool = False,
                follow: bool = True, limit: int | None = None,
                idle_timeout: float | None = None) -> AsyncGenerator[Raw, None]:
     """Records of ``topic``: from the beginning or only new ones; with ``follow=False`` stop at
     the end offsets seen at start; stop after ``limit`` records or ``idle_timeout`` seconds
     without a record."""
-    consumer = _consumer(bootstrap)
+    consumer = _consumer(kafka)
     await consumer.start()
     try:
-        tps = await _assign(consumer, bootstrap, topic)
+        tps = await _assign(consumer, kafka, topic)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps) if from_beginning else ends
         for tp in tps:
@@ -190,25 +195,26 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = False,
         await consumer.stop()
 
 
-async def read_all(bootstrap: str, topic: str) -> list[Raw]:
-    return [r async for r in read(bootstrap, topic, from_beginning=True, follow=False)]
+async def read_all(kafka: KafkaConnection, topic: str) -> list[Raw]:
+    return [r async for r in read(kafka, topic, from_beginning=True, follow=False)]
 
 
-async def request(bootstrap: str, message: ContractModel, topic: str, key: str, *, token: str,
-                  source: str, reply_topic: str = APP_REPLIES, timeout: float = 15) -> Raw:
+async def request(kafka: KafkaConnection, message: ContractModel, topic: str, key: str, *,
+                  token: str, source: str, reply_topic: str = APP_REPLIES,
+                  timeout: float = 15) -> Raw:
     """Publish a query/command with ``ce_replyto`` and the access token; return the reply with
     the same correlation id. Listening starts before publishing, at explicit end offsets."""
-    await require_topic(bootstrap, topic, "is the stack running?")
-    consumer = _consumer(bootstrap)
+    await require_topic(kafka, topic, "is the stack running?")
+    consumer = _consumer(kafka)
     await consumer.start()
     try:
-        tps = await _assign(consumer, bootstrap, reply_topic)
+        tps = await _assign(consumer, kafka, reply_topic)
         ends = await consumer.end_offsets(tps)
         for tp in tps:
             consumer.seek(tp, ends[tp])
         env, headers = envelope_headers(message, key, source=source, reply_to=reply_topic,
                                         token=token)
-        await publish_raw(bootstrap, [(topic, key, encode(message), headers, None)])
+        await publish_raw(kafka, [(topic, key, encode(message), headers, None)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
@@ -264,12 +270,12 @@ class GroupInfo:
         return sum(r.lag for r in self.rows)
 
 
-async def lag(bootstrap: str, group: str | None = None) -> list[GroupInfo]:
+async def lag(kafka: KafkaConnection, group: str | None = None) -> list[GroupInfo]:
     """Committed offsets of every consumer group against the end offsets of the partitions
     they committed on. Offsets are asked for explicit partitions (every partition of every
     topic): the dev broker cannot answer the 'all partitions' form of OffsetFetch."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="schoolcard-cli")
-    consumer = _consumer(bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.options(), client_id="schoolcard-cli")
+    consumer = _consumer(kafka)
     await admin.start()
     await consumer.start()
     try:

@@ -42,6 +42,7 @@ from services.cli.config import (
     default_run_dir,
     resolve_token,
 )
+from services.runtime.kafka_security import KafkaConnection
 
 T = TypeVar("T")
 
@@ -54,8 +55,10 @@ HELP = (
     "SchoolCard operator CLI: publish integrator messages, tail topics, query balances, "
     "statements, attendance and rides, inspect and replay dead letters, show consumer lag."
     "\n\nThe broker comes from --bootstrap, else SCHOOLCARD_KAFKA_BOOTSTRAP, else the "
-    "stack.json of a running `make up` stack. --json prints JSON (one object per line for "
-    "tail and dlq list/replay)."
+    "stack.json of a running `make up` stack; TLS and SASL credentials from "
+    "SCHOOLCARD_KAFKA_SECURITY_PROTOCOL, _SASL_MECHANISM, _SASL_USERNAME, _SASL_PASSWORD and "
+    "_SSL_CAFILE/_CERTFILE/_KEYFILE, as for the services. --json prints JSON (one object "
+    "per line for tail and dlq list/replay)."
     "\n\nExit codes: 0 ok; 1 failure (broker, no reply, error reply); 2 invalid input.")
 
 app = typer.Typer(name="schoolcard", help=HELP, no_args_is_help=True,
@@ -92,9 +95,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         fail(f"Kafka: {type(exc).__name__}: {exc}")
 
 
-def bootstrap_of(s: Settings) -> str:
+def kafka_of(s: Settings) -> KafkaConnection:
     try:
-        return s.bootstrap
+        return s.kafka
     except ConfigError as exc:
         fail(str(exc))
 
@@ -156,7 +159,7 @@ def publish_message(ctx: typer.Context, what: str, factory: Callable[[], Contrac
             out.print(f"[yellow]dry run[/] {message.TYPE} -> {topic} key {key}")
             out.print(render.summarize(payload), soft_wrap=True)
         return
-    sent = run(kafka.publish(bootstrap_of(s), topic, message, key, source=s.source))
+    sent = run(kafka.publish(kafka_of(s), topic, message, key, source=s.source))
     if s.json_output:
         emit_json({"topic": sent.topic, "partition": sent.partition, "offset": sent.offset,
                    "key": key, "type": message.TYPE, "id": sent.headers["ce_id"],
@@ -303,11 +306,11 @@ def tail(
     if topic not in catalog.BY_NAME:
         err.print(f"[yellow]note:[/] {escape(topic)} is not in the catalog; decoding by "
                   "ce_type only")
-    bootstrap = bootstrap_of(s)
+    conn = kafka_of(s)
 
     async def go() -> int:
         shown = 0
-        stream = kafka.read(bootstrap, topic, from_beginning=from_beginning, follow=follow,
+        stream = kafka.read(conn, topic, from_beginning=from_beginning, follow=follow,
                             idle_timeout=idle_timeout)
         async with aclosing(stream) as records:
             async for raw in records:
@@ -326,7 +329,7 @@ def tail(
         return shown
 
     if not s.json_output:
-        err.print(f"[dim]{escape(topic)} on {escape(bootstrap)}"
+        err.print(f"[dim]{escape(topic)} on {escape(conn.bootstrap)}"
                   f"{' from the beginning' if from_beginning else ', new records'}"
                   f"{'' if follow else ', until the current end'}; Ctrl-C stops[/]")
     try:
@@ -371,7 +374,7 @@ def query(ctx: typer.Context, message: ContractModel, reply_type: type[Reply], *
         bearer = resolve_token(token, as_support, key_file or s.run_dir / PRIVATE_KEY_FILE)
     except ConfigError as exc:
         fail(str(exc), 2)
-    raw = run(kafka.request(bootstrap_of(s), message, topic, key, token=bearer,
+    raw = run(kafka.request(kafka_of(s), message, topic, key, token=bearer,
                             source=s.source.replace("integrator:", "operator:"),
                             timeout=timeout))
     decoded = render.decode_record(raw)
@@ -496,7 +499,7 @@ def dlq_list(ctx: typer.Context, service: Service,
     topic/partition/offset, consumer group, attempts."""
     s = settings(ctx)
     topic = dlq_topic(service)
-    records = run(kafka.read_all(bootstrap_of(s), topic))
+    records = run(kafka.read_all(kafka_of(s), topic))
     if code:
         records = [r for r in records if r.headers.get(catalog.DLQ_CODE) == code]
     records = sorted(records, key=lambda r: (r.timestamp_ms or 0, r.partition, r.offset))
@@ -524,8 +527,8 @@ def dlq_replay(ctx: typer.Context, service: Service,
     if (offset is None) == (not replay_all):
         fail("give exactly one of --offset N or --all", 2)
     topic = dlq_topic(service)
-    bootstrap = bootstrap_of(s)
-    records = run(kafka.read_all(bootstrap, topic))
+    conn = kafka_of(s)
+    records = run(kafka.read_all(conn, topic))
     if offset is not None:
         chosen = [r for r in records if r.offset == offset
                   and (partition is None or r.partition == partition)]
@@ -543,8 +546,8 @@ def dlq_replay(ctx: typer.Context, service: Service,
     sent: list[kafka.Sent | None] = [None] * len(items)
     if not dry_run and items:
         for source_topic in sorted({item[0] for item in items}):
-            run(kafka.require_topic(bootstrap, source_topic, "the dead letter's source topic"))
-        sent = list(run(kafka.publish_raw(bootstrap, items)))
+            run(kafka.require_topic(conn, source_topic, "the dead letter's source topic"))
+        sent = list(run(kafka.publish_raw(conn, items)))
     rows = []
     for r, item, result in zip(records, items, sent, strict=True):
         rows.append({"from": f"{r.partition}:{r.offset}", "key": r.key,
@@ -573,7 +576,7 @@ def lag(ctx: typer.Context,
         ) -> None:
     """Consumer lag per group and partition: committed offsets against end offsets."""
     s = settings(ctx)
-    groups = run(kafka.lag(bootstrap_of(s), group))
+    groups = run(kafka.lag(kafka_of(s), group))
     if s.json_output:
         emit_json(render.lag_json(groups))
     elif not groups:

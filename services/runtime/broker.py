@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 from contracts.catalog import APP_REPLIES, TOPICS, Topic, reply_topic_problem
 from services.runtime import metrics
+from services.runtime.kafka_security import KafkaConnection, kafka_connection
 from services.runtime.logs import get_logger
 from services.runtime.settings import InfraSettings
 
@@ -39,12 +40,19 @@ def tracer_provider(service: str, exporter: str) -> TracerProvider:
     return provider
 
 
+def connection(infra: InfraSettings) -> KafkaConnection:
+    """The service's broker connection, with its credentials (``SCHOOLCARD_KAFKA_*``)."""
+    return kafka_connection(infra.kafka_bootstrap, infra)
+
+
 def make_broker(service: str, infra: InfraSettings, *,
                 graceful_timeout: float = 15.0) -> KafkaBroker:
     """Producer settings: acks=all; idempotence stays off because the development broker
     cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway)."""
+    kafka = connection(infra)
     return KafkaBroker(
-        infra.kafka_bootstrap,
+        kafka.bootstrap,
+        security=kafka.security,
         client_id=f"schoolcard-{service}",
         acks="all",
         enable_idempotence=False,
@@ -63,7 +71,7 @@ def make_broker(service: str, infra: InfraSettings, *,
 
 async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOPICS) -> list[str]:
     """Create the missing topics of the catalog; existing ones are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap,
+    admin = AIOKafkaAdminClient(**connection(infra).options(),
                                 client_id="schoolcard-provisioner")
     await admin.start()
     try:
@@ -82,13 +90,13 @@ async def provision_topics(infra: InfraSettings, topics: tuple[Topic, ...] = TOP
         await admin.close()
 
 
-async def group_lag(bootstrap: str, group: str, *topics: str) -> int:
+async def group_lag(kafka: KafkaConnection, group: str, *topics: str) -> int:
     """Records of ``topics`` that consumer ``group`` has not committed yet, over all partitions
     (whichever instance owns them); a partition without a commit counts from its first
     record. Partitions are passed explicitly: the dev broker cannot answer the "all
     partitions" form of the offsets request."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id=f"{group}-lag")
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, client_id=f"{group}-lag",
+    admin = AIOKafkaAdminClient(**kafka.options(), client_id=f"{group}-lag")
+    consumer = AIOKafkaConsumer(**kafka.options(), client_id=f"{group}-lag",
                                 enable_auto_commit=False)
     await admin.start()
     await consumer.start()
@@ -123,15 +131,14 @@ class ReplyTopics:
     ``refresh_s``.
     """
 
-    def __init__(self, bootstrap: str, *, refresh_s: float = 5.0) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, *, refresh_s: float = 5.0) -> None:
+        self.kafka = kafka
         self.refresh_s = refresh_s
         self._known: set[str] = set()
         self._read_at = float("-inf")
 
     async def _list_topics(self) -> set[str]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap,
-                                    client_id="schoolcard-reply-topics")
+        admin = AIOKafkaAdminClient(**self.kafka.options(), client_id="schoolcard-reply-topics")
         await admin.start()
         try:
             return set(await admin.list_topics())

@@ -25,7 +25,13 @@ from pymongo import AsyncMongoClient
 from contracts.auth import AccessTokenClaims
 from services.runtime import dialect
 from services.runtime.authorization import authorize
-from services.runtime.broker import ReplyTopics, group_lag, make_broker, provision_topics
+from services.runtime.broker import (
+    ReplyTopics,
+    connection,
+    group_lag,
+    make_broker,
+    provision_topics,
+)
 from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
@@ -73,7 +79,7 @@ class Runtime:
         """How many records of ``topic`` this service's consumer group has still to commit
         (all instances together): a clock-driven job that judges from consumed data waits
         while it is behind."""
-        return await group_lag(self.settings.infra.kafka_bootstrap, self.group_id, topic)
+        return await group_lag(connection(self.settings.infra), self.group_id, topic)
 
     def claims(self, msg: Inbound[Any]) -> AccessTokenClaims:
         """The verified access token of an app command (raises TokenError with a code)."""
@@ -152,7 +158,7 @@ class Service:
                                  backoff_s=s.retry_backoff_ms / 1000,
                                  backoff_max_s=s.retry_backoff_max_ms / 1000,
                                  conflict_retries=s.conflict_retries,
-                                 reply_topics=ReplyTopics(infra.kafka_bootstrap),
+                                 reply_topics=ReplyTopics(connection(infra)),
                                  fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms,
                                  batch_max=s.consumer_batch_max,
                                  batch_timeout_ms=s.consumer_batch_timeout_ms,

@@ -7,13 +7,82 @@ Shared infrastructure uses the ``SCHOOLCARD_`` prefix; each service adds its own
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-class InfraSettings(BaseSettings):
+
+class KafkaSecuritySettings(BaseSettings):
+    """How a client proves who it is to the broker and encrypts the connection
+    (``SCHOOLCARD_KAFKA_*``), shared by the services and the operator CLI. Turned into client
+    options only by ``services.runtime.kafka_security.kafka_connection``.
+
+    Contradictions fail at start: a username without SASL would connect unauthenticated
+    without a word, a certificate without TLS would never be presented."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
+
+    kafka_security_protocol: SecurityProtocol = Field(
+        default="PLAINTEXT", description="PLAINTEXT (the development broker only), SSL, "
+        "SASL_PLAINTEXT or SASL_SSL (production: SCRAM over TLS).")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with "
+        "SASL_*. PLAIN sends the password as it is, so only over SASL_SSL.")
+    kafka_sasl_username: str = Field(default="", description="The principal: "
+                                     "schoolcard-<service> (deploy/k8s/kafka-users.yaml).")
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="Its password "
+                                           "(from the service's Kafka user Secret).")
+    kafka_ssl_cafile: Path | None = Field(default=None, description="PEM of the CA that "
+                                          "signed the broker's certificate (default: the "
+                                          "system's CAs).")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate "
+                                            "(mutual TLS); needs kafka_ssl_keyfile.")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="PEM key of "
+                                           "kafka_ssl_certfile.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        credentials = bool(self.kafka_sasl_username or self.kafka_sasl_password.get_secret_value())
+        if sasl:
+            if self.kafka_sasl_mechanism is None:
+                raise ValueError(f"SCHOOLCARD_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 "SCHOOLCARD_KAFKA_SASL_MECHANISM (SCRAM-SHA-512, SCRAM-SHA-256 "
+                                 "or PLAIN)")
+            if not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+                raise ValueError(f"SCHOOLCARD_KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                 "SCHOOLCARD_KAFKA_SASL_USERNAME and "
+                                 "SCHOOLCARD_KAFKA_SASL_PASSWORD")
+            if self.kafka_sasl_mechanism == "PLAIN" and not tls:
+                raise ValueError("SCHOOLCARD_KAFKA_SASL_MECHANISM=PLAIN sends the password as "
+                                 "it is: use SASL_SSL, or a SCRAM mechanism")
+        elif self.kafka_sasl_mechanism is not None or credentials:
+            raise ValueError("SCHOOLCARD_KAFKA_SASL_* are set but "
+                             f"SCHOOLCARD_KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                             "authenticate: use SASL_SSL (or SASL_PLAINTEXT)")
+        files = {"SCHOOLCARD_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+                 "SCHOOLCARD_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+                 "SCHOOLCARD_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not tls:
+            raise ValueError(f"{', '.join(given)} set but SCHOOLCARD_KAFKA_SECURITY_PROTOCOL="
+                             f"{protocol} does not use TLS: use SSL or SASL_SSL")
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError("SCHOOLCARD_KAFKA_SSL_CERTFILE and SCHOOLCARD_KAFKA_SSL_KEYFILE "
+                             "go together (mutual TLS)")
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}={path}: no such file")
+        return self
+
+
+class InfraSettings(KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
 
     kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")

@@ -19,6 +19,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from deploy.local import stack as devstack
 from services.runtime.broker import group_lag
+from services.runtime.kafka_security import KafkaConnection
 from tests.faults.conftest import Report, World, scale
 from tests.faults.load import City, Event, Watch, assert_clean
 from tests.faults.test_kill import fast_takeover, publish_paced, start_all
@@ -217,7 +218,7 @@ async def test_replaying_every_consumer_group_from_the_beginning_changes_no_stat
         procs = await start_all(w, fast_takeover(), "replay")
 
         async def caught_up() -> bool:
-            lags = [await group_lag(w.bootstrap, f"schoolcard-{s}", *topics[s])
+            lags = [await group_lag(KafkaConnection(w.bootstrap), f"schoolcard-{s}", *topics[s])
                     for s in SERVICES]
             return sum(lags) == 0
 

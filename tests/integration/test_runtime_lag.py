@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import OffsetAndMetadata
 
 from services.runtime.broker import group_lag
+from services.runtime.kafka_security import KafkaConnection
 from tests.support import uid
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,8 @@ async def test_group_lag_counts_uncommitted_records_over_all_partitions(bootstra
     finally:
         await producer.stop()
 
-    assert await group_lag(bootstrap, group, topic) == 8  # never committed: from the start
+    # never committed: from the start
+    assert await group_lag(KafkaConnection(bootstrap), group, topic) == 8
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False)
@@ -42,9 +44,9 @@ async def test_group_lag_counts_uncommitted_records_over_all_partitions(bootstra
     try:
         await consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(4, ""),
                                TopicPartition(topic, 1): OffsetAndMetadata(3, "")})
-        assert await group_lag(bootstrap, group, topic) == 1
+        assert await group_lag(KafkaConnection(bootstrap), group, topic) == 1
         await consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(5, "")})
-        assert await group_lag(bootstrap, group, topic) == 0
+        assert await group_lag(KafkaConnection(bootstrap), group, topic) == 0
     finally:
         await consumer.stop()
-    assert await group_lag(bootstrap, group, uid("no-such-topic")) == 0
+    assert await group_lag(KafkaConnection(bootstrap), group, uid("no-such-topic")) == 0

@@ -139,7 +139,7 @@ class FakePublish:
         self.calls: list[dict[str, Any]] = []
 
     async def __call__(self, bootstrap, topic, message, key, *, source):
-        self.calls.append({"bootstrap": bootstrap, "topic": topic, "message": message,
+        self.calls.append({"bootstrap": bootstrap.bootstrap, "topic": topic, "message": message,
                            "key": key, "source": source})
         return kafka.Sent(topic, 1, 42, key, {"ce_id": "id-1", "ce_type": message.TYPE})
 

@@ -18,6 +18,7 @@ from contracts.envelope import Envelope, encode
 from contracts.integrations import CardIssued
 from services.runtime.broker import ReplyTopics
 from services.runtime.consumer import Consumer, Inbound, Rejected
+from services.runtime.kafka_security import KafkaConnection
 from services.runtime.mongo import AlreadyProcessed
 
 pytestmark = pytest.mark.unit
@@ -242,7 +243,7 @@ async def test_a_request_naming_a_reply_topic_the_catalog_does_not_allow_is_neve
 
 def broker_topics(*names: str) -> ReplyTopics:
     """The runtime's reply-topic check with the broker's topic list replaced by ``names``."""
-    topics = ReplyTopics("unused:9092", refresh_s=3600)
+    topics = ReplyTopics(KafkaConnection("unused:9092"), refresh_s=3600)
 
     async def listed() -> set[str]:
         return set(names)

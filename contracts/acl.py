@@ -1,0 +1,191 @@
+"""Who may do what on the broker, derived from the topic catalog: one principal per service
+(``User:schoolcard-<service>``), per integrator (``User:integrator-<name>``), for the apps
+(``User:schoolcard-apps``) and for the operators (``User:schoolcard-operators``).
+
+- the producer of a topic gets Write on it, each consumer Read; nobody else gets either;
+- a service reads its consumer group ``schoolcard-<service>`` (``Runtime.group_id``), an
+  integrator or the apps their own group prefix (only when they read anything);
+- the services answering requests write the per-client reply topics
+  ``apps.replies.<client-id>.v1`` (prefix ``apps.replies.``), which the apps create and read;
+- the operators read the dead letters and describe every topic and the services' groups
+  (``schoolcard lag``); replaying a dead letter writes its source topic and needs that
+  topic's producer's rights.
+
+Kafka's Write and Read imply Describe, so Describe is granted only where nothing else is.
+Plain data and text, no I/O: ``python -m contracts.acl`` writes
+``deploy/k8s/kafka-users.yaml`` (Strimzi ``KafkaUser`` resources) and ``deploy/kafka-acls.sh``
+(the same table as ``kafka-acls.sh`` commands); ``make docs`` runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Literal
+
+from contracts.catalog import APP_REPLIES, SERVICES, TOPICS, Topic
+
+Resource = Literal["topic", "group"]
+Pattern = Literal["literal", "prefixed"]
+Operation = Literal["Read", "Write", "Create", "Describe"]
+
+APPS = "apps"
+OPERATORS = "operators"
+CLIENT_REPLIES_PREFIX = "apps.replies."
+"""Prefix of every reply topic (``apps.replies.v1`` and the per-client
+``apps.replies.<client-id>.v1`` of ``catalog.CLIENT_REPLIES_PATTERN``)."""
+SERVICE_GROUP_PREFIX = "schoolcard-"
+STRIMZI_CLUSTER = "schoolcard"
+"""The Strimzi ``Kafka`` resource the users belong to (label ``strimzi.io/cluster``)."""
+
+
+@dataclass(frozen=True, order=True)
+class Acl:
+    """One allow rule: ``principal`` may ``operation`` on the ``resource`` named ``name``
+    (exactly, or every name starting with it when ``pattern`` is prefixed)."""
+
+    principal: str
+    resource: Resource
+    name: str
+    pattern: Pattern
+    operation: Operation
+
+    def matches(self, resource: Resource, name: str) -> bool:
+        if resource != self.resource:
+            return False
+        return name == self.name if self.pattern == "literal" else name.startswith(self.name)
+
+
+def user_name(party: str) -> str:
+    """The Kafka user of a catalog party: ``wallet`` -> ``schoolcard-wallet``,
+    ``integrator:payments`` -> ``integrator-payments``."""
+    if party.startswith("integrator:"):
+        return "integrator-" + party.removeprefix("integrator:")
+    return f"schoolcard-{party}"
+
+
+def principal(party: str) -> str:
+    return f"User:{user_name(party)}"
+
+
+def producers(topic: Topic) -> tuple[str, ...]:
+    return tuple(p.strip() for p in topic.producer.split(","))
+
+
+def parties(topics: Iterable[Topic] = TOPICS) -> tuple[str, ...]:
+    """Every producer and consumer named in the catalog, services first."""
+    named = {p for t in topics for p in (*producers(t), *t.consumers)}
+    return (*[s for s in SERVICES if s in named], *sorted(named - set(SERVICES)))
+
+
+def table(topics: tuple[Topic, ...] = TOPICS) -> tuple[Acl, ...]:
+    """The whole ACL table, sorted, derived from ``topics`` (the catalog by default)."""
+    acls: set[Acl] = set()
+    for t in topics:
+        acls |= {Acl(principal(p), "topic", t.name, "literal", "Write") for p in producers(t)}
+        acls |= {Acl(principal(c), "topic", t.name, "literal", "Read") for c in t.consumers}
+        if t.name == APP_REPLIES:
+            acls |= {Acl(principal(p), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Write")
+                     for p in producers(t)}
+            for c in t.consumers:
+                acls |= {Acl(principal(c), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Read"),
+                         Acl(principal(c), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Create")}
+    readers = {a.principal for a in acls if a.operation == "Read"}
+    for party in parties(topics):
+        if principal(party) not in readers:
+            continue
+        if party in SERVICES:
+            acls.add(Acl(principal(party), "group", user_name(party), "literal", "Read"))
+        elif party != OPERATORS:  # the operator CLI reads by assignment, without a group
+            acls.add(Acl(principal(party), "group", user_name(party), "prefixed", "Read"))
+    operators = principal(OPERATORS)
+    acls |= {Acl(operators, "topic", t.name, "literal", "Describe") for t in topics
+             if not allowed(acls, operators, "Describe", "topic", t.name)}
+    acls.add(Acl(operators, "group", SERVICE_GROUP_PREFIX, "prefixed", "Describe"))
+    return tuple(sorted(acls))
+
+
+def allowed(acls: Iterable[Acl], who: str, operation: Operation, resource: Resource,
+            name: str) -> bool:
+    """Whether ``who`` may ``operation`` on the resource (Read and Write imply Describe, as on
+    the broker)."""
+    implied = {"Describe": {"Describe", "Read", "Write"}}.get(operation, {operation})
+    return any(a.principal == who and a.operation in implied and a.matches(resource, name)
+               for a in acls)
+
+
+def _grouped(acls: tuple[Acl, ...]
+             ) -> list[tuple[str, list[tuple[Acl, list[Operation]]]]]:
+    """Per principal, per resource: the operations granted on it."""
+    out = []
+    for who, rules in groupby(acls, key=lambda a: a.principal):
+        per_resource: list[tuple[Acl, list[Operation]]] = []
+        for _, same_it in groupby(rules, key=lambda a: (a.resource, a.name, a.pattern)):
+            same = list(same_it)
+            per_resource.append((same[0], [a.operation for a in same]))
+        out.append((who, per_resource))
+    return out
+
+
+HEADER = ("generated by `python -m contracts.acl` from contracts/catalog.py (make docs); "
+          "do not edit")
+
+
+def kafka_users_yaml(acls: tuple[Acl, ...] | None = None) -> str:
+    """Strimzi ``KafkaUser`` resources (SCRAM-SHA-512, simple authorization). Strimzi writes
+    each user's password to a Secret named like the user (key ``password``), which the
+    deployments read. Each ACL is one JSON flow mapping, valid YAML."""
+    lines = [f"# SchoolCard Kafka users and ACLs: {HEADER}."]
+    for who, resources in _grouped(acls if acls is not None else table()):
+        name = who.removeprefix("User:")
+        lines += ["---", "apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaUser",
+                  "metadata:", f"  name: {name}",
+                  f"  labels: {{strimzi.io/cluster: {STRIMZI_CLUSTER}, "
+                  "app.kubernetes.io/part-of: schoolcard}",
+                  "spec:", "  authentication: {type: scram-sha-512}",
+                  "  authorization:", "    type: simple", "    acls:"]
+        for acl, operations in resources:
+            rule = {"resource": {"type": acl.resource, "name": acl.name,
+                                 "patternType": acl.pattern},
+                    "operations": operations}
+            lines.append(f"      - {json.dumps(rule)}")
+    return "\n".join(lines) + "\n"
+
+
+def kafka_acls_script(acls: tuple[Acl, ...] | None = None) -> str:
+    """The same table as ``kafka-acls.sh --add`` commands, for a cluster not run by Strimzi
+    (the SCRAM users themselves are created with ``kafka-configs.sh --alter --add-config``)."""
+    lines = ["#!/usr/bin/env bash", f"# SchoolCard Kafka ACLs: {HEADER}.",
+             "# usage: BOOTSTRAP=host:9093 COMMAND_CONFIG=admin.properties deploy/kafka-acls.sh",
+             "set -euo pipefail",
+             'KAFKA_ACLS="${KAFKA_ACLS:-kafka-acls.sh}"',
+             'acl() { "$KAFKA_ACLS" --bootstrap-server "${BOOTSTRAP:?set BOOTSTRAP}" '
+             '--command-config "${COMMAND_CONFIG:?set COMMAND_CONFIG}" --add "$@"; }']
+    for who, resources in _grouped(acls if acls is not None else table()):
+        lines.append(f"# {who}")
+        for acl, operations in resources:
+            ops = " ".join(f"--operation {op}" for op in operations)
+            lines.append(f"acl --allow-principal {who} {ops} --{acl.resource} {acl.name} "
+                         f"--resource-pattern-type {acl.pattern}")
+    return "\n".join(lines) + "\n"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_USERS = ROOT / "deploy" / "k8s" / "kafka-users.yaml"
+KAFKA_ACLS = ROOT / "deploy" / "kafka-acls.sh"
+
+
+def main() -> None:
+    KAFKA_USERS.write_text(kafka_users_yaml())
+    KAFKA_ACLS.write_text(kafka_acls_script())
+    KAFKA_ACLS.chmod(0o755)
+    sys.stdout.write(f"{KAFKA_USERS.relative_to(ROOT)} and {KAFKA_ACLS.relative_to(ROOT)} "
+                     "regenerated\n")
+
+
+if __name__ == "__main__":
+    main()
