@@ -73,6 +73,18 @@ def _channel_id(topic: Topic) -> str:
     return topic.name.replace(".", "_").replace("-", "_")
 
 
+def _private(model: type[Any]) -> dict[str, str]:
+    """Requests whose answers carry session secrets, and those answers: the requester's own
+    reply topic only."""
+    if getattr(model, "PRIVATE_REPLY", False):
+        return {"x-reply-topic": "the requester's own apps.replies.<client-id>.v1 (the answer "
+                                 "carries session secrets); naming apps.replies.v1 gets the "
+                                 "request dead-lettered reply_topic_not_allowed"}
+    if getattr(model, "PRIVATE", False):
+        return {"x-reply-topic": "sent only to the requester's own apps.replies.<client-id>.v1"}
+    return {}
+
+
 def build() -> dict[str, Any]:
     models = sorted({m for t in TOPICS for m in t.messages}, key=lambda m: m.TYPE)
     _, defs = models_json_schema([(m, "serialization") for m in models],
@@ -88,6 +100,7 @@ def build() -> dict[str, Any]:
             "payload": {"$ref": f"#/components/schemas/{m.__name__}"},
             "x-kind": m.KIND,
             "x-schema-version": m.VERSION,
+            **_private(m),
         }
         for m in models
     }

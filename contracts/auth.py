@@ -9,6 +9,7 @@ contract is known (no user enumeration). One-time codes travel only on
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -90,6 +91,7 @@ class ResendCode(Command):
 
 
 class Login(Command):
+    PRIVATE_REPLY: ClassVar[bool] = True
     request_id: Identifier
     login: str = Field(description="Phone (E.164 or local) or e-mail.",
                        examples=["+79121234567"])
@@ -105,6 +107,7 @@ class Login(Command):
 
 
 class RefreshSession(Command):
+    PRIVATE_REPLY: ClassVar[bool] = True
     request_id: Identifier
     refresh_token: Secret
 
@@ -139,6 +142,7 @@ class StartTotpEnrolment(Command):
     owner does not hold. Answered with TotpEnrolmentStarted; logins need a code only after
     ConfirmTotpEnrolment. Repeating it before the confirmation replaces the secret."""
 
+    PRIVATE_REPLY: ClassVar[bool] = True
     request_id: Identifier
     password: Password = Field(description="The account's current password "
                                "(re-authentication); a wrong one counts as a failed login. "
@@ -263,6 +267,10 @@ class RegistrationStarted(Reply):
 
 
 class SessionTokens(Reply):
+    """A new session's tokens: sent only to the requester's own reply topic."""
+
+    PRIVATE: ClassVar[bool] = True
+
     request_id: Identifier
     access_token: Secret | None = Field(
         default=None, description="Access token (JWT signed by auth, 5-minute lifetime) sent "
@@ -281,6 +289,8 @@ class SessionTokens(Reply):
 class TotpEnrolmentStarted(Reply):
     """The TOTP secret for the authenticator app, sent once to the account's owner (only in
     this reply; never in events or logs). Confirm it with ConfirmTotpEnrolment."""
+
+    PRIVATE: ClassVar[bool] = True
 
     request_id: Identifier
     secret: Secret = Field(description="Shared TOTP secret: 160 random bits, base32 without "

@@ -74,11 +74,21 @@ reply topic that does not exist is refused like one the pattern does not allow."
 _CLIENT_REPLIES = re.compile(CLIENT_REPLIES_PATTERN)
 
 
-def reply_topic_problem(name: str) -> str | None:
+CLIENT_REPLIES_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(3600 * 1000)}
+"""How a client creates its own reply topic: answers are read within seconds; an hour is
+plenty, and secrets in it do not outlive that."""
+
+
+def reply_topic_problem(name: str, *, private: bool = False) -> str | None:
     """Why replies may not go to ``name`` (None: they may). Only ``apps.replies.v1`` and the
     per-client pattern are reply topics: a request naming anything else (another service's
     topic, a name the broker refuses) is answered nowhere and dead-lettered
-    ``reply_topic_not_allowed``."""
+    ``reply_topic_not_allowed``. A request whose answer carries session secrets
+    (``private``: Login, RefreshSession, StartTotpEnrolment) must name the requester's own
+    topic: every app reads the shared one."""
+    if private and name == APP_REPLIES:
+        return (f"the answer carries session secrets: name your own reply topic "
+                f"{CLIENT_REPLIES_PATTERN} in ce_replyto, not {APP_REPLIES}")
     if name == APP_REPLIES or _CLIENT_REPLIES.fullmatch(name):
         return None
     return (f"ce_replyto must be {APP_REPLIES} or match {CLIENT_REPLIES_PATTERN} "
@@ -191,10 +201,13 @@ TOPICS: tuple[Topic, ...] = (
           + _models(access, "ClassRegisterReply", "StudentStatsReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),
-          "Default reply topic for apps; a requester may name its own reply topic "
-          "apps.replies.<client-id>.v1 (created beforehand) in ce_replyto. Any other "
-          "ce_replyto is refused: the request is dead-lettered reply_topic_not_allowed.",
-          retention_ms=DAY_MS),
+          "Default reply topic for apps (every app reads it: balances and statements are "
+          "personal data, secrets never go here); a requester may name its own reply topic "
+          "apps.replies.<client-id>.v1 (created beforehand, retention one hour), and must "
+          "for Login, RefreshSession and StartTotpEnrolment, whose answers carry session "
+          "secrets (SessionTokens, TotpEnrolmentStarted). Any other ce_replyto is refused: "
+          "the request is dead-lettered reply_topic_not_allowed.",
+          retention_ms=3600 * 1000, personal_data=True),
     *(
         Topic(dead_letter_topic(s), "original key", s, ("operators",), (),
               f"Messages {s} could not process: original bytes and headers plus dlq_* headers "

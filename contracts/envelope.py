@@ -82,6 +82,9 @@ class Command(ContractModel):
     envelope names one."""
 
     KIND: ClassVar[str] = "command"
+    PRIVATE_REPLY: ClassVar[bool] = False
+    """Its answer carries session secrets: the request must name the requester's own reply
+    topic (``apps.replies.<client-id>.v1``), never the shared ``apps.replies.v1``."""
 
 
 class Query(ContractModel):
@@ -108,6 +111,10 @@ class Reply(ContractModel):
     """The answer to a command or query. ``ok`` is false exactly when ``error`` is set."""
 
     KIND: ClassVar[str] = "reply"
+    PRIVATE: ClassVar[bool] = False
+    """Carries session secrets (tokens, a TOTP secret): never published to the shared reply
+    topic, whatever the request named (an ErrorReply ``private_reply_topic_required`` goes
+    there instead)."""
 
     ok: bool = Field(default=True, description="True when the request succeeded.")
     error: ErrorInfo | None = Field(default=None, description="Why the request failed.")

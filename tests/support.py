@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from contracts.catalog import topic_for
+from contracts.catalog import CLIENT_REPLIES_CONFIG, topic_for
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
 from deploy.local.stack import DEV_FETCH_MAX_WAIT_MS
 
@@ -153,22 +154,44 @@ async def _async(value: T) -> T:
     return value
 
 
-class Requester:
-    """Sends app commands and queries (with an access token) and waits for the reply on
-    ``apps.replies.v1`` by correlation id — what a cabinet back end does."""
+async def create_reply_topic(bootstrap: str, client_id: str) -> str:
+    """A client's own reply topic, ``apps.replies.<client_id>.v1``, created as the catalog
+    says (one hour of retention): what an app does before it logs in."""
+    name = f"apps.replies.{client_id}.v1"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1,
+                                            topic_configs=CLIENT_REPLIES_CONFIG)])
+    finally:
+        await admin.close()
+    return name
 
-    def __init__(self, bootstrap: str, reply_topic: str = "apps.replies.v1") -> None:
+
+class Requester:
+    """Sends app commands and queries (with an access token) and waits for the reply by
+    correlation id — what a cabinet back end does. Replies come on its own reply topic
+    (created on entry: logins and TOTP enrolment are answered nowhere else), or on
+    ``reply_topic`` when given (``apps.replies.v1``, the shared one)."""
+
+    def __init__(self, bootstrap: str, reply_topic: str | None = None) -> None:
+        self.bootstrap = bootstrap
         self.integrator = Integrator(bootstrap, source="app:test")
-        self.replies = TopicReader(bootstrap, reply_topic)
-        self.reply_topic = reply_topic
+        self.reply_topic = reply_topic or ""
+        self.replies: TopicReader | None = None
 
     async def __aenter__(self) -> Requester:
+        if not self.reply_topic:
+            self.reply_topic = await create_reply_topic(self.bootstrap,
+                                                        f"test-{uuid.uuid4().hex[:12]}")
+        self.replies = TopicReader(self.bootstrap, self.reply_topic)
         await self.integrator.__aenter__()
         await self.replies.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.replies.__aexit__()
+        if self.replies is not None:
+            await self.replies.__aexit__()
         await self.integrator.__aexit__()
 
     async def send(self, message: ContractModel, key: str, *, token: str | None = None,
@@ -176,6 +199,7 @@ class Requester:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         env = await self.integrator.publish(message, key, headers=headers,
                                             reply_to=self.reply_topic)
+        assert self.replies is not None, "use the Requester as an async context manager"
         [reply] = await self.replies.wait_for(
             lambda r: r.headers.get("ce_correlationid") == env.correlation_id, timeout=timeout)
         return reply

@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from contracts import access, auth, integrations, notify, transit, wallet
-from contracts.catalog import APP_REPLIES, TOPICS
+from contracts.catalog import CLIENT_REPLIES_CONFIG, TOPICS
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
 from contracts.money import format_rub
 from deploy.local import stack as devstack
@@ -162,6 +162,10 @@ def generate_city(rng: random.Random, schools: int, students: int) -> City:
     return City(school_ids, kids, guardians, school_day(datetime.now(UTC)))
 
 
+CABINET_REPLIES = "apps.replies.schoolday-cabinet.v1"
+"""The cabinet's own reply topic: logins are answered on the requester's topic only."""
+
+
 class Bus:
     """Publishes like an integrator/app and reads topics back (plain aiokafka clients)."""
 
@@ -175,6 +179,18 @@ class Bus:
         self.tally = Tally()
 
     async def start(self) -> None:
+        from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(CABINET_REPLIES, 1, 1,
+                                                topic_configs=CLIENT_REPLIES_CONFIG)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            await admin.close()
         await self.producer.start()
         self._reply_task = asyncio.create_task(self._read_replies())
 
@@ -187,7 +203,7 @@ class Bus:
         from contracts.catalog import topic_for
 
         env = Envelope.new(message, source=source, subject=key,
-                           reply_to=APP_REPLIES if reply else None)
+                           reply_to=CABINET_REPLIES if reply else None)
         headers = env.to_headers()
         if token:
             headers["authorization"] = f"Bearer {token}"
@@ -214,10 +230,10 @@ class Bus:
         try:
             parts = None
             while not parts:
-                parts = consumer.partitions_for_topic(APP_REPLIES)
+                parts = consumer.partitions_for_topic(CABINET_REPLIES)
                 if not parts:
                     await asyncio.sleep(0.2)
-            tps = [TopicPartition(APP_REPLIES, p) for p in parts]
+            tps = [TopicPartition(CABINET_REPLIES, p) for p in parts]
             consumer.assign(tps)
             await consumer.seek_to_end(*tps)
             while True:

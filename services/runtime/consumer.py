@@ -285,7 +285,9 @@ class Consumer:
             metrics.HANDLED.labels(self.service, envelope.type, "ignored").inc()
             return True
         if envelope.reply_to is not None:
-            problem = await self._reply_problem(envelope.reply_to)
+            private = catalog.reply_topic_problem(
+                envelope.reply_to, private=getattr(message, "PRIVATE_REPLY", False))
+            problem = private if private else await self._reply_problem(envelope.reply_to)
             if problem is None:  # stopping: the next owner of the partition reads it again
                 return False
             if problem:

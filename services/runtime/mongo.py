@@ -285,6 +285,13 @@ class Transaction:
         if reply_topic_problem(self.cause.reply_to) is not None:
             log.warning("reply not sent: reply topic not allowed", type=message.TYPE)
             return
+        if getattr(message, "PRIVATE", False) and reply_topic_problem(
+                self.cause.reply_to, private=True) is not None:
+            log.error("a reply carrying secrets was addressed to the shared reply topic; "
+                      "answered with an error instead", type=message.TYPE)
+            message = ErrorReply(ok=False, error=ErrorInfo(
+                code="private_reply_topic_required",
+                message=reply_topic_problem(self.cause.reply_to, private=True) or ""))
         size = len(encode(message))
         if size > self.reply_max_bytes:
             message = ErrorReply(ok=False, error=ErrorInfo(

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.integration
 SECRETS: set[str] = set()
 """Every password and one-time code used by the auth tests (read by the secrets scan)."""
 REPLY_SECRETS: set[str] = set()
-"""Secrets auth hands to their owner in a reply (TOTP secrets): allowed on apps.replies.v1
-only, never in a log, another topic or an event (read by the secrets scan)."""
+"""Secrets auth hands to their owner in a reply (TOTP secrets): allowed on the requester's own
+reply topic only, never in a log, another topic or an event (read by the secrets scan)."""
 CAPTURED: list[str] = []
 
 
