@@ -141,7 +141,8 @@ class Consumer:
                  backoff_s: float = 0.1, backoff_max_s: float = 5.0,
                  conflict_retries: int = 30, reply_topics: ReplyCheck | None = None,
                  fetch_max_wait_ms: int = 500, batch_max: int = 1,
-                 batch_timeout_ms: int = 100, batch_scope: BatchScope | None = None) -> None:
+                 batch_timeout_ms: int = 100, batch_scope: BatchScope | None = None,
+                 partition_concurrency: int = 1) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -154,6 +155,8 @@ class Consumer:
         self.reply_topics = reply_topics or _AnyReplyTopic()
         self.stopping = False
         self.batch_scope = batch_scope if batch_max > 1 else None
+        self.partition_concurrency = partition_concurrency
+        self.partitions_at_once = asyncio.Semaphore(partition_concurrency)
         self.topics = topics or sorted({catalog.topic_for(m).name for m in self.routes})
         self.subscriber = broker.subscriber(
             *self.topics,
@@ -184,16 +187,29 @@ class Consumer:
 
     async def process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> bool:
         """Handle the records of a batch (several partitions, each in order); True when their
-        offsets may be committed. What cannot be read or answered is dead-lettered first; the
-        rest runs in one transaction when a batch scope is set, else one by one."""
+        offsets may be committed. What cannot be read or answered is dead-lettered first. With
+        ``partition_concurrency`` 1 the rest runs in one transaction when a batch scope is set
+        (else one by one); above 1, per partition — that many partitions at the same time,
+        each in its own transaction — so a message retried in one partition does not hold up
+        the others."""
         work: list[Work] = []
+        partitions: dict[tuple[str, int], list[Work]] = {}
         for record in records:
             prepared = await self._prepare(record)
             if prepared is False:
                 return False
             if prepared is not True:
                 work.append(prepared)
-        return await self._run(work)
+                partitions.setdefault((record.topic, record.partition), []).append(prepared)
+        if self.partition_concurrency == 1 or len(partitions) <= 1:
+            return await self._run(work)
+
+        async def one_partition(work: list[Work]) -> bool:
+            async with self.partitions_at_once:
+                return await self._run(work)
+
+        done = await asyncio.gather(*(one_partition(w) for w in partitions.values()))
+        return all(done)
 
     async def _run(self, work: list[Work]) -> bool:
         """Apply ``work`` in order, each message exactly once. A batch whose message fails is

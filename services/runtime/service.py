@@ -161,6 +161,7 @@ class Service:
                                  reply_topics=ReplyTopics(connection(infra)),
                                  fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms,
                                  batch_max=s.consumer_batch_max,
+                                 partition_concurrency=s.partition_concurrency(),
                                  batch_timeout_ms=s.consumer_batch_timeout_ms,
                                  batch_scope=uow.batch)
 

@@ -147,6 +147,17 @@ class ServiceSettings(BaseSettings):
                                     "dead-lettered.")
     consumer_batch_timeout_ms: int = Field(default=100, ge=0, le=10_000, description="Longest "
                                            "a fetch waits to fill a batch when none is there.")
+    consumer_partition_concurrency: int = Field(
+        default=0, ge=0, le=64, description="Partitions of one fetched batch applied at the "
+        "same time, each in its own transaction (records of one partition stay in order); 1 "
+        "applies the whole batch in one transaction. 0: 4 on MongoDB, 1 on the dev server "
+        "nx-27017, which serialises transactions per database (smaller concurrent "
+        "transactions only queue there).")
+
+    def partition_concurrency(self) -> int:
+        if self.consumer_partition_concurrency:
+            return self.consumer_partition_concurrency
+        return 1 if self.infra.mongo_dialect == "nx27017" else 4
     outbox_batch: int = Field(default=200, ge=1)
     outbox_idle_ms: int = Field(default=500, ge=10, description="Relay poll when idle.")
     outbox_takeover_s: float = Field(default=30.0, description="Age after which another "

@@ -4,6 +4,7 @@ Checked here without a broker: records are built by hand and the dead-letter sin
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
@@ -439,3 +440,98 @@ async def test_undecodable_records_of_a_batch_are_dead_lettered_and_the_rest_app
     assert await consumer.process_batch([records[0], broken, *records[1:]]) is True
     assert store.committed == [r.key.decode() for r in records]
     assert [c for c, _ in consumer.dead] == ["not_json"]
+
+
+# --- partitions at the same time -------------------------------------------------------------
+
+class ConcurrentStore:
+    """Batches that may be open at the same time, each with its own writes (as MongoDB runs
+    concurrent transactions): notes the order of commits and how many were open at once."""
+
+    def __init__(self) -> None:
+        self.committed: list[str] = []
+        self.open = self.most_open = 0
+        self._staged: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+            "staged", default=None)
+
+    @asynccontextmanager
+    async def batch(self, inbox_ids: list[str]) -> AsyncIterator[None]:
+        token = self._staged.set([])
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            yield
+            await asyncio.sleep(0)  # the commit's round trip: the other batches move on
+            self.committed += self._staged.get() or []
+        finally:
+            self.open -= 1
+            self._staged.reset(token)
+
+    async def write(self, contract: str) -> None:
+        """Joins the open batch, else is its own transaction (a message applied alone)."""
+        await asyncio.sleep(0)  # a database round trip
+        staged = self._staged.get()
+        (staged if staged is not None else self.committed).append(contract)
+
+
+def keyed_records(partitions: int, per_partition: int) -> list[ConsumerRecord]:
+    """Records of several partitions, interleaved as a fetch returns them; the contract names
+    the partition and the record's place in it."""
+    out = []
+    for i in range(per_partition):
+        for p in range(partitions):
+            card = CARD.model_copy(update={"contract": f"4{p:03d}{i:04d}"})
+            hdrs = Envelope.new(card, source="t").to_headers()
+            out.append(ConsumerRecord(TOPIC, p, i, 0, 0, card.contract.encode(), encode(card),
+                                      None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()]))
+    return out
+
+
+async def test_partitions_of_a_batch_run_at_the_same_time_each_in_order() -> None:
+    store = ConcurrentStore()
+
+    async def handler(msg: Inbound) -> None:
+        await store.write(msg.message.contract)
+
+    records = keyed_records(partitions=3, per_partition=5)
+    consumer = RecordingConsumer(handler, batch_max=100, batch_scope=store.batch,
+                                 partition_concurrency=3)
+    assert await consumer.process_batch(records) is True
+    assert store.most_open == 3
+    assert sorted(store.committed) == sorted(r.key.decode() for r in records)
+    for p in range(3):
+        mine = [c for c in store.committed if c.startswith(f"4{p:03d}")]
+        assert mine == sorted(mine), f"partition {p} applied out of order"
+
+
+async def test_a_poison_message_in_one_partition_holds_up_no_other_partition() -> None:
+    store = ConcurrentStore()
+    records = keyed_records(partitions=3, per_partition=4)
+    poison = "40010002"  # partition 1, third record
+    applied_while_retrying: list[int] = []
+
+    async def handler(msg: Inbound) -> None:
+        if msg.message.contract == poison:
+            applied_while_retrying.append(len(store.committed))
+            raise RuntimeError("fails every time")
+        await store.write(msg.message.contract)
+
+    consumer = RecordingConsumer(handler, batch_max=100, batch_scope=store.batch,
+                                 partition_concurrency=3, max_attempts=3)
+    assert await consumer.process_batch(records) is True
+    assert [code for code, _ in consumer.dead] == ["processing_failed"]
+    assert sorted(store.committed) == sorted(r.key.decode() for r in records
+                                             if r.key.decode() != poison)
+    assert max(applied_while_retrying) >= 8, "the other partitions committed meanwhile"
+
+
+async def test_with_one_partition_at_a_time_the_whole_batch_is_one_transaction() -> None:
+    store = ConcurrentStore()
+
+    async def handler(msg: Inbound) -> None:
+        await store.write(msg.message.contract)
+
+    consumer = RecordingConsumer(handler, batch_max=100, batch_scope=store.batch,
+                                 partition_concurrency=1)
+    assert await consumer.process_batch(keyed_records(partitions=3, per_partition=3)) is True
+    assert store.most_open == 1 and len(store.committed) == 9
