@@ -10,6 +10,7 @@ from pydantic import Field
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.types import (
+    REPORT_TEXT_MAX,
     CardUid,
     ContractNumber,
     Identifier,
@@ -88,8 +89,9 @@ class ManualEntryRecorded(Event):
     school_id: SchoolId
     guard_id: Identifier
     entry_id: Identifier
-    reason: str = Field(default="forgotten_card", description="Why the guard let the child in "
-                        "by hand, as a short code.", examples=["forgotten_card"])
+    reason: str = Field(default="forgotten_card", max_length=200, description="Why the guard "
+                        "let the child in by hand, as a short code.",
+                        examples=["forgotten_card"])
     at: UtcDatetime
     local_date: LocalDate
 
@@ -121,9 +123,9 @@ class AttendanceDayClosed(Event):
                                           examples=["2026-09-01T10:05:42Z"])
     late: bool = Field(default=False, description="True when the first entry came after the "
                        "first lesson start.", examples=[False])
-    closed_by: str = Field(default="last_exit", description="What closed the day: last_exit "
-                           "(left after the last session) or end_of_day (the gates closed).",
-                           examples=["last_exit"])
+    closed_by: str = Field(default="last_exit", max_length=32, description="What closed the day: "
+                           "last_exit (left after the last session) or end_of_day (the gates "
+                           "closed).", examples=["last_exit"])
 
 
 class NotInSchoolAtLessonStart(Event):
@@ -157,7 +159,8 @@ class SessionSlot(Part):
     weekday: int = Field(ge=0, le=6, description="0 = Monday.")
     start: LocalTime
     end: LocalTime
-    group: str | None = Field(default=None, description="Class or group; None: whole school.")
+    group: str | None = Field(default=None, max_length=80,
+                              description="Class or group; None: whole school.")
     kind: Literal["lesson", "course", "extra"] = Field(
         default="lesson", description="Lesson, course or extra class.", examples=["lesson"])
 
@@ -195,14 +198,16 @@ class RecordManualEntry(Command):
     school_id: SchoolId
     contract: ContractNumber
     guard_id: Identifier
-    reason: str = Field(default="forgotten_card", description="Why the guard let the child in "
-                        "by hand, as a short code.", examples=["forgotten_card"])
+    reason: str = Field(default="forgotten_card", max_length=200, description="Why the guard "
+                        "let the child in by hand, as a short code.",
+                        examples=["forgotten_card"])
     at: UtcDatetime
 
 
 class GetClassRegister(Query):
     school_id: SchoolId
-    class_name: str = Field(description="School class, e.g. '5Б'.", examples=["5Б"])
+    class_name: str = Field(max_length=80, description="School class, e.g. '5Б'.",
+                            examples=["5Б"])
     local_date: LocalDate
     csv: bool = Field(default=False, description="Also return the register as CSV text.",
                       examples=[True])
@@ -236,8 +241,8 @@ class ClassRegisterReply(Reply):
         default_factory=list, description="One line per student of the class for the day.",
         examples=[[{"contract": "40012345", "arrived_at": "2026-09-01T04:25:10Z",
                     "left_at": None, "late": False, "absent": False}]])
-    csv: str | None = Field(default=None, description="The register as CSV text when csv was "
-                            "requested; otherwise None.",
+    csv: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="The register as "
+                            "CSV text when csv was requested; otherwise None.",
                             examples=["date,contract,class,arrived,left,late,absent,manual\r\n"])
 
 
@@ -250,10 +255,10 @@ class StudentStatsReply(Reply):
     average_arrival: LocalTime | None = Field(default=None, description="Mean time of the first "
                                               "entry, school-local; None without entries.",
                                               examples=["08:17"])
-    csv: str | None = Field(default=None, description="The statistics as CSV text when csv was "
-                            "requested; otherwise None.",
+    csv: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="The statistics "
+                            "as CSV text when csv was requested; otherwise None.",
                             examples=["contract,from,to,lesson_days,present,absent,late,"
                                       "average_arrival\r\n"])
-    chart_svg: str | None = Field(default=None, description="SVG chart of arrival times when "
-                                  "chart was requested; otherwise None.",
+    chart_svg: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="SVG chart "
+                                  "of arrival times when chart was requested; otherwise None.",
                                   examples=["<svg xmlns='http://www.w3.org/2000/svg'></svg>"])

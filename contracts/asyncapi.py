@@ -65,6 +65,9 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
         "dlq_consumer_group": {"type": "string"},
         "dlq_failed_at": {"type": "string", "format": "date-time"},
         "dlq_attempts": {"type": "string"},
+        "dlq_masked": {"type": "string", "description": "Set when secret fields of the value "
+                       "(x-secret: passwords, codes, tokens) were masked in this copy: their "
+                       "dotted paths, comma-separated. Such a copy is not replayed."},
     },
 }
 
@@ -107,10 +110,13 @@ def build() -> dict[str, Any]:
     messages["DeadLetter"] = {
         "name": "schoolcard.DeadLetter",
         "title": "DeadLetter",
-        "summary": "The original record (bytes as received) that a service could not process.",
+        "summary": "The original record (bytes as received, secrets masked) that a service "
+                   "could not process.",
         "contentType": "application/octet-stream",
         "headers": DEAD_LETTER_HEADERS,
-        "payload": {"type": "string", "description": "Original record value, unchanged."},
+        "payload": {"type": "string", "description": "Original record value, unchanged "
+                    "except that the values of secret fields (x-secret) are replaced by "
+                    "\"***\" (see the dlq_masked header)."},
     }
     schemas["EnvelopeHeaders"] = ENVELOPE_HEADERS
     channels: dict[str, Any] = {}

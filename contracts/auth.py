@@ -21,9 +21,11 @@ from contracts.types import (
     GuardianRole,
     Identifier,
     Locale,
+    LongSecret,
     Phone,
     SchoolId,
     Secret,
+    ShortSecret,
     TimeZoneName,
     UtcDatetime,
 )
@@ -50,7 +52,7 @@ class AccessTokenClaims(Part):
     by every service with auth's public key. Lifetime 5 minutes; sessions are renewed with the
     refresh token. Services authorise parent commands from ``children`` without calling auth."""
 
-    iss: str = Field(default="schoolcard-auth", description="Issuer.")
+    iss: str = Field(default="schoolcard-auth", max_length=64, description="Issuer.")
     sub: AccountId = Field(description="The account.")
     sid: Identifier = Field(description="Session id; revoked sessions stop refreshing.")
     role: Role = Field(description="The account's role; decides which commands services "
@@ -60,7 +62,7 @@ class AccessTokenClaims(Part):
                                        description="Parents: the children and the role held.")
     iat: int = Field(description="Issued at, Unix seconds.")
     exp: int = Field(description="Expires at, Unix seconds (iat + 300).")
-    jti: str = Field(description="Token id (>= 128 bits of randomness).")
+    jti: str = Field(max_length=64, description="Token id (>= 128 bits of randomness).")
 
 
 # --- commands and queries on auth.commands.v1 (key: phone or account id) --------------------
@@ -81,22 +83,23 @@ class StartRegistration(Command):
 class ConfirmRegistration(Command):
     request_id: Identifier
     phone: Phone
-    code: Secret = Field(description="The 6-digit code from the SMS; never logged.")
+    code: ShortSecret = Field(description="The 6-digit code from the SMS; never logged.")
 
 
 class ResendCode(Command):
     request_id: Identifier
     phone: Phone
-    purpose: str = Field(default="registration", description="registration | password_reset")
+    purpose: str = Field(default="registration", max_length=32,
+                         description="registration | password_reset")
 
 
 class Login(Command):
     PRIVATE_REPLY: ClassVar[bool] = True
     request_id: Identifier
-    login: str = Field(description="Phone (E.164 or local) or e-mail.",
+    login: str = Field(max_length=254, description="Phone (E.164 or local) or e-mail.",
                        examples=["+79121234567"])
     password: Password
-    totp: Secret | None = Field(
+    totp: ShortSecret | None = Field(
         default=None, description="The current 6-digit code of the authenticator app (TOTP, "
         "RFC 6238, 30 s steps); required once the account has confirmed a TOTP enrolment. "
         "Missing: ErrorReply second_factor_required; wrong or already used: "
@@ -126,7 +129,7 @@ class RequestPasswordReset(Command):
 class ConfirmPasswordReset(Command):
     request_id: Identifier
     phone: Phone
-    code: Secret
+    code: ShortSecret
     new_password: Password
 
 
@@ -155,8 +158,8 @@ class ConfirmTotpEnrolment(Command):
     second_factor_invalid (counted: 100 wrong codes an hour at most)."""
 
     request_id: Identifier
-    code: Secret = Field(description="The current 6-digit code of the authenticator app; never "
-                         "logged.", examples=["492039"])
+    code: ShortSecret = Field(description="The current 6-digit code of the authenticator "
+                              "app; never logged.", examples=["492039"])
 
 
 class DisableTotp(Command):
@@ -173,7 +176,7 @@ class DisableTotp(Command):
     password: Password = Field(description="The account's current password "
                                "(re-authentication); a wrong one counts as a failed login. "
                                "Never logged.")
-    code: Secret = Field(description="The current 6-digit code of the authenticator app; a "
+    code: ShortSecret = Field(description="The current 6-digit code of the authenticator app; a "
                          "wrong or already used one counts as a failed login. Never logged.",
                          examples=["492039"])
 
@@ -188,8 +191,9 @@ class ResetSecondFactor(Command):
     second_factor_not_enabled. A retry with the same request_id answers the same."""
 
     request_id: Identifier
-    login: str = Field(description="What the parent logs in with: phone (E.164 or local), "
-                       "e-mail, or the contract number of a login by contract.",
+    login: str = Field(max_length=254, description="What the parent logs in with: phone "
+                       "(E.164 or local), e-mail, or the contract number of a login by "
+                       "contract.",
                        examples=["+79121234567"])
     reason: str = Field(max_length=500, description="Why the factor is reset and how the "
                         "identity was checked; mandatory, at least 10 characters. Kept with "
@@ -205,14 +209,14 @@ class LinkChild(Command):
 
     request_id: Identifier
     contract: ContractNumber
-    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10,
                                    description="Child's birth date (YYYY-MM-DD), the proof "
                                    "given with the contract; or give activation_code.",
                                    examples=["2014-03-08"])
-    activation_code: Secret | None = Field(default=None, description="Activation code handed "
-                                           "out by the school, the alternative proof to "
-                                           "birth_date; never logged.",
-                                           examples=["K7P2Q9XM"])
+    activation_code: ShortSecret | None = Field(default=None, description="Activation code "
+                                                "handed out by the school, the alternative "
+                                                "proof to birth_date; never logged.",
+                                                examples=["K7P2Q9XM"])
 
 
 class InviteGuardian(Command):
@@ -234,8 +238,9 @@ class CreateStaffAccount(Command):
     """Support only: staff and integrator service accounts."""
 
     request_id: Identifier
-    login: str = Field(description="Login name of the new staff or integrator account; "
-                       "unique across accounts.", examples=["canteen.izh42"])
+    login: str = Field(max_length=254, description="Login name of the new staff or "
+                       "integrator account; unique across accounts.",
+                       examples=["canteen.izh42"])
     password: Password
     role: Role = Field(description="Role granted to the new account (staff or integrator).",
                        examples=["canteen_operator"])
@@ -272,7 +277,7 @@ class SessionTokens(Reply):
     PRIVATE: ClassVar[bool] = True
 
     request_id: Identifier
-    access_token: Secret | None = Field(
+    access_token: LongSecret | None = Field(
         default=None, description="Access token (JWT signed by auth, 5-minute lifetime) sent "
         "as the authorization header; None when the request failed.",
         examples=["eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhY2NfN2YzYTljMmUxYjRkIn0.c2ln"])
@@ -293,12 +298,13 @@ class TotpEnrolmentStarted(Reply):
     PRIVATE: ClassVar[bool] = True
 
     request_id: Identifier
-    secret: Secret = Field(description="Shared TOTP secret: 160 random bits, base32 without "
-                           "padding, for manual entry in the app. Never logged.",
+    secret: Secret = Field(max_length=128, description="Shared TOTP secret: 160 random "
+                           "bits, base32 without padding, for manual entry in the app. Never "
+                           "logged.",
                            examples=["JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"])
-    otpauth_uri: Secret = Field(
-        description="The same secret as an otpauth:// Key URI (issuer SchoolCard, SHA1, 6 "
-        "digits, 30 s) to show as a QR code. Never logged.",
+    otpauth_uri: LongSecret = Field(
+        max_length=2048, description="The same secret as an otpauth:// Key URI (issuer "
+        "SchoolCard, SHA1, 6 digits, 30 s) to show as a QR code. Never logged.",
         examples=["otpauth://totp/SchoolCard:%2B79121234567?digits=6&"
                   "secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&algorithm=SHA1&issuer=SchoolCard&"
                   "period=30"])
@@ -321,7 +327,7 @@ class CommandCompleted(Reply):
 
 class SessionInfo(Part):
     session_id: Identifier
-    device: str = Field(description="User agent / device name given at login.",
+    device: str = Field(max_length=200, description="User agent / device name given at login.",
                         examples=["Android 14, SchoolCard 2.4"])
     started_at: UtcDatetime
     last_seen_at: UtcDatetime
@@ -339,7 +345,7 @@ class SessionsReply(Reply):
 
 class LoginRecord(Part):
     at: UtcDatetime
-    device: str = Field(description="User agent / device name of the attempt.",
+    device: str = Field(max_length=200, description="User agent / device name of the attempt.",
                         examples=["Android 14, SchoolCard 2.4"])
     success: bool = Field(description="True when the login succeeded.", examples=[True])
 
@@ -364,8 +370,9 @@ class LoginSucceeded(Event):
 
     account_id: AccountId
     session_id: Identifier
-    device: str = Field(description="User agent / device name of the new session, quoted in "
-                        "the new-login alert.", examples=["Android 14, SchoolCard 2.4"])
+    device: str = Field(max_length=200, description="User agent / device name of the new "
+                        "session, quoted in the new-login alert.",
+                        examples=["Android 14, SchoolCard 2.4"])
     at: UtcDatetime
 
 

@@ -6,7 +6,8 @@ Naming: ``<owner>.<name>.v<major>``; integrators own ``integrations.*``. A break
 payload is a new ``.v2`` topic published alongside the old one until every consumer moved.
 Dead letters: every consuming service has ``<service>.dead-letter.v1``; a record there is the
 original key, value and headers plus ``dlq_*`` headers (reason, error code, source topic,
-partition, offset, consumer group, time).
+partition, offset, consumer group, time). Secret fields of the value (passwords, codes,
+tokens: contracts.redaction) are masked in the copy, and ``dlq_masked`` names them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ DLQ_OFFSET = "dlq_source_offset"
 DLQ_GROUP = "dlq_consumer_group"
 DLQ_FAILED_AT = "dlq_failed_at"
 DLQ_ATTEMPTS = "dlq_attempts"
+DLQ_MASKED = "dlq_masked"
+"""Set when the dead-letter copy masked secret fields of the value (comma-separated paths):
+the copy is then not the original bytes, and is not replayed."""
 
 
 @dataclass(frozen=True)

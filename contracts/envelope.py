@@ -39,6 +39,9 @@ HEADER_AUTHORIZATION = "authorization"
 
 _REGISTRY: dict[str, type[ContractModel]] = {}
 
+ERROR_MESSAGE_MAX = 2000
+"""Longest ErrorInfo message; a longer explanation is cut to it (Transaction.fail)."""
+
 
 class ContractError(ValueError):
     """A message that cannot be understood: the reason goes to the dead-letter record."""
@@ -101,9 +104,10 @@ class Part(BaseModel):
 
 class ErrorInfo(Part):
 
-    code: str = Field(description="Machine-readable error code (snake_case); stable per version.",
-                      examples=["insufficient_funds"])
-    message: str = Field(description="Human-readable explanation in English, no personal data.",
+    code: str = Field(max_length=64, description="Machine-readable error code (snake_case); stable "
+                      "per version.", examples=["insufficient_funds"])
+    message: str = Field(max_length=ERROR_MESSAGE_MAX, description="Human-readable explanation in "
+                         "English, no personal data.",
                          examples=["The canteen balance is too low for this sale."])
 
 
@@ -150,26 +154,30 @@ class Envelope(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    id: str = Field(description="Unique message id (UUID); the idempotency key of delivery.",
-                    examples=["6f1c2a3e-0d6b-4b8e-9f43-2b1d8f7a9c10"])
-    type: str = Field(description="Contract type, e.g. schoolcard.wallet.TopUpApplied.",
+    id: str = Field(max_length=128, description="Unique message id (UUID); the idempotency key of "
+                    "delivery.", examples=["6f1c2a3e-0d6b-4b8e-9f43-2b1d8f7a9c10"])
+    type: str = Field(max_length=128, description="Contract type, e.g. "
+                      "schoolcard.wallet.TopUpApplied.",
                       examples=["schoolcard.wallet.TopUpApplied"])
     schema_version: int = Field(default=1, ge=1, description="Major schema version of the type.")
     time: UtcDatetime = Field(description="When the fact happened / the request was made (UTC).")
-    source: str = Field(description="Producing service or integrator, e.g. 'wallet', "
-                        "'integrator:bank-izh'.", examples=["wallet"])
-    subject: str | None = Field(default=None, description="The record key (contract, card uid, "
-                                "gate, terminal) for readers that only see headers.")
-    correlation_id: str = Field(description="Id shared by every message of one business flow; "
-                                "replies carry the request's correlation id.")
-    causation_id: str | None = Field(default=None, description="Id of the message that "
-                                     "caused this one.")
-    reply_to: str | None = Field(default=None, description="Topic the requester listens on for "
-                                 "the reply (commands and queries only): apps.replies.v1, or "
-                                 "the requester's own apps.replies.<client-id>.v1 created "
-                                 "beforehand. A request naming any other topic is not "
-                                 "handled: it is dead-lettered reply_topic_not_allowed.")
-    traceparent: str | None = Field(default=None, description="W3C trace context.")
+    source: str = Field(max_length=128, description="Producing service or integrator, e.g. "
+                        "'wallet', 'integrator:bank-izh'.", examples=["wallet"])
+    subject: str | None = Field(default=None, max_length=256, description="The record key "
+                                "(contract, card uid, gate, terminal) for readers that only see "
+                                "headers.")
+    correlation_id: str = Field(max_length=128, description="Id shared by every message of one "
+                                "business flow; replies carry the request's correlation id.")
+    causation_id: str | None = Field(default=None, max_length=128, description="Id of the message "
+                                     "that caused this one.")
+    reply_to: str | None = Field(default=None, max_length=1024, description="Topic the requester "
+                                 "listens on for the reply (commands and queries only): "
+                                 "apps.replies.v1, or the requester's own "
+                                 "apps.replies.<client-id>.v1 created beforehand. A request naming "
+                                 "any other topic is not handled: it is dead-lettered "
+                                 "reply_topic_not_allowed.")
+    traceparent: str | None = Field(default=None, max_length=128,
+                                    description="W3C trace context.")
 
     @classmethod
     def new(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, StringConstraints, model_validator
 
 from contracts.envelope import Event, Part
 from contracts.money import MAX_AMOUNT, Kopecks, PositiveKopecks
@@ -125,7 +126,8 @@ class SaleItem(Part):
                       examples=["Булочка с корицей"])
     category: FoodCategory = Field(description="Menu category, checked against the parent's "
                                    "blocked categories.", examples=["bakery"])
-    allergens: list[str] = Field(default_factory=list, description="Allergen tags, lower-case "
+    allergens: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, description="Allergen tags, lower-case "
                                  "(e.g. gluten, milk, nuts, eggs, fish).",
                                  examples=[["gluten", "milk"]])
     qty: int = Field(ge=1, le=50, description="Quantity.", examples=[2])

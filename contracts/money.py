@@ -28,7 +28,6 @@ Kopecks = Annotated[
 PositiveKopecks = Annotated[
     int,
     Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
-    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Field(
         gt=0,
         le=MAX_AMOUNT,
@@ -38,7 +37,6 @@ PositiveKopecks = Annotated[
 ]
 SignedKopecks = Annotated[
     int,
-    Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Strict(),  # a JSON integer only: "100", 100.0 and true are refused, never coerced
     Field(
         ge=-MAX_AMOUNT,

@@ -4,8 +4,9 @@ preferences, delivery status, the journal query and the journey-to-school timeli
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.money import Kopecks
@@ -18,8 +19,11 @@ from contracts.types import (
     LocalTime,
     Phone,
     Secret,
+    ShortSecret,
     UtcDatetime,
 )
+
+NotificationKind = Annotated[str, StringConstraints(max_length=64)]
 
 
 class Channel(StrEnum):
@@ -34,8 +38,8 @@ class OneTimeCodeRequested(Event):
 
     request_id: Identifier
     phone: Phone
-    code: Secret = Field(description="6 digits.", examples=["493817"])
-    purpose: str = Field(description="registration | password_reset | login",
+    code: ShortSecret = Field(description="6 digits.", examples=["493817"])
+    purpose: str = Field(max_length=32, description="registration | password_reset | login",
                          examples=["registration"])
     locale: Locale = Field(default=Locale.RU, description="Language of the SMS text: ru or en.",
                            examples=["ru"])
@@ -45,7 +49,7 @@ class OneTimeCodeRequested(Event):
 class SetPreferences(Command):
     request_id: Identifier
     account_id: AccountId
-    channels: dict[str, list[Channel]] | None = Field(
+    channels: dict[NotificationKind, list[Channel]] | None = Field(
         default=None, description="Per notification kind, the channels wanted.",
         examples=[{"canteen_purchase": ["push"], "top_up": ["push", "email"]}])
     quiet_from: LocalTime | None = Field(default=None, description="Start of quiet hours in "
@@ -63,8 +67,9 @@ class SetPreferences(Command):
 class RegisterPushToken(Command):
     request_id: Identifier
     account_id: AccountId
-    token: Secret
-    platform: str = Field(default="android", examples=["ios"],
+    token: Secret = Field(description="The device's push token (FCM registration token or "
+                          "APNs device token); never logged.")
+    platform: str = Field(default="android", max_length=16, examples=["ios"],
                           description="Push platform of the token: android or ios.")
 
 
@@ -76,9 +81,9 @@ class NotificationDelivered(Event):
                                          "for a one-time code sent to a bare phone.",
                                          examples=["acc_7f3a9c2e1b4d"])
     channel: Channel = Field(description="Channel used: push, sms or email.", examples=["push"])
-    kind: str = Field(description="What the notification is about (snake_case kind).",
-                      examples=["canteen_purchase"])
-    status: str = Field(description="sent | failed | dead | deferred")
+    kind: str = Field(max_length=64, description="What the notification is about (snake_case "
+                      "kind).", examples=["canteen_purchase"])
+    status: str = Field(max_length=16, description="sent | failed | dead | deferred")
     attempts: int = Field(description="Delivery attempts made so far on this channel, "
                           "counting the first.", examples=[1])
     at: UtcDatetime
@@ -95,12 +100,14 @@ class GetJournal(Query):
 
 class JournalLine(Part):
     at: UtcDatetime
-    kind: str = Field(description="What the notification is about (snake_case kind).",
-                      examples=["top_up"])
+    kind: str = Field(max_length=64, description="What the notification is about (snake_case "
+                      "kind).", examples=["top_up"])
     channel: Channel = Field(description="Channel used: push, sms or email.", examples=["sms"])
-    status: str = Field(description="sent | failed | dead | deferred", examples=["sent"])
-    text: str = Field(description="The text as sent, in the guardian's locale; one-time codes "
-                      "masked.", examples=["Пополнение 500,00 ₽ по договору 40012345."])
+    status: str = Field(max_length=16, description="sent | failed | dead | deferred",
+                        examples=["sent"])
+    text: str = Field(max_length=2000, description="The text as sent, in the guardian's locale; "
+                      "one-time codes masked.",
+                      examples=["Пополнение 500,00 ₽ по договору 40012345."])
 
 
 class JournalReply(Reply):
@@ -109,9 +116,9 @@ class JournalReply(Reply):
         "at most the requested limit.",
         examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "top_up", "channel": "push",
                     "status": "sent", "text": "Пополнение 500,00 ₽ по договору 40012345."}]])
-    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
-                                    "the same query, for the older lines; None when this "
-                                    "page is the last. Lines are in a stable order, so lines "
+    next_cursor: str | None = Field(default=None, max_length=512, description="Pass it back as "
+                                    "cursor, with the same query, for the older lines; None when "
+                                    "this page is the last. Lines are in a stable order, so lines "
                                     "recorded meanwhile neither repeat nor shift a page.")
 
 
@@ -126,13 +133,15 @@ class GetJourney(Query):
 
 class JourneyStep(Part):
     at: UtcDatetime
-    kind: str = Field(description="ride | entry | exit | purchase", examples=["ride"])
-    place: str | None = Field(default=None, description="The route of a ride, the school of "
-                              "a gate passage, the terminal of a purchase.", examples=["29"])
+    kind: str = Field(max_length=16, description="ride | entry | exit | purchase",
+                      examples=["ride"])
+    place: str | None = Field(default=None, max_length=128, description="The route of a ride, the "
+                              "school of a gate passage, the terminal of a purchase.",
+                              examples=["29"])
     amount: Kopecks | None = Field(default=None, description="The fare of a ride or the "
                                    "total of a purchase, kopecks.", examples=[3_500])
-    detail: str | None = Field(default=None, description="The fare rule of a ride, the "
-                               "reason of a manual entry.", examples=["transfer"])
+    detail: str | None = Field(default=None, max_length=200, description="The fare rule of a ride, "
+                               "the reason of a manual entry.", examples=["transfer"])
 
 
 class JourneyReply(Reply):

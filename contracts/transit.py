@@ -3,15 +3,17 @@ wallet debits, corrections with refunds, the validator deny-list, fare rules and
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.integrations import TransitMode
 from contracts.money import Kopecks, PositiveKopecks
 from contracts.types import (
+    REPORT_TEXT_MAX,
     CardUid,
     ContractNumber,
     Identifier,
@@ -35,7 +37,8 @@ class RideRecorded(Event):
     ride_id: Identifier = Field(description="Equal to the validator tap id.")
     contract: ContractNumber
     card_uid: CardUid
-    route: str = Field(description="Route number from the validator.", examples=["29"])
+    route: str = Field(max_length=16, description="Route number from the validator.",
+                       examples=["29"])
     mode: TransitMode = Field(description="Kind of transport ridden.", examples=["bus"])
     stop_id: Identifier
     tapped_at: UtcDatetime
@@ -96,6 +99,10 @@ class DenyListEntry(Event):
     updated_at: UtcDatetime
 
 
+RULES_MAX_CHARS = 65_536
+"""Largest fare rules document (JSON characters); the shipped one is about 2 000."""
+
+
 class SetFareRules(Command):
     """Operator admin: a new version of the fare rules for an operator/city (data)."""
 
@@ -103,7 +110,22 @@ class SetFareRules(Command):
     operator_id: Identifier
     version: int = Field(ge=1, description="Version number of this operator's rules "
                          "document, set by the operator admin.", examples=[3])
-    rules: dict[str, Any] = Field(description="Rules document; see services/transit README.")
+    rules: dict[str, Any] = Field(description="Rules document; see services/transit README. "
+                                  f"At most {RULES_MAX_CHARS} characters as JSON (every "
+                                  "string inside it is bounded by that).")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_are_bounded(cls, rules: dict[str, Any]) -> dict[str, Any]:
+        # The document's inner values are free JSON (a rulebook per mode, fare tables), so
+        # no field type bounds its strings: its encoded size does.
+        try:
+            size = len(json.dumps(rules, ensure_ascii=False, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError):
+            raise ValueError("the rules document is not plain JSON data") from None
+        if size > RULES_MAX_CHARS:
+            raise ValueError(f"the rules document exceeds {RULES_MAX_CHARS} characters")
+        return rules
 
 
 class SetConcession(Command):
@@ -130,7 +152,7 @@ class GetRides(Query):
 class RideLine(Part):
     ride_id: Identifier
     tapped_at: UtcDatetime
-    route: str = Field(description="Route number.", examples=["29"])
+    route: str = Field(max_length=16, description="Route number.", examples=["29"])
     stop_id: Identifier
     mode: TransitMode = Field(description="Kind of transport ridden.", examples=["bus"])
     fare: Kopecks
@@ -145,9 +167,10 @@ class RidesReply(Reply):
         examples=[[{"ride_id": "val-1181-000321", "tapped_at": "2026-09-01T04:05:00Z",
                     "route": "29", "stop_id": "stop-central-square", "mode": "bus",
                     "fare": 3_000, "explanation": "concession"}]])
-    csv: str | None = Field(default=None, description="The page's rides as CSV text when csv "
-                            "was requested; otherwise None.", examples=["date,time,route\r\n"])
-    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
-                                    "the same query, for the lines that follow; None when this "
-                                    "page is the last. Lines are in a stable order, so lines "
-                                    "recorded meanwhile neither repeat nor shift a page.")
+    csv: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="The page's "
+                            "rides as CSV text when csv was requested; otherwise None.",
+                            examples=["date,time,route\r\n"])
+    next_cursor: str | None = Field(default=None, max_length=512, description="Pass it back as "
+                                    "cursor, with the same query, for the lines that follow; None "
+                                    "when this page is the last. Lines are in a stable order, so "
+                                    "lines recorded meanwhile neither repeat nor shift a page.")

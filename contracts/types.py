@@ -61,7 +61,7 @@ def _ascii_digits(value: str) -> str:
 
 ContractNumber = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{8}$"),
+    StringConstraints(pattern=r"^\d{8}$", max_length=8),
     AfterValidator(_ascii_digits),
     Field(
         description="School card contract number: exactly 8 decimal digits; the account key "
@@ -89,7 +89,7 @@ def _not_a_pan(value: str) -> str:
 
 CardUid = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9A-F]{8,20}$"),
+    StringConstraints(pattern=r"^[0-9A-F]{8,20}$", max_length=20),
     AfterValidator(_not_a_pan),
     Field(
         description="Contactless chip UID as upper-case hex (4, 7 or 10 bytes). Never a bank "
@@ -99,6 +99,7 @@ CardUid = Annotated[
 ]
 Phone = Annotated[
     str,
+    StringConstraints(max_length=32),  # as typed ("8 (912) 123-45-67"), before normalising
     AfterValidator(_e164),
     Field(
         description="Phone number, normalised to E.164 (a Russian number may be given "
@@ -113,7 +114,7 @@ Email = Annotated[
 ]
 Identifier = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"),
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$", max_length=128),
     Field(
         description="Opaque identifier chosen by its producer: 1-128 characters of letters, "
         "digits and . _ : -; unique within its kind.",
@@ -122,12 +123,12 @@ Identifier = Annotated[
 ]
 SchoolId = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{1,63}$"),
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9\-]{1,63}$", max_length=64),
     Field(description="School identifier (lower-case slug).", examples=["izh-school-42"]),
 ]
 AccountId = Annotated[
     str,
-    StringConstraints(pattern=r"^acc_[A-Za-z0-9]{8,40}$"),
+    StringConstraints(pattern=r"^acc_[A-Za-z0-9]{8,40}$", max_length=44),
     Field(description="Account id issued by auth (parents, staff, integrators).",
           examples=["acc_7f3a9c2e1b4d"]),
 ]
@@ -143,20 +144,20 @@ def _known_zone(value: str) -> str:
 
 TimeZoneName = Annotated[
     str,
-    StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$"),
+    StringConstraints(pattern=r"^[A-Za-z_]+(/[A-Za-z0-9_+\-]+)*$", max_length=64),
     AfterValidator(_known_zone),
     Field(description="IANA time zone used for local days and for what people read.",
           examples=["Europe/Samara"]),
 ]
 LocalDate = Annotated[
     str,
-    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"),
+    StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10),
     Field(description="Calendar date in the school's or city's time zone (ISO 8601).",
           examples=["2026-09-01"]),
 ]
 LocalTime = Annotated[
     str,
-    StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$"),
+    StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", max_length=5),
     Field(description="Wall-clock time HH:MM in the school's or city's time zone.",
           examples=["08:30"]),
 ]
@@ -184,10 +185,43 @@ class Locale(StrEnum):
     EN = "en"
 
 
+SECRET_MARK = "x-secret"
+"""JSON Schema keyword set on every secret field (and shown in the AsyncAPI document): what
+dead-letter copies, the operator CLI and logs mask. contracts.redaction finds these fields."""
+
+_CLEAR_IN_JSON = PlainSerializer(lambda v: v.get_secret_value(), return_type=str,
+                                 when_used="json")
+
 Secret = Annotated[
     SecretStr,
-    PlainSerializer(lambda v: v.get_secret_value(), return_type=str, when_used="json"),
-    Field(description="A secret (password, one-time code, token): masked in repr and logs, "
-          "sent in clear only inside the JSON payload of the topic meant for it.",
+    _CLEAR_IN_JSON,
+    Field(max_length=1024, json_schema_extra={SECRET_MARK: True},
+          description="A secret (password, push token): masked in repr, logs, dead-letter "
+          "copies and the operator CLI; sent in clear only inside the JSON payload of the "
+          "topic meant for it. At most 1024 characters (a password's own rule, 8-128 "
+          "characters, is auth's and answered as such).",
           examples=["correct horse battery staple"]),
 ]
+ShortSecret = Annotated[
+    SecretStr,
+    _CLEAR_IN_JSON,
+    Field(max_length=64, json_schema_extra={SECRET_MARK: True},
+          description="A short secret a person types (one-time code, authenticator code, "
+          "activation code): masked like every secret; at most 64 characters.",
+          examples=["493817"]),
+]
+LongSecret = Annotated[
+    SecretStr,
+    _CLEAR_IN_JSON,
+    Field(max_length=16_384, json_schema_extra={SECRET_MARK: True},
+          description="A long secret a program holds (a signed access token, an otpauth:// "
+          "URI): masked like every secret; at most 16 384 characters (an access token grows "
+          "with the parent's children).",
+          examples=["eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhY2NfN2YzYTljMmUxYjRkIn0.c2ln"]),
+]
+
+REPORT_TEXT_MAX = 4_000_000
+"""Bound of the CSV and SVG texts in replies, in characters: above the longest a page of 500
+statement lines can render, and far above what a reply can carry anyway (a reply over
+``<SERVICE>_REPLY_MAX_BYTES``, 900 kB by default, is answered ``reply_too_large``), so it never
+refuses a report a service would send, yet no reader is handed an unbounded string."""

@@ -9,13 +9,15 @@ history in order. Commands and queries from apps go to ``wallet.commands.v1`` wi
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.integrations import FoodCategory, SaleItem, TopUpChannel
 from contracts.money import Kopecks, PositiveKopecks, SignedKopecks
 from contracts.types import (
+    REPORT_TEXT_MAX,
     ContractNumber,
     Email,
     Identifier,
@@ -79,7 +81,8 @@ class TopUpRejected(Event):
     contract: ContractNumber
     payment_id: Identifier
     amount: PositiveKopecks
-    reason: str = Field(description="unknown_contract | account_closed | payment_id_conflict",
+    reason: str = Field(max_length=64,
+                        description="unknown_contract | account_closed | payment_id_conflict",
                         examples=["payment_id_conflict"])
 
 
@@ -118,7 +121,8 @@ class SaleDeclined(Event):
     sale_id: Identifier
     terminal_id: Identifier
     reason: DeclineReason
-    detail: str = Field(default="", description="E.g. the blocked category or allergen.",
+    detail: str = Field(default="", max_length=200, description="E.g. the blocked category "
+                        "or allergen, the blocked SKU, the block reason.",
                         examples=["sweets"])
     total: PositiveKopecks
     declined_at: UtcDatetime
@@ -207,7 +211,7 @@ class AutoTopUpRequested(Event):
 class CardBlocked(Event):
     contract: ContractNumber
     by_account: Identifier | None = Field(description="Who blocked it (None: system).")
-    reason: str = Field(default="lost", examples=["lost"],
+    reason: str = Field(default="lost", max_length=64, examples=["lost"],
                         description="Why the card was blocked, as a short code (e.g. lost).")
     blocked_at: UtcDatetime
 
@@ -225,8 +229,8 @@ class ControlsChanged(Event):
     contract: ContractNumber
     by_account: Identifier
     changed_at: UtcDatetime
-    what: str | None = Field(default=None, description="Which control changed: daily_limits, "
-                             "blocked_categories, blocked_items, allergens, "
+    what: str | None = Field(default=None, max_length=64, description="Which control changed: "
+                             "daily_limits, blocked_categories, blocked_items, allergens, "
                              "low_balance_threshold, auto_top_up or grace_meal_limit.",
                              examples=["daily_limits"])
 
@@ -316,7 +320,8 @@ class AutoTopUpFailed(Event):
                                    examples=["auto-40012345-3"])
     amount: PositiveKopecks = Field(description="The amount that was asked, kopecks.",
                                     examples=[50_000])
-    reason: str = Field(description="The integrator's reason code.", examples=["card_declined"])
+    reason: str = Field(max_length=64, description="The integrator's reason code.",
+                        examples=["card_declined"])
     failed_at: UtcDatetime
 
 
@@ -344,8 +349,8 @@ class SaleDecision(Event):
     approved: bool = Field(description="True: the till may hand over the items; false: the "
                            "sale is declined.", examples=[True])
     reason: DeclineReason | None = None
-    detail: str = Field(default="", description="When declined, e.g. the blocked category or "
-                        "allergen; empty otherwise.", examples=["sweets"])
+    detail: str = Field(default="", max_length=200, description="When declined, e.g. the blocked "
+                        "category or allergen; empty otherwise.", examples=["sweets"])
     paid_money: Kopecks = 0
     paid_bonus: Kopecks = 0
     balance_after: SignedKopecks | None = Field(default=None, description="Canteen + general "
@@ -380,7 +385,7 @@ class SetControls(Command):
         default=None, description="Food categories the till must decline; None: unchanged.",
         examples=[["sweets", "fast_food"]])
     blocked_items: list[Identifier] | None = Field(default=None, description="Blocked SKUs.")
-    allergens: list[str] | None = Field(
+    allergens: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
         default=None, description="Declared allergen tags, a hard block at the till "
         "(lower-case, as on SaleItem); None: unchanged.", examples=[["nuts", "milk"]])
     low_balance_threshold: Kopecks | None = Field(
@@ -401,8 +406,8 @@ class SetAutoTopUp(Command):
 class BlockCard(Command):
     request_id: Identifier
     contract: ContractNumber
-    reason: str = Field(default="lost", description="Why the card is blocked, as a short code "
-                        "(e.g. lost); the balance is kept.", examples=["lost"])
+    reason: str = Field(default="lost", max_length=64, description="Why the card is blocked, as a "
+                        "short code (e.g. lost); the balance is kept.", examples=["lost"])
 
 
 class UnblockCard(Command):
@@ -492,11 +497,12 @@ class GetStatement(Query):
     date_to: LocalDate | None = Field(default=None, description="Last school-local day "
                                       "included; None: no upper bound.",
                                       examples=["2026-09-30"])
-    kinds: list[str] | None = Field(default=None, description="topup, sale, fare, refund, "
+    kinds: list[Annotated[str, StringConstraints(max_length=32)]] | None = Field(
+        default=None, description="topup, sale, fare, refund, "
                                     "transfer, bonus, reissue.")
-    status: str | None = Field(default=None, description="posted | declined | disputed "
-                               "(posted includes partially_refunded and refunded lines), or "
-                               "partially_refunded | refunded exactly.", examples=["posted"])
+    status: str | None = Field(default=None, max_length=32, description="posted | declined | "
+                               "disputed (posted includes partially_refunded and refunded lines), "
+                               "or partially_refunded | refunded exactly.", examples=["posted"])
     csv: bool = Field(default=False, description="Also return the page as CSV text.")
     limit: int = Field(default=100, ge=1, le=500, description="Most lines in one reply; "
                        "page with cursor for more.", examples=[100])
@@ -507,16 +513,18 @@ class GetStatement(Query):
 
 class StatementLine(Part):
     at: UtcDatetime
-    kind: str = Field(description="topup, sale, fare, refund, transfer, bonus or reissue.",
+    kind: str = Field(max_length=32, description="topup, sale, fare, refund, transfer, bonus "
+                      "or reissue.",
                       examples=["sale"])
     operation_id: Identifier
     amount: SignedKopecks
     sub_balance: SubBalance | None = None
-    status: str = Field(description="posted | declined | disputed | partially_refunded | "
+    status: str = Field(max_length=32, description="posted | declined | disputed | "
+                        "partially_refunded | "
                         "refunded (the last two are posted lines with refunds).",
                         examples=["posted"])
-    description: str = Field(description="Short note shown on the line, e.g. the till or why "
-                             "it was declined.", examples=["terminal izh-42-till-1"])
+    description: str = Field(max_length=1000, description="Short note shown on the line, e.g. the "
+                             "till or why it was declined.", examples=["terminal izh-42-till-1"])
     items: list[SaleItem] = Field(default_factory=list)
 
 
@@ -535,13 +543,14 @@ class StatementReply(Reply):
         examples=[[{"at": "2026-09-01T05:12:30Z", "kind": "sale", "operation_id": "till-7-000981",
                     "amount": -4_500, "sub_balance": "canteen", "status": "posted",
                     "description": "terminal izh-42-till-1"}]])
-    csv: str | None = Field(default=None, description="The page's lines as CSV text when csv "
+    csv: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="The page's "
+                            "lines as CSV text when csv "
                             "was requested; otherwise None.",
                             examples=["date,time,kind,status,amount_rub\r\n"])
-    next_cursor: str | None = Field(default=None, description="Pass it back as cursor, with "
-                                    "the same query, for the lines that follow; None when this "
-                                    "page is the last. Lines are in a stable order, so lines "
-                                    "recorded meanwhile neither repeat nor shift a page.")
+    next_cursor: str | None = Field(default=None, max_length=512, description="Pass it back as "
+                                    "cursor, with the same query, for the lines that follow; None "
+                                    "when this page is the last. Lines are in a stable order, so "
+                                    "lines recorded meanwhile neither repeat nor shift a page.")
 
 
 class SalesReportLine(Part):
@@ -553,14 +562,14 @@ class SalesReportLine(Part):
     sales: int = Field(ge=0, description="Approved sales with at least one line of this "
                        "category.", examples=[42])
     quantity: int = Field(ge=0, description="Items sold.", examples=[57])
-    amount: int = Field(ge=0, description="Face value sold, kopecks (qty x unit price).",
-                        examples=[4_845_00])
+    amount: Kopecks = Field(description="Face value sold, kopecks (qty x unit price).",
+                            examples=[4_845_00])
 
 
 class SalesReportDecline(Part):
     reason: DeclineReason
     sales: int = Field(ge=0, description="Sales declined for this reason.", examples=[3])
-    amount: int = Field(ge=0, description="Their face value, kopecks.", examples=[255_00])
+    amount: Kopecks = Field(description="Their face value, kopecks.", examples=[255_00])
 
 
 class SalesReportRefund(Part):
@@ -571,9 +580,9 @@ class SalesReportRefund(Part):
                                    examples=["hot_meal"])
     refunds: int = Field(ge=0, description="Refunds (staff refunds and approved disputes).",
                          examples=[1])
-    amount: int = Field(ge=0, description="Face value refunded, kopecks.", examples=[45_00])
-    money: int = Field(ge=0, description="Part given back as money, kopecks (the rest as "
-                       "points).", examples=[45_00])
+    amount: Kopecks = Field(description="Face value refunded, kopecks.", examples=[45_00])
+    money: Kopecks = Field(description="Part given back as money, kopecks (the rest as "
+                           "points).", examples=[45_00])
 
 
 class SalesReportReply(Reply):
@@ -583,20 +592,20 @@ class SalesReportReply(Reply):
     date: LocalDate
     approved_sales: int = Field(default=0, ge=0, description="Approved sales.",
                                 examples=[120])
-    approved_amount: int = Field(default=0, ge=0, description="Their face value, kopecks.",
-                                 examples=[10_200_00])
-    paid_money: int = Field(default=0, ge=0, description="Part paid from balances (grace "
-                            "meals included), kopecks.", examples=[10_150_00])
-    paid_bonus: int = Field(default=0, ge=0, description="Part paid with bonus points.",
-                            examples=[50_00])
+    approved_amount: Kopecks = Field(default=0, description="Their face value, kopecks.",
+                                     examples=[10_200_00])
+    paid_money: Kopecks = Field(default=0, description="Part paid from balances (grace "
+                                "meals included), kopecks.", examples=[10_150_00])
+    paid_bonus: Kopecks = Field(default=0, description="Part paid with bonus points.",
+                                examples=[50_00])
     declined_sales: int = Field(default=0, ge=0, description="Declined sales.", examples=[4])
-    declined_amount: int = Field(default=0, ge=0, description="Their face value, kopecks.",
-                                 examples=[340_00])
+    declined_amount: Kopecks = Field(default=0, description="Their face value, kopecks.",
+                                     examples=[340_00])
     refunds: int = Field(default=0, ge=0, description="Refunds made that day.", examples=[1])
-    refunded_amount: int = Field(default=0, ge=0, description="Face value refunded, kopecks.",
-                                 examples=[45_00])
-    refunded_money: int = Field(default=0, ge=0, description="Part given back as money.",
-                                examples=[45_00])
+    refunded_amount: Kopecks = Field(default=0, description="Face value refunded, kopecks.",
+                                     examples=[45_00])
+    refunded_money: Kopecks = Field(default=0, description="Part given back as money.",
+                                    examples=[45_00])
     lines: list[SalesReportLine] = Field(default_factory=list, description="Approved sales per "
                                          "till and category.")
     declines: list[SalesReportDecline] = Field(default_factory=list, description="Declines "

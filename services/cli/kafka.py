@@ -22,7 +22,7 @@ from aiokafka import (  # type: ignore[import-untyped]
 )
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
-from contracts.catalog import APP_REPLIES, DLQ_PARTITION, DLQ_TOPIC
+from contracts.catalog import APP_REPLIES, DLQ_MASKED, DLQ_PARTITION, DLQ_TOPIC
 from contracts.envelope import (
     HEADER_AUTHORIZATION,
     HEADER_CORRELATION,
@@ -238,6 +238,11 @@ def replay_item(record: Raw) -> tuple[str, str | None, bytes | None, dict[str, s
     if not source:
         raise KafkaProblem(f"record {record.partition}:{record.offset} has no {DLQ_TOPIC} "
                            "header: not a dead letter")
+    if record.headers.get(DLQ_MASKED):
+        # Replaying "***" as a password or code would count as a failed attempt of its owner.
+        raise KafkaProblem(f"record {record.partition}:{record.offset} had its secrets masked "
+                           f"({record.headers[DLQ_MASKED]}): not replayable; its sender must "
+                           "send it again")
     headers = {k: v for k, v in record.headers.items() if not k.startswith(DLQ_PREFIX)}
     partition = None
     if record.key is None and record.headers.get(DLQ_PARTITION, "").isdigit():

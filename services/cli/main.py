@@ -28,6 +28,7 @@ from contracts.access import GetStudentStats, StudentStatsReply
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel, Reply
 from contracts.integrations import GateDirection, TopUpChannel, TransitMode
+from contracts.redaction import masked_dump
 from contracts.transit import GetRides, RidesReply
 from contracts.types import SubBalance
 from contracts.wallet import BalanceReply, GetBalance, GetStatement, StatementReply
@@ -150,7 +151,7 @@ def publish_message(ctx: typer.Context, what: str, factory: Callable[[], Contrac
     message = build(what, factory)
     topic = topic_for(type(message)).name
     key = builders.key_of(message)
-    payload = message.model_dump(mode="json")
+    payload = masked_dump(message)
     if dry_run:
         if s.json_output:
             emit_json({"topic": topic, "key": key, "type": message.TYPE, "payload": payload,
@@ -385,7 +386,7 @@ def query(ctx: typer.Context, message: ContractModel, reply_type: type[Reply], *
         code = reply.error.code if reply.error else "error"
         text = reply.error.message if reply.error else "request failed"
         if s.json_output:
-            emit_json(reply.model_dump(mode="json"))
+            emit_json(masked_dump(reply))
         fail(f"{code}: {text}")
     if not isinstance(reply, reply_type):
         fail(f"unexpected reply {decoded.type}: {render.summarize(reply)}")
@@ -407,7 +408,7 @@ def balance(ctx: typer.Context, contract: Contract, token: Token = None,
     reply: BalanceReply = query(ctx, message, BalanceReply, token=token, as_support=as_support,
                                 key_file=key_file, timeout=timeout)
     if settings(ctx).json_output:
-        emit_json(reply.model_dump(mode="json"))
+        emit_json(masked_dump(reply))
     else:
         out.print(render.balance_table(reply))
 
@@ -432,7 +433,7 @@ def statement(ctx: typer.Context, contract: Contract, date_from: DateFrom = None
     if csv:
         print_csv(reply.csv)
     elif settings(ctx).json_output:
-        emit_json(reply.model_dump(mode="json"))
+        emit_json(masked_dump(reply))
     else:
         out.print(render.statement_table(reply))
     more(reply.next_cursor)
@@ -453,7 +454,7 @@ def attendance(ctx: typer.Context, contract: Contract,
     if csv:
         print_csv(reply.csv)
     elif settings(ctx).json_output:
-        emit_json(reply.model_dump(mode="json"))
+        emit_json(masked_dump(reply))
     else:
         out.print(render.attendance_table(reply, date_from, date_to))
 
@@ -472,7 +473,7 @@ def rides(ctx: typer.Context, contract: Contract, date_from: DateFrom = None,
     if csv:
         print_csv(reply.csv)
     elif settings(ctx).json_output:
-        emit_json(reply.model_dump(mode="json"))
+        emit_json(masked_dump(reply))
     else:
         out.print(render.rides_table(reply))
     more(reply.next_cursor)
@@ -522,7 +523,7 @@ def dlq_replay(ctx: typer.Context, service: Service,
                dry_run: DryRun = False) -> None:
     """Re-publish dead letters to their source topic: original key, value and headers, the
     dlq_* headers removed (the same ce_id, so a message that was in fact applied stays
-    applied once)."""
+    applied once). A dead letter whose secrets were masked (dlq_masked) is not replayed."""
     s = settings(ctx)
     if (offset is None) == (not replay_all):
         fail("give exactly one of --offset N or --all", 2)
@@ -539,6 +540,12 @@ def dlq_replay(ctx: typer.Context, service: Service,
             fail(f"offset {offset} exists on partitions "
                  f"{', '.join(str(r.partition) for r in chosen)} of {topic}: add --partition", 2)
         records = chosen
+    else:
+        masked = [r for r in records if r.headers.get(catalog.DLQ_MASKED)]
+        records = [r for r in records if not r.headers.get(catalog.DLQ_MASKED)]
+        if masked:
+            err.print(f"skipped {len(masked)} dead letter(s) whose secrets were masked "
+                      f"({catalog.DLQ_MASKED}): their senders must send them again")
     try:
         items = [kafka.replay_item(r) for r in records]
     except kafka.KafkaProblem as exc:

@@ -1,5 +1,8 @@
 """Turning records and replies into what an operator reads (rich) or a script parses (JSON).
-Pure functions of their input, so they are unit-tested without a broker."""
+Pure functions of their input, so they are unit-tested without a broker.
+
+Secrets never reach the screen: the secret fields of payloads (contracts.redaction: passwords,
+codes, tokens) are shown as ``***``, in decoded payloads and in raw values alike."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from rich.text import Text
 from contracts import catalog
 from contracts.envelope import ContractError, ContractModel, Envelope, decode
 from contracts.money import format_rub
+from contracts.redaction import mask_payload, masked_dump
 from services.cli.kafka import DLQ_PREFIX, GroupInfo, Raw
 
 MONEY_FIELDS = frozenset({"amount", "total", "paid_money", "fare", "refund", "refunded", "debt",
@@ -87,19 +91,27 @@ def _scalar(name: str, value: Any) -> str:
 
 def summarize(data: dict[str, Any] | BaseModel, width: int = SUMMARY_WIDTH) -> str:
     """``contract=40012345 amount=150,00 ₽ channel=bank_card …``: non-null fields, money in
-    roubles, lists counted; personal data is not hidden (the topics carrying it say so)."""
+    roubles, lists counted, secrets masked; personal data is not hidden (the topics carrying it
+    say so)."""
     if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
+        data = masked_dump(data)
     parts = [f"{k}={_scalar(k, v)}" for k, v in data.items()
              if v is not None and k not in SUMMARY_SKIP]
     text = " ".join(parts)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def value_preview(value: bytes | None, width: int = 80) -> str:
+def shown_value(type_name: str | None, value: bytes | None) -> str | None:
+    """A raw record value as text, the secret fields of the type it names masked (a value
+    that is not JSON is shown as it is: it has no fields)."""
+    masked, _ = mask_payload(type_name, value)
+    return masked.decode("utf-8", errors="replace") if masked is not None else None
+
+
+def value_preview(value: bytes | None, width: int = 80, type_name: str | None = None) -> str:
     if value is None:
         return "<null>"
-    text = value[:width * 4].decode("utf-8", errors="replace")
+    text = shown_value(type_name, value) or ""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -109,10 +121,10 @@ def record_json(d: Decoded) -> dict[str, Any]:
                            "key": r.key, "type": d.type, "time": d.time,
                            "id": d.envelope.id if d.envelope else r.headers.get("ce_id")}
     if d.message is not None:
-        out["payload"] = d.message.model_dump(mode="json")
+        out["payload"] = masked_dump(d.message)
     else:
         out["undecodable"] = d.problem
-        out["value"] = r.value.decode("utf-8", errors="replace") if r.value is not None else None
+        out["value"] = shown_value(d.type, r.value)
     dlq = {k: v for k, v in r.headers.items() if k.startswith(DLQ_PREFIX)}
     if dlq:
         out["dlq"] = dlq
@@ -131,7 +143,8 @@ def record_line(d: Decoded) -> Text:
         line.append(summarize(d.message))
     else:
         line.append(f"{'UNDECODABLE':<28} ", style="bold red")
-        line.append(f"[{d.type}] {d.problem} value={value_preview(r.value)}", style="red")
+        line.append(f"[{d.type}] {d.problem} value={value_preview(r.value, type_name=d.type)}",
+                    style="red")
     return line
 
 
@@ -159,7 +172,7 @@ def dlq_json(r: Raw) -> dict[str, Any]:
     return {"partition": r.partition, "offset": r.offset, "key": r.key,
             "type": r.headers.get("ce_type"),
             "dlq": {k: v for k, v in r.headers.items() if k.startswith(DLQ_PREFIX)},
-            "value": r.value.decode("utf-8", errors="replace") if r.value is not None else None}
+            "value": shown_value(r.headers.get("ce_type"), r.value)}
 
 
 def lag_table(groups: list[GroupInfo]) -> Table:

@@ -48,12 +48,14 @@ from typing_extensions import TypeVar
 from contracts import catalog
 from contracts.envelope import (
     HEADER_AUTHORIZATION,
+    HEADER_TYPE,
     ContractError,
     ContractModel,
     Envelope,
     decode,
     headers_to_dict,
 )
+from contracts.redaction import mask_payload
 from services.runtime import metrics
 from services.runtime.logs import get_logger
 from services.runtime.mongo import INFRA_ERRORS, AlreadyProcessed, is_conflict
@@ -390,9 +392,16 @@ class Consumer:
     async def dead_letter(self, record: ConsumerRecord[Any, Any], code: str, reason: str, *,
                           attempts: int) -> None:
         """Publish the original key, value and headers with the reason to the service's
-        dead-letter topic and wait for the broker's acknowledgement."""
+        dead-letter topic and wait for the broker's acknowledgement. The copy keeps no
+        secret: the bearer token is dropped, and the secret fields of a JSON value (passwords,
+        codes, tokens of the type its ``ce_type`` names) are masked, listed in ``dlq_masked``;
+        a value that is not JSON carries no fields and is copied as it is."""
         headers = headers_to_dict(record.headers or [])
         headers.pop(HEADER_AUTHORIZATION, None)
+        headers.pop(catalog.DLQ_MASKED, None)
+        value, masked = mask_payload(headers.get(HEADER_TYPE), record.value)
+        if masked:
+            headers[catalog.DLQ_MASKED] = ",".join(masked)
         headers.update({
             catalog.DLQ_CODE: code,
             catalog.DLQ_REASON: reason[:2000],
@@ -403,7 +412,7 @@ class Consumer:
             catalog.DLQ_FAILED_AT: datetime.now(UTC).isoformat(),
             catalog.DLQ_ATTEMPTS: str(attempts),
         })
-        await self.broker.publish(record.value or b"", self.dead_letter_topic, key=record.key,
+        await self.broker.publish(value or b"", self.dead_letter_topic, key=record.key,
                                   headers=headers)
         metrics.DEAD_LETTERED.labels(self.service, code).inc()
         log.warning("dead-lettered", reason_code=code, reason=reason[:300],

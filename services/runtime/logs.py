@@ -1,8 +1,9 @@
 """Structured logs (structlog): JSON lines carrying service, event id and correlation id.
 
-Secrets never reach a log line: values under secret-like keys are replaced, pydantic
-``SecretStr`` renders masked, and anything that looks like a one-time code or a bearer token
-inside free text is masked as a last line of defence.
+Secrets never reach a log line: values under the name of a secret contract field
+(contracts.redaction: password, code, totp, refresh_token, activation_code, ...) or another
+secret-like key are replaced, pydantic ``SecretStr`` renders masked, and anything that looks
+like a one-time code or a bearer token inside free text is masked as a last line of defence.
 """
 
 from __future__ import annotations
@@ -15,19 +16,26 @@ from typing import Any
 
 import structlog
 
+from contracts.redaction import MASK, secret_field_names
+
 SECRET_KEYS = re.compile(
     r"^(code|otp|otp_code|one_time_code|totp)$|pass(word)?|secret|token|authorization|pepper"
     r"|private", re.IGNORECASE)
+"""Keys that are no contract field but hold secrets all the same (settings, headers), and
+the shapes of secret field names a contract may add."""
 _SECRET_TEXT = re.compile(
     r"(?<![\w.:/-])\d{6}(?![\w-]|[.:]\d)|Bearer\s+[A-Za-z0-9._\-]+|eyJ[A-Za-z0-9._\-]{20,}")
-MASK = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    return key in secret_field_names() or SECRET_KEYS.search(key) is not None
 
 
 def redact(value: Any) -> Any:
     if isinstance(value, str):
         return _SECRET_TEXT.sub(MASK, value)
     if isinstance(value, dict):
-        return {k: (MASK if SECRET_KEYS.search(str(k)) else redact(v)) for k, v in value.items()}
+        return {k: (MASK if is_secret_key(str(k)) else redact(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
     return value
@@ -41,7 +49,7 @@ def _redact_processor(
             if key == "event":
                 event_dict[key] = redact(event_dict[key])
             continue
-        event_dict[key] = MASK if SECRET_KEYS.search(key) else redact(event_dict[key])
+        event_dict[key] = MASK if is_secret_key(key) else redact(event_dict[key])
     return event_dict
 
 

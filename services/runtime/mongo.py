@@ -47,7 +47,14 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from contracts.catalog import reply_topic_problem
-from contracts.envelope import ContractModel, Envelope, ErrorInfo, ErrorReply, encode
+from contracts.envelope import (
+    ERROR_MESSAGE_MAX,
+    ContractModel,
+    Envelope,
+    ErrorInfo,
+    ErrorReply,
+    encode,
+)
 from services.runtime import dialect, metrics
 from services.runtime.logs import get_logger
 
@@ -272,8 +279,10 @@ class Transaction:
         return envelope
 
     def fail(self, code: str, message: str) -> None:
-        """Answer the request with an ErrorReply (unauthorised, forbidden, invalid...)."""
-        self.reply(ErrorReply(ok=False, error=ErrorInfo(code=code, message=message)))
+        """Answer the request with an ErrorReply (unauthorised, forbidden, invalid...); an
+        explanation longer than the contract's bound is cut to it."""
+        self.reply(ErrorReply(ok=False, error=ErrorInfo(
+            code=code, message=message[:ERROR_MESSAGE_MAX])))
 
     def reply(self, message: ContractModel) -> None:
         """Answer the request that caused this transaction, if it named a reply topic the
