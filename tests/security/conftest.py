@@ -1,0 +1,4 @@
+"""The security tests run at every level: pure ones (unit), the in-process services of
+tests/integration (its ``service_runner``), and service processes (system)."""
+
+from tests.integration.conftest import service_runner  # noqa: F401  (the fixture, shared)
