@@ -65,7 +65,7 @@ class Settings(ServiceSettings):
         holds: a signing key missing from them would issue tokens nobody accepts."""
         try:
             kid, _ = signing_key(self.private_key.get_secret_value())
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             raise ValueError(f"AUTH_PRIVATE_KEY is not an Ed25519 private key in PEM: {exc}"
                              ) from None
         if kid not in public_keys(self.infra.verification_keys()):

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -62,7 +63,10 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 @functools.lru_cache(maxsize=8)
 def signing_key(private_key_pem: str) -> tuple[str, Ed25519PrivateKey]:
     """(kid, key) of a PEM private key; ValueError unless it is an Ed25519 key."""
-    key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    try:
+        key = serialization.load_pem_private_key(private_key_pem.encode(), password=None)
+    except (TypeError, UnsupportedAlgorithm) as exc:  # encrypted, or a kind we cannot load
+        raise ValueError(str(exc)) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("the signing key is not an Ed25519 private key")
     return key_id(key.public_key()), key
@@ -74,7 +78,10 @@ def public_keys(pem_bundle: str) -> dict[str, Ed25519PublicKey]:
     ValueError on a block that is not an Ed25519 public key. An empty bundle is no keys."""
     keys: dict[str, Ed25519PublicKey] = {}
     for block in _PEM_BLOCK.findall(pem_bundle):
-        key = serialization.load_pem_public_key(block.encode())
+        try:
+            key = serialization.load_pem_public_key(block.encode())
+        except UnsupportedAlgorithm as exc:
+            raise ValueError(str(exc)) from None
         if not isinstance(key, Ed25519PublicKey):
             raise ValueError("an auth public key is not an Ed25519 key")
         keys[key_id(key)] = key
