@@ -48,9 +48,10 @@ class ChildGrant(Part):
 
 
 class AccessTokenClaims(Part):
-    """Claims of the access token: a JWT signed by auth with Ed25519 (``alg: EdDSA``), verified
-    by every service with auth's public key. Lifetime 5 minutes; sessions are renewed with the
-    refresh token. Services authorise parent commands from ``children`` without calling auth."""
+    """Claims of the access token: a JWT signed by auth with Ed25519 (``alg: EdDSA``; the
+    header's ``kid`` names the signing key), verified by every service with auth's public keys.
+    Lifetime 5 minutes; sessions are renewed with the refresh token. Services authorise parent
+    commands from ``children`` without calling auth, and only when they are named in ``aud``."""
 
     iss: str = Field(default="schoolcard-auth", max_length=64, description="Issuer.")
     sub: AccountId = Field(description="The account.")
@@ -63,6 +64,10 @@ class AccessTokenClaims(Part):
     iat: int = Field(description="Issued at, Unix seconds.")
     exp: int = Field(description="Expires at, Unix seconds (iat + 300).")
     jti: str = Field(max_length=64, description="Token id (>= 128 bits of randomness).")
+    aud: list[Identifier] = Field(default_factory=list, description="The services that accept the "
+                           "token: auth plus those whose commands the role may send "
+                           "(services.runtime.authorization.audience); any other refuses it "
+                           "with wrong_audience.", examples=[["auth", "access"]])
 
 
 # --- commands and queries on auth.commands.v1 (key: phone or account id) --------------------

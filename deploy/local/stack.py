@@ -111,13 +111,15 @@ def defer_while_spawning(action: Callable[[], None]) -> bool:
 
 
 def _spawn(name: str, args: list[str], log_path: Path, env: Mapping[str, str] | None = None,
-           port: int = 0) -> Proc:
+           port: int = 0, *, environ: Mapping[str, str] | None = None) -> Proc:
+    """Start ``args``; its environment is ``environ`` when given, else ours plus ``env``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     _Spawning.depth += 1
     try:
         with open(log_path, "ab") as log:
             p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                 env={**os.environ, **(env or {})}, start_new_session=True)
+                                 env=dict(environ) if environ is not None
+                                 else {**os.environ, **(env or {})}, start_new_session=True)
         proc = Proc(name, p.pid, port, str(log_path))
         SPAWNED.append(proc)
     finally:
@@ -197,6 +199,8 @@ def auth_keys(run_dir: Path) -> tuple[str, str]:
 
 
 def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]:
+    """The stack's environment: shared ``SCHOOLCARD_*`` values plus auth's secrets, which
+    :func:`start_service` hands to auth alone (tests sign tokens with the private key here)."""
     private, public = auth_keys(run_dir)
     return {
         "SCHOOLCARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
@@ -213,15 +217,27 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
     }
 
 
+def service_environment(name: str, env: Mapping[str, str]) -> dict[str, str]:
+    """What service ``name`` may see of ``env``: everything but the other services' own
+    variables (``WALLET_*`` is wallet's...). Auth's signing key and pepper (``AUTH_*``) thus
+    reach auth alone; every service verifies tokens with ``SCHOOLCARD_AUTH_PUBLIC_KEY(S)``."""
+    foreign = tuple(f"{other.upper()}_" for other in SERVICES if other != name)
+    return {k: v for k, v in env.items() if not k.startswith(foreign)}
+
+
 def start_service(name: str, run_dir: Path, env: Mapping[str, str], *, instance: str = "",
                   port: int | None = None, extra_env: Mapping[str, str] | None = None) -> Proc:
+    """Start service ``name`` as a process with ``env`` (the stack's, which holds every
+    service's values) over ours, filtered by :func:`service_environment` — also what it would
+    inherit from the shell that started the stack."""
     port = port or free_port()
     prefix = name.upper()
     label = f"{name}{('-' + instance) if instance else ''}"
-    service_env = {**env, f"{prefix}_HTTP_PORT": str(port),
+    service_env = {**os.environ, **env, f"{prefix}_HTTP_PORT": str(port),
                    f"{prefix}_INSTANCE_ID": label, **(extra_env or {})}
     return _spawn(label, [sys.executable, "-m", f"services.{name}"],
-                  run_dir / "logs" / f"{label}.log", env=service_env, port=port)
+                  run_dir / "logs" / f"{label}.log", port=port,
+                  environ=service_environment(name, service_env))
 
 
 def ready(proc: Proc) -> bool:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.runtime.logs import get_logger
 from services.runtime.settings import ServiceSettings
+from services.runtime.tokens import public_keys, signing_key
 
-log = get_logger("schoolcard.auth.settings")
+MIN_PEPPER_CHARS = 16
 
 
 class Settings(ServiceSettings):
@@ -19,13 +16,16 @@ class Settings(ServiceSettings):
 
     mongo_db: str = "schoolcard_auth"
     private_key: SecretStr = Field(description="AUTH_PRIVATE_KEY: PEM of the Ed25519 key that "
-                                   "signs access tokens (required; its public half is "
-                                   "SCHOOLCARD_AUTH_PUBLIC_KEY on every service).")
-    pepper: SecretStr | None = Field(default=None, description="AUTH_PEPPER: server secret "
-                                     "keying the one-time-code MACs, activation-code MACs "
-                                     "and IP hashes (kept out of the database). Required in "
-                                     "production; without it a pepper is derived from the "
-                                     "private key and a warning is logged.")
+                                   "signs access tokens (required; only auth holds it). Its "
+                                   "public half must be among SCHOOLCARD_AUTH_PUBLIC_KEYS here "
+                                   "and on every service; tokens name it by its thumbprint "
+                                   "(kid).")
+    pepper: SecretStr = Field(description="AUTH_PEPPER: server secret keying the "
+                              "one-time-code MACs, activation-code MACs, login throttles and IP "
+                              "hashes (kept out of the database; at least 16 characters, e.g. "
+                              "`openssl rand -base64 32`). Required: auth does not start "
+                              "without it. Independent of the signing key, so rotating that "
+                              "key leaves every stored MAC valid.")
     refresh_reuse_grace_s: float = Field(
         default=30.0, ge=0, le=300, description="AUTH_REFRESH_REUSE_GRACE_S: seconds after a "
         "refresh during which the refresh token it replaced may come back once more (a client "
@@ -52,10 +52,27 @@ class Settings(ServiceSettings):
                                     "each), which a batch's transaction would hold open, and "
                                     "its traffic is small.")
 
+    @field_validator("pepper")
+    @classmethod
+    def _pepper_is_a_secret(cls, pepper: SecretStr) -> SecretStr:
+        if len(pepper.get_secret_value()) < MIN_PEPPER_CHARS:
+            raise ValueError(f"must be at least {MIN_PEPPER_CHARS} characters")
+        return pepper
+
+    @model_validator(mode="after")
+    def _signing_key_is_verifiable(self) -> Settings:
+        """Auth verifies the tokens of its own commands with the public keys every service
+        holds: a signing key missing from them would issue tokens nobody accepts."""
+        try:
+            kid, _ = signing_key(self.private_key.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"AUTH_PRIVATE_KEY is not an Ed25519 private key in PEM: {exc}"
+                             ) from None
+        if kid not in public_keys(self.infra.verification_keys()):
+            raise ValueError(f"the public half of AUTH_PRIVATE_KEY (kid {kid}) is not in "
+                             "SCHOOLCARD_AUTH_PUBLIC_KEYS / SCHOOLCARD_AUTH_PUBLIC_KEY: add it "
+                             "there (on every service) before auth signs with it")
+        return self
+
     def pepper_bytes(self) -> bytes:
-        if self.pepper is not None and self.pepper.get_secret_value():
-            return self.pepper.get_secret_value().encode()
-        log.warning("AUTH_PEPPER IS NOT SET: deriving the pepper from AUTH_PRIVATE_KEY. Set "
-                    "AUTH_PEPPER to its own secret outside development.")
-        return hmac.new(self.private_key.get_secret_value().encode(), b"schoolcard-auth-pepper",
-                        hashlib.sha256).digest()
+        return self.pepper.get_secret_value().encode()

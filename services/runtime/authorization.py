@@ -10,6 +10,12 @@
   (support, integrators) named with a school only on that school, and without one on every
   school (platform support works across schools).
 
+- Audience: a token is accepted only by the services named in its ``aud``
+  (``audience(role)``): auth, where every account manages its own session, plus the services
+  that check an action the role may do (``ACTION_SERVICES``). A teacher's token is refused by
+  wallet before any action is looked at; a leaked integrator token reaches only auth and
+  transit.
+
 A refusal is ``TokenError('forbidden', ...)``: "not allowed to <action>" for the role,
 "staff of another school" for the school.
 """
@@ -18,7 +24,17 @@ from __future__ import annotations
 
 from contracts.auth import AccessTokenClaims, Role
 from contracts.types import GuardianRole
-from services.runtime.tokens import TokenError
+
+
+class TokenError(Exception):
+    """Missing, malformed, expired, forged or misdirected token, or an action it does not
+    allow; ``code`` goes into the error reply (``services.runtime.tokens`` lists the token's
+    codes, ``forbidden`` is this module's)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 # Actions on a child's account and the guardian roles allowed to do them.
 PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
@@ -45,6 +61,28 @@ STAFF_ACTIONS: dict[Role, frozenset[str]] = {
     Role.TEACHER: frozenset({"view_attendance"}),
     Role.INTEGRATOR: frozenset({"set_fare_rules"}),
 }
+# The services that check each action (their handlers call ``authorize`` with it).
+ACTION_SERVICES: dict[str, frozenset[str]] = {
+    "view": frozenset({"wallet", "access", "transit", "notify"}),
+    "view_attendance": frozenset({"access"}),
+    "top_up": frozenset({"wallet"}),
+    "dispute": frozenset({"wallet"}),
+    "change_limits": frozenset({"wallet"}),
+    "block_card": frozenset({"wallet"}),
+    "move_money": frozenset({"wallet"}),
+    "manage_guardians": frozenset({"auth"}),
+    "receive_notifications": frozenset({"notify"}),
+    "resolve_dispute": frozenset({"wallet"}),
+    "refund": frozenset({"wallet"}),
+    "manage_staff": frozenset({"auth"}),
+    "reset_second_factor": frozenset({"auth"}),
+    "set_fare_rules": frozenset({"transit"}),
+    "set_concession": frozenset({"transit"}),
+    "school_settings": frozenset({"wallet", "access"}),
+    "manual_entry": frozenset({"access"}),
+    "view_sales": frozenset({"wallet"}),
+}
+SERVICES = ("auth", "wallet", "access", "transit", "notify")
 # Staff who belong to one school and act only there.
 SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
 # How a refusal names an action whose key is not already the words clients see.
@@ -53,6 +91,24 @@ WORDING: dict[str, str] = {
     "set_fare_rules": "set fare rules",
     "set_concession": "set concessions",
 }
+
+
+def _role_actions(role: Role) -> frozenset[str]:
+    return frozenset(PERMISSIONS) if role is Role.PARENT else STAFF_ACTIONS.get(role, frozenset())
+
+
+def _audience_of(role: Role) -> tuple[str, ...]:
+    named = {"auth"}.union(*(ACTION_SERVICES[action] for action in _role_actions(role)))
+    return tuple(s for s in SERVICES if s in named)
+
+
+# Computed once: an action missing from ACTION_SERVICES fails at import, not at a login.
+AUDIENCES: dict[Role, tuple[str, ...]] = {role: _audience_of(role) for role in Role}
+
+
+def audience(role: Role) -> tuple[str, ...]:
+    """The services that accept a token of ``role`` (its ``aud`` claim), in SERVICES order."""
+    return AUDIENCES[role]
 
 
 def _guardian_role(claims: AccessTokenClaims, contract: str) -> GuardianRole | None:

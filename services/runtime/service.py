@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
@@ -36,7 +37,7 @@ from services.runtime.consumer import Consumer, Inbound, Routes
 from services.runtime.http import HealthServer
 from services.runtime.logs import configure_logging, get_logger
 from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
-from services.runtime.settings import ServiceSettings
+from services.runtime.settings import ServiceSettings, settings_problems
 from services.runtime.tokens import verify_access_token
 
 log = get_logger("schoolcard.service")
@@ -83,7 +84,8 @@ class Runtime:
 
     def claims(self, msg: Inbound[Any]) -> AccessTokenClaims:
         """The verified access token of an app command (raises TokenError with a code)."""
-        return verify_access_token(msg.authorization, self.settings.infra.auth_public_key,
+        return verify_access_token(msg.authorization, self.settings.infra.verification_keys(),
+                                   audience=self.service,
                                    now=self.clock().timestamp())
 
     def authorize(self, msg: Inbound[Any], action: str, contract: str | None = None,
@@ -230,8 +232,13 @@ class Service:
         await self.stop()
 
 
-def main(name: str, settings_factory: Callable[[], ServiceSettings], wire: Wire) -> None:
-    """Entry point of ``python -m services.<name>``."""
-    settings = settings_factory()
+def main(name: str, settings_factory: type[ServiceSettings], wire: Wire) -> None:
+    """Entry point of ``python -m services.<name>``. Invalid settings end the process with
+    one line per problem, named by its environment variable (exit status 1)."""
+    try:
+        settings = settings_factory()
+    except ValidationError as exc:
+        raise SystemExit(f"{name} cannot start: {settings_problems(exc, settings_factory)}"
+                         ) from None
     configure_logging(name, level=settings.infra.log_level, json=settings.infra.log_json)
     asyncio.run(Service(name, settings, wire).serve())

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.tokens import public_keys
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -87,8 +89,13 @@ class InfraSettings(KafkaSecuritySettings):
 
     kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
     mongo_uri: str = Field(description="MongoDB URI (a replica set in production).")
-    auth_public_key: str = Field(default="", description="PEM of auth's Ed25519 public key; "
-                                 "required by services that authorise app commands.")
+    auth_public_keys: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEYS: PEM "
+                                  "bundle of auth's Ed25519 public keys (one or more PUBLIC "
+                                  "KEY blocks); a token verifies when its kid is the thumbprint "
+                                  "of one of them. Two keys during a rotation (deploy/RUNBOOK.md)."
+                                  " Required by services that authorise app commands.")
+    auth_public_key: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEY: one PEM "
+                                 "public key, the earlier name; joins SCHOOLCARD_AUTH_PUBLIC_KEYS.")
     provision_topics: bool = Field(default=True, description="Create missing catalog topics "
                                    "at start (off where SREs provision them).")
     topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
@@ -118,6 +125,17 @@ class InfraSettings(KafkaSecuritySettings):
         default=0, ge=0, description="Fault injection, for the fault suite only (0: off, in "
         "every deployment): end the process like kill -9 right after its N-th committed unit "
         "of work that queued messages, before the relay publishes them.")
+
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> InfraSettings:
+        for pems in (self.auth_public_keys, self.auth_public_key):
+            public_keys(pems)  # a malformed key stops the start, not a login
+        return self
+
+    def verification_keys(self) -> str:
+        """Every public key that verifies access tokens, as one PEM bundle."""
+        return "\n".join(k for k in (self.auth_public_keys, self.auth_public_key) if k)
 
 
 class ServiceSettings(BaseSettings):
@@ -183,3 +201,18 @@ class ServiceSettings(BaseSettings):
                                  "payload; a larger answer becomes the error reply_too_large "
                                  "(keep under the broker's max.message.bytes).")
     shutdown_grace_s: float = Field(default=15.0, ge=0)
+
+
+def settings_problems(exc: ValidationError, settings_class: type[BaseSettings]) -> str:
+    """The problems of a failed start, each named by its environment variable
+    (``AUTH_PEPPER: Field required``); a check across fields by its message alone."""
+    infra = exc.title == InfraSettings.__name__  # raised by the default factory of ``infra``
+    prefix = "SCHOOLCARD_" if infra else str(settings_class.model_config.get("env_prefix", ""))
+    lines = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        loc = [str(part) for part in error["loc"]]
+        if loc and loc[0] == "infra":
+            loc, prefix = loc[1:], "SCHOOLCARD_"
+        lines.append(f"{prefix}{loc[0].upper()}: {message}" if loc else message)
+    return "; ".join(lines)

@@ -169,7 +169,8 @@ async def parent(a: SimpleNamespace, *, link: bool = True) -> SimpleNamespace:
 
 
 def account_of(a: SimpleNamespace, p: SimpleNamespace) -> str:
-    return verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp()).sub
+    return verify_access_token(p.access_token, a.public_key, audience="auth",
+                               now=a.clock.now.timestamp()).sub
 
 
 async def security_events(a: SimpleNamespace, account_id: str,
@@ -186,7 +187,8 @@ async def test_a_parent_registers_by_sms_code_logs_in_links_the_child_and_other_
         auth):
     a = auth
     p = await parent(a)
-    claims = verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp())
+    claims = verify_access_token(p.access_token, a.public_key, audience="auth",
+                                 now=a.clock.now.timestamp())
     authorize(claims, "view", contract=p.contract)
     authorize(claims, "change_limits", contract=p.contract)
     with pytest.raises(TokenError):
@@ -217,7 +219,7 @@ async def test_a_second_parent_cannot_link_without_proof_and_a_co_guardian_canno
                          mum.phone, mum.access_token)
     assert invited["ok"], invited
     renewed = await refresh(a, dad.refresh_token, dad.phone)
-    claims = verify_access_token(renewed["access_token"], a.public_key,
+    claims = verify_access_token(renewed["access_token"], a.public_key, audience="auth",
                                  now=a.clock.now.timestamp())
     authorize(claims, "top_up", contract=mum.contract)
     with pytest.raises(TokenError):
@@ -256,7 +258,8 @@ async def test_reusing_a_rotated_refresh_token_after_the_grace_window_revokes_th
     assert error(await refresh(a, p.refresh_token, p.phone)) == "refresh_token_reused"
     assert error(await refresh(a, renewed["refresh_token"], p.phone)) == "session_revoked"
     [alert] = await security_events(a, account_of(a, p), ".RefreshTokenReused")
-    claims = verify_access_token(p.access_token, a.public_key, now=a.clock.now.timestamp())
+    claims = verify_access_token(p.access_token, a.public_key, audience="auth",
+                                 now=a.clock.now.timestamp())
     assert alert["session_id"] == claims.sid
     assert p.refresh_token not in str(alert) and renewed["refresh_token"] not in str(alert)
 
@@ -271,7 +274,8 @@ async def test_a_refresh_retried_after_a_lost_reply_is_answered_and_the_lost_tok
     answered = await send(a, retry, p.phone)  # the app retries the same request
     assert answered["ok"], answered
     assert answered["refresh_token"] != lost["refresh_token"]
-    verify_access_token(answered["access_token"], a.public_key, now=a.clock.now.timestamp())
+    verify_access_token(answered["access_token"], a.public_key, audience="auth",
+                        now=a.clock.now.timestamp())
     a.clock.advance(minutes=5)
     onward = await refresh(a, answered["refresh_token"], p.phone)
     assert onward["ok"], onward  # the session goes on with the token the app received
@@ -394,14 +398,14 @@ async def test_a_contract_with_the_birth_date_password_must_change_it_at_first_l
     first = await send(a, cmd.Login(request_id=uid("l"), login=number, password="02112013"),
                        number)
     assert first["ok"] and first["must_change_password"]
-    restricted = verify_access_token(first["access_token"], a.public_key,
+    restricted = verify_access_token(first["access_token"], a.public_key, audience="auth",
                                      now=a.clock.now.timestamp())
     assert restricted.children == []
     new = password()
     changed = await send(a, cmd.ChangePassword(request_id=uid("p"), current_password="02112013",
                                                new_password=new), number, first["access_token"])
     assert changed["ok"], changed
-    full = verify_access_token(changed["access_token"], a.public_key,
+    full = verify_access_token(changed["access_token"], a.public_key, audience="auth",
                                now=a.clock.now.timestamp())
     authorize(full, "change_limits", contract=number)
 
@@ -479,7 +483,8 @@ async def test_a_parent_enrols_an_authenticator_app_and_then_every_login_needs_a
     tokens = await send(a, cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
                                      totp=code), p.phone)
     assert tokens["ok"], tokens
-    verify_access_token(tokens["access_token"], a.public_key, now=a.clock.now.timestamp())
+    verify_access_token(tokens["access_token"], a.public_key, audience="auth",
+                        now=a.clock.now.timestamp())
     replayed = await send(a, cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
                                        totp=code), p.phone)
     assert error(replayed) == "second_factor_invalid"  # a code works once
@@ -534,7 +539,7 @@ async def test_a_parent_switches_the_authenticator_off_with_the_password_and_a_c
     a = auth
     p = await parent(a, link=False)
     secret = await enrol(a, p)
-    account_id = verify_access_token(p.access_token, a.public_key,
+    account_id = verify_access_token(p.access_token, a.public_key, audience="auth",
                                      now=a.clock.now.timestamp()).sub
 
     def disable(pw: str, code: str) -> cmd.DisableTotp:
@@ -569,7 +574,7 @@ async def test_support_resets_a_lost_authenticator_ends_the_sessions_and_tells_t
     a = auth
     p = await parent(a, link=False)
     await enrol(a, p)
-    account_id = verify_access_token(p.access_token, a.public_key,
+    account_id = verify_access_token(p.access_token, a.public_key, audience="auth",
                                      now=a.clock.now.timestamp()).sub
     # The phone with the app is lost: the password alone no longer logs in.
     assert error(await login(a, p.phone, p.password)) == "second_factor_required"

@@ -129,7 +129,8 @@ async def test_balance_query_with_a_support_token_is_answered_over_app_replies(
                 Integrator(bootstrap, source="wallet") as wallet:
             [query] = await commands.wait_for(lambda r: r.key == contract, timeout=20)
             seen["claims"] = verify_access_token(query.headers["authorization"],
-                                                 infra["SCHOOLCARD_AUTH_PUBLIC_KEY"])
+                                                 infra["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                                                 audience="wallet")
             cause = Envelope.from_headers(query.headers)
             reply = BalanceReply(contract=contract, balances=Balances(
                 general=123_450, canteen=0, transit=3_000, bonus_points=7))

@@ -71,7 +71,8 @@ async def test_a_parent_registered_through_the_auth_process_gets_a_token_other_s
                                                birth_date="2014-03-08"), phone,
                                  token=tokens["access_token"])).json()
         assert linked["ok"], linked
-    claims = verify_access_token(linked["access_token"], infra["SCHOOLCARD_AUTH_PUBLIC_KEY"])
+    claims = verify_access_token(linked["access_token"], infra["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                                 audience="auth")
     authorize(claims, "top_up", contract=number)
     with pytest.raises(TokenError):
         authorize(claims, "top_up", contract=f"{random.randrange(10**7, 10**8)}")

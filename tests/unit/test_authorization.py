@@ -17,6 +17,7 @@ from contracts.types import GuardianRole
 from services.runtime.authorization import PERMISSIONS, STAFF_ACTIONS, authorize
 from services.runtime.consumer import Inbound
 from services.runtime.service import Runtime
+from services.runtime.settings import InfraSettings
 from services.runtime.tokens import TokenError, generate_keypair, issue_access_token
 
 pytestmark = pytest.mark.unit
@@ -176,7 +177,9 @@ def test_the_role_is_checked_before_the_school():
 def test_runtime_authorize_verifies_the_token_and_applies_contract_and_school():
     private, public = generate_keypair()
     now = datetime(2025, 3, 3, 8, tzinfo=UTC)
-    rt = Runtime("test", SimpleNamespace(infra=SimpleNamespace(auth_public_key=public)),  # type: ignore[arg-type]
+    infra = InfraSettings(kafka_bootstrap="fake-broker:9092", mongo_uri="mongodb://fake-mongo",
+                          auth_public_key=public)
+    rt = Runtime("access", SimpleNamespace(infra=infra),  # type: ignore[arg-type]
                  None, None, None, clock=lambda: now)  # type: ignore[arg-type]
 
     def inbound(role: Role, school_id: str | None = None, **grants: GuardianRole) -> Inbound[None]:

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.auth.settings import Settings
+from services.runtime.tokens import generate_keypair
 
 pytestmark = pytest.mark.unit
 
@@ -10,7 +11,10 @@ pytestmark = pytest.mark.unit
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("SCHOOLCARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.setenv("SCHOOLCARD_MONGO_URI", "mongodb://127.0.0.1:1")
-    monkeypatch.setenv("AUTH_PRIVATE_KEY", "not-a-key")
+    private, public = generate_keypair()
+    monkeypatch.setenv("AUTH_PRIVATE_KEY", private)
+    monkeypatch.setenv("SCHOOLCARD_AUTH_PUBLIC_KEY", public)
+    monkeypatch.setenv("AUTH_PEPPER", "a-test-pepper-of-some-length")
     monkeypatch.delenv("AUTH_REFRESH_REUSE_GRACE_S", raising=False)
     return monkeypatch
 

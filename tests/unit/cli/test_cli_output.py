@@ -227,7 +227,7 @@ def test_as_support_signs_a_support_token_with_the_dev_key(cli, replier):
     (cli.run_dir / "auth_ed25519.pem").write_text(private)
     replier["reply"] = BalanceReply(contract="40012345", balances=BALANCES)
     assert cli("balance", "40012345", "--as-support").exit_code == 0
-    claims = verify_access_token(replier["calls"][0]["token"], public)
+    claims = verify_access_token(replier["calls"][0]["token"], public, audience="wallet")
     assert claims.role == "support" and claims.exp - claims.iat == 300
 
 

@@ -47,7 +47,7 @@ def test_an_access_token_verifies_with_the_public_key_and_carries_the_children()
                                role=Role.PARENT,
                                children=[ChildGrant(contract="40012345",
                                                     role=GuardianRole.PRIMARY)])
-    claims = verify_access_token(f"Bearer {token}", PUBLIC)
+    claims = verify_access_token(f"Bearer {token}", PUBLIC, audience="wallet")
     assert claims.sub == "acc_12345678"
     authorize(claims, "change_limits", contract="40012345")
 
@@ -57,16 +57,16 @@ def test_expired_forged_and_missing_tokens_are_refused_with_a_code():
     token = issue_access_token(PRIVATE, account_id="acc_12345678", session_id="s1",
                                role=Role.PARENT, now=now)
     with pytest.raises(TokenError) as expired:
-        verify_access_token(token, PUBLIC, now=now + 301)
+        verify_access_token(token, PUBLIC, audience="wallet", now=now + 301)
     assert expired.value.code == "token_expired"
     other_private, _ = generate_keypair()
     forged = issue_access_token(other_private, account_id="acc_12345678", session_id="s1",
                                 role=Role.SUPPORT)
     with pytest.raises(TokenError) as bad:
-        verify_access_token(forged, PUBLIC)
-    assert bad.value.code == "invalid_token"
+        verify_access_token(forged, PUBLIC, audience="wallet")
+    assert bad.value.code == "unknown_key"
     with pytest.raises(TokenError) as missing:
-        verify_access_token(None, PUBLIC)
+        verify_access_token(None, PUBLIC, audience="wallet")
     assert missing.value.code == "unauthenticated"
 
 
@@ -82,7 +82,7 @@ def test_guardian_roles_grant_exactly_their_actions(role, action, allowed):
     token = issue_access_token(PRIVATE, account_id="acc_12345678", session_id="s1",
                                role=Role.PARENT,
                                children=[ChildGrant(contract="40012345", role=role)])
-    claims = verify_access_token(token, PUBLIC)
+    claims = verify_access_token(token, PUBLIC, audience="wallet")
     if allowed:
         authorize(claims, action, contract="40012345")
     else:
@@ -96,5 +96,6 @@ def test_a_parent_cannot_act_for_a_child_they_are_not_a_guardian_of():
                                children=[ChildGrant(contract="40012345",
                                                     role=GuardianRole.PRIMARY)])
     with pytest.raises(TokenError) as err:
-        authorize(verify_access_token(token, PUBLIC), "view", contract="49999999")
+        authorize(verify_access_token(token, PUBLIC, audience="wallet"), "view",
+                  contract="49999999")
     assert err.value.code == "forbidden"

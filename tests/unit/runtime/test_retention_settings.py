@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from services.access.settings import Settings as AccessSettings
 from services.auth.settings import Settings as AuthSettings
 from services.notify.settings import Settings as NotifySettings
+from services.runtime.tokens import generate_keypair
 from services.transit.settings import Settings as TransitSettings
 
 pytestmark = pytest.mark.unit
@@ -22,7 +23,10 @@ RETENTION_VARS = ("ACCESS_ATTENDANCE_RETENTION_DAYS", "ACCESS_GATE_TAP_RETENTION
 def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setenv("SCHOOLCARD_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.setenv("SCHOOLCARD_MONGO_URI", "mongodb://127.0.0.1:1")
-    monkeypatch.setenv("AUTH_PRIVATE_KEY", "not-a-key")
+    private, public = generate_keypair()
+    monkeypatch.setenv("AUTH_PRIVATE_KEY", private)
+    monkeypatch.setenv("SCHOOLCARD_AUTH_PUBLIC_KEY", public)
+    monkeypatch.setenv("AUTH_PEPPER", "a-test-pepper-of-some-length")
     for name in RETENTION_VARS:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
