@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
+from prometheus_client import Counter
+
 from contracts import access, auth, transit, wallet
 from contracts import notify as wire
 from contracts.auth import Role
@@ -25,10 +27,15 @@ from services.notify import inbound, outbound, store
 from services.notify.settings import Settings
 from services.runtime import paging
 from services.runtime.consumer import Inbound
+from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
 from services.runtime.tokens import TokenError
 from services.runtime.usecase import Case, Refused, UseCases
+
+log = get_logger("schoolcard.notify")
+CODES_REFUSED = Counter("schoolcard_notify_codes_refused_total", "One-time codes not sent: "
+                        "number abroad, number or service over its quota", ["reason"])
 
 DIGEST_KINDS = frozenset({d.NotificationKind.CHILD_LEFT, d.NotificationKind.CANTEEN_PURCHASE,
                           d.NotificationKind.RIDE, d.NotificationKind.TOP_UP})
@@ -41,6 +48,9 @@ class Handlers:
         self.settings: Settings = rt.settings  # type: ignore[assignment]
         self.wake_sender = wake_sender
         self.case = UseCases(rt, refusals=(d.NotifyError,))
+        self.code_policy = d.CodePolicy(
+            tuple(self.settings.sms_code_countries), self.settings.sms_codes_per_number_hour,
+            self.settings.sms_codes_per_number_day, self.settings.sms_codes_per_minute)
 
     @asynccontextmanager
     async def _case(self, msg: Inbound) -> AsyncIterator[Case[Any]]:
@@ -167,12 +177,24 @@ class Handlers:
         await self._notify_account(msg, inbound.child_link_refused(msg.message))
 
     async def on_code_requested(self, msg: Inbound[wire.OneTimeCodeRequested]) -> None:
+        """Send the code unless the number is abroad or over its quota, or the service over
+        its own (``domain.code_quota``): then nothing is sent, counted and logged (the
+        number is not)."""
         e = msg.message
         async with self._tx(msg) as tx:
             try:
                 request = inbound.code_request(e, tx.now)
             except KeyError:
                 raise Refused("unknown_purpose", f"purpose {e.purpose!r} is not known") from None
+            number, minute = await store.code_counts(tx, e.phone, tx.now)
+            loaded = number.version, minute.version
+            refusal = d.admit_code(e.phone, tx.now, number, minute, self.code_policy)
+            if refusal is not None:
+                CODES_REFUSED.labels(refusal.value).inc()
+                log.warning("one-time code not sent", reason=refusal.value,
+                            purpose=e.purpose, request_id=e.request_id)
+                return
+            await store.save_code_counts(tx, number, loaded[0], minute, loaded[1])
             await self._queue(tx, [d.route_one_time_code(request, tx.now)])
 
     # -- access -----------------------------------------------------------------------------------

@@ -37,6 +37,15 @@ class Settings(ServiceSettings):
     send_lease_s: float = Field(default=60.0, gt=0, description="How long a claimed message "
                                 "is reserved for this instance (a crashed sender's claims "
                                 "expire after it).")
+    sms_code_countries: list[str] = Field(
+        default=["+7"], description="Phone prefixes one-time codes may be sent to (SMS pumping "
+        "buys premium-rate numbers abroad): Russia only by default.")
+    sms_codes_per_number_hour: int = Field(default=5, ge=1, description="One-time codes one "
+                                           "number may receive in a UTC hour.")
+    sms_codes_per_number_day: int = Field(default=10, ge=1, description="One-time codes one "
+                                          "number may receive in a UTC day.")
+    sms_codes_per_minute: int = Field(default=600, ge=1, description="One-time codes the "
+                                      "service sends in a minute, all numbers together.")
     school_time_zone: str = Field(default="Europe/Samara", description="Time zone of the "
                                   "journey-to-school day (the schools' zone).")
     digest_every_s: float = Field(default=60.0, gt=0, description="Period of the daily-digest "

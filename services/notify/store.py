@@ -10,6 +10,8 @@ Collections (database ``schoolcard_notify``):
   (the unique key that makes "at most one message per event, guardian and channel" hold under
   any redelivery); delivery state, the sender's lease, and the journal line it becomes.
 - ``notify_journeys``: one document per child and school day (the journey timeline).
+- ``notify_code_counts``: one-time codes sent per number and UTC day (by hour) and per UTC
+  minute in total (the SMS quotas), kept two days.
 
 Messages expire ``NOTIFY_JOURNAL_RETENTION_DAYS`` after ``created_at``; journeys (rides and
 gate passages: location data) ``NOTIFY_JOURNEY_RETENTION_DAYS`` after ``stored_at``, the
@@ -29,7 +31,15 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
-from services.notify.domain import DeliveryStatus, Guardian, JourneyDay, Message
+from services.notify.domain import (
+    DeliveryStatus,
+    Guardian,
+    JourneyDay,
+    Message,
+    MinuteTotal,
+    NumberDay,
+    buckets_of,
+)
 from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
@@ -61,6 +71,7 @@ async def ensure_indexes(db: Any, *, journal_retention_days: int,
     await ensure_ttl_index(db.notify_messages, "created_at", journal_retention_days * DAY_S,
                            name="retention")
     await ensure_ttl_index(db.notify_journeys, STORED_AT, journey_retention_days * DAY_S)
+    await ensure_ttl_index(db.notify_code_counts, STORED_AT, 2 * DAY_S)
 
 
 # -- guardians ------------------------------------------------------------------------------
@@ -226,6 +237,32 @@ async def held_messages(tx: Transaction, account_id: str) -> list[Message]:
         {"guardian_id": account_id, "status": DeliveryStatus.HELD.value},
         session=tx.session).to_list(None)
     return [_message(d) for d in docs]
+
+
+# -- one-time code counts -------------------------------------------------------------------
+
+async def code_counts(tx: Transaction, phone: str, at: datetime) -> tuple[NumberDay, MinuteTotal]:
+    """The number's counts of the day and the service's of the minute (staged: a batch of
+    code requests counts each one)."""
+    number, minute = buckets_of(phone, at)
+    docs = {d["_id"]: d for d in await tx.load_many(tx.db.notify_code_counts,
+                                                    [number.key, minute.key])}
+    if (doc := docs.get(number.key)) is not None:
+        number.hours, number.version = dict(doc["hours"]), doc["version"]
+    if (doc := docs.get(minute.key)) is not None:
+        minute.count, minute.version = doc["count"], doc["version"]
+    return number, minute
+
+
+async def save_code_counts(tx: Transaction, number: NumberDay, number_loaded: int,
+                           minute: MinuteTotal, minute_loaded: int) -> None:
+    """Kept two days after their last count (``stored_at``)."""
+    tx.stage(tx.db.notify_code_counts, with_stored_at(
+        {"_id": number.key, "hours": number.hours, "version": number.version}),
+        number_loaded or None, version=number.version)
+    tx.stage(tx.db.notify_code_counts, with_stored_at(
+        {"_id": minute.key, "count": minute.count, "version": minute.version}),
+        minute_loaded or None, version=minute.version)
 
 
 # -- journeys -------------------------------------------------------------------------------

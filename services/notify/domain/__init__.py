@@ -4,6 +4,14 @@ commit the results (messages, journal, journey days) through the unit of work.
 """
 
 from .clock import parse_hhmm, require_aware
+from .code_quota import (
+    CodePolicy,
+    CodeRefusal,
+    MinuteTotal,
+    NumberDay,
+    admit_code,
+    buckets_of,
+)
 from .digest import DigestPlan, build_digest, digest_event_id
 from .errors import NotifyError, NotifyRejection, SkipReason
 from .facts import (
@@ -119,7 +127,9 @@ __all__ = [
     "ChildArrivedSafely",
     "ChildLink",
     "ChildLinkRefusedFacts",
+    "CodePolicy",
     "CodePurpose",
+    "CodeRefusal",
     "ConcessionExpiringFacts",
     "DebtSettledFacts",
     "DeclineReason",
@@ -150,6 +160,7 @@ __all__ = [
     "MessageDigested",
     "MessageQueued",
     "MessageSent",
+    "MinuteTotal",
     "NewLoginFacts",
     "NotArrivedAlertRaised",
     "NotArrivedFacts",
@@ -157,6 +168,7 @@ __all__ = [
     "NotificationKind",
     "NotifyError",
     "NotifyRejection",
+    "NumberDay",
     "OneTimeCodeFacts",
     "OneTimeCodeRequest",
     "PasswordChangedFacts",
@@ -181,6 +193,8 @@ __all__ = [
     "TopUpRejectedFacts",
     "TopUpRejection",
     "admit",
+    "admit_code",
+    "buckets_of",
     "build_digest",
     "channels_for",
     "dedupe_key",

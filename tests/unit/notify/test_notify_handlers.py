@@ -229,6 +229,23 @@ async def test_a_one_time_code_is_queued_for_the_phone_that_asked():
     await rt.redelivered_changes_nothing(h.on_code_requested, msg)
 
 
+async def test_codes_beyond_the_numbers_hourly_quota_and_to_numbers_abroad_are_not_queued():
+    rt, h, _ = await _notify(guardian=False)
+    quota = h.code_policy.per_number_per_hour
+    for i in range(quota + 2):
+        await h.on_code_requested(rt.inbound(example(
+            wire.OneTimeCodeRequested, request_id=f"reg-{i}", phone="+79121234567"),
+            key="+79121234567"))
+    await h.on_code_requested(rt.inbound(example(
+        wire.OneTimeCodeRequested, request_id="reg-abroad", phone="+88216123456"),
+        key="+88216123456"))
+    queued = await rt.db.notify_messages.find({}).to_list(None)
+    assert sorted(m["event_id"] for m in queued) == [f"reg-{i}" for i in range(quota)]
+    counts = await rt.db.notify_code_counts.find({}).to_list(None)
+    [number] = [c for c in counts if c["_id"].startswith("number:")]
+    assert sum(number["hours"].values()) == quota
+
+
 # --- app commands and queries --------------------------------------------------------------
 
 async def test_a_guardian_sets_their_own_preferences():
