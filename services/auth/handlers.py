@@ -2,9 +2,9 @@
 one domain call -> save / emit / reply, state + outbox + inbox in one transaction; the reply
 travels through the outbox too.
 
-Every command that carries an access token enters through :meth:`Handlers.signed_in`: the
-case verifies the token (and authorizes the action, when the command names one), then the
-caller's account and session are loaded and must still be alive
+Every command that carries an access token is let in by :meth:`Handlers.signed_in`, first
+thing in its case: the case verifies the token (and authorizes the action, when the command
+names one), then the caller's account and session are loaded and must still be alive
 (``d.require_live_session``). An access token lives 5 minutes; a logout, a password change, a
 support reset or a closed account stops auth's own commands at once, whichever command it is.
 
@@ -28,8 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -116,22 +114,19 @@ class Handlers:
 
     # --- the authenticated path ---------------------------------------------------------------
 
-    @asynccontextmanager
-    async def signed_in(self, msg: Inbound[Any], action: str | None = None, *,
-                        contract: str | None = None, now: datetime | None = None,
-                        recheck: Recheck | None = None) -> AsyncIterator[SignedIn]:
-        """The one way a command with an access token enters auth: the case verifies the
-        token (with ``action``, the holder must be allowed it for ``contract``), then the
-        account and session it names are loaded and must be alive. With ``recheck``, the
-        password hash verified before the transaction must still be the stored one."""
-        async with self.case(msg, action, contract=contract, now=now) as uc:
-            claims = uc.claims if uc.claims is not None else self.rt.claims(msg)
-            s = Store.of(uc.tx)
-            account, session = d.require_live_session(
-                await s.account(claims.sub), await s.session_doc(claims.sid), uc.tx.now)
-            if recheck is not None and account.password_hash != recheck.password_hash:
-                raise ConcurrencyError("the password changed while it was being verified")
-            yield SignedIn(uc, s, claims, account, session)
+    async def signed_in(self, uc: Case[Any], recheck: Recheck | None = None) -> SignedIn:
+        """The one way a command with an access token is let in, first thing in its case
+        (opened with the command's action, if any, so the token is verified and authorized):
+        the account and session the token names are loaded and must be alive. With
+        ``recheck``, the password hash verified before the transaction must still be the
+        stored one. Its refusals are raised inside the case, which answers them."""
+        claims = uc.claims if uc.claims is not None else self.rt.claims(uc.msg)
+        s = Store.of(uc.tx)
+        account, session = d.require_live_session(
+            await s.account(claims.sub), await s.session_doc(claims.sid), uc.tx.now)
+        if recheck is not None and account.password_hash != recheck.password_hash:
+            raise ConcurrencyError("the password changed while it was being verified")
+        return SignedIn(uc, s, claims, account, session)
 
     async def _recheck(self, msg: Inbound[Any], password: str,
                        new_password: str | None = None) -> Recheck:
@@ -408,14 +403,16 @@ class Handlers:
 
     async def on_logout(self, msg: Inbound[cmd.Logout]) -> None:
         c = msg.message
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             me.account.log_out(me.session, everywhere=c.everywhere, now=me.tx.now)
             await self._save_account(me.tx, me.store, me.account, me.account.version)
             await me.store.save_session(me.session, me.session.version)
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
     async def on_list_sessions(self, msg: Inbound[cmd.ListSessions]) -> None:
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             views = d.active_sessions(await me.store.sessions_of(me.account.account_id),
                                       me.tx.now, me.account.session_epoch)
             me.tx.reply(cmd.SessionsReply(sessions=[
@@ -426,7 +423,8 @@ class Handlers:
 
     async def on_get_login_history(self, msg: Inbound[cmd.GetLoginHistory]) -> None:
         q = msg.message
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             me.tx.reply(cmd.LoginHistoryReply(entries=[
                 cmd.LoginRecord(at=r.at, device=r.device, success=r.success)
                 for r in me.account.history()[: q.limit]]))
@@ -438,7 +436,8 @@ class Handlers:
         now = self.rt.clock()
         new = _secret(c.new_password)
         check = await self._recheck(msg, _secret(c.current_password), new)
-        async with self.signed_in(msg, now=now, recheck=check) as me:
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
             children = await me.store.children_of(me.account.account_id)
             outcome = me.account.change_password(
                 current_password_ok=check.password_ok, new_password=new,
@@ -460,7 +459,8 @@ class Handlers:
         c = msg.message
         now = self.rt.clock()
         check = await self._recheck(msg, _secret(c.password))
-        async with self.signed_in(msg, now=now, recheck=check) as me:
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
             outcome = me.account.begin_totp_enrolment(
                 session=me.session, current_password_ok=check.password_ok,
                 secret_b32=new_totp_secret(), now=now, idempotency_key=c.request_id)
@@ -470,7 +470,8 @@ class Handlers:
 
     async def on_confirm_totp_enrolment(self, msg: Inbound[cmd.ConfirmTotpEnrolment]) -> None:
         c = msg.message
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             outcome = me.account.confirm_totp(session=me.session, code=_secret(c.code),
                                               now=me.tx.now, idempotency_key=c.request_id)
             await self._save_account(me.tx, me.store, me.account, me.account.version)
@@ -484,7 +485,8 @@ class Handlers:
         c = msg.message
         now = self.rt.clock()
         check = await self._recheck(msg, _secret(c.password))
-        async with self.signed_in(msg, now=now, recheck=check) as me:
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
             outcome = me.account.disable_totp(
                 session=me.session, current_password_ok=check.password_ok,
                 code=_secret(c.code) or None, now=now, idempotency_key=c.request_id)
@@ -497,7 +499,8 @@ class Handlers:
         """Support removes a parent's factor (identity checked outside the system); the domain
         records who and why, ends the parent's sessions and tells the parent."""
         c = msg.message
-        async with self.signed_in(msg, "reset_second_factor") as me:
+        async with self.case(msg, "reset_second_factor") as uc:
+            me = await self.signed_in(uc)
             account = await me.store.account_by(*store.identify(c.login))
             if account is None:
                 raise d.AuthRejected(d.Reason.ACCOUNT_NOT_FOUND)
@@ -516,7 +519,8 @@ class Handlers:
         proof: d.ContractProof | d.ActivationCodeProof = (
             d.ContractProof(c.contract, date.fromisoformat(c.birth_date)) if c.birth_date
             else d.ActivationCodeProof(_secret(c.activation_code)))
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             child = d.child_to_link(await me.store.child_by_contract(c.contract))
             loaded = child.version
             outcome = child.link_with_proof(account_id=me.account.account_id, proof=proof,
@@ -533,7 +537,8 @@ class Handlers:
     async def on_invite_guardian(self, msg: Inbound[cmd.InviteGuardian]) -> None:
         """The primary adds an existing parent account (found by phone) with a role."""
         c = msg.message
-        async with self.signed_in(msg, "manage_guardians", contract=c.contract) as me:
+        async with self.case(msg, "manage_guardians", contract=c.contract) as uc:
+            me = await self.signed_in(uc)
             child = d.guarded_child(await me.store.child_by_contract(c.contract))
             invitee = d.invitee(await me.store.account_by_phone(c.phone))
             loaded = child.version
@@ -547,7 +552,8 @@ class Handlers:
 
     async def on_remove_guardian(self, msg: Inbound[cmd.RemoveGuardian]) -> None:
         c = msg.message
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             child = d.guarded_child(await me.store.child_by_contract(c.contract))
             loaded = child.version
             if child.remove_guardian(by_account_id=me.account.account_id,
@@ -564,7 +570,8 @@ class Handlers:
         password_hash = await self._hash_for(msg, "manage_staff", password)
         account_id = outbound.new_account_id("staff", c.request_id)
         field, value = store.identify(c.login)
-        async with self.signed_in(msg, "manage_staff", now=now) as me:
+        async with self.case(msg, "manage_staff", now=now) as uc:
+            me = await self.signed_in(uc)
             s = me.store
             account = d.create_staff_account(
                 already_created=await s.account(account_id) is not None,
@@ -580,7 +587,8 @@ class Handlers:
         """Close: every session ends, personal data is minimised, guardianships end (a child
         left without a primary can be claimed again with proof)."""
         c = msg.message
-        async with self.signed_in(msg) as me:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
             account, s = me.account, me.store
             loaded = account.version
             contacts = d.Account.from_doc(account.to_doc())  # for the contacts tombstone

@@ -72,11 +72,30 @@ def explain_refusal(exc: Exception) -> tuple[str, str]:
 
 @dataclass
 class Case(Generic[M]):
-    """What a handler's block sees: the unit of work, the message, the token's holder."""
+    """What a handler's block sees: the unit of work, the message, the token's holder.
 
-    tx: Transaction
+    A token refused when the case opened is ``refused``: the block runs (a context manager
+    cannot skip it), but its first use of the unit of work or of the holder raises the
+    refusal inside the block, so it changes nothing and the case answers the refusal."""
+
+    _tx: Transaction
     msg: Inbound[M]
-    claims: AccessTokenClaims | None
+    _claims: AccessTokenClaims | None
+    refused: Exception | None = None
+
+    def _admitted(self) -> None:
+        if self.refused is not None:
+            raise self.refused
+
+    @property
+    def tx(self) -> Transaction:
+        self._admitted()
+        return self._tx
+
+    @property
+    def claims(self) -> AccessTokenClaims | None:
+        self._admitted()
+        return self._claims
 
     @property
     def message(self) -> M:
@@ -85,9 +104,10 @@ class Case(Generic[M]):
     @property
     def holder(self) -> AccessTokenClaims:
         """The verified token's claims (the case was opened with an action)."""
-        if self.claims is None:
+        claims = self.claims
+        if claims is None:
             raise TypeError("this case was opened without an action: no token was verified")
-        return self.claims
+        return claims
 
     def authorize(self, action: str, *, contract: str | None = None,
                   school_id: str | None = None) -> None:
@@ -115,9 +135,15 @@ class UseCases:
         async with self.rt.uow.transaction(inbox_id=msg.inbox_id, cause=msg.envelope,
                                            now=now or self.rt.clock()) as tx:
             try:
-                claims = (self.rt.authorize(msg, action, contract, school_id)
-                          if action is not None else None)
-                yield Case(tx, msg, claims)
+                try:
+                    claims = (self.rt.authorize(msg, action, contract, school_id)
+                              if action is not None else None)
+                    refused: TokenError | None = None
+                except TokenError as exc:
+                    claims, refused = None, exc
+                yield Case(tx, msg, claims, refused)
+                if refused is not None:
+                    raise refused  # a block that never used the unit of work
             except self.refusals as exc:
                 self.refuse(tx, msg, *self.explain(exc))
 
