@@ -362,6 +362,15 @@ class FakeCollection:
                           upsert: bool = False, *, session: Any = None) -> UpdateResult:
         return await self._update(query, update, upsert, many=True)
 
+    async def find_one_and_delete(self, query: Mapping[str, Any],
+                                  projection: Mapping[str, Any] | None = None, *,
+                                  session: Any = None) -> Doc | None:
+        doc = next(self._matching(query), None)
+        if doc is None:
+            return None
+        del self.docs[doc["_id"]]
+        return _project(doc, projection)
+
     async def delete_one(self, query: Mapping[str, Any], *, session: Any = None) -> DeleteResult:
         doc = next(self._matching(query), None)
         if doc is not None:
