@@ -91,8 +91,8 @@ def reply_topic_problem(name: str, *, private: bool = False) -> str | None:
     (``private``: Login, RefreshSession, StartTotpEnrolment) must name the requester's own
     topic: every app reads the shared one."""
     if private and name == APP_REPLIES:
-        return (f"the answer carries session secrets: name your own reply topic "
-                f"{CLIENT_REPLIES_PATTERN} in ce_replyto, not {APP_REPLIES}")
+        return ("the answer carries session secrets: name your own reply topic "
+                f"apps.replies.<client-id>.v1 in ce_replyto, not {APP_REPLIES}")
     if name == APP_REPLIES or _CLIENT_REPLIES.fullmatch(name):
         return None
     return (f"ce_replyto must be {APP_REPLIES} or match {CLIENT_REPLIES_PATTERN} "

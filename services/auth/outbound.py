@@ -18,7 +18,7 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
-from services.auth.domain import Account, DomainEvent, Reason
+from services.auth.domain import Account, AuthRejected, DomainEvent, Reason
 from services.auth.domain import events as d
 from services.auth.security import (
     TOTP_DIGITS,
@@ -27,6 +27,7 @@ from services.auth.security import (
     totp_provisioning_uri,
 )
 from services.runtime.tokens import ACCESS_TOKEN_TTL_S, issue_access_token
+from services.runtime.usecase import explain_refusal
 
 NAMESPACE = uuid.UUID("0b7e4f1c-52a9-4d3e-8f60-3c9a2d1e7b45")
 
@@ -253,3 +254,11 @@ def error_text(reason: Reason, retry_after: timedelta | None = None) -> str:
     if retry_after is not None:
         text += f" Retry after {max(1, int(retry_after.total_seconds() + 0.999))} s."
     return text
+
+
+def explain(refusal: Exception) -> tuple[str, str]:
+    """The code and public text of a refusal (the use cases' ``explain``): auth's own read as
+    :func:`error_text`; the runtime's (a token refused) as the runtime words them."""
+    if isinstance(refusal, AuthRejected):
+        return refusal.reason.value, error_text(refusal.reason, refusal.retry_after)
+    return explain_refusal(refusal)

@@ -16,7 +16,10 @@ import pytest
 
 from contracts import auth as cmd
 from contracts.integrations import CardIssued
-from services.auth.security import parse_argon2_hash, totp_code
+from services.auth.domain import Account
+from services.auth.outbound import new_account_id
+from services.auth.security import hash_password, parse_argon2_hash, totp_code
+from services.auth.store import Store
 from services.runtime.authorization import authorize
 from services.runtime.logs import configure_logging
 from services.runtime.tokens import (
@@ -166,6 +169,26 @@ async def parent(a: SimpleNamespace, *, link: bool = True) -> SimpleNamespace:
         assert linked["ok"], linked
         tokens["access_token"] = linked["access_token"]
     return SimpleNamespace(contract=number, phone=tel, password=pw, **tokens)
+
+
+async def staff(a: SimpleNamespace, role: cmd.Role = cmd.Role.SUPPORT,
+                school_id: str | None = None) -> SimpleNamespace:
+    """A staff member as auth knows them: the account stored the way an operator seeds the
+    first one, logged in, the initial password changed; the access token is of a live
+    session."""
+    name, initial, pw = uid("staff"), password(), password()
+    account = Account.create_staff(account_id=new_account_id(), role=role, school_id=school_id,
+                                   initial_password_hash=hash_password(initial),
+                                   now=a.clock.now, username=name)
+    await Store(a.db).save_account(account, None)
+    first = await send(a, cmd.Login(request_id=uid("l"), login=name, password=initial), name)
+    assert first["ok"] and first["must_change_password"], first
+    changed = await send(a, cmd.ChangePassword(request_id=uid("p"), current_password=initial,
+                                               new_password=pw), name, first["access_token"])
+    assert changed["ok"], changed
+    return SimpleNamespace(account_id=account.account_id, login=name, password=pw,
+                           access_token=changed["access_token"],
+                           refresh_token=first["refresh_token"])
 
 
 def account_of(a: SimpleNamespace, p: SimpleNamespace) -> str:
@@ -521,7 +544,8 @@ async def enrol(a: SimpleNamespace, p: SimpleNamespace) -> str:
 
 
 def staff_token(a: SimpleNamespace, private_key: str, role: cmd.Role) -> tuple[str, str]:
-    """An access token of a staff member (as auth issues them) and its account id."""
+    """An access token signed with auth's key for a staff member auth has no session of,
+    and its account id: authorization refuses it or, past that, the live-session check."""
     account_id = f"acc_{uid('s')[2:]}"
     return issue_access_token(private_key, account_id=account_id, session_id=uid("ses"),
                               role=role, school_id="izh-school-42",
@@ -583,10 +607,12 @@ async def test_support_resets_a_lost_authenticator_ends_the_sessions_and_tells_t
     def reset(login_: str, why: str = reason) -> cmd.ResetSecondFactor:
         return cmd.ResetSecondFactor(request_id=uid("x"), login=login_, reason=why)
 
-    support, support_id = staff_token(a, infra["AUTH_PRIVATE_KEY"], cmd.Role.SUPPORT)
+    agent = await staff(a)
+    support, support_id = agent.access_token, agent.account_id
     admin, _ = staff_token(a, infra["AUTH_PRIVATE_KEY"], cmd.Role.SCHOOL_ADMIN)
+    forged, _ = staff_token(a, infra["AUTH_PRIVATE_KEY"], cmd.Role.SUPPORT)
     for token, code in ((p.access_token, "forbidden"), (admin, "forbidden"),
-                        (None, "unauthenticated")):
+                        (None, "unauthenticated"), (forged, "session_not_found")):
         assert error(await send(a, reset(p.phone), p.phone, token)) == code
     assert error(await send(a, reset(p.phone, "  lost  "), p.phone, support)) == (
         "reset_reason_required")

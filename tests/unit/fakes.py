@@ -9,7 +9,8 @@ database server).
   back; a committed block's outbox lands in ``sent`` and its replies also in ``replies``.
 - ``FakeRuntime``: the real ``Runtime`` (its ``transaction``, ``claims`` and ``authorize``, so
   tokens are verified for real) over the fake unit of work, with a key pair of its own to sign
-  tokens (``token``), a settable clock (``now``) and consumer lag (``behind``).
+  tokens (``token``; or the one given, ``keypair=``, when the service under test signs tokens
+  too), a settable clock (``now``) and consumer lag (``behind``).
 
 The runtime's ``Transaction`` is used as is (its ``emit``/``reply``/``fail``), so envelopes,
 message ids and reply rules are the production ones. The stores see the plain ``mongodb``
@@ -255,11 +256,32 @@ class FakeCursor:
 
 
 class FakeCollection:
-    """One collection: documents by ``_id`` in insertion order; ``_id`` is unique."""
+    """One collection: documents by ``_id`` in insertion order; ``_id`` is unique. Indexes a
+    store declares are listed back (``indexes``) but not enforced: only ``_id`` is unique."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.docs: dict[Any, Doc] = {}
+        self.indexes: dict[str, Doc] = {}
+
+    # --- indexes (recorded, so a service's start-up can run over the fakes) ------------------
+
+    async def create_index(self, keys: Any, *, session: Any = None, **options: Any) -> str:
+        key = dict(keys if isinstance(keys, list) else [(keys, 1)])
+        name = options.pop("name", None) or "_".join(f"{f}_{d}" for f, d in key.items())
+        self.indexes[name] = {"name": name, "key": key, **options}
+        return name
+
+    async def create_indexes(self, models: Iterable[Any], *, session: Any = None) -> list[str]:
+        names = []
+        for model in models:
+            options = dict(model.document)
+            names.append(await self.create_index(list(options.pop("key").items()), **options))
+        return names
+
+    async def list_indexes(self, *, session: Any = None) -> FakeCursor:
+        return FakeCursor([{"name": "_id_", "key": {"_id": 1}},
+                           *(copy.deepcopy(i) for i in self.indexes.values())], None)
 
     def _matching(self, query: Mapping[str, Any] | None) -> Iterator[Doc]:
         if query and set(query) == {"_id"} and not isinstance(query["_id"], Mapping):
@@ -339,6 +361,15 @@ class FakeCollection:
     async def update_many(self, query: Mapping[str, Any], update: Mapping[str, Any],
                           upsert: bool = False, *, session: Any = None) -> UpdateResult:
         return await self._update(query, update, upsert, many=True)
+
+    async def find_one_and_delete(self, query: Mapping[str, Any],
+                                  projection: Mapping[str, Any] | None = None, *,
+                                  session: Any = None) -> Doc | None:
+        doc = next(self._matching(query), None)
+        if doc is None:
+            return None
+        del self.docs[doc["_id"]]
+        return _project(doc, projection)
 
     async def delete_one(self, query: Mapping[str, Any], *, session: Any = None) -> DeleteResult:
         doc = next(self._matching(query), None)
@@ -461,8 +492,8 @@ class FakeRuntime(Runtime):
 
     def __init__(self, service: str, settings_class: type[S], *,
                  now: datetime = datetime(2025, 9, 1, 9, 0, tzinfo=UTC),
-                 **settings: Any) -> None:
-        self.private_key, public_key = generate_keypair()
+                 keypair: tuple[str, str] | None = None, **settings: Any) -> None:
+        self.private_key, public_key = keypair or generate_keypair()
         infra = InfraSettings(**FAKE_INFRA, auth_public_key=public_key)
         db = FakeDatabase()
         super().__init__(service=service, settings=settings_class(infra=infra, **settings),
@@ -479,10 +510,11 @@ class FakeRuntime(Runtime):
     # --- building input ----------------------------------------------------------------------
 
     def token(self, role: Role = Role.PARENT, *, account_id: str = "acc_parent0001",
-              children: Iterable[ChildGrant] = (), school_id: str | None = None) -> str:
+              children: Iterable[ChildGrant] = (), school_id: str | None = None,
+              session_id: str = "sess_fake0001") -> str:
         """A valid access token signed with this runtime's key, issued ``now``."""
         return issue_access_token(self.private_key, account_id=account_id,
-                                  session_id="sess_fake0001", role=role, children=children,
+                                  session_id=session_id, role=role, children=children,
                                   school_id=school_id,
                                   now=self.now.timestamp())
 

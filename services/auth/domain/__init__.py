@@ -16,11 +16,14 @@ from .accounts import (
     LoginReply,
     Outcome,
     create_staff_account,
+    invitee,
+    require_live_session,
     tombstone,
 )
 from .codes import CODE_MAX_ATTEMPTS, CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose, OneTimeCode
 from .common import AuthRejected, DomainEvent, FailureWindow, Gate, IdempotencyLog, Reason
 from .flows import (
+    CardRegistration,
     CodeSentReply,
     FlowResult,
     RegistrationEffect,
@@ -30,6 +33,7 @@ from .flows import (
     login_gate_for_unknown,
     login_unknown,
     public_code_reply,
+    register_card,
     request_password_reset,
     resend_registration_code,
     reset_password,
@@ -43,6 +47,8 @@ from .guardians import (
     Invitation,
     LinkOutcome,
     activation_code_mac,
+    child_to_link,
+    guarded_child,
 )
 from .passwords import PasswordContext, check_password, require_acceptable_password
 from .sessions import (
@@ -59,15 +65,15 @@ __all__ = [
     "ABSOLUTE_LIFETIME", "CODE_MAX_ATTEMPTS", "CODE_RESEND_COOLDOWN", "CODE_TTL", "IDLE_TIMEOUT",
     "REFRESH_REUSE_GRACE",
     "Account", "AccountKind", "AccountStatus", "ActivationCodeProof", "AuthRejected",
-    "Child", "CodePurpose", "CodeSentReply", "ContractProof", "DomainEvent", "FactorReset",
-    "FailureWindow",
+    "CardRegistration", "Child", "CodePurpose", "CodeSentReply", "ContractProof", "DomainEvent",
+    "FactorReset", "FailureWindow",
     "FlowResult", "Gate", "GuardianRole", "IdempotencyLog", "Invitation", "LinkOutcome",
     "LoginOutcome", "LoginRecord", "LoginReply", "OneTimeCode", "Outcome", "PasswordContext",
     "Reason", "RefreshResult", "RegistrationEffect", "Session", "SessionView",
-    "activation_code_mac", "active_sessions", "check_password", "confirm_registration",
-    "create_staff_account",
+    "activation_code_mac", "active_sessions", "check_password", "child_to_link",
+    "confirm_registration", "create_staff_account", "guarded_child", "invitee",
     "log_in", "login_gate_for_identifier", "login_gate_for_unknown", "login_unknown",
-    "public_code_reply", "request_password_reset",
-    "require_acceptable_password", "resend_registration_code", "reset_password",
-    "start_registration", "tombstone",
+    "public_code_reply", "register_card", "request_password_reset",
+    "require_acceptable_password", "require_live_session", "resend_registration_code",
+    "reset_password", "start_registration", "tombstone",
 ]

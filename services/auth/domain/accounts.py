@@ -121,6 +121,11 @@ class Outcome:
     def ok(self) -> bool:
         return self.rejection is None
 
+    def require_ok(self) -> None:
+        """Raise the rejection (after the caller persisted what the attempt changed)."""
+        if self.rejection is not None:
+            raise AuthRejected(self.rejection, retry_after=self.retry_after)
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "rejection": self.rejection.value if self.rejection else None,
@@ -190,6 +195,15 @@ class LoginReply:
 class LoginOutcome:
     reply: LoginReply
     session: Session | None = None
+    account: Account | None = None
+
+    def require_session(self) -> tuple[Account, Session]:
+        """The account and its new session; a refused login raises its reply's reason (after
+        the caller persisted the failure it counted)."""
+        if self.session is None or self.account is None:
+            raise AuthRejected(self.reply.reason or Reason.INVALID_CREDENTIALS,
+                               retry_after=self.reply.retry_after)
+        return self.account, self.session
 
 
 @dataclass
@@ -433,7 +447,7 @@ class Account:
         return LoginOutcome(
             LoginReply(ok=True, session_id=session_id,
                        password_change_required=self.must_change_password),
-            session,
+            session, self,
         )
 
     def _login_failed(self, reason: Reason, now: datetime, device: str,
@@ -754,6 +768,15 @@ class Account:
         self._require_not_closed()
         self._invalidate_sessions(require_aware(now), "logout_everywhere", None)
 
+    def log_out(self, session: Session, *, everywhere: bool, now: datetime) -> None:
+        """End the caller's ``session``, or with ``everywhere`` every session of the account."""
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        if everywhere:
+            self.log_out_everywhere(now)
+        else:
+            session.revoke(now, "logout")
+
     def disable(self, now: datetime) -> None:
         now = require_aware(now)
         self._require_not_closed()
@@ -915,6 +938,27 @@ class Account:
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )
+
+
+def require_live_session(account: Account | None, session: Session | None,
+                         now: datetime) -> tuple[Account, Session]:
+    """The account and session an access token names, while the session is alive. Every
+    command that carries a token passes here: the token lives 5 minutes, and a session ended
+    meanwhile (logout, password change, closing, a support reset) must stop auth's own
+    commands at once. A session that is missing or belongs to another account is
+    ``SESSION_NOT_FOUND``; an ended one says why (revoked, idle, past its lifetime)."""
+    if account is None or session is None or session.account_id != account.account_id:
+        raise AuthRejected(Reason.SESSION_NOT_FOUND)
+    session.require_active(now, account.session_epoch)
+    return account, session
+
+
+def invitee(account: Account | None) -> Account:
+    """The account a guardian invitation names by phone: an active one, else
+    ``INVITATION_INVALID``."""
+    if account is None or account.status is not AccountStatus.ACTIVE:
+        raise AuthRejected(Reason.INVITATION_INVALID, "no active account for this phone")
+    return account
 
 
 def create_staff_account(

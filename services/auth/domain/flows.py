@@ -1,4 +1,5 @@
-"""Unauthenticated flows where the caller may name an account that does not exist.
+"""Unauthenticated flows where the caller may name an account that does not exist, and the
+card issuer's registration of a child.
 
 Each function takes the account found for the identifier, or None, and returns a public
 *reply* (what goes back to the caller) apart from the *internal effects* (the account to save,
@@ -31,6 +32,7 @@ from .accounts import (
 from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
 from .common import AuthRejected, DomainEvent, FailureWindow, Reason, require_aware
 from .events import RegistrationAttemptedForExistingAccount
+from .guardians import Child, ContractProof
 from .passwords import PasswordContext, check_password
 
 
@@ -62,6 +64,32 @@ class FlowResult:
     effect: RegistrationEffect
     account: Account | None = None
     events: list[DomainEvent] = field(default_factory=list)
+
+
+@dataclass
+class CardRegistration:
+    child: Child
+    account: Account | None = None
+
+
+def register_card(
+    *, child_id: str, contract_number: str, school_id: str, birth_date: date,
+    initial_password_hash: str | None, account_id: str, pepper: bytes, now: datetime,
+) -> CardRegistration:
+    """A new child from the card issuer. A contract whose initial password is the child's
+    birth date (``initial_password_hash``, the hash of DDMMYYYY) also gets a parent login by
+    contract number, the child's primary guardian, that must change the password first."""
+    child = Child.register(child_id=child_id, contract_number=contract_number,
+                           school_id=school_id, birth_date=birth_date, now=now)
+    if initial_password_hash is None:
+        return CardRegistration(child)
+    account = Account.provision_for_contract(
+        account_id=account_id, contract_number=contract_number,
+        initial_password_hash=initial_password_hash, now=now)
+    child.link_with_proof(account_id=account.account_id,
+                          proof=ContractProof(contract_number, birth_date), pepper=pepper,
+                          now=now)
+    return CardRegistration(child, account)
 
 
 def start_registration(

@@ -99,6 +99,11 @@ class LinkOutcome:
     role: GuardianRole | None = None
     replayed: bool = False
 
+    def require_ok(self) -> None:
+        """Raise the rejection (after the caller persisted the failed proof it counted)."""
+        if self.rejection is not None:
+            raise AuthRejected(self.rejection)
+
     def to_doc(self) -> dict[str, Any]:
         return {"rejection": self.rejection.value if self.rejection else None,
                 "role": self.role.value if self.role else None}
@@ -274,6 +279,18 @@ class Child:
         self._add(account_id, invitation.role, ProofKind.INVITATION, now)
         return invitation.role
 
+    def add_guardian(
+        self, *, by_account_id: str, account_id: str, role: GuardianRole, invitation_id: str,
+        token_hash: str, now: datetime,
+    ) -> GuardianRole:
+        """The primary adds an existing account with a role: the invitation is created and
+        taken up in one step (the rules of :meth:`invite` and :meth:`accept_invitation`)."""
+        invitation = self.invite(by_account_id=by_account_id, role=role,
+                                 invitation_id=invitation_id, token_hash=token_hash, now=now)
+        return self.accept_invitation(invitation_id=invitation.invitation_id,
+                                      token_hash=invitation.token_hash, account_id=account_id,
+                                      now=now)
+
     def revoke_invitation(self, *, by_account_id: str, invitation_id: str, now: datetime) -> bool:
         now = require_aware(now)
         self._require_primary(by_account_id)
@@ -419,3 +436,18 @@ class Child:
             version=int(doc["version"]),
         )
 
+
+def child_to_link(child: Child | None) -> Child:
+    """A contract that names no child is refused like a wrong proof (``CHILD_PROOF_INVALID``):
+    a parent learns nothing about which contracts exist."""
+    if child is None:
+        raise AuthRejected(Reason.CHILD_PROOF_INVALID)
+    return child
+
+
+def guarded_child(child: Child | None) -> Child:
+    """The child whose guardians a command changes; a contract that names no child is refused
+    like one the caller is no guardian of (``NOT_A_GUARDIAN``)."""
+    if child is None:
+        raise AuthRejected(Reason.NOT_A_GUARDIAN)
+    return child

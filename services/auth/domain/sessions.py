@@ -49,6 +49,15 @@ class RefreshResult:
     replayed: bool = False
     retried: bool = False
 
+    @property
+    def ok(self) -> bool:
+        return self.rejection is None
+
+    def require_ok(self) -> None:
+        """Raise the reuse refusal (after the caller persisted the revoked family)."""
+        if self.rejection is not None:
+            raise AuthRejected(self.rejection)
+
     def to_doc(self) -> dict[str, Any]:
         return {
             "session_id": self.session_id,
