@@ -126,16 +126,17 @@ class ReplyTopics:
     could never be published (a name the broker refuses, a topic production does not
     auto-create), so the consumer refuses such a request before any handler runs.
 
-    The broker's topic list is read again, at most every ``refresh_s``, only when a request
-    names a per-client topic not seen before: a flood of made-up names costs one list per
-    ``refresh_s``.
+    The broker's topic list is read again when a request names a per-client topic not seen
+    before (a client creates its topic and names it at once); a name found missing is
+    refused without asking again for ``refresh_s``, so a flood of one made-up name costs one
+    list per ``refresh_s`` (each made-up name also costs a dead letter, which is dearer).
     """
 
     def __init__(self, kafka: KafkaConnection, *, refresh_s: float = 5.0) -> None:
         self.kafka = kafka
         self.refresh_s = refresh_s
         self._known: set[str] = set()
-        self._read_at = float("-inf")
+        self._missing: dict[str, float] = {}
 
     async def _list_topics(self) -> set[str]:
         admin = AIOKafkaAdminClient(**self.kafka.options(), client_id="schoolcard-reply-topics")
@@ -151,9 +152,14 @@ class ReplyTopics:
         problem = reply_topic_problem(name)
         if problem is not None or name == APP_REPLIES or name in self._known:
             return problem
-        if time.monotonic() - self._read_at >= self.refresh_s:
+        now = time.monotonic()
+        if now - self._missing.get(name, float("-inf")) >= self.refresh_s:
             self._known = await self._list_topics()
-            self._read_at = time.monotonic()
-        if name in self._known:
-            return None
+            if name in self._known:
+                self._missing.pop(name, None)
+                return None
+            if len(self._missing) >= 10_000:
+                self._missing = {n: t for n, t in self._missing.items()
+                                 if now - t < self.refresh_s}
+            self._missing[name] = now
         return f"reply topic {name} does not exist: create it before naming it in ce_replyto"

@@ -268,6 +268,27 @@ async def test_a_client_reply_topic_is_allowed_only_once_it_exists():
     assert "does not exist" in consumer.dead[0][1]
 
 
+async def test_a_reply_topic_created_after_the_last_listing_is_found_at_once_and_a_missing_one_is_not_asked_for_again():  # noqa: E501
+    topics = ReplyTopics(KafkaConnection("unused:9092"), refresh_s=3600)
+    on_broker = {"apps.replies.first.v1"}
+    listings = 0
+
+    async def listed() -> set[str]:
+        nonlocal listings
+        listings += 1
+        return set(on_broker)
+
+    topics._list_topics = listed  # type: ignore[method-assign]
+    assert await topics.problem("apps.replies.first.v1") is None
+    on_broker.add("apps.replies.second.v1")  # a client created its topic just now
+    assert await topics.problem("apps.replies.second.v1") is None
+    assert listings == 2
+    for _ in range(50):  # a flood of one made-up name: one listing
+        assert "does not exist" in (await topics.problem("apps.replies.made-up.v1") or "")
+    assert listings == 3
+    assert await topics.problem("apps.replies.first.v1") is None and listings == 3
+
+
 async def test_a_reply_larger_than_the_limit_becomes_the_error_reply_too_large():
     from contracts.envelope import ErrorReply
     from contracts.wallet import StatementLine, StatementReply
