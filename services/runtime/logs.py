@@ -1,4 +1,6 @@
-"""Structured logs (structlog): JSON lines carrying service, event id and correlation id.
+"""Structured logs (structlog): JSON lines carrying service, event id and correlation id, and
+``trace_id`` / ``span_id`` (hex, as tracing back ends show them) for a line written inside a
+span — a handler's, a publish's — so a log line leads to its trace.
 
 Secrets never reach a log line: values under secret-like keys are replaced, pydantic
 ``SecretStr`` renders masked, and anything that looks like a one-time code or a bearer token
@@ -14,6 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 SECRET_KEYS = re.compile(
     r"^(code|otp|otp_code|one_time_code|totp)$|pass(word)?|secret|token|authorization|pepper"
@@ -45,6 +48,17 @@ def _redact_processor(
     return event_dict
 
 
+def add_trace_ids(
+    _: Any, __: str, event_dict: MutableMapping[str, Any],
+) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids, when a span is current."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event_dict.setdefault("trace_id", format(span.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span.span_id, "016x"))
+    return event_dict
+
+
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     """Route structlog and the standard library (FastStream, aiokafka, pymongo) through one
     redacting JSON renderer on stderr."""
@@ -55,6 +69,7 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info,
