@@ -4,7 +4,9 @@ A message on any SchoolCard topic is a JSON payload (one of the models below) pl
 carried in Kafka headers, following CloudEvents 1.0 *binary mode* for Kafka: every attribute is a
 ``ce_``-prefixed header, the payload is the record value. Extension attributes carry what
 CloudEvents lacks: schema version, correlation and causation ids, the reply topic for requests.
-The W3C ``traceparent`` header is written by the OpenTelemetry middleware.
+The W3C ``traceparent`` header carries the trace: the sending service stores the context a
+message was emitted in with its outbox record, and its publish span, a child of that context,
+is what the header names.
 """
 
 from __future__ import annotations
@@ -190,9 +192,11 @@ class Envelope(BaseModel):
         reply_to: str | None = None,
         time: datetime | None = None,
         message_id: str | None = None,
+        traceparent: str | None = None,
     ) -> Envelope:
         """A fresh envelope; with ``cause`` the correlation id is inherited and the causation id
-        points at the cause, so one flow can be followed across services."""
+        points at the cause, so one flow can be followed across services (``traceparent``:
+        the trace context it is emitted in)."""
         new_id = message_id or str(uuid.uuid4())
         return cls(
             id=new_id,
@@ -204,6 +208,7 @@ class Envelope(BaseModel):
             correlation_id=cause.correlation_id if cause else new_id,
             causation_id=cause.id if cause else None,
             reply_to=reply_to,
+            traceparent=traceparent,
         )
 
     def to_headers(self) -> dict[str, str]:

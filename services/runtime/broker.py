@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -13,31 +14,16 @@ from aiokafka.errors import TopicAlreadyExistsError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
 from contracts.catalog import APP_REPLIES, TOPICS, Topic, reply_topic_problem
 from services.runtime import metrics
 from services.runtime.kafka_security import KafkaConnection, kafka_connection
 from services.runtime.logs import get_logger
 from services.runtime.settings import InfraSettings
+from services.runtime.tracing import tracer_provider
 
 log = get_logger("schoolcard.broker")
-
-
-def tracer_provider(service: str, exporter: str) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": f"schoolcard-{service}"}))
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter == "otlp":  # pragma: no cover - needs the optional OTLP exporter package
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found]
-            OTLPSpanExporter,
-        )
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return provider
 
 
 def connection(infra: InfraSettings) -> KafkaConnection:
@@ -45,11 +31,14 @@ def connection(infra: InfraSettings) -> KafkaConnection:
     return kafka_connection(infra.kafka_bootstrap, infra)
 
 
-def make_broker(service: str, infra: InfraSettings, *,
-                graceful_timeout: float = 15.0) -> KafkaBroker:
+def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float = 15.0,
+                tracing: TracerProvider | None = None) -> KafkaBroker:
     """Producer settings: acks=all; idempotence stays off because the development broker
-    cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway)."""
+    cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway).
+    Spans go to ``tracing`` (default: the exporter ``SCHOOLCARD_OTEL_EXPORTER`` names)."""
     kafka = connection(infra)
+    if tracing is None:
+        tracing = tracer_provider(service, infra.otel_exporter, infra.otel_endpoint)
     return KafkaBroker(
         kafka.bootstrap,
         security=kafka.security,
@@ -62,7 +51,7 @@ def make_broker(service: str, infra: InfraSettings, *,
         middlewares=[
             KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service,
                                       metrics_prefix="schoolcard_kafka"),
-            KafkaTelemetryMiddleware(tracer_provider=tracer_provider(service, infra.otel_exporter)),
+            KafkaTelemetryMiddleware(tracer_provider=tracing),
         ],
         logger=logging.getLogger("faststream"),
         log_level=logging.DEBUG,  # one line per message is noise; failures are logged by us
@@ -118,6 +107,42 @@ async def group_lag(kafka: KafkaConnection, group: str, *topics: str) -> int:
     finally:
         await consumer.stop()
         await admin.close()
+
+
+class ConsumerLag:
+    """``schoolcard_consumer_lag{service,topic,partition}``: the records of each partition this
+    instance consumes that its group has not committed yet (end offset minus committed offset;
+    a partition never committed counts from its first record). Asked of the consumer the
+    subscriber holds (its assignment, one end-offsets request, its group's commits), so the
+    sum over a service's instances is its group's lag; a partition handed to another instance
+    stops being reported here."""
+
+    def __init__(self, service: str,
+                 consumer: Callable[[], AIOKafkaConsumer | None]) -> None:
+        self.service = service
+        self.consumer = consumer
+        self._reported: set[TopicPartition] = set()
+
+    async def update(self) -> dict[TopicPartition, int]:
+        """Measure and export the lag of every assigned partition; returns it."""
+        consumer = self.consumer()
+        tps = sorted(consumer.assignment()) if consumer is not None else []
+        lag: dict[TopicPartition, int] = {}
+        if consumer is not None and tps:
+            ends = await consumer.end_offsets(tps)
+            committed = {tp: await consumer.committed(tp) for tp in tps}
+            never = [tp for tp, offset in committed.items() if offset is None]
+            starts = await consumer.beginning_offsets(never) if never else {}
+            for tp in tps:
+                done = committed[tp]
+                lag[tp] = max(0, ends[tp] - (starts[tp] if done is None else done))
+        for tp in self._reported - lag.keys():
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.service, tp.topic, str(tp.partition))
+        for tp, behind in lag.items():
+            metrics.CONSUMER_LAG.labels(self.service, tp.topic, str(tp.partition)).set(behind)
+        self._reported = set(lag)
+        return lag
 
 
 class ReplyTopics:

@@ -1,4 +1,5 @@
-"""A small HTTP endpoint per service: /metrics (Prometheus), /healthz (process alive) and
+"""A small HTTP endpoint per service: /metrics (Prometheus), /healthz (alive: the event loop
+answers — this handler runs on it — and the service's background work is still running) and
 /readyz (broker connected and MongoDB answering)."""
 
 from __future__ import annotations
@@ -14,13 +15,28 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.runtime import metrics
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+LivenessCheck = Callable[[], dict[str, bool]]
+"""What must still be running (the consumer, the outbox relay...): name -> running. Cheap and
+synchronous: a blocked event loop already leaves /healthz unanswered."""
+
+
+def _always_alive() -> dict[str, bool]:
+    return {}
+
+
+def _json(flag: str, checks: dict[str, bool]) -> tuple[int, bytes]:
+    ok = all(checks.values())
+    parts = "".join(f',"{k}":{str(v).lower()}' for k, v in checks.items())
+    return (200 if ok else 503), f'{{"{flag}":{str(ok).lower()}{parts}}}'.encode()
 
 
 class HealthApp:
     """A bare ASGI app: three routes do not justify a web framework."""
 
-    def __init__(self, readiness: ReadinessCheck) -> None:
+    def __init__(self, readiness: ReadinessCheck,
+                 liveness: LivenessCheck = _always_alive) -> None:
         self.readiness = readiness
+        self.liveness = liveness
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -29,13 +45,11 @@ class HealthApp:
         if path == "/metrics":
             status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(metrics.registry)
         elif path == "/healthz":
-            status, ctype, body = 200, "application/json", b'{"status":"alive"}'
+            ctype = "application/json"
+            status, body = _json("alive", self.liveness())
         elif path == "/readyz":
-            checks = await self.readiness()
-            ok = all(checks.values())
-            parts = ",".join(f'"{k}":{str(v).lower()}' for k, v in checks.items())
-            status, ctype = (200 if ok else 503), "application/json"
-            body = f'{{"ready":{str(ok).lower()},{parts}}}'.encode()
+            ctype = "application/json"
+            status, body = _json("ready", await self.readiness())
         else:
             status, ctype, body = 404, "text/plain", b"not found"
         await send({"type": "http.response.start", "status": status,
@@ -44,9 +58,10 @@ class HealthApp:
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, readiness: ReadinessCheck) -> None:
-        config = uvicorn.Config(HealthApp(readiness), host=host, port=port, log_config=None,
-                                access_log=False, lifespan="off")
+    def __init__(self, host: str, port: int, readiness: ReadinessCheck,
+                 liveness: LivenessCheck = _always_alive) -> None:
+        config = uvicorn.Config(HealthApp(readiness, liveness), host=host, port=port,
+                                log_config=None, access_log=False, lifespan="off")
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 

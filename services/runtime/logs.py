@@ -1,4 +1,6 @@
-"""Structured logs (structlog): JSON lines carrying service, event id and correlation id.
+"""Structured logs (structlog): JSON lines carrying service, event id and correlation id, and
+``trace_id`` / ``span_id`` (hex, as tracing back ends show them) for a line written inside a
+span — a handler's, a publish's — so a log line leads to its trace.
 
 Secrets never reach a log line: values under the name of a secret contract field
 (contracts.redaction: password, code, totp, refresh_token, activation_code, ...) or another
@@ -15,6 +17,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 from contracts.redaction import MASK, secret_field_names
 
@@ -53,6 +56,17 @@ def _redact_processor(
     return event_dict
 
 
+def add_trace_ids(
+    _: Any, __: str, event_dict: MutableMapping[str, Any],
+) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids, when a span is current."""
+    span = trace.get_current_span().get_span_context()
+    if span.is_valid:
+        event_dict.setdefault("trace_id", format(span.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span.span_id, "016x"))
+    return event_dict
+
+
 def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -> None:
     """Route structlog and the standard library (FastStream, aiokafka, pymongo) through one
     redacting JSON renderer on stderr."""
@@ -63,6 +77,7 @@ def configure_logging(service: str, *, level: str = "INFO", json: bool = True) -
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_trace_ids,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info,

@@ -26,8 +26,20 @@ BATCH_SIZE = Histogram("schoolcard_batch_messages", "Messages applied in one bat
                        ["service"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500))
 OUTBOX_PUBLISHED = Counter("schoolcard_outbox_published_total", "Outbox records published",
                            ["service", "topic"])
-OUTBOX_LAG = Gauge("schoolcard_outbox_lag_seconds", "Age of the oldest unpublished outbox "
-                   "record seen by the relay", ["service"])
+OUTBOX_LAG = Gauge("schoolcard_outbox_lag_seconds", "Age of the oldest outbox record the "
+                   "relay has still to publish, after each pass (whether it published, failed "
+                   "or found nothing)", ["service"])
+OUTBOX_BACKLOG = Gauge("schoolcard_outbox_backlog", "Outbox records the relay has still to "
+                       "publish, after each pass", ["service"])
+OUTBOX_FAILURES = Counter("schoolcard_outbox_failures_total", "Outbox publishing failures "
+                          "(reason: refused - a record the broker refused while it answered, "
+                          "retried later; too_large, invalid_topic, not_authorized, "
+                          "policy_violation - a record parked at once; broker_unavailable - a "
+                          "pass stopped by an outage; error - a pass that failed otherwise, "
+                          "e.g. the database)", ["service", "reason"])
 OUTBOX_PARKED = Counter("schoolcard_outbox_parked_total", "Outbox records moved aside because "
                         "the broker would not take them (reason: too_large, invalid_topic, "
                         "not_authorized, policy_violation, unpublishable)", ["service", "reason"])
+CONSUMER_LAG = Gauge("schoolcard_consumer_lag", "Records of a partition this instance "
+                     "consumes that its consumer group has not committed yet",
+                     ["service", "topic", "partition"])

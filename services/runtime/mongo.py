@@ -57,6 +57,7 @@ from contracts.envelope import (
 )
 from services.runtime import dialect, metrics
 from services.runtime.logs import get_logger
+from services.runtime.tracing import current_traceparent, under
 
 log = get_logger("schoolcard.outbox")
 
@@ -208,6 +209,11 @@ class Transaction:
     staged: dict[tuple[str, Any], Staged] = field(default_factory=dict)
     """Documents written at the commit (``stage``), shared by the units of work of a batch."""
 
+    def _traceparent(self) -> str | None:
+        """The trace what is emitted now belongs to: the current span (the handler's, a child
+        of the message's), else the cause's trace."""
+        return current_traceparent() or (self.cause.traceparent if self.cause else None)
+
     def on_commit(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once this unit of work is committed (with its batch, if any)."""
         self.after_commit.append(callback)
@@ -272,9 +278,11 @@ class Transaction:
     def emit(self, topic: str, key: str, message: ContractModel, *,
              reply_to: str | None = None, message_id: str | None = None) -> Envelope:
         """Queue a message for publication after commit; ``message_id`` makes the id
-        deterministic (re-emitting a recorded result keeps its id)."""
+        deterministic (re-emitting a recorded result keeps its id). The record keeps the
+        current trace context: the relay publishes it in the same trace."""
         envelope = Envelope.new(message, source=self.source, subject=key, cause=self.cause,
-                                reply_to=reply_to, time=self.now, message_id=message_id)
+                                reply_to=reply_to, time=self.now, message_id=message_id,
+                                traceparent=self._traceparent())
         self.outbox.append(PendingMessage(topic, key, message, envelope))
         return envelope
 
@@ -308,7 +316,8 @@ class Transaction:
                 message=f"the answer is {size} bytes, more than {self.reply_max_bytes}: "
                         "ask for a smaller page or period"))
         envelope = Envelope.new(message, source=self.source, subject=self.cause.correlation_id,
-                                cause=self.cause, time=self.now)
+                                cause=self.cause, time=self.now,
+                                traceparent=self._traceparent())
         self.outbox.append(PendingMessage(self.cause.reply_to, self.cause.correlation_id,
                                           message, envelope))
 
@@ -550,6 +559,13 @@ class OutboxRelay:
     not outlive their delivery) deletes published records whatever ``delete_published`` says,
     and keeps no payload in a parked record; other services' parked records keep theirs, to
     be published again once their cause is fixed.
+
+    Each record is published in the trace it was emitted in (``tracing.under``). After every
+    pass — whether it published, failed or found nothing — ``schoolcard_outbox_lag_seconds``
+    is the age of the oldest record still to publish and ``schoolcard_outbox_backlog`` their
+    number (the pass's records; when a full batch was waiting, every pending record of the
+    service's outbox); a pass that fails outright leaves the backlog as it was and the lag
+    growing. ``schoolcard_outbox_failures_total{reason}`` counts what went wrong.
     """
 
     def __init__(self, uow: UnitOfWork, publish: Publish, *, batch: int = 200,
@@ -557,7 +573,8 @@ class OutboxRelay:
                  delete_published: bool = False, carries_secrets: bool = False,
                  max_attempts: int = 5,
                  publish_timeout_s: float = 10.0, retry_base_s: float = 1.0,
-                 broker_up: Probe = _assume_up) -> None:
+                 broker_up: Probe = _assume_up,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.uow = uow
         self.publish = publish
         self.batch = batch
@@ -569,8 +586,10 @@ class OutboxRelay:
         self.publish_timeout_s = publish_timeout_s
         self.retry_base_s = retry_base_s
         self.broker_up = broker_up
+        self.clock = clock
         self.wakeup = asyncio.Event()
         self._stopping = False
+        self._oldest: datetime | None = None  # of the records still to publish
 
     def notify(self) -> None:
         self.wakeup.set()
@@ -616,6 +635,9 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                reason = "broker_unavailable" if isinstance(exc, BrokerUnavailable) else "error"
+                metrics.OUTBOX_FAILURES.labels(self.uow.service, reason).inc()
+                self._report_lag()  # what waited still waits, and ages
                 log.warning("outbox publish failed; will retry", error=type(exc).__name__,
                             detail=str(exc)[:200], retry_in_s=backoff)
                 await asyncio.sleep(backoff)
@@ -638,7 +660,7 @@ class OutboxRelay:
     async def _pending(self) -> list[Doc]:
         """The oldest pending records this instance wrote or that are old enough to take
         over from an instance that died."""
-        takeover_before = datetime.now(UTC) - timedelta(seconds=self.takeover_s)
+        takeover_before = self.clock() - timedelta(seconds=self.takeover_s)
         return await dialect.current().any_of(
             self.uow.outbox, [{"owner": self.uow.instance_id},
                               {"created_at": {"$lt": takeover_before}}],
@@ -658,9 +680,10 @@ class OutboxRelay:
             return "invalid_topic", f"not a Kafka topic name ({len(doc['topic'])} characters)"
         try:
             # A producer whose buffer never drains (a hung broker) must become an error.
-            return await asyncio.wait_for(
-                self.publish(doc["topic"], doc["key"], doc["payload"].encode(),
-                             dict(doc["headers"])), timeout=self.publish_timeout_s)
+            with under(doc["headers"]):  # the trace the record was emitted in
+                return await asyncio.wait_for(
+                    self.publish(doc["topic"], doc["key"], doc["payload"].encode(),
+                                 dict(doc["headers"])), timeout=self.publish_timeout_s)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -729,17 +752,41 @@ class OutboxRelay:
                 failed = [f for f in failed if f[1]]  # an outage blames no record
                 raise BrokerUnavailable(retryable[0])
         finally:
+            gone = set(published)
             if published:
                 await self._record_published(published)
             for doc, reason, detail in failed:
-                await self._record_failure(doc, reason, detail)
-        if docs:
-            oldest = docs[0]["created_at"]
-            metrics.OUTBOX_LAG.labels(self.uow.service).set(
-                max(0.0, (datetime.now(UTC) - oldest).total_seconds()))
-        else:
-            metrics.OUTBOX_LAG.labels(self.uow.service).set(0)
+                metrics.OUTBOX_FAILURES.labels(self.uow.service, reason or "refused").inc()
+                if await self._record_failure(doc, reason, detail):
+                    gone.add(doc["_id"])
+            await self._observe(docs, gone)
         return len(docs)
+
+    async def _observe(self, docs: list[Doc], gone: set[str]) -> None:
+        """Export what is left to publish after a pass over ``docs`` (``gone``: published or
+        parked). A full batch may hide more behind it: then the outbox is asked."""
+        remaining = [doc for doc in docs if doc["_id"] not in gone]
+        try:
+            if len(docs) < self.batch:
+                backlog = len(remaining)
+                oldest = remaining[0]["created_at"] if remaining else None
+            else:
+                backlog = await self.uow.outbox.count_documents({"status": "pending"})
+                first = await self.uow.outbox.find({"status": "pending"}).sort(
+                    "seq", ASCENDING).to_list(1)
+                oldest = first[0]["created_at"] if first else None
+        except Exception as exc:  # a metric never fails the pass; the lag keeps its last oldest
+            log.warning("outbox backlog not measured", error=type(exc).__name__)
+            self._report_lag()
+            return
+        self._oldest = oldest
+        metrics.OUTBOX_BACKLOG.labels(self.uow.service).set(backlog)
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        """The age of the oldest record known to wait, now."""
+        age = 0.0 if self._oldest is None else (self.clock() - self._oldest).total_seconds()
+        metrics.OUTBOX_LAG.labels(self.uow.service).set(max(0.0, age))
 
     async def _broker_answers(self) -> bool:
         try:
@@ -747,9 +794,10 @@ class OutboxRelay:
         except Exception:
             return False
 
-    async def _record_failure(self, doc: Doc, reason: str, detail: str) -> None:
+    async def _record_failure(self, doc: Doc, reason: str, detail: str) -> bool:
         """Count a failed attempt of a record the broker refused while it answered; park the
-        record when no retry can help (``reason``) or after ``max_attempts``."""
+        record when no retry can help (``reason``) or after ``max_attempts``. True when it
+        was parked."""
         attempts = int(doc.get("attempts", 0)) + 1
         if not reason and attempts < self.max_attempts:
             pause = self.retry_base_s * 2 ** (attempts - 1)
@@ -758,7 +806,7 @@ class OutboxRelay:
                         retry_in_s=pause)
             await self.uow.outbox.update_one({"_id": doc["_id"]}, {"$set": {
                 "attempts": attempts, "last_error": detail, "retry_at_s": time.time() + pause}})
-            return
+            return False
         reason = reason or "unpublishable"
         parked: Doc = {"status": "parked", "attempts": attempts, "park_reason": reason,
                        "last_error": detail, "parked_at": datetime.now(UTC)}
@@ -769,6 +817,7 @@ class OutboxRelay:
         log.error("outbox record parked; the records behind it flow", topic=doc["topic"][:60],
                   type=doc.get("type"), key=doc["key"][:60], reason=reason, error=detail,
                   attempts=attempts, message_id=doc.get("message_id"))
+        return True
 
 
 def payload_json(doc: Doc) -> Any:

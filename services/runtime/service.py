@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker
+from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 from pymongo import AsyncMongoClient
 
@@ -27,6 +29,7 @@ from contracts.auth import AccessTokenClaims
 from services.runtime import dialect
 from services.runtime.authorization import authorize
 from services.runtime.broker import (
+    ConsumerLag,
     ReplyTopics,
     connection,
     group_lag,
@@ -39,6 +42,7 @@ from services.runtime.logs import configure_logging, get_logger
 from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
 from services.runtime.settings import ServiceSettings, settings_problems
 from services.runtime.tokens import verify_access_token
+from services.runtime.tracing import service_tracer, traced, tracer_provider
 
 log = get_logger("schoolcard.service")
 
@@ -109,11 +113,14 @@ Wire = Callable[[Runtime], Awaitable[Routes]]
 
 class Service:
     def __init__(self, name: str, settings: ServiceSettings, wire: Wire, *,
-                 clock: Clock = system_clock) -> None:
+                 clock: Clock = system_clock, tracing: TracerProvider | None = None) -> None:
+        """``tracing``: where the service's spans go (default: ``SCHOOLCARD_OTEL_EXPORTER``)."""
         self.name = name
         self.settings = settings
         self.wire = wire
         self.clock = clock
+        self.tracing = tracing or tracer_provider(name, settings.infra.otel_exporter,
+                                                  settings.infra.otel_endpoint)
         self.instance_id = (settings.instance_id or
                             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.http_port: int | None = None
@@ -137,12 +144,30 @@ class Service:
         mongo, kafka = await asyncio.gather(mongo_ok(), kafka_ok())
         return {"mongo": mongo, "kafka": kafka}
 
+    def liveness(self) -> dict[str, bool]:
+        """What must keep running for the service to do its work: the consumer's task (a
+        consumer whose task ended never reads again; FastStream restarts a task that
+        raised), the outbox relay and the periodic jobs. That the event loop answers at all
+        is shown by /healthz answering."""
+        subscriber = self.consumer.subscriber
+        consuming = bool(subscriber.running and subscriber.consumer is not None
+                         and any(not task.done() for task in subscriber.tasks))
+        return {"consumer": consuming, **{task.get_name(): not task.done()
+                                          for task in self._tasks}}
+
+    async def _measure_lag(self) -> None:
+        try:
+            await self.consumer_lag.update()
+        except (KafkaError, OSError, TimeoutError) as exc:  # the next tick asks again
+            log.warning("consumer lag not measured", error=type(exc).__name__)
+
     async def start(self) -> None:
         s = self.settings
         infra = s.infra
         dialect.use(infra.mongo_dialect)
         client = connect(infra.mongo_uri)
-        broker = make_broker(self.name, infra, graceful_timeout=s.shutdown_grace_s)
+        broker = make_broker(self.name, infra, graceful_timeout=s.shutdown_grace_s,
+                             tracing=self.tracing)
         relay_holder: list[OutboxRelay] = []
         uow = UnitOfWork(client, s.mongo_db or f"schoolcard_{self.name}", self.name,
                          self.instance_id, on_commit=lambda: relay_holder[0].notify(),
@@ -153,7 +178,7 @@ class Service:
         await uow.ensure_indexes()
         if infra.provision_topics:
             await provision_topics(infra)
-        routes = await self.wire(self.runtime)
+        routes = traced(await self.wire(self.runtime), service_tracer(self.tracing))
         self.consumer = Consumer(broker, self.name, routes,
                                  group_id=self.runtime.group_id,
                                  max_attempts=s.max_attempts,
@@ -184,11 +209,17 @@ class Service:
                                  retry_base_s=s.outbox_retry_base_ms / 1000,
                                  broker_up=broker_up)
         relay_holder.append(self.relay)
+        subscriber = self.consumer.subscriber
+        self.consumer_lag = ConsumerLag(self.name, lambda: subscriber.consumer)
         await broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
-        for tick in self.runtime.ticks:
+        ticks = list(self.runtime.ticks)
+        if s.consumer_lag_interval_s > 0:
+            ticks.append(Tick(every_s=s.consumer_lag_interval_s, run=self._measure_lag,
+                              name="consumer-lag"))
+        for tick in ticks:
             self._tasks.append(asyncio.create_task(self._every(tick), name=tick.name))
-        self.health = HealthServer(s.http_host, s.http_port, self.readiness)
+        self.health = HealthServer(s.http_host, s.http_port, self.readiness, self.liveness)
         self.http_port = await self.health.start()
         log.info("service started", instance=self.instance_id, http_port=self.http_port,
                  topics=self.consumer.topics)

@@ -120,7 +120,14 @@ class InfraSettings(KafkaSecuritySettings):
         "a whole batch at once, which fills request batches without lingering.")
     log_json: bool = True
     log_level: str = "INFO"
-    otel_exporter: str = Field(default="none", description="none | console | otlp")
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="Where spans go: none (trace ids still reach the logs and "
+        "the next service), console (stdout) or otlp (OTLP over HTTP to otel_endpoint).")
+    otel_endpoint: str = Field(
+        default="", description="Full URL of the collector's OTLP/HTTP traces endpoint, e.g. "
+        "http://otel-collector:4318/v1/traces (empty: the exporter's default, "
+        "http://localhost:4318/v1/traces). Spans are exported in the background: an absent "
+        "collector never stops the service.")
     failpoint_crash_after_commit: int = Field(
         default=0, ge=0, description="Fault injection, for the fault suite only (0: off, in "
         "every deployment): end the process like kill -9 right after its N-th committed unit "
@@ -201,6 +208,9 @@ class ServiceSettings(BaseSettings):
                                  "payload; a larger answer becomes the error reply_too_large "
                                  "(keep under the broker's max.message.bytes).")
     shutdown_grace_s: float = Field(default=15.0, ge=0)
+    consumer_lag_interval_s: float = Field(default=15.0, ge=0, description="How often the "
+                                           "consumer's lag per partition is measured for "
+                                           "schoolcard_consumer_lag (0: never).")
 
 
 def settings_problems(exc: ValidationError, settings_class: type[BaseSettings]) -> str:

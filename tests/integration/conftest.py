@@ -32,15 +32,16 @@ def infra_settings(env: dict[str, str]) -> InfraSettings:
 
 @pytest.fixture(scope="session")
 def service_runner(infra: dict[str, str]) -> Callable[..., Any]:
-    """``async with service_runner("wallet", clock=clock, **settings) as svc: ...``"""
+    """``async with service_runner("wallet", clock=clock, **settings) as svc: ...``
+    (``tracing=``: a TracerProvider that receives the service's spans)."""
 
     @asynccontextmanager
-    async def run(name: str, *, clock: Clock = system_clock,
+    async def run(name: str, *, clock: Clock = system_clock, tracing: Any = None,
                   **overrides: Any) -> AsyncIterator[Service]:
         app = importlib.import_module(f"services.{name}.app")
         settings_cls = importlib.import_module(f"services.{name}.settings").Settings
         settings = settings_cls(infra=infra_settings(infra), retry_backoff_ms=20, **overrides)
-        service = Service(name, settings, app.wire, clock=clock)
+        service = Service(name, settings, app.wire, clock=clock, tracing=tracing)
         await service.start()
         try:
             yield service

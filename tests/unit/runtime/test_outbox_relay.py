@@ -1,7 +1,8 @@
 """The outbox relay without a database: what happens to a record once the broker took it
 (marked sent, or deleted with ``delete_published``), that an outage leaves the batch pending in
-order and blames no record, and that a record the broker refuses while it is up holds back only
-its own key until it is parked."""
+order and blames no record, that a record the broker refuses while it is up holds back only
+its own key until it is parked, what the relay reports of its backlog whatever the broker
+answers, and that each record is published in the trace it was emitted in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from services.runtime import metrics
 from services.runtime.mongo import BrokerUnavailable, OutboxRelay
@@ -68,6 +71,9 @@ class FakeOutbox:
                 d.update(update["$set"])
                 return
 
+    async def count_documents(self, query: dict[str, Any]) -> int:
+        return sum(1 for d in self.docs if _matches(d, query))
+
     async def delete_many(self, query: dict[str, Any]) -> Any:
         keep = [d for d in self.docs if not _matches(d, query)]
         deleted, self.docs[:] = len(self.docs) - len(keep), keep
@@ -89,6 +95,7 @@ class Broker:
                  refusal: Exception | None = None) -> None:
         self.sent: list[bytes] = []
         self.calls: list[str] = []
+        self.traces: list[int] = []  # the trace current at each publish (0: none)
         self.fail_at = fail_at
         self.refused = set(refused)
         self.refusal = refusal or UnknownTopicOrPartitionError()
@@ -99,6 +106,7 @@ class Broker:
         """The producer's part: takes the record at once; the delivery says what the broker
         answered (an outage and a refusal come back there, as from aiokafka)."""
         self.calls.append(topic)
+        self.traces.append(trace.get_current_span().get_span_context().trace_id)
         delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail_at is not None and len(self.sent) == self.fail_at:
             delivery.set_exception(ConnectionError("broker away"))
@@ -114,7 +122,8 @@ class Broker:
 
 
 def relay(docs: list[dict[str, Any]], broker: Broker, **kw: Any) -> OutboxRelay:
-    uow = SimpleNamespace(outbox=FakeOutbox(docs), instance_id="i1", service="test")
+    uow = SimpleNamespace(outbox=FakeOutbox(docs), instance_id="i1",
+                          service=kw.pop("service", "test"))
     kw.setdefault("broker_up", broker.ping)
     return OutboxRelay(uow, broker.publish, **kw)  # type: ignore[arg-type]
 
@@ -253,3 +262,91 @@ async def test_a_parked_record_of_an_ordinary_outbox_keeps_its_payload_to_send_a
     assert docs[0]["status"] == "parked"
     assert docs[0]["payload"] == '{"code": "000001"}'
     assert docs[0]["headers"] == {"ce_type": "OtpRequested"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def reported(service: str) -> tuple[float, float]:
+    """(schoolcard_outbox_lag_seconds, schoolcard_outbox_backlog) of ``service``."""
+    return (metrics.OUTBOX_LAG.labels(service)._value.get(),
+            metrics.OUTBOX_BACKLOG.labels(service)._value.get())
+
+
+def failures(service: str, reason: str) -> float:
+    return metrics.OUTBOX_FAILURES.labels(service, reason)._value.get()
+
+
+def aged(n: int, clock: Clock, seconds: float, **kw: Any) -> dict[str, Any]:
+    return {**record(n, **kw), "created_at": clock.now - timedelta(seconds=seconds)}
+
+
+async def test_a_relay_whose_broker_refuses_everything_reports_a_growing_lag_and_backlog(
+) -> None:
+    """The broker is away: every pass fails, and each one still reports the age of the oldest
+    record waiting (600 s, then older) and how many wait, counting the failures."""
+    clock = Clock()
+    docs = [aged(1, clock, 600), aged(2, clock, 300, key="other"), aged(3, clock, 10)]
+    broker = Broker(fail_at=0)
+    broker.up = False
+    r = relay(docs, broker, service="refused-all", clock=clock)
+    await run_until(r, lambda: failures("refused-all", "broker_unavailable") >= 2)
+    lag, backlog = reported("refused-all")
+    assert lag == pytest.approx(600, abs=1) and backlog == 3
+    docs.append(aged(4, clock, 0))
+    clock.now += timedelta(seconds=60)
+    await run_until(r, lambda: failures("refused-all", "broker_unavailable") >= 4)
+    lag, backlog = reported("refused-all")
+    assert lag == pytest.approx(660, abs=1) and backlog == 4
+    assert broker.sent == [] and {d["status"] for d in docs} == {"pending"}
+
+
+async def test_records_refused_while_the_broker_answers_count_as_failures_and_stay_in_the_backlog(
+) -> None:
+    clock = Clock()
+    docs = [aged(1, clock, 120, topic="apps.replies.gone.v1"), aged(2, clock, 5, key="b")]
+    broker = Broker(refused={"apps.replies.gone.v1"})
+    r = relay(docs, broker, service="refused-one", clock=clock, max_attempts=5,
+              retry_base_s=60.0)
+    await r.publish_pending()
+    assert reported("refused-one") == (pytest.approx(120, abs=1), 1)
+    assert failures("refused-one", "refused") == 1
+    clock.now += timedelta(seconds=30)
+    await r.publish_pending()  # its pause is not over: nothing is tried, the lag still grows
+    assert reported("refused-one") == (pytest.approx(150, abs=1), 1)
+
+
+async def test_a_relay_that_published_everything_reports_no_lag_and_no_backlog() -> None:
+    clock = Clock()
+    docs = [aged(1, clock, 600), aged(2, clock, 10)]
+    r = relay(docs, Broker(), service="drained", clock=clock, delete_published=True)
+    await r.publish_pending()
+    assert docs == [] and reported("drained") == (0, 0)
+    await r.publish_pending()  # nothing to do: still reported
+    assert reported("drained") == (0, 0)
+
+
+async def test_behind_a_full_batch_the_backlog_counts_every_pending_record() -> None:
+    clock = Clock()
+    docs = [aged(n, clock, 100 - n, key=f"k{n}") for n in range(1, 6)]
+    r = relay(docs, Broker(), service="full-batch", clock=clock, batch=2,
+              delete_published=True)
+    assert await r.publish_pending() == 2
+    assert reported("full-batch") == (pytest.approx(97, abs=1), 3)
+
+
+async def test_each_record_is_published_in_the_trace_it_was_emitted_in() -> None:
+    """A record that stored a trace context is published under it; one without is published
+    as a new root, not under whatever span the relay's task happens to run in."""
+    emitted = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    docs = [{**record(1), "headers": {"traceparent": emitted}}, record(2, key="other")]
+    broker = Broker()
+    tracer = trace.get_tracer("test", tracer_provider=TracerProvider())
+    with tracer.start_as_current_span("unrelated"):
+        await relay(docs, broker).publish_pending()
+    assert broker.traces == [0x0af7651916cd43dd8448eb211c80319c, 0]
