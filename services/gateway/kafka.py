@@ -105,6 +105,10 @@ class Requests:
     stopping: bool = False
 
     def __post_init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        # aiokafka clients belong to the running loop: made here, not in the constructor
         self.producer = AIOKafkaProducer(**self.kafka.options(), acks="all",
                                          enable_idempotence=False,
                                          client_id="schoolcard-gateway")
@@ -112,9 +116,6 @@ class Requests:
                                          auto_offset_reset="latest",
                                          fetch_max_wait_ms=self.fetch_max_wait_ms,
                                          client_id="schoolcard-gateway-replies")
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
         tps = await _partitions(self.consumer, self.reply_topic)
@@ -128,6 +129,8 @@ class Requests:
         return self.task is not None and not self.task.done() and not self.stopping
 
     async def broker_up(self) -> bool:
+        if self.task is None:
+            return False
         try:
             return bool(await asyncio.wait_for(self.producer.client.force_metadata_update(),
                                                2))
@@ -199,8 +202,8 @@ class Requests:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        await self.consumer.stop()
-        await self.producer.stop()
+            await self.consumer.stop()
+            await self.producer.stop()
 
 
 def _end(queue: asyncio.Queue[NotificationDelivered | str], reason: str) -> None:
@@ -222,13 +225,13 @@ class DeliveryFeed:
         default_factory=lambda: defaultdict(set))
 
     def __post_init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(**self.kafka.options(), enable_auto_commit=False,
                                          auto_offset_reset="latest",
                                          fetch_max_wait_ms=self.fetch_max_wait_ms,
                                          client_id="schoolcard-gateway-deliveries")
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
         await self.consumer.start()
         tps = await _partitions(self.consumer, DELIVERIES)
         self.consumer.assign(tps)
@@ -297,4 +300,4 @@ class DeliveryFeed:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
-        await self.consumer.stop()
+            await self.consumer.stop()
