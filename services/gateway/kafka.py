@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -162,18 +163,7 @@ class Requests:
             self.pending.pop(env.correlation_id, None)
 
     async def _read(self) -> None:
-        while True:
-            try:
-                batch = await self.consumer.getmany(timeout_ms=500)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading replies failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            for records in batch.values():
-                for record in records:
-                    self._resolve(record)
+        await _read_forever(self.consumer, self._resolve, "replies")
 
     def _resolve(self, record: ConsumerRecord[bytes, bytes]) -> None:
         headers = headers_to_dict(record.headers or [])
@@ -261,18 +251,7 @@ class DeliveryFeed:
         return sum(len(q) for q in self.streams.values())
 
     async def _read(self) -> None:
-        while True:
-            try:
-                batch = await self.consumer.getmany(timeout_ms=500)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reading deliveries failed; retrying")
-                await asyncio.sleep(1)
-                continue
-            for records in batch.values():
-                for record in records:
-                    self._fan_out(record)
+        await _read_forever(self.consumer, self._fan_out, "deliveries")
 
     def _fan_out(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if not self.streams:
@@ -301,3 +280,21 @@ class DeliveryFeed:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
             await self.consumer.stop()
+
+
+async def _read_forever(consumer: AIOKafkaConsumer,
+                        handle: Callable[[ConsumerRecord[bytes, bytes]], None], what: str) -> None:
+    """Hand every record ``consumer`` fetches to ``handle``; a failed fetch is logged and
+    retried a second later (the broker's outage must not end the gateway's reading)."""
+    while True:
+        try:
+            batch = await consumer.getmany(timeout_ms=500)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(f"reading {what} failed; retrying")
+            await asyncio.sleep(1)
+            continue
+        for records in batch.values():
+            for record in records:
+                handle(record)

@@ -84,7 +84,8 @@ def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials
                            "is required")
     gw = gateway(request)
     try:
-        claims = verify_access_token(credentials.credentials, gw.settings.infra.auth_public_key,
+        claims = verify_access_token(credentials.credentials,
+                                     gw.settings.infra.verification_keys(), audience="gateway",
                                      now=gw.clock())
     except TokenError as exc:
         raise ProblemError(exc.code, str(exc)) from None

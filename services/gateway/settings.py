@@ -13,23 +13,21 @@ import uuid
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.runtime.settings import KafkaSecuritySettings
+from services.runtime.settings import AuthKeysSettings, KafkaSecuritySettings
 
 INSTANCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,44}$")
 """Fits the reply topic ``apps.replies.gw-<instance id>.v1`` into the catalog's client-id
 pattern (2-48 lower-case letters, digits and hyphens)."""
 
 
-class GatewayInfra(KafkaSecuritySettings):
-    """The shared ``SCHOOLCARD_*`` values the gateway reads."""
+class GatewayInfra(KafkaSecuritySettings, AuthKeysSettings):
+    """The shared ``SCHOOLCARD_*`` values the gateway reads. The public keys
+    (``SCHOOLCARD_AUTH_PUBLIC_KEYS``): the gateway verifies access tokens before it asks a
+    service (401 without a round trip) and reads the token's account and children."""
 
     model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
 
     kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
-    auth_public_key: str = Field(min_length=1, description="PEM of auth's Ed25519 public key: "
-                                 "the gateway verifies access tokens before it asks a service "
-                                 "(401 without a round trip) and reads the token's account "
-                                 "and children.")
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, le=60_000, description="As for "
                                          "the services (10 on the development broker).")
     log_json: bool = True
@@ -56,9 +54,9 @@ class Settings(BaseSettings):
                                      "for a service's reply; then 504.")
     reply_topic_settle_s: float = Field(
         default=5.0, ge=0, le=60, description="After creating its reply topic the instance "
-        "reports not ready this long: the services re-read the broker's topic list at most "
-        "every 5 s (runtime.broker.ReplyTopics) and would refuse a reply topic they have not "
-        "seen yet.")
+        "reports not ready this long (the services look a reply topic they have not seen up "
+        "on the broker at once: runtime.broker.ReplyTopics; a broker slow to spread new "
+        "topics' metadata may need a second or two).")
     trusted_proxies: list[str] = Field(
         default_factory=list, description="Addresses or CIDR blocks of the reverse proxies "
         "whose X-Forwarded-For is believed (JSON list). Empty: the client's address is the "

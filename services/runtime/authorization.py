@@ -82,7 +82,7 @@ ACTION_SERVICES: dict[str, frozenset[str]] = {
     "manual_entry": frozenset({"access"}),
     "view_sales": frozenset({"wallet"}),
 }
-SERVICES = ("auth", "wallet", "access", "transit", "notify")
+SERVICES = ("auth", "wallet", "access", "transit", "notify", "gateway")
 # Staff who belong to one school and act only there.
 SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER})
 # How a refusal names an action whose key is not already the words clients see.
@@ -98,7 +98,7 @@ def _role_actions(role: Role) -> frozenset[str]:
 
 
 def _audience_of(role: Role) -> tuple[str, ...]:
-    named = {"auth"}.union(*(ACTION_SERVICES[action] for action in _role_actions(role)))
+    named = {"auth", "gateway"}.union(*(ACTION_SERVICES[action] for action in _role_actions(role)))
     return tuple(s for s in SERVICES if s in named)
 
 

@@ -84,11 +84,12 @@ class KafkaSecuritySettings(BaseSettings):
         return self
 
 
-class InfraSettings(KafkaSecuritySettings):
+class AuthKeysSettings(BaseSettings):
+    """The public keys that verify access tokens (``SCHOOLCARD_*``): every service and the
+    gateway read them."""
+
     model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
 
-    kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
-    mongo_uri: str = Field(description="MongoDB URI (a replica set in production).")
     auth_public_keys: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEYS: PEM "
                                   "bundle of auth's Ed25519 public keys (one or more PUBLIC "
                                   "KEY blocks); a token verifies when its kid is the thumbprint "
@@ -96,6 +97,23 @@ class InfraSettings(KafkaSecuritySettings):
                                   " Required by services that authorise app commands.")
     auth_public_key: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEY: one PEM "
                                  "public key, the earlier name; joins SCHOOLCARD_AUTH_PUBLIC_KEYS.")
+
+    @model_validator(mode="after")
+    def _keys_parse(self) -> Self:
+        for pems in (self.auth_public_keys, self.auth_public_key):
+            public_keys(pems)  # a malformed key stops the start, not a login
+        return self
+
+    def verification_keys(self) -> str:
+        """Every public key that verifies access tokens, as one PEM bundle."""
+        return "\n".join(k for k in (self.auth_public_keys, self.auth_public_key) if k)
+
+
+class InfraSettings(KafkaSecuritySettings, AuthKeysSettings):
+    model_config = SettingsConfigDict(env_prefix="SCHOOLCARD_", extra="ignore")
+
+    kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
+    mongo_uri: str = Field(description="MongoDB URI (a replica set in production).")
     provision_topics: bool = Field(default=True, description="Create missing catalog topics "
                                    "at start (off where SREs provision them).")
     topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
@@ -133,16 +151,6 @@ class InfraSettings(KafkaSecuritySettings):
         "every deployment): end the process like kill -9 right after its N-th committed unit "
         "of work that queued messages, before the relay publishes them.")
 
-
-    @model_validator(mode="after")
-    def _keys_parse(self) -> InfraSettings:
-        for pems in (self.auth_public_keys, self.auth_public_key):
-            public_keys(pems)  # a malformed key stops the start, not a login
-        return self
-
-    def verification_keys(self) -> str:
-        """Every public key that verifies access tokens, as one PEM bundle."""
-        return "\n".join(k for k in (self.auth_public_keys, self.auth_public_key) if k)
 
 
 class ServiceSettings(BaseSettings):

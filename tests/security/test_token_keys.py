@@ -94,18 +94,18 @@ def test_the_public_keys_setting_and_the_earlier_single_key_setting_verify_toget
 
 # --- aud ----------------------------------------------------------------------------------------
 
-def test_each_role_is_given_auth_and_the_services_whose_commands_it_may_send():
-    everything = ("auth", "wallet", "access", "transit", "notify")
+def test_each_role_is_given_auth_the_gateway_and_the_services_whose_commands_it_may_send():
+    everything = ("auth", "wallet", "access", "transit", "notify", "gateway")
     assert {role: audience(role) for role in Role} == {
         Role.PARENT: everything,
         Role.SUPPORT: everything,
         Role.SCHOOL_ADMIN: everything,
-        Role.CANTEEN_OPERATOR: ("auth", "wallet"),
-        Role.TEACHER: ("auth", "access"),
-        Role.INTEGRATOR: ("auth", "transit"),
+        Role.CANTEEN_OPERATOR: ("auth", "wallet", "gateway"),
+        Role.TEACHER: ("auth", "access", "gateway"),
+        Role.INTEGRATOR: ("auth", "transit", "gateway"),
     }
     assert jwt.decode(token(role=Role.TEACHER), options={"verify_signature": False})["aud"] == [
-        "auth", "access"]
+        "auth", "access", "gateway"]
 
 
 def test_a_token_is_refused_by_a_service_its_audience_does_not_name():

@@ -12,8 +12,11 @@ from services.gateway.limits import RateLimiter
 from services.gateway.problems import ProblemError, response, status_for
 from services.gateway.routes import client_address
 from services.gateway.settings import GatewayInfra, Settings
+from services.runtime.tokens import generate_keypair
 
 pytestmark = pytest.mark.unit
+
+_, PUBLIC_KEY = generate_keypair()
 
 
 @pytest.mark.parametrize(("code", "status"), [
@@ -73,7 +76,7 @@ def test_the_client_address_is_the_peer_unless_the_peer_is_a_trusted_proxy() -> 
 
 
 def test_settings_refuse_an_instance_id_that_cannot_name_a_reply_topic() -> None:
-    infra = GatewayInfra(kafka_bootstrap="127.0.0.1:9092", auth_public_key="pem")
+    infra = GatewayInfra(kafka_bootstrap="127.0.0.1:9092", auth_public_key=PUBLIC_KEY)
     assert Settings(infra=infra, instance_id="gw-1").reply_topic == "apps.replies.gw-gw-1.v1"
     with pytest.raises(ValidationError):
         Settings(infra=infra, instance_id="Gateway_1")
@@ -88,7 +91,7 @@ def test_the_apps_principal_the_gateway_runs_as_may_do_all_it_does_and_no_more()
 
     table = acl.table()
     apps = acl.principal(acl.APPS)
-    reply_topic = Settings(infra=GatewayInfra(kafka_bootstrap="k:9092", auth_public_key="pem"),
+    reply_topic = Settings(infra=GatewayInfra(kafka_bootstrap="k:9092", auth_public_key=PUBLIC_KEY),
                            instance_id="gw-1").reply_topic
     commands = [t.name for t in TOPICS if t.producer == "apps"]
     assert {"auth.commands.v1", "wallet.commands.v1", "access.commands.v1",
