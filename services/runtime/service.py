@@ -162,7 +162,8 @@ class Service:
                                  fetch_max_wait_ms=infra.kafka_fetch_max_wait_ms,
                                  batch_max=s.consumer_batch_max,
                                  batch_timeout_ms=s.consumer_batch_timeout_ms,
-                                 batch_scope=uow.batch)
+                                 batch_scope=uow.batch,
+                                 integrator_keys=infra.integrator_key_table)
 
         async def publish(topic: str, key: str, value: bytes,
                           headers: dict[str, str]) -> Awaitable[object]:

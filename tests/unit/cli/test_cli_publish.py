@@ -138,9 +138,9 @@ class FakePublish:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def __call__(self, bootstrap, topic, message, key, *, source):
+    async def __call__(self, bootstrap, topic, message, key, *, source, signers=None):
         self.calls.append({"bootstrap": bootstrap.bootstrap, "topic": topic, "message": message,
-                           "key": key, "source": source})
+                           "key": key, "source": source, "signers": signers})
         return kafka.Sent(topic, 1, 42, key, {"ce_id": "id-1", "ce_type": message.TYPE})
 
 
