@@ -4,7 +4,8 @@ catalog (offline, deterministic): ``python -m contracts.asyncapi > docs/asyncapi
 Every topic of the catalog becomes a channel with its key, partitions, retention or compaction;
 every message type a component with its JSON Schema (field descriptions and examples included)
 and the CloudEvents headers of the envelope; producers get ``send`` operations and consumers
-``receive`` operations.
+``receive`` operations. The message types an integrator must sign (``Topic.signed``) carry
+``SignedEnvelopeHeaders`` and ``x-signed-by``; how to sign is ``SIGNING`` below.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from contracts import signing
 from contracts.catalog import TOPICS, Topic
 from contracts.envelope import Envelope
 
@@ -46,7 +48,37 @@ ENVELOPE_HEADERS: dict[str, Any] = {
         "authorization": {"type": "string", "description": "Bearer access token (commands "
                           "and queries from apps only)."},
         "content-type": {"type": "string", "const": "application/json"},
+        signing.HEADER_SIGNER: {"type": "string", "description": "Key id of the integrator's "
+                                "signature: required on the messages marked x-signed-by, "
+                                "allowed (and ignored) on the others."},
+        signing.HEADER_SIGNATURE: {"type": "string", "contentEncoding": "base64",
+                                   "description": "The integrator's Ed25519 signature: see "
+                                   "SignedEnvelopeHeaders."},
     },
+}
+
+SIGNING = (
+    "Messages that create money or change which card a balance is on (TopUpReceived, "
+    "CardIssued, CardReissued: x-signed-by on the message) must be signed by the integrator "
+    f"that produces their topic. Header {signing.HEADER_SIGNER}: the key id, "
+    "'<integrator id>' or '<integrator id>#<key name>' (e.g. integrator:payments#2026-09; "
+    "several keys per integrator, so a key rotates by adding the new one, signing with it, then "
+    f"removing the old one). Header {signing.HEADER_SIGNATURE}: standard base64 of the 64-byte "
+    f"{signing.ALGORITHM} (RFC 8032) signature of the bytes "
+    f"'{signing.CONTEXT.decode()}' LF <topic> LF <ce_type> LF <ce_id> LF <record value>, "
+    "the value exactly as published (topic, ce_type and ce_id contain no LF). A record "
+    "republished under another ce_id or topic no longer verifies. Each consuming service holds "
+    "the integrators' public keys (SCHOOLCARD_INTEGRATOR_KEYS) and dead-letters with dlq_code "
+    "unauthenticated, before applying anything, a record that is unsigned, signed with an "
+    "unknown key or another integrator's key, or whose signature does not match."
+)
+
+SIGNED_HEADERS: dict[str, Any] = {
+    "description": SIGNING,
+    "allOf": [
+        {"$ref": "#/components/schemas/EnvelopeHeaders"},
+        {"type": "object", "required": [signing.HEADER_SIGNER, signing.HEADER_SIGNATURE]},
+    ],
 }
 
 DEAD_LETTER_HEADERS: dict[str, Any] = {
@@ -55,6 +87,7 @@ DEAD_LETTER_HEADERS: dict[str, Any] = {
     "properties": {
         "dlq_code": {"type": "string", "description": "not_json | schema_violation | "
                      "missing_headers | unknown_type | unexpected_type | unsupported_version | "
+                     "unauthenticated (an integrator's signature missing or wrong) | "
                      "reply_topic_not_allowed | processing_failed | a service's rejection "
                      "code"},
         "dlq_reason": {"type": "string", "description": "Human-readable reason (no payload "
@@ -90,6 +123,7 @@ def _private(model: type[Any]) -> dict[str, str]:
 
 def build() -> dict[str, Any]:
     models = sorted({m for t in TOPICS for m in t.messages}, key=lambda m: m.TYPE)
+    signers = {m.__name__: t.producer for t in TOPICS for m in t.signed}
     _, defs = models_json_schema([(m, "serialization") for m in models],
                                  ref_template="#/components/schemas/{model}")
     schemas = defs.get("$defs", {})
@@ -99,11 +133,13 @@ def build() -> dict[str, Any]:
             "title": m.__name__,
             "summary": (m.__doc__ or m.__name__).strip().split("\n\n")[0].replace("\n", " "),
             "contentType": "application/json",
-            "headers": {"$ref": "#/components/schemas/EnvelopeHeaders"},
+            "headers": {"$ref": "#/components/schemas/" + (
+                "SignedEnvelopeHeaders" if m.__name__ in signers else "EnvelopeHeaders")},
             "payload": {"$ref": f"#/components/schemas/{m.__name__}"},
             "x-kind": m.KIND,
             "x-schema-version": m.VERSION,
             **_private(m),
+            **({"x-signed-by": signers[m.__name__]} if m.__name__ in signers else {}),
         }
         for m in models
     }
@@ -119,6 +155,7 @@ def build() -> dict[str, Any]:
                     "\"***\" (see the dlq_masked header)."},
     }
     schemas["EnvelopeHeaders"] = ENVELOPE_HEADERS
+    schemas["SignedEnvelopeHeaders"] = SIGNED_HEADERS
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for topic in TOPICS:
@@ -161,7 +198,8 @@ def build() -> dict[str, Any]:
             "description": "Topics, messages and envelope of the SchoolCard services (auth, "
                            "wallet, access, transit, notify) and their integrators. Money is "
                            "integer kopecks; times are UTC (RFC 3339). Generated from "
-                           "contracts/ — do not edit by hand.",
+                           "contracts/ — do not edit by hand.\n\nIntegrator signatures: "
+                           + SIGNING,
         },
         "defaultContentType": "application/json",
         "servers": {

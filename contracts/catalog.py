@@ -47,10 +47,18 @@ class Topic:
     compacted: bool = False
     personal_data: bool = False
     extra_config: dict[str, str] = field(default_factory=dict)
+    signed: tuple[type[ContractModel], ...] = ()
+    """Message types that must carry the producer's signature (``contracts.signing``): those
+    that create money or change whose card a balance is on. Consumers dead-letter them
+    ``unauthenticated`` unless the producing integrator signed them."""
 
     @property
     def type_names(self) -> frozenset[str]:
         return frozenset(m.TYPE for m in self.messages)
+
+    @property
+    def signed_type_names(self) -> frozenset[str]:
+        return frozenset(m.TYPE for m in self.signed)
 
     def config(self) -> dict[str, str]:
         cfg = {"cleanup.policy": "compact" if self.compacted else "delete"}
@@ -103,11 +111,12 @@ TOPICS: tuple[Topic, ...] = (
     Topic("integrations.card-issuance.v1", "contract", "integrator:card-issuer",
           ("auth", "wallet", "access", "transit"),
           _models(integrations, "CardIssued", "CardReissued"),
-          "Cards issued and reissued by the card issuing system.", retention_ms=30 * DAY_MS),
+          "Cards issued and reissued by the card issuing system.", retention_ms=30 * DAY_MS,
+          signed=_models(integrations, "CardIssued", "CardReissued")),
     Topic("integrations.topups.v1", "contract", "integrator:payments", ("wallet",),
           _models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed"),
           "Top-ups from banks, terminals, ATMs, cashiers and planned payments.",
-          retention_ms=30 * DAY_MS),
+          retention_ms=30 * DAY_MS, signed=_models(integrations, "TopUpReceived")),
     Topic("integrations.canteen-sales.v1", "card_uid", "integrator:canteen-till", ("wallet",),
           _models(integrations, "CanteenSaleRequested"),
           "Sales with line items from canteen tills; answered on wallet.sale-decisions.v1."),
@@ -236,6 +245,25 @@ def consumed_by(service: str) -> tuple[Topic, ...]:
 
 def produced_by(service: str) -> tuple[Topic, ...]:
     return tuple(t for t in TOPICS if service in t.producer.split(", ") or t.producer == service)
+
+
+def required_signer(topic_name: str, type_name: str) -> str | None:
+    """The integrator whose signature a message of ``type_name`` on ``topic_name`` must carry
+    (None: it needs none)."""
+    t = BY_NAME.get(topic_name)
+    if t is None or type_name not in t.signed_type_names:
+        return None
+    return t.producer
+
+
+def signing_integrators() -> tuple[str, ...]:
+    """Every integrator that must sign some message type."""
+    return tuple(sorted({t.producer for t in TOPICS if t.signed}))
+
+
+def integrators() -> tuple[str, ...]:
+    """Every integrator the catalog names as a producer (the dev stack gives each a key)."""
+    return tuple(sorted({t.producer for t in TOPICS if t.producer.startswith("integrator:")}))
 
 
 def topic_for(model: type[ContractModel]) -> Topic:

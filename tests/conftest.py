@@ -13,6 +13,7 @@ import pytest
 
 from deploy.local import stack as devstack
 from services.runtime import dialect
+from tests.support import DevSigners
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,8 @@ def infra(run_dir: Path) -> Iterator[dict[str, str]]:
     kafka = devstack.start_broker(run_dir)
     mongo = devstack.start_mongo(run_dir)
     env = devstack.infra_env(kafka.port, mongo.port, run_dir)
+    # the test integrators sign with the dev keys the services were given
+    DevSigners.use(env["SCHOOLCARD_KAFKA_BOOTSTRAP"], devstack.integrator_signers(run_dir))
     env["SCHOOLCARD_LOG_LEVEL"] = os.environ.get("SCHOOLCARD_LOG_LEVEL", "INFO")
     # The stores called in-process (fixtures, direct reads) query the dev server too.
     dialect.use(env["SCHOOLCARD_MONGO_DIALECT"])

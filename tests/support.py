@@ -4,19 +4,21 @@ topic back, and wait on conditions with a deadline (never a fixed sleep)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from contracts.catalog import CLIENT_REPLIES_CONFIG, topic_for
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
+from contracts.signing import Signers, SigningError, SigningKey
 from deploy.local.stack import DEV_FETCH_MAX_WAIT_MS
 
 T = TypeVar("T")
@@ -45,12 +47,37 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-class Integrator:
-    """Publishes contract messages with CloudEvents headers, as an outside system would."""
+class DevSigners:
+    """The integrators' dev signing keys of each stack this process started, by its broker's
+    bootstrap (``tests/conftest.py`` and the fault suite's worlds register them): what an
+    ``Integrator`` signs with unless given others."""
 
-    def __init__(self, bootstrap: str, source: str = "integrator:test") -> None:
+    by_bootstrap: ClassVar[dict[str, Signers]] = {}
+
+    @classmethod
+    def use(cls, bootstrap: str, signers: Signers) -> None:
+        cls.by_bootstrap[bootstrap] = signers
+
+    @classmethod
+    def of(cls, bootstrap: str) -> Signers:
+        return cls.by_bootstrap.get(bootstrap) or Signers()
+
+
+UNSIGNED = Signers()
+"""``Integrator(..., signers=UNSIGNED)`` or ``publish(..., signers=UNSIGNED)``: what anyone on
+the broker can publish, with no integrator's key."""
+
+
+class Integrator:
+    """Publishes contract messages with CloudEvents headers, as an outside system would; the
+    types that must be signed (``contracts.signing``) are signed with ``signers`` (default: the
+    session's dev keys of every integrator)."""
+
+    def __init__(self, bootstrap: str, source: str = "integrator:test", *,
+                 signers: Signers | None = None) -> None:
         self.bootstrap = bootstrap
         self.source = source
+        self.signers = signers
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
     async def __aenter__(self) -> Integrator:
@@ -62,17 +89,35 @@ class Integrator:
 
     async def publish(self, message: ContractModel, key: str, *, topic: str | None = None,
                       envelope: Envelope | None = None, headers: dict[str, str] | None = None,
-                      reply_to: str | None = None) -> Envelope:
+                      reply_to: str | None = None, signers: Signers | None = None,
+                      sign_as: SigningKey | None = None) -> Envelope:
+        """``signers`` overrides the integrator's keys for this record (``UNSIGNED``: none);
+        ``sign_as`` signs it with that key whatever the catalog asks (another integrator's)."""
         env = envelope or Envelope.new(message, source=self.source, subject=key,
                                        reply_to=reply_to)
+        topic = topic or topic_for(type(message)).name
+        value = encode(message)
         all_headers = {**env.to_headers(), **(headers or {})}
+        if sign_as is not None:
+            all_headers.update(sign_as.headers(topic, env.type, env.id, value))
+        else:
+            keys = signers or self.signers or DevSigners.of(self.bootstrap)
+            all_headers.update(keys.headers(topic, all_headers, value)
+                               if keys is not UNSIGNED else {})
         await self.producer.send_and_wait(
-            topic or topic_for(type(message)).name, encode(message), key=key.encode(),
+            topic, value, key=key.encode(),
             headers=[(k, v.encode()) for k, v in all_headers.items()])
         return env
 
-    async def publish_raw(self, topic: str, value: bytes, key: str,
-                          headers: dict[str, str]) -> None:
+    async def publish_raw(self, topic: str, value: bytes, key: str, headers: dict[str, str], *,
+                          signed: bool = False) -> None:
+        """The bytes and headers as given; ``signed``: plus the integrator's signature when the
+        type named in the headers needs one and the headers allow it (a record whose envelope
+        is broken on purpose is sent as it is)."""
+        if signed:
+            keys = self.signers or DevSigners.of(self.bootstrap)
+            with contextlib.suppress(SigningError):
+                headers = {**headers, **keys.headers(topic, headers, value)}
         await self.producer.send_and_wait(topic, value, key=key.encode(),
                                           headers=[(k, v.encode()) for k, v in headers.items()])
 

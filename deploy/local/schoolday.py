@@ -37,6 +37,7 @@ from contracts import access, auth, integrations, notify, transit, wallet
 from contracts.catalog import CLIENT_REPLIES_CONFIG, TOPICS
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
 from contracts.money import format_rub
+from contracts.signing import Signers
 from deploy.local import stack as devstack
 
 console = Console()
@@ -167,12 +168,14 @@ CABINET_REPLIES = "apps.replies.schoolday-cabinet.v1"
 
 
 class Bus:
-    """Publishes like an integrator/app and reads topics back (plain aiokafka clients)."""
+    """Publishes like an integrator/app and reads topics back (plain aiokafka clients). Signs
+    what the integrators must sign with their dev keys (``signers``)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, signers: Signers) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         self.bootstrap = bootstrap
+        self.signers = signers
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         self.consumer_cls = AIOKafkaConsumer
         self.replies: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -204,11 +207,12 @@ class Bus:
 
         env = Envelope.new(message, source=source, subject=key,
                            reply_to=CABINET_REPLIES if reply else None)
+        topic, value = topic_for(type(message)).name, encode(message)
         headers = env.to_headers()
         if token:
             headers["authorization"] = f"Bearer {token}"
-        await self.producer.send(topic_for(type(message)).name, encode(message),
-                                 key=key.encode(),
+        headers.update(self.signers.headers(topic, headers, value))
+        await self.producer.send(topic, value, key=key.encode(),
                                  headers=[(k, v.encode()) for k, v in headers.items()])
         self.tally.published[source] += 1
         return env
@@ -313,7 +317,8 @@ class SchoolDay:
         self.sales: dict[str, tuple[str, int]] = {}
         self.receipts: Counter[str] = Counter()
         self.auto_child: Student | None = None
-        self.bus = Bus(stack.env["SCHOOLCARD_KAFKA_BOOTSTRAP"])
+        self.bus = Bus(stack.env["SCHOOLCARD_KAFKA_BOOTSTRAP"],
+                       devstack.integrator_signers(stack.run_dir))
         self.out_dir = stack.run_dir / "schoolday"
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.admin_tokens: dict[str, str] = {}

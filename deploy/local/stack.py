@@ -20,9 +20,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import httpx
+
+if TYPE_CHECKING:
+    from contracts.signing import Signers
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("auth", "wallet", "access", "transit", "notify")
@@ -202,14 +205,54 @@ def auth_keys(run_dir: Path) -> tuple[str, str]:
     return private_path.read_text(), public_path.read_text()
 
 
+def integrator_key_files(run_dir: Path) -> dict[str, tuple[Path, Path]]:
+    """Where the dev key pair of every integrator of the catalog lives: key id ->
+    (private PEM, public PEM), e.g. ``integrator:payments`` ->
+    ``<run dir>/integrator_keys/payments.pem`` and ``payments.pub`` (where the CLI's publish
+    finds them)."""
+    from contracts.catalog import integrators
+    from services.cli.config import integrator_key_paths
+
+    return {kid: integrator_key_paths(run_dir, kid) for kid in integrators()}
+
+
+def integrator_keys(run_dir: Path) -> dict[str, tuple[str, str]]:
+    """The dev signing key pairs of the integrators (contracts/signing.py), generated once
+    per run directory like auth's: key id -> (private PEM, public PEM). The services get the
+    public ones (SCHOOLCARD_INTEGRATOR_KEYS), the local simulators of the integrators
+    (schoolday, the CLI's publish, the tests, the benchmarks) sign with the private ones."""
+    from contracts.signing import generate_key_pair
+
+    out: dict[str, tuple[str, str]] = {}
+    for kid, (private_path, public_path) in integrator_key_files(run_dir).items():
+        if not private_path.exists():
+            private, public = generate_key_pair()
+            private_path.parent.mkdir(parents=True, exist_ok=True)
+            private_path.write_text(private)
+            private_path.chmod(0o600)
+            public_path.write_text(public)
+        out[kid] = (private_path.read_text(), public_path.read_text())
+    return out
+
+
+def integrator_signers(run_dir: Path) -> Signers:
+    """Every integrator's dev signing key of ``run_dir``, for the local simulators."""
+    from contracts.signing import Signers, SigningKey
+
+    return Signers(SigningKey.from_pem(kid, private)
+                   for kid, (private, _) in integrator_keys(run_dir).items())
+
+
 def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]:
     """The stack's environment: shared ``SCHOOLCARD_*`` values plus auth's secrets, which
     :func:`start_service` hands to auth alone (tests sign tokens with the private key here)."""
     private, public = auth_keys(run_dir)
+    integrators = {kid: pub for kid, (_, pub) in integrator_keys(run_dir).items()}
     return {
         "SCHOOLCARD_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "SCHOOLCARD_MONGO_URI": f"mongodb://127.0.0.1:{mongo_port}/?directConnection=true",
         "SCHOOLCARD_AUTH_PUBLIC_KEY": public,
+        "SCHOOLCARD_INTEGRATOR_KEYS": json.dumps(integrators),
         "AUTH_PRIVATE_KEY": private,
         "SCHOOLCARD_TOPIC_PARTITIONS": str(DEV_PARTITIONS),
         "SCHOOLCARD_MONGO_DIALECT": "nx27017",  # the stores' workarounds for its quirks

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from contracts.catalog import required_signer
+from contracts.signing import Signers, SigningKey
 from services.runtime.kafka_security import KafkaConnection, kafka_connection
 from services.runtime.settings import KafkaSecuritySettings
 
@@ -21,6 +23,7 @@ ENV_BOOTSTRAP = "SCHOOLCARD_KAFKA_BOOTSTRAP"
 ENV_TOKEN = "SCHOOLCARD_TOKEN"
 ENV_RUN_DIR = "RUN_DIR"
 PRIVATE_KEY_FILE = "auth_ed25519.pem"
+INTEGRATOR_KEY_DIR = "integrator_keys"
 
 
 class ConfigError(Exception):
@@ -91,6 +94,38 @@ def support_token(key_file: Path, *, ttl_s: int = 300) -> str:
                               ttl_s=ttl_s)
 
 
+def integrator_key_paths(run_dir: Path, kid: str) -> tuple[Path, Path]:
+    """Where ``make up`` keeps the dev key pair (private PEM, public PEM) of an integrator:
+    ``integrator:payments`` -> ``<run dir>/integrator_keys/payments.pem`` and ``.pub``."""
+    name = kid.removeprefix("integrator:").replace("#", "-")
+    folder = run_dir / INTEGRATOR_KEY_DIR
+    return folder / f"{name}.pem", folder / f"{name}.pub"
+
+
+def resolve_signers(topic: str, type_name: str, run_dir: Path, key_file: Path | None,
+                    signer: str | None) -> Signers:
+    """The key that signs a message of ``type_name`` on ``topic`` (none when it needs no
+    signature): ``key_file`` (the integrator's private PEM, key id ``signer`` or the topic's
+    integrator), else the dev key ``make up`` wrote for that integrator into ``run_dir``."""
+    required = required_signer(topic, type_name)
+    if required is None:
+        return Signers()
+    kid = signer or required
+    path = key_file or integrator_key_paths(run_dir, required)[0]
+    if not path.exists():
+        raise ConfigError(f"{type_name.rsplit('.', 1)[-1]} must be signed by {required}: pass "
+                          "--signing-key (its private key) or start the embedded stack with "
+                          f"`make up` (looked for {path})")
+    try:
+        key = SigningKey.from_pem(kid, path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"signing key {path}: {type(exc).__name__}: {exc}") from None
+    if key.integrator != required:
+        raise ConfigError(f"{type_name.rsplit('.', 1)[-1]} must be signed by {required}, not "
+                          f"by {kid}")
+    return Signers([key])
+
+
 def resolve_token(token: str | None, as_support: bool, key_file: Path) -> str:
     if token and as_support:
         raise ConfigError("give either --token or --as-support, not both")
@@ -110,6 +145,8 @@ class Settings:
     json_output: bool
     run_dir: Path
     source: str = "integrator:cli"
+    signing_key: Path | None = None
+    signer: str | None = None
 
     @property
     def bootstrap(self) -> str:

@@ -31,6 +31,7 @@ from contracts.envelope import (
     encode,
     headers_to_dict,
 )
+from contracts.signing import Signers
 from services.runtime.kafka_security import KafkaConnection
 
 DLQ_PREFIX = "dlq_"
@@ -120,11 +121,15 @@ def envelope_headers(message: ContractModel, key: str, *, source: str,
 
 
 async def publish(kafka: KafkaConnection, topic: str, message: ContractModel, key: str, *,
-                  source: str) -> Sent:
+                  source: str, signers: Signers | None = None) -> Sent:
+    """Publish one message; ``signers`` sign it when its type must be signed."""
     await require_topic(kafka, topic, "services create the catalog topics when they start; "
                         "is the stack running?")
     _, headers = envelope_headers(message, key, source=source)
-    [sent] = await publish_raw(kafka, [(topic, key, encode(message), headers, None)])
+    value = encode(message)
+    if signers is not None:
+        headers.update(signers.headers(topic, headers, value))
+    [sent] = await publish_raw(kafka, [(topic, key, value, headers, None)])
     return sent
 
 

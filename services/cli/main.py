@@ -41,6 +41,7 @@ from services.cli.config import (
     ConfigError,
     Settings,
     default_run_dir,
+    resolve_signers,
     resolve_token,
 )
 from services.runtime.kafka_security import KafkaConnection
@@ -145,6 +146,22 @@ At = Annotated[str | None, typer.Option(help="Event time, RFC 3339 with a zone "
                                         "(e.g. 2026-09-01T07:45:00+04:00); default now.")]
 
 
+@publish_app.callback()
+def publish_options(
+    ctx: typer.Context,
+    signing_key: Annotated[Path | None, typer.Option(
+        "--signing-key", help="PEM of the integrator's Ed25519 private key, for the messages "
+        "that must be signed (TopUpReceived, CardIssued, CardReissued); default: the dev key "
+        "`make up` wrote into the run directory.")] = None,
+    signer: Annotated[str | None, typer.Option(
+        "--signer", help="Key id of --signing-key (schoolcard-signer header), e.g. "
+        "integrator:payments#2026-09; default: the topic's integrator.")] = None,
+) -> None:
+    """Publish an integrator message."""
+    s = settings(ctx)
+    s.signing_key, s.signer = signing_key, signer
+
+
 def publish_message(ctx: typer.Context, what: str, factory: Callable[[], ContractModel],
                     dry_run: bool) -> None:
     s = settings(ctx)
@@ -160,7 +177,13 @@ def publish_message(ctx: typer.Context, what: str, factory: Callable[[], Contrac
             out.print(f"[yellow]dry run[/] {message.TYPE} -> {topic} key {key}")
             out.print(render.summarize(payload), soft_wrap=True)
         return
-    sent = run(kafka.publish(kafka_of(s), topic, message, key, source=s.source))
+    connection = kafka_of(s)
+    try:
+        signers = resolve_signers(topic, message.TYPE, s.run_dir, s.signing_key, s.signer)
+    except ConfigError as exc:
+        fail(str(exc))
+    sent = run(kafka.publish(connection, topic, message, key, source=s.source,
+                             signers=signers))
     if s.json_output:
         emit_json({"topic": sent.topic, "partition": sent.partition, "offset": sent.offset,
                    "key": key, "type": message.TYPE, "id": sent.headers["ce_id"],

@@ -10,6 +10,10 @@ decides, per record:
    -> dead-letter record with the original bytes and the reason, then commit; a reader that
    fails in any other way (a bug: it would fail again) -> dead-letter ``processing_failed``;
 2. a type this service does not handle -> commit (consumers ignore what they do not need);
+   a type the catalog marks ``signed`` (money-creating and identity-changing integrator
+   messages) whose signature does not prove that the topic's integrator published this very
+   record (missing, malformed, unknown key, another integrator's key, wrong signature) ->
+   dead-letter ``unauthenticated``, commit: nothing of it is applied (``contracts.signing``);
    a request whose ``ce_replyto`` is not a reply topic the catalog allows (or a client's reply
    topic that does not exist) -> dead-letter ``reply_topic_not_allowed``, commit: its answer
    could never be published, and must not wait in the outbox;
@@ -56,6 +60,7 @@ from contracts.envelope import (
     headers_to_dict,
 )
 from contracts.redaction import mask_payload
+from contracts.signing import KeyTable, Unauthenticated
 from services.runtime import metrics
 from services.runtime.logs import get_logger
 from services.runtime.mongo import INFRA_ERRORS, AlreadyProcessed, is_conflict
@@ -144,7 +149,8 @@ class Consumer:
                  conflict_retries: int = 30, reply_topics: ReplyCheck | None = None,
                  fetch_max_wait_ms: int = 500, batch_max: int = 1,
                  batch_timeout_ms: int = 100, batch_scope: BatchScope | None = None,
-                 partition_concurrency: int = 1) -> None:
+                 partition_concurrency: int = 1,
+                 integrator_keys: KeyTable | None = None) -> None:
         self.broker = broker
         self.service = service
         self.routes = dict(routes)
@@ -155,6 +161,7 @@ class Consumer:
         self.backoff_max_s = backoff_max_s
         self.conflict_retries = conflict_retries
         self.reply_topics = reply_topics or _AnyReplyTopic()
+        self.integrator_keys = integrator_keys or KeyTable()
         self.stopping = False
         self.batch_scope = batch_scope if batch_max > 1 else None
         self.partition_concurrency = partition_concurrency
@@ -175,6 +182,21 @@ class Consumer:
             title=f"{service}-consumer",
         )
         self.subscriber(self._on_batch)
+        for signer, types in self.unverifiable().items():
+            log.error("no key of this integrator: every such message will be dead-lettered "
+                      "unauthenticated (set SCHOOLCARD_INTEGRATOR_KEYS)", integrator=signer,
+                      types=types)
+
+    def unverifiable(self) -> dict[str, list[str]]:
+        """The signed types this consumer handles whose integrator has no key in its table,
+        by integrator: what it can only refuse."""
+        missing: dict[str, list[str]] = {}
+        for model in self.routes:
+            for topic in self.topics:
+                signer = catalog.required_signer(topic, model.TYPE)
+                if signer is not None and signer not in self.integrator_keys.integrators:
+                    missing.setdefault(signer, []).append(model.__name__)
+        return missing
 
     async def _on_batch(self, body: Any, msg: KafkaMessage) -> None:
         records: tuple[ConsumerRecord[Any, Any], ...] = msg.raw_message  # type: ignore[assignment]
@@ -302,6 +324,14 @@ class Consumer:
         if handler is None:
             metrics.HANDLED.labels(self.service, envelope.type, "ignored").inc()
             return True
+        signer = catalog.required_signer(record.topic, envelope.type)
+        if signer is not None:
+            try:
+                self.integrator_keys.verify(signer, record.topic, headers, record.value)
+            except Unauthenticated as exc:
+                metrics.HANDLED.labels(self.service, envelope.type, "rejected").inc()
+                await self.dead_letter(record, "unauthenticated", exc.reason, attempts=0)
+                return True
         if envelope.reply_to is not None:
             private = catalog.reply_topic_problem(
                 envelope.reply_to, private=getattr(message, "PRIVATE_REPLY", False))

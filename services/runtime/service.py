@@ -190,7 +190,8 @@ class Service:
                                  batch_max=s.consumer_batch_max,
                                  partition_concurrency=s.partition_concurrency(),
                                  batch_timeout_ms=s.consumer_batch_timeout_ms,
-                                 batch_scope=uow.batch)
+                                 batch_scope=uow.batch,
+                                 integrator_keys=infra.integrator_key_table)
 
         async def publish(topic: str, key: str, value: bytes,
                           headers: dict[str, str]) -> Awaitable[object]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.signing import KeyTable
 from services.runtime.tokens import public_keys
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -114,6 +115,15 @@ class InfraSettings(KafkaSecuritySettings, AuthKeysSettings):
 
     kafka_bootstrap: str = Field(description="Kafka bootstrap servers, host:port[,host:port].")
     mongo_uri: str = Field(description="MongoDB URI (a replica set in production).")
+    integrator_keys: dict[str, str] = Field(
+        default_factory=dict, description="The integrators' Ed25519 public keys that sign "
+        "money-creating and identity-changing messages (contracts/signing.py), as JSON "
+        "{key id: PEM or base64 of the 32 raw bytes}; a key id is integrator:<name> or "
+        "integrator:<name>#<key name> (several per integrator while keys rotate). Empty: every "
+        "message that must be signed is dead-lettered unauthenticated.")
+    integrator_keys_file: Path | None = Field(
+        default=None, description="A JSON file of the same shape (a mounted Secret or "
+        "ConfigMap), added to integrator_keys; a key id in both is an error.")
     provision_topics: bool = Field(default=True, description="Create missing catalog topics "
                                    "at start (off where SREs provision them).")
     topic_partitions: int | None = Field(default=None, ge=1, description="Override the "
@@ -150,6 +160,34 @@ class InfraSettings(KafkaSecuritySettings, AuthKeysSettings):
         default=0, ge=0, description="Fault injection, for the fault suite only (0: off, in "
         "every deployment): end the process like kill -9 right after its N-th committed unit "
         "of work that queued messages, before the relay publishes them.")
+
+    _key_table: KeyTable = PrivateAttr(default_factory=KeyTable)
+
+    @model_validator(mode="after")
+    def _integrator_keys(self) -> Self:
+        """Parse the key table once, at start: a malformed key stops the process."""
+        try:
+            parsed = dict(KeyTable.parse(self.integrator_keys).keys)
+        except ValueError as exc:
+            raise ValueError(f"SCHOOLCARD_INTEGRATOR_KEYS: {exc}") from None
+        path = self.integrator_keys_file
+        if path is not None:
+            try:
+                from_file = KeyTable.from_json(path.read_text()).keys
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"SCHOOLCARD_INTEGRATOR_KEYS_FILE={path}: {exc}") from None
+            twice = sorted(set(parsed) & set(from_file))
+            if twice:
+                raise ValueError("key ids in both SCHOOLCARD_INTEGRATOR_KEYS and "
+                                 f"SCHOOLCARD_INTEGRATOR_KEYS_FILE: {', '.join(twice)}")
+            parsed.update(from_file)
+        self._key_table = KeyTable(parsed)
+        return self
+
+    @property
+    def integrator_key_table(self) -> KeyTable:
+        """The parsed ``integrator_keys`` and ``integrator_keys_file``."""
+        return self._key_table
 
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -37,13 +38,15 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def bench(env: dict[str, str], taps: int, rate: float, students: int) -> None:
+async def bench(env: dict[str, str], taps: int, rate: float, students: int,
+                run_dir: Path) -> None:
     from services.access import app
     from services.access.settings import Settings
 
     infra = InfraSettings(kafka_bootstrap=env["SCHOOLCARD_KAFKA_BOOTSTRAP"],
                           mongo_uri=env["SCHOOLCARD_MONGO_URI"],
                           auth_public_key=env["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                          integrator_keys=json.loads(env["SCHOOLCARD_INTEGRATOR_KEYS"]),
                           topic_partitions=int(env["SCHOOLCARD_TOPIC_PARTITIONS"]),
                           kafka_fetch_max_wait_ms=int(env["SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS"]),
                           mongo_dialect=env["SCHOOLCARD_MONGO_DIALECT"],
@@ -54,7 +57,8 @@ async def bench(env: dict[str, str], taps: int, rate: float, students: int) -> N
     school_id = f"bench-{uid('s')[2:].lower()}"
     zone = "UTC"
     try:
-        async with Integrator(bootstrap) as pub, Requester(bootstrap) as req, \
+        signers = stack.integrator_signers(run_dir)
+        async with Integrator(bootstrap, signers=signers) as pub, Requester(bootstrap) as req, \
                 TopicReader(bootstrap, "access.allow-list.v1") as allow_list, \
                 TopicReader(bootstrap, "access.gate-decisions.v1") as decisions:
             admin = issue_access_token(env["AUTH_PRIVATE_KEY"], account_id="acc_benchadmin1",
@@ -139,7 +143,7 @@ def main() -> None:
     mongo = stack.start_mongo(run_dir)
     try:
         asyncio.run(bench(stack.infra_env(kafka.port, mongo.port, run_dir), args.taps,
-                          args.rate, args.students))
+                          args.rate, args.students, run_dir))
     finally:
         mongo.stop()
         kafka.stop()

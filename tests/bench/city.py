@@ -75,6 +75,7 @@ from contracts.integrations import (
     ValidatorTapped,
 )
 from contracts.notify import RegisterPushToken, SetPreferences
+from contracts.signing import Signers
 from deploy.local import stack as devstack
 from services.notify.outbound import notification_id
 from services.runtime.tokens import issue_access_token
@@ -133,10 +134,14 @@ class Wire:
     @classmethod
     def of(cls, message: ContractModel, key: str, *, source: str = "integrator:bench",
            headers: dict[str, str] | None = None, reply_to: str | None = None,
-           **extra: Any) -> Wire:
+           signers: Signers | None = None, **extra: Any) -> Wire:
+        """``signers``: the integrators' keys, for the types that must be signed."""
         env = Envelope.new(message, source=source, subject=key, reply_to=reply_to)
+        topic, value = topic_for(type(message)).name, encode(message)
         all_headers = {**env.to_headers(), **(headers or {})}
-        return cls(topic_for(type(message)).name, key.encode(), encode(message),
+        if signers is not None:
+            all_headers.update(signers.headers(topic, all_headers, value))
+        return cls(topic, key.encode(), value,
                    [(k, v.encode()) for k, v in all_headers.items()], env.id, **extra)
 
 
@@ -148,6 +153,7 @@ class City:
     rng: random.Random
     inside: dict[str, bool]
     clock: dict[str, datetime]  # per card: the time of its last tap (taps in time order)
+    signers: Signers  # the integrators' dev keys: cards and top-ups are signed
     serial: int = 0
     arrived: set[str] = field(default_factory=set)  # contracts whose first entry is published
 
@@ -160,7 +166,7 @@ class City:
         return tuple(notification_id(f"{e}:{acc}:push") for e in event_ids)
 
     @classmethod
-    def build(cls, rng: random.Random, cards: int, guardians: int) -> City:
+    def build(cls, rng: random.Random, cards: int, guardians: int, signers: Signers) -> City:
         run = f"c{uuid.uuid4().hex[:8]}"
         now = datetime.now(UTC)
         # Issued today (UTC, the school's zone) and tapped after that: issued yesterday, every
@@ -174,15 +180,16 @@ class City:
         guarded = {c.contract: f"acc_{uuid.uuid4().hex[:16]}" for c in issued[:guardians]}
         start = max(issued_at + timedelta(minutes=1), now - timedelta(hours=3))
         return cls(run, issued, guarded, rng, {c.card_uid: False for c in issued},
-                   {c.card_uid: start for c in issued})
+                   {c.card_uid: start for c in issued}, signers)
 
     def seed(self, private_key: str) -> tuple[list[Wire], list[Wire], list[Wire]]:
         """Cards; start top-ups and guardians; the guardians' push tokens and preferences."""
-        cards = [Wire.of(c, c.contract) for c in self.cards]
+        cards = [Wire.of(c, c.contract, signers=self.signers) for c in self.cards]
         now = datetime.now(UTC)
         money = [Wire.of(TopUpReceived(payment_id=f"{self.run}-start-{c.contract}",
                                        contract=c.contract, amount=START_BALANCE,
-                                       channel="bank_card", paid_at=now), c.contract)
+                                       channel="bank_card", paid_at=now), c.contract,
+                         signers=self.signers)
                  for c in self.cards]
         commands = []
         for contract, acc in self.guarded.items():
@@ -262,7 +269,7 @@ class City:
                                     amount=rng.randrange(1, 20) * 100_00, channel="terminal",
                                     paid_at=datetime.now(UTC))
                 out.append(Wire.of(msg, card.contract, kind=kind, business_id=msg.payment_id,
-                                   notified=notified, pushes=self._pushes(
+                                   signers=self.signers, notified=notified, pushes=self._pushes(
                                        card.contract, f"wallet:topup:{msg.payment_id}")))
         return out
 
@@ -647,7 +654,8 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         started.extend(procs.values())
         for proc in procs.values():
             await asyncio.to_thread(devstack.wait_ready, proc, 120)
-        city = City.build(random.Random(args.seed), args.cards, min(args.guardians, args.cards))
+        city = City.build(random.Random(args.seed), args.cards, min(args.guardians, args.cards),
+                          devstack.integrator_signers(run_dir))
         producer = AIOKafkaProducer(bootstrap_servers=env["SCHOOLCARD_KAFKA_BOOTSTRAP"],
                                     acks="all", linger_ms=2, max_batch_size=256 * 1024)
         await producer.start()

@@ -37,7 +37,8 @@ async def run(topups: int, accounts: int, run_dir: Path, rate: float = 0) -> dic
         rng = random.Random(1)
         now = datetime.now(UTC)
         contracts = [f"{rng.randrange(10**7, 10**8)}" for _ in range(accounts)]
-        async with Integrator(bootstrap) as integrator, \
+        signers = devstack.integrator_signers(run_dir)
+        async with Integrator(bootstrap, signers=signers) as integrator, \
                 TopicReader(bootstrap, "wallet.events.v1") as events:
             for c in contracts:
                 await integrator.publish(CardIssued(

@@ -101,6 +101,21 @@ def test_the_asyncapi_document_lists_every_topic_with_its_payload_schemas():
             assert m.__name__ in doc["components"]["schemas"]
 
 
+def test_the_asyncapi_document_says_which_messages_must_be_signed_by_whom_and_how():
+    doc = asyncapi.build()
+    messages = doc["components"]["messages"]
+    signed = {m.__name__: t.producer for t in catalog.TOPICS for m in t.signed}
+    assert set(signed) == {"TopUpReceived", "CardIssued", "CardReissued"}
+    for name, message in messages.items():
+        assert message.get("x-signed-by") == signed.get(name), name
+        assert message["headers"] == {"$ref": "#/components/schemas/" + (
+            "SignedEnvelopeHeaders" if name in signed else "EnvelopeHeaders")} or \
+            name == "DeadLetter"
+    headers = doc["components"]["schemas"]["SignedEnvelopeHeaders"]
+    assert headers["allOf"][1]["required"] == ["schoolcard-signer", "schoolcard-signature"]
+    assert "Ed25519" in headers["description"] and "unauthenticated" in headers["description"]
+
+
 def test_an_envelope_survives_the_trip_through_kafka_headers():
     msg = TopUpReceived(payment_id="p-1", contract="40012345", amount=50_000, channel="atm",
                         paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))

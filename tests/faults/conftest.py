@@ -22,6 +22,7 @@ import pytest
 from pymongo import MongoClient
 
 from deploy.local import stack as devstack
+from tests.support import DevSigners
 
 RESULTS: list[dict[str, Any]] = []
 RESULTS_FILE = devstack.ROOT / ".run" / "faults" / "results.jsonl"
@@ -41,6 +42,7 @@ class World:
         self.kafka = devstack.start_broker(run_dir)
         self.mongo = devstack.start_mongo(run_dir)
         self.env = devstack.infra_env(self.kafka.port, self.mongo.port, run_dir)
+        DevSigners.use(self.bootstrap, devstack.integrator_signers(run_dir))
         self.db = MongoClient(self.env["SCHOOLCARD_MONGO_URI"], tz_aware=True,
                               serverSelectionTimeoutMS=2000).schoolcard_wallet
         self.services: list[devstack.Proc] = []

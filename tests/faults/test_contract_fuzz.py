@@ -424,7 +424,7 @@ async def test_fuzzed_integrator_messages_are_applied_once_or_dead_lettered_and_
         await eventually(seeded, timeout=120, interval=0.5, what="the run's cards issued")
         started = time.monotonic()
         for m in sent:
-            await integrator.publish_raw(m.topic.name, m.value, m.key, m.headers)
+            await integrator.publish_raw(m.topic.name, m.value, m.key, m.headers, signed=True)
 
     dlq: dict[str, TopicReader] = {s: TopicReader(w.bootstrap, catalog.dead_letter_topic(s))
                                    for s in CONSUMERS}

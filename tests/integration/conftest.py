@@ -5,6 +5,7 @@ test move time; system tests (tests/system) run services as processes instead.""
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,6 +23,7 @@ def infra_settings(env: dict[str, str]) -> InfraSettings:
         kafka_bootstrap=env["SCHOOLCARD_KAFKA_BOOTSTRAP"],
         mongo_uri=env["SCHOOLCARD_MONGO_URI"],
         auth_public_key=env["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+        integrator_keys=json.loads(env["SCHOOLCARD_INTEGRATOR_KEYS"]),
         topic_partitions=int(env["SCHOOLCARD_TOPIC_PARTITIONS"]),
         kafka_fetch_max_wait_ms=int(env["SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS"]),
         mongo_dialect=env["SCHOOLCARD_MONGO_DIALECT"],

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from contracts.envelope import ContractModel, Envelope, encode
+from deploy.local import stack as devstack
 from services.cli import kafka
 from services.cli.main import app
 
@@ -39,6 +40,7 @@ class Cli:
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     for name in ("SCHOOLCARD_KAFKA_BOOTSTRAP", "SCHOOLCARD_TOKEN", "RUN_DIR"):
         monkeypatch.delenv(name, raising=False)
+    devstack.integrator_keys(tmp_path)  # the integrators' dev keys, as `make up` writes them
     yield Cli(tmp_path)
 
 

@@ -138,9 +138,9 @@ class FakePublish:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    async def __call__(self, bootstrap, topic, message, key, *, source):
+    async def __call__(self, bootstrap, topic, message, key, *, source, signers=None):
         self.calls.append({"bootstrap": bootstrap.bootstrap, "topic": topic, "message": message,
-                           "key": key, "source": source})
+                           "key": key, "source": source, "signers": signers})
         return kafka.Sent(topic, 1, 42, key, {"ce_id": "id-1", "ce_type": message.TYPE})
 
 
@@ -159,11 +159,23 @@ def test_published_message_is_reported_with_partition_offset_and_id(cli, sent):
     assert "amount=150,00 ₽" in result.stdout
     [call] = sent.calls
     assert call["bootstrap"] == "fake:9092" and call["source"] == "integrator:cli"
+    # signed with the payment integrator's dev key that `make up` wrote into the run directory
+    assert call["signers"].by_integrator["integrator:payments"].kid == "integrator:payments"
     result = cli("--json", "--source", "integrator:bank-izh", "publish", "topup", "-c",
                  "40012345", "--amount", "150")
     out = json.loads(result.stdout)
     assert (out["partition"], out["offset"], out["id"], out["published"]) == (1, 42, "id-1", True)
     assert sent.calls[-1]["source"] == "integrator:bank-izh"
+
+
+def test_a_top_up_without_the_integrators_key_is_not_published(cli, sent, tmp_path):
+    missing = str(tmp_path / "missing.pem")
+    result = cli("publish", "--signing-key", missing, "topup", "-c", "40012345", "--amount", "1")
+    assert result.exit_code == 1
+    assert "TopUpReceived must be signed by integrator:payments" in result.stderr
+    assert sent.calls == []
+    assert cli("publish", "--signing-key", missing, "gate-tap", "--card-uid", "04A2B3C4",
+               "--school-id", "izh-1", "--gate-id", "g1").exit_code == 0  # needs no signature
 
 
 def test_bootstrap_from_the_environment(cli, sent, monkeypatch):

@@ -17,6 +17,7 @@ from pymongo.errors import AutoReconnect
 
 from contracts.envelope import Envelope, encode
 from contracts.integrations import CardIssued
+from contracts.signing import KeyTable, SigningKey, generate_key_pair
 from services.runtime.broker import ReplyTopics
 from services.runtime.consumer import Consumer, Inbound, Rejected
 from services.runtime.kafka_security import KafkaConnection
@@ -30,8 +31,21 @@ CARD = CardIssued(contract="40012345", card_uid="04A2B3C4D5E6F7", school_id="izh
                   birth_date=date(2014, 3, 8), issued_at=datetime(2026, 9, 1, tzinfo=UTC))
 
 
+_private, _public = generate_key_pair()
+CARD_ISSUER = SigningKey.from_pem("integrator:card-issuer", _private)
+KEYS = KeyTable.parse({"integrator:card-issuer": _public})
+
+
+def signed(headers: dict[str, str], value: bytes) -> dict[str, str]:
+    """``headers`` with the card issuer's signature of the record (CardIssued must carry it)."""
+    if not (headers.get("ce_id") and headers.get("ce_type")):
+        return headers
+    return {**headers, **CARD_ISSUER.headers(TOPIC, headers["ce_type"], headers["ce_id"], value)}
+
+
 class RecordingConsumer(Consumer):
     def __init__(self, handler: Any, **kw: Any) -> None:
+        kw.setdefault("integrator_keys", KEYS)
         super().__init__(KafkaBroker(), "test", {CardIssued: handler}, group_id="g",
                          backoff_s=0.001, backoff_max_s=0.002, **kw)
         self.dead: list[tuple[str, str]] = []
@@ -42,8 +56,9 @@ class RecordingConsumer(Consumer):
 
 def record(value: bytes | None = None, headers: dict[str, str] | None = None) -> ConsumerRecord:
     hdrs = headers if headers is not None else Envelope.new(CARD, source="t").to_headers()
-    return ConsumerRecord(TOPIC, 0, 7, 0, 0, b"40012345", encode(CARD) if value is None else value,
-                          None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()])
+    value = encode(CARD) if value is None else value
+    return ConsumerRecord(TOPIC, 0, 7, 0, 0, b"40012345", value, None, 0, 0,
+                          [(k, v.encode()) for k, v in signed(hdrs, value).items()])
 
 
 async def test_a_valid_record_reaches_its_handler_once_and_may_be_committed():
@@ -349,7 +364,7 @@ def card_records(n: int) -> list[ConsumerRecord]:
     out = []
     for i in range(n):
         card = CARD.model_copy(update={"contract": f"4001{i:04d}"})
-        hdrs = Envelope.new(card, source="t").to_headers()
+        hdrs = signed(Envelope.new(card, source="t").to_headers(), encode(card))
         out.append(ConsumerRecord(TOPIC, i % 3, i, 0, 0, card.contract.encode(), encode(card),
                                   None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()]))
     return out
