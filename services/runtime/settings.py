@@ -190,7 +190,6 @@ class InfraSettings(KafkaSecuritySettings, AuthKeysSettings):
         return self._key_table
 
 
-
 class ServiceSettings(BaseSettings):
     """Base of every service's Settings; subclasses set ``env_prefix``."""
 
