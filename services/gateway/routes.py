@@ -57,6 +57,7 @@ IDEMPOTENCY_KEY_DOC = ("Required on every call that changes something: 16-128 ch
                        "request_id, so a retried call (same key) is applied once and answered "
                        "the same; a key reused for another command is refused (409).")
 MIN_KEY = 16
+GATEWAY_AUDIENCE = "auth"
 
 
 # --- what every route may need -----------------------------------------------------------------
@@ -84,8 +85,10 @@ def caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials
                            "is required")
     gw = gateway(request)
     try:
+        # The gateway is no audience of its own: it checks the token as auth, which every
+        # role's token names; each service behind it checks its own name in ``aud`` again.
         claims = verify_access_token(credentials.credentials, gw.settings.infra.auth_public_key,
-                                     now=gw.clock())
+                                     audience=GATEWAY_AUDIENCE, now=gw.clock())
     except TokenError as exc:
         raise ProblemError(exc.code, str(exc)) from None
     return Caller(credentials.credentials, claims)

@@ -212,7 +212,7 @@ async def test_a_parent_registers_links_a_child_and_controls_the_card_through_ht
                 assert first["channel"] == "push"
                 assert first["status"] in {"sent", "failed", "deferred", "dead"}
                 assert first["account_id"] == verify_access_token(
-                    access_token, infra["SCHOOLCARD_AUTH_PUBLIC_KEY"]).sub
+                    access_token, infra["SCHOOLCARD_AUTH_PUBLIC_KEY"], audience="auth").sub
                 assert {e["account_id"] for _, e in stream.events if "account_id" in e} == {
                     first["account_id"]}  # only the caller's own notifications
             journal = (await parent.get("/v1/notifications")).json()
