@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
+from collections.abc import AsyncIterator
+
+import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from services.gateway import web
 
@@ -15,7 +17,7 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
-def client() -> TestClient:
+async def client() -> AsyncIterator[httpx.AsyncClient]:
     api = FastAPI()
 
     @api.get("/v1/ping")
@@ -23,12 +25,14 @@ def client() -> TestClient:
         return {"ok": True}
 
     web.mount(api, idle_timeout_s=90)
-    return TestClient(api)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=api),
+                                 base_url="http://cabinet.test") as client:
+        yield client
 
 
-def test_the_page_is_served_at_the_root_with_a_policy_that_allows_only_its_own_origin(
-        client: TestClient) -> None:
-    page = client.get("/")
+async def test_the_page_is_served_at_the_root_with_a_policy_that_allows_only_its_own_origin(
+        client: httpx.AsyncClient) -> None:
+    page = await client.get("/")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
@@ -37,18 +41,18 @@ def test_the_page_is_served_at_the_root_with_a_policy_that_allows_only_its_own_o
     assert "frame-ancestors 'none'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     for asset in ("/cabinet.js", "/cabinet.css"):
-        answer = client.get(asset)
+        answer = await client.get(asset)
         assert answer.status_code == 200
         assert answer.headers["content-security-policy"] == csp
 
 
-def test_routes_added_before_the_cabinet_still_answer(client: TestClient) -> None:
-    assert client.get("/v1/ping").json() == {"ok": True}
-    assert client.get("/no-such-file.txt").status_code == 404
+async def test_routes_added_before_the_cabinet_still_answer(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/v1/ping")).json() == {"ok": True}
+    assert (await client.get("/no-such-file.txt")).status_code == 404
 
 
-def test_the_page_reads_its_idle_timeout_from_the_gateway(client: TestClient) -> None:
-    assert client.get("/cabinet-config.json").json() == {"idle_timeout_s": 90}
+async def test_the_page_reads_its_idle_timeout_from_the_gateway(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/cabinet-config.json")).json() == {"idle_timeout_s": 90}
 
 
 def test_nothing_on_the_page_comes_from_another_origin_nor_runs_inline() -> None:
