@@ -4,7 +4,6 @@ the idle-timeout setting the page reads, and nothing loaded from another origin.
 from __future__ import annotations
 
 import re
-
 from collections.abc import AsyncIterator
 
 import httpx
