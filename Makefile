@@ -8,7 +8,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help install run up down status logs test test-unit test-system test-long faults bench bench-quick docs lint clean
+.PHONY: help install chromium run up down status logs test test-unit test-system test-long faults bench bench-quick docs lint clean
 
 help:
 	@echo "make run          start the embedded stack, play a school day, print the report, stop"
@@ -29,7 +29,19 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-install: $(VENV)/.installed
+# The web cabinet's browser test drives Debian's chromium through Playwright (never a browser
+# download). Installed only when missing, and only where apt-get can (root, e.g. CI).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    (apt-get install -y --no-install-recommends chromium > /dev/null || \
+	      (apt-get update > /dev/null && apt-get install -y --no-install-recommends chromium > /dev/null)); \
+	  else echo "$(CHROMIUM) missing: install Debian's chromium (the browser test will skip)"; fi; \
+	fi
+
+install: $(VENV)/.installed chromium
 
 run: install
 	$(PY) -m deploy.local.schoolday

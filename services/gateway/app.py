@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from services.gateway import routes
+from services.gateway import routes, web
 from services.gateway.kafka import DeliveryFeed, Requests, create_reply_topic
 from services.gateway.limits import RateLimiter
 from services.gateway.settings import Settings
@@ -63,6 +63,7 @@ class Gateway:
         self.api = routes.build()
         self.api.state.gateway = self
         self._add_operations()
+        web.mount(self.api, idle_timeout_s=settings.web_idle_timeout_s)
 
     # --- what the routes use -----------------------------------------------------------------
 

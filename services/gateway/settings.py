@@ -73,6 +73,9 @@ class Settings(BaseSettings):
                                    "idle event stream so proxies keep it open.")
     sse_queue: int = Field(default=256, ge=1, description="Events buffered per stream; a "
                            "client that falls further behind is told to reload and dropped.")
+    web_idle_timeout_s: float = Field(default=1200.0, gt=0, le=12 * 3600, description="The "
+                                      "web cabinet logs out after this long without user "
+                                      "activity (the seed's 20 minutes).")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="Longest wait for "
                                     "responses in progress at stop.")
 
