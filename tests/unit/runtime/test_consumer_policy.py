@@ -517,7 +517,7 @@ def keyed_records(partitions: int, per_partition: int) -> list[ConsumerRecord]:
     for i in range(per_partition):
         for p in range(partitions):
             card = CARD.model_copy(update={"contract": f"4{p:03d}{i:04d}"})
-            hdrs = Envelope.new(card, source="t").to_headers()
+            hdrs = signed(Envelope.new(card, source="t").to_headers(), encode(card))
             out.append(ConsumerRecord(TOPIC, p, i, 0, 0, card.contract.encode(), encode(card),
                                       None, 0, 0, [(k, v.encode()) for k, v in hdrs.items()]))
     return out
