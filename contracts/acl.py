@@ -13,8 +13,8 @@
 
 Kafka's Write and Read imply Describe, so Describe is granted only where nothing else is.
 Plain data and text, no I/O: ``python -m contracts.acl`` writes
-``deploy/k8s/base/shared/kafka-users.yaml`` (Strimzi ``KafkaUser`` resources) and ``deploy/kafka-acls.sh``
-(the same table as ``kafka-acls.sh`` commands); ``make docs`` runs it.
+``deploy/k8s/base/shared/kafka-users.yaml`` (Strimzi ``KafkaUser`` resources) and
+``deploy/kafka-acls.sh`` (the same table as ``kafka-acls.sh`` commands); ``make docs`` runs it.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ class KafkaSecuritySettings(BaseSettings):
         default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with "
         "SASL_*. PLAIN sends the password as it is, so only over SASL_SSL.")
     kafka_sasl_username: str = Field(default="", description="The principal: "
-                                     "schoolcard-<service> (deploy/k8s/base/shared/kafka-users.yaml).")
+                                     "schoolcard-<service> "
+                                     "(deploy/k8s/base/shared/kafka-users.yaml).")
     kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="Its password "
                                            "(from the service's Kafka user Secret).")
     kafka_ssl_cafile: Path | None = Field(default=None, description="PEM of the CA that "
