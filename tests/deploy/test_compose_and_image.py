@@ -124,9 +124,11 @@ def test_every_package_the_services_import_is_in_the_runtime_lock() -> None:
     runtime = lock_names(ROOT / "requirements.lock")
     distributions = importlib.metadata.packages_distributions()
     imported: set[str] = set()
-    for path in [*ROOT.joinpath("services").rglob("*.py"), *ROOT.joinpath("contracts").rglob("*.py")]:
-        imported |= set(re.findall(r"^(?:from|import) ([a-zA-Z_][a-zA-Z0-9_]*)",
-                                   path.read_text(), flags=re.M))
+    code = [*ROOT.joinpath("services").rglob("*.py"), *ROOT.joinpath("contracts").rglob("*.py")]
+    for path in code:
+        for m in re.finditer(r"^\s*(?:from (\w+)[\w.]* import |import (\w+))",
+                             path.read_text(), flags=re.M):
+            imported.add(m.group(1) or m.group(2))
     missing = {}
     for module in sorted(imported - set(sys.stdlib_module_names) - {"contracts", "services"}):
         dists = {d.lower().replace("_", "-") for d in distributions.get(module, [])}
