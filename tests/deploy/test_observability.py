@@ -130,3 +130,11 @@ def test_dashboards_and_alerts_are_what_the_generator_writes() -> None:
     for service in SERVICES:
         assert (build.DASHBOARDS / f"{service}.json").read_text() == build.dashboard_json(service)
     assert build.ALERTS.read_text() == build.alerts_yaml()
+
+
+def test_every_runbook_link_of_an_alert_names_a_section_of_the_runbook() -> None:
+    readme = (build.HERE.parent / "README.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+               for line in readme.splitlines() if line.startswith("## ")}
+    links = {str(r["annotations"]["runbook"]).split("#")[1] for r in alert_rules()}  # type: ignore[index]
+    assert links and links <= anchors, links - anchors
