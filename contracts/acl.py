@@ -13,8 +13,8 @@
 
 Kafka's Write and Read imply Describe, so Describe is granted only where nothing else is.
 Plain data and text, no I/O: ``python -m contracts.acl`` writes
-``deploy/k8s/kafka-users.yaml`` (Strimzi ``KafkaUser`` resources) and ``deploy/kafka-acls.sh``
-(the same table as ``kafka-acls.sh`` commands); ``make docs`` runs it.
+``deploy/k8s/base/shared/kafka-users.yaml`` (Strimzi ``KafkaUser`` resources) and
+``deploy/kafka-acls.sh`` (the same table as ``kafka-acls.sh`` commands); ``make docs`` runs it.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ CLIENT_REPLIES_PREFIX = "apps.replies."
 SERVICE_GROUP_PREFIX = "schoolcard-"
 STRIMZI_CLUSTER = "schoolcard"
 """The Strimzi ``Kafka`` resource the users belong to (label ``strimzi.io/cluster``)."""
+STRIMZI_API = "kafka.strimzi.io/v1"
+"""The API of Strimzi's custom resources (served from Strimzi 0.49; the only one from 1.0)."""
+STRIMZI_PATTERN: dict[Pattern, str] = {"literal": "literal", "prefixed": "prefix"}
+"""How Strimzi spells a pattern type (``prefix``, where Kafka's tools say ``prefixed``)."""
 
 
 @dataclass(frozen=True, order=True)
@@ -142,7 +146,7 @@ def kafka_users_yaml(acls: tuple[Acl, ...] | None = None) -> str:
     lines = [f"# SchoolCard Kafka users and ACLs: {HEADER}."]
     for who, resources in _grouped(acls if acls is not None else table()):
         name = who.removeprefix("User:")
-        lines += ["---", "apiVersion: kafka.strimzi.io/v1beta2", "kind: KafkaUser",
+        lines += ["---", f"apiVersion: {STRIMZI_API}", "kind: KafkaUser",
                   "metadata:", f"  name: {name}",
                   f"  labels: {{strimzi.io/cluster: {STRIMZI_CLUSTER}, "
                   "app.kubernetes.io/part-of: schoolcard}",
@@ -150,7 +154,7 @@ def kafka_users_yaml(acls: tuple[Acl, ...] | None = None) -> str:
                   "  authorization:", "    type: simple", "    acls:"]
         for acl, operations in resources:
             rule = {"resource": {"type": acl.resource, "name": acl.name,
-                                 "patternType": acl.pattern},
+                                 "patternType": STRIMZI_PATTERN[acl.pattern]},
                     "operations": operations}
             lines.append(f"      - {json.dumps(rule)}")
     return "\n".join(lines) + "\n"
@@ -175,7 +179,7 @@ def kafka_acls_script(acls: tuple[Acl, ...] | None = None) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
-KAFKA_USERS = ROOT / "deploy" / "k8s" / "kafka-users.yaml"
+KAFKA_USERS = ROOT / "deploy" / "k8s" / "base" / "shared" / "kafka-users.yaml"
 KAFKA_ACLS = ROOT / "deploy" / "kafka-acls.sh"
 
 

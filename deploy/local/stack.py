@@ -259,6 +259,7 @@ def infra_env(kafka_port: int, mongo_port: int, run_dir: Path) -> dict[str, str]
         "SCHOOLCARD_MONGO_SNAPSHOT_READS": "false",  # nx-27017 stores it as a document
         # Tansu answers a waiting fetch only when the wait ends (Kafka answers at once)
         "SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS": str(DEV_FETCH_MAX_WAIT_MS),
+        "SCHOOLCARD_KAFKA_IDEMPOTENCE": "false",  # Tansu grants no producer ids
         "AUTH_PEPPER": "dev-pepper-not-for-production",
         "PYTHONUNBUFFERED": "1",
     }

@@ -33,8 +33,9 @@ def connection(infra: InfraSettings) -> KafkaConnection:
 
 def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float = 15.0,
                 tracing: TracerProvider | None = None) -> KafkaBroker:
-    """Producer settings: acks=all; idempotence stays off because the development broker
-    cannot grant producer ids (duplicates are absorbed by idempotent consumers anyway).
+    """Producer settings: acks=all; idempotence as ``SCHOOLCARD_KAFKA_IDEMPOTENCE`` says (on,
+    except on the development broker, which cannot grant producer ids; duplicates are
+    absorbed by idempotent consumers anyway).
     Spans go to ``tracing`` (default: the exporter ``SCHOOLCARD_OTEL_EXPORTER`` names)."""
     kafka = connection(infra)
     if tracing is None:
@@ -44,7 +45,7 @@ def make_broker(service: str, infra: InfraSettings, *, graceful_timeout: float =
         security=kafka.security,
         client_id=f"schoolcard-{service}",
         acks="all",
-        enable_idempotence=False,
+        enable_idempotence=infra.kafka_idempotence,
         linger_ms=infra.kafka_linger_ms,
         request_timeout_ms=15_000,
         graceful_timeout=graceful_timeout,

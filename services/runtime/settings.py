@@ -37,7 +37,8 @@ class KafkaSecuritySettings(BaseSettings):
         default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; required with "
         "SASL_*. PLAIN sends the password as it is, so only over SASL_SSL.")
     kafka_sasl_username: str = Field(default="", description="The principal: "
-                                     "schoolcard-<service> (deploy/k8s/kafka-users.yaml).")
+                                     "schoolcard-<service> "
+                                     "(deploy/k8s/base/shared/kafka-users.yaml).")
     kafka_sasl_password: SecretStr = Field(default=SecretStr(""), description="Its password "
                                            "(from the service's Kafka user Secret).")
     kafka_ssl_cafile: Path | None = Field(default=None, description="PEM of the CA that "
@@ -94,7 +95,7 @@ class AuthKeysSettings(BaseSettings):
     auth_public_keys: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEYS: PEM "
                                   "bundle of auth's Ed25519 public keys (one or more PUBLIC "
                                   "KEY blocks); a token verifies when its kid is the thumbprint "
-                                  "of one of them. Two keys during a rotation (deploy/RUNBOOK.md)."
+                                  "of one of them. Two keys during a rotation (deploy/README.md)."
                                   " Required by services that authorise app commands.")
     auth_public_key: str = Field(default="", description="SCHOOLCARD_AUTH_PUBLIC_KEY: one PEM "
                                  "public key, the earlier name; joins SCHOOLCARD_AUTH_PUBLIC_KEYS.")
@@ -142,6 +143,11 @@ class InfraSettings(KafkaSecuritySettings, AuthKeysSettings):
         "soon as data arrives, so its default costs no latency there; the development broker "
         "(Tansu) answers only when the wait ends: 10 there (tap to decision p50 7 ms instead "
         "of ~250 ms, measured).")
+    kafka_idempotence: bool = Field(
+        default=True, description="Idempotent producer (Kafka's enable.idempotence): the "
+        "broker drops a batch the producer retried after a lost acknowledgement, so a retry "
+        "never writes a record twice. False only where the broker cannot grant producer ids "
+        "(the development broker, Tansu: deploy/local/stack.py).")
     kafka_linger_ms: int = Field(
         default=0, ge=0, le=1_000, description="How long the producer holds a record to "
         "batch it with the next ones (Kafka's linger.ms). The outbox relay hands the producer "

@@ -49,6 +49,7 @@ async def bench(env: dict[str, str], taps: int, rate: float, students: int,
                           integrator_keys=json.loads(env["SCHOOLCARD_INTEGRATOR_KEYS"]),
                           topic_partitions=int(env["SCHOOLCARD_TOPIC_PARTITIONS"]),
                           kafka_fetch_max_wait_ms=int(env["SCHOOLCARD_KAFKA_FETCH_MAX_WAIT_MS"]),
+                          kafka_idempotence=env["SCHOOLCARD_KAFKA_IDEMPOTENCE"] == "true",
                           mongo_dialect=env["SCHOOLCARD_MONGO_DIALECT"],
                           mongo_snapshot_reads=False, log_json=False, log_level="WARNING")
     service = Service("access", Settings(infra=infra, outbox_idle_ms=50), app.wire)

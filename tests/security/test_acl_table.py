@@ -1,6 +1,6 @@
 """The broker's ACL table follows the topic catalog: each topic's producer writes it, each
 consumer reads it, nobody else does either, and the generated production files
-(deploy/k8s/kafka-users.yaml, deploy/kafka-acls.sh) say exactly that."""
+(deploy/k8s/base/shared/kafka-users.yaml, deploy/kafka-acls.sh) say exactly that."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def parsed_users_yaml(text: str) -> tuple[Acl, ...]:
         elif line.startswith("      - {"):
             rule = json.loads(line.removeprefix("      - "))
             res = rule["resource"]
-            rules += [Acl(f"User:{name}", res["type"], res["name"], res["patternType"], op)
+            pattern = {"prefix": "prefixed"}.get(res["patternType"], res["patternType"])
+            rules += [Acl(f"User:{name}", res["type"], res["name"], pattern, op)
                       for op in rule["operations"]]
     return tuple(sorted(rules))
 
@@ -171,7 +172,9 @@ def test_every_kafka_user_authenticates_with_scram_and_is_a_catalog_party() -> N
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_each_deployment_connects_as_its_own_kafka_user(service: str) -> None:
-    manifest = (acl.ROOT / "deploy" / "k8s" / f"{service}.yaml").read_text()
+    base = acl.ROOT / "deploy" / "k8s" / "base"
+    manifest = ((base / "common" / "deployment.yaml").read_text()
+                + (base / service / "deployment-patch.yaml").read_text())
     assert "{name: SCHOOLCARD_KAFKA_SECURITY_PROTOCOL, value: SASL_SSL}" in manifest
     assert f"{{name: SCHOOLCARD_KAFKA_SASL_USERNAME, value: schoolcard-{service}}}" in manifest
     assert f"{{secretKeyRef: {{name: schoolcard-{service}, key: password}}}}" in manifest
