@@ -52,7 +52,8 @@ class CardIssued(Event):
         "student_id, the byte 0x1F, then the code upper-cased with spaces and dashes removed. "
         "When given, the code is the only proof that links the child (a birth date is "
         "guessable); use at least 8 random characters of a 32-letter alphabet. The code itself "
-        "never travels.", examples=["9f2c8d3b0e6a41f7c5d2e8b1a4f07c3d6e9b2a5c8f1d4e7a0b3c6d9f2e5a8b1c"])
+        "never travels.",
+        examples=["9f2c8d3b0e6a41f7c5d2e8b1a4f07c3d6e9b2a5c8f1d4e7a0b3c6d9f2e5a8b1c"])
     issued_at: UtcDatetime
 
 

@@ -48,8 +48,9 @@ PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
     "receive_notifications": frozenset(GuardianRole),
 }
 # Staff roles and the actions they may do. The service-specific commands:
-# auth ``reset_second_factor`` and ``unlock_account``; transit ``set_fare_rules`` (the transport operator's integrator
-# account or support) and ``set_concession``; access reads attendance with ``view_attendance``.
+# auth ``reset_second_factor`` and ``unlock_account``; transit ``set_fare_rules`` (the
+# transport operator's integrator account or support) and ``set_concession``; access reads
+# attendance with ``view_attendance``.
 STAFF_ACTIONS: dict[Role, frozenset[str]] = {
     Role.SUPPORT: frozenset({"view", "view_attendance", "resolve_dispute", "refund", "block_card",
                              "manage_staff", "reset_second_factor", "unlock_account",

@@ -313,14 +313,16 @@ async def test_150_wrong_passwords_in_an_hour_process_at_most_100_and_the_owner_
     p = await parent(a, link=False)
     wrong = password()
     start = a.clock.now
-    # 100 attempts 30 s apart (each waits out the growing delay), then 50 more in the last
-    # 10 minutes of the same hour, one every 12 s; sent at once, stamped by the script.
+    # 100 attempts 30 s apart, then 50 more in the last 10 minutes of the same hour, one
+    # every 12 s, each from a new address (so only the account's ceiling holds them); sent
+    # at once, stamped by the script.
     a.clock.script = [start + timedelta(seconds=30 * i if i < 100 else 3000 + 12 * (i - 100))
                       for i in range(150)]
     order: list[str] = []
     for i in range(150):
         env = await a.req.integrator.publish(
-            cmd.Login(request_id=f"brute-{i}-{uid()}", login=p.phone, password=wrong),
+            cmd.Login(request_id=f"brute-{i}-{uid()}", login=p.phone, password=wrong,
+                      ip=f"198.51.100.{i}"),
             p.phone, reply_to=a.req.reply_topic)
         order.append(env.correlation_id)
     ids = set(order)

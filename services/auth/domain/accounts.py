@@ -429,13 +429,14 @@ class Account:
         for ``source`` (the keyed hash of the device and address) and in the account's ceiling
         (:class:`LoginThrottle`: no lockout by strangers; the owner's known sources pass the
         ceiling, time or a code-verified reset reopens). While the password is the contract's
-        birth date, 10 wrong tries in total close the login until support unlocks it; a pending, disabled or closed
-        account answers exactly as a wrong password. With TOTP enabled a right password is not
-        enough: a missing code (``SECOND_FACTOR_REQUIRED``) or a wrong or already used one
-        (``SECOND_FACTOR_INVALID``) counts one failure in the same window, so guessing codes is
-        throttled like guessing passwords. The code is looked at only after the password
-        matched. Success clears the failure window, starts a session (restricted when a
-        password change is due), appends to the login history and records
+        birth date, 10 wrong tries in total close the login until support unlocks it. A
+        pending, disabled or closed account answers exactly as a wrong password. With TOTP
+        enabled a right password is not enough: a missing code (``SECOND_FACTOR_REQUIRED``) or
+        a wrong or already used one (``SECOND_FACTOR_INVALID``) counts one failure in the same
+        windows, so guessing codes is throttled like guessing passwords. The code is looked at
+        only after the password matched. Success clears its source's window (the ceiling is
+        shared with whoever else guesses) and makes the source known, starts a session
+        (restricted when a password change is due), appends to the login history and records
         ``NewLoginDetected``.
         """
         now = require_aware(now)

@@ -2,8 +2,9 @@
 
 A child is created from the card-issuing system's events (contract number, school, birth date,
 optional activation code). Parents link themselves with proof (the activation code where the
-issuer sent one, else contract + birth date); the first one becomes *primary*; the primary invites co-guardians and viewers
-and removes them. A card reissue moves the child to a new contract and keeps the guardians.
+issuer sent one, else contract + birth date); the first one becomes *primary*; the primary
+invites co-guardians and viewers and removes them. A card reissue moves the child to a new
+contract and keeps the guardians.
 """
 
 from __future__ import annotations
