@@ -47,7 +47,8 @@ class CardIssued(Event):
         "(DDMMYYYY); the first login must change it, and 10 wrong tries in total close the "
         "login until support unlocks it.")
     activation_code_hash: str | None = Field(
-        default=None, pattern=r"^[0-9a-f]{64}$", description="Digest of the activation code "
+        default=None, min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$",
+        description="Digest of the activation code "
         "handed to the family (in the card letter): hex SHA-256 of the UTF-8 bytes of "
         "student_id, the byte 0x1F, then the code upper-cased with spaces and dashes removed. "
         "When given, the code is the only proof that links the child (a birth date is "
