@@ -73,6 +73,13 @@ class AccessTokenClaims(Part):
 # --- commands and queries on auth.commands.v1 (key: phone or account id) --------------------
 
 class StartRegistration(Command):
+    """Start a parent registration; a code is sent to the phone. The reply is the same for
+    known and unknown phones and contracts. A phone outside the countries auth serves
+    (AUTH_PHONE_COUNTRIES, +7 by default) is refused phone_country_not_served. Repeated for a
+    phone whose registration is pending, it sends a new code and never replaces the pending
+    password: another password drops it, and the confirmed account then sets one by a reset
+    code."""
+
     request_id: Identifier
     phone: Phone
     contract: ContractNumber
@@ -127,6 +134,9 @@ class Logout(Command):
 
 
 class RequestPasswordReset(Command):
+    """Send a reset code to the phone (same reply for known and unknown phones); a phone
+    outside AUTH_PHONE_COUNTRIES is refused phone_country_not_served."""
+
     request_id: Identifier
     phone: Phone
 
@@ -208,9 +218,33 @@ class ResetSecondFactor(Command):
                                   "phone and contract details, ticket SUP-1042"])
 
 
+class UnlockAccount(Command):
+    """Support only (token role support): clear the login throttles of the account a login
+    names (every source's window, the hourly ceiling, the wrong tries counted for good
+    against a contract's birth-date password) after the owner's identity was checked outside
+    the system; given a contract number, the child's proof budget (wrong birth dates) starts
+    over too. Answered with CommandCompleted (account_id of the account, None when only a
+    child was unlocked), or an ErrorReply forbidden (not support), account_not_found,
+    reset_reason_required. A retry with the same request_id answers the same."""
+
+    request_id: Identifier
+    login: str = Field(max_length=254, description="What the owner logs in with: phone "
+                       "(E.164 or local), e-mail, login name, or a contract number (then the "
+                       "child's proof budget is reset too).", examples=["+79121234567"])
+    reason: str = Field(max_length=500, description="How the identity was checked and why; "
+                        "mandatory, at least 10 characters. Kept with the account for audit "
+                        "(with the support account and the time), never logged or sent.",
+                        examples=["Locked out by guessing; identity checked by call-back, "
+                                  "ticket SUP-1043"])
+
+
 class LinkChild(Command):
-    """Link a child to the calling parent with proof: contract + birth date, or an activation
-    code handed out by the school."""
+    """Link a child to the calling parent with proof: the activation code handed out by the
+    school (the only proof accepted for a child whose card issuer sent one), else contract +
+    birth date. A child that already has a primary guardian answers child_proof_invalid to
+    every proof, right or wrong (the primary invites others: InviteGuardian). Wrong birth
+    dates count for good: after 10 no birth date is accepted for the child until support
+    unlocks it (UnlockAccount with the contract number)."""
 
     request_id: Identifier
     contract: ContractNumber

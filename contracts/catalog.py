@@ -134,7 +134,7 @@ TOPICS: tuple[Topic, ...] = (
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
-                  "ResetSecondFactor"),
+                  "ResetSecondFactor", "UnlockAccount"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),

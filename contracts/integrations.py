@@ -44,7 +44,17 @@ class CardIssued(Event):
                              examples=["2014-03-08"])
     initial_password_is_birth_date: bool = Field(
         default=False, description="The contract's initial cabinet password is the birth date "
-        "(DDMMYYYY); the first login must change it.")
+        "(DDMMYYYY); the first login must change it, and 10 wrong tries in total close the "
+        "login until support unlocks it.")
+    activation_code_hash: str | None = Field(
+        default=None, min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$",
+        description="Digest of the activation code "
+        "handed to the family (in the card letter): hex SHA-256 of the UTF-8 bytes of "
+        "student_id, the byte 0x1F, then the code upper-cased with spaces and dashes removed. "
+        "When given, the code is the only proof that links the child (a birth date is "
+        "guessable); use at least 8 random characters of a 32-letter alphabet. The code itself "
+        "never travels.",
+        examples=["9f2c8d3b0e6a41f7c5d2e8b1a4f07c3d6e9b2a5c8f1d4e7a0b3c6d9f2e5a8b1c"])
     issued_at: UtcDatetime
 
 

@@ -35,6 +35,7 @@ async def wire(rt: Runtime) -> Routes:
         cmd.ConfirmTotpEnrolment: h.on_confirm_totp_enrolment,
         cmd.DisableTotp: h.on_disable_totp,
         cmd.ResetSecondFactor: h.on_reset_second_factor,
+        cmd.UnlockAccount: h.on_unlock_account,
         cmd.LinkChild: h.on_link_child,
         cmd.InviteGuardian: h.on_invite_guardian,
         cmd.RemoveGuardian: h.on_remove_guardian,

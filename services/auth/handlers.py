@@ -46,6 +46,7 @@ from services.auth.security import (
     new_otp_code,
     new_refresh_token,
     new_totp_secret,
+    source_key,
     verify_password,
 )
 from services.auth.settings import Settings
@@ -110,6 +111,7 @@ class Handlers:
         self.pepper = self.settings.pepper_bytes()
         self.private_key = self.settings.private_key.get_secret_value()
         self.reuse_grace = timedelta(seconds=self.settings.refresh_reuse_grace_s)
+        self.countries = tuple(self.settings.phone_countries)
         self.case = UseCases(rt, refusals=(d.AuthRejected,), explain=outbound.explain)
 
     # --- the authenticated path ---------------------------------------------------------------
@@ -212,7 +214,7 @@ class Handlers:
                 school_id=card.school_id, birth_date=card.birth_date,
                 initial_password_hash=initial,
                 account_id=outbound.new_account_id("contract", card.contract),
-                pepper=self.pepper, now=now)
+                pepper=self.pepper, now=now, activation_code_hash=card.activation_code_hash)
             if issued.account is not None:
                 await self._save_account(uc.tx, s, issued.account, None)
             await self._save_child(uc.tx, s, issued.child, None)
@@ -236,14 +238,23 @@ class Handlers:
     # --- registration ---------------------------------------------------------------------------
 
     async def on_start_registration(self, msg: Inbound[cmd.StartRegistration]) -> None:
+        """A repeat for a pending phone is compared with the pending password (one argon2
+        verification for every phone, pending or not, so timing tells nothing)."""
         c = msg.message
         now = self.rt.clock()
         password = _secret(c.password)
-        password_hash = await asyncio.to_thread(hash_password, password)  # known or not
+        before = await Store(self.rt.db).account_by_phone(c.phone)
+        pending_hash = (before.password_hash if before is not None
+                        and before.status is d.AccountStatus.PENDING else None)
+        password_hash, same = await asyncio.gather(
+            asyncio.to_thread(hash_password, password), _verify(pending_hash, password))
         code = new_otp_code()
         async with self.case(msg, now=now) as uc:
             s = Store.of(uc.tx)
             existing = await s.account_by_phone(c.phone)
+            if (existing is not None and existing.status is d.AccountStatus.PENDING
+                    and existing.password_hash != pending_hash):
+                raise ConcurrencyError("the pending password changed while it was compared")
             child = await s.child_by_contract(c.contract)
             result = d.start_registration(
                 existing=existing, contract_known=child is not None,
@@ -252,7 +263,8 @@ class Handlers:
                 password_hash=password_hash, consent=c.consent,
                 registration_id=c.request_id, new_account_id=outbound.new_account_id(),
                 code_id=new_id(), code=code, pepper=self.pepper, now=now,
-                email=c.email, locale=c.locale.value)
+                email=c.email, locale=c.locale.value, served_countries=self.countries,
+                same_password_as_pending=same)
             if result.account is not None:
                 await s.save_account(result.account,
                                      existing.version if existing is not None else None)
@@ -318,7 +330,8 @@ class Handlers:
             account = await s.account_by_phone(phone)
             result = d.request_password_reset(account=account, request_id=request_id,
                                               code_id=new_id(), code=code, pepper=self.pepper,
-                                              now=uc.tx.now)
+                                              now=uc.tx.now, phone=phone,
+                                              served_countries=self.countries)
             await self._code_sent(uc.tx, s, result, account, code, request_id)
 
     async def on_confirm_password_reset(self, msg: Inbound[cmd.ConfirmPasswordReset]) -> None:
@@ -344,9 +357,12 @@ class Handlers:
         password = _secret(c.password)
         field, value = store.identify(c.login)
         unknown_key = self._unknown_key(field, value)
+        source = source_key(self.pepper, c.device, c.ip)
+        by_contract = field == "login_contract"
         before = await Store(self.rt.db).account_by(field, value)
         ghost = await Store(self.rt.db).unknown_throttle(unknown_key) if before is None else None
-        refused = d.login_gate_for_identifier(before, ghost, now)
+        refused = d.login_gate_for_identifier(before, ghost, now, source=source,
+                                              by_contract=by_contract)
         # Throttled attempts cost no argon2; the others cost one, known account or not.
         verified_hash = before.password_hash if before is not None else None
         password_ok = refused is None and await _verify(verified_hash, password)
@@ -362,7 +378,8 @@ class Handlers:
                                session_id=outbound.new_session_id(),
                                refresh_token_hash=hash_token(refresh), device=c.device,
                                ip_hash=hash_ip(self.pepper, c.ip),
-                               totp_code=_secret(c.totp) or None)
+                               totp_code=_secret(c.totp) or None, source=source,
+                               by_contract=by_contract)
             if throttle is not None:
                 await s.save_unknown_throttle(unknown_key, throttle)
             if account is not None:
@@ -511,6 +528,34 @@ class Handlers:
             await self._save_account(me.tx, me.store, account, loaded)
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
                                              account_id=account.account_id))
+
+    async def on_unlock_account(self, msg: Inbound[cmd.UnlockAccount]) -> None:
+        """Support clears the login throttles of the account a login names and, for a
+        contract number, the proof budget of its child (identity checked outside the
+        system); the domain records who and why."""
+        c = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("unlock_account")
+            me = await self.signed_in(uc)
+            field, value = store.identify(c.login)
+            account = await me.store.account_by(field, value)
+            child = (await me.store.child_by_contract(value) if field == "login_contract"
+                     else None)
+            if account is None and child is None:
+                raise d.AuthRejected(d.Reason.ACCOUNT_NOT_FOUND)
+            if account is not None:
+                loaded = account.version
+                account.unlock(by_account_id=me.account.account_id, reason=c.reason,
+                               now=me.tx.now, idempotency_key=c.request_id)
+                await self._save_account(me.tx, me.store, account, loaded)
+            if child is not None:
+                child_version = child.version
+                child.unlock_proofs(by_account_id=me.account.account_id, reason=c.reason,
+                                    now=me.tx.now)
+                await self._save_child(me.tx, me.store, child, child_version)
+            me.tx.reply(cmd.CommandCompleted(
+                request_id=c.request_id,
+                account_id=account.account_id if account is not None else None))
 
     # --- guardians ----------------------------------------------------------------------------
 

@@ -152,6 +152,13 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def source_key(pepper: bytes, device: str, ip: str) -> str:
+    """Keyed hash of where a login comes from (device name and client address): the key of
+    its own throttle window, and what marks a device the account logged in from before."""
+    return hmac.new(pepper, f"source\x1f{device}\x1f{ip}".encode(),
+                    hashlib.sha256).hexdigest()[:32]
+
+
 def hash_ip(pepper: bytes, ip: str) -> str:
     """Keyed hash of an IP address: lets the owner compare logins without storing the IP."""
     return hmac.new(pepper, ip.encode(), hashlib.sha256).hexdigest()[:32]

@@ -46,11 +46,25 @@ class Settings(ServiceSettings):
                                                "after their last failure (the window is an "
                                                "hour; TTL index).")
 
+    phone_countries: list[str] = Field(
+        default=["+7"], min_length=1, description="AUTH_PHONE_COUNTRIES: country calling "
+        "codes (with +, JSON list) of the phones auth registers and sends reset codes to; keep "
+        "it equal to notify's NOTIFY_SMS_CODE_COUNTRIES. Other phones are refused "
+        "phone_country_not_served instead of being accepted and never sent a code.")
+
     consumer_batch_max: int = Field(default=1, ge=1, le=5_000, description="AUTH_CONSUMER_"
                                     "BATCH_MAX: one transaction per message by default: auth "
                                     "hashes passwords before its transactions (tens of ms "
                                     "each), which a batch's transaction would hold open, and "
                                     "its traffic is small.")
+
+    @field_validator("phone_countries")
+    @classmethod
+    def _country_codes(cls, codes: list[str]) -> list[str]:
+        for code in codes:
+            if not (code.startswith("+") and code[1:].isdigit() and 1 <= len(code) - 1 <= 3):
+                raise ValueError(f"{code!r} is not a country calling code such as +7")
+        return codes
 
     @field_validator("pepper")
     @classmethod

@@ -12,8 +12,9 @@ Collections (database ``schoolcard_auth``):
   contract number, indexed by previous contracts and by guardian account (``guardian_ids``).
 * ``auth_outbox`` / ``auth_inbox`` — the runtime's; the relay deletes published outbox records
   (``outbox_carries_secrets``), so codes do not outlive their delivery.
-* ``auth_login_throttles`` — failure windows of login identifiers that name no account (keyed
-  by a peppered hash), so throttling looks the same for known and unknown identifiers.
+* ``auth_login_throttles`` — login throttles (per source, the ceiling, the lifetime count of a
+  contract number) of identifiers that name no account (keyed by a peppered hash), so
+  throttling looks the same for known and unknown identifiers.
 
 Sessions and login throttles expire (TTL indexes on ``stored_at``, the wall-clock time of the
 last write): ``AUTH_SESSION_RETENTION_DAYS`` after a session was last used or revoked (it is
@@ -35,8 +36,7 @@ import phonenumbers
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from services.auth.domain import Account, Child, FailureWindow, Session
-from services.auth.domain.common import login_throttle
+from services.auth.domain import Account, Child, LoginThrottle, Session
 from services.runtime import dialect
 from services.runtime.mongo import (
     DAY_S,
@@ -180,14 +180,14 @@ class Store:
 
     # --- throttles of unknown identifiers ---------------------------------------------------
 
-    async def unknown_throttle(self, key: str) -> FailureWindow:
+    async def unknown_throttle(self, key: str) -> LoginThrottle:
         doc = await self.db.auth_login_throttles.find_one({"_id": key}, session=self.session)
-        return login_throttle().load(doc["failures"] if doc else None)
+        return LoginThrottle.from_doc(doc)
 
-    async def save_unknown_throttle(self, key: str, throttle: FailureWindow) -> None:
+    async def save_unknown_throttle(self, key: str, throttle: LoginThrottle) -> None:
         await self.db.auth_login_throttles.replace_one(
             {"_id": key}, dialect.current().upsert_replacement(
-                key, with_stored_at({"failures": throttle.to_doc()})),
+                key, with_stored_at(throttle.to_doc())),
             upsert=True, session=self.session)
 
     # --- helpers ----------------------------------------------------------------------------

@@ -48,11 +48,13 @@ PERMISSIONS: dict[str, frozenset[GuardianRole]] = {
     "receive_notifications": frozenset(GuardianRole),
 }
 # Staff roles and the actions they may do. The service-specific commands:
-# auth ``reset_second_factor``; transit ``set_fare_rules`` (the transport operator's integrator
-# account or support) and ``set_concession``; access reads attendance with ``view_attendance``.
+# auth ``reset_second_factor`` and ``unlock_account``; transit ``set_fare_rules`` (the
+# transport operator's integrator account or support) and ``set_concession``; access reads
+# attendance with ``view_attendance``.
 STAFF_ACTIONS: dict[Role, frozenset[str]] = {
     Role.SUPPORT: frozenset({"view", "view_attendance", "resolve_dispute", "refund", "block_card",
-                             "manage_staff", "reset_second_factor", "set_fare_rules",
+                             "manage_staff", "reset_second_factor", "unlock_account",
+                             "set_fare_rules",
                              "set_concession"}),
     Role.SCHOOL_ADMIN: frozenset({"view", "view_attendance", "resolve_dispute",
                                   "school_settings", "manual_entry", "view_sales",
@@ -76,6 +78,7 @@ ACTION_SERVICES: dict[str, frozenset[str]] = {
     "refund": frozenset({"wallet"}),
     "manage_staff": frozenset({"auth"}),
     "reset_second_factor": frozenset({"auth"}),
+    "unlock_account": frozenset({"auth"}),
     "set_fare_rules": frozenset({"transit"}),
     "set_concession": frozenset({"transit"}),
     "school_settings": frozenset({"wallet", "access"}),
@@ -88,6 +91,7 @@ SCHOOL_STAFF = frozenset({Role.SCHOOL_ADMIN, Role.CANTEEN_OPERATOR, Role.TEACHER
 # How a refusal names an action whose key is not already the words clients see.
 WORDING: dict[str, str] = {
     "reset_second_factor": "reset a second factor",
+    "unlock_account": "unlock an account",
     "set_fare_rules": "set fare rules",
     "set_concession": "set concessions",
 }

@@ -78,7 +78,8 @@ def test_a_parent_without_a_grant_may_do_nothing():
 
 @pytest.mark.parametrize("action", ["refund", "resolve_dispute", "manage_staff", "view_sales",
                                     "view_attendance", "school_settings", "manual_entry",
-                                    "reset_second_factor", "set_fare_rules", "set_concession"])
+                                    "reset_second_factor", "unlock_account", "set_fare_rules",
+                                    "set_concession"])
 def test_a_primary_guardian_has_no_staff_action(action):
     assert refusal(parent((CHILD, GuardianRole.PRIMARY)), action, contract=CHILD) is not None
 
@@ -93,7 +94,8 @@ def test_a_parent_is_not_bound_to_a_school():
 
 STAFF_ALLOWED = {
     Role.SUPPORT: {"view", "view_attendance", "resolve_dispute", "refund", "block_card",
-                   "manage_staff", "reset_second_factor", "set_fare_rules", "set_concession"},
+                   "manage_staff", "reset_second_factor", "unlock_account", "set_fare_rules",
+                   "set_concession"},
     Role.SCHOOL_ADMIN: {"view", "view_attendance", "resolve_dispute", "school_settings",
                         "manual_entry", "view_sales", "set_concession"},
     Role.CANTEEN_OPERATOR: {"view_sales"},
@@ -101,7 +103,8 @@ STAFF_ALLOWED = {
     Role.INTEGRATOR: {"set_fare_rules"},
 }
 ACTIONS = sorted(set(PERMISSIONS) | {a for actions in STAFF_ACTIONS.values() for a in actions})
-WORDS = {"reset_second_factor": "reset a second factor", "set_fare_rules": "set fare rules",
+WORDS = {"reset_second_factor": "reset a second factor", "unlock_account": "unlock an account",
+         "set_fare_rules": "set fare rules",
          "set_concession": "set concessions"}
 
 
@@ -123,6 +126,7 @@ def test_every_staff_role_is_in_the_table():
 
 @pytest.mark.parametrize(("action", "roles", "words"), [
     ("reset_second_factor", {Role.SUPPORT}, "reset a second factor"),  # auth
+    ("unlock_account", {Role.SUPPORT}, "unlock an account"),  # auth
     ("set_fare_rules", {Role.INTEGRATOR, Role.SUPPORT}, "set fare rules"),  # transit
     ("set_concession", {Role.SCHOOL_ADMIN, Role.SUPPORT}, "set concessions"),  # transit
 ])

@@ -24,13 +24,14 @@ from .common import (
     DomainEvent,
     FailureWindow,
     IdempotencyLog,
+    LoginThrottle,
     Reason,
     code_throttle,
     dt_from_doc,
     fingerprint,
-    login_throttle,
     opt_dt_from_doc,
     require_aware,
+    require_support_reason,
 )
 from .events import (
     AccountActivated,
@@ -38,6 +39,7 @@ from .events import (
     AccountDisabled,
     AccountEnabled,
     AccountProvisioned,
+    AccountUnlocked,
     IntegratorAccountCreated,
     LoginFailed,
     NewLoginDetected,
@@ -59,6 +61,7 @@ LOGIN_HISTORY_SIZE = 50
 EXISTING_ACCOUNT_ALERT_COOLDOWN = timedelta(hours=1)
 RESET_REASON_MIN_LENGTH = 10
 FACTOR_RESETS_KEPT = 20
+UNLOCKS_KEPT = 20
 STAFF_ROLES = frozenset({AccessRole.SCHOOL_ADMIN, AccessRole.CANTEEN_OPERATOR,
                          AccessRole.TEACHER, AccessRole.SUPPORT})
 
@@ -229,13 +232,14 @@ class Account:
     school_id: str | None = None
     scopes: tuple[str, ...] = ()
     codes: dict[CodePurpose, OneTimeCode] = field(default_factory=dict)
-    password_failures: FailureWindow = field(default_factory=login_throttle)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
     code_failures: FailureWindow = field(default_factory=code_throttle)
     session_epoch: int = 0
     totp_secret: str | None = None
     totp_enabled: bool = False
     totp_last_step: int | None = None
     factor_resets: list[FactorReset] = field(default_factory=list)
+    unlocks: list[FactorReset] = field(default_factory=list)
     login_history: list[LoginRecord] = field(default_factory=list)
     existing_account_alert_at: datetime | None = None
     closed_at: datetime | None = None
@@ -312,6 +316,18 @@ class Account:
         )
         return account
 
+    @property
+    def password_failures(self) -> FailureWindow:
+        """Failed password checks of the last hour from every source (the account ceiling)."""
+        return self.throttle.ceiling
+
+    @property
+    def password_is_guessable(self) -> bool:
+        """The contract's initial password, the child's birth date, is still the password:
+        anyone who knows or guesses the birth date can type it, so its wrong tries are
+        limited for good, not per hour (``LIFETIME_FAILURE_LIMIT``)."""
+        return self.must_change_password and self.login_contract is not None
+
     # --- guards -----------------------------------------------------------------------------
 
     def _require_not_closed(self) -> None:
@@ -347,17 +363,13 @@ class Account:
     def _check_code(
         self, purpose: CodePurpose, code: str, pepper: bytes, now: datetime, *, consume: bool
     ) -> Outcome:
-        gate = self.code_failures.gate(now)
-        if not gate.allowed:
-            return Outcome(gate.reason, gate.retry_after)
+        """A one-time code is limited by its own attempts (5; a new code starts again), not by
+        an account-wide window: guesses sent while no code is outstanding, or at an older
+        code, never count against the code the owner is about to type."""
         current = self.codes.get(purpose)
         if current is None:
-            self.code_failures.record_failure(now)
             return Outcome(Reason.CODE_INVALID)
-        reason = current.check(code, pepper, now, consume=consume)
-        if reason is Reason.CODE_INVALID:
-            self.code_failures.record_failure(now)
-        return Outcome(reason)
+        return Outcome(current.check(code, pepper, now, consume=consume))
 
     # --- registration -----------------------------------------------------------------------
 
@@ -396,42 +408,49 @@ class Account:
 
     # --- login ------------------------------------------------------------------------------
 
-    def login_gate(self, now: datetime) -> LoginReply | None:
-        """A refusal to give *before* verifying the password (throttled), else None. Handlers
-        call this first so that refused attempts never cost an argon2 verification."""
-        gate = self.password_failures.gate(now)
+    def login_gate(self, now: datetime, source: str = "", *,
+                   trusted: bool = False) -> LoginReply | None:
+        """A refusal to give *before* verifying the password (throttled for ``source``, see
+        :class:`LoginThrottle`), else None. Handlers call this first so that refused attempts
+        never cost an argon2 verification."""
+        gate = self.throttle.gate(source, now, trusted=trusted,
+                                  lifetime_limited=self.password_is_guessable)
         if gate.allowed:
             return None
         return LoginReply(ok=False, reason=gate.reason, retry_after=gate.retry_after)
 
     def login(
         self, *, password_ok: bool, now: datetime, session_id: str, refresh_token_hash: str,
-        device: str, ip_hash: str, totp_code: str | None = None,
+        device: str, ip_hash: str, totp_code: str | None = None, source: str = "",
     ) -> LoginOutcome:
         """Apply a password login whose verification result is ``password_ok``.
 
         Throttled attempts are refused without counting; a wrong password counts one failure
-        (no lockout: time or a code-verified reset reopens); a pending, disabled or closed
-        account answers exactly as a wrong password. With TOTP enabled a right password is not
-        enough: a missing code (``SECOND_FACTOR_REQUIRED``) or a wrong or already used one
-        (``SECOND_FACTOR_INVALID``) counts one failure in the same window, so guessing codes is
-        throttled like guessing passwords. The code is looked at only after the password
-        matched. Success clears the failure window, starts a session (restricted when a
-        password change is due), appends to the login history and records
+        for ``source`` (the keyed hash of the device and address) and in the account's ceiling
+        (:class:`LoginThrottle`: no lockout by strangers; the owner's known sources pass the
+        ceiling, time or a code-verified reset reopens). While the password is the contract's
+        birth date, 10 wrong tries in total close the login until support unlocks it. A
+        pending, disabled or closed account answers exactly as a wrong password. With TOTP
+        enabled a right password is not enough: a missing code (``SECOND_FACTOR_REQUIRED``) or
+        a wrong or already used one (``SECOND_FACTOR_INVALID``) counts one failure in the same
+        windows, so guessing codes is throttled like guessing passwords. The code is looked at
+        only after the password matched. Success clears its source's window (the ceiling is
+        shared with whoever else guesses) and makes the source known, starts a session
+        (restricted when a password change is due), appends to the login history and records
         ``NewLoginDetected``.
         """
         now = require_aware(now)
-        refused = self.login_gate(now)
+        refused = self.login_gate(now, source)
         if refused is not None:
             return LoginOutcome(refused)
         if not password_ok or self.status is not AccountStatus.ACTIVE or self.password_hash is None:
             return LoginOutcome(self._login_failed(Reason.INVALID_CREDENTIALS, now, device,
-                                                   ip_hash))
+                                                   ip_hash, source))
         if self.totp_enabled:
             second = self._second_factor(totp_code, now)
             if second is not None:
-                return LoginOutcome(self._login_failed(second, now, device, ip_hash))
-        self.password_failures.clear()
+                return LoginOutcome(self._login_failed(second, now, device, ip_hash, source))
+        self.throttle.succeeded(source)
         known_devices = {r.device for r in self.login_history if r.success}
         session = Session.start(
             session_id=session_id, account_id=self.account_id, epoch=self.session_epoch,
@@ -451,8 +470,8 @@ class Account:
         )
 
     def _login_failed(self, reason: Reason, now: datetime, device: str,
-                      ip_hash: str) -> LoginReply:
-        self.password_failures.record_failure(now)
+                      ip_hash: str, source: str) -> LoginReply:
+        self.throttle.record_failure(source, now)
         if self.status is not AccountStatus.CLOSED:
             self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
         self.pending_events.append(
@@ -497,11 +516,11 @@ class Account:
         stored = self.idempotency.replay(idempotency_key, fp)
         if stored is not None:
             return Outcome.from_doc(stored)
-        refused = self.login_gate(now)
+        refused = self.login_gate(now, _session_source(session), trusted=True)
         if refused is not None:
             return Outcome(refused.reason, refused.retry_after)
         if not current_password_ok:
-            self.password_failures.record_failure(now)
+            self.throttle.record_failure(_session_source(session), now)
             outcome = Outcome(Reason.INVALID_CREDENTIALS)
         else:
             self.totp_secret = secret_b32
@@ -596,13 +615,13 @@ class Account:
             return Outcome.from_doc(stored)
         if not self.totp_enabled:
             raise AuthRejected(Reason.SECOND_FACTOR_NOT_ENABLED)
-        refused = self.login_gate(now)
+        refused = self.login_gate(now, _session_source(session), trusted=True)
         if refused is not None:
             return Outcome(refused.reason, refused.retry_after)
         rejection = (Reason.INVALID_CREDENTIALS if not current_password_ok
                      else self._second_factor(code, now))
         if rejection is not None:
-            self.password_failures.record_failure(now)
+            self.throttle.record_failure(_session_source(session), now)
             outcome = Outcome(rejection)
         else:
             self._drop_totp()
@@ -641,7 +660,7 @@ class Account:
         if not self.totp_enabled:
             raise AuthRejected(Reason.SECOND_FACTOR_NOT_ENABLED)
         self._drop_totp()
-        self.password_failures.clear()
+        self.throttle.clear()
         self.factor_resets.append(FactorReset(at=now, by_account_id=by_account_id, reason=why))
         del self.factor_resets[: max(0, len(self.factor_resets) - FACTOR_RESETS_KEPT)]
         self.pending_events.append(SecondFactorDisabled(occurred_at=now,
@@ -649,6 +668,35 @@ class Account:
                                                         via="support",
                                                         by_account_id=by_account_id))
         self._invalidate_sessions(now, "second_factor_reset", None)
+        outcome = Outcome()
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def unlock(
+        self, *, by_account_id: str, reason: str, now: datetime,
+        idempotency_key: str | None = None,
+    ) -> Outcome:
+        """Support clears every login throttle of the account (all sources, the ceiling and
+        the lifetime count of a birth-date password) after checking the owner's identity
+        outside the system; the one-time-code and authenticator windows too. ``reason`` is
+        mandatory (at least 10 characters) and kept with the support account and the time
+        (the last 20, never in an event); ``AccountUnlocked`` records it happened. Known
+        sources stay. A retry with the same key returns the first outcome."""
+        now = require_aware(now)
+        fp = fingerprint(op="unlock", by=by_account_id)
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        self._require_not_closed()
+        why = require_support_reason(reason)
+        failures = self.throttle.lifetime_failures
+        self.throttle.clear()
+        self.code_failures.clear()
+        self.unlocks.append(FactorReset(at=now, by_account_id=by_account_id, reason=why))
+        del self.unlocks[: max(0, len(self.unlocks) - UNLOCKS_KEPT)]
+        self.pending_events.append(AccountUnlocked(occurred_at=now, account_id=self.account_id,
+                                                   by_account_id=by_account_id,
+                                                   failures_cleared=failures))
         outcome = Outcome()
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
@@ -687,11 +735,11 @@ class Account:
         session.require_active(now, self.session_epoch)
         if session.second_factor_pending:
             raise AuthRejected(Reason.SECOND_FACTOR_REQUIRED)
-        refused = self.login_gate(now)
+        refused = self.login_gate(now, _session_source(session), trusted=True)
         if refused is not None:
             return Outcome(refused.reason, refused.retry_after)
         if not current_password_ok:
-            self.password_failures.record_failure(now)
+            self.throttle.record_failure(_session_source(session), now)
             outcome = Outcome(Reason.INVALID_CREDENTIALS)
             self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
             return outcome
@@ -724,7 +772,7 @@ class Account:
                 self._require_acceptable(new_password, birth_dates)
                 self._check_code(CodePurpose.PASSWORD_RESET, code, pepper, now, consume=True)
                 self.codes.pop(CodePurpose.PASSWORD_RESET, None)
-                self.password_failures.clear()
+                self.throttle.clear()
                 self._set_password(new_password_hash, now, via="reset", keep=None)
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
@@ -820,8 +868,9 @@ class Account:
         self.factor_resets.clear()
         self.codes.clear()
         self.login_history.clear()
-        self.password_failures.clear()
+        self.throttle = LoginThrottle()
         self.code_failures.clear()
+        self.unlocks.clear()
         self.existing_account_alert_at = None
         self.pending_events.append(AccountClosed(occurred_at=now, account_id=self.account_id))
         return True
@@ -885,13 +934,14 @@ class Account:
             "school_id": self.school_id,
             "scopes": list(self.scopes),
             "codes": {p.value: c.to_doc() for p, c in self.codes.items()},
-            "password_failures": self.password_failures.to_doc(),
+            **self.throttle.to_doc(),
             "code_failures": self.code_failures.to_doc(),
             "session_epoch": self.session_epoch,
             "totp_secret": self.totp_secret,
             "totp_enabled": self.totp_enabled,
             "totp_last_step": self.totp_last_step,
             "factor_resets": [r.to_doc() for r in self.factor_resets],
+            "unlocks": [r.to_doc() for r in self.unlocks],
             "login_history": [r.to_doc() for r in self.login_history],
             "existing_account_alert_at": self.existing_account_alert_at,
             "closed_at": self.closed_at,
@@ -925,13 +975,14 @@ class Account:
             scopes=tuple(doc.get("scopes", ())),
             codes={CodePurpose(p): OneTimeCode.from_doc(c)
                    for p, c in doc.get("codes", {}).items()},
-            password_failures=login_throttle().load(doc.get("password_failures")),
+            throttle=LoginThrottle.from_doc(doc),
             code_failures=code_throttle().load(doc.get("code_failures")),
             session_epoch=int(doc["session_epoch"]),
             totp_secret=doc.get("totp_secret"),
             totp_enabled=bool(doc["totp_enabled"]),
             totp_last_step=doc.get("totp_last_step"),
             factor_resets=[FactorReset.from_doc(r) for r in doc.get("factor_resets", [])],
+            unlocks=[FactorReset.from_doc(r) for r in doc.get("unlocks", [])],
             login_history=[LoginRecord.from_doc(r) for r in doc.get("login_history", [])],
             existing_account_alert_at=opt_dt_from_doc(doc.get("existing_account_alert_at")),
             closed_at=opt_dt_from_doc(doc.get("closed_at")),
@@ -987,6 +1038,11 @@ def create_staff_account(
         account_id=account_id, role=role, school_id=school_id,
         initial_password_hash=password_hash, now=now,
         **{"email" if login_field == "email" else "username": login_value})
+
+
+def _session_source(session: Session) -> str:
+    """The throttle source of a password asked again inside a live session."""
+    return f"session:{session.session_id}"
 
 
 def _keyed_digest(pepper: bytes, secret: str) -> str:

@@ -47,6 +47,8 @@ class Reason(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     LOGIN_DELAYED = "login_delayed"
     LOGIN_RATE_LIMITED = "login_rate_limited"
+    LOGIN_LOCKED = "login_locked"
+    PHONE_COUNTRY_NOT_SERVED = "phone_country_not_served"
     SESSION_NOT_FOUND = "session_not_found"
     SESSION_IDLE_EXPIRED = "session_idle_expired"
     SESSION_LIFETIME_EXPIRED = "session_lifetime_expired"
@@ -97,6 +99,19 @@ class AuthRejected(Exception):
         self.detail = detail
         self.retry_after = retry_after
         self.reasons = reasons or (reason,)
+
+
+SUPPORT_REASON_MIN_LENGTH = 10
+
+
+def require_support_reason(reason: str) -> str:
+    """The reason support records for an action on someone else's account (how the identity
+    was checked): whitespace folded, at least 10 characters, else ``RESET_REASON_REQUIRED``."""
+    why = " ".join(reason.split())
+    if len(why) < SUPPORT_REASON_MIN_LENGTH:
+        raise AuthRejected(Reason.RESET_REASON_REQUIRED,
+                           f"give at least {SUPPORT_REASON_MIN_LENGTH} characters")
+    return why
 
 
 def require_aware(now: datetime) -> datetime:
@@ -242,14 +257,134 @@ class FailureWindow:
         return self
 
 
+SOURCE_FAILURE_LIMIT = 20
+"""Failed logins processed per hour from one source (device + IP) against one identifier."""
+ACCOUNT_FAILURE_LIMIT = 100
+"""Failed logins processed per hour against one identifier from all sources together
+(ASVS 2.2.1: at most 100); sources the account logged in from before are exempt."""
+KNOWN_SOURCES_KEPT = 10
+SOURCES_KEPT = 64
+LIFETIME_FAILURE_LIMIT = 10
+"""Wrong tries, in total, against a password anyone who knows the child's birth date can type
+(a contract's initial password, about 5,000 plausible values): then only support unlocks."""
+
+
+def source_throttle() -> FailureWindow:
+    """One source's window: 5 failures free, then 1, 2, 4 .. 30 s apart, 20 an hour."""
+    return FailureWindow(limit=SOURCE_FAILURE_LIMIT)
+
+
+def account_ceiling() -> FailureWindow:
+    """The identifier's window over every source: no delays (a delay shared by all sources is
+    what let one attacker keep the owner out), 100 failures an hour, then refused."""
+    return FailureWindow(limit=ACCOUNT_FAILURE_LIMIT, free_failures=ACCOUNT_FAILURE_LIMIT)
+
+
 def login_throttle() -> FailureWindow:
-    """Per-account password throttle: 100 failures per rolling hour, 0 s then 1..30 s delays."""
-    return FailureWindow()
+    """The identifier-wide ceiling (kept under this name for the stored ``password_failures``)."""
+    return account_ceiling()
+
+
+@dataclass
+class LoginThrottle:
+    """Password guessing against one login identifier, counted where it comes from.
+
+    A *source* is a keyed hash of the device name and the client address of the attempt
+    (``security.source_key``), or a live session for the commands that ask for the password
+    again. Each source has its own window (:func:`source_throttle`: growing delays, 20 an
+    hour), so an attacker's failures delay the attacker only. Every failure also counts in
+    the identifier-wide ceiling (:func:`account_ceiling`, 100 an hour), which stops guessing
+    spread over many addresses; sources that logged in successfully before (the last 10,
+    ``known``) and live sessions (``trusted``) pass the ceiling, so the owner's own phone keeps
+    working while strangers are refused. A success clears its source's window only: the
+    ceiling is shared with whoever else is guessing. ``lifetime_failures`` counts every
+    failure for good; it closes the identifier after ``LIFETIME_FAILURE_LIMIT`` when the
+    caller says the password is guessable (``lifetime_limited``), until support unlocks
+    (:meth:`clear`).
+    """
+
+    ceiling: FailureWindow = field(default_factory=account_ceiling)
+    sources: dict[str, FailureWindow] = field(default_factory=dict)
+    known: list[str] = field(default_factory=list)
+    lifetime_failures: int = 0
+
+    def is_known(self, source: str) -> bool:
+        return source in self.known
+
+    def gate(self, source: str, now: datetime, *, trusted: bool = False,
+             lifetime_limited: bool = False) -> Gate:
+        if lifetime_limited and self.lifetime_failures >= LIFETIME_FAILURE_LIMIT:
+            return Gate(False, Reason.LOGIN_LOCKED)
+        own = self.sources.get(source)
+        if own is not None:
+            gate = own.gate(now)
+            if not gate.allowed:
+                return gate
+        if trusted or self.is_known(source):
+            return Gate(True)
+        return self.ceiling.gate(now)
+
+    def record_failure(self, source: str, now: datetime) -> None:
+        now = require_aware(now)
+        self.sources.setdefault(source, source_throttle()).record_failure(now)
+        self.ceiling.record_failure(now)
+        self.lifetime_failures += 1
+        self._forget_quiet_sources(now)
+
+    def succeeded(self, source: str) -> None:
+        """The owner got in from ``source``: its own window is cleared and it becomes known."""
+        self.sources.pop(source, None)
+        if source in self.known:
+            self.known.remove(source)
+        self.known.append(source)
+        del self.known[: max(0, len(self.known) - KNOWN_SOURCES_KEPT)]
+
+    def failures(self, now: datetime) -> int:
+        """Failures in the last hour from every source (the ceiling's count)."""
+        return self.ceiling.count(now)
+
+    def clear(self) -> None:
+        """The owner proved themselves another way (a reset by SMS code) or support unlocked
+        the account: every window and the lifetime count start again; known sources stay."""
+        self.ceiling.clear()
+        self.sources.clear()
+        self.lifetime_failures = 0
+
+    def _forget_quiet_sources(self, now: datetime) -> None:
+        """At most ``SOURCES_KEPT`` windows: the quiet ones go first, then the oldest (an
+        attacker spread over more addresses than that still meets the ceiling)."""
+        for key in [k for k, w in self.sources.items() if w.count(now) == 0]:
+            del self.sources[key]
+        if len(self.sources) > SOURCES_KEPT:
+            by_age = sorted(self.sources, key=lambda k: max(self.sources[k].failures))
+            for key in by_age[: len(self.sources) - SOURCES_KEPT]:
+                del self.sources[key]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "password_failures": self.ceiling.to_doc(),
+            "source_failures": [{"source": k, "failures": w.to_doc()}
+                                for k, w in self.sources.items()],
+            "known_sources": list(self.known),
+            "lifetime_failures": self.lifetime_failures,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any] | None) -> LoginThrottle:
+        doc = doc or {}
+        return cls(
+            ceiling=account_ceiling().load(doc.get("password_failures", doc.get("failures"))),
+            sources={str(s["source"]): source_throttle().load(s["failures"])
+                     for s in doc.get("source_failures", [])},
+            known=[str(k) for k in doc.get("known_sources", [])],
+            lifetime_failures=int(doc.get("lifetime_failures", 0)),
+        )
 
 
 def code_throttle() -> FailureWindow:
-    """Per-account one-time-code throttle; separate so that password guessing never blocks the
-    reset by code, which is the owner's way out of a password soft lock."""
+    """Per-account throttle of authenticator (TOTP) codes outside login. One-time SMS codes
+    are limited per code instead (5 attempts, a new code starts again: ``codes``), so that
+    guesses never hold up the owner's correct code."""
     return FailureWindow(
         free_failures=100,
         limit_reason=Reason.CODE_RATE_LIMITED,

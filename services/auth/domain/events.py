@@ -44,6 +44,16 @@ class AccountProvisioned(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AccountUnlocked(DomainEvent):
+    """Support cleared the account's login throttles (``failures_cleared``: the wrong tries
+    counted for good, e.g. against a birth-date password); the reason stays on the account."""
+
+    account_id: str
+    by_account_id: str
+    failures_cleared: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class StaffAccountCreated(DomainEvent):
     account_id: str
     role: str
@@ -193,6 +203,16 @@ class ChildLinkRefused(DomainEvent):
     account_id: str
     failures_in_window: int
     alert_account_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildProofsUnlocked(DomainEvent):
+    """Support let proofs for the child be tried again (``birth_dates_cleared``: the refused
+    birth dates that had counted for good)."""
+
+    child_id: str
+    by_account_id: str
+    birth_dates_cleared: int
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,9 +30,9 @@ from .accounts import (
     require_phone,
 )
 from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
-from .common import AuthRejected, DomainEvent, FailureWindow, Reason, require_aware
+from .common import AuthRejected, DomainEvent, LoginThrottle, Reason, require_aware
 from .events import RegistrationAttemptedForExistingAccount
-from .guardians import Child, ContractProof
+from .guardians import Child, activation_digest_mac
 from .passwords import PasswordContext, check_password
 
 
@@ -50,6 +50,7 @@ class RegistrationEffect(StrEnum):
 
     PENDING_CREATED = "pending_created"
     PENDING_RESTARTED = "pending_restarted"
+    PENDING_PASSWORD_DROPPED = "pending_password_dropped"
     COOLDOWN_NOTHING_SENT = "cooldown_nothing_sent"
     EXISTING_ACCOUNT_ALERTED = "existing_account_alerted"
     EXISTING_ACCOUNT_ALERT_SUPPRESSED = "existing_account_alert_suppressed"
@@ -75,21 +76,35 @@ class CardRegistration:
 def register_card(
     *, child_id: str, contract_number: str, school_id: str, birth_date: date,
     initial_password_hash: str | None, account_id: str, pepper: bytes, now: datetime,
+    activation_code_hash: str | None = None,
 ) -> CardRegistration:
     """A new child from the card issuer. A contract whose initial password is the child's
     birth date (``initial_password_hash``, the hash of DDMMYYYY) also gets a parent login by
-    contract number, the child's primary guardian, that must change the password first."""
-    child = Child.register(child_id=child_id, contract_number=contract_number,
-                           school_id=school_id, birth_date=birth_date, now=now)
+    contract number, the child's primary guardian, that must change the password first (10
+    wrong tries in total close it: ``Account.password_is_guessable``). An issuer that handed
+    the family an activation code sends its digest (``activation_code_hash``): the code is
+    then the only proof that links the child."""
+    child = Child.register(
+        child_id=child_id, contract_number=contract_number, school_id=school_id,
+        birth_date=birth_date, now=now,
+        activation_code_mac=(None if activation_code_hash is None
+                             else activation_digest_mac(pepper, child_id, activation_code_hash)))
     if initial_password_hash is None:
         return CardRegistration(child)
     account = Account.provision_for_contract(
         account_id=account_id, contract_number=contract_number,
         initial_password_hash=initial_password_hash, now=now)
-    child.link_with_proof(account_id=account.account_id,
-                          proof=ContractProof(contract_number, birth_date), pepper=pepper,
-                          now=now)
+    child.link_issued_login(account_id=account.account_id, now=now)
     return CardRegistration(child, account)
+
+
+def require_served_phone(phone: str, countries: Sequence[str]) -> str:
+    """A phone whose country code is one auth sends codes to (``AUTH_PHONE_COUNTRIES``, as
+    notify's ``NOTIFY_SMS_CODE_COUNTRIES``); refused on the caller's own input, before
+    anything is looked up, so it tells nothing about accounts."""
+    if not any(phone.startswith(prefix) for prefix in countries):
+        raise AuthRejected(Reason.PHONE_COUNTRY_NOT_SERVED)
+    return phone
 
 
 def start_registration(
@@ -110,6 +125,8 @@ def start_registration(
     now: datetime,
     email: str | None = None,
     locale: str = "ru",
+    served_countries: Sequence[str] = ("+7",),
+    same_password_as_pending: bool = False,
 ) -> FlowResult:
     """Start a parent registration (phone E.164, 8-digit contract, password, consent).
 
@@ -118,8 +135,13 @@ def start_registration(
     the same form). Everything else gives the same :class:`CodeSentReply`:
 
     * new phone, known contract: a pending account with a registration code;
-    * pending account for this phone: restarted with the new password and a new code (unless
-      the resend cooldown holds, then nothing is sent);
+    * pending account for this phone: a new code (unless the resend cooldown holds, then
+      nothing is sent); the details of the first start stay. The password is never replaced:
+      whoever repeats the start with the victim's phone must not choose the password the
+      victim's code then activates. Nor may the first start's password survive a repeat with
+      another one (``same_password_as_pending`` False: the first could be the attacker's), so
+      the pending password is dropped and the account, once confirmed, gets a password only
+      through a reset by SMS code: only the phone's holder chooses it;
     * active account for this phone: its owner is told someone tried (at most hourly);
     * unknown contract: nothing happens.
 
@@ -129,6 +151,7 @@ def start_registration(
     """
     now = require_aware(now)
     require_phone(phone)
+    require_served_phone(phone, served_countries)
     require_contract_number(contract_number)
     if not consent:
         raise AuthRejected(Reason.CONSENT_REQUIRED)
@@ -159,15 +182,13 @@ def start_registration(
     if not contract_known:
         return FlowResult(reply, RegistrationEffect.CONTRACT_UNKNOWN)
 
-    if existing is None:
-        account = Account(
-            account_id=new_account_id, kind=AccountKind.PARENT, role=AccessRole.PARENT,
-            status=AccountStatus.PENDING, created_at=now, phone=phone,
-        )
-        effect = RegistrationEffect.PENDING_CREATED
-    else:
-        account = existing
-        effect = RegistrationEffect.PENDING_RESTARTED
+    if existing is not None:
+        return _restart_pending(existing, reply, same_password_as_pending, code_id=code_id,
+                                code=code, pepper=pepper, now=now)
+    account = Account(
+        account_id=new_account_id, kind=AccountKind.PARENT, role=AccessRole.PARENT,
+        status=AccountStatus.PENDING, created_at=now, phone=phone,
+    )
     if not account.issue_code(purpose=CodePurpose.REGISTRATION, code_id=code_id, code=code,
                               pepper=pepper, now=now):
         return FlowResult(reply, RegistrationEffect.COOLDOWN_NOTHING_SENT)
@@ -178,6 +199,23 @@ def start_registration(
     account.flagged_password_reason = flagged
     account.email = require_email(email) if email is not None else None
     account.locale = locale
+    return FlowResult(reply, RegistrationEffect.PENDING_CREATED, account, account.pull_events())
+
+
+def _restart_pending(account: Account, reply: CodeSentReply, same_password: bool, *,
+                     code_id: str, code: str, pepper: bytes, now: datetime) -> FlowResult:
+    """A repeated start for a pending phone: its details stay; another password drops the
+    pending one (see :func:`start_registration`)."""
+    dropped = not same_password and account.password_hash is not None
+    if dropped:
+        account.password_hash = None
+        account.flagged_password_reason = None
+    sent = account.issue_code(purpose=CodePurpose.REGISTRATION, code_id=code_id, code=code,
+                              pepper=pepper, now=now)
+    if not sent and not dropped:
+        return FlowResult(reply, RegistrationEffect.COOLDOWN_NOTHING_SENT)
+    effect = (RegistrationEffect.PENDING_PASSWORD_DROPPED if dropped
+              else RegistrationEffect.PENDING_RESTARTED)
     return FlowResult(reply, effect, account, account.pull_events())
 
 
@@ -225,9 +263,13 @@ def confirm_registration(
 
 def request_password_reset(
     *, account: Account | None, request_id: str, code_id: str, code: str, pepper: bytes,
-    now: datetime,
+    now: datetime, phone: str = "", served_countries: Sequence[str] = (),
 ) -> FlowResult:
-    """Send a reset code to an active account's phone; same reply for any phone."""
+    """Send a reset code to an active account's phone; same reply for any phone of a served
+    country (``served_countries``: others are refused ``PHONE_COUNTRY_NOT_SERVED`` on the
+    caller's input alone; empty: not checked)."""
+    if served_countries:
+        require_served_phone(phone, served_countries)
     reply = CodeSentReply(request_id=request_id)
     if account is None or account.status is not AccountStatus.ACTIVE or account.phone is None:
         return FlowResult(reply, RegistrationEffect.ACCOUNT_NOT_ELIGIBLE)
@@ -255,43 +297,50 @@ def reset_password(
                                   birth_dates=birth_dates, idempotency_key=idempotency_key)
 
 
-def login_gate_for_unknown(throttle: FailureWindow, now: datetime) -> LoginReply | None:
+def login_gate_for_unknown(throttle: LoginThrottle, source: str, now: datetime, *,
+                           by_contract: bool = False) -> LoginReply | None:
     """Throttle gate for an identifier with no account, kept by the handler per identifier
-    hash with the same limits as an account, so that throttling cannot reveal existence."""
-    gate = throttle.gate(now)
+    hash with the same limits as an account, so that throttling cannot reveal existence. A
+    contract number (``by_contract``) is limited for good after 10 wrong tries, as a contract
+    whose initial password is the birth date is."""
+    gate = throttle.gate(source, now, lifetime_limited=by_contract)
     if gate.allowed:
         return None
     return LoginReply(ok=False, reason=gate.reason, retry_after=gate.retry_after)
 
 
-def login_unknown(throttle: FailureWindow, now: datetime) -> LoginReply:
+def login_unknown(throttle: LoginThrottle, source: str, now: datetime, *,
+                  by_contract: bool = False) -> LoginReply:
     """A login for an identifier with no account: the same reply, and the same failure
     counting, as a wrong password for an existing account."""
-    refused = login_gate_for_unknown(throttle, now)
+    refused = login_gate_for_unknown(throttle, source, now, by_contract=by_contract)
     if refused is not None:
         return refused
-    throttle.record_failure(now)
+    throttle.record_failure(source, now)
     return LoginReply(ok=False, reason=Reason.INVALID_CREDENTIALS)
 
 
-def login_gate_for_identifier(account: Account | None, unknown_throttle: FailureWindow | None,
-                              now: datetime) -> LoginReply | None:
-    """The refusal to give *before* the password is verified (the identifier is throttled),
-    else None: the account's own gate, or for an identifier with no account the gate of its
-    ``unknown_throttle``. Refused attempts then cost no password verification, known account
-    or not."""
+def login_gate_for_identifier(account: Account | None, unknown_throttle: LoginThrottle | None,
+                              now: datetime, *, source: str = "",
+                              by_contract: bool = False) -> LoginReply | None:
+    """The refusal to give *before* the password is verified (the identifier is throttled
+    for this ``source``), else None: the account's own gate, or for an identifier with no
+    account the gate of its ``unknown_throttle``. Refused attempts then cost no password
+    verification, known account or not."""
     if account is None:
-        return login_gate_for_unknown(_required(unknown_throttle), now)
-    return account.login_gate(now)
+        return login_gate_for_unknown(_required(unknown_throttle), source, now,
+                                      by_contract=by_contract)
+    return account.login_gate(now, source)
 
 
 def log_in(
-    *, account: Account | None, unknown_throttle: FailureWindow | None, password_ok: bool,
+    *, account: Account | None, unknown_throttle: LoginThrottle | None, password_ok: bool,
     now: datetime, session_id: str, refresh_token_hash: str, device: str, ip_hash: str,
-    totp_code: str | None = None,
+    totp_code: str | None = None, source: str = "", by_contract: bool = False,
 ) -> LoginOutcome:
     """A login naming ``account``, or an identifier with no account (then ``unknown_throttle``,
-    kept per identifier hash, must be given).
+    kept per identifier hash, must be given), from ``source`` (keyed hash of device and
+    address: :class:`~.common.LoginThrottle`).
 
     An unknown identifier is throttled and refused exactly as a wrong password for an existing
     account (:func:`login_unknown`: its failure is counted in ``unknown_throttle``); a known
@@ -299,13 +348,14 @@ def log_in(
     caller persists whichever of the account and the throttle it passed.
     """
     if account is None:
-        return LoginOutcome(login_unknown(_required(unknown_throttle), now))
+        return LoginOutcome(login_unknown(_required(unknown_throttle), source, now,
+                                          by_contract=by_contract))
     return account.login(password_ok=password_ok, now=now, session_id=session_id,
                          refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash,
-                         totp_code=totp_code)
+                         totp_code=totp_code, source=source)
 
 
-def _required(unknown_throttle: FailureWindow | None) -> FailureWindow:
+def _required(unknown_throttle: LoginThrottle | None) -> LoginThrottle:
     if unknown_throttle is None:
         raise ValueError("an identifier with no account needs its throttle")
     return unknown_throttle

@@ -1,9 +1,10 @@
 """Children, their contracts and their guardians.
 
 A child is created from the card-issuing system's events (contract number, school, birth date,
-optional activation code). Parents link themselves with proof (contract + birth date, or the
-activation code); the first one becomes *primary*; the primary invites co-guardians and viewers
-and removes them. A card reissue moves the child to a new contract and keeps the guardians.
+optional activation code). Parents link themselves with proof (the activation code where the
+issuer sent one, else contract + birth date); the first one becomes *primary*; the primary
+invites co-guardians and viewers and removes them. A card reissue moves the child to a new
+contract and keeps the guardians.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from .common import (
     dt_from_doc,
     fingerprint,
     require_aware,
+    require_support_reason,
 )
 from .events import (
     ChildLinkRefused,
+    ChildProofsUnlocked,
     ChildRegistered,
     ContractReissued,
     GuardianInvitationRevoked,
@@ -41,7 +44,8 @@ from .events import (
 
 GuardianRole = ChildRole
 INVITATION_TTL = timedelta(days=7)
-PROOF_FAILURE_LIMIT = 10  # per child per rolling hour: a birth date has only ~5,000 guesses
+PROOF_FAILURE_LIMIT = 10  # per child per rolling hour, any proof
+BIRTH_DATE_PROOF_BUDGET = 10  # per child for good: a birth date has only ~5,000 guesses
 
 
 # Who may do what for a child is one table, services.runtime.authorization.PERMISSIONS, read by
@@ -67,9 +71,22 @@ class ActivationCodeProof:
     activation_code: str
 
 
-def activation_code_mac(pepper: bytes, child_id: str, code: str) -> str:
+def activation_code_digest(child_id: str, code: str) -> str:
+    """What the card issuer sends in ``CardIssued.activation_code_hash``: the hex SHA-256 of
+    ``<student_id> 0x1F <code>``, the code upper-cased without spaces and dashes."""
     normalized = code.replace("-", "").replace(" ", "").upper()
-    return hmac.new(pepper, f"{child_id}\x1f{normalized}".encode(), hashlib.sha256).hexdigest()
+    return hashlib.sha256(f"{child_id}\x1f{normalized}".encode()).hexdigest()
+
+
+def activation_digest_mac(pepper: bytes, child_id: str, digest: str) -> str:
+    """What auth keeps of the issuer's digest: keyed with the pepper, so the database alone
+    gives no offline test of a code."""
+    return hmac.new(pepper, f"{child_id}\x1f{digest.lower()}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def activation_code_mac(pepper: bytes, child_id: str, code: str) -> str:
+    return activation_digest_mac(pepper, child_id, activation_code_digest(child_id, code))
 
 
 @dataclass
@@ -132,6 +149,7 @@ class Child:
     guardians: dict[str, GuardianRole] = field(default_factory=dict)
     invitations: dict[str, Invitation] = field(default_factory=dict)
     proof_failures: FailureWindow = field(default_factory=_proof_throttle)
+    birth_date_failures: int = 0
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -176,10 +194,20 @@ class Child:
         self, *, account_id: str, proof: ContractProof | ActivationCodeProof, pepper: bytes,
         now: datetime, idempotency_key: str | None = None,
     ) -> LinkOutcome:
-        """Link a parent who proves knowledge of the child. Only a child without a primary can
-        be claimed this way (the claimant becomes primary); otherwise the primary must invite.
-        A wrong proof counts against the child (10 per hour) and returns a rejection; the
-        first of an hour tells the primary guardian, if there is one (``ChildLinkRefused``)."""
+        """Link a parent who proves knowledge of the child; only a child without a primary can
+        be claimed this way (the claimant becomes primary), otherwise the primary invites.
+
+        * Where the issuer sent an activation code, only the code proves: a birth date is
+          refused like a wrong one (it is guessable, the code is not).
+        * A child that already has a primary answers every proof, right or wrong, as a wrong
+          one, and counts it: the answer must not confirm a birth date or a code.
+        * Refused proofs count against the child, 10 per rolling hour (then
+          ``CHILD_PROOF_RATE_LIMITED``), and refused birth dates also for good: after
+          ``BIRTH_DATE_PROOF_BUDGET`` of them no birth date is looked at any more (refused as
+          wrong, even the right one) until support unlocks (:meth:`unlock_proofs`). The
+          first refusal of an hour tells the primary guardian, if there is one
+          (``ChildLinkRefused``).
+        """
         now = require_aware(now)
         # Proofs are low-entropy: they enter the fingerprint only through the pepper.
         proof_text = (f"{proof.contract_number}|{proof.birth_date.isoformat()}"
@@ -191,31 +219,59 @@ class Child:
             return LinkOutcome.from_doc(stored)
         if account_id in self.guardians:
             raise AuthRejected(Reason.ALREADY_GUARDIAN)
+        by_birth_date = isinstance(proof, ContractProof)
+        if by_birth_date and self.birth_date_failures >= BIRTH_DATE_PROOF_BUDGET:
+            outcome = LinkOutcome(Reason.CHILD_PROOF_INVALID)
+            self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+            return outcome
         gate = self.proof_failures.gate(now)
         if not gate.allowed:
             raise AuthRejected(Reason.CHILD_PROOF_RATE_LIMITED, retry_after=gate.retry_after)
-        if not self._proof_matches(proof, pepper):
-            self.proof_failures.record_failure(now)
-            failures = self.proof_failures.count(now)
-            self.pending_events.append(
-                ChildLinkRefused(occurred_at=now, child_id=self.child_id,
-                                 contract_number=self.contract_number, account_id=account_id,
-                                 failures_in_window=failures,
-                                 alert_account_id=self.primary if failures == 1 else None)
-            )
+        if self.primary is not None or not self._proof_matches(proof, pepper):
+            self._refuse_proof(account_id, by_birth_date, now)
             outcome = LinkOutcome(Reason.CHILD_PROOF_INVALID)
-        elif self.primary is not None:
-            outcome = LinkOutcome(Reason.GUARDIAN_INVITE_REQUIRED)
         else:
-            via = (ProofKind.CONTRACT_AND_BIRTH_DATE if isinstance(proof, ContractProof)
+            via = (ProofKind.CONTRACT_AND_BIRTH_DATE if by_birth_date
                    else ProofKind.ACTIVATION_CODE)
             self._add(account_id, GuardianRole.PRIMARY, via, now)
             outcome = LinkOutcome(role=GuardianRole.PRIMARY)
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
+    def _refuse_proof(self, account_id: str, by_birth_date: bool, now: datetime) -> None:
+        self.proof_failures.record_failure(now)
+        if by_birth_date:
+            self.birth_date_failures += 1
+        failures = self.proof_failures.count(now)
+        self.pending_events.append(
+            ChildLinkRefused(occurred_at=now, child_id=self.child_id,
+                             contract_number=self.contract_number, account_id=account_id,
+                             failures_in_window=failures,
+                             alert_account_id=self.primary if failures == 1 else None)
+        )
+
+    def link_issued_login(self, *, account_id: str, now: datetime) -> None:
+        """The parent login the issuer provisioned for the contract becomes the primary (the
+        issuer vouches for it; no proof is asked)."""
+        self._add(account_id, GuardianRole.PRIMARY, ProofKind.CONTRACT_AND_BIRTH_DATE,
+                  require_aware(now))
+
+    def unlock_proofs(self, *, by_account_id: str, reason: str, now: datetime) -> None:
+        """Support lets proofs be tried again (identity checked outside the system, ``reason``
+        of at least 10 characters): the hourly window and the birth-date budget start over
+        (``ChildProofsUnlocked``)."""
+        require_support_reason(reason)
+        cleared = self.birth_date_failures
+        self.birth_date_failures = 0
+        self.proof_failures.clear()
+        self.pending_events.append(
+            ChildProofsUnlocked(occurred_at=require_aware(now), child_id=self.child_id,
+                                by_account_id=by_account_id, birth_dates_cleared=cleared))
+
     def _proof_matches(self, proof: ContractProof | ActivationCodeProof, pepper: bytes) -> bool:
         if isinstance(proof, ContractProof):
+            if self.activation_code_mac is not None:
+                return False  # the issuer's code is the proof for this child
             return (hmac.compare_digest(proof.contract_number, self.contract_number)
                     and proof.birth_date == self.birth_date)
         if self.activation_code_mac is None:
@@ -413,6 +469,7 @@ class Child:
             "guardians": [{"account_id": a, "role": r.value} for a, r in self.guardians.items()],
             "invitations": [i.to_doc() for i in self.invitations.values()],
             "proof_failures": self.proof_failures.to_doc(),
+            "birth_date_failures": self.birth_date_failures,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
         }
@@ -432,6 +489,7 @@ class Child:
             invitations={str(i["invitation_id"]): Invitation.from_doc(i)
                          for i in doc.get("invitations", [])},
             proof_failures=_proof_throttle().load(doc.get("proof_failures")),
+            birth_date_failures=int(doc.get("birth_date_failures", 0)),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )

@@ -12,6 +12,7 @@ from services.auth.domain import (
     Child,
     ContractProof,
     GuardianRole,
+    LinkOutcome,
     Reason,
     activation_code_mac,
 )
@@ -35,10 +36,12 @@ BORN = date(2015, 5, 12)
 PROOF = ContractProof("40817810", BORN)
 
 
-def child() -> Child:
+def child(*, coded: bool = False) -> Child:
+    """A child; ``coded``: its card issuer sent an activation code (then the only proof)."""
     return Child.register(child_id="ch-1", contract_number="40817810", school_id="sch-1",
                           birth_date=BORN, now=T0,
-                          activation_code_mac=activation_code_mac(PEPPER, "ch-1", "ABCD-2345"))
+                          activation_code_mac=(activation_code_mac(PEPPER, "ch-1", "ABCD-2345")
+                                               if coded else None))
 
 
 def with_primary() -> Child:
@@ -89,8 +92,10 @@ def test_the_first_parent_linking_with_contract_and_birth_date_becomes_primary()
     assert c.claim_for("mum") == ChildClaim("40817810", GuardianRole.PRIMARY)
 
 
-def test_an_activation_code_is_also_a_proof() -> None:
-    c = child()
+def test_where_the_issuer_sent_an_activation_code_only_the_code_links_the_child() -> None:
+    c = child(coded=True)
+    by_birth_date = c.link_with_proof(account_id="eve", proof=PROOF, pepper=PEPPER, now=T0)
+    assert by_birth_date.rejection is Reason.CHILD_PROOF_INVALID and c.guardians == {}
     outcome = c.link_with_proof(account_id="dad", proof=ActivationCodeProof("abcd 2345"),
                                 pepper=PEPPER, now=T0)
     assert outcome.role is GuardianRole.PRIMARY
@@ -101,8 +106,9 @@ def test_a_parent_cannot_link_without_the_proof() -> None:
     wrong = c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 5, 13)),
                               pepper=PEPPER, now=T0)
     assert wrong.rejection is Reason.CHILD_PROOF_INVALID and c.guardians == {}
-    code = c.link_with_proof(account_id="eve", proof=ActivationCodeProof("WRONG-0000"),
-                             pepper=PEPPER, now=T0)
+    code = child(coded=True).link_with_proof(account_id="eve",
+                                             proof=ActivationCodeProof("WRONG-0000"),
+                                             pepper=PEPPER, now=T0)
     assert code.rejection is Reason.CHILD_PROOF_INVALID and c.role_of("eve") is None
 
 
@@ -138,23 +144,46 @@ def test_a_wrong_proof_for_a_child_without_a_primary_tells_nobody() -> None:
     assert refused.alert_account_id is None and outbound.to_wire([refused]) == []
 
 
-def test_guessing_the_birth_date_is_limited_to_ten_tries_per_hour() -> None:
+def test_guessing_the_birth_date_is_limited_to_ten_tries_for_good_then_support_unlocks() -> None:
     c = child()
     for day in range(1, 11):
         c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 1, day)),
+                          pepper=PEPPER, now=T0 + timedelta(days=day))  # no hourly window
+    for later in (T0 + timedelta(days=11), T0 + timedelta(days=400)):
+        right = c.link_with_proof(account_id="eve", proof=PROOF, pepper=PEPPER, now=later)
+        assert right.rejection is Reason.CHILD_PROOF_INVALID and c.guardians == {}
+    with pytest.raises(AuthRejected):
+        c.unlock_proofs(by_account_id="acc-support", reason="short", now=T0)
+    c.unlock_proofs(by_account_id="acc-support", reason="Identity checked by call-back",
+                    now=T0 + timedelta(days=401))
+    assert c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER,
+                             now=T0 + timedelta(days=401)).role is GuardianRole.PRIMARY
+
+
+def test_activation_codes_are_limited_to_ten_wrong_tries_an_hour() -> None:
+    c = child(coded=True)
+    for i in range(10):
+        c.link_with_proof(account_id="eve", proof=ActivationCodeProof(f"WRONG-{i:04d}"),
                           pepper=PEPPER, now=T0)
     with pytest.raises(AuthRejected) as caught:
-        c.link_with_proof(account_id="eve", proof=PROOF, pepper=PEPPER, now=T0)
+        c.link_with_proof(account_id="mum", proof=ActivationCodeProof("ABCD-2345"),
+                          pepper=PEPPER, now=T0)
     assert caught.value.reason is Reason.CHILD_PROOF_RATE_LIMITED
-    later = c.link_with_proof(account_id="mum", proof=PROOF, pepper=PEPPER,
-                              now=T0 + timedelta(hours=1, seconds=1))
+    later = c.link_with_proof(account_id="mum", proof=ActivationCodeProof("ABCD-2345"),
+                              pepper=PEPPER, now=T0 + timedelta(hours=1, seconds=1))
     assert later.role is GuardianRole.PRIMARY
 
 
-def test_a_second_parent_with_proof_still_needs_an_invitation() -> None:
+def test_a_claimed_child_answers_a_right_proof_as_a_wrong_one_and_counts_both() -> None:
     c = with_primary()
-    outcome = c.link_with_proof(account_id="dad", proof=PROOF, pepper=PEPPER, now=T0)
-    assert outcome.rejection is Reason.GUARDIAN_INVITE_REQUIRED and c.role_of("dad") is None
+    c.pull_events()
+    right = c.link_with_proof(account_id="dad", proof=PROOF, pepper=PEPPER, now=T0)
+    wrong = c.link_with_proof(account_id="eve", proof=ContractProof("40817810", date(2015, 1, 1)),
+                              pepper=PEPPER, now=T0)
+    assert right == wrong == LinkOutcome(Reason.CHILD_PROOF_INVALID)
+    assert c.role_of("dad") is None and c.birth_date_failures == 2
+    refused = [e for e in c.pull_events() if isinstance(e, ChildLinkRefused)]
+    assert [e.account_id for e in refused] == ["dad", "eve"]
 
 
 def test_the_primary_invites_a_co_guardian_and_a_viewer_who_join_with_the_token() -> None:

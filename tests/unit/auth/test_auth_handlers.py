@@ -343,7 +343,7 @@ async def test_an_unknown_login_is_refused_like_a_wrong_password_and_throttled_a
                                           password=PASSWORD), key="+79125550000"))
     assert rt.error_code() == "invalid_credentials"
     [throttle] = await rt.db.auth_login_throttles.find({}).to_list(None)
-    assert len(throttle["failures"]) == 1
+    assert len(throttle["password_failures"]) == 1 and len(throttle["source_failures"]) == 1
 
 
 async def test_a_refresh_rotates_the_token_and_a_reuse_after_the_grace_revokes_the_family():
@@ -640,6 +640,8 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
     cmd.DisableTotp: cmd.DisableTotp(request_id="d-t3", password=PASSWORD, code="123456"),
     cmd.ResetSecondFactor: cmd.ResetSecondFactor(
         request_id="d-x", login=PHONE, reason="Lost phone; identity checked by call-back"),
+    cmd.UnlockAccount: cmd.UnlockAccount(
+        request_id="d-u", login=PHONE, reason="Locked out; identity checked by call-back"),
     cmd.LinkChild: cmd.LinkChild(request_id="d-k", contract=CONTRACT,
                                  birth_date=BORN.isoformat()),
     cmd.InviteGuardian: cmd.InviteGuardian(request_id="d-i", contract=CONTRACT,
@@ -673,7 +675,7 @@ async def test_a_token_of_an_ended_session_is_refused_by_every_command_that_take
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-p"), key=PHONE, token=p.token))
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-s"), key=PHONE, token=agent.token))
     _forget(rt)
-    staff_only = kind in (cmd.ResetSecondFactor, cmd.CreateStaffAccount)
+    staff_only = kind in (cmd.ResetSecondFactor, cmd.UnlockAccount, cmd.CreateStaffAccount)
     before = rt.fake_db.dump()
     await routes[kind](rt.inbound(TOKEN_COMMANDS[kind], key=PHONE,
                                   token=agent.token if staff_only else p.token))

@@ -8,9 +8,9 @@ from services.auth.domain import (
     AccountStatus,
     AuthRejected,
     CodePurpose,
-    FailureWindow,
     LoginOutcome,
     LoginReply,
+    LoginThrottle,
     Reason,
     Session,
     active_sessions,
@@ -119,22 +119,24 @@ def test_the_soft_lock_opens_by_itself_when_the_hour_rolls_over() -> None:
     assert account.login_gate(T0 + timedelta(hours=1, seconds=1)) is None
 
 
-def test_a_successful_login_resets_the_failure_counter() -> None:
+def test_a_successful_login_clears_its_source_but_not_the_account_ceiling() -> None:
     account = parent()
     for i in range(4):
         login(account, False, T0 + timedelta(seconds=i))
     assert login(account, True, T0 + timedelta(seconds=5)).ok
-    assert account.password_failures.count(T0 + timedelta(seconds=5)) == 0
+    assert account.throttle.sources == {} and account.throttle.is_known("")
+    # Shared with whoever else guesses: one success must not buy an attacker 100 more.
+    assert account.password_failures.count(T0 + timedelta(seconds=5)) == 4
 
 
 def test_login_replies_are_identical_for_unknown_identifiers_and_wrong_passwords() -> None:
-    account, ghost = parent(), FailureWindow()
+    account, ghost = parent(), LoginThrottle()
     now = T0
     for _ in range(12):
-        known_gate, unknown_gate = account.login_gate(now), login_gate_for_unknown(ghost, now)
+        known_gate, unknown_gate = account.login_gate(now), login_gate_for_unknown(ghost, "", now)
         assert known_gate == unknown_gate
         if known_gate is None:
-            assert login(account, False, now) == login_unknown(ghost, now)
+            assert login(account, False, now) == login_unknown(ghost, "", now)
         now += timedelta(seconds=3)
 
 
@@ -309,29 +311,29 @@ def test_session_and_account_documents_round_trip() -> None:
     assert Session.from_doc(naive).created_at == T0
 
 
-def attempt(account: Account | None, ghost: FailureWindow | None, ok: bool,
+def attempt(account: Account | None, ghost: LoginThrottle | None, ok: bool,
             now: datetime) -> LoginOutcome:
     return log_in(account=account, unknown_throttle=ghost, password_ok=ok, now=now,
                   session_id="s1", refresh_token_hash="rt-1", device="Phone", ip_hash="ip1")
 
 
 def test_a_login_naming_no_account_is_refused_and_counted_like_a_wrong_password() -> None:
-    ghost = FailureWindow()
+    ghost = LoginThrottle()
     outcome = attempt(None, ghost, True, T0)
     assert outcome.session is None
     assert outcome.reply == attempt(parent(), None, False, T0).reply
-    assert ghost.count(T0) == 1
+    assert ghost.failures(T0) == 1
 
 
 def test_a_login_naming_an_account_with_the_right_password_starts_its_session() -> None:
-    account, ghost = parent(), FailureWindow()
+    account, ghost = parent(), LoginThrottle()
     outcome = attempt(account, ghost, True, T0)
     assert outcome.session is not None and outcome.session.account_id == "acc-1"
-    assert outcome.reply.ok and ghost.count(T0) == 0
+    assert outcome.reply.ok and ghost.failures(T0) == 0
 
 
 def test_the_gate_before_verification_refuses_known_and_unknown_identifiers_alike() -> None:
-    account, ghost = parent(), FailureWindow()
+    account, ghost = parent(), LoginThrottle()
     for _ in range(5):
         attempt(account, None, False, T0)
         attempt(None, ghost, False, T0)
