@@ -59,6 +59,11 @@ class AccessTokenClaims(Part):
     role: Role = Field(description="The account's role; decides which commands services "
                        "accept from it.", examples=["parent"])
     school_id: SchoolId | None = Field(default=None, description="Staff: their school.")
+    operator_id: Identifier | None = Field(
+        default=None, description="Integrators: the transport operator the account acts for "
+        "(given when support created it); an integrator acts on that operator only "
+        "(services.runtime.authorization). None for every other role.",
+        examples=["izhevsk-gortrans"])
     children: list[ChildGrant] = Field(default_factory=list,
                                        description="Parents: the children and the role held.")
     iat: int = Field(description="Issued at, Unix seconds.")
@@ -252,6 +257,11 @@ class CreateStaffAccount(Command):
     school_id: SchoolId | None = Field(default=None, description="The school a staff member "
                                        "works at; None for support and integrators.",
                                        examples=["izh-school-42"])
+    operator_id: Identifier | None = Field(
+        default=None, description="Role integrator only, and required for it: the transport "
+        "operator the integrator acts for (kept with the account and put in its tokens; "
+        "transit refuses its fare rules for any other operator). Given for another role: "
+        "ErrorReply invalid_role.", examples=["izhevsk-gortrans"])
 
 
 class CloseAccount(Command):

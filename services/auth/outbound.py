@@ -206,7 +206,7 @@ def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> s
         role=wire.Role(claims.role),
         children=[wire.ChildGrant(contract=c.contract, role=GuardianRole(c.role))
                   for c in claims.children],
-        school_id=claims.school_id, now=now.timestamp())
+        school_id=claims.school_id, operator_id=claims.operator_id, now=now.timestamp())
 
 
 def session_tokens(request_id: str, *, access: str, refresh: str | None,

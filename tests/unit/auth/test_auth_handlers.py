@@ -612,6 +612,33 @@ async def test_support_creates_a_staff_account_once_and_a_taken_login_is_refused
     assert await rt.db.auth_accounts.count_documents({"username": "canteen.izh42"}) == 1
 
 
+async def test_support_creates_an_integrator_bound_to_its_operator_and_its_token_says_so():
+    rt, h = _auth()
+    agent = await _staff(rt, h)
+    unbound = cmd.CreateStaffAccount(request_id="n-1", login="gortrans.api",
+                                     password=NEW_PASSWORD, role="integrator")
+    await h.on_create_staff_account(rt.inbound(unbound, key=agent.login, token=agent.token))
+    assert _last_error(rt) == "invalid_role"
+    staff_bound = cmd.CreateStaffAccount(request_id="n-2", login="canteen.izh42",
+                                         password=NEW_PASSWORD, role="canteen_operator",
+                                         school_id=SCHOOL, operator_id="izhevsk-gortrans")
+    await h.on_create_staff_account(rt.inbound(staff_bound, key=agent.login, token=agent.token))
+    assert _last_error(rt) == "invalid_role"
+    assert await rt.db.auth_accounts.count_documents({"role": {"$ne": "support"}}) == 0
+    await h.on_create_staff_account(rt.inbound(
+        unbound.model_copy(update={"request_id": "n-3", "operator_id": "izhevsk-gortrans"}),
+        key=agent.login, token=agent.token))
+    created = rt.replies()[-1]
+    assert isinstance(created, cmd.CommandCompleted) and created.account_id is not None
+    account = await _account(rt, username="gortrans.api")
+    assert (account["role"], account["operator_id"]) == ("integrator", "izhevsk-gortrans")
+    await h.on_login(_req(rt, cmd.Login(request_id="l-int", login="gortrans.api",
+                                          password=NEW_PASSWORD), key="gortrans.api"))
+    claims = verify_access_token(_access(_tokens(rt)), _KEYS[1], audience="transit",
+                                 now=rt.now.timestamp())
+    assert (claims.role, claims.operator_id) == (cmd.Role.INTEGRATOR, "izhevsk-gortrans")
+
+
 async def test_closing_an_account_minimises_it_and_ends_its_guardianships():
     rt, h = _auth()
     p = await _registered(rt, h)

@@ -181,7 +181,7 @@ def test_an_enabled_factor_cannot_be_enrolled_again_and_service_accounts_have_no
                                      secret_b32=new_totp_secret(), now=T0)
     assert caught.value.reason is Reason.SECOND_FACTOR_ALREADY_ENABLED
     bank = Account.create_integrator(account_id="int-1", name="bank", client_secret_hash="H",
-                                     scopes=["topups"], now=T0)
+                                     scopes=["topups"], operator_id="izhevsk-gortrans", now=T0)
     with pytest.raises(AuthRejected) as caught:
         bank.begin_totp_enrolment(session=session_of(bank), current_password_ok=True,
                                   secret_b32=new_totp_secret(), now=T0)
