@@ -449,6 +449,30 @@ class RefreshTokenReused(Event):
                             examples=["2026-09-01T05:12:30Z"])
 
 
+class SessionEnded(Event):
+    """Sessions of the account ended: one (``session_id``), or every one (``session_id`` None)
+    but the session a password change keeps (``kept_session_id``). Emitted in the transaction
+    that ended them; a session that runs out (idle or past its lifetime) ends without one.
+    notify deletes the push tokens registered from the ended sessions. Never carries a token."""
+
+    account_id: AccountId = Field(description="The owner of the ended sessions.",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    session_id: Identifier | None = Field(
+        default=None, description="The one session that ended (as in SessionsReply and the "
+        "access token's sid); None: every session of the account ended, "
+        "kept_session_id excepted.", examples=["ses-8c1f2a"])
+    kept_session_id: Identifier | None = Field(
+        default=None, description="With session_id None: the one session that goes on (the "
+        "caller's, after a password change); None when none does.", examples=[None])
+    reason: str = Field(max_length=32, description="Why: logout, logout_everywhere, "
+                        "refresh_token_reused, password_change, password_reset, "
+                        "second_factor_reset, account_closed, account_disabled (more may "
+                        "come: treat an unknown one as a session end all the same).",
+                        examples=["logout"])
+    at: UtcDatetime = Field(description="When the sessions ended.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
 class ChildLinkRefused(Event):
     """A signed-in parent failed to prove they know a child (LinkChild with a wrong birth
     date or activation code; the caller only got child_proof_invalid, as for an unknown

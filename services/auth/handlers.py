@@ -408,6 +408,7 @@ class Handlers:
             me.account.log_out(me.session, everywhere=c.everywhere, now=me.tx.now)
             await self._save_account(me.tx, me.store, me.account, me.account.version)
             await me.store.save_session(me.session, me.session.version)
+            self._emit(me.tx, me.session.pull_events(), me.account)  # the session ended
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
     async def on_list_sessions(self, msg: Inbound[cmd.ListSessions]) -> None:

@@ -363,6 +363,9 @@ async def test_a_refresh_rotates_the_token_and_a_reuse_after_the_grace_revokes_t
     assert session is not None and session["revoke_reason"] == "refresh_token_reused"
     [alert] = rt.emitted(cmd.RefreshTokenReused)
     assert alert.session_id == p.session_id
+    [ended] = rt.emitted(cmd.SessionEnded)
+    assert (ended.account_id, ended.session_id, ended.reason) == (
+        p.account_id, p.session_id, "refresh_token_reused")
     await h.on_refresh_session(_req(rt, cmd.RefreshSession(
         request_id="f-3", refresh_token="never-issued-token"), key=PHONE))
     assert _last_error(rt) == "refresh_token_invalid"
@@ -374,16 +377,25 @@ async def test_logout_ends_this_session_and_logout_everywhere_every_session():
     await h.on_login(_req(rt, cmd.Login(request_id="l-2", login=PHONE, password=PASSWORD),
                                 key=PHONE))
     second = _access(_tokens(rt))
+    _forget(rt)
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-1"), key=PHONE, token=p.token))
     assert isinstance(rt.replies()[-1], cmd.CommandCompleted)
     session = await rt.db.auth_sessions.find_one({"_id": p.session_id})
     assert session is not None and session["revoke_reason"] == "logout"
+    # notify learns which session ended (its push tokens go with it).
+    assert [(e.account_id, e.session_id, e.kept_session_id, e.reason)
+            for e in rt.emitted(cmd.SessionEnded)] == [
+        (p.account_id, p.session_id, None, "logout")]
     await h.on_list_sessions(_req(rt, cmd.ListSessions(), key=PHONE, token=second))
     listed = rt.replies()[-1]
     assert isinstance(listed, cmd.SessionsReply) and [s.current for s in listed.sessions] == [
         True]
+    _forget(rt)
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-2", everywhere=True), key=PHONE,
                                  token=second))
+    assert [(e.account_id, e.session_id, e.kept_session_id, e.reason)
+            for e in rt.emitted(cmd.SessionEnded)] == [
+        (p.account_id, None, None, "logout_everywhere")]
     await h.on_get_login_history(_req(rt, cmd.GetLoginHistory(), key=PHONE, token=second))
     assert _last_error(rt) == "session_revoked"
 
