@@ -59,6 +59,11 @@ class AccessTokenClaims(Part):
     role: Role = Field(description="The account's role; decides which commands services "
                        "accept from it.", examples=["parent"])
     school_id: SchoolId | None = Field(default=None, description="Staff: their school.")
+    operator_id: Identifier | None = Field(
+        default=None, description="Integrators: the transport operator the account acts for "
+        "(given when support created it); an integrator acts on that operator only "
+        "(services.runtime.authorization). None for every other role.",
+        examples=["izhevsk-gortrans"])
     children: list[ChildGrant] = Field(default_factory=list,
                                        description="Parents: the children and the role held.")
     iat: int = Field(description="Issued at, Unix seconds.")
@@ -286,6 +291,11 @@ class CreateStaffAccount(Command):
     school_id: SchoolId | None = Field(default=None, description="The school a staff member "
                                        "works at; None for support and integrators.",
                                        examples=["izh-school-42"])
+    operator_id: Identifier | None = Field(
+        default=None, description="Role integrator only, and required for it: the transport "
+        "operator the integrator acts for (kept with the account and put in its tokens; "
+        "transit refuses its fare rules for any other operator). Given for another role: "
+        "ErrorReply invalid_role.", examples=["izhevsk-gortrans"])
 
 
 class CloseAccount(Command):
@@ -470,6 +480,30 @@ class RefreshTokenReused(Event):
     session_id: Identifier = Field(description="The session that was ended (as in "
                                    "SessionsReply).", examples=["ses-8c1f2a"])
     at: UtcDatetime = Field(description="When the reuse was detected and the session ended.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
+class SessionEnded(Event):
+    """Sessions of the account ended: one (``session_id``), or every one (``session_id`` None)
+    but the session a password change keeps (``kept_session_id``). Emitted in the transaction
+    that ended them; a session that runs out (idle or past its lifetime) ends without one.
+    notify deletes the push tokens registered from the ended sessions. Never carries a token."""
+
+    account_id: AccountId = Field(description="The owner of the ended sessions.",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    session_id: Identifier | None = Field(
+        default=None, description="The one session that ended (as in SessionsReply and the "
+        "access token's sid); None: every session of the account ended, "
+        "kept_session_id excepted.", examples=["ses-8c1f2a"])
+    kept_session_id: Identifier | None = Field(
+        default=None, description="With session_id None: the one session that goes on (the "
+        "caller's, after a password change); None when none does.", examples=[None])
+    reason: str = Field(max_length=32, description="Why: logout, logout_everywhere, "
+                        "refresh_token_reused, password_change, password_reset, "
+                        "second_factor_reset, account_closed, account_disabled (more may "
+                        "come: treat an unknown one as a session end all the same).",
+                        examples=["logout"])
+    at: UtcDatetime = Field(description="When the sessions ended.",
                             examples=["2026-09-01T05:12:30Z"])
 
 

@@ -141,7 +141,7 @@ TOPICS: tuple[Topic, ...] = (
           _models(auth, "ParentRegistered", "LoginSucceeded", "PasswordChanged",
                   "GuardianLinked", "GuardianRemoved", "AccountClosed",
                   "SecondFactorDisabled", "RegistrationAttemptedForExistingAccount",
-                  "RefreshTokenReused", "ChildLinkRefused"),
+                  "RefreshTokenReused", "ChildLinkRefused", "SessionEnded"),
           "Account, session and guardianship facts, and security alerts for notify.",
           retention_ms=30 * DAY_MS),
     Topic("auth.guardian-contacts.v1", "account id", "auth", ("notify",),

@@ -425,6 +425,7 @@ class Handlers:
             me.account.log_out(me.session, everywhere=c.everywhere, now=me.tx.now)
             await self._save_account(me.tx, me.store, me.account, me.account.version)
             await me.store.save_session(me.session, me.session.version)
+            self._emit(me.tx, me.session.pull_events(), me.account)  # the session ended
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
     async def on_list_sessions(self, msg: Inbound[cmd.ListSessions]) -> None:
@@ -626,7 +627,7 @@ class Handlers:
                 account_id=account_id, role=c.role, login=c.login, login_field=field,
                 login_value=value, login_taken=await s.account_by(field, value) is not None,
                 school_id=c.school_id, password=password, password_hash=password_hash,
-                now=now)
+                now=now, operator_id=c.operator_id)
             if account is not None:  # None: this request created it already
                 await self._save_account(me.tx, s, account, None)
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id, account_id=account_id))

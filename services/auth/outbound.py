@@ -106,6 +106,20 @@ def _refresh_reused(e: d.RefreshTokenReuseDetected, _: Account | None) -> list[W
                 message_id("refresh-reused", e.session_id))]
 
 
+def _session_revoked(e: d.SessionRevoked, _: Account | None) -> list[Wired]:
+    return [_on(wire.SessionEnded, e.account_id,
+                wire.SessionEnded(account_id=e.account_id, session_id=e.session_id,
+                                  reason=e.reason, at=e.occurred_at),
+                message_id("session-ended", e.session_id))]
+
+
+def _sessions_invalidated(e: d.SessionsInvalidated, _: Account | None) -> list[Wired]:
+    return [_on(wire.SessionEnded, e.account_id,
+                wire.SessionEnded(account_id=e.account_id, kept_session_id=e.kept_session_id,
+                                  reason=e.reason, at=e.occurred_at),
+                message_id("sessions-ended", e.account_id, e.epoch))]
+
+
 def _link_refused(e: d.ChildLinkRefused, _: Account | None) -> list[Wired]:
     """Only the refusals the domain chose to tell the primary guardian about reach the wire
     (who tried, and with what, never do)."""
@@ -168,6 +182,8 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.SecondFactorDisabled: _second_factor_disabled,
     d.RegistrationAttemptedForExistingAccount: _registration_attempted,
     d.RefreshTokenReuseDetected: _refresh_reused,
+    d.SessionRevoked: _session_revoked,
+    d.SessionsInvalidated: _sessions_invalidated,
     d.ChildLinkRefused: _link_refused,
     d.GuardianLinked: _guardian_linked,
     d.GuardianRoleChanged: _role_changed,
@@ -178,8 +194,8 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
 
 
 def to_wire(events: Iterable[DomainEvent], account: Account | None = None) -> list[Wired]:
-    """Wire messages for domain events; internal-only events (sessions, throttles, codes
-    issued — codes go through :func:`code_request`) map to nothing."""
+    """Wire messages for domain events; internal-only events (sessions started or refreshed,
+    throttles, codes issued — codes go through :func:`code_request`) map to nothing."""
     out: list[Wired] = []
     for event in events:
         convert = OUTBOUND.get(type(event))
@@ -206,7 +222,7 @@ def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> s
         role=wire.Role(claims.role),
         children=[wire.ChildGrant(contract=c.contract, role=GuardianRole(c.role))
                   for c in claims.children],
-        school_id=claims.school_id, now=now.timestamp())
+        school_id=claims.school_id, operator_id=claims.operator_id, now=now.timestamp())
 
 
 def session_tokens(request_id: str, *, access: str, refresh: str | None,

@@ -247,3 +247,4 @@ class AccessClaims:
     role: AccessRole
     children: tuple[ChildClaim, ...] = ()
     school_id: str | None = None
+    operator_id: str | None = None

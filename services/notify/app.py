@@ -32,6 +32,7 @@ async def wire(rt: Runtime) -> Routes:
         auth.RegistrationAttemptedForExistingAccount: h.on_registration_attempted,
         auth.RefreshTokenReused: h.on_refresh_token_reused,
         auth.ChildLinkRefused: h.on_child_link_refused,
+        auth.SessionEnded: h.on_session_ended,
         # notify.otp-requests.v1 / notify.commands.v1
         notify.OneTimeCodeRequested: h.on_code_requested,
         notify.SetPreferences: h.on_set_preferences,

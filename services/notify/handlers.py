@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from prometheus_client import Counter
@@ -176,6 +176,21 @@ class Handlers:
     async def on_child_link_refused(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.child_link_refused(msg.message))
 
+    async def on_session_ended(self, msg: Inbound[auth.SessionEnded]) -> None:
+        """The push tokens registered from the ended sessions go (``domain.devices``); the
+        guardian without any left gets SMS or e-mail instead of push. The end is kept, so the
+        access token of an ended session registers no token afterwards."""
+        end = inbound.session_end(msg.message)
+        async with self._tx(msg) as tx:
+            await store.save_session_end(tx, end)
+            ended, left = d.tokens_ended(end, await store.push_token_sessions(tx, end.account_id))
+            await store.delete_push_tokens(tx, ended)
+            guardian = await store.load_guardian(tx, end.account_id)
+            if guardian is not None:  # staff accounts have sessions, not guardians
+                loaded = guardian.version
+                guardian.set_has_push_token(left)
+                await store.save_guardian(tx, guardian, loaded)
+
     async def on_code_requested(self, msg: Inbound[wire.OneTimeCodeRequested]) -> None:
         """Send the code unless the number is abroad or over its quota, or the service over
         its own (``domain.code_quota``): then nothing is sent, counted and logged (the
@@ -322,15 +337,19 @@ class Handlers:
 
     async def on_register_push_token(self, msg: Inbound[wire.RegisterPushToken]) -> None:
         """A guardian registers their own device (support may not: a token registered for
-        someone else would receive their child's news)."""
+        someone else would receive their child's news), from the session of the access token:
+        the push token ends with it, and a session already ended registers nothing
+        (``session_ended``)."""
         c = msg.message
         async with self._case(msg) as uc:
             self._caller(uc, c.account_id)
+            sid = uc.holder.sid
+            d.require_live_session(await store.session_ends(uc.tx, c.account_id, sid), sid,
+                                   datetime.fromtimestamp(uc.holder.iat, UTC))
             guardian, loaded = await self._guardian(uc.tx, c.account_id)
-            guardian.set_contacts(phone=guardian.phone, email=guardian.email,
-                                  has_push_token=True)
+            guardian.set_has_push_token(True)
             await store.add_push_token(uc.tx, c.account_id, c.token.get_secret_value(),
-                                       c.platform)
+                                       c.platform, sid)
             await store.save_guardian(uc.tx, guardian, loaded)
             uc.tx.reply(CommandAccepted(request_id=c.request_id))
 

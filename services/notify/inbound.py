@@ -260,6 +260,10 @@ def refresh_token_reused(e: auth.RefreshTokenReused) -> d.NotificationEvent:
                                d.SessionRevokedFacts(e.at), account_id=e.account_id)
 
 
+def session_end(e: auth.SessionEnded) -> d.SessionEnd:
+    return d.SessionEnd(e.account_id, e.session_id, e.kept_session_id, e.at)
+
+
 def child_link_refused(e: auth.ChildLinkRefused) -> d.NotificationEvent:
     return d.NotificationEvent(f"auth:link-refused:{e.contract}:{_stamp(e.at)}",
                                d.NotificationKind.CHILD_LINK_REFUSED, e.at,

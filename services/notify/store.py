@@ -5,7 +5,11 @@ Collections (database ``schoolcard_notify``):
   locale, children and roles, preferences), optimistic ``version``.
 - ``notify_guardianships``: one document per (contract, guardian) pair, the lookup "who are the
   guardians of this child" (a scalar index; see ``services/runtime/dialect.py``).
-- ``notify_push_tokens``: device tokens per guardian account (secrets: never logged).
+- ``notify_push_tokens``: device tokens per guardian account (secrets: never logged), each
+  with the auth session that registered it (``session_id``), deleted when that session ends.
+- ``notify_session_ends``: the session ends auth announced (one session, ``ses:<id>``; every
+  session of an account, ``acc:<id>``, the latest), so a registration with the access token
+  of an ended session is refused; kept a day (access tokens live five minutes).
 - ``notify_messages``: one document per message, ``_id`` = dedupe key ``event:guardian:channel``
   (the unique key that makes "at most one message per event, guardian and channel" hold under
   any redelivery); delivery state, the sender's lease, and the journal line it becomes.
@@ -26,7 +30,7 @@ journal (a query by guardian) reads what is committed.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel
@@ -38,6 +42,7 @@ from services.notify.domain import (
     Message,
     MinuteTotal,
     NumberDay,
+    SessionEnd,
     buckets_of,
 )
 from services.runtime import dialect
@@ -72,6 +77,7 @@ async def ensure_indexes(db: Any, *, journal_retention_days: int,
                            name="retention")
     await ensure_ttl_index(db.notify_journeys, STORED_AT, journey_retention_days * DAY_S)
     await ensure_ttl_index(db.notify_code_counts, STORED_AT, 2 * DAY_S)
+    await ensure_ttl_index(db.notify_session_ends, STORED_AT, DAY_S)
 
 
 # -- guardians ------------------------------------------------------------------------------
@@ -135,13 +141,55 @@ async def delete_guardian(tx: Transaction, account_id: str) -> None:
 
 # -- push tokens ------------------------------------------------------------------------------
 
-async def add_push_token(tx: Transaction, account_id: str, token: str, platform: str) -> None:
+async def add_push_token(tx: Transaction, account_id: str, token: str, platform: str,
+                         session_id: str) -> None:
+    """The device token of ``account_id``, registered from auth session ``session_id`` (a
+    device registering again from a new session moves the token to it)."""
     token_id = hashlib.sha256(token.encode()).hexdigest()
     await tx.db.notify_push_tokens.update_one(
         {"_id": f"{account_id}:{token_id}"},
         {"$set": {"account_id": account_id, "token": token, "platform": platform,
-                  "at": tx.now}},
+                  "session_id": session_id, "at": tx.now}},
         upsert=True, session=tx.session)
+
+
+async def push_token_sessions(tx: Transaction, account_id: str) -> dict[str, str | None]:
+    """The account's push tokens: id -> the session that registered it (None: stored before
+    tokens were tied to sessions)."""
+    docs = await tx.db.notify_push_tokens.find(
+        {"account_id": account_id}, session=tx.session).to_list(None)
+    return {d["_id"]: d.get("session_id") for d in docs}
+
+
+async def delete_push_tokens(tx: Transaction, token_ids: list[str]) -> None:
+    if token_ids:
+        await tx.db.notify_push_tokens.delete_many({"_id": {"$in": token_ids}},
+                                                   session=tx.session)
+
+
+def _session_end_id(account_id: str, session_id: str | None) -> str:
+    return f"ses:{session_id}" if session_id is not None else f"acc:{account_id}"
+
+
+async def save_session_end(tx: Transaction, end: SessionEnd) -> None:
+    """Remember ``end`` for a day (the account's latest end of every session replaces the one
+    before: auth's events of an account arrive in order)."""
+    doc_id = _session_end_id(end.account_id, end.session_id)
+    await tx.db.notify_session_ends.replace_one(
+        {"_id": doc_id}, dialect.current().upsert_replacement(doc_id, with_stored_at({
+            "account_id": end.account_id, "session_id": end.session_id,
+            "kept_session_id": end.kept_session_id,
+            "at_ms": int(end.at.timestamp() * 1000)})),
+        upsert=True, session=tx.session)
+
+
+async def session_ends(tx: Transaction, account_id: str, session_id: str) -> list[SessionEnd]:
+    """What is known to have ended of ``session_id`` and of every session of the account."""
+    ids = [_session_end_id(account_id, session_id), _session_end_id(account_id, None)]
+    docs = await tx.db.notify_session_ends.find({"_id": {"$in": ids}},
+                                                session=tx.session).to_list(None)
+    return [SessionEnd(d["account_id"], d["session_id"], d["kept_session_id"],
+                       datetime.fromtimestamp(d["at_ms"] / 1000, UTC)) for d in docs]
 
 
 async def push_tokens(db: Any, account_ids: list[str]) -> dict[str, list[str]]:

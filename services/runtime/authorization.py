@@ -9,6 +9,11 @@
   canteen operators, teachers) act only on their own school, never without one; other staff
   (support, integrators) named with a school only on that school, and without one on every
   school (platform support works across schools).
+- Own operator: an integrator acts only for the transport operator its account is bound to
+  (the token's ``operator_id``, set when support created the account), and only on a request
+  that names it (``operator_id``: transit's fare rules) — another operator, or none named, is
+  refused, and so is an integrator token without a binding. Support, whose token names no
+  operator, acts for every operator.
 
 - Audience: a token is accepted only by the services named in its ``aud``
   (``audience(role)``): auth, where every account manages its own session, plus the services
@@ -17,7 +22,8 @@
   transit.
 
 A refusal is ``TokenError('forbidden', ...)``: "not allowed to <action>" for the role,
-"staff of another school" for the school.
+"staff of another school" for the school, "integrator of another operator" for the
+operator.
 """
 
 from __future__ import annotations
@@ -137,11 +143,22 @@ def _own_school(claims: AccessTokenClaims, school_id: str) -> bool:
     return claims.school_id in (None, school_id)
 
 
+def _own_operator(claims: AccessTokenClaims, operator_id: str | None) -> bool:
+    """Whether the token's holder may act for the transport operator ``operator_id`` (the
+    own-operator rule above; None: the request names no operator)."""
+    if claims.role is Role.INTEGRATOR:
+        return claims.operator_id is not None and claims.operator_id == operator_id
+    return operator_id is None or claims.operator_id in (None, operator_id)
+
+
 def authorize(claims: AccessTokenClaims, action: str, *, contract: str | None = None,
-              school_id: str | None = None) -> None:
+              school_id: str | None = None, operator_id: str | None = None) -> None:
     """Raise TokenError('forbidden') unless the token's holder may do ``action`` (for the
-    child under ``contract``, on the school ``school_id`` when given)."""
+    child under ``contract``, on the school ``school_id``, for the transport operator
+    ``operator_id`` when given)."""
     if not _may(claims, action, contract):
         raise TokenError("forbidden", f"not allowed to {WORDING.get(action, action)}")
     if school_id is not None and not _own_school(claims, school_id):
         raise TokenError("forbidden", "staff of another school")
+    if not _own_operator(claims, operator_id):
+        raise TokenError("forbidden", "integrator of another operator")

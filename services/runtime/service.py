@@ -93,11 +93,14 @@ class Runtime:
                                    now=self.clock().timestamp())
 
     def authorize(self, msg: Inbound[Any], action: str, contract: str | None = None,
-                  school_id: str | None = None) -> AccessTokenClaims:
+                  school_id: str | None = None,
+                  operator_id: str | None = None) -> AccessTokenClaims:
         """Verify the token and check that its holder may do ``action`` (for the child under
-        ``contract``, on the school ``school_id``): ``services.runtime.authorization``."""
+        ``contract``, on the school ``school_id``, for the operator ``operator_id``):
+        ``services.runtime.authorization``."""
         claims = self.claims(msg)
-        authorize(claims, action, contract=contract, school_id=school_id)
+        authorize(claims, action, contract=contract, school_id=school_id,
+                  operator_id=operator_id)
         return claims
 
     def transaction(self, msg: Inbound[Any] | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]

@@ -92,13 +92,15 @@ def public_keys(pem_bundle: str) -> dict[str, Ed25519PublicKey]:
 
 def issue_access_token(private_key_pem: str, *, account_id: str, session_id: str, role: Role,
                        children: Iterable[ChildGrant] = (), school_id: str | None = None,
+                       operator_id: str | None = None,
                        audience: Iterable[str] | None = None, now: float | None = None,
                        ttl_s: int = ACCESS_TOKEN_TTL_S) -> str:
     """A signed access token; ``audience`` defaults to the services the role may call."""
     kid, key = signing_key(private_key_pem)
     issued = int(now if now is not None else time.time())
     claims = AccessTokenClaims(iss=ISSUER, sub=account_id, sid=session_id, role=role,
-                               school_id=school_id, children=list(children), iat=issued,
+                               school_id=school_id, operator_id=operator_id,
+                               children=list(children), iat=issued,
                                exp=issued + ttl_s, jti=secrets.token_urlsafe(16),
                                aud=list(role_audience(role) if audience is None else audience))
     return jwt.encode(claims.model_dump(mode="json"), key, algorithm=ALGORITHM,

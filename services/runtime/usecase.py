@@ -94,11 +94,14 @@ class Case(Generic[M]):
         return self._claims
 
     def authorize(self, action: str, *, contract: str | None = None,
-                  school_id: str | None = None) -> AccessTokenClaims:
+                  school_id: str | None = None,
+                  operator_id: str | None = None) -> AccessTokenClaims:
         """The holder, who must be allowed ``action`` for the child under ``contract`` / on
-        ``school_id`` (``services.runtime.authorization``). Called again once the loaded state
-        names what the request did not (the child's school)."""
-        authorize(self.holder, action, contract=contract, school_id=school_id)
+        ``school_id`` / for the transport operator ``operator_id``
+        (``services.runtime.authorization``). Called again once the loaded state names what
+        the request did not (the child's school)."""
+        authorize(self.holder, action, contract=contract, school_id=school_id,
+                  operator_id=operator_id)
         return self.holder
 
 

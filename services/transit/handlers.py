@@ -241,7 +241,7 @@ class Handlers:
     async def on_set_fare_rules(self, msg: Inbound[wire.SetFareRules]) -> None:
         cmd = msg.message
         async with self.case(msg) as uc:
-            uc.authorize("set_fare_rules")
+            uc.authorize("set_fare_rules", operator_id=cmd.operator_id)  # integrator: its own
             rulebook = d.FareRulebook.from_doc(cmd.rules)
             if rulebook.operator_id != cmd.operator_id:
                 raise Refused("operator_mismatch", "rules.operator_id differs from operator_id")

@@ -49,11 +49,14 @@ def phone() -> str:
 
 @asynccontextmanager
 async def notify_stack(service_runner: Callable[..., Any], bootstrap: str,
-                       infra: dict[str, str], sinks_dir: Path) -> AsyncIterator[dict[str, Any]]:
+                       infra: dict[str, str], sinks_dir: Path,
+                       clock: Callable[[], datetime] | None = None,
+                       ) -> AsyncIterator[dict[str, Any]]:
     """notify (fast sender polls and retries), the sinks, an integrator, an app requester and
-    a reader of the delivery topic."""
+    a reader of the delivery topic; on ``clock`` (another service's, whose tokens it checks)
+    or real time that a test may shift."""
     sinks = await start_sinks(sinks_dir)
-    clock = ShiftedClock()
+    clock = clock or ShiftedClock()
     overrides = dict(smtp_port=sinks.smtp_port, sms_url=f"{sinks.http_url}/sms",
                      push_url=f"{sinks.http_url}/push", send_backoff_ms=100,
                      send_poll_ms=100)

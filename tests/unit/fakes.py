@@ -511,11 +511,11 @@ class FakeRuntime(Runtime):
 
     def token(self, role: Role = Role.PARENT, *, account_id: str = "acc_parent0001",
               children: Iterable[ChildGrant] = (), school_id: str | None = None,
-              session_id: str = "sess_fake0001") -> str:
+              session_id: str = "sess_fake0001", operator_id: str | None = None) -> str:
         """A valid access token signed with this runtime's key, issued ``now``."""
         return issue_access_token(self.private_key, account_id=account_id,
                                   session_id=session_id, role=role, children=children,
-                                  school_id=school_id,
+                                  school_id=school_id, operator_id=operator_id,
                                   now=self.now.timestamp())
 
     def inbound(self, message: M, *, key: str | None = None, token: str | None = None,

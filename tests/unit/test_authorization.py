@@ -26,6 +26,8 @@ CHILD = "40012345"
 OTHER_CHILD = "49999999"
 SCHOOL = "school-1"
 OTHER_SCHOOL = "school-2"
+OPERATOR = "izhevsk-gortrans"
+OTHER_OPERATOR = "moscow-transport"
 
 
 def parent(*grants: tuple[str, GuardianRole]) -> AccessTokenClaims:
@@ -34,9 +36,13 @@ def parent(*grants: tuple[str, GuardianRole]) -> AccessTokenClaims:
                                                 for c, r in grants])
 
 
-def staff(role: Role, school_id: str | None = None) -> AccessTokenClaims:
+def staff(role: Role, school_id: str | None = None,
+          operator_id: str | None = None) -> AccessTokenClaims:
+    """A staff token; an integrator's is bound to OPERATOR unless ``operator_id`` says."""
+    if role is Role.INTEGRATOR and operator_id is None:
+        operator_id = OPERATOR
     return AccessTokenClaims(sub="acc_staff00001", sid="s", role=role, school_id=school_id,
-                             iat=0, exp=300, jti="j")
+                             operator_id=operator_id, iat=0, exp=300, jti="j")
 
 
 def refusal(claims: AccessTokenClaims, action: str, **where: str | None) -> str | None:
@@ -112,12 +118,13 @@ WORDS = {"reset_second_factor": "reset a second factor", "unlock_account": "unlo
 @pytest.mark.parametrize("action", ACTIONS)
 def test_each_staff_role_may_do_exactly_its_actions(role, action):
     expected = action in STAFF_ALLOWED[role]
-    got = refusal(staff(role), action)
+    got = refusal(staff(role), action, operator_id=OPERATOR)
     assert (got is None) is expected
     if not expected:
         assert got == f"not allowed to {WORDS.get(action, action)}"
     # A contract changes nothing for staff: they act by role, not by a child grant.
-    assert (refusal(staff(role), action, contract=CHILD) is None) is expected
+    assert (refusal(staff(role), action, contract=CHILD, operator_id=OPERATOR) is None) \
+        is expected
 
 
 def test_every_staff_role_is_in_the_table():
@@ -134,7 +141,7 @@ def test_service_specific_commands_follow_their_role_rule_with_the_old_wording(a
                                                                                words):
     for role in Role:
         claims = parent((CHILD, GuardianRole.PRIMARY)) if role is Role.PARENT else staff(role)
-        got = refusal(claims, action)
+        got = refusal(claims, action, operator_id=OPERATOR)
         assert got is None if role in roles else got == f"not allowed to {words}", role
 
 
@@ -159,10 +166,11 @@ def test_school_staff_act_only_on_their_own_school(role, action):
                                               (Role.INTEGRATOR, "set_fare_rules")])
 def test_platform_staff_without_a_school_act_on_every_school_and_with_one_only_there(role,
                                                                                       action):
-    assert refusal(staff(role), action, school_id=SCHOOL) is None
-    assert refusal(staff(role), action, school_id=OTHER_SCHOOL) is None
-    assert refusal(staff(role, SCHOOL), action, school_id=SCHOOL) is None
-    assert refusal(staff(role, SCHOOL), action, school_id=OTHER_SCHOOL) == \
+    at = {"operator_id": OPERATOR}
+    assert refusal(staff(role), action, school_id=SCHOOL, **at) is None
+    assert refusal(staff(role), action, school_id=OTHER_SCHOOL, **at) is None
+    assert refusal(staff(role, SCHOOL), action, school_id=SCHOOL, **at) is None
+    assert refusal(staff(role, SCHOOL), action, school_id=OTHER_SCHOOL, **at) == \
         "staff of another school"
 
 
@@ -174,6 +182,35 @@ def test_the_role_is_checked_before_the_school():
             "not allowed to school_settings"
     assert refusal(staff(Role.TEACHER, OTHER_SCHOOL), "view_sales", school_id=SCHOOL) == \
         "not allowed to view_sales"
+
+
+# --- own operator -----------------------------------------------------------------------------
+
+def test_an_integrator_sets_fare_rules_only_for_the_operator_its_account_is_bound_to():
+    integrator = staff(Role.INTEGRATOR, operator_id=OPERATOR)
+    assert refusal(integrator, "set_fare_rules", operator_id=OPERATOR) is None
+    assert refusal(integrator, "set_fare_rules", operator_id=OTHER_OPERATOR) == \
+        "integrator of another operator"
+    # A request that names no operator gives an integrator nothing to be bound by.
+    assert refusal(integrator, "set_fare_rules") == "integrator of another operator"
+
+
+def test_an_integrator_token_without_an_operator_acts_for_none():
+    unbound = AccessTokenClaims(sub="acc_staff00001", sid="s", role=Role.INTEGRATOR, iat=0,
+                                exp=300, jti="j")
+    for operator in (OPERATOR, OTHER_OPERATOR, None):
+        assert refusal(unbound, "set_fare_rules", operator_id=operator) == \
+            "integrator of another operator"
+
+
+def test_support_sets_fare_rules_for_every_operator_and_the_role_is_checked_first():
+    for operator in (OPERATOR, OTHER_OPERATOR, None):
+        assert refusal(staff(Role.SUPPORT), "set_fare_rules", operator_id=operator) is None
+    # An integrator of the right operator still has only its role's actions.
+    assert refusal(staff(Role.INTEGRATOR), "set_concession", operator_id=OPERATOR) == \
+        "not allowed to set concessions"
+    assert refusal(staff(Role.SCHOOL_ADMIN, SCHOOL), "set_fare_rules",
+                   operator_id=OPERATOR) == "not allowed to set fare rules"
 
 
 # --- through the runtime ------------------------------------------------------------------------

@@ -230,6 +230,7 @@ class Account:
     consent_at: datetime | None = None
     flagged_password_reason: Reason | None = None
     school_id: str | None = None
+    operator_id: str | None = None
     scopes: tuple[str, ...] = ()
     codes: dict[CodePurpose, OneTimeCode] = field(default_factory=dict)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
@@ -300,15 +301,19 @@ class Account:
     @classmethod
     def create_integrator(
         cls, *, account_id: str, name: str, client_secret_hash: str, scopes: Sequence[str],
-        now: datetime,
+        operator_id: str, now: datetime,
     ) -> Account:
-        """A service account; ``client_secret_hash`` plays the password's role in login."""
+        """A service account; ``client_secret_hash`` plays the password's role in login. It
+        acts for one transport operator, ``operator_id``, carried in its tokens: the services
+        refuse it any other operator's data (``services.runtime.authorization``)."""
+        if not operator_id:
+            raise AuthRejected(Reason.INVALID_ROLE, "an integrator acts for an operator")
         now = require_aware(now)
         account = cls(
             account_id=account_id, kind=AccountKind.INTEGRATOR, role=AccessRole.INTEGRATOR,
             status=AccountStatus.ACTIVE, created_at=now, display_name=name,
             username=require_username(name), password_hash=client_secret_hash,
-            scopes=tuple(sorted(set(scopes))),
+            scopes=tuple(sorted(set(scopes))), operator_id=operator_id,
         )
         account.pending_events.append(
             IntegratorAccountCreated(occurred_at=now, account_id=account_id,
@@ -887,7 +892,8 @@ class Account:
         session.touch(now, self.session_epoch)
         kids = tuple(children) if self.kind is AccountKind.PARENT else ()
         return AccessClaims(sub=self.account_id, sid=session.session_id, role=self.role,
-                            children=kids, school_id=self.school_id)
+                            children=kids, school_id=self.school_id,
+                            operator_id=self.operator_id)
 
     def login_claims(
         self, *, session: Session, children: Sequence[ChildClaim], now: datetime
@@ -901,7 +907,7 @@ class Account:
                 raise AuthRejected(Reason.SESSION_NOT_FOUND)
             session.touch(now, self.session_epoch)
             return AccessClaims(sub=self.account_id, sid=session.session_id, role=self.role,
-                                school_id=self.school_id)
+                                school_id=self.school_id, operator_id=self.operator_id)
         return self.access_claims(session=session, children=children, now=now)
 
     def pull_events(self) -> list[DomainEvent]:
@@ -932,6 +938,7 @@ class Account:
             "flagged_password_reason": (self.flagged_password_reason.value
                                         if self.flagged_password_reason else None),
             "school_id": self.school_id,
+            "operator_id": self.operator_id,
             "scopes": list(self.scopes),
             "codes": {p.value: c.to_doc() for p, c in self.codes.items()},
             **self.throttle.to_doc(),
@@ -972,6 +979,7 @@ class Account:
             consent_at=opt_dt_from_doc(doc.get("consent_at")),
             flagged_password_reason=Reason(flagged) if flagged else None,
             school_id=doc.get("school_id"),
+            operator_id=doc.get("operator_id"),
             scopes=tuple(doc.get("scopes", ())),
             codes={CodePurpose(p): OneTimeCode.from_doc(c)
                    for p, c in doc.get("codes", {}).items()},
@@ -1015,7 +1023,7 @@ def invitee(account: Account | None) -> Account:
 def create_staff_account(
     *, already_created: bool, account_id: str, role: AccessRole, login: str, login_field: str,
     login_value: str, login_taken: bool, school_id: str | None, password: str,
-    password_hash: str, now: datetime,
+    password_hash: str, now: datetime, operator_id: str | None = None,
 ) -> Account | None:
     """An administrator creates a staff or integrator account; None when this request
     created it already (``already_created``: answer as the first time, change nothing).
@@ -1023,17 +1031,22 @@ def create_staff_account(
     ``login`` is the login as typed, ``login_field``/``login_value`` what it names (an e-mail
     or a login name). The password must pass the policy and the login must be free
     (``login_taken``). An integrator is a service account named by the login (its password is
-    the client secret); any other role is a staff member who logs in with the e-mail or the
-    login name and must change the initial password.
+    the client secret) and bound to the operator it acts for (``operator_id``, required); any
+    other role is a staff member who logs in with the e-mail or the login name and must change
+    the initial password, and names no operator (an operator on a staff account would read as
+    a binding nobody checks).
     """
     if already_created:
         return None
+    if (role is AccessRole.INTEGRATOR) != (operator_id is not None):
+        raise AuthRejected(Reason.INVALID_ROLE, "integrators, and only they, name an operator")
     require_acceptable_password(password)
     if login_taken:
         raise AuthRejected(Reason.IDEMPOTENCY_KEY_REUSED, "login taken")
     if role is AccessRole.INTEGRATOR:
         return Account.create_integrator(account_id=account_id, name=login,
-                                         client_secret_hash=password_hash, scopes=(), now=now)
+                                         client_secret_hash=password_hash, scopes=(),
+                                         operator_id=operator_id or "", now=now)
     return Account.create_staff(
         account_id=account_id, role=role, school_id=school_id,
         initial_password_hash=password_hash, now=now,

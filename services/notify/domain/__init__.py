@@ -12,6 +12,7 @@ from .code_quota import (
     admit_code,
     buckets_of,
 )
+from .devices import SessionEnd, require_live_session, tokens_ended
 from .digest import DigestPlan, build_digest, digest_event_id
 from .errors import NotifyError, NotifyRejection, SkipReason
 from .facts import (
@@ -184,6 +185,7 @@ __all__ = [
     "RideFacts",
     "RoutingPlan",
     "SecondFactorDisabledFacts",
+    "SessionEnd",
     "SessionRevokedFacts",
     "Skip",
     "SkipReason",
@@ -214,9 +216,11 @@ __all__ = [
     "render",
     "render_timeline",
     "require_aware",
+    "require_live_session",
     "route",
     "route_one_time_code",
     "route_receipt",
+    "tokens_ended",
     "validate_email",
     "validate_phone",
 ]

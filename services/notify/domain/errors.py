@@ -27,6 +27,7 @@ class NotifyRejection(StrEnum):
     EMPTY_DIGEST = "empty_digest"
     WRONG_DAY = "wrong_day"
     EVENT_CONFLICT = "event_conflict"
+    SESSION_ENDED = "session_ended"
 
 
 class NotifyError(Exception):

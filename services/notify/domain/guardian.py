@@ -149,6 +149,13 @@ class Guardian:
         self.phone, self.email, self.has_push_token = phone, email, has_push_token
         return self._changed()
 
+    def set_has_push_token(self, present: bool) -> bool:
+        """Whether the guardian has a device to push to (routing's push-or-SMS choice)."""
+        if self.has_push_token == present:
+            return False
+        self.has_push_token = present
+        return self._changed()
+
     def set_locale(self, locale: Locale, time_zone: str) -> bool:
         zone(time_zone)
         if (self.locale, self.time_zone) == (locale, time_zone):

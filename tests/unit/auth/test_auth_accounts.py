@@ -50,15 +50,18 @@ def test_staff_accounts_have_a_staff_role_a_school_and_must_change_the_initial_p
                              initial_password_hash="H", now=T0)
 
 
-def test_integrator_tokens_carry_the_integrator_role_and_no_children() -> None:
+def test_integrator_tokens_carry_the_integrator_role_its_operator_and_no_children() -> None:
     bank = Account.create_integrator(account_id="int-1", name="Bank", client_secret_hash="H",
-                                     scopes=["topups", "topups"], now=T0)
+                                     scopes=["topups", "topups"], operator_id="izhevsk-gortrans",
+                                     now=T0)
     session = bank.login(password_ok=True, now=T0, session_id="s", refresh_token_hash="r",
                          device="svc", ip_hash="i").session
     assert session is not None and bank.scopes == ("topups",)
     claims = bank.access_claims(session=session,
                                 children=(ChildClaim("40817810", ChildRole.PRIMARY),), now=T0)
     assert claims.role is AccessRole.INTEGRATOR and claims.children == ()
+    assert claims.operator_id == "izhevsk-gortrans"
+    assert Account.from_doc(bank.to_doc()).operator_id == "izhevsk-gortrans"
 
 
 def test_closing_an_account_ends_sessions_and_minimises_personal_data() -> None:
@@ -134,11 +137,12 @@ def test_an_account_document_holds_only_bson_friendly_types() -> None:
 def new_staff(role: AccessRole = AccessRole.CANTEEN_OPERATOR, *, login: str = "Cook@School.example",
               field: str = "email", value: str = "cook@school.example",
               already_created: bool = False, login_taken: bool = False,
-              password: str = "steamed dumplings day") -> Account | None:
+              password: str = "steamed dumplings day",
+              operator_id: str | None = None) -> Account | None:
     return create_staff_account(
         already_created=already_created, account_id="staff-1", role=role, login=login,
         login_field=field, login_value=value, login_taken=login_taken, school_id="sch-1",
-        password=password, password_hash="H", now=T0)
+        password=password, password_hash="H", now=T0, operator_id=operator_id)
 
 
 def test_a_staff_account_created_again_by_the_same_request_changes_nothing() -> None:
@@ -159,11 +163,25 @@ def test_a_staff_member_logs_in_with_the_e_mail_or_login_name_and_must_change_th
 
 def test_an_integrator_is_a_service_account_named_by_its_login() -> None:
     integrator = new_staff(AccessRole.INTEGRATOR, login="Bank-Gate", field="username",
-                           value="bank-gate")
+                           value="bank-gate", operator_id="izhevsk-gortrans")
     assert integrator is not None
     assert (integrator.kind, integrator.role) == (AccountKind.INTEGRATOR, AccessRole.INTEGRATOR)
     assert (integrator.display_name, integrator.username) == ("Bank-Gate", "bank-gate")
     assert not integrator.must_change_password and integrator.school_id is None
+    assert integrator.operator_id == "izhevsk-gortrans"
+
+
+def test_an_integrator_must_name_its_operator_and_nobody_else_may() -> None:
+    with pytest.raises(AuthRejected) as unbound:
+        new_staff(AccessRole.INTEGRATOR, login="Bank-Gate", field="username", value="bank-gate")
+    assert unbound.value.reason is Reason.INVALID_ROLE
+    for role in (AccessRole.CANTEEN_OPERATOR, AccessRole.SUPPORT):
+        with pytest.raises(AuthRejected) as staff_bound:
+            new_staff(role, operator_id="izhevsk-gortrans")
+        assert staff_bound.value.reason is Reason.INVALID_ROLE
+    with pytest.raises(AuthRejected):
+        Account.create_integrator(account_id="int-1", name="bank", client_secret_hash="H",
+                                  scopes=(), operator_id="", now=T0)
 
 
 def test_a_staff_account_needs_an_acceptable_password_then_a_free_login() -> None:

@@ -363,6 +363,9 @@ async def test_a_refresh_rotates_the_token_and_a_reuse_after_the_grace_revokes_t
     assert session is not None and session["revoke_reason"] == "refresh_token_reused"
     [alert] = rt.emitted(cmd.RefreshTokenReused)
     assert alert.session_id == p.session_id
+    [ended] = rt.emitted(cmd.SessionEnded)
+    assert (ended.account_id, ended.session_id, ended.reason) == (
+        p.account_id, p.session_id, "refresh_token_reused")
     await h.on_refresh_session(_req(rt, cmd.RefreshSession(
         request_id="f-3", refresh_token="never-issued-token"), key=PHONE))
     assert _last_error(rt) == "refresh_token_invalid"
@@ -374,16 +377,25 @@ async def test_logout_ends_this_session_and_logout_everywhere_every_session():
     await h.on_login(_req(rt, cmd.Login(request_id="l-2", login=PHONE, password=PASSWORD),
                                 key=PHONE))
     second = _access(_tokens(rt))
+    _forget(rt)
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-1"), key=PHONE, token=p.token))
     assert isinstance(rt.replies()[-1], cmd.CommandCompleted)
     session = await rt.db.auth_sessions.find_one({"_id": p.session_id})
     assert session is not None and session["revoke_reason"] == "logout"
+    # notify learns which session ended (its push tokens go with it).
+    assert [(e.account_id, e.session_id, e.kept_session_id, e.reason)
+            for e in rt.emitted(cmd.SessionEnded)] == [
+        (p.account_id, p.session_id, None, "logout")]
     await h.on_list_sessions(_req(rt, cmd.ListSessions(), key=PHONE, token=second))
     listed = rt.replies()[-1]
     assert isinstance(listed, cmd.SessionsReply) and [s.current for s in listed.sessions] == [
         True]
+    _forget(rt)
     await h.on_logout(_req(rt, cmd.Logout(request_id="o-2", everywhere=True), key=PHONE,
                                  token=second))
+    assert [(e.account_id, e.session_id, e.kept_session_id, e.reason)
+            for e in rt.emitted(cmd.SessionEnded)] == [
+        (p.account_id, None, None, "logout_everywhere")]
     await h.on_get_login_history(_req(rt, cmd.GetLoginHistory(), key=PHONE, token=second))
     assert _last_error(rt) == "session_revoked"
 
@@ -610,6 +622,33 @@ async def test_support_creates_a_staff_account_once_and_a_taken_login_is_refused
                                                key=agent.login, token=agent.token))
     assert _last_error(rt) == "idempotency_key_reused"
     assert await rt.db.auth_accounts.count_documents({"username": "canteen.izh42"}) == 1
+
+
+async def test_support_creates_an_integrator_bound_to_its_operator_and_its_token_says_so():
+    rt, h = _auth()
+    agent = await _staff(rt, h)
+    unbound = cmd.CreateStaffAccount(request_id="n-1", login="gortrans.api",
+                                     password=NEW_PASSWORD, role="integrator")
+    await h.on_create_staff_account(rt.inbound(unbound, key=agent.login, token=agent.token))
+    assert _last_error(rt) == "invalid_role"
+    staff_bound = cmd.CreateStaffAccount(request_id="n-2", login="canteen.izh42",
+                                         password=NEW_PASSWORD, role="canteen_operator",
+                                         school_id=SCHOOL, operator_id="izhevsk-gortrans")
+    await h.on_create_staff_account(rt.inbound(staff_bound, key=agent.login, token=agent.token))
+    assert _last_error(rt) == "invalid_role"
+    assert await rt.db.auth_accounts.count_documents({"role": {"$ne": "support"}}) == 0
+    await h.on_create_staff_account(rt.inbound(
+        unbound.model_copy(update={"request_id": "n-3", "operator_id": "izhevsk-gortrans"}),
+        key=agent.login, token=agent.token))
+    created = rt.replies()[-1]
+    assert isinstance(created, cmd.CommandCompleted) and created.account_id is not None
+    account = await _account(rt, username="gortrans.api")
+    assert (account["role"], account["operator_id"]) == ("integrator", "izhevsk-gortrans")
+    await h.on_login(_req(rt, cmd.Login(request_id="l-int", login="gortrans.api",
+                                          password=NEW_PASSWORD), key="gortrans.api"))
+    claims = verify_access_token(_access(_tokens(rt)), _KEYS[1], audience="transit",
+                                 now=rt.now.timestamp())
+    assert (claims.role, claims.operator_id) == (cmd.Role.INTEGRATOR, "izhevsk-gortrans")
 
 
 async def test_closing_an_account_minimises_it_and_ends_its_guardianships():

@@ -181,7 +181,7 @@ def test_an_enabled_factor_cannot_be_enrolled_again_and_service_accounts_have_no
                                      secret_b32=new_totp_secret(), now=T0)
     assert caught.value.reason is Reason.SECOND_FACTOR_ALREADY_ENABLED
     bank = Account.create_integrator(account_id="int-1", name="bank", client_secret_hash="H",
-                                     scopes=["topups"], now=T0)
+                                     scopes=["topups"], operator_id="izhevsk-gortrans", now=T0)
     with pytest.raises(AuthRejected) as caught:
         bank.begin_totp_enrolment(session=session_of(bank), current_password_ok=True,
                                   secret_b32=new_totp_secret(), now=T0)
@@ -390,6 +390,11 @@ def test_both_ways_of_switching_off_reach_the_wire_as_one_event_without_the_reas
     helped, _secret, _session = signed_in(account_id="acc_helped0001")
     helped.reset_second_factor(by_account_id="acc_support0001", reason=REASON, now=now)
     wired = outbound.to_wire(owner.pull_events() + helped.pull_events())
+    # The support reset also ended every session of the parent (its own event).
+    assert [(m.account_id, m.session_id, m.reason) for _t, _k, m, _id in wired
+            if isinstance(m, wire.SessionEnded)] == [
+        ("acc_helped0001", None, "second_factor_reset")]
+    wired = [w for w in wired if not isinstance(w[2], wire.SessionEnded)]
     messages = [m for _t, _k, m, _id in wired]
     assert [t for t, _k, _m, _id in wired] == ["auth.events.v1", "auth.events.v1"]
     assert all(isinstance(m, wire.SecondFactorDisabled) for m in messages)

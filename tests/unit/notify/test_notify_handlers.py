@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import typing
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
@@ -284,6 +284,89 @@ async def test_a_registered_push_token_is_stored_for_the_guardian():
     guardian = await rt.db.notify_guardians.find_one({"_id": ACCOUNT})
     assert guardian is not None and guardian["has_push_token"] is True
     await rt.redelivered_changes_nothing(h.on_register_push_token, msg)
+
+
+def _session_ended(session_id: str | None, *, kept: str | None = None,
+                   reason: str = "logout") -> auth.SessionEnded:
+    return auth.SessionEnded(account_id=ACCOUNT, session_id=session_id, kept_session_id=kept,
+                             reason=reason, at=NOW)
+
+
+async def _device(rt: FakeRuntime, h: Handlers, name: str, session_id: str) -> None:
+    await h.on_register_push_token(rt.inbound(
+        example(wire.RegisterPushToken, request_id=f"push-{name}", token=name),
+        token=rt.token(account_id=ACCOUNT, session_id=session_id)))
+    assert isinstance(rt.replies()[-1], CommandAccepted)
+
+
+async def _devices(rt: FakeRuntime) -> dict[str, str | None]:
+    docs = await rt.db.notify_push_tokens.find({"account_id": ACCOUNT}).to_list(None)
+    return {d["token"]: d.get("session_id") for d in docs}
+
+
+async def _has_push_token(rt: FakeRuntime) -> bool:
+    guardian = await rt.db.notify_guardians.find_one({"_id": ACCOUNT})
+    assert guardian is not None
+    return bool(guardian["has_push_token"])
+
+
+async def test_a_push_token_ends_with_the_session_that_registered_it():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts), key=ACCOUNT))
+    await _device(rt, h, "phone", "ses-phone")
+    await _device(rt, h, "tablet", "ses-tablet")
+    assert await _devices(rt) == {"phone": "ses-phone", "tablet": "ses-tablet"}
+    msg = rt.inbound(_session_ended("ses-phone"), key=ACCOUNT)
+    await h.on_session_ended(msg)
+    assert await _devices(rt) == {"tablet": "ses-tablet"}
+    assert await _has_push_token(rt)
+    await rt.redelivered_changes_nothing(h.on_session_ended, msg)
+    await h.on_session_ended(rt.inbound(_session_ended("ses-tablet"), key=ACCOUNT))
+    assert await _devices(rt) == {}
+    assert not await _has_push_token(rt)  # routing now picks SMS or e-mail
+
+
+async def test_every_session_ending_takes_every_push_token_but_the_kept_sessions():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts), key=ACCOUNT))
+    await _device(rt, h, "phone", "ses-phone")
+    await _device(rt, h, "tablet", "ses-tablet")
+    await h.on_session_ended(rt.inbound(_session_ended(None, kept="ses-tablet",
+                                                       reason="password_change"), key=ACCOUNT))
+    assert await _devices(rt) == {"tablet": "ses-tablet"}
+    await h.on_session_ended(rt.inbound(_session_ended(None, reason="logout_everywhere"),
+                                        key=ACCOUNT))
+    assert await _devices(rt) == {}
+    assert not await _has_push_token(rt)
+
+
+async def test_the_access_token_of_an_ended_session_registers_no_push_token():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts), key=ACCOUNT))
+    await h.on_session_ended(rt.inbound(_session_ended("ses-gone"), key=ACCOUNT))
+    await h.on_register_push_token(rt.inbound(
+        example(wire.RegisterPushToken), token=rt.token(account_id=ACCOUNT,
+                                                        session_id="ses-gone")))
+    assert rt.error_code() == "session_ended"
+    assert await _devices(rt) == {}
+    assert not await _has_push_token(rt)
+    # Every session ended: a token issued before is refused, one of a later login is not.
+    rt.fake_uow.replies.clear()
+    await h.on_session_ended(rt.inbound(_session_ended(None, reason="logout_everywhere"),
+                                        key=ACCOUNT))
+    await h.on_register_push_token(rt.inbound(
+        example(wire.RegisterPushToken), token=rt.token(account_id=ACCOUNT,
+                                                        session_id="ses-older")))
+    assert rt.error_code() == "session_ended"
+    rt.now = NOW + timedelta(seconds=5)
+    await _device(rt, h, "phone", "ses-newer")
+    assert await _devices(rt) == {"phone": "ses-newer"}
+
+
+async def test_a_session_of_an_account_notify_has_no_guardian_for_ends_quietly():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_session_ended(rt.inbound(_session_ended("ses-staff"), key=ACCOUNT))
+    assert await rt.db.notify_guardians.find_one({"_id": ACCOUNT}) is None
 
 
 async def test_a_guardian_reads_their_journal_and_only_theirs():

@@ -239,6 +239,22 @@ async def test_support_sets_fare_rules_and_a_parent_may_not():
     await rt.redelivered_changes_nothing(h.on_set_fare_rules, msg)
 
 
+async def test_an_integrator_sets_the_fare_rules_of_its_own_operator_only():
+    rt, h = await _transit()
+    command = wire.SetFareRules(request_id="req-1", operator_id=OPERATOR, version=2,
+                                rules=_rules_doc(rt))
+    await h.on_set_fare_rules(rt.inbound(command, token=rt.token(
+        Role.INTEGRATOR, operator_id="moscow-transport")))
+    assert rt.error_code() == "forbidden"
+    stored = await rt.db.transit_fare_rules.find_one({"_id": OPERATOR})
+    assert stored is not None and stored["source"] == "file"
+    await h.on_set_fare_rules(rt.inbound(command.model_copy(update={"request_id": "req-2"}),
+                                         token=rt.token(Role.INTEGRATOR, operator_id=OPERATOR)))
+    assert rt.replies()[-1] == CommandAccepted(request_id="req-2")
+    stored = await rt.db.transit_fare_rules.find_one({"_id": OPERATOR})
+    assert stored is not None and (stored["source"], stored["version"]) == ("command", 2)
+
+
 async def test_fare_rules_for_another_operator_are_refused():
     rt, h = await _transit()
     await h.on_set_fare_rules(rt.inbound(wire.SetFareRules(
