@@ -17,7 +17,7 @@ from typing import Any
 from pydantic.json_schema import models_json_schema
 
 from contracts import signing
-from contracts.catalog import TOPICS, Topic
+from contracts.catalog import SERVICES, TOPICS, Topic
 from contracts.envelope import Envelope
 
 VERSION = "1.0.0"
@@ -121,6 +121,40 @@ def _private(model: type[Any]) -> dict[str, str]:
     return {}
 
 
+CORRELATION_ID = {"$ref": "#/components/correlationIds/correlationId"}
+CORRELATION_IDS = {"correlationId": {
+    "location": "$message.header#/ce_correlationid",
+    "description": "A request's ce_correlationid comes back on its reply (and on every message "
+                   "of the flow it starts): match replies to requests by it."}}
+SECURITY_SCHEMES = {
+    "scramSha512": {"type": "scramSha512", "description": "SASL SCRAM-SHA-512 over TLS: one "
+                    "Kafka user per service, per integrator and for apps; the ACLs "
+                    "(deploy/kafka-acls.sh, KafkaUser resources) let each write only the "
+                    "topics it produces and read only those it consumes."},
+    "tls": {"type": "X509", "description": "TLS with the cluster's CA "
+            "(SCHOOLCARD_KAFKA_SSL_CAFILE)."},
+}
+
+
+def _key_binding(model: type[Any]) -> dict[str, Any]:
+    """The Kafka record key of a message, as its topic keys it."""
+    keys = sorted({t.key for t in TOPICS if model in t.messages})
+    return {"kafka": {"key": {"type": "string", "description": "Record key: " + " | ".join(keys)},
+                      "bindingVersion": "0.5.0"}}
+
+
+def _reply(topic: Topic) -> dict[str, Any]:
+    """Commands and queries are answered on the topic their ce_replyto names."""
+    if not any(m.KIND in ("command", "query") for m in topic.messages):
+        return {}
+    return {"reply": {
+        "address": {"location": "$message.header#/ce_replyto",
+                    "description": "apps.replies.v1, or the requester's own "
+                                   "apps.replies.<client-id>.v1 (required for requests whose "
+                                   "answer carries session secrets: x-reply-topic)."},
+        "channel": {"$ref": "#/channels/apps_replies_v1"}}}
+
+
 def build() -> dict[str, Any]:
     models = sorted({m for t in TOPICS for m in t.messages}, key=lambda m: m.TYPE)
     signers = {m.__name__: t.producer for t in TOPICS for m in t.signed}
@@ -136,6 +170,9 @@ def build() -> dict[str, Any]:
             "headers": {"$ref": "#/components/schemas/" + (
                 "SignedEnvelopeHeaders" if m.__name__ in signers else "EnvelopeHeaders")},
             "payload": {"$ref": f"#/components/schemas/{m.__name__}"},
+            "bindings": _key_binding(m),
+            **({"correlationId": CORRELATION_ID}
+               if m.KIND in ("command", "query", "reply") else {}),
             "x-kind": m.KIND,
             "x-schema-version": m.VERSION,
             **_private(m),
@@ -189,7 +226,8 @@ def build() -> dict[str, Any]:
         for consumer in topic.consumers:
             operations[f"{consumer}_receives_{cid}"] = {
                 "action": "receive", "channel": channel_ref, "messages": msg_refs,
-                "summary": f"{consumer} consumes {topic.name}"}
+                "summary": f"{consumer} consumes {topic.name}",
+                **(_reply(topic) if consumer in SERVICES else {})}
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -203,14 +241,19 @@ def build() -> dict[str, Any]:
         },
         "defaultContentType": "application/json",
         "servers": {
-            "production": {"host": "kafka:9092", "protocol": "kafka",
-                           "description": "Apache Kafka (KRaft); set SCHOOLCARD_KAFKA_BOOTSTRAP."},
+            "production": {"host": "kafka:9093", "protocol": "kafka-secure",
+                           "description": "Apache Kafka (KRaft) over TLS with SASL "
+                                          "SCRAM-SHA-512; set SCHOOLCARD_KAFKA_BOOTSTRAP and "
+                                          "SCHOOLCARD_KAFKA_SECURITY_PROTOCOL=SASL_SSL.",
+                           "security": [{"$ref": "#/components/securitySchemes/scramSha512"},
+                                        {"$ref": "#/components/securitySchemes/tls"}]},
             "development": {"host": "127.0.0.1:9092", "protocol": "kafka",
                             "description": "Embedded Tansu broker started by `make up`."},
         },
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {"messages": messages, "schemas": schemas,
+                       "correlationIds": CORRELATION_IDS, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -116,6 +116,35 @@ def test_the_asyncapi_document_says_which_messages_must_be_signed_by_whom_and_ho
     assert "Ed25519" in headers["description"] and "unauthenticated" in headers["description"]
 
 
+def test_the_asyncapi_document_binds_keys_replies_correlation_and_security():
+    doc = asyncapi.build()
+    messages = doc["components"]["messages"]
+    for t in catalog.TOPICS:
+        for m in t.messages:
+            key = messages[m.__name__]["bindings"]["kafka"]["key"]
+            assert key["type"] == "string" and t.key in key["description"], m.__name__
+            has_correlation = "correlationId" in messages[m.__name__]
+            assert has_correlation == (m.KIND in ("command", "query", "reply")), m.__name__
+    location = doc["components"]["correlationIds"]["correlationId"]["location"]
+    assert location == "$message.header#/ce_correlationid"
+    requests = {f"{c}_receives_{t.name.replace('.', '_').replace('-', '_')}"
+                for t in catalog.TOPICS for c in t.consumers if c in catalog.SERVICES
+                and any(m.KIND in ("command", "query") for m in t.messages)}
+    assert requests >= {"wallet_receives_wallet_commands_v1", "auth_receives_auth_commands_v1"}
+    for op_id, op in doc["operations"].items():
+        reply = op.get("reply")
+        assert (reply is not None) == (op_id in requests), op_id
+        if reply:
+            assert reply["address"]["location"] == "$message.header#/ce_replyto"
+            assert reply["channel"] == {"$ref": "#/channels/apps_replies_v1"}
+    production = doc["servers"]["production"]
+    assert production["protocol"] == "kafka-secure"
+    schemes = doc["components"]["securitySchemes"]
+    for ref in production["security"]:
+        assert ref["$ref"].rsplit("/", 1)[-1] in schemes
+    assert schemes["scramSha512"]["type"] == "scramSha512"
+
+
 def test_an_envelope_survives_the_trip_through_kafka_headers():
     msg = TopUpReceived(payment_id="p-1", contract="40012345", amount=50_000, channel="atm",
                         paid_at=datetime(2026, 9, 1, 8, 0, tzinfo=UTC))
