@@ -172,7 +172,7 @@ TOPICS: tuple[Topic, ...] = (
     # --- access ---
     Topic("access.commands.v1", "school id", "apps", ("access",),
           _models(access, "SetSchoolSchedule", "RecordManualEntry", "GetClassRegister",
-                  "GetStudentStats"),
+                  "GetStudentStats", "GetEntryLog"),
           "School schedules, guards' manual entries and attendance queries."),
     Topic("access.gate-decisions.v1", "gate id", "access", ("integrator:turnstile",),
           _models(access, "GateDecision"), "Allow/deny answers to turnstiles.", partitions=12),
@@ -211,7 +211,7 @@ TOPICS: tuple[Topic, ...] = (
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply")
-          + _models(access, "ClassRegisterReply", "StudentStatsReply")
+          + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),
           "Default reply topic for apps (every app reads it: balances and statements are "

@@ -537,10 +537,26 @@ def _children_routes() -> APIRouter:
            "and CSV on request)")
     async def attendance(request: Request, contract: Contract, me: Auth,
                          date_from: LocalDate, date_to: LocalDate, chart: bool = False,
-                         csv: bool = False) -> access.StudentStatsReply:
+                         csv: bool = False, by_month: Annotated[bool, Query(
+                             description="Also one line per month of the period, each with "
+                             "its absent days (at most 366 days)")] = False
+                         ) -> access.StudentStatsReply:
         query = build_message(access.GetStudentStats, contract=contract, date_from=date_from,
-                              date_to=date_to, chart=chart, csv=csv)
+                              date_to=date_to, chart=chart, csv=csv, by_month=by_month)
         return await ask(gateway(request), query, contract, access.StudentStatsReply,
+                         token=me.token)
+
+    @r.get("/{contract}/entries", response_model=access.EntryLogReply, responses=AUTHED,
+           summary="The entry log of a period (at most 366 days): each day's entries and exits, "
+           "absent days included, in pages of days")
+    async def entry_log(request: Request, contract: Contract, me: Auth,
+                        date_from: LocalDate, date_to: LocalDate,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 31,
+                        cursor: Annotated[str | None, Query(max_length=512)] = None
+                        ) -> access.EntryLogReply:
+        query = build_message(access.GetEntryLog, contract=contract, date_from=date_from,
+                              date_to=date_to, limit=limit, cursor=cursor)
+        return await ask(gateway(request), query, contract, access.EntryLogReply,
                          token=me.token)
 
     @r.get("/{contract}/attendance/chart.svg", responses={
