@@ -152,7 +152,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("wallet.commands.v1", "contract or school id", "apps", ("wallet",),
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
-                  "GetStatement", "RefundSaleLine", "GetSalesReport"),
+                  "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -210,7 +211,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
-          + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply")
+          + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
+                                    "TopUpTemplatesReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),

@@ -27,8 +27,15 @@ import pytest
 
 from contracts import access as a
 from contracts.auth import ChildGrant, Role
-from contracts.integrations import CardIssued, GateTapped
+from contracts.integrations import (
+    CanteenSaleRequested,
+    CardIssued,
+    GateTapped,
+    SaleItem,
+    TopUpReceived,
+)
 from contracts.types import GuardianRole
+from contracts.wallet import GetBalance, SaveTopUpTemplate, TagStatementLine
 from services.gateway.app import Gateway
 from services.gateway.settings import GatewayInfra, Settings
 from services.runtime.tokens import issue_access_token
@@ -102,6 +109,16 @@ async def cabinet(service_runner: Any, bootstrap: str,
             Integrator(bootstrap) as pub, Requester(bootstrap) as req, \
             TopicReader(bootstrap, "access.allow-list.v1") as allow, \
             TopicReader(bootstrap, "wallet.events.v1") as wallet_events:
+        # The services answer once the broker gave them their partitions: right after another
+        # module's instance of the same group stopped, that takes the session timeout (~18 s).
+        probe = f"{random.randrange(10**7, 10**8)}"
+        support = issue_access_token(infra["AUTH_PRIVATE_KEY"], account_id="acc_cabprobe01",
+                                     session_id=uid("ses"), role=Role.SUPPORT,
+                                     now=clock.now.timestamp())
+        for query in (a.GetEntryLog(contract=probe, date_from=WEEK[0].isoformat(),
+                                    date_to=WEEK[0].isoformat()), GetBalance(contract=probe)):
+            answer = await req.send(query, probe, token=support, timeout=120)
+            assert answer.json()["ok"] is False  # unknown_student / unknown_contract
         await gw.start()
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.api),
@@ -210,3 +227,121 @@ async def test_statistics_by_month_name_the_absent_days_with_a_csv(cabinet: Cabi
     assert rows[0][-1] == "absent_days"
     assert len(rows) == 1 + len(months) + 1
     assert rows[-1][-1] == " ".join(absent)
+
+
+# --- wallet: tags and search of the statement, saved top-up templates ---------------------------
+
+async def paid_lunches(cab: Cabinet) -> tuple[CardIssued, dict[str, str]]:
+    """A child with a 500 ₽ top-up, a borscht (120 ₽) and a bun (35 ₽): operation ids by name."""
+    card = await cab.card(uid("shop").lower())
+    payment = TopUpReceived(payment_id=uid("pay"), contract=card.contract, amount=500_00,
+                            sub_balance="canteen", channel="bank_card", paid_at=cab.clock.now)
+    await cab.pub.publish(payment, card.contract)
+    ids = {"topup": payment.payment_id}
+    async with TopicReader(cab.req.bootstrap, "wallet.sale-decisions.v1") as decisions:
+        for name, price in (("Борщ", 120_00), ("Булочка", 35_00)):
+            sale = CanteenSaleRequested(
+                sale_id=uid("sale"), terminal_id="till-1", school_id=card.school_id,
+                card_uid=card.card_uid, items=[SaleItem(sku=uid("sku"), name=name,
+                                                        category="hot_meal", allergens=[],
+                                                        qty=1, unit_price=price)],
+                sold_at=cab.clock.now)
+            await cab.pub.publish(sale, sale.card_uid)
+            [decision] = await decisions.wait_for(lambda r, s=sale: r.json()["sale_id"] ==
+                                                  s.sale_id)
+            assert decision.json()["approved"] is True
+            ids[name] = sale.sale_id
+    return card, ids
+
+
+async def test_a_parent_tags_statement_lines_and_searches_by_text_tag_and_amount(
+        cabinet: Cabinet) -> None:
+    card, ids = await paid_lunches(cabinet)
+    parent = cabinet.token(card.contract, guardian=GuardianRole.CO_GUARDIAN)
+    base = f"/v1/children/{card.contract}/statement"
+    for operation, tags in ((ids["Борщ"], ["#Обеды", "школа", "обеды"]),
+                            (ids["Булочка"], ["перекус"]), (ids["topup"], ["школа"])):
+        tagged = await cabinet.send("PUT", f"{base}/{operation}/tags", parent, {"tags": tags})
+        assert tagged.status_code == 200, tagged.text
+
+    async def lines(**params: Any) -> list[tuple[str, list[str]]]:
+        answer = await cabinet.get(base, parent, **params)
+        assert answer.status_code == 200, answer.text
+        return [(x["operation_id"], x["tags"]) for x in answer.json()["lines"]]
+
+    assert await lines() == [(ids["topup"], ["школа"]), (ids["Борщ"], ["обеды", "школа"]),
+                             (ids["Булочка"], ["перекус"])]
+    assert [o for o, _ in await lines(tag="ШКОЛА")] == [ids["topup"], ids["Борщ"]]
+    assert [o for o, _ in await lines(text="борщ")] == [ids["Борщ"]]
+    assert [o for o, _ in await lines(amount_min=100_00, amount_max=200_00)] == [ids["Борщ"]]
+    assert [o for o, _ in await lines(amount_max=50_00, kinds="sale")] == [ids["Булочка"]]
+    assert await lines(tag="обеды", text="булочка") == []
+    csv_text = (await cabinet.get(base, parent, tag="перекус", format="csv")).text
+    assert list(csv.reader(io.StringIO(csv_text)))[1][-1] == "#перекус"
+
+    # Clearing, a line the account does not have, too many tags, a stranger.
+    cleared = await cabinet.send("PUT", f"{base}/{ids['Булочка']}/tags", parent, {"tags": []})
+    assert cleared.status_code == 200
+    assert await lines(tag="перекус") == []
+    unknown = await cabinet.send("PUT", f"{base}/{uid('sale')}/tags", parent, {"tags": ["x"]})
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "unknown_operation")
+    many = await cabinet.send("PUT", f"{base}/{ids['Борщ']}/tags", parent,
+                              {"tags": ["a", "b", "c", "d", "e", "f"]})
+    assert many.status_code == 422
+    bad = await cabinet.req.send(
+        TagStatementLine(request_id=uid("tag"), contract=card.contract,
+                         operation_id=ids["Борщ"], tags=["a/b"]),
+        card.contract, token=parent)
+    assert bad.json()["error"]["code"] == "invalid_tags"
+    stranger = await cabinet.send("PUT", f"{base}/{ids['Борщ']}/tags",
+                                  cabinet.token(f"{random.randrange(10**7, 10**8)}"),
+                                  {"tags": ["x"]})
+    assert stranger.status_code == 403
+    assert [t for o, t in await lines() if o == ids["Борщ"]] == [["обеды", "школа"]]
+
+
+async def test_a_parent_saves_changes_lists_and_deletes_top_up_templates(
+        cabinet: Cabinet) -> None:
+    card = await cabinet.card(uid("tpl").lower())
+    parent = cabinet.token(card.contract)
+    base = f"/v1/children/{card.contract}/top-up-templates"
+
+    async def listed() -> list[tuple[str, int, str]]:
+        answer = await cabinet.get(base, parent)
+        assert answer.status_code == 200, answer.text
+        return [(t["name"], t["amount"], t["sub_balance"]) for t in answer.json()["templates"]]
+
+    created = await cabinet.send("POST", base, parent, {"name": "Обеды", "amount": 1500_00})
+    assert created.status_code == 200, created.text
+    lunch_id = created.json()["request_id"]
+    fares = await cabinet.send("POST", base, parent, {"name": "Проезд", "amount": 500_00,
+                                                      "sub_balance": "transit"})
+    assert fares.status_code == 200
+    assert await listed() == [("Обеды", 1500_00, "canteen"), ("Проезд", 500_00, "transit")]
+    changed = await cabinet.send("PUT", f"{base}/{lunch_id}", parent,
+                                 {"name": "Обеды на неделю", "amount": 2000_00})
+    assert changed.status_code == 200
+    same_name = await cabinet.send("POST", base, parent, {"name": "проезд", "amount": 1_00})
+    assert (same_name.status_code, same_name.json()["code"]) == (409, "template_name_conflict")
+    for n in range(8):
+        assert (await cabinet.send("POST", base, parent,
+                                   {"name": f"Кружок {n}", "amount": 100_00})).status_code == 200
+    eleventh = await cabinet.send("POST", base, parent, {"name": "Лишний", "amount": 1_00})
+    assert (eleventh.status_code, eleventh.json()["code"]) == (422, "too_many_templates")
+    templates = await listed()
+    assert len(templates) == 10 and templates[0] == ("Обеды на неделю", 2000_00, "canteen")
+
+    deleted = await cabinet.send("DELETE", f"{base}/{lunch_id}", parent)
+    assert deleted.status_code == 200
+    again = await cabinet.send("DELETE", f"{base}/{lunch_id}", parent)
+    assert (again.status_code, again.json()["code"]) == (404, "unknown_template")
+    assert [n for n, _, _ in await listed()][:2] == ["Проезд", "Кружок 0"]
+    assert len(await listed()) == 9
+    unknown = await cabinet.req.send(SaveTopUpTemplate(
+        request_id=uid("tpl"), contract=card.contract, template_id=uid("tpl"), name="Нет",
+        amount=1_00), card.contract, token=parent)
+    assert unknown.json()["error"]["code"] == "unknown_template"
+    stranger = await cabinet.get(base, cabinet.token(f"{random.randrange(10**7, 10**8)}"))
+    assert stranger.status_code == 403
+    staff = await cabinet.get(base, cabinet.token(role=Role.SUPPORT))
+    assert staff.status_code == 403
