@@ -220,6 +220,27 @@ class GetStudentStats(Query):
     csv: bool = Field(default=False, description="Also return the statistics as CSV text.",
                       examples=[True])
     chart: bool = Field(default=False, description="Also return an SVG chart of arrival times.")
+    by_month: bool = Field(default=False, description="Also return one line per calendar "
+                           "month of the period (the first and last clipped to it), each with "
+                           "its absent days; the CSV then has a line per month and one for the "
+                           "whole period. The period is at most 366 days.", examples=[True])
+
+
+class GetEntryLog(Query):
+    """A child's entries and exits day by day over a period of at most 366 days, for a
+    guardian of the child (action ``view``) or the staff of the child's school
+    (``view_attendance``). Answered ``EntryLogReply``, in pages of days."""
+
+    contract: ContractNumber
+    date_from: LocalDate = Field(description="First school-local day of the period.",
+                                 examples=["2026-09-01"])
+    date_to: LocalDate = Field(description="Last school-local day of the period (at most 365 "
+                               "days after date_from).", examples=["2026-09-30"])
+    limit: int = Field(default=31, ge=1, le=100, description="Most days in one reply; page with "
+                       "cursor for more.", examples=[31])
+    cursor: str | None = Field(default=None, max_length=512, description="Where the page "
+                               "starts: the next_cursor of the previous reply to the same query "
+                               "(same contract and period); None for the first page. Opaque.")
 
 
 class RegisterLine(Part):
@@ -246,6 +267,73 @@ class ClassRegisterReply(Reply):
                             examples=["date,contract,class,arrived,left,late,absent,manual\r\n"])
 
 
+class MonthStats(Part):
+    """One calendar month of a period (clipped to it)."""
+
+    month: str = Field(pattern=r"^\d{4}-\d{2}$", max_length=7, description="The month, "
+                       "YYYY-MM.", examples=["2026-09"])
+    date_from: LocalDate = Field(description="Its first day in the period.",
+                                 examples=["2026-09-01"])
+    date_to: LocalDate = Field(description="Its last day in the period.", examples=["2026-09-30"])
+    lesson_days: int = Field(ge=0, description="Lesson days elapsed (past the absence cut-off).",
+                             examples=[21])
+    days_present: int = Field(ge=0, description="Days with at least one entry.", examples=[19])
+    late_count: int = Field(ge=0, description="Days with a late arrival.", examples=[2])
+    absent_days: list[LocalDate] = Field(
+        default_factory=list, max_length=31, description="Lesson days without an entry, by "
+        "date.", examples=[["2026-09-14", "2026-09-15"]])
+    average_arrival: LocalTime | None = Field(default=None, description="Mean time of the first "
+                                              "entry, school-local; None without entries.",
+                                              examples=["08:17"])
+
+
+class EntryPassage(Part):
+    """One entry or exit."""
+
+    at: UtcDatetime
+    direction: Literal["in", "out"] = Field(description="in: an entry; out: an exit.",
+                                            examples=["in"])
+    source: Literal["tap", "manual"] = Field(description="tap: the card at a gate; manual: a "
+                                             "guard let the child in.", examples=["tap"])
+    gate_id: Identifier | None = Field(default=None, description="The gate of a tap.",
+                                       examples=["izh-42-gate-3"])
+
+
+class EntryLogDay(Part):
+    """A school-local day of the entry log."""
+
+    local_date: LocalDate
+    arrived_at: UtcDatetime | None = Field(default=None, description="First entry (UTC); None "
+                                           "when the child did not enter.",
+                                           examples=["2026-09-01T04:25:10Z"])
+    left_at: UtcDatetime | None = Field(default=None, description="Last exit (UTC); None when "
+                                        "no exit was recorded.",
+                                        examples=["2026-09-01T10:05:42Z"])
+    late: bool = Field(default=False, description="The first entry came after the first lesson "
+                       "start.", examples=[False])
+    absent: bool = Field(default=False, description="A lesson day without an entry by the "
+                         "absence cut-off.", examples=[False])
+    passages: list[EntryPassage] = Field(
+        default_factory=list, max_length=48, description="Entries and exits in time order (the "
+        "first 48).", examples=[[{"at": "2026-09-01T04:25:10Z", "direction": "in",
+                                  "source": "tap", "gate_id": "izh-42-gate-3"}]])
+    passage_count: int = Field(default=0, ge=0, description="All passages of the day.",
+                               examples=[2])
+
+
+class EntryLogReply(Reply):
+    contract: ContractNumber
+    days: list[EntryLogDay] = Field(
+        default_factory=list, max_length=100, description="Days of the page by date: every "
+        "elapsed lesson day (absent ones too) and every day with a passage.",
+        examples=[[{"local_date": "2026-09-01", "arrived_at": "2026-09-01T04:25:10Z",
+                    "left_at": None, "late": False, "absent": False, "passages": [],
+                    "passage_count": 1}]])
+    next_cursor: str | None = Field(default=None, max_length=512, description="Pass it back as "
+                                    "cursor, with the same query, for the days that follow; "
+                                    "None when this page is the last.")
+
+
 class StudentStatsReply(Reply):
     contract: ContractNumber
     days_present: int = Field(default=0, description="School days in the period with at least "
@@ -262,3 +350,14 @@ class StudentStatsReply(Reply):
     chart_svg: str | None = Field(default=None, max_length=REPORT_TEXT_MAX, description="SVG chart "
                                   "of arrival times when chart was requested; otherwise None.",
                                   examples=["<svg xmlns='http://www.w3.org/2000/svg'></svg>"])
+    lesson_days: int = Field(default=0, ge=0, description="Lesson days of the period elapsed "
+                             "(past the absence cut-off).", examples=[21])
+    absent_days: list[LocalDate] = Field(
+        default_factory=list, max_length=366, description="Lesson days of the period without "
+        "an entry, by date.", examples=[["2026-09-14"]])
+    months: list[MonthStats] = Field(
+        default_factory=list, max_length=13, description="One line per calendar month when "
+        "by_month was requested; otherwise empty.",
+        examples=[[{"month": "2026-09", "date_from": "2026-09-01", "date_to": "2026-09-30",
+                    "lesson_days": 21, "days_present": 19, "late_count": 2,
+                    "absent_days": ["2026-09-14", "2026-09-15"], "average_arrival": "08:17"}]])

@@ -152,7 +152,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic("wallet.commands.v1", "contract or school id", "apps", ("wallet",),
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
-                  "GetStatement", "RefundSaleLine", "GetSalesReport"),
+                  "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -172,7 +173,7 @@ TOPICS: tuple[Topic, ...] = (
     # --- access ---
     Topic("access.commands.v1", "school id", "apps", ("access",),
           _models(access, "SetSchoolSchedule", "RecordManualEntry", "GetClassRegister",
-                  "GetStudentStats"),
+                  "GetStudentStats", "GetEntryLog"),
           "School schedules, guards' manual entries and attendance queries."),
     Topic("access.gate-decisions.v1", "gate id", "access", ("integrator:turnstile",),
           _models(access, "GateDecision"), "Allow/deny answers to turnstiles.", partitions=12),
@@ -210,8 +211,9 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
-          + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply")
-          + _models(access, "ClassRegisterReply", "StudentStatsReply")
+          + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
+                                    "TopUpTemplatesReply")
+          + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),
           "Default reply topic for apps (every app reads it: balances and statements are "

@@ -489,6 +489,27 @@ class GetBalance(Query):
     contract: ContractNumber
 
 
+StatementTag = Annotated[str, StringConstraints(min_length=1, max_length=33)]
+"""A tag on a statement line: up to 32 letters, digits, ``_``, ``-`` and single spaces, with or
+without a leading ``#``; kept case-folded without the ``#``."""
+
+
+class TagStatementLine(Command):
+    """A guardian (primary or co-guardian, action ``annotate``) sets the tags of one
+    statement line, replacing what it had (an empty list clears them); every guardian of the
+    child sees them. Answered ``CommandAccepted`` or ``ErrorReply`` (``forbidden``,
+    ``unknown_contract``, ``unknown_operation``: no such line on the account,
+    ``invalid_tags``)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    operation_id: Identifier = Field(description="The statement line's operation id.",
+                                     examples=["till-7-000981"])
+    tags: list[StatementTag] = Field(max_length=5, description="At most 5 tags; the same tag "
+                                     "twice (whatever its case) is kept once.",
+                                     examples=[["обеды", "#school"]])
+
+
 class GetStatement(Query):
     contract: ContractNumber
     date_from: LocalDate | None = Field(default=None, description="First school-local day "
@@ -504,6 +525,17 @@ class GetStatement(Query):
                                "disputed (posted includes partially_refunded and refunded lines), "
                                "or partially_refunded | refunded exactly.", examples=["posted"])
     csv: bool = Field(default=False, description="Also return the page as CSV text.")
+    text: str | None = Field(default=None, min_length=1, max_length=100, description="Only "
+                             "lines whose note, operation id or an item's name contains this "
+                             "text, whatever its case.", examples=["борщ"])
+    tag: StatementTag | None = Field(default=None, description="Only lines carrying this tag "
+                                     "(with or without #, any case).", examples=["обеды"])
+    amount_min: Kopecks | None = Field(default=None, description="Only lines whose amount, "
+                                       "the sign aside, is at least this many kopecks (a "
+                                       "purchase of 45,50 ₽ is 4550).", examples=[1_000])
+    amount_max: Kopecks | None = Field(default=None, description="Only lines whose amount, "
+                                       "the sign aside, is at most this many kopecks.",
+                                       examples=[50_000])
     limit: int = Field(default=100, ge=1, le=500, description="Most lines in one reply; "
                        "page with cursor for more.", examples=[100])
     cursor: str | None = Field(default=None, max_length=512, description="Where the page "
@@ -526,6 +558,9 @@ class StatementLine(Part):
     description: str = Field(max_length=1000, description="Short note shown on the line, e.g. the "
                              "till or why it was declined.", examples=["terminal izh-42-till-1"])
     items: list[SaleItem] = Field(default_factory=list)
+    tags: list[StatementTag] = Field(default_factory=list, max_length=5, description="The "
+                                     "family's tags on the line (TagStatementLine), without #.",
+                                     examples=[["обеды"]])
 
 
 class BalanceReply(Reply):
@@ -551,6 +586,61 @@ class StatementReply(Reply):
                                     "cursor, with the same query, for the lines that follow; None "
                                     "when this page is the last. Lines are in a stable order, so "
                                     "lines recorded meanwhile neither repeat nor shift a page.")
+
+
+class SaveTopUpTemplate(Command):
+    """A guardian (action ``top_up``) saves a named top-up to repeat: a new one (no
+    template_id: its id is the request id) or a change of one saved. At most 10 per child,
+    names unique per child. Answered ``CommandAccepted`` or ``ErrorReply``
+    (``too_many_templates``, ``template_name_conflict``, ``unknown_template``,
+    ``invalid_template``)."""
+
+    request_id: Identifier = Field(description="Idempotency key; the new template's id.")
+    contract: ContractNumber
+    template_id: Identifier | None = Field(default=None, description="The template changed; "
+                                           "None: a new template whose id is request_id.",
+                                           examples=[None])
+    name: str = Field(min_length=1, max_length=40, description="What the family calls it.",
+                      examples=["Обеды на неделю"])
+    amount: PositiveKopecks = Field(description="Kopecks to top up.", examples=[150_000])
+    sub_balance: SubBalance = Field(default=SubBalance.CANTEEN, description="The money "
+                                    "sub-balance topped up (general, canteen or transit).",
+                                    examples=["canteen"])
+
+
+class DeleteTopUpTemplate(Command):
+    """A guardian (action ``top_up``) deletes a saved top-up template (``unknown_template``
+    when there is none)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    template_id: Identifier
+
+
+class GetTopUpTemplates(Query):
+    """The child's saved top-up templates (action ``top_up``)."""
+
+    contract: ContractNumber
+
+
+class TopUpTemplate(Part):
+    """A saved top-up."""
+
+    template_id: Identifier
+    name: str = Field(max_length=40, description="What the family calls it.",
+                      examples=["Обеды на неделю"])
+    amount: PositiveKopecks = Field(description="Kopecks to top up.", examples=[150_000])
+    sub_balance: SubBalance
+    updated_at: UtcDatetime
+
+
+class TopUpTemplatesReply(Reply):
+    contract: ContractNumber
+    templates: list[TopUpTemplate] = Field(
+        default_factory=list, max_length=10, description="In the order they were first saved.",
+        examples=[[{"template_id": "9f0c3c1e-2b7a-4d52-8f7e-7a8f2b9c0d11",
+                    "name": "Обеды на неделю", "amount": 150_000, "sub_balance": "canteen",
+                    "updated_at": "2026-09-01T05:00:00Z"}]])
 
 
 class SalesReportLine(Part):

@@ -31,6 +31,7 @@ async def wire(rt: Runtime) -> Routes:
         access.RecordManualEntry: h.on_record_manual_entry,
         access.GetClassRegister: h.on_get_class_register,
         access.GetStudentStats: h.on_get_student_stats,
+        access.GetEntryLog: h.on_get_entry_log,
     }
 
 

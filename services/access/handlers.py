@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import date, time
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from contracts import access as wire
@@ -22,11 +23,12 @@ from contracts.envelope import CommandAccepted
 from services.access import domain as d
 from services.access import outbound, store
 from services.access.settings import Settings
+from services.runtime import paging
 from services.runtime.consumer import Inbound
 from services.runtime.logs import get_logger
 from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
-from services.runtime.usecase import Refused, UseCases, explain_refusal
+from services.runtime.usecase import Case, Refused, UseCases, explain_refusal
 
 log = get_logger("schoolcard.access")
 GATE_TAPS = topic_for(integ.GateTapped).name
@@ -79,6 +81,31 @@ def _schedule(m: wire.SetSchoolSchedule) -> d.SetSchoolSchedule:
 
 def _manual(m: wire.RecordManualEntry) -> d.ManualEntry:
     return d.ManualEntry(m.request_id, m.school_id, m.contract, m.guard_id, m.reason, m.at)
+
+
+def _hhmm(value: time | None) -> str | None:
+    return value.strftime("%H:%M") if value is not None else None
+
+
+def _month(m: d.StudentSummary) -> wire.MonthStats:
+    return wire.MonthStats(month=m.start.strftime("%Y-%m"), date_from=m.start.isoformat(),
+                           date_to=m.end.isoformat(), lesson_days=m.lesson_days,
+                           days_present=m.days_present, late_count=m.late_count,
+                           absent_days=[x.isoformat() for x in m.absent_days],
+                           average_arrival=_hhmm(m.average_arrival))
+
+
+def _log_key(day: d.EntryLogDay) -> paging.Key:
+    return (day.row.day.toordinal(),)
+
+
+def _log_day(day: d.EntryLogDay) -> wire.EntryLogDay:
+    row = day.row
+    return wire.EntryLogDay(
+        local_date=row.day.isoformat(), arrived_at=row.arrived_at, left_at=row.left_at,
+        late=row.late, absent=row.absent, passage_count=day.passage_count,
+        passages=[wire.EntryPassage(at=p.at, direction=p.direction.value, source=p.source.value,
+                                    gate_id=p.gate_id) for p in day.passages])
 
 
 def _line(row: d.RegisterRow) -> wire.RegisterLine:
@@ -228,28 +255,63 @@ class Handlers:
             tx.reply(wire.ClassRegisterReply(lines=[_line(r) for r in rows],
                                              csv=d.register_csv(rows) if q.csv else None))
 
+    async def _student(self, uc: Case[Any], contract: str) -> tuple[d.Student, d.SchoolSchedule]:
+        """Authorize a query about the child under ``contract`` (a guardian: ``view``; staff:
+        ``view_attendance`` on the school of the child's card) and load the child and the
+        school's schedule."""
+        cards = await store.cards_of_contract(uc.tx, contract)
+        student = next((s for c in cards if (s := d.student_of(c)) is not None), None)
+        school_id = student.school_id if student is not None else None
+        uc.authorize("view" if uc.holder.role is Role.PARENT else "view_attendance",
+                     contract=contract, school_id=school_id or "")
+        schedule = await store.load_schedule(uc.tx, school_id) if school_id else None
+        if student is None or schedule is None:
+            raise Refused("unknown_student", "no card or no school schedule for this contract")
+        return student, schedule
+
     async def on_get_student_stats(self, msg: Inbound[wire.GetStudentStats]) -> None:
         q = msg.message
         async with self.case(msg) as uc:
             tx = uc.tx
-            cards = await store.cards_of_contract(tx, q.contract)
-            school_id = next((c.school_id for c in cards if c.school_id), None)
-            uc.authorize("view" if uc.holder.role is Role.PARENT else "view_attendance",
-                         contract=q.contract, school_id=school_id or "")
-            schedule = await store.load_schedule(tx, school_id) if school_id else None
-            if schedule is None:
-                raise Refused("unknown_student", "no card or no school schedule for this contract")
+            _, schedule = await self._student(uc, q.contract)
             start, end = date.fromisoformat(q.date_from), date.fromisoformat(q.date_to)
+            d.check_period(start, end)
             days = await store.days_of_student(tx, q.contract, start, end)
             summary = d.student_summary(schedule, q.contract, days, start, end, tx.now)
+            months = d.student_months(schedule, q.contract, days, start, end,
+                                      tx.now) if q.by_month else []
             average = summary.average_arrival
             tx.reply(wire.StudentStatsReply(
                 contract=q.contract, days_present=summary.days_present,
                 late_count=summary.late_count,
-                average_arrival=average.strftime("%H:%M") if average else None,
-                csv=d.summary_csv([summary]) if q.csv else None,
+                average_arrival=_hhmm(average),
+                csv=(d.summary_csv([*months, summary], absent_days=True) if q.by_month
+                     else d.summary_csv([summary])) if q.csv else None,
                 chart_svg=d.arrival_chart_svg(schedule, q.contract, days, start.year,
-                                              start.month) if q.chart else None))
+                                              start.month) if q.chart else None,
+                lesson_days=summary.lesson_days,
+                absent_days=[x.isoformat() for x in summary.absent_days],
+                months=[_month(m) for m in months]))
+
+    async def on_get_entry_log(self, msg: Inbound[wire.GetEntryLog]) -> None:
+        q = msg.message
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            student, schedule = await self._student(uc, q.contract)
+            start, end = date.fromisoformat(q.date_from), date.fromisoformat(q.date_to)
+            d.check_period(start, end)
+            days = await store.days_of_student(tx, q.contract, start, end)
+            log = d.entry_log(schedule, student, days, start, end, tx.now)
+            scope = paging.scope_of(contract=q.contract, date_from=q.date_from,
+                                    date_to=q.date_to)
+            try:
+                chosen, following = paging.page(log, _log_key, limit=q.limit, cursor=q.cursor,
+                                                scope=scope)
+            except paging.InvalidCursor as exc:
+                raise Refused("invalid_cursor", str(exc)) from None
+            tx.reply(wire.EntryLogReply(contract=q.contract,
+                                        days=[_log_day(x) for x in chosen],
+                                        next_cursor=following))
 
     # --- the periodic sweep -------------------------------------------------------------------
 

@@ -279,6 +279,18 @@ class DisputeBody(Body):
     comment: str = Field(default="", max_length=500)
 
 
+class TagsBody(Body):
+    tags: list[wallet.StatementTag] = Field(max_length=5, description="At most 5 tags (up to "
+                                            "32 letters, digits, _, - or spaces; # optional); "
+                                            "[] clears them.", examples=[["обеды"]])
+
+
+class TemplateBody(Body):
+    name: str = Field(min_length=1, max_length=40, examples=["Обеды на неделю"])
+    amount: PositiveKopecks
+    sub_balance: SubBalance = SubBalance.CANTEEN
+
+
 class PreferencesBody(Body):
     channels: dict[str, list[notify.Channel]] | None = None
     quiet_from: LocalTime | None = None
@@ -448,17 +460,68 @@ def _children_routes() -> APIRouter:
                                                                  "fare, refund, transfer, "
                                                                  "bonus, reissue")] = None,
                         status: str | None = None,
+                        text: Annotated[str | None, Query(
+                            max_length=100, description="Lines whose note, operation id or an "
+                            "item's name contains it (any case)")] = None,
+                        tag: Annotated[str | None, Query(
+                            max_length=33, description="Lines carrying this tag")] = None,
+                        amount_min: Annotated[int | None, Query(
+                            ge=0, description="Amount at least, kopecks, the sign aside")] = None,
+                        amount_max: Annotated[int | None, Query(
+                            ge=0, description="Amount at most, kopecks, the sign aside")] = None,
                         limit: Annotated[int, Query(ge=1, le=500)] = 100,
                         cursor: Annotated[str | None, Query(max_length=512)] = None,
                         format: Literal["json", "csv"] = "json") -> Any:
         query = build_message(wallet.GetStatement, contract=contract, date_from=date_from,
-                              date_to=date_to, kinds=kinds, status=status,
+                              date_to=date_to, kinds=kinds, status=status, text=text, tag=tag,
+                              amount_min=amount_min, amount_max=amount_max,
                               csv=format == "csv", limit=limit, cursor=cursor)
         reply = await ask(gateway(request), query, contract, wallet.StatementReply,
                           token=me.token)
         if format == "csv":
             return _csv(reply.csv or "", reply.next_cursor, f"statement-{contract}.csv")
         return reply
+
+    @r.put("/{contract}/statement/{operation_id}/tags", response_model=CommandAcceptedModel,
+           responses=MUTATING, summary="Tag a statement line (replaces its tags; [] clears)")
+    async def tag_line(request: Request, contract: Contract, operation_id: Identifier,
+                       body: TagsBody, me: Auth, key: Key) -> Any:
+        message = build_message(wallet.TagStatementLine, request_id=key, contract=contract,
+                                operation_id=operation_id, tags=body.tags)
+        return await _command(request, message, contract, me)
+
+    @r.get("/{contract}/top-up-templates", response_model=wallet.TopUpTemplatesReply,
+           responses=AUTHED, summary="The child's saved top-up templates")
+    async def templates(request: Request, contract: Contract,
+                        me: Auth) -> wallet.TopUpTemplatesReply:
+        return await ask(gateway(request), wallet.GetTopUpTemplates(contract=contract),
+                         contract, wallet.TopUpTemplatesReply, token=me.token)
+
+    @r.post("/{contract}/top-up-templates", response_model=CommandAcceptedModel,
+            responses=MUTATING, summary="Save a top-up template (at most 10 per child); its id "
+            "is the Idempotency-Key")
+    async def new_template(request: Request, contract: Contract, body: TemplateBody,
+                           me: Auth, key: Key) -> Any:
+        message = build_message(wallet.SaveTopUpTemplate, request_id=key, contract=contract,
+                                **_fields(body))
+        return await _command(request, message, contract, me)
+
+    @r.put("/{contract}/top-up-templates/{template_id}", response_model=CommandAcceptedModel,
+           responses=MUTATING, summary="Change a saved top-up template")
+    async def change_template(request: Request, contract: Contract, template_id: Identifier,
+                              body: TemplateBody, me: Auth, key: Key) -> Any:
+        message = build_message(wallet.SaveTopUpTemplate, request_id=key, contract=contract,
+                                template_id=template_id, **_fields(body))
+        return await _command(request, message, contract, me)
+
+    @r.delete("/{contract}/top-up-templates/{template_id}",
+              response_model=CommandAcceptedModel, responses=MUTATING,
+              summary="Delete a saved top-up template")
+    async def delete_template(request: Request, contract: Contract, template_id: Identifier,
+                              me: Auth, key: Key) -> Any:
+        message = build_message(wallet.DeleteTopUpTemplate, request_id=key, contract=contract,
+                                template_id=template_id)
+        return await _command(request, message, contract, me)
 
     @r.patch("/{contract}/controls", response_model=CommandAcceptedModel, responses=MUTATING,
              summary="Parent controls: daily limits, blocked categories and items, allergens, "
@@ -537,10 +600,26 @@ def _children_routes() -> APIRouter:
            "and CSV on request)")
     async def attendance(request: Request, contract: Contract, me: Auth,
                          date_from: LocalDate, date_to: LocalDate, chart: bool = False,
-                         csv: bool = False) -> access.StudentStatsReply:
+                         csv: bool = False, by_month: Annotated[bool, Query(
+                             description="Also one line per month of the period, each with "
+                             "its absent days (at most 366 days)")] = False
+                         ) -> access.StudentStatsReply:
         query = build_message(access.GetStudentStats, contract=contract, date_from=date_from,
-                              date_to=date_to, chart=chart, csv=csv)
+                              date_to=date_to, chart=chart, csv=csv, by_month=by_month)
         return await ask(gateway(request), query, contract, access.StudentStatsReply,
+                         token=me.token)
+
+    @r.get("/{contract}/entries", response_model=access.EntryLogReply, responses=AUTHED,
+           summary="The entry log of a period (at most 366 days): each day's entries and exits, "
+           "absent days included, in pages of days")
+    async def entry_log(request: Request, contract: Contract, me: Auth,
+                        date_from: LocalDate, date_to: LocalDate,
+                        limit: Annotated[int, Query(ge=1, le=100)] = 31,
+                        cursor: Annotated[str | None, Query(max_length=512)] = None
+                        ) -> access.EntryLogReply:
+        query = build_message(access.GetEntryLog, contract=contract, date_from=date_from,
+                              date_to=date_to, limit=limit, cursor=cursor)
+        return await ask(gateway(request), query, contract, access.EntryLogReply,
                          token=me.token)
 
     @r.get("/{contract}/attendance/chart.svg", responses={

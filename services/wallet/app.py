@@ -47,6 +47,10 @@ async def wire(rt: Runtime) -> Routes:
         commands.GetBalance: h.on_get_balance,
         commands.GetStatement: h.on_get_statement,
         commands.GetSalesReport: h.on_get_sales_report,
+        commands.TagStatementLine: h.on_tag_statement_line,
+        commands.SaveTopUpTemplate: h.on_save_top_up_template,
+        commands.DeleteTopUpTemplate: h.on_delete_top_up_template,
+        commands.GetTopUpTemplates: h.on_get_top_up_templates,
     }
 
 

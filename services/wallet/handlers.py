@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from contracts import integrations as inbound
 from contracts import transit
@@ -24,7 +25,7 @@ from services.runtime.consumer import Inbound, Rejected
 from services.runtime.logs import get_logger
 from services.runtime.mongo import ConcurrencyError, Transaction
 from services.runtime.service import Runtime
-from services.runtime.usecase import Refused, UseCases
+from services.runtime.usecase import Case, Refused, UseCases
 from services.wallet import domain as d
 from services.wallet import outbound, store
 from services.wallet.settings import Settings
@@ -358,6 +359,56 @@ class Handlers:
             log.info("grace meal set", school_id=cmd.school_id, accounts=changed)
             uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
 
+    async def on_tag_statement_line(self, msg: Inbound[wire.TagStatementLine]) -> None:
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("annotate", contract=cmd.contract)
+            account = await self._account(uc.tx, cmd.contract)
+            uc.authorize("annotate", contract=cmd.contract, school_id=account.school_id)
+            kinds = await store.operation_kinds(uc.tx, cmd.contract, cmd.operation_id)
+            tagged = d.tag_statement_line(
+                cmd.operation_id, cmd.tags, recorded_kinds=kinds,
+                reissue_ids={r.reissue_id for r in (account.predecessor, account.successor)
+                             if r is not None})
+            await store.save_line_tags(uc.tx, cmd.contract, tagged)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    # --- top-up templates ------------------------------------------------------------------------
+
+    async def _templates(self, uc: Case[Any], contract: str) -> d.TopUpTemplates:
+        """Authorise ``top_up`` for the child and load its templates (none yet: empty)."""
+        uc.authorize("top_up", contract=contract)
+        account = await self._account(uc.tx, contract)
+        uc.authorize("top_up", contract=contract, school_id=account.school_id)
+        return await store.load_templates(uc.tx, contract) or d.TopUpTemplates(contract)
+
+    async def on_save_top_up_template(self, msg: Inbound[wire.SaveTopUpTemplate]) -> None:
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            templates = await self._templates(uc, cmd.contract)
+            loaded = templates.version or None
+            templates.save(cmd.template_id or cmd.request_id, name=cmd.name, amount=cmd.amount,
+                           sub_balance=d.SubBalance(cmd.sub_balance.value), now=uc.tx.now,
+                           create=cmd.template_id is None)
+            await store.save_templates(uc.tx, templates, loaded)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    async def on_delete_top_up_template(self, msg: Inbound[wire.DeleteTopUpTemplate]) -> None:
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            templates = await self._templates(uc, cmd.contract)
+            loaded = templates.version or None
+            templates.delete(cmd.template_id)
+            await store.save_templates(uc.tx, templates, loaded)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    async def on_get_top_up_templates(self, msg: Inbound[wire.GetTopUpTemplates]) -> None:
+        query = msg.message
+        async with self.case(msg) as uc:
+            templates = await self._templates(uc, query.contract)
+            uc.tx.reply(wire.TopUpTemplatesReply(contract=query.contract, templates=[
+                outbound.top_up_template(t) for t in templates.templates]))
+
     # --- queries ----------------------------------------------------------------------------------
 
     async def on_get_balance(self, msg: Inbound[wire.GetBalance]) -> None:
@@ -379,6 +430,9 @@ class Handlers:
                              | (statuses - set(outbound.STATUSES)))
             if unknown:
                 raise Refused("invalid_filter", f"unknown kind or status: {', '.join(unknown)}")
+            low, high = query.amount_min, query.amount_max
+            if low is not None and high is not None and low > high:
+                raise Refused("invalid_filter", "amount_min is above amount_max")
             account = await store.load_history(uc.tx, query.contract)
             if account is None:
                 raise Refused("unknown_contract", f"no account {query.contract}")
@@ -386,13 +440,18 @@ class Handlers:
             start, end = outbound.statement_bounds(query.date_from, query.date_to,
                                                    account.time_zone)
             lines = d.filter_statement(
-                d.statement_lines(account), start=start, end=end,
+                d.with_tags(d.statement_lines(account),
+                            await store.line_tags(uc.tx, query.contract)),
+                start=start, end=end,
                 kinds={k for name in query.kinds for k in outbound.KINDS[name]}
                 if query.kinds is not None else None,
-                statuses=set(outbound.STATUSES[query.status]) if query.status else None)
+                statuses=set(outbound.STATUSES[query.status]) if query.status else None,
+                text=query.text, tag=d.normalize_tag(query.tag) if query.tag else None,
+                amount_min=query.amount_min, amount_max=query.amount_max)
             scope = paging.scope_of(contract=query.contract, date_from=query.date_from,
                                     date_to=query.date_to, kinds=query.kinds,
-                                    status=query.status)
+                                    status=query.status, text=query.text, tag=query.tag,
+                                    amount_min=query.amount_min, amount_max=query.amount_max)
             try:
                 lines, following = paging.page(sorted(lines, key=_line_key), _line_key,
                                                limit=query.limit, cursor=query.cursor,

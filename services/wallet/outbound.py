@@ -321,4 +321,9 @@ def statement_line(line: d.StatementLine) -> wire.StatementLine:
                               amount=line.amount, status=WIRE_STATUS.get(line.status,
                                                                           line.status.value),
                               description=line.description,
-                              items=[sale_item(i) for i in line.items])
+                              items=[sale_item(i) for i in line.items], tags=list(line.tags))
+
+
+def top_up_template(t: d.TopUpTemplate) -> wire.TopUpTemplate:
+    return wire.TopUpTemplate(template_id=t.template_id, name=t.name, amount=t.amount,
+                              sub_balance=t.sub_balance.value, updated_at=t.updated_at)

@@ -7,7 +7,11 @@ statement and the sales report read, and the records a message names by key),
 ``wallet_ledger`` (immutable entries; unique entry ids make a double
 posting impossible), ``wallet_payments`` (payment id -> contract and amount, so a payment id
 is never credited to two contracts), ``wallet_schools`` (school-level settings such as the
-grace meal), ``wallet_parked_top_ups`` (payments that came before their card's issuance).
+grace meal), ``wallet_parked_top_ups`` (payments that came before their card's issuance),
+``wallet_line_tags`` (the family's tags on a statement line, ``_id`` = ``<contract>:<operation
+id>``, one small document per tagged line) and ``wallet_top_up_templates`` (one child's saved
+top-ups, ``_id`` = contract, at most ten, with an optimistic ``version``): both apart from the
+account document, which stays small and is not rewritten (nor conflicted) by them.
 The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 
 The times compared as ranges, an operation's ``at_ms`` and a parked payment's ``parked_ms``,
@@ -33,7 +37,13 @@ from services.runtime.mongo import (
     ensure_collections,
     save_versioned,
 )
-from services.wallet.domain import Account, AccountStatus, LedgerEntry
+from services.wallet.domain import (
+    Account,
+    AccountStatus,
+    LedgerEntry,
+    LineTags,
+    TopUpTemplates,
+)
 
 Doc = dict[str, Any]
 # The records a message names, by kind (``{"sales": [sale_id]}``): loaded with the account.
@@ -65,6 +75,9 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("contract", ASCENDING), ("kind", ASCENDING), ("at_ms", ASCENDING)]),
         IndexModel([("school_id", ASCENDING), ("day", ASCENDING), ("kind", ASCENDING)]),
     ])
+    await dialect.current().create_indexes(
+        db.wallet_line_tags, [IndexModel([("contract", ASCENDING)])])
+    await ensure_collections(db, "wallet_top_up_templates")
     await dialect.current().create_indexes(db.wallet_ledger, [
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("operation_id", ASCENDING)]),
@@ -308,6 +321,49 @@ async def contracts_with_expired_bonus(db: Any, now: datetime, limit: int = 500)
     """Contracts holding at least one bonus lot whose expiry has passed (for the daily tick)."""
     cursor = db.wallet_accounts.find({"next_bonus_expiry": {"$lte": now}}, {"_id": 1})
     return [doc["_id"] for doc in await cursor.to_list(limit)]
+
+
+# --- statement line tags ---------------------------------------------------------------
+
+async def operation_kinds(tx: Transaction, contract: str, operation_id: str) -> set[str]:
+    """The kinds of record the account holds under ``operation_id`` (a ride collected later
+    and its refund are separate kinds)."""
+    rows = await tx.db.wallet_operations.find({"contract": contract, "key": operation_id},
+                                              {"kind": 1}, session=tx.session).to_list(None)
+    return {row["kind"] for row in rows}
+
+
+async def save_line_tags(tx: Transaction, contract: str, tagged: LineTags) -> None:
+    """Keep the line's tags (replacing the previous ones); no tags: forget the line."""
+    _id = f"{contract}:{tagged.operation_id}"
+    if not tagged.tags:
+        await tx.db.wallet_line_tags.delete_one({"_id": _id}, session=tx.session)
+        return
+    await tx.db.wallet_line_tags.replace_one(
+        {"_id": _id}, dialect.current().upsert_replacement(_id, {
+            "contract": contract, "operation_id": tagged.operation_id,
+            "tags": list(tagged.tags)}), upsert=True, session=tx.session)
+
+
+async def line_tags(tx: Transaction, contract: str) -> dict[str, tuple[str, ...]]:
+    """Operation id -> tags, for every tagged line of the account."""
+    rows = await tx.db.wallet_line_tags.find({"contract": contract},
+                                             session=tx.session).to_list(None)
+    return {row["operation_id"]: tuple(row["tags"]) for row in rows}
+
+
+# --- top-up templates ------------------------------------------------------------------
+
+async def load_templates(tx: Transaction, contract: str) -> TopUpTemplates | None:
+    doc = await tx.db.wallet_top_up_templates.find_one({"_id": contract}, session=tx.session)
+    return TopUpTemplates.from_doc(_strip(doc)) if doc else None
+
+
+async def save_templates(tx: Transaction, templates: TopUpTemplates,
+                         loaded: int | None) -> None:
+    await save_versioned(tx.db.wallet_top_up_templates,
+                         {"_id": templates.contract, **templates.to_doc()}, loaded,
+                         session=tx.session, version=templates.version)
 
 
 def _strip(doc: Doc) -> Doc:

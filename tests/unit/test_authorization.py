@@ -58,9 +58,10 @@ def refusal(claims: AccessTokenClaims, action: str, **where: str | None) -> str 
 # --- parents ------------------------------------------------------------------------------------
 
 GUARDIAN_ALLOWED = {
-    GuardianRole.PRIMARY: {"view", "top_up", "dispute", "change_limits", "block_card",
-                           "move_money", "manage_guardians", "receive_notifications"},
-    GuardianRole.CO_GUARDIAN: {"view", "top_up", "dispute", "block_card",
+    GuardianRole.PRIMARY: {"view", "top_up", "dispute", "annotate", "change_limits",
+                           "block_card", "move_money", "manage_guardians",
+                           "receive_notifications"},
+    GuardianRole.CO_GUARDIAN: {"view", "top_up", "dispute", "annotate", "block_card",
                                "receive_notifications"},
     GuardianRole.VIEWER: {"receive_notifications"},
 }

@@ -50,6 +50,7 @@ class ValidationReason(StrEnum):
     OTHER_SCHOOL = "other_school"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     SAME_CONTRACT = "same_contract"
+    INVALID_PERIOD = "invalid_period"
 
 
 class AccessDomainError(Exception):

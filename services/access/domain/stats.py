@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
-from .attendance import AttendanceDay, PassageSource, Student, day_key, local_time_of
-from .common import require_aware, seconds_of_day, time_of_seconds
+from .attendance import AttendanceDay, Passage, PassageSource, Student, day_key, local_time_of
+from .common import InvalidInput, ValidationReason, require_aware, seconds_of_day, time_of_seconds
 from .schedule import SchoolSchedule
 
 
@@ -121,6 +121,23 @@ class StudentSummary:
     days_absent: int
     late_count: int
     average_arrival: time | None
+    absent_days: tuple[date, ...] = ()
+
+
+MAX_PERIOD_DAYS = 366
+"""The longest period one attendance query covers (a school year and a leap day): what bounds
+its reply (one line per day at most) and the days read for it."""
+
+
+def check_period(start: date, end: date, *, max_days: int = MAX_PERIOD_DAYS) -> None:
+    """Refuse a period that ends before it starts or is longer than ``max_days`` days."""
+    if end < start:
+        raise InvalidInput(ValidationReason.INVALID_PERIOD,
+                           f"date_to {end} is before date_from {start}")
+    if (end - start).days + 1 > max_days:
+        raise InvalidInput(ValidationReason.INVALID_PERIOD,
+                           f"the period has {(end - start).days + 1} days; at most {max_days} "
+                           "per request")
 
 
 def _elapsed(schedule: SchoolSchedule, day: date, now: datetime) -> bool:
@@ -162,7 +179,34 @@ def student_summary(
         days_absent=len(absent),
         late_count=sum(1 for r in present if r.is_late(schedule)),
         average_arrival=average_local_time(schedule, arrivals),
+        absent_days=tuple(sorted(absent)),
     )
+
+
+def month_spans(start: date, end: date) -> list[tuple[date, date]]:
+    """The calendar months ``[start, end]`` touches, each clipped to the period."""
+    spans: list[tuple[date, date]] = []
+    first = start
+    while first <= end:
+        last = min(end, month_bounds(first.year, first.month)[1])
+        spans.append((first, last))
+        first = last + timedelta(days=1)
+    return spans
+
+
+def student_months(
+    schedule: SchoolSchedule,
+    contract: str,
+    days: Iterable[AttendanceDay],
+    start: date,
+    end: date,
+    now: datetime,
+) -> list[StudentSummary]:
+    """One summary per calendar month of ``[start, end]`` (the first and last clipped to the
+    period), each with its absent days; the same rules as :func:`student_summary`."""
+    records = list(days)
+    return [student_summary(schedule, contract, records, first, last, now)
+            for first, last in month_spans(start, end)]
 
 
 def week_bounds(any_day: date) -> tuple[date, date]:
@@ -213,21 +257,61 @@ def student_day_rows(
     return [day_row(schedule, student, by_day.get(d), d) for d in sorted(wanted)]
 
 
-def summary_csv(summaries: Iterable[StudentSummary]) -> str:
-    """CSV with header ``contract,from,to,lesson_days,present,absent,late,average_arrival``."""
+def summary_csv(summaries: Iterable[StudentSummary], *, absent_days: bool = False) -> str:
+    """CSV with header ``contract,from,to,lesson_days,present,absent,late,average_arrival``
+    (and ``absent_days``, the dates separated by spaces, when asked)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(
-        ["contract", "from", "to", "lesson_days", "present", "absent", "late", "average_arrival"]
-    )
+    header = ["contract", "from", "to", "lesson_days", "present", "absent", "late",
+              "average_arrival"]
+    writer.writerow([*header, "absent_days"] if absent_days else header)
     for s in summaries:
-        writer.writerow(
-            [
-                s.contract, s.start.isoformat(), s.end.isoformat(), s.lesson_days,
-                s.days_present, s.days_absent, s.late_count, _hhmm(s.average_arrival),
-            ]
-        )
+        row: list[object] = [
+            s.contract, s.start.isoformat(), s.end.isoformat(), s.lesson_days,
+            s.days_present, s.days_absent, s.late_count, _hhmm(s.average_arrival),
+        ]
+        if absent_days:
+            row.append(" ".join(d.isoformat() for d in s.absent_days))
+        writer.writerow(row)
     return out.getvalue()
+
+
+PASSAGES_SHOWN = 48
+"""Most passages one day of the entry log lists (a day has a handful; the cap bounds the
+reply whatever a broken gate recorded): ``passage_count`` still tells them all."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryLogDay:
+    """One day of a student's entry log: the register line and the entries and exits."""
+
+    row: RegisterRow
+    passages: tuple[Passage, ...]
+    passage_count: int
+
+
+def entry_log(
+    schedule: SchoolSchedule,
+    student: Student,
+    days: Iterable[AttendanceDay],
+    start: date,
+    end: date,
+    now: datetime,
+) -> list[EntryLogDay]:
+    """The student's days in ``[start, end]`` by date: every lesson day elapsed by ``now``
+    (absent ones too) and every day with a passage, each with its entries and exits in time
+    order (at most :data:`PASSAGES_SHOWN`)."""
+    check_period(start, end)
+    by_day = {d.day: d for d in days if d.contract == student.contract and start <= d.day <= end}
+    wanted = {d for d in schedule.school_days(start, end) if _elapsed(schedule, d, now)}
+    wanted |= {d for d, r in by_day.items() if r.passages}
+    log: list[EntryLogDay] = []
+    for day in sorted(wanted):
+        record = by_day.get(day)
+        passages = tuple(record.passages) if record is not None else ()
+        log.append(EntryLogDay(day_row(schedule, student, record, day),
+                               passages[:PASSAGES_SHOWN], len(passages)))
+    return log
 
 
 # Chart geometry, in SVG user units.

@@ -90,6 +90,20 @@ from services.wallet.domain.statement import (
     filter_statement,
     statement_csv,
     statement_lines,
+    with_tags,
+)
+from services.wallet.domain.tags import (
+    MAX_TAGS_PER_LINE,
+    TAG_MAX_LENGTH,
+    LineTags,
+    normalize_tag,
+    normalize_tags,
+    tag_statement_line,
+)
+from services.wallet.domain.templates import (
+    MAX_TEMPLATES,
+    TopUpTemplate,
+    TopUpTemplates,
 )
 from services.wallet.domain.values import (
     MONEY_SUB_BALANCES,
@@ -104,9 +118,12 @@ from services.wallet.domain.values import (
 )
 
 __all__ = [
+    "MAX_TAGS_PER_LINE",
+    "MAX_TEMPLATES",
     "MONEY_SUB_BALANCES",
     "PAYMENT_ID_CONFLICT",
     "RIDES_MOVED_ON_REISSUE_DAYS",
+    "TAG_MAX_LENGTH",
     "Account",
     "AccountOpened",
     "AccountStatus",
@@ -144,6 +161,7 @@ __all__ = [
     "HistoryRow",
     "LedgerEntry",
     "LineStatus",
+    "LineTags",
     "LowBalanceReached",
     "MoneyMoved",
     "NotLoaded",
@@ -169,6 +187,8 @@ __all__ = [
     "TopUpCredited",
     "TopUpDecision",
     "TopUpResult",
+    "TopUpTemplate",
+    "TopUpTemplates",
     "TopUpVerdict",
     "TransferResult",
     "WalletRejected",
@@ -177,10 +197,14 @@ __all__ = [
     "filter_statement",
     "ledger_balances",
     "local_day",
+    "normalize_tag",
+    "normalize_tags",
     "receive_top_up",
     "reissue_card",
     "sales_report",
     "statement_csv",
     "statement_lines",
+    "tag_statement_line",
     "unbalanced_operations",
+    "with_tags",
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -49,6 +49,7 @@ class StatementLine:
     description: str
     items: tuple[SaleItem, ...] = ()
     seq: int = 0  # the account version the operation produced: orders equal instants
+    tags: tuple[str, ...] = ()  # the family's tags on the line (kept apart from the account)
 
 
 def _status(charged: int, refunded: int, disputed: bool) -> LineStatus:
@@ -127,6 +128,19 @@ def statement_lines(account: Account) -> list[StatementLine]:
     return lines
 
 
+def with_tags(lines: Iterable[StatementLine],
+              tags: Mapping[str, tuple[str, ...]]) -> list[StatementLine]:
+    """The lines with the tags of their operation (``tags``: operation id -> tags)."""
+    return [replace(line, tags=tags[line.operation_id]) if line.operation_id in tags else line
+            for line in lines]
+
+
+def _mentions(line: StatementLine, text: str) -> bool:
+    """Whether ``text`` (case-folded) is part of the line's note, operation id or an item."""
+    return any(text in value.casefold() for value in (
+        line.description, line.operation_id, *(i.name for i in line.items)))
+
+
 def filter_statement(
     lines: Iterable[StatementLine],
     *,
@@ -134,14 +148,23 @@ def filter_statement(
     end: datetime | None = None,
     kinds: Collection[StatementKind] | None = None,
     statuses: Collection[LineStatus] | None = None,
+    text: str | None = None,
+    tag: str | None = None,
+    amount_min: int | None = None,
+    amount_max: int | None = None,
 ) -> list[StatementLine]:
-    """Lines with ``start <= at < end`` (either bound optional) of the given kinds/statuses.
+    """Lines with ``start <= at < end`` (either bound optional) of the given kinds/statuses,
+    mentioning ``text`` (case-insensitive: the note, the operation id or an item's name),
+    carrying ``tag`` (as :func:`~services.wallet.domain.tags.normalize_tag` keeps it) and
+    whose amount's size (kopecks, the sign aside: a purchase of 45,50 ₽ is 4550) is within
+    ``[amount_min, amount_max]``.
 
     For "a local day" pass local midnights converted to aware datetimes; instants are
     compared, so any time zone works.
     """
     lo = require_aware(start) if start is not None else None
     hi = require_aware(end) if end is not None else None
+    needle = text.casefold() if text else None
     return [
         line
         for line in lines
@@ -149,12 +172,16 @@ def filter_statement(
         and (hi is None or line.at < hi)
         and (kinds is None or line.kind in kinds)
         and (statuses is None or line.status in statuses)
+        and (needle is None or _mentions(line, needle))
+        and (tag is None or tag in line.tags)
+        and (amount_min is None or abs(line.amount) >= amount_min)
+        and (amount_max is None or abs(line.amount) <= amount_max)
     ]
 
 
 CSV_HEADER = (
     "date", "time", "kind", "status", "amount_rub", "total_rub", "bonus_points",
-    "operation_id", "description", "items",
+    "operation_id", "description", "items", "tags",
 )
 
 
@@ -193,5 +220,6 @@ def statement_csv(lines: Iterable[StatementLine], *, time_zone: str) -> str:
             _text(line.operation_id),
             _text(line.description),
             _text(items),
+            " ".join(f"#{t}" for t in line.tags),
         ))
     return out.getvalue()

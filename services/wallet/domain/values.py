@@ -81,6 +81,12 @@ class RejectionReason(StrEnum):
     DISPUTE_ALREADY_OPEN = "dispute_already_open"
     DISPUTE_NOT_OPEN = "dispute_not_open"
     SAME_CONTRACT = "same_contract"
+    INVALID_TAGS = "invalid_tags"
+    UNKNOWN_OPERATION = "unknown_operation"
+    INVALID_TEMPLATE = "invalid_template"
+    TOO_MANY_TEMPLATES = "too_many_templates"
+    TEMPLATE_NAME_CONFLICT = "template_name_conflict"
+    UNKNOWN_TEMPLATE = "unknown_template"
 
 
 class WalletRejected(Exception):

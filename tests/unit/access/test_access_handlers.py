@@ -236,3 +236,56 @@ async def test_a_parent_without_a_grant_gets_no_stats():
     await h.on_get_student_stats(rt.inbound(wire.GetStudentStats(
         contract=CONTRACT, date_from=DAY, date_to=DAY, csv=False, chart=False), token=stranger))
     assert rt.error_code() == "forbidden"
+
+
+async def test_a_guardian_reads_the_entry_log_of_a_period_in_pages_of_days():
+    rt, h = await _access()
+    await h.on_gate_tapped(rt.inbound(_tap(), key=CARD))
+    rt.now = NOW + timedelta(days=3)  # Friday: Wednesday and Thursday were lesson days
+    parent = rt.token(children=[ChildGrant(contract=CONTRACT, role=GuardianRole.CO_GUARDIAN)])
+    query = wire.GetEntryLog(contract=CONTRACT, date_from=DAY, date_to="2026-09-03", limit=2)
+    await h.on_get_entry_log(rt.inbound(query, token=parent))
+    first = rt.reply()
+    assert isinstance(first, wire.EntryLogReply)
+    assert [(x.local_date, x.absent, x.passage_count) for x in first.days] == [
+        (DAY, False, 1), ("2026-09-02", True, 0)]
+    assert first.days[0].passages[0].gate_id == "izh-42-gate-3"
+    assert first.next_cursor is not None
+    rt.fake_uow.replies.clear()
+    await h.on_get_entry_log(rt.inbound(query.model_copy(update={"cursor": first.next_cursor}),
+                                        token=parent))
+    second = rt.reply()
+    assert [x.local_date for x in second.days] == ["2026-09-03"]
+    assert second.next_cursor is None
+
+
+async def test_the_entry_log_is_for_the_childs_school_staff_and_a_bounded_period():
+    rt, h = await _access()
+    own = rt.token(Role.TEACHER, account_id="acc_teacher001", school_id=SCHOOL)
+    other = rt.token(Role.TEACHER, account_id="acc_teacher002", school_id="izh-school-7")
+    query = wire.GetEntryLog(contract=CONTRACT, date_from=DAY, date_to=DAY)
+    await h.on_get_entry_log(rt.inbound(query, token=own))
+    assert isinstance(rt.reply(), wire.EntryLogReply)
+    rt.fake_uow.replies.clear()
+    await h.on_get_entry_log(rt.inbound(query, token=other))
+    assert rt.error_code() == "forbidden"
+    rt.fake_uow.replies.clear()
+    await h.on_get_entry_log(rt.inbound(wire.GetEntryLog(
+        contract=CONTRACT, date_from="2025-08-31", date_to=DAY), token=own))  # 367 days
+    assert rt.error_code() == "invalid_period"
+
+
+async def test_stats_by_month_name_the_absent_days_of_each_month():
+    rt, h = await _access()
+    await h.on_gate_tapped(rt.inbound(_tap(), key=CARD))
+    rt.now = datetime(2026, 10, 2, 12, tzinfo=UTC)
+    parent = rt.token(children=[ChildGrant(contract=CONTRACT, role=GuardianRole.PRIMARY)])
+    await h.on_get_student_stats(rt.inbound(wire.GetStudentStats(
+        contract=CONTRACT, date_from="2026-09-29", date_to="2026-10-02", by_month=True,
+        csv=True), token=parent))
+    reply = rt.reply()
+    assert isinstance(reply, wire.StudentStatsReply)
+    assert reply.absent_days == ["2026-09-29", "2026-09-30", "2026-10-01", "2026-10-02"]
+    assert [(m.month, m.absent_days) for m in reply.months] == [
+        ("2026-09", ["2026-09-29", "2026-09-30"]), ("2026-10", ["2026-10-01", "2026-10-02"])]
+    assert reply.csv is not None and reply.csv.count("\r\n") == 4  # header, 2 months, total
