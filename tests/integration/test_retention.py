@@ -86,11 +86,11 @@ async def test_each_store_expires_its_history_after_the_configured_days_and_foll
 
 async def test_a_stored_document_carries_the_wall_clock_time_its_retention_counts_from(
         db) -> None:
-    from services.auth.domain.common import login_throttle
+    from services.auth.domain.common import LoginThrottle
     from services.auth.store import Store
 
     before = datetime.now(UTC)
-    await Store(db).save_unknown_throttle("login-key", login_throttle())
+    await Store(db).save_unknown_throttle("login-key", LoginThrottle())
     doc = await db.auth_login_throttles.find_one({"_id": "login-key"})
     assert isinstance(doc[STORED_AT], datetime)
     assert before - timedelta(seconds=1) <= doc[STORED_AT] <= datetime.now(UTC)

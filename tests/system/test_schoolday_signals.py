@@ -1,7 +1,7 @@
 """``make run`` interrupted: the scenario (``python -m deploy.local.schoolday``) stops the whole
-embedded stack it started — broker, database, sinks and the five services — and exits with the
-shell's code for the signal: SIGTERM (``timeout``, a CI cancel) 143, Ctrl-C (SIGINT) 130. One
-line says so; no traceback."""
+embedded stack it started — broker, database, sinks, the five services and the gateway — and
+exits with the shell's code for the signal: SIGTERM (``timeout``, a CI cancel) 143, Ctrl-C
+(SIGINT) 130. One line says so; no traceback."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_sigterm_once_the_stack_is_up_stops_every_process_and_exits_143(scenario
                       timeout=120, what="the scenario's stack to be ready")
     assert proc.poll() is None, proc.communicate()
     pids = {name: p["pid"] for name, p in recorded(run_dir).items()}
-    assert set(pids) == {"kafka", "mongo", "sinks", *devstack.SERVICES}
+    assert set(pids) == {"kafka", "mongo", "sinks", *devstack.SERVICES, "gateway"}
 
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
