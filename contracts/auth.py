@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.types import (
@@ -28,6 +28,7 @@ from contracts.types import (
     ShortSecret,
     TimeZoneName,
     UtcDatetime,
+    calendar_date,
 )
 
 Password = Secret
@@ -260,7 +261,12 @@ class LinkChild(Command):
     activation_code: ShortSecret | None = Field(default=None, description="Activation code "
                                                 "handed out by the school, the alternative "
                                                 "proof to birth_date; never logged.",
-                                                examples=["K7P2Q9XM"])
+                                                             examples=["K7P2Q9XM"])
+
+    @field_validator("birth_date")
+    @classmethod
+    def _a_calendar_date(cls, value: str | None) -> str | None:
+        return value if value is None else calendar_date(value)
 
 
 class InviteGuardian(Command):

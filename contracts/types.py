@@ -6,7 +6,7 @@ the same way in the JSON Schema snapshots and in the AsyncAPI document.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -149,9 +149,20 @@ TimeZoneName = Annotated[
     Field(description="IANA time zone used for local days and for what people read.",
           examples=["Europe/Samara"]),
 ]
+def calendar_date(value: str) -> str:
+    """A YYYY-MM-DD string that is a day of the calendar (2026-02-30 is refused here, at the
+    edge, rather than failing a service's handler on every delivery)."""
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError("not a calendar date (YYYY-MM-DD)") from None
+    return value
+
+
 LocalDate = Annotated[
     str,
     StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10),
+    AfterValidator(calendar_date),
     Field(description="Calendar date in the school's or city's time zone (ISO 8601).",
           examples=["2026-09-01"]),
 ]

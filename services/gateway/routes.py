@@ -181,9 +181,13 @@ Key = Annotated[str, Depends(idempotency_key)]
 Who = Annotated[Client, Depends(client)]
 Contract = Annotated[ContractNumber, "the child's contract number (8 digits)"]
 
-AUTHED = documented(401, 403, 404, 422, 503, 504)
-MUTATING = documented(400, 401, 403, 404, 409, 422, 503, 504)
-PUBLIC = documented(400, 401, 409, 422, 429, 503, 504)
+# Every call a service answers may also be 502 (an unreadable reply), 503 (the gateway is
+# stopping) or 504 (no reply in time). Commands may meet auth's throttles (a wrong birth date
+# or password too often: 429); a login may meet an account that is not active (403) and a
+# reset an unknown one (404).
+AUTHED = documented(401, 403, 404, 422, 502, 503, 504)
+MUTATING = documented(400, 401, 403, 404, 409, 422, 429, 502, 503, 504)
+PUBLIC = documented(400, 401, 403, 404, 409, 422, 429, 502, 503, 504)
 
 
 # --- request bodies (what the client may say) -----------------------------------------------
