@@ -236,7 +236,11 @@ async def paid_lunches(cab: Cabinet) -> tuple[CardIssued, dict[str, str]]:
     card = await cab.card(uid("shop").lower())
     payment = TopUpReceived(payment_id=uid("pay"), contract=card.contract, amount=500_00,
                             sub_balance="canteen", channel="bank_card", paid_at=cab.clock.now)
-    await cab.pub.publish(payment, card.contract)
+    async with TopicReader(cab.req.bootstrap, "wallet.events.v1") as events:
+        await cab.pub.publish(payment, card.contract)
+        # top-ups and sales travel on different topics: the sales wait for the money
+        await events.wait_for(lambda r: r.key == card.contract
+                              and r.type.endswith("TopUpApplied"), timeout=60)
     ids = {"topup": payment.payment_id}
     async with TopicReader(cab.req.bootstrap, "wallet.sale-decisions.v1") as decisions:
         for name, price in (("Борщ", 120_00), ("Булочка", 35_00)):

@@ -29,15 +29,20 @@ def test_only_the_auth_process_holds_the_signing_key_and_the_pepper(
     monkeypatch.setenv("AUTH_PRIVATE_KEY", infra["AUTH_PRIVATE_KEY"])
     procs: dict[str, devstack.Proc] = {}
     try:
+        environs = {}
         for name in devstack.SERVICES:
-            # Popen returns once the child has exec'd: its environment is final.
             procs[name] = devstack.start_service(name, run_dir, infra, instance="env-check")
-        environs = {name: environ_of(proc) for name, proc in procs.items()}
+            # /proc/<pid>/environ can read empty for a moment after Popen returns (seen under
+            # load): wait until the kernel shows the environment the process was given.
+            devstack.wait_for(lambda p=procs[name]: bool(environ_of(p)), timeout=30,
+                              what=f"the environment of {name}")
+            environs[name] = environ_of(procs[name])
     finally:
         for proc in procs.values():
             proc.stop()
     for name, environ in environs.items():
-        assert environ["SCHOOLCARD_AUTH_PUBLIC_KEY"] == infra["SCHOOLCARD_AUTH_PUBLIC_KEY"]
+        assert environ.get("SCHOOLCARD_AUTH_PUBLIC_KEY") == infra["SCHOOLCARD_AUTH_PUBLIC_KEY"], \
+            (name, sorted(environ))
         held = {s for s in SECRETS if s in environ}
         if name == "auth":
             assert held == set(SECRETS)
