@@ -38,23 +38,29 @@ class Stack:
     procs: list[devstack.Proc] = field(default_factory=list)
 
 
-@pytest.fixture(scope="module")
-def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
+def gateway_stack(infra: dict[str, str], run_dir: Any, label: str,
+                  gateway_env: dict[str, str]) -> Iterator[Stack]:
     """The five services, then the gateway (it reads notify.deliveries.v1, which they create),
-    as their own processes; stopped at the end of the module."""
-    procs = [devstack.start_service(s, run_dir, infra, instance="gw-tests")
+    as their own processes (instances named after ``label``); stopped when the generator
+    ends. One per test module that needs the whole stack behind HTTP."""
+    procs = [devstack.start_service(s, run_dir, infra, instance=f"{label}-tests")
              for s in devstack.SERVICES]
     try:
         for proc in procs:
             devstack.wait_ready(proc, timeout=120)
-        gateway = devstack.start_service("gateway", run_dir, infra, instance="a",
-                                         extra_env=GATEWAY_ENV)
+        gateway = devstack.start_service("gateway", run_dir, infra, instance=label,
+                                         extra_env=gateway_env)
         procs.append(gateway)
         devstack.wait_ready(gateway, timeout=60)
         yield Stack(f"http://127.0.0.1:{gateway.port}", procs)
     finally:
         for proc in reversed(procs):
             proc.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
+    yield from gateway_stack(infra, run_dir, "a", GATEWAY_ENV)
 
 
 def key() -> str:

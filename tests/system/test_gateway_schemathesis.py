@@ -36,9 +36,8 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import Failure, FailureGroup
 
-from deploy.local import stack as devstack
 from tests.support import Integrator, TopicReader, eventually, uid
-from tests.system.test_gateway import BIRTH, Stack, http, key, new_card
+from tests.system.test_gateway import BIRTH, Stack, gateway_stack, http, key, new_card
 
 pytestmark = pytest.mark.system
 
@@ -83,19 +82,7 @@ class Figures:
 
 @pytest.fixture(scope="module")
 def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
-    procs = [devstack.start_service(s, run_dir, infra, instance="st-tests")
-             for s in devstack.SERVICES]
-    try:
-        for proc in procs:
-            devstack.wait_ready(proc, timeout=120)
-        gateway = devstack.start_service("gateway", run_dir, infra, instance="st",
-                                         extra_env=GATEWAY_ENV)
-        procs.append(gateway)
-        devstack.wait_ready(gateway, timeout=60)
-        yield Stack(f"http://127.0.0.1:{gateway.port}", procs)
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
+    yield from gateway_stack(infra, run_dir, "st", GATEWAY_ENV)
 
 
 @pytest.fixture(scope="module")

@@ -51,12 +51,17 @@ def recorded(run_dir: Path) -> dict[str, dict]:
         return {}
 
 
+STACK_SERVICES = (*devstack.SERVICES, "gateway")
+"""What the scenario's stack runs over the broker, database and sinks: the gateway starts once
+the five services are ready."""
+
+
 def services_ready(procs: dict[str, dict]) -> bool:
-    if not all(name in procs for name in devstack.SERVICES):
+    if not all(name in procs for name in STACK_SERVICES):
         return False
     try:
         return all(httpx.get(f"http://127.0.0.1:{procs[name]['port']}/readyz",
-                             timeout=1).status_code == 200 for name in devstack.SERVICES)
+                             timeout=1).status_code == 200 for name in STACK_SERVICES)
     except httpx.HTTPError:
         return False
 
@@ -98,7 +103,7 @@ def test_sigterm_once_the_stack_is_up_stops_every_process_and_exits_143(scenario
                       timeout=120, what="the scenario's stack to be ready")
     assert proc.poll() is None, proc.communicate()
     pids = {name: p["pid"] for name, p in recorded(run_dir).items()}
-    assert set(pids) == {"kafka", "mongo", "sinks", *devstack.SERVICES, "gateway"}
+    assert set(pids) == {"kafka", "mongo", "sinks", *STACK_SERVICES}
 
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

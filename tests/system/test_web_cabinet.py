@@ -19,7 +19,6 @@ import pytest
 
 from contracts.integrations import CanteenSaleRequested, SaleItem, TopUpReceived
 from contracts.types import SubBalance
-from deploy.local import stack as devstack
 from tests.support import Integrator, TopicReader, eventually, uid
 from tests.system.test_gateway import (
     BIRTH,
@@ -27,6 +26,7 @@ from tests.system.test_gateway import (
     SCHOOL,
     Stack,
     balance_of,
+    gateway_stack,
     http,
     key,
     new_card,
@@ -50,19 +50,7 @@ expect = playwright_api.expect
 
 @pytest.fixture(scope="module")
 def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
-    procs = [devstack.start_service(s, run_dir, infra, instance="web-tests")
-             for s in devstack.SERVICES]
-    try:
-        for proc in procs:
-            devstack.wait_ready(proc, timeout=120)
-        gateway = devstack.start_service("gateway", run_dir, infra, instance="web",
-                                         extra_env=GATEWAY_ENV)
-        procs.append(gateway)
-        devstack.wait_ready(gateway, timeout=60)
-        yield Stack(f"http://127.0.0.1:{gateway.port}", procs)
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
+    yield from gateway_stack(infra, run_dir, "web", GATEWAY_ENV)
 
 
 @pytest.fixture
