@@ -5,6 +5,7 @@ exits with the shell's code for the signal: SIGTERM (``timeout``, a CI cancel) 1
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -68,8 +69,10 @@ def services_ready(procs: dict[str, dict]) -> bool:
 
 @pytest.fixture
 def scenario(run_dir: Path) -> Iterator[Callable[[str], tuple[subprocess.Popen[str], Path]]]:
-    """Start the scenario for a tiny city with its own run directory; killed if a test fails."""
-    started: list[subprocess.Popen[str]] = []
+    """Start the scenario for a tiny city with its own run directory. A scenario a failed test
+    left running is stopped the way it stops its stack (SIGTERM), and whatever of its stack
+    still runs after that is killed: a failure leaves no broker or service behind."""
+    started: list[tuple[subprocess.Popen[str], Path]] = []
 
     def start(name: str) -> tuple[subprocess.Popen[str], Path]:
         own = run_dir / name
@@ -77,14 +80,22 @@ def scenario(run_dir: Path) -> Iterator[Callable[[str], tuple[subprocess.Popen[s
             [sys.executable, "-m", "deploy.local.schoolday", "--schools", "1", "--students",
              "8", "--run-dir", str(own)], cwd=devstack.ROOT, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "100"})
-        started.append(proc)
+        started.append((proc, own))
         return proc, own
 
     yield start
-    for proc in started:
+    for proc, own in started:
+        left = recorded(own)
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.terminate()
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        for p in left.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p["pid"], signal.SIGKILL)
 
 
 def seen_until_exit(proc: subprocess.Popen[str], run_dir: Path,
