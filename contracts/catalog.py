@@ -201,7 +201,7 @@ TOPICS: tuple[Topic, ...] = (
           _models(notify, "OneTimeCodeRequested"),
           "One-time codes to send by SMS: the only topic carrying codes; retained 1 hour.",
           retention_ms=3600 * 1000, personal_data=True),
-    Topic("notify.commands.v1", "account id or contract", "apps", ("notify",),
+    Topic("notify.commands.v1", "account id, contract or support ticket id", "apps", ("notify",),
           _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney",
                   "GetPreferences", "ListPushTokens", "RemovePushToken", "OpenSupportRequest",
                   "AnswerSupportRequest", "CloseSupportRequest", "GetSupportRequest",
