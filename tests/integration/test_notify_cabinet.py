@@ -1,7 +1,7 @@
 """notify's cabinet queries and support requests through the real broker and the real
 MongoDB-protocol server: the journal filtered, preferences read back with the service
 switches, devices listed and removed, and a support request answered with the parent told by
-push (the local HTTP sink)."""
+push (the local HTTP sink); and the same calls through the gateway (HTTP -> Kafka -> notify)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from contracts.access import StudentEntered, StudentLeft
@@ -24,6 +25,8 @@ from contracts.notify import (
     RemovePushToken,
     SetPreferences,
 )
+from services.gateway.app import Gateway
+from services.gateway.settings import GatewayInfra, Settings
 from services.runtime.tokens import issue_access_token
 from tests.integration.notify_support import (
     TZ,
@@ -46,6 +49,28 @@ async def stack(service_runner, bootstrap, infra, tmp_path_factory) -> Any:
     async with notify_stack(service_runner, bootstrap, infra,
                             tmp_path_factory.mktemp("notify-cabinet-sinks")) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+async def http(stack, infra) -> Any:
+    """The gateway in-process in front of notify (httpx over ASGI)."""
+    settings = Settings(
+        infra=GatewayInfra(kafka_bootstrap=infra["SCHOOLCARD_KAFKA_BOOTSTRAP"],
+                           auth_public_key=infra["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                           kafka_fetch_max_wait_ms=10, log_json=False),
+        instance_id=f"it-{uid('gw')[-8:]}", request_timeout_s=30)
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.api),
+                                     base_url="http://gw", timeout=60) as client:
+            yield client
+    finally:
+        await gw.stop()
+
+
+def _headers(auth: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {auth}", "Idempotency-Key": uid("idem-key-0000")}
 
 
 def _gate(model: type, child: str, at: datetime) -> Any:
@@ -149,3 +174,50 @@ async def test_support_answers_a_request_and_the_parent_is_told_by_push(stack):
     stranger = token(stack, "acc_stranger0001")
     hidden = await _ask(stack, GetSupportRequest(ticket_id=ticket), ticket, stranger)
     assert hidden["ok"] is False and hidden["error"]["code"] == "unknown_support_request"
+
+
+async def test_the_cabinet_calls_reach_notify_through_the_gateway(stack, http):
+    child = contract()
+    acc, _ = await make_guardian(stack, child, push=True)
+    parent = issue_access_token(stack["key"], account_id=acc, session_id=uid("ses"),
+                                role=Role.PARENT,
+                                children=[ChildGrant(contract=child, role="primary")])
+    assert (await http.get("/v1/faq")).status_code == 200
+    await stack["pub"].publish(_gate(StudentLeft, child, datetime.now(UTC)), child)
+
+    async def left_line() -> list[dict[str, Any]] | None:
+        answer = await http.get("/v1/notifications", headers=_headers(parent),
+                                params={"kind": ["child_left"], "contract": child})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["lines"] or None
+
+    [line] = await eventually(left_line, what="the exit in the filtered journal")
+    assert line["kind"] == "child_left"
+    bad = await http.get("/v1/notifications", headers=_headers(parent),
+                         params={"status": "lost"})
+    assert bad.status_code == 422
+    prefs = await http.get("/v1/notifications/preferences", headers=_headers(parent))
+    assert prefs.status_code == 200 and prefs.json()["push"] is True
+    [device] = (await http.get("/v1/push-tokens", headers=_headers(parent))).json()["tokens"]
+    gone = await http.delete(f"/v1/push-tokens/{device['token_id']}", headers=_headers(parent))
+    assert gone.status_code == 200, gone.text
+    again = await http.delete(f"/v1/push-tokens/{device['token_id']}",
+                              headers=_headers(parent))
+    assert again.status_code == 404 and again.json()["code"] == "unknown_push_token"
+    opened = await http.post("/v1/support/requests", headers=_headers(parent), json={
+        "topic": "card", "text": "Карта не проходит турникет", "contract": child,
+        "school_id": SCHOOL})
+    assert opened.status_code == 201, opened.text
+    ticket = opened.json()["request"]["ticket_id"]
+    admin = issue_access_token(stack["key"], account_id="acc_schooladmin01",
+                               session_id=uid("ses"), role=Role.SCHOOL_ADMIN,
+                               school_id=SCHOOL)
+    answered = await http.post(f"/v1/support/requests/{ticket}/answers",
+                               headers=_headers(admin),
+                               json={"text": "Карта перевыпущена", "close": True})
+    assert answered.status_code == 200, answered.text
+    seen = await http.get(f"/v1/support/requests/{ticket}", headers=_headers(parent))
+    assert seen.json()["request"]["status"] == "closed"
+    assert [m["author"] for m in seen.json()["thread"]] == ["parent", "school_admin"]
+    mine = await http.get("/v1/support/requests", headers=_headers(parent))
+    assert [r["ticket_id"] for r in mine.json()["requests"]] == [ticket]
