@@ -84,7 +84,7 @@ async def ensure_indexes(db: Any, *, journal_retention_days: int,
     await ensure_ttl_index(db.notify_session_ends, STORED_AT, DAY_S)
     await dialect.current().create_indexes(db.notify_support_requests, [
         IndexModel([("account_id", ASCENDING)]), IndexModel([("school_id", ASCENDING)]),
-        IndexModel([("status", ASCENDING)])])
+        IndexModel([("status", ASCENDING)]), IndexModel([("updated_ms", DESCENDING)])])
 
 
 # -- guardians ------------------------------------------------------------------------------
@@ -396,7 +396,6 @@ async def tickets(tx: Transaction, *, account_id: str | None = None,
         query["school_id"] = school_id
     if status is not None:
         query["status"] = status
-    docs = await tx.db.notify_support_requests.find(query, session=tx.session).to_list(None)
-    found = sorted((SupportTicket.from_doc(d["_id"], d) for d in docs),
-                   key=lambda t: (t.updated_at, t.ticket_id), reverse=True)
-    return found[:limit]
+    docs = await tx.db.notify_support_requests.find(query, session=tx.session).sort(
+        [("updated_ms", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
+    return [SupportTicket.from_doc(d["_id"], d) for d in docs]

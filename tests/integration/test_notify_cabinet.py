@@ -171,6 +171,12 @@ async def test_support_answers_a_request_and_the_parent_is_told_by_push(stack):
     thread = await _ask(stack, GetSupportRequest(ticket_id=ticket), ticket, parent)
     assert [(m["author"], m["text"]) for m in thread["thread"]] == [
         ("parent", "Пополнение через терминал не дошло"), ("support", "Платёж зачислен")]
+    later = await _ask(stack, OpenSupportRequest(request_id=uid("sup"), account_id=acc,
+                                                 topic="card", text="Второй вопрос"),
+                       acc, parent)
+    mine = await _ask(stack, GetSupportRequests(account_id=acc), acc, parent)
+    assert [(r["ticket_id"], r["status"]) for r in mine["requests"]] == [
+        (later["request"]["ticket_id"], "open"), (ticket, "answered")]  # newest change first
     stranger = token(stack, "acc_stranger0001")
     hidden = await _ask(stack, GetSupportRequest(ticket_id=ticket), ticket, stranger)
     assert hidden["ok"] is False and hidden["error"]["code"] == "unknown_support_request"

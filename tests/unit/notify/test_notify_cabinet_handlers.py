@@ -259,3 +259,20 @@ async def test_a_parent_closes_a_request_and_a_closed_one_takes_no_answer():
     await h.on_answer_support_request(rt.inbound(wire.AnswerSupportRequest(
         request_id="ans-1", ticket_id=ticket, text="Поздно"), token=support))
     assert _code(rt) == "support_request_closed"
+
+
+async def test_requests_are_listed_most_recently_changed_first_up_to_the_limit():
+    rt, h, _ = await _notify()
+    first = (await _open(rt, h, request_id="sup-a")).request.ticket_id
+    rt.now = NOW + timedelta(minutes=1)
+    second = (await _open(rt, h, request_id="sup-b", text="Второй вопрос")).request.ticket_id
+    rt.now = NOW + timedelta(minutes=2)
+    support = rt.token(Role.SUPPORT, account_id="acc_support0001")
+    await h.on_answer_support_request(rt.inbound(wire.AnswerSupportRequest(
+        request_id="ans-1", ticket_id=first, text="Ответ"), token=support))
+    await h.on_get_support_requests(rt.inbound(wire.GetSupportRequests(account_id=ACCOUNT),
+                                               token=_parent(rt)))
+    assert [r.ticket_id for r in _last(rt).requests] == [first, second]  # type: ignore[attr-defined]
+    await h.on_get_support_requests(rt.inbound(wire.GetSupportRequests(limit=1),
+                                               token=support))
+    assert [r.ticket_id for r in _last(rt).requests] == [first]  # type: ignore[attr-defined]
