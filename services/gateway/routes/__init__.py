@@ -1,4 +1,4 @@
-"""The HTTP API: one module per area (account, children, notifications) on
+"""The HTTP API: one module per area (account, children, notifications, support) on
 the shared dependencies of ``common``. A route checks what the gateway can
 check (the access token, the Idempotency-Key, the per-address rate limit, the body), builds
 the service's command or query, and answers with the service's reply or a problem document.
