@@ -401,13 +401,17 @@ class Handlers:
 
     async def on_remove_push_token(self, msg: Inbound[wire.RemovePushToken]) -> None:
         """The guardian stops pushes to one device; the last one gone, routing picks SMS or
-        e-mail as the preferences allow."""
+        e-mail as the preferences allow. A retry (same request_id, a new message) is answered
+        the same: the removal is remembered a day."""
         c = msg.message
         async with self._case(msg) as uc:
             self._caller(uc, c.account_id)
             devices = await store.push_devices(uc.tx, c.account_id)
-            key, left = d.device_to_remove(devices, c.token_id)
-            await store.delete_push_tokens(uc.tx, [key])
+            done = await store.push_removal(uc.tx, c.account_id, c.request_id)
+            key, left = d.plan_removal(done, devices, c.token_id)
+            if key is not None:
+                await store.delete_push_tokens(uc.tx, [key])
+                await store.save_push_removal(uc.tx, c.account_id, c.request_id, c.token_id)
             guardian = await store.load_guardian(uc.tx, c.account_id)
             if guardian is not None:
                 loaded = guardian.version

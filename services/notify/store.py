@@ -14,6 +14,8 @@ Collections (database ``schoolcard_notify``):
   (the unique key that makes "at most one message per event, guardian and channel" hold under
   any redelivery); delivery state, the sender's lease, and the journal line it becomes.
 - ``notify_journeys``: one document per child and school day (the journey timeline).
+- ``notify_push_removals``: the RemovePushToken request ids applied (-> the device removed),
+  so a retry is answered the same; kept a day.
 - ``notify_support_requests``: one document per support request (``_id`` the ticket id, from
   the parent's request id), its thread and status, optimistic ``version``.
 - ``notify_code_counts``: one-time codes sent per number and UTC day (by hour) and per UTC
@@ -82,6 +84,7 @@ async def ensure_indexes(db: Any, *, journal_retention_days: int,
     await ensure_ttl_index(db.notify_journeys, STORED_AT, journey_retention_days * DAY_S)
     await ensure_ttl_index(db.notify_code_counts, STORED_AT, 2 * DAY_S)
     await ensure_ttl_index(db.notify_session_ends, STORED_AT, DAY_S)
+    await ensure_ttl_index(db.notify_push_removals, STORED_AT, DAY_S)
     await dialect.current().create_indexes(db.notify_support_requests, [
         IndexModel([("account_id", ASCENDING)]), IndexModel([("school_id", ASCENDING)]),
         IndexModel([("status", ASCENDING)]), IndexModel([("updated_ms", DESCENDING)])])
@@ -367,6 +370,20 @@ async def push_devices(tx: Transaction, account_id: str) -> dict[str, PushDevice
             registered_at=last if first is None else datetime.fromtimestamp(first / 1000, UTC),
             last_used_at=last)
     return devices
+
+
+async def push_removal(tx: Transaction, account_id: str, request_id: str) -> str | None:
+    """The device (token id) a RemovePushToken with ``request_id`` removed, if it did."""
+    doc = await tx.db.notify_push_removals.find_one({"_id": f"{account_id}:{request_id}"},
+                                                    session=tx.session)
+    return doc["token_id"] if doc else None
+
+
+async def save_push_removal(tx: Transaction, account_id: str, request_id: str,
+                            token_id: str) -> None:
+    """Remembered a day (``stored_at``): long enough for any retry of the request."""
+    await tx.db.notify_push_removals.insert_one(with_stored_at(
+        {"_id": f"{account_id}:{request_id}", "token_id": token_id}), session=tx.session)
 
 
 # -- support requests ---------------------------------------------------------------------------

@@ -117,6 +117,7 @@ from .push_devices import (
     device_to_remove,
     devices_in_use_order,
     fingerprint_of,
+    plan_removal,
     token_id_of,
 )
 from .routing import (
@@ -253,6 +254,7 @@ __all__ = [
     "journey_key",
     "notification_for",
     "parse_hhmm",
+    "plan_removal",
     "plural_ru",
     "preferences_of",
     "recipients",

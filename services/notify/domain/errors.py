@@ -32,6 +32,7 @@ class NotifyRejection(StrEnum):
     UNKNOWN_SUPPORT_REQUEST = "unknown_support_request"
     SUPPORT_REQUEST_CLOSED = "support_request_closed"
     SUPPORT_REQUEST_CONFLICT = "support_request_conflict"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
 class NotifyError(Exception):

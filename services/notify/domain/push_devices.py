@@ -57,3 +57,17 @@ def device_to_remove(devices: Mapping[str, PushDevice], token_id: str) -> tuple[
             return key, len(devices) > 1
     raise NotifyError(NotifyRejection.UNKNOWN_PUSH_TOKEN,
                       "no push token of this account has that id")
+
+
+def plan_removal(done_before: str | None, devices: Mapping[str, PushDevice],
+                 token_id: str) -> tuple[str | None, bool]:
+    """What a ``RemovePushToken`` does: the store key to delete (None: nothing, this request
+    id removed this device before — a retry is answered the same) and whether a device is
+    left. ``done_before`` is the device the request id removed earlier, if any; another
+    device under the same request id is ``idempotency_conflict``."""
+    if done_before is not None:
+        if done_before != token_id:
+            raise NotifyError(NotifyRejection.IDEMPOTENCY_CONFLICT,
+                              "this request_id removed another device")
+        return None, bool(devices)
+    return device_to_remove(devices, token_id)

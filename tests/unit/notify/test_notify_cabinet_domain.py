@@ -20,6 +20,7 @@ from services.notify.domain import (
     answer_notification,
     device_to_remove,
     devices_in_use_order,
+    plan_removal,
     preferences_of,
     route,
     select_journal,
@@ -185,3 +186,12 @@ def test_a_ticket_survives_the_store():
              timedelta(milliseconds=250))
     back = SupportTicket.from_doc(t.ticket_id, t.to_doc())
     assert back.to_doc() == t.to_doc() and back.thread[1].at == t.thread[1].at
+
+
+def test_a_removal_repeated_under_its_request_id_deletes_nothing_more():
+    devices = {"k-b": _device("b", 10)}
+    assert plan_removal("pt_" + "a" * 24, devices, "pt_" + "a" * 24) == (None, True)
+    assert plan_removal(None, devices, "pt_" + "b" * 24) == ("k-b", False)
+    with pytest.raises(NotifyError) as refused:
+        plan_removal("pt_" + "a" * 24, devices, "pt_" + "b" * 24)
+    assert refused.value.reason.value == "idempotency_conflict"

@@ -276,3 +276,20 @@ async def test_requests_are_listed_most_recently_changed_first_up_to_the_limit()
     await h.on_get_support_requests(rt.inbound(wire.GetSupportRequests(limit=1),
                                                token=support))
     assert [r.ticket_id for r in _last(rt).requests] == [first]  # type: ignore[attr-defined]
+
+
+async def test_a_retried_removal_is_answered_the_same_and_a_reused_id_is_a_conflict():
+    rt, h, _ = await _notify()
+    await h.on_register_push_token(rt.inbound(example(
+        wire.RegisterPushToken, request_id="push-2", token="tablet-token-xyz"), token=_own(rt)))
+    first, second = await _devices(rt, h)
+    remove = wire.RemovePushToken(request_id="rm-1", account_id=ACCOUNT,
+                                  token_id=first.token_id)
+    await h.on_remove_push_token(rt.inbound(remove, token=_own(rt)))
+    await h.on_remove_push_token(rt.inbound(remove, token=_own(rt)))  # a new message id
+    assert isinstance(_last(rt), CommandAccepted)
+    assert [d.token_id for d in await _devices(rt, h)] == [second.token_id]
+    await h.on_remove_push_token(rt.inbound(wire.RemovePushToken(
+        request_id="rm-1", account_id=ACCOUNT, token_id=second.token_id), token=_own(rt)))
+    assert _code(rt) == "idempotency_conflict"
+    assert [d.token_id for d in await _devices(rt, h)] == [second.token_id]
