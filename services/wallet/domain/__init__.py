@@ -13,6 +13,14 @@ from services.wallet.domain.account import (
     check_ledger,
     reissue_card,
 )
+from services.wallet.domain.applications import (
+    Application,
+    ApplicationChanged,
+    ApplicationDecision,
+    ApplicationKind,
+    ApplicationReason,
+    ApplicationStatus,
+)
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
@@ -83,6 +91,11 @@ from services.wallet.domain.results import (
     TopUpResult,
     TransferResult,
 )
+from services.wallet.domain.schedule import (
+    ScheduleAction,
+    ScheduledAsk,
+    ScheduledTopUp,
+)
 from services.wallet.domain.statement import (
     LineStatus,
     StatementKind,
@@ -127,6 +140,12 @@ __all__ = [
     "Account",
     "AccountOpened",
     "AccountStatus",
+    "Application",
+    "ApplicationChanged",
+    "ApplicationDecision",
+    "ApplicationKind",
+    "ApplicationReason",
+    "ApplicationStatus",
     "AutoTopUpCancelled",
     "AutoTopUpFailed",
     "AutoTopUpRequested",
@@ -180,6 +199,9 @@ __all__ = [
     "SaleLineRefunded",
     "SaleResult",
     "SalesReport",
+    "ScheduleAction",
+    "ScheduledAsk",
+    "ScheduledTopUp",
     "StatementKind",
     "StatementLine",
     "SubBalance",

@@ -201,6 +201,8 @@ class AutoTopUpRequested:
     amount: int
     sub_balance: SubBalance
     at: datetime
+    reason: str = "threshold"  # or "schedule": a due date of the autopay by date
+    due_date: str | None = None  # ISO school-local day, for a scheduled request
 
 
 @dataclass(frozen=True, slots=True)
