@@ -759,7 +759,7 @@ class ChangeScheduledTopUp(Command):
 
     request_id: Identifier
     contract: ContractNumber
-    action: ScheduleAction = Field(examples=["pause"])
+    action: ScheduleAction = Field(description="pause, resume or remove.", examples=["pause"])
 
 
 class SetServices(Command):
@@ -827,6 +827,10 @@ class ApplicationDecision(StrEnum):
 
 
 APPLICATION_COMMENT_MAX = 500
+_KIND_DOC = ("new_card: a new card for a lost or damaged one; refund: the remaining balance "
+             "paid out on leaving the school.")
+_REASON_DOC = "lost or damaged (new_card), leaving_school (refund), or other."
+_STATUS_DOC = "submitted -> accepted | refused; accepted -> done (refused and done are final)."
 
 
 class SubmitApplication(Command):
@@ -838,8 +842,8 @@ class SubmitApplication(Command):
 
     request_id: Identifier = Field(description="Idempotency key; the application's id.")
     contract: ContractNumber
-    kind: ApplicationKind = Field(examples=["new_card"])
-    reason: ApplicationReason = Field(examples=["lost"])
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    reason: ApplicationReason = Field(description=_REASON_DOC, examples=["lost"])
     comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
                          description="The parent's words.", examples=["Потеряна в автобусе"])
 
@@ -855,7 +859,8 @@ class HandleApplication(Command):
     request_id: Identifier
     contract: ContractNumber
     application_id: Identifier
-    decision: ApplicationDecision = Field(examples=["accept"])
+    decision: ApplicationDecision = Field(description="accept, refuse (a comment is "
+                                          "required) or done.", examples=["accept"])
     comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
                          description="Staff's words to the parent; required to refuse.",
                          examples=["Новая карта готова, заберите у классного руководителя"])
@@ -865,17 +870,20 @@ class GetApplications(Query):
     """A child's applications (guardians and staff: action ``view``), or a school's (staff of
     that school: ``school_id`` instead of ``contract``), newest first, optionally by status."""
 
-    contract: ContractNumber | None = None
-    school_id: SchoolId | None = None
-    status: ApplicationStatus | None = None
+    contract: ContractNumber | None = Field(default=None, description="The child's "
+                                            "applications; give this or school_id.")
+    school_id: SchoolId | None = Field(default=None, description="The school's applications "
+                                       "(staff of that school); give this or contract.")
+    status: ApplicationStatus | None = Field(default=None, description="Only applications in "
+                                             "this status; None: all.")
 
 
 class Application(Part):
     application_id: Identifier
     contract: ContractNumber
-    kind: ApplicationKind
-    reason: ApplicationReason
-    status: ApplicationStatus
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    reason: ApplicationReason = Field(description=_REASON_DOC, examples=["lost"])
+    status: ApplicationStatus = Field(description=_STATUS_DOC, examples=["accepted"])
     comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
                          description="The parent's words.")
     staff_comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
@@ -896,8 +904,8 @@ class ApplicationStatusChanged(Event):
 
     application_id: Identifier
     contract: ContractNumber
-    kind: ApplicationKind
-    status: ApplicationStatus
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    status: ApplicationStatus = Field(description=_STATUS_DOC, examples=["accepted"])
     comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
                          description="The staff's comment (empty on submission).")
     refunded: Kopecks | None = Field(default=None, description="Kopecks paid out by a done "
