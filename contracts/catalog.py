@@ -165,7 +165,7 @@ TOPICS: tuple[Topic, ...] = (
                   "MoneyMoved", "DisputeOpened", "DisputeResolved", "BonusExpired",
                   "AccountReissued", "GraceMealGranted", "SaleLineRefunded",
                   "AutoTopUpFailed")
-          + _models(wallet, "ApplicationStatusChanged"),
+          + _models(wallet, "ApplicationStatusChanged", "TransitPaymentsSwitched"),
           "Every account fact in order per contract.", retention_ms=30 * DAY_MS),
     Topic("wallet.receipts.v1", "contract", "wallet", ("notify",), _models(wallet, "ReceiptIssued"),
           "E-mail receipts for top-ups (carries the e-mail address).", personal_data=True),

@@ -791,6 +791,19 @@ class ScheduledTopUp(Part):
                                             "ask; None while paused.", examples=["2026-10-15"])
 
 
+class TransitPaymentsSwitched(Event):
+    """The parent switched the card's transit payments (``SetServices``): off, wallet declines
+    every fare ``transit_payments_off`` and transit may refuse the card at the validator; on,
+    fares are paid again."""
+
+    contract: ContractNumber
+    enabled: bool = Field(description="True: the card pays fares; false: it does not.",
+                          examples=[False])
+    by_account: Identifier | None = Field(description="Who switched it (None: system).",
+                                          examples=["acc_7f3a9c2e1b4d"])
+    switched_at: UtcDatetime
+
+
 class PaymentSettingsReply(Reply):
     contract: ContractNumber
     scheduled_top_up: ScheduledTopUp | None = Field(default=None, description="None: no "

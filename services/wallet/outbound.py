@@ -156,6 +156,11 @@ def _card_unblocked(e: d.CardUnblocked) -> ContractModel:
     return wire.CardUnblocked(contract=e.contract, by_account=e.by, unblocked_at=e.at)
 
 
+def _transit_payments(e: d.TransitPaymentsSwitched) -> ContractModel:
+    return wire.TransitPaymentsSwitched(contract=e.contract, enabled=e.enabled,
+                                        by_account=e.by, switched_at=e.at)
+
+
 def _controls_changed(e: d.ControlsChanged) -> ContractModel:
     return wire.ControlsChanged(contract=e.contract, by_account=e.by or "system",
                                 changed_at=e.at, what=e.what)
@@ -203,6 +208,8 @@ OUTBOUND: dict[type[Any], tuple[Callable[[Any], ContractModel], Callable[[Any], 
     d.CardBlocked: (_card_blocked, lambda e: message_id("blocked", e.contract, e.at.isoformat())),
     d.CardUnblocked: (_card_unblocked,
                       lambda e: message_id("unblocked", e.contract, e.at.isoformat())),
+    d.TransitPaymentsSwitched: (_transit_payments, lambda e: message_id(
+        "transit-payments", e.contract, e.enabled, e.at.isoformat())),
     d.ControlsChanged: (_controls_changed,
                         lambda e: message_id("controls", e.contract, e.what, e.at.isoformat())),
     d.MoneyMoved: (_money_moved, lambda e: message_id("moved", e.contract, e.transfer_id)),

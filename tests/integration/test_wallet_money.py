@@ -124,6 +124,8 @@ async def test_transit_payments_switched_off_decline_the_fare_with_their_reason(
     reply = await world.command(w.GetPaymentSettings(contract=card.contract), card.contract,
                                 world.token(card.contract))
     assert reply["transit_payments"] is False
+    switched = await world.event("TransitPaymentsSwitched", card.contract)
+    assert switched.json()["enabled"] is False
     await world.integrator.publish(FareAssessed(
         ride_id=uid("ride"), contract=card.contract, card_uid=card.card_uid, amount=40_00,
         tapped_at=world.clock.now), card.contract)

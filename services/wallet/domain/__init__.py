@@ -46,6 +46,7 @@ from services.wallet.domain.events import (
     SaleDeclined,
     SaleLineRefunded,
     TopUpCredited,
+    TransitPaymentsSwitched,
     event_to_doc,
 )
 from services.wallet.domain.ledger import (
@@ -213,6 +214,7 @@ __all__ = [
     "TopUpTemplates",
     "TopUpVerdict",
     "TransferResult",
+    "TransitPaymentsSwitched",
     "WalletRejected",
     "check_ledger",
     "event_to_doc",

@@ -52,6 +52,7 @@ from services.wallet.domain.events import (
     SaleDeclined,
     SaleLineRefunded,
     TopUpCredited,
+    TransitPaymentsSwitched,
 )
 from services.wallet.domain.ledger import (
     CounterAccount,
@@ -1265,7 +1266,12 @@ class Account:
                              by: str | None = None) -> bool:
         """The services switch for transit payments: off, every fare is declined
         ``transit_payments_off`` (the gate and the canteen still take the card)."""
-        return self._set_control("transit_payments", "transit_payments", bool(enabled), now, by)
+        changed = self._set_control("transit_payments", "transit_payments", bool(enabled), now,
+                                    by)
+        if changed:
+            self._events.append(TransitPaymentsSwitched(self.contract, bool(enabled), by,
+                                                        require_aware(now)))
+        return changed
 
     def pay_out(self, payout_id: str, *, now: datetime) -> int:
         """Pay the remaining money out on leaving the school (a done refund application) and

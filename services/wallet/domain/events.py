@@ -240,6 +240,17 @@ class CardUnblocked:
 
 
 @dataclass(frozen=True, slots=True)
+class TransitPaymentsSwitched:
+    """The parent switched the card's transit payments on or off (transit may deny-list a card
+    that pays no fares)."""
+
+    contract: str
+    enabled: bool
+    by: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ControlsChanged:
     """Any parent control or school setting changed; ``what`` names it, ``value`` is plain."""
 

@@ -153,6 +153,8 @@ async def test_transit_payments_off_declines_the_fare_and_reads_back():
     assert declined.reason is wire.DeclineReason.TRANSIT_PAYMENTS_OFF
     [changed] = [c for c in rt.emitted(wire.ControlsChanged) if c.what == "transit_payments"]
     assert changed.contract == CONTRACT
+    [switched] = rt.emitted(wire.TransitPaymentsSwitched)
+    assert (switched.contract, switched.enabled) == (CONTRACT, False)
 
 
 # --- applications -----------------------------------------------------------------------------
