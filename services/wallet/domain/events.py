@@ -310,6 +310,7 @@ DomainEvent = (
     | CardBlocked
     | CardUnblocked
     | ControlsChanged
+    | TransitPaymentsSwitched
     | MoneyMoved
     | BonusesExpired
     | CardReissued
