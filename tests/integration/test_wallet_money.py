@@ -10,10 +10,12 @@ reach: the tests run the tick themselves); every test uses its own contracts and
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from contracts import wallet as w
@@ -21,6 +23,8 @@ from contracts.auth import Role
 from contracts.integrations import AutoTopUpCollectionFailed, TopUpReceived
 from contracts.transit import FareAssessed
 from contracts.types import GuardianRole
+from services.gateway.app import Gateway
+from services.gateway.settings import GatewayInfra, Settings
 from services.wallet.handlers import Handlers
 from tests.integration.test_wallet_flows import World
 from tests.support import FakeClock, Integrator, Requester, TopicReader, uid
@@ -40,6 +44,32 @@ async def world(service_runner: Any, bootstrap: str, infra: dict[str, str]) -> A
             TopicReader(bootstrap, "wallet.dead-letter.v1") as dead, \
             TopicReader(bootstrap, "wallet.auto-topup-requests.v1") as auto:
         yield World(svc, clock, infra, integrator, requester, events, decisions, dead, auto)
+
+
+@pytest.fixture(scope="module")
+async def http(world: World) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway in process in front of the module's wallet (httpx over ASGI)."""
+    settings = Settings(
+        infra=GatewayInfra(kafka_bootstrap=world.infra["SCHOOLCARD_KAFKA_BOOTSTRAP"],
+                           auth_public_key=world.infra["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                           kafka_fetch_max_wait_ms=10, log_json=False),
+        instance_id=f"it-{uuid.uuid4().hex[:8]}", request_timeout_s=30)
+    gw = Gateway(settings, clock=lambda: world.clock.now.timestamp())
+    await gw.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.api),
+                                     base_url="http://gw", timeout=60) as client:
+            yield client
+    finally:
+        await gw.stop()
+
+
+async def _call(http: httpx.AsyncClient, method: str, path: str, token: str,
+                body: Any = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"}
+    if method != "GET":
+        headers["Idempotency-Key"] = str(uuid.uuid4())
+    return await http.request(method, path, json=body, headers=headers)
 
 
 async def _requests(world: World, contract: str) -> list[dict[str, Any]]:
@@ -172,3 +202,47 @@ async def test_a_refund_application_is_handled_by_the_school_and_paid_out_exactl
     assert account.balances.money == 0 and account.status.value == "closed"
     assert len([r for r in world.events.records if r.key == card.contract
                 and r.type.endswith("ApplicationStatusChanged")]) == 3
+
+
+async def test_the_money_services_are_reachable_through_the_gateway(
+        world: World, http: httpx.AsyncClient) -> None:
+    card = await world.open_account()
+    await world.top_up(card.contract, 100_00)
+    parent = world.token(card.contract)
+    child = f"/v1/children/{card.contract}"
+    put = await _call(http, "PUT", f"{child}/scheduled-top-up", parent,
+                      {"days_of_month": [1, 15], "amount": 1_500_00})
+    assert put.status_code == 200, put.text
+    paused = await _call(http, "POST", f"{child}/scheduled-top-up/switch", parent,
+                         {"action": "pause"})
+    assert paused.status_code == 200, paused.text
+    off = await _call(http, "PATCH", f"{child}/services", parent, {"transit_payments": False})
+    assert off.status_code == 200, off.text
+    settings = (await _call(http, "GET", f"{child}/payment-settings", parent)).json()
+    assert settings["transit_payments"] is False
+    assert (settings["scheduled_top_up"]["days_of_month"],
+            settings["scheduled_top_up"]["paused"]) == ([1, 15], True)
+    bad = await _call(http, "PUT", f"{child}/scheduled-top-up", parent,
+                      {"days_of_month": [32], "amount": 100})
+    assert bad.status_code == 422
+
+    applied = await _call(http, "POST", f"{child}/applications", parent,
+                          {"kind": "new_card", "reason": "lost", "comment": "Потеряна"})
+    assert applied.status_code == 200, applied.text
+    application = applied.json()["request_id"]
+    admin = world.token(None, None, staff=Role.SCHOOL_ADMIN, school_id=card.school_id)
+    listed = (await _call(http, "GET", f"/v1/schools/{card.school_id}/applications?"
+                          "status=submitted", admin)).json()
+    assert [a["application_id"] for a in listed["applications"]] == [application]
+    refused = await _call(http, "POST", f"{child}/applications/{application}/decision", admin,
+                          {"decision": "refuse"})
+    assert (refused.status_code, refused.json()["code"]) == (422, "comment_required")
+    accepted = await _call(http, "POST", f"{child}/applications/{application}/decision",
+                           admin, {"decision": "accept", "comment": "Карта будет в пятницу"})
+    assert accepted.status_code == 200, accepted.text
+    mine = (await _call(http, "GET", f"{child}/applications", parent)).json()
+    [status] = mine["applications"]
+    assert (status["status"], status["staff_comment"]) == ("accepted", "Карта будет в пятницу")
+    stranger = world.token(None, None, staff=Role.SCHOOL_ADMIN, school_id=uid("other"))
+    forbidden = await _call(http, "GET", f"{child}/applications", stranger)
+    assert forbidden.status_code == 403
