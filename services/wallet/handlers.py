@@ -541,15 +541,16 @@ class Handlers:
             holder = uc.authorize(action, contract=cmd.contract)
             account = await self._account(uc.tx, cmd.contract)
             uc.authorize(action, contract=cmd.contract, school_id=account.school_id)
-            if await store.load_application(uc.tx, cmd.request_id) is None:
-                application = d.Application.submit(
-                    cmd.request_id, contract=cmd.contract, school_id=account.school_id,
-                    kind=d.ApplicationKind(cmd.kind.value),
-                    reason=d.ApplicationReason(cmd.reason.value), comment=cmd.comment,
-                    by=holder.sub, now=uc.tx.now,
-                    others=await store.applications(uc.tx, contract=cmd.contract))
-                await store.save_application(uc.tx, application, None)
-                self._emit_application(uc.tx, application)
+            existing = await store.load_application(uc.tx, cmd.request_id)
+            application = d.Application.submit(
+                cmd.request_id, contract=cmd.contract, school_id=account.school_id,
+                kind=d.ApplicationKind(cmd.kind.value),
+                reason=d.ApplicationReason(cmd.reason.value), comment=cmd.comment,
+                by=holder.sub, now=uc.tx.now, existing=existing,
+                others=await store.applications(uc.tx, contract=cmd.contract))
+            await store.save_application(uc.tx, application,
+                                         existing.version if existing else None)
+            self._emit_application(uc.tx, application)
             uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
 
     async def on_handle_application(self, msg: Inbound[wire.HandleApplication]) -> None:
@@ -565,10 +566,9 @@ class Handlers:
             uc.authorize("resolve_dispute", contract=cmd.contract,
                          school_id=application.school_id)
             loaded = application.version
-            moved = application.decide(d.ApplicationDecision(cmd.decision.value), by=holder.sub,
-                                       comment=cmd.comment, now=uc.tx.now)
-            if (moved is d.ApplicationStatus.DONE
-                    and application.kind is d.ApplicationKind.REFUND):
+            application.decide(d.ApplicationDecision(cmd.decision.value), by=holder.sub,
+                               comment=cmd.comment, now=uc.tx.now)
+            if application.awaits_payout:
                 account = await self._account(uc.tx, cmd.contract)
                 account_loaded = account.version
                 paid = account.pay_out(application.application_id, now=uc.tx.now)

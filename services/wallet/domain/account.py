@@ -1288,13 +1288,22 @@ class Account:
         self._post(OperationKind.PAYOUT, payout_id,
                    [(sub, -self.balances_by_sub[sub], CounterAccount.PAYOUT)
                     for sub in (_G, _C, _T)], at)
-        if self.auto_top_up_pending is not None:
-            self._events.append(AutoTopUpCancelled(self.contract, self.auto_top_up_pending, at))
-            self.auto_top_up_pending = None
+        self._withdraw_planned_payments(at)
         self.status = AccountStatus.CLOSED
         self.closed_at = at
         self._touch()
         return paid
+
+    def _withdraw_planned_payments(self, at: datetime) -> None:
+        """The account closes: every planned payment still pending (the threshold's and the
+        due dates') is withdrawn from the integrator (``AutoTopUpCancelled``)."""
+        if self.auto_top_up_pending is not None:
+            self._events.append(AutoTopUpCancelled(self.contract, self.auto_top_up_pending, at))
+            self.auto_top_up_pending = None
+        if self.scheduled_top_up is not None:
+            self.scheduled_top_up, pending = self.scheduled_top_up.withdrawn()
+            self._events.extend(AutoTopUpCancelled(self.contract, a.request_id, at)
+                                for a in pending)
 
     def set_grace_meal_limit(self, limit: int, *, now: datetime, by: str | None = None) -> bool:
         """School setting: the deepest debt one grace meal may leave (0 disables the rule)."""
@@ -1716,14 +1725,13 @@ def reissue_card(
     new.low_balance_threshold = old.low_balance_threshold
     new.low_balance_armed = old.low_balance_armed
     new.auto_top_up = old.auto_top_up
-    if old.scheduled_top_up is not None:
-        new.scheduled_top_up = dataclasses.replace(old.scheduled_top_up, asked=())
+    new.scheduled_top_up = old.scheduled_top_up
     new.transit_payments = old.transit_payments
     new.daily_spend = [dataclasses.replace(d) for d in old.daily_spend]
     _move_rides(old, new, at)
-    if old.auto_top_up_pending is not None:
-        old._events.append(AutoTopUpCancelled(old.contract, old.auto_top_up_pending, at))
-        old.auto_top_up_pending = None
+    old._withdraw_planned_payments(at)
+    if new.scheduled_top_up is not None:
+        new.scheduled_top_up = dataclasses.replace(new.scheduled_top_up, asked=())
     old.status = AccountStatus.CLOSED
     old.closed_at = at
     old.successor = record

@@ -107,11 +107,20 @@ class Application:
     @classmethod
     def submit(cls, application_id: str, *, contract: str, school_id: str,
                kind: ApplicationKind, reason: ApplicationReason, comment: str, by: str,
-               now: datetime, others: Iterable[Application] = ()) -> Application:
+               now: datetime, others: Iterable[Application] = (),
+               existing: Application | None = None) -> Application:
         """A new application (``invalid_application``: a reason that does not fit the kind;
-        ``application_open``: the child has an open application of that kind)."""
+        ``application_open``: the child has an open application of that kind). ``existing``,
+        the application already under this id, is returned unchanged when it was submitted
+        with the same contract, kind and reason (a retried request), else
+        ``idempotency_conflict``."""
         at = require_aware(now)
         kind, reason = ApplicationKind(kind), ApplicationReason(reason)
+        if existing is not None:
+            if (existing.contract, existing.kind, existing.reason) != (contract, kind, reason):
+                raise WalletRejected(RejectionReason.IDEMPOTENCY_CONFLICT,
+                                     f"application {application_id} was submitted otherwise")
+            return existing
         if reason not in _REASONS[kind]:
             raise WalletRejected(RejectionReason.INVALID_APPLICATION,
                                  f"{reason.value} does not fit a {kind.value} application")
@@ -136,6 +145,12 @@ class Application:
     @property
     def updated_at(self) -> datetime:
         return self.history[-1].at if self.history else self.submitted_at
+
+    @property
+    def awaits_payout(self) -> bool:
+        """A done refund application whose money has not been paid out yet."""
+        return (self.kind is ApplicationKind.REFUND and self.status is ApplicationStatus.DONE
+                and self.refunded is None)
 
     def decide(self, decision: ApplicationDecision, *, by: str, comment: str,
                now: datetime) -> ApplicationStatus | None:

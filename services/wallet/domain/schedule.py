@@ -149,6 +149,13 @@ class ScheduledTopUp:
         return self, None
 
 
+    def withdrawn(self) -> tuple[ScheduledTopUp, tuple[ScheduledAsk, ...]]:
+        """Forget the requests still pending (the account closes or moves): they are to be
+        withdrawn from the integrator."""
+        pending = tuple(a for a in self.asked if a.state is AskState.PENDING)
+        return replace(self, asked=tuple(a for a in self.asked if a not in pending)), pending
+
+
 def request_id(contract: str, due: date) -> str:
     """The one request id of a child's due date."""
     return f"{SCHEDULE_PREFIX}{contract}-{due.isoformat()}"

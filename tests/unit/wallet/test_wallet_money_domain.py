@@ -13,6 +13,7 @@ from services.wallet.domain import (
     ApplicationKind,
     ApplicationReason,
     ApplicationStatus,
+    AutoTopUpCancelled,
     AutoTopUpFailed,
     AutoTopUpRequested,
     AutoTopUpSettings,
@@ -22,6 +23,7 @@ from services.wallet.domain import (
     SubBalance,
     TopUpChannel,
     WalletRejected,
+    reissue_card,
 )
 from tests.unit.wallet.wallet_builders import CONTRACT, assert_ledger_consistent, funded, meal
 
@@ -261,3 +263,46 @@ def test_no_payout_while_the_child_owes_money():
     with pytest.raises(WalletRejected) as refused:
         account.pay_out("app-1", now=SEPT_1)
     assert refused.value.reason.value == "debt_outstanding"
+
+
+def test_a_reissue_withdraws_the_pending_due_date_and_the_new_card_keeps_the_plan():
+    account = funded(canteen=100_00)
+    account.set_scheduled_top_up([1, 15], 500_00, SubBalance.CANTEEN, now=day(-1))
+    asked = account.ask_scheduled_top_up(now=SEPT_1, catch_up_days=3)
+    assert asked is not None
+    account.pull_events()
+    outcome = reissue_card(account, reissue_id="reissue-1", new_contract="40012399",
+                           new_card_uid="04A2B3C4D5E6F8", now=day(1), school_id="izh-school-42",
+                           time_zone=account.time_zone)
+    cancelled = [e for e in account.pull_events() if isinstance(e, AutoTopUpCancelled)]
+    assert [e.request_id for e in cancelled] == [asked.request_id]
+    new = outcome.new_account
+    assert new is not None and new.scheduled_top_up is not None
+    assert new.ask_scheduled_top_up(now=day(2), catch_up_days=3) is None  # the 1st: asked
+    assert new.ask_scheduled_top_up(now=day(14), catch_up_days=3) is not None
+
+
+def test_a_payout_withdraws_the_pending_planned_payments():
+    account = funded(canteen=100_00)
+    account.set_scheduled_top_up([1], 500_00, SubBalance.CANTEEN, now=day(-1))
+    asked = account.ask_scheduled_top_up(now=SEPT_1, catch_up_days=3)
+    assert asked is not None
+    account.pay_out("app-1", now=SEPT_1)
+    cancelled = [e for e in account.pull_events() if isinstance(e, AutoTopUpCancelled)]
+    assert [e.request_id for e in cancelled] == [asked.request_id]
+    assert account.next_scheduled_due_at() is None
+
+
+def test_a_retried_application_is_the_same_one_and_other_content_is_a_conflict():
+    first = _apply()
+    first.pull_events()
+    again = Application.submit("app-1", contract=CONTRACT, school_id="izh-school-42",
+                               kind=ApplicationKind.REFUND,
+                               reason=ApplicationReason.LEAVING_SCHOOL, comment="", by="p",
+                               now=day(1), others=(first,), existing=first)
+    assert again is first and again.pull_events() == []
+    with pytest.raises(WalletRejected) as conflict:
+        Application.submit("app-1", contract=CONTRACT, school_id="izh-school-42",
+                           kind=ApplicationKind.NEW_CARD, reason=ApplicationReason.LOST,
+                           comment="", by="p", now=day(1), existing=first)
+    assert conflict.value.reason.value == "idempotency_conflict"
