@@ -319,8 +319,9 @@ class SaleLineRefunded(Event):
 
 
 class AutoTopUpCancelled(Event):
-    """A pending planned payment is withdrawn (the card was reissued under a new contract):
-    the integrator must not collect it."""
+    """A pending planned payment is withdrawn (the card was reissued under a new contract, or
+    the account was closed by a refund on leaving the school): the integrator must not collect
+    it."""
 
     request_id: Identifier = Field(description="The AutoTopUpRequested withdrawn.",
                                    examples=["auto-40012345-3"])

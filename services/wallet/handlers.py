@@ -503,22 +503,27 @@ class Handlers:
             uc.authorize("view", contract=query.contract, school_id=account.school_id)
             uc.tx.reply(outbound.payment_settings(account))
 
-    async def ask_scheduled_top_ups(self) -> int:
+    async def ask_scheduled_top_ups(self, *, batch: int = store.SCHEDULED_BATCH) -> int:
         """Tick: ask the payment integrator for every due date of the autopay by date that has
         come, one transaction per account. Safe from several instances and across restarts:
         the account remembers the last day it covered (a second asker's save conflicts and,
         rerun, finds nothing due), and the request's id and message id are those of the child
         and the due date. Returns the number of requests made."""
-        asked = 0
-        catch_up = self.settings.scheduled_top_up_catch_up_days
-        for contract in await store.contracts_with_scheduled_due(self.rt.db, self.rt.clock()):
-            for _ in range(self.settings.conflict_retries + 1):
-                try:
-                    asked += await self._ask_scheduled(contract, catch_up)
-                    break
-                except ConcurrencyError:
-                    continue  # changed meanwhile (a command, another instance): look again
-        return asked
+        asked, seen = 0, set[str]()
+        now, catch_up = self.rt.clock(), self.settings.scheduled_top_up_catch_up_days
+        while True:  # batch after batch: the 1st of the month finds many accounts due
+            due = await store.contracts_with_scheduled_due(self.rt.db, now, limit=batch)
+            fresh = [contract for contract in due if contract not in seen]
+            for contract in fresh:
+                seen.add(contract)
+                for _ in range(self.settings.conflict_retries + 1):
+                    try:
+                        asked += await self._ask_scheduled(contract, catch_up)
+                        break
+                    except ConcurrencyError:
+                        continue  # changed meanwhile (a command, another instance): again
+            if len(due) < batch or not fresh:
+                return asked
 
     async def _ask_scheduled(self, contract: str, catch_up_days: int) -> int:
         async with self.rt.transaction() as tx:

@@ -386,7 +386,11 @@ def _due_ms(at: datetime | None) -> Any:
     return _ms(at) if at is not None else None
 
 
-async def contracts_with_scheduled_due(db: Any, now: datetime, limit: int = 500) -> list[str]:
+SCHEDULED_BATCH = 500
+
+
+async def contracts_with_scheduled_due(db: Any, now: datetime,
+                                       limit: int = SCHEDULED_BATCH) -> list[str]:
     """Contracts whose autopay by date has a due date that has begun (for the scheduler)."""
     cursor = db.wallet_accounts.find({"next_scheduled_due_ms": {"$lte": _ms(now)}}, {"_id": 1})
     return [doc["_id"] for doc in await cursor.to_list(limit)]

@@ -245,3 +245,20 @@ async def test_a_school_lists_its_applications_by_status():
     await h.on_get_applications(rt.inbound(wire.GetApplications(school_id="other-school"),
                                            token=_admin(rt)))
     assert _error(rt) == "forbidden"
+
+
+async def test_the_scheduler_goes_through_every_due_account_batch_after_batch():
+    rt, h = await _wallet()
+    contracts = [f"4001239{n}" for n in range(5)]
+    for n, contract in enumerate(contracts):
+        await h.on_card_issued(rt.inbound(integ.CardIssued(
+            contract=contract, card_uid=f"04A2B3C4D5E7{n:02d}", school_id=SCHOOL,
+            school_tz=TZ, student_id=f"stu-{contract}", class_name="5Б",
+            birth_date="2014-03-08", issued_at=NOW), key=contract))
+        await h.on_set_scheduled_top_up(rt.inbound(wire.SetScheduledTopUp(
+            request_id=f"s-{n}", contract=contract, days_of_month=[1], amount=100_00),
+            token=rt.token(Role.PARENT, children=[ChildGrant(contract=contract,
+                                                             role="primary")])))
+    rt.now = NOW + timedelta(days=1)
+    assert await h.ask_scheduled_top_ups(batch=2) == 5
+    assert {r.contract for r in rt.emitted(wire.AutoTopUpRequested)} == set(contracts)
