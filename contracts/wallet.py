@@ -539,7 +539,7 @@ class GetStatement(Query):
                                       examples=["2026-09-30"])
     kinds: list[Annotated[str, StringConstraints(max_length=32)]] | None = Field(
         default=None, description="topup, sale, fare, refund, "
-                                    "transfer, bonus, reissue.")
+                                    "transfer, bonus, reissue, payout.")
     status: str | None = Field(default=None, max_length=32, description="posted | declined | "
                                "disputed (posted includes partially_refunded and refunded lines), "
                                "or partially_refunded | refunded exactly.", examples=["posted"])
@@ -564,8 +564,8 @@ class GetStatement(Query):
 
 class StatementLine(Part):
     at: UtcDatetime
-    kind: str = Field(max_length=32, description="topup, sale, fare, refund, transfer, bonus "
-                      "or reissue.",
+    kind: str = Field(max_length=32, description="topup, sale, fare, refund, transfer, bonus, "
+                      "reissue or payout (the balance paid out on leaving the school).",
                       examples=["sale"])
     operation_id: Identifier
     amount: SignedKopecks

@@ -299,6 +299,7 @@ KINDS: dict[str, tuple[d.StatementKind, ...]] = {
     "transfer": (d.StatementKind.TRANSFER,),
     "bonus": (d.StatementKind.BONUS_EXPIRY,),
     "reissue": (d.StatementKind.REISSUE,),
+    "payout": (d.StatementKind.PAYOUT,),
 }
 WIRE_KIND = {k: name for name, kinds in KINDS.items() for k in kinds}
 STATUSES: dict[str, tuple[d.LineStatus, ...]] = {

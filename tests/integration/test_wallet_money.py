@@ -200,6 +200,9 @@ async def test_a_refund_application_is_handled_by_the_school_and_paid_out_exactl
     assert sorted(e.amount for e in payout) == [-420_50, -35_00, 455_50]
     account = await world.consistent(card.contract)
     assert account.balances.money == 0 and account.status.value == "closed"
+    statement = await world.command(w.GetStatement(contract=card.contract, kinds=["payout"]),
+                                    card.contract, world.token(card.contract))
+    assert [(x["kind"], x["amount"]) for x in statement["lines"]] == [("payout", -455_50)]
     assert len([r for r in world.events.records if r.key == card.contract
                 and r.type.endswith("ApplicationStatusChanged")]) == 3
 

@@ -73,6 +73,7 @@ from services.wallet.domain.records import (
     DisputeStatus,
     ExpiryRecord,
     FareRefundRecord,
+    PayoutRecord,
     ReissueRecord,
     RideRecord,
     SaleItem,
@@ -238,6 +239,7 @@ class Account:
     expiries: Book[str, ExpiryRecord] = field(default_factory=Book)
     predecessor: ReissueRecord | None = None
     successor: ReissueRecord | None = None
+    payout: PayoutRecord | None = None  # the money paid out when the account closed
     closed_at: datetime | None = None
     _events: list[DomainEvent] = field(default_factory=list, init=False, repr=False)
     _entries: list[LedgerEntry] = field(default_factory=list, init=False, repr=False)
@@ -1291,6 +1293,7 @@ class Account:
         self._withdraw_planned_payments(at)
         self.status = AccountStatus.CLOSED
         self.closed_at = at
+        self.payout = PayoutRecord(payout_id, paid, at, self.version + 1)
         self._touch()
         return paid
 

@@ -204,6 +204,12 @@ async def test_a_refund_application_pays_the_balance_out_once_when_done():
                         (wire.ApplicationStatus.DONE, 420_50)]
     account = await rt.db.wallet_accounts.find_one({"_id": CONTRACT})
     assert account is not None and account["status"] == "closed"
+    await h.on_get_statement(rt.inbound(wire.GetStatement(contract=CONTRACT, kinds=["payout"]),
+                                        token=_parent(rt)))
+    statement = _last_reply(rt)
+    assert isinstance(statement, wire.StatementReply)
+    assert [(line.kind, line.operation_id, line.amount) for line in statement.lines] == [
+        ("payout", "app-1", -420_50)]
 
 
 async def test_staff_of_another_school_cannot_handle_and_a_refusal_needs_a_comment():
