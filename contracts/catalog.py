@@ -153,7 +153,10 @@ TOPICS: tuple[Topic, ...] = (
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
                   "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
-                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates"),
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates")
+          + _models(wallet, "SetScheduledTopUp", "ChangeScheduledTopUp", "SetServices",
+                    "GetPaymentSettings", "SubmitApplication", "HandleApplication",
+                    "GetApplications"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -161,7 +164,8 @@ TOPICS: tuple[Topic, ...] = (
                   "LowBalanceReached", "CardBlocked", "CardUnblocked", "ControlsChanged",
                   "MoneyMoved", "DisputeOpened", "DisputeResolved", "BonusExpired",
                   "AccountReissued", "GraceMealGranted", "SaleLineRefunded",
-                  "AutoTopUpFailed"),
+                  "AutoTopUpFailed")
+          + _models(wallet, "ApplicationStatusChanged", "TransitPaymentsSwitched"),
           "Every account fact in order per contract.", retention_ms=30 * DAY_MS),
     Topic("wallet.receipts.v1", "contract", "wallet", ("notify",), _models(wallet, "ReceiptIssued"),
           "E-mail receipts for top-ups (carries the e-mail address).", personal_data=True),
@@ -217,6 +221,7 @@ TOPICS: tuple[Topic, ...] = (
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply")
+          + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply",
                                                     "PreferencesReply", "PushTokensReply",
