@@ -205,9 +205,13 @@ TOPICS: tuple[Topic, ...] = (
           _models(notify, "OneTimeCodeRequested"),
           "One-time codes to send by SMS: the only topic carrying codes; retained 1 hour.",
           retention_ms=3600 * 1000, personal_data=True),
-    Topic("notify.commands.v1", "account id or contract", "apps", ("notify",),
-          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney"),
-          "Guardian preferences, push tokens, the journal and journey queries.",
+    Topic("notify.commands.v1", "account id, contract or support ticket id", "apps", ("notify",),
+          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney",
+                  "GetPreferences", "ListPushTokens", "RemovePushToken", "OpenSupportRequest",
+                  "AnswerSupportRequest", "CloseSupportRequest", "GetSupportRequest",
+                  "GetSupportRequests"),
+          "Guardian preferences, push tokens, the journal and journey queries, support "
+          "requests.",
           personal_data=True),
     Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
           _models(notify, "NotificationDelivered"), "Delivery status of every message."),
@@ -219,7 +223,10 @@ TOPICS: tuple[Topic, ...] = (
                                     "TopUpTemplatesReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
-          + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
+          + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply",
+                                                    "PreferencesReply", "PushTokensReply",
+                                                    "SupportRequestReply",
+                                                    "SupportRequestsReply")
           + (CommandAccepted, ErrorReply),
           "Default reply topic for apps (every app reads it: balances and statements are "
           "personal data, secrets never go here); a requester may name its own reply topic "

@@ -303,6 +303,17 @@ class DigestFacts:
     items: tuple[DigestItem, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SupportAnsweredFacts:
+    """Support answered a parent's request: the message names the request, never the answer
+    (it is read in the app, where the parent is signed in)."""
+
+    ticket_id: str
+    topic: str
+    at: datetime
+    closed: bool = False
+
+
 Facts = (
     GateFacts
     | ManualEntryFacts
@@ -332,6 +343,7 @@ Facts = (
     | ArrivedSafelyFacts
     | NotArrivedFacts
     | DigestFacts
+    | SupportAnsweredFacts
 )
 
 FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
@@ -365,6 +377,7 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts,
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts,
     NotificationKind.DAILY_DIGEST: DigestFacts,
+    NotificationKind.SUPPORT_ANSWERED: SupportAnsweredFacts,
 }
 
 
