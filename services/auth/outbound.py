@@ -175,7 +175,13 @@ def _closed(e: d.AccountClosed, account: Account | None) -> list[Wired]:
     return out
 
 
+def _phone_changed(e: d.PhoneChanged, account: Account | None) -> list[Wired]:
+    """notify sends to the new phone from now on (the contacts it keeps per guardian)."""
+    return [] if account is None else [_contacts(account, e.occurred_at)]
+
+
 OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
+    d.PhoneChanged: _phone_changed,
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
     d.PasswordChanged: _password,
