@@ -517,7 +517,7 @@ class GuardianInfo(Part):
     role: GuardianRole
     phone_hint: str = Field(max_length=16, description="The guardian's phone with all but "
                             "the country code and last 4 digits hidden; empty without one.",
-                            examples=["+7*******4567"])
+                            examples=["+7******4567"])
     you: bool = Field(description="True for the caller.", examples=[True])
 
 
@@ -535,7 +535,7 @@ class GuardiansReply(Reply):
     guardians: list[GuardianInfo] = Field(
         default_factory=list, description="The child's guardians and their roles.",
         examples=[[{"account_id": "acc_7f3a9c2e1b4d", "role": "primary",
-                    "phone_hint": "+7*******4567", "you": True}]])
+                    "phone_hint": "+7******4567", "you": True}]])
     invitations: list[InvitationInfo] = Field(
         default_factory=list, description="Open invitations (shown to the primary only).",
         examples=[[]])
