@@ -386,6 +386,30 @@ class SetCodeWord(Command):
         "(reauthentication_required without it).")
 
 
+class UpdateProfile(Command):
+    """The language and the time zone notifications are written in (left out: unchanged)."""
+
+    request_id: Identifier
+    locale: Locale | None = Field(default=None, description="ru or en.", examples=["en"])
+    time_zone: TimeZoneName | None = Field(default=None, description="IANA time zone.",
+                                           examples=["Asia/Yekaterinburg"])
+
+
+class SetChildName(Command):
+    """The family's name for a child in the cabinet (primary or co-guardian); kept by auth
+    for the child's guardians, never sent to integrators. Empty clears it."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    display_name: str = Field(max_length=64, description="At most 64 characters; spaces "
+                              "folded.", examples=["Маша"])
+
+
+class GetProfile(Query):
+    """The caller's profile: contacts, language, time zone, what protects the account, and
+    the children with the family's names for them."""
+
+
 class StartPhoneChange(Command):
     """Add a phone (an account created by contract has none) or change it: a code goes to the
     new number by SMS; ConfirmPhoneChange sets it. Changing an existing phone needs reauth."""
@@ -546,6 +570,30 @@ class InvitationsReply(Reply):
         default_factory=list, description="Open invitations addressed to the caller.",
         examples=[[{"invitation_id": "inv_r-81f2", "contract": "12345678",
                     "role": "co_guardian", "expires_at": "2026-09-08T05:12:30Z"}]])
+
+
+class ChildProfile(Part):
+    contract: ContractNumber
+    role: GuardianRole
+    display_name: str | None = Field(default=None, max_length=64,
+                                     description="The family's name for the child.",
+                                     examples=["Маша"])
+
+
+class ProfileReply(Reply):
+    account_id: AccountId
+    phone: Phone | None = Field(default=None, description="None for an account created by "
+                                "contract until it adds one.")
+    email: Email | None = None
+    locale: Locale = Locale.RU
+    time_zone: TimeZoneName = "Europe/Samara"
+    code_word_set: bool = Field(default=False, description="A code word re-authenticates "
+                                "sensitive changes.", examples=[True])
+    second_factor: bool = Field(default=False, description="An authenticator app is enrolled.",
+                                examples=[False])
+    children: list[ChildProfile] = Field(
+        default_factory=list, description="The children the caller guards.",
+        examples=[[{"contract": "12345678", "role": "primary", "display_name": "Маша"}]])
 
 
 class SessionInfo(Part):

@@ -136,7 +136,8 @@ TOPICS: tuple[Topic, ...] = (
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
                   "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
                   "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
-                  "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange"),
+                  "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
+                  "UpdateProfile", "SetChildName", "GetProfile"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
@@ -217,7 +218,7 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
-                  "GuardiansReply", "InvitationsReply")
+                  "GuardiansReply", "InvitationsReply", "ProfileReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")

@@ -567,6 +567,42 @@ class Handlers:
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
                                              account_id=me.account.account_id))
 
+    # --- profile --------------------------------------------------------------------------------
+
+    async def on_update_profile(self, msg: Inbound[cmd.UpdateProfile]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            if me.account.update_profile(locale=c.locale.value if c.locale else None,
+                                         time_zone=c.time_zone, now=me.tx.now):
+                await self._save_account(me.tx, me.store, me.account, me.account.version)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=me.account.account_id))
+
+    async def on_set_child_name(self, msg: Inbound[cmd.SetChildName]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            child = d.guarded_child(await me.store.child_by_contract(c.contract))
+            loaded = child.version
+            if child.rename(by_account_id=me.account.account_id, display_name=c.display_name):
+                await self._save_child(me.tx, me.store, child, loaded)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+
+    async def on_get_profile(self, msg: Inbound[cmd.GetProfile]) -> None:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            a = me.account
+            children = await me.store.children_of(a.account_id)
+            me.tx.reply(cmd.ProfileReply(
+                account_id=a.account_id, phone=a.phone, email=a.email, locale=a.locale,
+                time_zone=a.time_zone, code_word_set=a.code_word_hash is not None,
+                second_factor=a.totp_enabled,
+                children=[cmd.ChildProfile(contract=ch.contract_number,
+                                           role=ch.guardians[a.account_id].value,
+                                           display_name=ch.display_name)
+                          for ch in sorted(children, key=lambda ch: ch.contract_number)]))
+
     async def on_get_login_history(self, msg: Inbound[cmd.GetLoginHistory]) -> None:
         q = msg.message
         async with self.case(msg) as uc:

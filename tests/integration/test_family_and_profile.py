@@ -54,7 +54,7 @@ async def family(service_runner, infra, bootstrap) -> AsyncIterator[SimpleNamesp
         gw = Gateway(settings)
         await gw.start()
         try:
-            yield SimpleNamespace(svc=svc, db=svc.runtime.db, req=requester,
+            yield SimpleNamespace(svc=svc, db=svc.runtime.db, req=requester, bootstrap=bootstrap,
                                   integrator=integrator, otp=otp, events=events, gw=gw,
                                   clock=FakeClock(datetime.now(UTC)),
                                   public_key=infra["SCHOOLCARD_AUTH_PUBLIC_KEY"])
@@ -232,3 +232,27 @@ async def test_a_contract_login_adds_a_phone_with_a_code_sent_to_it_and_then_log
         assert confirmed.status_code == 200, confirmed.text
     by_phone = await login(f, tel, pw)
     assert by_phone["ok"] and children_of(f, by_phone["access_token"]) == {number: "primary"}
+
+
+async def test_the_profile_keeps_the_language_time_zone_and_the_familys_name_for_the_child(
+        family):
+    f = family
+    p = await a_parent(f)
+    linked = await send(f, cmd.LinkChild(request_id=uid("k"), contract=p.contract,
+                                         birth_date="2014-03-08"), p.phone, p.access_token)
+    async with TopicReader(f.bootstrap, "auth.guardian-contacts.v1") as contacts, \
+            http(f, linked["access_token"]) as client:
+        changed = await client.patch("/v1/account/profile", headers=key(), json={
+            "locale": "en", "time_zone": "Asia/Yekaterinburg"})
+        assert changed.status_code == 200, changed.text
+        named = await client.put(f"/v1/children/{p.contract}/name", headers=key(),
+                                 json={"display_name": "Маша"})
+        assert named.status_code == 200, named.text
+        profile = (await client.get("/v1/account/profile")).json()
+        assert (profile["locale"], profile["time_zone"], profile["phone"]) == (
+            "en", "Asia/Yekaterinburg", p.phone)
+        assert profile["children"] == [{"contract": p.contract, "role": "primary",
+                                        "display_name": "Маша"}]
+        told = await contacts.wait_for(
+            lambda r: r.key == p.account_id and r.json()["locale"] == "en")
+        assert told[0].json()["time_zone"] == "Asia/Yekaterinburg"

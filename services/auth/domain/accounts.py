@@ -49,6 +49,7 @@ from .events import (
     OneTimeCodeIssued,
     PasswordChanged,
     PhoneChanged,
+    ProfileChanged,
     SecondFactorDisabled,
     SecondFactorEnabled,
     SessionsInvalidated,
@@ -151,6 +152,8 @@ class Outcome:
 
 
 CODE_WORD_MIN_LENGTH = 6
+DEFAULT_TIME_ZONE = "Europe/Samara"
+LOCALES = frozenset({"ru", "en"})
 
 
 def require_code_word(word: str) -> str:
@@ -278,6 +281,7 @@ class Account:
     email: str | None = None
     username: str | None = None
     locale: str = "ru"
+    time_zone: str = DEFAULT_TIME_ZONE
     login_contract: str | None = None
     display_name: str | None = None
     password_hash: str | None = None
@@ -981,6 +985,21 @@ class Account:
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
+    def update_profile(self, *, locale: str | None, time_zone: str | None,
+                       now: datetime) -> bool:
+        """The language and the time zone messages are written in (None: unchanged). False
+        when nothing changed (no event)."""
+        now = require_aware(now)
+        self._require_active()
+        if locale is not None and locale not in LOCALES:
+            raise AuthRejected(Reason.INVALID_LOCALE, "ru or en")
+        new = (locale or self.locale, time_zone or self.time_zone)
+        if new == (self.locale, self.time_zone):
+            return False
+        self.locale, self.time_zone = new
+        self.pending_events.append(ProfileChanged(occurred_at=now, account_id=self.account_id))
+        return True
+
     def close_by_owner(self, *, session: Session, proof: ReauthProof, now: datetime) -> Outcome:
         """The owner closes the account after re-authentication (:meth:`close`); closing a
         closed account is answered as done."""
@@ -1100,6 +1119,7 @@ class Account:
             "email": self.email,
             "username": self.username,
             "locale": self.locale,
+            "time_zone": self.time_zone,
             "login_contract": self.login_contract,
             "display_name": self.display_name,
             "password_hash": self.password_hash,
@@ -1145,6 +1165,7 @@ class Account:
             email=doc.get("email"),
             username=doc.get("username"),
             locale=str(doc.get("locale") or "ru"),
+            time_zone=str(doc.get("time_zone") or DEFAULT_TIME_ZONE),
             login_contract=doc.get("login_contract"),
             display_name=doc.get("display_name"),
             password_hash=doc.get("password_hash"),

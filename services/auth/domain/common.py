@@ -27,6 +27,7 @@ class Reason(StrEnum):
     INVALID_PHONE = "invalid_phone"
     INVALID_CONTRACT_NUMBER = "invalid_contract_number"
     INVALID_EMAIL = "invalid_email"
+    INVALID_LOCALE = "invalid_locale"
     CONSENT_REQUIRED = "consent_required"
     # password policy
     PASSWORD_TOO_SHORT = "password_too_short"

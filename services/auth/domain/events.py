@@ -173,6 +173,13 @@ class PhoneChanged(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProfileChanged(DomainEvent):
+    """The account's language or time zone changed (notify writes in them)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CodeWordSet(DomainEvent):
     account_id: str
 

@@ -44,6 +44,7 @@ from .events import (
 
 GuardianRole = ChildRole
 INVITATION_TTL = timedelta(days=7)
+CHILD_NAME_MAX_LENGTH = 64
 PROOF_FAILURE_LIMIT = 10  # per child per rolling hour, any proof
 BIRTH_DATE_PROOF_BUDGET = 10  # per child for good: a birth date has only ~5,000 guesses
 
@@ -165,6 +166,9 @@ class Child:
     invitations: dict[str, Invitation] = field(default_factory=dict)
     proof_failures: FailureWindow = field(default_factory=_proof_throttle)
     birth_date_failures: int = 0
+    display_name: str | None = None
+    """What the family calls the child in the cabinet (kept by auth for its guardians only,
+    never on a topic integrators read)."""
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -469,6 +473,21 @@ class Child:
                                 old_role=old.value, new_role=role.value, changed_by=by)
         )
 
+    def rename(self, *, by_account_id: str, display_name: str) -> bool:
+        """The family's name for the child (spaces folded, at most 64 characters; empty
+        clears it), set by the primary or a co-guardian (a viewer only reads it). False when
+        unchanged."""
+        role = self.guardians.get(by_account_id)
+        if role is None:
+            raise AuthRejected(Reason.NOT_A_GUARDIAN)
+        if role is GuardianRole.VIEWER:
+            raise AuthRejected(Reason.NOT_PERMITTED, "rename")
+        name = " ".join(display_name.split())[:CHILD_NAME_MAX_LENGTH] or None
+        if name == self.display_name:
+            return False
+        self.display_name = name
+        return True
+
     def drop_closed_account(self, *, account_id: str, now: datetime) -> bool:
         """Remove a guardian whose account closed, whatever the role; a child left without a
         primary can be claimed again with proof."""
@@ -531,6 +550,7 @@ class Child:
             "invitations": [i.to_doc() for i in self.invitations.values()],
             "proof_failures": self.proof_failures.to_doc(),
             "birth_date_failures": self.birth_date_failures,
+            "display_name": self.display_name,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
         }
@@ -551,6 +571,7 @@ class Child:
                          for i in doc.get("invitations", [])},
             proof_failures=_proof_throttle().load(doc.get("proof_failures")),
             birth_date_failures=int(doc.get("birth_date_failures", 0)),
+            display_name=doc.get("display_name"),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )

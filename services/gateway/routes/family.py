@@ -1,13 +1,23 @@
-"""The family and the account's sensitive changes: a child's guardians and invitations, roles
-and the primary handed over, one session ended, the code word, the phone, closing. Sensitive
+"""The family and the profile: a child's guardians and invitations, roles and the primary
+handed over, the family's names for the children, one session ended, the language and time
+zone, the code word, the phone, closing. Sensitive
 calls carry ``reauth`` (the password, the code word or an authenticator code) in the body."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from pydantic import Field
 
 from contracts import auth
-from contracts.types import AccountId, GuardianRole, Identifier, Phone, Secret
+from contracts.types import (
+    AccountId,
+    GuardianRole,
+    Identifier,
+    Locale,
+    Phone,
+    Secret,
+    TimeZoneName,
+)
 from services.gateway.routes.common import (
     AUTHED,
     MUTATING,
@@ -45,6 +55,17 @@ class PhoneBody(Sensitive):
 
 class PhoneCodeBody(Body):
     code: Secret
+
+
+class ProfileBody(Body):
+    """Fields left out are unchanged."""
+
+    locale: Locale | None = None
+    time_zone: TimeZoneName | None = None
+
+
+class ChildNameBody(Body):
+    display_name: str = Field(max_length=64, examples=["Маша"])
 
 
 def routes() -> APIRouter:
@@ -122,6 +143,30 @@ def routes() -> APIRouter:
         return await ask(gateway(request), auth.EndSession(request_id=key,
                                                            session_id=session_id),
                          me.claims.sub, auth.CommandCompleted, token=me.token)
+
+    @r.get("/account/profile", response_model=auth.ProfileReply, responses=AUTHED,
+           summary="My profile: contacts, language, time zone, protections, children")
+    async def profile(request: Request, me: Auth) -> auth.ProfileReply:
+        return await ask(gateway(request), auth.GetProfile(), me.claims.sub, auth.ProfileReply,
+                         token=me.token)
+
+    @r.patch("/account/profile", response_model=auth.CommandCompleted, responses=MUTATING,
+             summary="Change the language or the time zone of my messages")
+    async def update_profile(request: Request, body: ProfileBody, me: Auth,
+                             key: Key) -> auth.CommandCompleted:
+        message = build_message(auth.UpdateProfile, request_id=key, **body_fields(body))
+        return await ask(gateway(request), message, me.claims.sub, auth.CommandCompleted,
+                         token=me.token)
+
+    @r.put("/children/{contract}/name", response_model=auth.CommandCompleted,
+           responses=MUTATING, summary="The family's name for the child (primary or "
+           "co-guardian); empty clears it")
+    async def child_name(request: Request, contract: Contract, body: ChildNameBody, me: Auth,
+                         key: Key) -> auth.CommandCompleted:
+        message = build_message(auth.SetChildName, request_id=key, contract=contract,
+                                **body_fields(body))
+        return await ask(gateway(request), message, me.claims.sub, auth.CommandCompleted,
+                         token=me.token)
 
     @r.put("/account/code-word", response_model=auth.CommandCompleted, responses=MUTATING,
            summary="Set the code word that re-authenticates sensitive changes")

@@ -352,3 +352,37 @@ def test_an_invitation_expires_after_seven_days():
     with pytest.raises(AuthRejected):
         child.accept_addressed_invitation(invitation_id="inv-1",
                                           account_id="acc_invitee00001", now=late)
+
+
+async def test_the_profile_reads_back_the_language_time_zone_and_the_familys_name_for_a_child():
+    rt, h = _auth()
+    p = await _registered(rt, h)
+    await h.on_update_profile(_req(rt, cmd.UpdateProfile(
+        request_id="u-1", locale="en", time_zone="Asia/Yekaterinburg"), key=PHONE,
+        token=p.token))
+    [contacts] = rt.emitted(cmd.GuardianContacts)
+    assert (contacts.locale, contacts.time_zone) == ("en", "Asia/Yekaterinburg")
+    await h.on_set_child_name(_req(rt, cmd.SetChildName(
+        request_id="n-1", contract=CONTRACT, display_name="  Маша   Петрова "), key=PHONE,
+        token=p.token))
+    assert isinstance(rt.replies()[-1], cmd.CommandCompleted)
+    assert not [m for m in rt.emitted() if "Маша" in m.model_dump_json()]  # not on any topic
+    await h.on_get_profile(_req(rt, cmd.GetProfile(), key=PHONE, token=p.token))
+    profile = rt.replies()[-1]
+    assert isinstance(profile, cmd.ProfileReply)
+    assert (profile.phone, profile.locale, profile.time_zone) == (
+        PHONE, "en", "Asia/Yekaterinburg")
+    assert [(c.contract, c.role, c.display_name) for c in profile.children] == [
+        (CONTRACT, "primary", "Маша Петрова")]
+    assert not profile.code_word_set and not profile.second_factor
+
+
+def test_a_viewer_reads_the_childs_name_but_does_not_set_it():
+    child = _child()
+    child.link_issued_login(account_id="acc_primary00001", now=NOW)
+    child.guardians["acc_viewer000001"] = GuardianRole.VIEWER
+    assert child.rename(by_account_id="acc_primary00001", display_name="Маша")
+    with pytest.raises(AuthRejected):
+        child.rename(by_account_id="acc_viewer000001", display_name="Мария")
+    assert child.display_name == "Маша"
+    assert not child.rename(by_account_id="acc_primary00001", display_name="Маша")

@@ -720,6 +720,10 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
     cmd.StartPhoneChange: cmd.StartPhoneChange(request_id="d-p", phone="+79120000003",
                                                reauth=cmd.Reauthentication(password=PASSWORD)),
     cmd.ConfirmPhoneChange: cmd.ConfirmPhoneChange(request_id="d-q", code="123456"),
+    cmd.UpdateProfile: cmd.UpdateProfile(request_id="d-pr", locale="en"),
+    cmd.SetChildName: cmd.SetChildName(request_id="d-cn", contract=CONTRACT,
+                                       display_name="Маша"),
+    cmd.GetProfile: cmd.GetProfile(),
 }
 WITHOUT_TOKEN = {cmd.StartRegistration, cmd.ConfirmRegistration, cmd.ResendCode, cmd.Login,
                  cmd.RefreshSession, cmd.RequestPasswordReset, cmd.ConfirmPasswordReset,
