@@ -584,8 +584,10 @@ class ProfileReply(Reply):
     account_id: AccountId
     phone: Phone | None = Field(default=None, description="None for an account created by "
                                 "contract until it adds one.")
-    email: Email | None = None
-    locale: Locale = Locale.RU
+    email: Email | None = Field(default=None, description="E-mail for receipts and e-mail "
+                                "notifications, when given.", examples=["parent@example.ru"])
+    locale: Locale = Field(default=Locale.RU, description="Language of the account's "
+                           "messages: ru or en.", examples=["ru"])
     time_zone: TimeZoneName = "Europe/Samara"
     code_word_set: bool = Field(default=False, description="A code word re-authenticates "
                                 "sensitive changes.", examples=[True])
