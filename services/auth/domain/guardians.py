@@ -379,6 +379,8 @@ class Child:
             raise AuthRejected(Reason.INVITATION_INVALID)
         if now >= invitation.expires_at:
             raise AuthRejected(Reason.INVITATION_EXPIRED)
+        if account_id in self.guardians:
+            raise AuthRejected(Reason.ALREADY_GUARDIAN)  # never a role changed by accepting
         del self.invitations[invitation_id]
         self._add(account_id, invitation.role, ProofKind.INVITATION, now)
         return invitation.role

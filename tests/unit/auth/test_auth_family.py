@@ -386,3 +386,16 @@ def test_a_viewer_reads_the_childs_name_but_does_not_set_it():
         child.rename(by_account_id="acc_viewer000001", display_name="Мария")
     assert child.display_name == "Маша"
     assert not child.rename(by_account_id="acc_primary00001", display_name="Маша")
+
+
+def test_accepting_never_changes_the_role_of_someone_already_guarding_the_child():
+    child = _child()
+    child.link_issued_login(account_id="acc_primary00001", now=NOW)
+    child.invite(by_account_id="acc_primary00001", role=GuardianRole.VIEWER,
+                 invitation_id="inv-1", token_hash="t", now=NOW, account_id="acc_invitee00001")
+    child.guardians["acc_invitee00001"] = GuardianRole.CO_GUARDIAN  # joined another way
+    with pytest.raises(AuthRejected) as refused:
+        child.accept_addressed_invitation(invitation_id="inv-1",
+                                          account_id="acc_invitee00001", now=NOW)
+    assert refused.value.reason.value == "already_guardian"
+    assert child.guardians["acc_invitee00001"] is GuardianRole.CO_GUARDIAN
