@@ -134,7 +134,10 @@ TOPICS: tuple[Topic, ...] = (
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
-                  "ResetSecondFactor", "UnlockAccount"),
+                  "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
+                  "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
+                  "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
+                  "UpdateProfile", "SetChildName", "GetProfile"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
@@ -218,7 +221,8 @@ TOPICS: tuple[Topic, ...] = (
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
-                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
+                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
+                  "GuardiansReply", "InvitationsReply", "ProfileReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")

@@ -40,7 +40,8 @@ class OneTimeCodeRequested(Event):
     request_id: Identifier
     phone: Phone
     code: ShortSecret = Field(description="6 digits.", examples=["493817"])
-    purpose: str = Field(max_length=32, description="registration | password_reset | login",
+    purpose: str = Field(max_length=32, description="registration | password_reset | login | "
+                         "phone_confirmation",
                          examples=["registration"])
     locale: Locale = Field(default=Locale.RU, description="Language of the SMS text: ru or en.",
                            examples=["ru"])
