@@ -58,6 +58,92 @@ def gateway_stack(infra: dict[str, str], run_dir: Any, label: str,
             proc.stop()
 
 
+@dataclass
+class Parent:
+    """A parent set up through the gateway's HTTP API (``registered_parent``): ``token`` is
+    the access token of that setup session, naming the child once linked."""
+
+    phone: str
+    password: str
+    ip: str
+    token: str
+    contract: str | None = None
+
+
+def new_phone() -> str:
+    return f"+7912{random.randrange(10**6, 10**7)}"
+
+
+async def sms_code(otp: TopicReader, phone: str, purpose: str = "registration") -> str:
+    """The newest one-time code of ``purpose`` sent to ``phone``, read where notify reads it
+    (notify.otp-requests.v1; the dev SMS provider gets it from there)."""
+    sent = await otp.wait_for(lambda r: r.key == phone and r.json()["purpose"] == purpose,
+                              timeout=60)
+    code: str = sent[-1].json()["code"]
+    return code
+
+
+async def log_in(stack: Stack, ip: str, phone: str, password: str) -> str:
+    """A new session through POST /v1/sessions; its access token."""
+    async with http(stack.url, ip) as anonymous:
+        login = await anonymous.post("/v1/sessions", headers={"Idempotency-Key": key()},
+                                     json={"login": phone, "password": password})
+        assert login.status_code == 200, login.text
+        token: str = login.json()["access_token"]
+        return token
+
+
+async def link_child(stack: Stack, ip: str, token: str, contract: str) -> str:
+    """Link the child by contract and birth date (auth's projection of the card may still be on
+    its way: retried with the same Idempotency-Key); the new access token naming the child,
+    once wallet answers for it."""
+    async with http(stack.url, ip, token) as parent:
+        link_key = key()
+
+        async def linked() -> dict[str, Any] | None:
+            r = await parent.post("/v1/children", headers={"Idempotency-Key": link_key},
+                                  json={"contract": contract, "birth_date": BIRTH.isoformat()})
+            return r.json() if r.status_code == 200 else None
+
+        with_child: str = (await eventually(linked, timeout=60, interval=0.5,
+                                            what="the child linked"))["access_token"]
+    async with http(stack.url, ip, with_child) as parent:
+        await eventually(lambda: balance_of(parent, contract), timeout=60, interval=0.5,
+                         what="the wallet account")
+    return with_child
+
+
+async def registered_parent(stack: Stack, bootstrap: str, card: CardIssued | None = None, *,
+                            ip: str | None = None, phone: str | None = None,
+                            password: str | None = None) -> Parent:
+    """A parent registered through the gateway (phone + contract + password + consent, then
+    the SMS code), logged in, and — given the child's ``card`` (published here) — with the
+    child linked: the setup the gateway system tests share."""
+    parent = Parent(phone=phone or new_phone(), password=password or f"otter {uid('pw')} "
+                    "paddles", ip=ip or address(), token="")
+    contract = card.contract if card else f"{random.randrange(10**7, 10**8)}"
+    async with TopicReader(bootstrap, "notify.otp-requests.v1") as otp, \
+            http(stack.url, parent.ip) as anonymous:
+        if card is not None:
+            async with Integrator(bootstrap) as integrator:
+                await integrator.publish(card, card.contract)
+        started = await anonymous.post("/v1/registrations", headers={"Idempotency-Key": key()},
+                                       json={"phone": parent.phone, "contract": contract,
+                                             "password": parent.password, "consent": True})
+        assert started.status_code == 202, started.text
+        assert started.json()["resend_after_s"] > 0
+        confirmed = await anonymous.post("/v1/registrations/confirm",
+                                         headers={"Idempotency-Key": key()},
+                                         json={"phone": parent.phone,
+                                               "code": await sms_code(otp, parent.phone)})
+        assert confirmed.status_code == 200, confirmed.text
+    parent.token = await log_in(stack, parent.ip, parent.phone, parent.password)
+    if card is not None:
+        parent.token = await link_child(stack, parent.ip, parent.token, card.contract)
+        parent.contract = card.contract
+    return parent
+
+
 @pytest.fixture(scope="module")
 def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
     yield from gateway_stack(infra, run_dir, "a", GATEWAY_ENV)
@@ -131,51 +217,21 @@ class Events:
 async def test_a_parent_registers_links_a_child_and_controls_the_card_through_http(
         stack: Stack, bootstrap: str, infra: dict[str, str]) -> None:
     card = new_card()
-    phone = f"+7912{random.randrange(10**6, 10**7)}"
-    password = f"otter {uid('pw')} paddles"
-    ip = address()
     async with Integrator(bootstrap) as integrator, \
-            TopicReader(bootstrap, "notify.otp-requests.v1") as otp, \
-            TopicReader(bootstrap, "wallet.sale-decisions.v1") as decisions, \
-            http(stack.url, ip) as anonymous:
-        await integrator.publish(card, card.contract)
-
-        # register: the code comes by SMS (read where notify reads it)
-        started = await anonymous.post("/v1/registrations", headers={"Idempotency-Key": key()},
-                                       json={"phone": phone, "contract": card.contract,
-                                             "password": password, "consent": True})
-        assert started.status_code == 202, started.text
-        assert started.json()["resend_after_s"] > 0
-        [sms] = (await otp.wait_for(lambda r: r.key == phone, timeout=60))[:1]
-        confirmed = await anonymous.post("/v1/registrations/confirm",
-                                         headers={"Idempotency-Key": key()},
-                                         json={"phone": phone, "code": sms.json()["code"]})
-        assert confirmed.status_code == 200, confirmed.text
+            TopicReader(bootstrap, "wallet.sale-decisions.v1") as decisions:
+        # register with the SMS code, log in, link the child (asserted in the helper)
+        setup = await registered_parent(stack, bootstrap, card)
+        ip, access_token = setup.ip, setup.token
 
         # log in: the address and device are the gateway's, never the body's
-        smuggled = await anonymous.post("/v1/sessions", headers={"Idempotency-Key": key()},
-                                        json={"login": phone, "password": password,
-                                              "ip": "10.9.8.7"})
-        assert smuggled.status_code == 422
-        assert smuggled.headers["content-type"] == "application/problem+json"
-        login = await anonymous.post("/v1/sessions", headers={"Idempotency-Key": key()},
-                                     json={"login": phone, "password": password})
-        assert login.status_code == 200, login.text
-        tokens = login.json()
-        assert tokens["access_token"] and tokens["refresh_token"]
-
-        # link the child (the auth projection of the card may still be on its way)
-        async with http(stack.url, ip, tokens["access_token"]) as parent:
-            link_key = key()
-
-            async def linked() -> dict[str, Any] | None:
-                r = await parent.post("/v1/children", headers={"Idempotency-Key": link_key},
-                                      json={"contract": card.contract,
-                                            "birth_date": BIRTH.isoformat()})
-                return r.json() if r.status_code == 200 else None
-
-            access_token = (await eventually(linked, timeout=60, interval=0.5,
-                                              what="the child linked"))["access_token"]
+        async with http(stack.url, ip) as anonymous:
+            smuggled = await anonymous.post("/v1/sessions", headers={"Idempotency-Key": key()},
+                                            json={"login": setup.phone,
+                                                  "password": setup.password,
+                                                  "ip": "10.9.8.7"})
+            assert smuggled.status_code == 422
+            assert smuggled.headers["content-type"] == "application/problem+json"
+        async with http(stack.url, ip, access_token) as parent:
             sessions = await parent.get("/v1/sessions")
             assert sessions.status_code == 200
             [session] = sessions.json()["sessions"]

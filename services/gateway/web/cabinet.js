@@ -143,31 +143,177 @@
     }
   }
 
-  async function login(event) {
-    event.preventDefault();
-    show($("login-error"), "");
-    $("login-submit").disabled = true;
+  // What auth's refusals mean to a parent (the codes of the problem documents).
+  const AUTH_ERRORS = {invalid_credentials: "Неверный телефон или пароль.",
+    password_change_required: "Сначала смените пароль (он совпадает с датой рождения).",
+    rate_limited: "Слишком много попыток. Попробуйте позже.",
+    login_rate_limited: "Слишком много попыток входа. Попробуйте позже.",
+    login_delayed: "Слишком много попыток входа. Подождите немного.",
+    login_locked: "Вход временно заблокирован. Восстановите пароль.",
+    code_rate_limited: "Код уже отправлен. Новый можно запросить чуть позже.",
+    code_invalid: "Неверный код.", code_expired: "Срок действия кода истёк. Запросите новый.",
+    code_used: "Код уже использован.", code_attempts_exhausted: "Слишком много неверных кодов. Запросите новый.",
+    consent_required: "Нужно согласие с условиями.", invalid_phone: "Проверьте номер телефона.",
+    phone_country_not_served: "Номера этой страны не обслуживаются.",
+    contract_unknown: "Договор с таким номером не найден.", invalid_contract_number: "Номер договора — 8 цифр.",
+    contract_in_use: "К этому договору уже привязана другая учётная запись.",
+    password_too_short: "Пароль слишком короткий: нужно не меньше 8 символов.",
+    password_too_long: "Пароль слишком длинный.", password_common: "Слишком простой пароль: он есть в списках утёкших.",
+    password_repetitive: "Пароль из повторяющихся символов слишком простой.",
+    password_contains_phone: "Пароль не должен содержать номер телефона.",
+    password_contains_contract: "Пароль не должен содержать номер договора.",
+    password_contains_birth_date: "Пароль не должен содержать дату рождения.",
+    password_unchanged: "Новый пароль совпадает со старым.",
+    account_not_found: "Учётная запись с таким телефоном не найдена.",
+    child_proof_invalid: "Дата рождения или код активации не подходят к договору.",
+    child_proof_rate_limited: "Слишком много попыток. Попробуйте позже.",
+    already_guardian: "Этот ребёнок уже привязан к вашей учётной записи.",
+    guardian_invite_required: "У ребёнка уже есть основной представитель: попросите у него приглашение.",
+    validation_error: "Проверьте заполнение полей."};
+
+  function authError(e, fallback) {
+    if (!(e instanceof Problem)) return "Нет связи с сервером.";
+    return AUTH_ERRORS[e.code] || e.message || fallback;
+  }
+
+  // "+7 (912) 123-45-67" and "8 912 123 45 67" -> "+79121234567"; anything else as typed.
+  function normalisePhone(text) {
+    if (text.includes("@")) return text;
+    const digits = text.replace(/[\s()-]/g, "");
+    if (/^8\d{10}$/.test(digits)) return `+7${digits.slice(1)}`;
+    if (/^7\d{10}$/.test(digits)) return `+${digits}`;
+    return digits;
+  }
+
+  // A call made before a session exists (login, registration, codes, reset).
+  async function publicCall(path, body) {
+    const r = await fetch(path, {method: "POST",
+      headers: {"Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID()},
+      body: JSON.stringify(body)});
+    const doc = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Problem(r.status, doc);
+    return doc;
+  }
+
+  async function signIn(loginName, password) {
+    keep(await publicCall("/v1/sessions", {login: loginName, password}));
+    touch();
+    await enter();
+  }
+
+  async function busy(button, errorNode, fallback, work) {
+    show(errorNode, "");
+    button.disabled = true;
     try {
-      const r = await fetch("/v1/sessions", {method: "POST",
-        headers: {"Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID()},
-        body: JSON.stringify({login: $("login").value.trim(), password: $("password").value})});
-      const doc = await r.json().catch(() => ({}));
-      if (!r.ok) {
-        const text = {invalid_credentials: "Неверный телефон или пароль.",
-          password_change_required: "Сначала смените пароль (он совпадает с датой рождения).",
-          rate_limited: "Слишком много попыток. Попробуйте позже."}[doc.code];
-        show($("login-error"), text || doc.detail || "Войти не удалось.");
-        return;
-      }
-      $("password").value = "";
-      keep(doc);
-      touch();
-      await enter();
+      await work();
     } catch (e) {
-      show($("login-error"), "Нет связи с сервером.");
+      show(errorNode, authError(e, fallback));
     } finally {
-      $("login-submit").disabled = false;
+      button.disabled = false;
     }
+  }
+
+  function login(event) {
+    event.preventDefault();
+    return busy($("login-submit"), $("login-error"), "Войти не удалось.", async () => {
+      await signIn(normalisePhone($("login").value.trim()), $("password").value);
+      $("password").value = "";
+    });
+  }
+
+  function showView(name) {
+    for (const view of ["login", "register", "reset"]) $(`${view}-view`).hidden = view !== name;
+    show($("login-message"), "");
+  }
+
+  // --- registration: phone + contract + password + consent, then the SMS code ------------------
+
+  const pending = {phone: "", password: ""};
+
+  function codeSent(node, reply) {
+    const wait = reply && reply.resend_after_s ? ` Новый код можно запросить через ${reply.resend_after_s} с.` : "";
+    node.textContent = `Код отправлен на ${pending.phone}.${wait}`;
+  }
+
+  function register(event) {
+    event.preventDefault();
+    return busy($("reg-submit"), $("reg-error"), "Зарегистрироваться не удалось.", async () => {
+      pending.phone = normalisePhone($("reg-phone").value.trim());
+      pending.password = $("reg-password").value;
+      const reply = await publicCall("/v1/registrations", {phone: pending.phone,
+        contract: $("reg-contract").value.trim(), password: pending.password,
+        consent: $("reg-consent").checked});
+      codeSent($("reg-code-sent"), reply);
+      $("register-form").hidden = true;
+      $("reg-code-form").hidden = false;
+      $("reg-code").focus();
+    });
+  }
+
+  function confirmRegistration(event) {
+    event.preventDefault();
+    return busy($("reg-code-submit"), $("reg-code-error"), "Подтвердить не удалось.", async () => {
+      await publicCall("/v1/registrations/confirm", {phone: pending.phone,
+        code: $("reg-code").value.trim()});
+      const {phone, password} = pending;
+      pending.password = "";
+      for (const id of ["reg-password", "reg-code"]) $(id).value = "";
+      $("register-form").hidden = false;
+      $("reg-code-form").hidden = true;
+      $("login").value = phone;
+      await signIn(phone, password);
+    });
+  }
+
+  function resendCode(purpose, node, errorNode) {
+    return busy($("reg-resend"), errorNode, "Отправить код не удалось.", async () => {
+      codeSent(node, await publicCall("/v1/codes/resend", {phone: pending.phone, purpose}));
+    });
+  }
+
+  // --- password reset: the phone, then the SMS code and a new password ----------------------
+
+  function requestReset(event) {
+    event.preventDefault();
+    return busy($("reset-submit"), $("reset-error"), "Отправить код не удалось.", async () => {
+      pending.phone = normalisePhone($("reset-phone").value.trim());
+      codeSent($("reset-code-sent"), await publicCall("/v1/password-resets", {phone: pending.phone}));
+      $("reset-form").hidden = true;
+      $("reset-code-form").hidden = false;
+      $("reset-code").focus();
+    });
+  }
+
+  function confirmReset(event) {
+    event.preventDefault();
+    return busy($("reset-code-submit"), $("reset-code-error"), "Сменить пароль не удалось.", async () => {
+      await publicCall("/v1/password-resets/confirm", {phone: pending.phone,
+        code: $("reset-code").value.trim(), new_password: $("reset-password").value});
+      for (const id of ["reset-code", "reset-password"]) $(id).value = "";
+      $("reset-form").hidden = false;
+      $("reset-code-form").hidden = true;
+      $("login").value = pending.phone;
+      showView("login");
+      show($("login-message"), "Пароль изменён. Войдите с новым паролем.");
+    });
+  }
+
+  // --- linking a child: contract + birth date or activation code ----------------------------
+
+  function linkChild(event) {
+    event.preventDefault();
+    return busy($("link-submit"), $("link-error"), "Привязать не удалось.", async () => {
+      const contract = $("link-contract").value.trim();
+      const body = {contract};
+      if ($("link-code").value.trim()) body.activation_code = $("link-code").value.trim();
+      else body.birth_date = $("link-birth").value;
+      // The reply is a new token pair whose access token names the child too.
+      keep(await api("/v1/children", {method: "POST", body}));
+      for (const id of ["link-contract", "link-birth", "link-code"]) $(id).value = "";
+      $("link-form").hidden = true;
+      state.contract = contract;
+      await enter();
+    });
   }
 
   async function endSession(message, tellServer = true) {
@@ -182,7 +328,7 @@
     $("live").dataset.state = "closed";
     $("app-view").hidden = true;
     $("session-bar").hidden = true;
-    $("login-view").hidden = false;
+    showView("login");
     show($("login-message"), message || "");
     if (tellServer && session) {
       await fetch("/v1/sessions/current", {method: "DELETE", headers: {
@@ -306,7 +452,7 @@
   }
 
   async function enter() {
-    $("login-view").hidden = true;
+    for (const view of ["login", "register", "reset"]) $(`${view}-view`).hidden = true;
     $("app-view").hidden = false;
     $("session-bar").hidden = false;
     show($("login-message"), "");
@@ -315,10 +461,14 @@
     const select = $("child-select");
     select.replaceChildren(...children.map((c) => el("option", {value: c.contract},
       `Договор ${c.contract}`)));
+    $("app-view").dataset.children = children.length ? "some" : "none";
     if (!children.length) {
-      show($("app-error"), "К учётной записи не привязан ни один ребёнок.");
+      $("link-form").hidden = false;
+      $("link-cancel").hidden = true;
+      openStream();
       return;
     }
+    $("link-cancel").hidden = false;
     const remembered = children.find((c) => c.contract === state.contract);
     state.contract = remembered ? remembered.contract : children[0].contract;
     select.value = state.contract;
@@ -564,6 +714,17 @@
     $("categories").replaceChildren(...Object.entries(CATEGORIES).map(([value, label]) =>
       el("label", {class: "check"}, el("input", {type: "checkbox", value, name: "blocked"}), label)));
     $("login-form").addEventListener("submit", login);
+    $("to-register").addEventListener("click", () => showView("register"));
+    $("to-reset").addEventListener("click", () => showView("reset"));
+    for (const b of document.querySelectorAll(".to-login")) b.addEventListener("click", () => showView("login"));
+    $("register-form").addEventListener("submit", register);
+    $("reg-code-form").addEventListener("submit", confirmRegistration);
+    $("reg-resend").addEventListener("click", () => resendCode("registration", $("reg-code-sent"), $("reg-code-error")));
+    $("reset-form").addEventListener("submit", requestReset);
+    $("reset-code-form").addEventListener("submit", confirmReset);
+    $("link-form").addEventListener("submit", linkChild);
+    $("add-child").addEventListener("click", () => { $("link-form").hidden = false; $("link-contract").focus(); });
+    $("link-cancel").addEventListener("click", () => { $("link-form").hidden = true; });
     $("logout").addEventListener("click", () => endSession("Вы вышли из кабинета."));
     for (const b of document.querySelectorAll("[role=tab]")) {
       b.addEventListener("click", () => selectTab(b.dataset.tab));
