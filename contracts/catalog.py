@@ -153,7 +153,8 @@ TOPICS: tuple[Topic, ...] = (
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
                   "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
-                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates"),
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates",
+                  "GetControls"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -212,7 +213,7 @@ TOPICS: tuple[Topic, ...] = (
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
-                                    "TopUpTemplatesReply")
+                                    "TopUpTemplatesReply", "ControlsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
           + (CommandAccepted, ErrorReply),

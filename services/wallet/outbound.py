@@ -18,6 +18,7 @@ from contracts import integrations as inbound
 from contracts import wallet as wire
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
+from contracts.types import SubBalance
 from services.wallet import domain as d
 
 NAMESPACE = uuid.UUID("5b0c8f2e-3c1a-4f4e-9a61-7d2b1c0e9a11")
@@ -33,6 +34,23 @@ def message_id(kind: str, *parts: object) -> str:
 def balances(b: d.Balances) -> wire.Balances:
     return wire.Balances(general=b.general, canteen=b.canteen, transit=b.transit,
                          bonus_points=b.bonus)
+
+
+def controls(a: d.Account) -> wire.ControlsReply:
+    """The account's parent controls as the guardians set them (GetControls)."""
+    auto = a.auto_top_up
+    return wire.ControlsReply(
+        contract=a.contract,
+        daily_limits=wire.DailyLimits(total=a.limits.total, canteen=a.limits.canteen,
+                                      general=a.limits.general),
+        blocked_categories=[inbound.FoodCategory(c) for c in sorted(a.blocked_categories)],
+        blocked_items=sorted(a.blocked_items), allergens=sorted(a.allergens),
+        low_balance_threshold=a.low_balance_threshold,
+        auto_top_up=wire.AutoTopUp(enabled=auto.enabled, threshold=auto.threshold,
+                                   amount=auto.amount,
+                                   sub_balance=SubBalance(auto.sub_balance.value)),
+        card_blocked=a.status is d.AccountStatus.BLOCKED,
+        block_reason=a.block_reason if a.status is d.AccountStatus.BLOCKED else None)
 
 
 def sale_item(i: d.SaleItem) -> inbound.SaleItem:

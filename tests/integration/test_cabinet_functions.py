@@ -35,7 +35,7 @@ from contracts.integrations import (
     TopUpReceived,
 )
 from contracts.types import GuardianRole
-from contracts.wallet import GetBalance, SaveTopUpTemplate, TagStatementLine
+from contracts.wallet import GetBalance, GetControls, SaveTopUpTemplate, TagStatementLine
 from services.gateway.app import Gateway
 from services.gateway.settings import GatewayInfra, Settings
 from services.runtime.tokens import issue_access_token
@@ -349,3 +349,40 @@ async def test_a_parent_saves_changes_lists_and_deletes_top_up_templates(
     assert stranger.status_code == 403
     staff = await cabinet.get(base, cabinet.token(role=Role.SUPPORT))
     assert staff.status_code == 403
+
+
+# --- wallet: the parent controls read back ------------------------------------------------------
+
+async def test_a_parent_reads_back_the_controls_set_through_the_gateway_and_the_broker(
+        cabinet: Cabinet) -> None:
+    card = await cabinet.card(uid("ctl").lower())
+    parent = cabinet.token(card.contract)
+    base = f"/v1/children/{card.contract}"
+    fresh = await cabinet.get(f"{base}/controls", parent)
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["daily_limits"] == {"total": None, "canteen": None, "general": None}
+    assert fresh.json()["blocked_categories"] == [] and fresh.json()["card_blocked"] is False
+
+    assert (await cabinet.send("PATCH", f"{base}/controls", parent, {
+        "daily_limits": {"canteen": 120_00}, "blocked_categories": ["sweets"],
+        "allergens": ["nuts"], "low_balance_threshold": 200_00})).status_code == 200
+    assert (await cabinet.send("PUT", f"{base}/auto-top-up", parent, {
+        "enabled": True, "threshold": 100_00, "amount": 500_00})).status_code == 200
+    assert (await cabinet.send("POST", f"{base}/block", parent, {"reason": "lost"})
+            ).status_code == 200
+    read = (await cabinet.get(f"{base}/controls", parent)).json()
+    assert read["daily_limits"] == {"total": None, "canteen": 120_00, "general": None}
+    assert (read["blocked_categories"], read["allergens"]) == (["sweets"], ["nuts"])
+    assert read["low_balance_threshold"] == 200_00
+    assert read["auto_top_up"] == {"enabled": True, "threshold": 100_00, "amount": 500_00,
+                                   "sub_balance": "canteen"}
+    assert (read["card_blocked"], read["block_reason"]) == (True, "lost")
+
+    # the same query straight on the broker, and a stranger refused
+    on_broker = await cabinet.req.send(GetControls(contract=card.contract), card.contract,
+                                       token=parent)
+    assert on_broker.type.endswith("ControlsReply")
+    assert on_broker.json()["daily_limits"]["canteen"] == 120_00
+    stranger = await cabinet.get(f"{base}/controls",
+                                 cabinet.token(f"{random.randrange(10**7, 10**8)}"))
+    assert (stranger.status_code, stranger.json()["code"]) == (403, "forbidden")

@@ -220,6 +220,14 @@ def routes() -> APIRouter:
                                 template_id=template_id)
         return await command(request, message, contract, me)
 
+    @r.get("/{contract}/controls", response_model=wallet.ControlsReply, responses=AUTHED,
+           summary="The child's parent controls as set: daily limits, blocked categories and "
+           "items, allergens, low-balance threshold, auto top-up, card blocked")
+    async def get_controls(request: Request, contract: Contract,
+                           me: Auth) -> wallet.ControlsReply:
+        return await ask(gateway(request), wallet.GetControls(contract=contract), contract,
+                         wallet.ControlsReply, token=me.token)
+
     @r.patch("/{contract}/controls", response_model=CommandAcceptedModel, responses=MUTATING,
              summary="Parent controls: daily limits, blocked categories and items, allergens, "
              "low-balance threshold (primary guardian)")

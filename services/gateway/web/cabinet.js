@@ -38,7 +38,7 @@
   const $ = (id) => document.getElementById(id);
   const state = {session: null, children: [], contract: null, child: null, statementCursor: null,
     refreshTimer: null, refreshing: null, stream: null, idleMs: 20 * 60 * 1000,
-    reloadTimer: null, lastActivity: Date.now()};
+    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false};
 
   // --- formatting ----------------------------------------------------------------------------
 
@@ -481,14 +481,16 @@
     if (!contract || !state.session) return;
     show($("app-error"), "");
     const today = localDay(new Date());
-    const [balance, recent, journey, journal] = await Promise.all([
+    const [balance, recent, journey, journal, controls] = await Promise.all([
       api(`/v1/children/${contract}/balance`),
       api(`/v1/children/${contract}/statement?date_from=${daysAgo(LUNCH_WINDOW_DAYS)}&limit=500`),
       api(`/v1/children/${contract}/journey?date=${today}`),
       api("/v1/notifications?limit=30"),
+      api(`/v1/children/${contract}/controls`),
     ]);
     if (contract !== state.contract) return;
     state.child = balance;
+    renderControls(controls);
     renderBalance(balance, recent.lines);
     renderJourney(journey, recent.lines);
     renderJournal(journal.lines);
@@ -663,6 +665,35 @@
 
   // --- parent controls -------------------------------------------------------------------------
 
+  const kopecksToRubles = (k) => (k === null || k === undefined ? "" : String(k / 100));
+
+  // The controls as wallet has them. A form the parent is editing is left alone (a live event
+  // re-reads the child's data); the summary line is always current.
+  function renderControls(c) {
+    const limits = c.daily_limits || {};
+    const parts = [];
+    if (limits.total !== null && limits.total !== undefined) parts.push(`дневной лимит ${money(limits.total)}`);
+    if (limits.canteen !== null && limits.canteen !== undefined) parts.push(`в столовой ${money(limits.canteen)}`);
+    if (limits.general !== null && limits.general !== undefined) parts.push(`с баланса «Финансы» ${money(limits.general)}`);
+    if (!parts.length) parts.push("без дневных лимитов");
+    if (c.blocked_categories.length) parts.push(`запрещено: ${c.blocked_categories.map((k) => CATEGORIES[k] || k).join(", ")}`);
+    if (c.blocked_items.length) parts.push(`запрещённых товаров: ${c.blocked_items.length}`);
+    if (c.allergens.length) parts.push(`аллергены: ${c.allergens.join(", ")}`);
+    if (c.low_balance_threshold !== null && c.low_balance_threshold !== undefined) {
+      parts.push(`предупреждать, если меньше ${money(c.low_balance_threshold)}`);
+    }
+    const auto = c.auto_top_up;
+    parts.push(auto && auto.enabled
+      ? `автопополнение ${money(auto.amount)} при балансе ниже ${money(auto.threshold)} (${SUB_BALANCES[auto.sub_balance] || auto.sub_balance})`
+      : "автопополнение выключено");
+    $("controls-current").textContent = `Сейчас: ${parts.join("; ")}.`;
+    if (state.controlsDirty) return;
+    $("limit-total").value = kopecksToRubles(limits.total);
+    $("limit-canteen").value = kopecksToRubles(limits.canteen);
+    const blocked = new Set(c.blocked_categories);
+    for (const box of document.querySelectorAll("#categories input")) box.checked = blocked.has(box.value);
+  }
+
   function rublesToKopecks(value) {
     if (value === "") return null;
     return Math.round(Number(value.replace(",", ".")) * 100);
@@ -682,6 +713,8 @@
       if ($("limit-canteen").value) parts.push(`в столовой ${money(rublesToKopecks($("limit-canteen").value))}`);
       if (blocked.length) parts.push(`запрещено: ${blocked.map((c) => CATEGORIES[c]).join(", ")}`);
       show($("controls-result"), `Сохранено${parts.length ? ": " + parts.join("; ") : ""}.`);
+      state.controlsDirty = false;
+      renderControls(await api(`/v1/children/${state.contract}/controls`));
     } catch (e) {
       show($("controls-result"), e.code === "forbidden" || e.code === "not_permitted"
         ? "Менять лимиты может только основной представитель." : `Не сохранено: ${e.message}`);
@@ -732,6 +765,7 @@
     $("child-select").addEventListener("change", (e) => {
       state.contract = e.target.value;
       state.statementCursor = null;
+      state.controlsDirty = false;
       loadChild().catch(report);
     });
     $("statement-filters").addEventListener("submit", (e) => { e.preventDefault(); loadStatement().catch(report); });
@@ -740,6 +774,7 @@
     $("gate-date").value = localDay(new Date());
     $("gate-form").addEventListener("submit", (e) => { e.preventDefault(); loadGate().catch(report); });
     $("controls-form").addEventListener("submit", saveControls);
+    $("controls-form").addEventListener("input", () => { state.controlsDirty = true; });
     $("block").addEventListener("click", () => setBlocked(true));
     $("unblock").addEventListener("click", () => setBlocked(false));
 
