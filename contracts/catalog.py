@@ -208,6 +208,11 @@ TOPICS: tuple[Topic, ...] = (
           personal_data=True),
     Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
           _models(notify, "NotificationDelivered"), "Delivery status of every message."),
+    Topic("notify.in-app.v1", "account id", "notify", ("apps",),
+          _models(notify, "InAppMessage"),
+          "The in-app channel: each guardian's notifications with their text, for the gateway "
+          "to stream to the guardian's open pages (personal data; the journal keeps them).",
+          retention_ms=DAY_MS, personal_data=True),
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",

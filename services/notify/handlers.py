@@ -68,28 +68,33 @@ class Handlers:
 
     async def _queue(self, tx: Transaction, messages: list[d.Message]) -> None:
         """Store what routing produced: a key already stored is the same message again
-        (``admit`` keeps the stored one, delivery state untouched) or a conflict (rejected)."""
+        (``admit`` keeps the stored one, delivery state untouched) or a conflict (rejected).
+        The new in-app messages go out with the commit (``domain.in_app``)."""
         existing = await store.existing_messages(tx, [m.dedupe_key for m in messages])
         new = [m for m in messages if d.admit(existing.get(m.dedupe_key), m) is m]
+        shown = d.deliver_in_app(new, tx.now)  # in-app messages are delivered as stored
         await store.insert_messages(tx, new)
         for m in new:
             deferred = outbound.queued(m, tx.now)
             if deferred is not None:
                 topic, key, record, mid = deferred
                 tx.emit(topic, key, record, message_id=mid)
+        for e in shown:
+            for to, account, message, message_id in outbound.in_app(e):
+                tx.emit(to, account, message, message_id=message_id)
 
     async def _notify_child(self, msg: Inbound, event: d.NotificationEvent | None) -> None:
         async with self._tx(msg) as tx:
             if event is None:
                 return
             guardians = await store.guardians_of(tx, event.contract or "")
-            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+            await self._queue(tx, d.messages_for(event, guardians, tx.now))
 
     async def _notify_account(self, msg: Inbound, event: d.NotificationEvent) -> None:
         async with self._tx(msg) as tx:
             guardian = await store.load_guardian(tx, event.account_id or "")
             guardians = [guardian] if guardian is not None else []
-            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+            await self._queue(tx, d.messages_for(event, guardians, tx.now))
 
     async def _journey(self, tx: Transaction, contract: str,
                        at: datetime) -> tuple[d.JourneyDay, int | None]:
@@ -115,7 +120,7 @@ class Handlers:
             events = [event, *(d.notification_for(e) for e in caused
                                if isinstance(e, d.NotArrivedAlertRaised))]
             await self._queue(tx, [m for e in events
-                                   for m in d.route(e, guardians, tx.now).messages])
+                                   for m in d.messages_for(e, guardians, tx.now)])
 
     async def _guardian(self, tx: Transaction, account_id: str) -> tuple[d.Guardian, int | None]:
         guardian = await store.load_guardian(tx, account_id)
@@ -237,8 +242,8 @@ class Handlers:
             await store.save_journey(tx, day, loaded)
             if alert is not None:
                 guardians = await store.guardians_of(tx, e.contract)
-                await self._queue(tx, list(d.route(d.notification_for(alert), guardians,
-                                                   tx.now).messages))
+                await self._queue(tx, d.messages_for(d.notification_for(alert), guardians,
+                                                     tx.now))
 
     async def on_absent(self, msg: Inbound[access.AbsenceDetected]) -> None:
         e = msg.message

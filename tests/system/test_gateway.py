@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -17,12 +18,19 @@ from typing import Any
 import httpx
 import pytest
 
+from contracts.access import DayHours, SetSchoolSchedule
 from contracts.auth import ChildGrant, Role
-from contracts.integrations import CanteenSaleRequested, CardIssued, SaleItem, TopUpReceived
+from contracts.integrations import (
+    CanteenSaleRequested,
+    CardIssued,
+    GateTapped,
+    SaleItem,
+    TopUpReceived,
+)
 from contracts.types import GuardianRole, SubBalance
 from deploy.local import stack as devstack
 from services.runtime.tokens import issue_access_token, verify_access_token
-from tests.support import Integrator, TopicReader, chip_uid, eventually, uid
+from tests.support import Integrator, Requester, TopicReader, chip_uid, eventually, uid
 
 pytestmark = pytest.mark.system
 
@@ -184,6 +192,7 @@ class Events:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self.client = client
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.received: list[float] = []  # time.monotonic() of each event, in order
         self.opened = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
@@ -200,6 +209,7 @@ class Events:
                     data = line[6:]
                 elif line == "" and name:
                     self.events.append((name, json.loads(data)))
+                    self.received.append(time.monotonic())
                     name, data = "", ""
 
     async def __aenter__(self) -> Events:
@@ -341,6 +351,54 @@ async def test_a_parent_registers_links_a_child_and_controls_the_card_through_ht
             assert refused.status_code == 403
             assert refused.headers["content-type"] == "application/problem+json"
             assert refused.json()["code"] == "forbidden"
+
+
+async def test_a_gate_tap_reaches_the_event_stream_as_a_message_with_its_text_within_a_second(
+        stack: Stack, bootstrap: str, infra: dict[str, str], run_dir: Any,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    school = f"lat-{uid('s')[2:].lower()}"  # a school of its own, open all day every day
+    card = new_card().model_copy(update={"school_id": school})
+    admin = issue_access_token(infra["AUTH_PRIVATE_KEY"], account_id="acc_latadmin001",
+                               session_id=uid("ses"), role=Role.SCHOOL_ADMIN, school_id=school)
+    async with Requester(bootstrap) as requester:
+        scheduled = await requester.send(SetSchoolSchedule(
+            request_id=uid("sched"), school_id=school, time_zone="Europe/Samara",
+            hours=[DayHours(weekday=w, opens="00:00", closes="23:59", first_lesson="23:30")
+                   for w in range(7)], absence_cutoff="23:45"), school, token=admin,
+            timeout=60)
+        assert scheduled.json()["ok"] is True, scheduled.json()
+    async with TopicReader(bootstrap, "access.allow-list.v1") as allow:
+        parent = await registered_parent(stack, bootstrap, card)
+        await allow.wait_for(lambda r: r.key == card.card_uid, timeout=60)  # access knows it
+    latencies: dict[str, float] = {}
+    async with Integrator(bootstrap) as integrator, \
+            http(stack.url, parent.ip, parent.token) as client, Events(client) as stream:
+        for direction in ("in", "out"):
+            tap = GateTapped(tap_id=uid("tap"), gate_id="izh-42-gate-3", school_id=school,
+                             card_uid=card.card_uid, direction=direction,
+                             tapped_at=datetime.now(UTC))
+            seen = len(stream.events)
+            tapped = time.monotonic()
+            await integrator.publish(tap, tap.card_uid)
+
+            async def shown(seen: int = seen) -> list[int]:
+                return [n for n, (name, e) in enumerate(stream.events) if n >= seen
+                        and name == "message" and e["contract"] == card.contract]
+
+            [n, *_] = await eventually(shown, timeout=30, interval=0.01,
+                                       what=f"the {direction} tap as an in-app message")
+            latencies[direction] = stream.received[n] - tapped
+            message = stream.events[n][1]
+            assert message["kind"] == {"in": "arrived_safely", "out": "child_left"}[direction]
+            assert message["title"] and message["text"]
+            assert any("а" <= ch <= "я" for ch in message["text"].lower())  # Russian text
+            assert message["account_id"] == verify_access_token(
+                parent.token, infra["SCHOOLCARD_AUTH_PUBLIC_KEY"], audience="gateway").sub
+    (run_dir / "gateway-in-app-latency.json").write_text(json.dumps(latencies))
+    with capsys.disabled():
+        print("\nin-app message on the event stream after the tap: "
+              + ", ".join(f"{d} {s * 1000:.0f} ms" for d, s in latencies.items()))
+    assert all(s < 1.0 for s in latencies.values()), latencies
 
 
 async def test_a_bad_or_missing_token_and_a_missing_idempotency_key_are_problem_documents(

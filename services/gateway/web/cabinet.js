@@ -33,12 +33,15 @@
   const NOTIFICATION_KINDS = {top_up: "Пополнение", canteen_purchase: "Покупка в столовой",
     payment_declined: "Платёж отклонён", card_blocked: "Карта заблокирована",
     child_entered: "Вход в школу", child_left: "Выход из школы", low_balance: "Мало денег",
-    ride: "Поездка", new_login: "Новый вход"};
+    ride: "Поездка", new_login: "Новый вход", arrived_safely: "Пришёл в школу",
+    not_arrived_alert: "Не пришёл в школу", late: "Опоздание", absent: "Отсутствие",
+    password_changed: "Пароль изменён", refund: "Возврат", grace_meal: "Обед в долг",
+    auto_top_up_failed: "Автопополнение не прошло"};
 
   const $ = (id) => document.getElementById(id);
   const state = {session: null, children: [], contract: null, child: null, statementCursor: null,
     refreshTimer: null, refreshing: null, stream: null, idleMs: 20 * 60 * 1000,
-    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false};
+    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false, toastTimer: null};
 
   // --- formatting ----------------------------------------------------------------------------
 
@@ -434,8 +437,22 @@
     }
   }
 
-  function onEvent(name) {
-    if (name === "notification") scheduleReload();
+  function onEvent(name, payload) {
+    if (name === "message") showMessage(payload);
+    if (name === "notification" || name === "message") scheduleReload();
+  }
+
+  // An in-app message: its text at the top of the journal and in the toast, at once (the
+  // re-read that follows brings the rest of the child's data).
+  function showMessage(m) {
+    if (m.contract && m.contract !== state.contract) return;
+    const line = journalItem({at: m.at, kind: m.kind, text: m.text});
+    line.dataset.live = "true";
+    $("journal").prepend(line);
+    $("journal-empty").hidden = true;
+    show($("toast"), `${m.title}: ${m.text}`);
+    clearTimeout(state.toastTimer);
+    state.toastTimer = setTimeout(() => show($("toast"), ""), 10000);
   }
 
   function scheduleReload() {
@@ -619,11 +636,23 @@
     show($("arrived"), reply.arrived_at ? `Пришёл в школу в ${time(reply.arrived_at)}` : "");
   }
 
-  function renderJournal(lines) {
-    const items = lines.map((l) => el("li", {"data-kind": l.kind},
+  function journalItem(l) {
+    return el("li", {"data-kind": l.kind},
       el("span", {class: "time"}, dateTime(l.at)),
       el("span", {class: "what"}, NOTIFICATION_KINDS[l.kind] || l.kind),
-      el("span", {class: "detail"}, l.text)));
+      el("span", {class: "detail"}, l.text));
+  }
+
+  function renderJournal(lines) {
+    // One line per notification: its push, SMS and in-app copies carry the same text.
+    const seen = new Set();
+    const unique = lines.filter((l) => {
+      const key = `${l.kind}|${l.text}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+    const items = unique.map(journalItem);
     $("journal").replaceChildren(...items);
     $("journal-empty").hidden = items.length > 0;
   }

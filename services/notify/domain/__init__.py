@@ -66,6 +66,7 @@ from .guardian import (
     validate_email,
     validate_phone,
 )
+from .in_app import InAppDelivered, deliver_in_app
 from .journal import JournalLine, JournalQuery, filter_journal, journal_line
 from .journey import (
     ChildArrivedSafely,
@@ -106,8 +107,10 @@ from .routing import (
     RoutingPlan,
     Skip,
     fall_back_to_sms,
+    messages_for,
     recipients,
     route,
+    route_in_app,
     route_one_time_code,
     route_receipt,
 )
@@ -147,6 +150,7 @@ __all__ = [
     "GraceMealFacts",
     "Guardian",
     "GuardianRole",
+    "InAppDelivered",
     "JournalLine",
     "JournalQuery",
     "JourneyDay",
@@ -201,6 +205,7 @@ __all__ = [
     "channels_for",
     "dedupe_key",
     "default_enabled",
+    "deliver_in_app",
     "digest_event_id",
     "entry_notification",
     "fall_back_to_sms",
@@ -208,6 +213,7 @@ __all__ = [
     "journal_line",
     "journey_day_of",
     "journey_key",
+    "messages_for",
     "notification_for",
     "parse_hhmm",
     "plural_ru",
@@ -218,6 +224,7 @@ __all__ = [
     "require_aware",
     "require_live_session",
     "route",
+    "route_in_app",
     "route_one_time_code",
     "route_receipt",
     "tokens_ended",
