@@ -20,6 +20,7 @@ from contracts.types import (
     Phone,
     Secret,
     ShortSecret,
+    TimeZoneName,
     UtcDatetime,
 )
 
@@ -155,7 +156,8 @@ class GetJourney(Query):
     support)."""
 
     contract: ContractNumber
-    date: LocalDate = Field(description="The school-local day.", examples=["2026-09-01"])
+    date: LocalDate | None = Field(default=None, description="The school-local day; None: "
+                                   "today in the school's time zone.", examples=["2026-09-01"])
 
 
 class JourneyStep(Part):
@@ -173,7 +175,13 @@ class JourneyStep(Part):
 
 class JourneyReply(Reply):
     contract: ContractNumber
-    date: LocalDate
+    date: LocalDate = Field(description="The school-local day answered (today's when the "
+                            "query named none).", examples=["2026-09-01"])
+    today: LocalDate | None = Field(default=None, description="Today in the school's time "
+                                    "zone, as the school counts days.", examples=["2026-09-01"])
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone the days are counted in.",
+                                           examples=["Europe/Samara"])
     steps: list[JourneyStep] = Field(
         default_factory=list, description="The day in time order; empty when nothing is known.",
         examples=[[{"at": "2026-09-01T03:52:00Z", "kind": "ride", "place": "29",

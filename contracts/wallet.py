@@ -24,6 +24,7 @@ from contracts.types import (
     LocalDate,
     SchoolId,
     SubBalance,
+    TimeZoneName,
     UtcDatetime,
 )
 
@@ -58,6 +59,10 @@ class AccountOpened(Event):
     contract: ContractNumber
     school_id: SchoolId
     opened_at: UtcDatetime
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone (from the card's issue): the child's "
+                                           "\"today\" for every service; None from wallets "
+                                           "before it was sent.", examples=["Europe/Samara"])
 
 
 class TopUpApplied(Event):

@@ -96,9 +96,14 @@ class Handlers:
             guardians = [guardian] if guardian is not None else []
             await self._queue(tx, d.messages_for(event, guardians, tx.now))
 
+    async def _zone(self, tx: Transaction, contract: str) -> str:
+        """The time zone the child's days are counted in: the school's (wallet's
+        AccountOpened), else NOTIFY_SCHOOL_TIME_ZONE."""
+        return await store.school_zone(tx, contract) or self.settings.school_time_zone
+
     async def _journey(self, tx: Transaction, contract: str,
                        at: datetime) -> tuple[d.JourneyDay, int | None]:
-        tz = self.settings.school_time_zone
+        tz = await self._zone(tx, contract)
         key = d.journey_key(contract, d.journey_day_of(at, tz))
         day = await store.load_journey(tx, key)
         if day is None:
@@ -377,22 +382,34 @@ class Handlers:
                                           next_cursor=following))
 
     async def on_get_journey(self, msg: Inbound[wire.GetJourney]) -> None:
+        """The journey of the day asked, or of today in the school's time zone."""
         q = msg.message
         async with self._case(msg) as uc:
             uc.authorize("view", contract=q.contract)
-            day = await store.load_journey(
-                uc.tx, d.journey_key(q.contract, date.fromisoformat(q.date)))
+            tz = await self._zone(uc.tx, q.contract)
+            today = d.journey_day_of(uc.tx.now, tz)
+            asked = date.fromisoformat(q.date) if q.date else today
+            day = await store.load_journey(uc.tx, d.journey_key(q.contract, asked))
             if day is not None and day.school_id is not None:
                 uc.authorize("view", contract=q.contract, school_id=day.school_id)
-            uc.tx.reply(_journey_reply(q, day))
+            uc.tx.reply(_journey_reply(q.contract, asked, today, tz, day))
+
+    async def on_account_opened(self, msg: Inbound[wallet.AccountOpened]) -> None:
+        """The child's school time zone, for counting the child's days."""
+        e = msg.message
+        async with self.case(msg) as uc:
+            await store.save_school_zone(uc.tx, e.contract,
+                                         e.time_zone or self.settings.school_time_zone)
 
 
-def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.JourneyReply:
+def _journey_reply(contract: str, asked: date, today: date, tz: str,
+                   day: d.JourneyDay | None) -> wire.JourneyReply:
+    said = {"contract": contract, "date": asked.isoformat(), "today": today.isoformat(),
+            "time_zone": tz}
     if day is None:
-        return wire.JourneyReply(contract=q.contract, date=q.date)
+        return wire.JourneyReply(**said)
     return wire.JourneyReply(
-        contract=q.contract, date=q.date, arrived_at=day.arrived_at,
-        not_arrived_alert_at=day.alerted_at,
+        **said, arrived_at=day.arrived_at, not_arrived_alert_at=day.alerted_at,
         steps=[wire.JourneyStep(at=e.at, kind=e.kind.value, place=e.place, amount=e.amount,
                                 detail=e.detail) for e in day.timeline])
 

@@ -336,3 +336,19 @@ async def journey(db: Any, key: str) -> JourneyDay | None:
     doc = dict(doc)
     doc.pop("_id")
     return JourneyDay.from_doc(doc)
+
+
+# -- the children's school time zones --------------------------------------------------------
+
+async def save_school_zone(tx: Transaction, contract: str, time_zone: str) -> None:
+    """The time zone of the child's school (wallet's AccountOpened): the child's days are
+    counted in it. Saving it again is a no-op."""
+    await tx.db.notify_school_zones.replace_one(
+        {"_id": contract}, dialect.current().upsert_replacement(
+            contract, {"time_zone": time_zone}),
+        upsert=True, session=tx.session)
+
+
+async def school_zone(tx: Transaction, contract: str) -> str | None:
+    doc = await tx.db.notify_school_zones.find_one({"_id": contract}, session=tx.session)
+    return str(doc["time_zone"]) if doc else None

@@ -67,7 +67,8 @@ def domain_items(items: Iterable[inbound.SaleItem]) -> tuple[d.SaleItem, ...]:
 # --- one function per domain event ------------------------------------------------------------
 
 def _account_opened(e: d.AccountOpened) -> ContractModel:
-    return wire.AccountOpened(contract=e.contract, school_id=e.school_id, opened_at=e.at)
+    return wire.AccountOpened(contract=e.contract, school_id=e.school_id, opened_at=e.at,
+                              time_zone=e.time_zone)
 
 
 def _top_up(e: d.TopUpCredited) -> ContractModel:

@@ -62,8 +62,9 @@ async def page(run_dir: Path) -> AsyncIterator[Any]:
     async with playwright_api.async_playwright() as p:
         browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                           args=CHROMIUM_ARGS)
-        # The school's time zone: "today" on the page is the school-local day.
-        context = await browser.new_context(locale="ru-RU", timezone_id="Europe/Samara",
+        # A browser far from the school (its date is not the school's): "today" on the page
+        # must still be the school's day (Europe/Samara, the card's school).
+        context = await browser.new_context(locale="ru-RU", timezone_id=_far_zone(),
                                             accept_downloads=True,
                                             viewport={"width": 1200, "height": 900})
         page = await context.new_page()
@@ -204,9 +205,11 @@ async def test_a_parent_registers_and_follows_and_controls_the_card_in_the_web_c
             assert decision.json()["approved"] is True
 
             async def purchase_in_journey() -> bool:
-                r = await parent.get(f"/v1/children/{card.contract}/journey",
-                                     params={"date": _school_today()})
-                return any(s["kind"] == "purchase" for s in r.json()["steps"])
+                r = await parent.get(f"/v1/children/{card.contract}/journey")
+                today = r.json()  # no date: today as the school counts days
+                assert (today["date"], today["today"], today["time_zone"]) == (
+                    _school_today(), _school_today(), "Europe/Samara")
+                return any(s["kind"] == "purchase" for s in today["steps"])
 
             await eventually(purchase_in_journey, timeout=60, interval=0.5,
                              what="the lunch in the journey")
@@ -231,6 +234,11 @@ async def test_a_parent_registers_and_follows_and_controls_the_card_in_the_web_c
 
         # --- «События»: today's journey with the dishes; a top-up arrives live ----------------
         await page.click("[data-tab=events]")
+        school_day = ".".join(reversed(_school_today().split("-")))
+        assert await page.evaluate("new Date().toLocaleDateString('ru-RU')") != school_day
+        await expect(page.locator("#journey-day")).to_have_text(
+            f"{school_day}, время школы (Europe/Samara)")
+        assert await page.locator("#gate-date").input_value() == _school_today()
         purchase = page.locator("#journey li[data-kind=purchase]")
         await expect(purchase).to_contain_text("Покупка в столовой")
         await expect(purchase).to_contain_text("Суп гороховый — 60,00 ₽")
@@ -345,6 +353,12 @@ async def test_a_parent_registers_and_follows_and_controls_the_card_in_the_web_c
             await eventually(lambda: _when_equal(_sessions(parent), before - 1),
                              timeout=STEP / 1000,
                              what="the page's session ended at auth")
+
+
+def _far_zone() -> str:
+    """A time zone whose date differs from Europe/Samara's now (UTC+14 from 10:00 to 20:00
+    UTC, else UTC-11)."""
+    return "Pacific/Kiritimati" if 10 <= datetime.now(UTC).hour < 20 else "Pacific/Pago_Pago"
 
 
 def _school_today() -> str:

@@ -293,9 +293,10 @@ def routes() -> APIRouter:
         return reply
 
     @r.get("/{contract}/journey", response_model=notify.JourneyReply, responses=AUTHED,
-           summary="The journey to school of one day: rides, gate passages, purchases")
+           summary="The journey to school of one day (today in the school's time zone when "
+           "no date is given): rides, gate passages, purchases")
     async def journey(request: Request, contract: Contract, me: Auth,
-                      date: LocalDate) -> notify.JourneyReply:
+                      date: LocalDate | None = None) -> notify.JourneyReply:
         query = build_message(notify.GetJourney, contract=contract, date=date)
         return await ask(gateway(request), query, contract, notify.JourneyReply,
                          token=me.token)

@@ -41,7 +41,8 @@
   const $ = (id) => document.getElementById(id);
   const state = {session: null, children: [], contract: null, child: null, statementCursor: null,
     refreshTimer: null, refreshing: null, stream: null, idleMs: 20 * 60 * 1000,
-    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false, toastTimer: null};
+    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false, toastTimer: null,
+    zone: null, today: null};
 
   // --- formatting ----------------------------------------------------------------------------
 
@@ -59,11 +60,32 @@
     return many;
   }
 
-  const pad = (n) => String(n).padStart(2, "0");
-  const localDay = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  const time = (iso) => { const d = new Date(iso); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
-  const dateTime = (iso) => { const d = new Date(iso); return `${pad(d.getDate())}.${pad(d.getMonth() + 1)}.${d.getFullYear()} ${time(iso)}`; };
-  const daysAgo = (n) => { const d = new Date(); d.setDate(d.getDate() - n); return localDay(d); };
+  // Days and clock times are the school's (its time zone comes with the journey), not the
+  // browser's: "today" is the school's day wherever the parent is.
+  function inZone(d) {
+    let format;
+    try {
+      format = new Intl.DateTimeFormat("en-GB", {timeZone: state.zone || undefined,
+        year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+        hourCycle: "h23"});
+    } catch (e) {  // a zone this browser does not know: its own
+      format = new Intl.DateTimeFormat("en-GB", {year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+    }
+    const p = {};
+    for (const part of format.formatToParts(d)) p[part.type] = part.value;
+    return p;
+  }
+  const localDay = (d) => { const p = inZone(d); return `${p.year}-${p.month}-${p.day}`; };
+  const time = (iso) => { const p = inZone(new Date(iso)); return `${p.hour}:${p.minute}`; };
+  const dateTime = (iso) => { const p = inZone(new Date(iso)); return `${p.day}.${p.month}.${p.year} ${p.hour}:${p.minute}`; };
+  const dayText = (day) => day.split("-").reverse().join(".");
+  const schoolToday = () => state.today || localDay(new Date());
+  const daysAgo = (n) => {
+    const d = new Date(`${schoolToday()}T12:00:00Z`);
+    d.setUTCDate(d.getUTCDate() - n);
+    return d.toISOString().slice(0, 10);
+  };
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -497,11 +519,17 @@
     const contract = state.contract;
     if (!contract || !state.session) return;
     show($("app-error"), "");
-    const today = localDay(new Date());
-    const [balance, recent, journey, journal, controls] = await Promise.all([
+    // Today's journey first: it says which day "today" is at the school, and in which zone.
+    const journey = await api(`/v1/children/${contract}/journey`);
+    state.zone = journey.time_zone || null;
+    state.today = journey.today || journey.date;
+    if (!$("gate-date").value || $("gate-date").dataset.auto === "true") {
+      $("gate-date").value = state.today;
+      $("gate-date").dataset.auto = "true";
+    }
+    const [balance, recent, journal, controls] = await Promise.all([
       api(`/v1/children/${contract}/balance`),
       api(`/v1/children/${contract}/statement?date_from=${daysAgo(LUNCH_WINDOW_DAYS)}&limit=500`),
-      api(`/v1/children/${contract}/journey?date=${today}`),
       api("/v1/notifications?limit=30"),
       api(`/v1/children/${contract}/controls`),
     ]);
@@ -632,6 +660,7 @@
         s.amount ? el("span", {class: "money"}, money(s.amount)) : null);
     });
     $("journey").replaceChildren(...steps);
+    $("journey-day").textContent = `${dayText(reply.date)}${reply.time_zone ? `, время школы (${reply.time_zone})` : ""}`;
     $("journey-empty").hidden = steps.length > 0;
     show($("arrived"), reply.arrived_at ? `Пришёл в школу в ${time(reply.arrived_at)}` : "");
   }
@@ -672,7 +701,7 @@
   }
 
   async function loadGate() {
-    const day = $("gate-date").value || localDay(new Date());
+    const day = $("gate-date").value || schoolToday();
     const reply = await api(`/v1/children/${state.contract}/journey?date=${day}`);
     const rows = reply.steps.filter((s) => s.kind === "entry" || s.kind === "exit").map((s) =>
       el("tr", {}, el("td", {}, time(s.at)), el("td", {}, STEPS[s.kind]),
@@ -800,7 +829,7 @@
     $("statement-filters").addEventListener("submit", (e) => { e.preventDefault(); loadStatement().catch(report); });
     $("st-more").addEventListener("click", () => loadStatement(true).catch(report));
     $("st-csv").addEventListener("click", () => downloadCsv().catch(report));
-    $("gate-date").value = localDay(new Date());
+    $("gate-date").addEventListener("change", () => { $("gate-date").dataset.auto = "false"; });
     $("gate-form").addEventListener("submit", (e) => { e.preventDefault(); loadGate().catch(report); });
     $("controls-form").addEventListener("submit", saveControls);
     $("controls-form").addEventListener("input", () => { state.controlsDirty = true; });
