@@ -250,6 +250,8 @@ async def test_a_parent_registers_and_follows_and_controls_the_card_in_the_web_c
             payment_id=uid("pay"), contract=card.contract, amount=200_00,
             sub_balance=SubBalance.CANTEEN, channel="terminal", paid_at=datetime.now(UTC)),
             card.contract)
+        # the in-app message's text, straight from the event stream
+        await expect(page.locator("#toast")).to_contain_text("200,00 ₽", timeout=60_000)
         live_top_up = page.locator("#journal li[data-kind=top_up]").first
         await expect(live_top_up).to_contain_text("200,00 ₽", timeout=60_000)
         await expect(page.locator("#bal-canteen")).to_have_text("550,00 ₽", timeout=STEP)
