@@ -26,7 +26,7 @@ _STATUS: dict[str, int] = {
     # what you may
     "forbidden": 403, "not_permitted": 403, "not_a_guardian": 403,
     "password_change_required": 403, "account_closed": 403, "account_not_active": 403,
-    "wrong_account_kind": 403, "reauthentication_required": 403,
+    "wrong_account_kind": 403, "reauthentication_required": 403, "wrong_audience": 403,
     # waiting helps
     "rate_limited": 429, "login_rate_limited": 429, "login_delayed": 429,
     "code_rate_limited": 429, "child_proof_rate_limited": 429,

@@ -50,6 +50,7 @@ async def wire(rt: Runtime) -> Routes:
         commands.SetGraceMeal: h.on_set_grace_meal,
         commands.RefundSaleLine: h.on_refund_sale_line,
         commands.GetBalance: h.on_get_balance,
+        commands.GetControls: h.on_get_controls,
         commands.GetStatement: h.on_get_statement,
         commands.GetSalesReport: h.on_get_sales_report,
         commands.TagStatementLine: h.on_tag_statement_line,
