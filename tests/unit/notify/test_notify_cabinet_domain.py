@@ -81,7 +81,8 @@ def test_preferences_read_back_show_defaults_and_changes():
     g = guardian("g-1")
     g.set_preference(NotificationKind.TOP_UP, Channel.SMS, True)
     view = preferences_of(g)
-    assert view.channels[NotificationKind.TOP_UP] == (Channel.PUSH, Channel.SMS)
+    assert set(view.channels[NotificationKind.TOP_UP]) == {Channel.PUSH, Channel.SMS,
+                                                          Channel.IN_APP}  # in-app: on
     assert view.channels[NotificationKind.RECEIPT] == (Channel.EMAIL,)  # a document: e-mail
     assert NotificationKind.ONE_TIME_CODE not in view.channels
     assert NotificationKind.NEW_LOGIN in view.always_on
@@ -96,7 +97,8 @@ def test_switching_the_sms_informer_off_stops_news_by_sms_but_not_security_alert
     assert {m.channel for m in route(top_up(), [g], msk(12)).messages} == {Channel.EMAIL}
     assert not g.wants(NotificationKind.TOP_UP, Channel.SMS)
     assert g.wants(NotificationKind.NEW_LOGIN, Channel.SMS)
-    assert preferences_of(g).channels[NotificationKind.TOP_UP] == (Channel.PUSH,)
+    assert set(preferences_of(g).channels[NotificationKind.TOP_UP]) == {Channel.PUSH,
+                                                                     Channel.IN_APP}
 
 
 def test_switching_push_off_sends_news_by_sms_where_allowed():
