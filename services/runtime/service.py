@@ -27,7 +27,6 @@ from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
 from services.runtime import dialect
-from services.runtime.authorization import authorize
 from services.runtime.broker import (
     ConsumerLag,
     ReplyTopics,
@@ -87,21 +86,11 @@ class Runtime:
         return await group_lag(connection(self.settings.infra), self.group_id, topic)
 
     def claims(self, msg: Inbound[Any]) -> AccessTokenClaims:
-        """The verified access token of an app command (raises TokenError with a code)."""
+        """The verified access token of an app command (raises TokenError with a code). Who
+        may do what is checked by ``usecase.Caller.authorize`` (a handler's ``uc.authorize``)."""
         return verify_access_token(msg.authorization, self.settings.infra.verification_keys(),
                                    audience=self.service,
                                    now=self.clock().timestamp())
-
-    def authorize(self, msg: Inbound[Any], action: str, contract: str | None = None,
-                  school_id: str | None = None,
-                  operator_id: str | None = None) -> AccessTokenClaims:
-        """Verify the token and check that its holder may do ``action`` (for the child under
-        ``contract``, on the school ``school_id``, for the operator ``operator_id``):
-        ``services.runtime.authorization``."""
-        claims = self.claims(msg)
-        authorize(claims, action, contract=contract, school_id=school_id,
-                  operator_id=operator_id)
-        return claims
 
     def transaction(self, msg: Inbound[Any] | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]
         """A unit of work for ``msg``: its id is the inbox key, its envelope the cause of

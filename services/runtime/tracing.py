@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import SpanKind, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import AttributeValue
 
 from contracts.envelope import HEADER_TRACEPARENT
 
@@ -115,13 +116,14 @@ def traced(routes: Routes, tracer: Tracer | None) -> Routes:
         @functools.wraps(handler)
         async def run(msg: Inbound[Any]) -> None:
             env = msg.envelope
-            attributes = {"messaging.system": "kafka",
-                          "messaging.destination.name": msg.topic,
-                          "messaging.kafka.destination.partition": msg.partition,
-                          "messaging.kafka.message.offset": msg.offset,
-                          "messaging.message.id": env.id,
-                          "messaging.message.conversation_id": env.correlation_id,
-                          "schoolcard.type": env.type}
+            attributes: dict[str, AttributeValue] = {
+                "messaging.system": "kafka",
+                "messaging.destination.name": msg.topic,
+                "messaging.kafka.destination.partition": msg.partition,
+                "messaging.kafka.message.offset": msg.offset,
+                "messaging.message.id": env.id,
+                "messaging.message.conversation_id": env.correlation_id,
+                "schoolcard.type": env.type}
             with tracer.start_as_current_span(
                     f"handle {env.type.rsplit('.', 1)[-1]}", context=context_of(env.traceparent),
                     kind=SpanKind.CONSUMER, attributes=attributes):
