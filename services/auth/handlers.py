@@ -201,7 +201,7 @@ class Handlers:
         """Before the transaction: the hash of a password a staff command sets; nothing for a
         token the case will refuse."""
         try:
-            self.rt.authorize(msg, action)
+            self.case.caller(msg).authorize(action)
         except TokenError:
             return ""
         return await asyncio.to_thread(hash_password, password)

@@ -106,6 +106,35 @@ given, to find the duplicates in one read): ``UnitOfWork.batch``."""
 Work = tuple[ConsumerRecord, Handler, Inbound[Any]]  # type: ignore[type-arg]
 
 
+class Progress:
+    """When the consumer's loop last moved, for /healthz: a fetch handed it a batch, an
+    attempt of a message ended (handled, refused, failed, retried after an outage), a batch
+    finished. A consumer that holds a batch and has not moved for ``stall_s`` is stuck (a
+    handler awaiting what never comes: a lost future, a lock never released) and only a
+    restart frees its partitions; a consumer holding no batch is idle, never stuck, however
+    long nothing comes to read. ``clock``: monotonic seconds (a fake one in tests)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.in_hand = 0  # batches being applied (one; several only through tests)
+        self.moved_at = clock()
+
+    def moved(self) -> None:
+        self.moved_at = self.clock()
+
+    def begin(self) -> None:
+        self.in_hand += 1
+        self.moved()
+
+    def end(self) -> None:
+        self.in_hand -= 1
+        self.moved()
+
+    def stalled(self, stall_s: float) -> bool:
+        """Whether a batch is in hand and nothing moved for more than ``stall_s`` seconds."""
+        return self.in_hand > 0 and self.clock() - self.moved_at > stall_s
+
+
 class _Abandon(Exception):
     """A message of a batch failed: the batch's transaction is rolled back."""
 
@@ -150,8 +179,10 @@ class Consumer:
                  fetch_max_wait_ms: int = 500, batch_max: int = 1,
                  batch_timeout_ms: int = 100, batch_scope: BatchScope | None = None,
                  partition_concurrency: int = 1,
-                 integrator_keys: KeyTable | None = None) -> None:
+                 integrator_keys: KeyTable | None = None,
+                 progress: Progress | None = None) -> None:
         self.broker = broker
+        self.progress = progress or Progress()
         self.service = service
         self.routes = dict(routes)
         self.group_id = group_id
@@ -198,6 +229,19 @@ class Consumer:
                     missing.setdefault(signer, []).append(model.__name__)
         return missing
 
+    def liveness(self, stall_s: float) -> dict[str, bool]:
+        """``consumer``: FastStream's consume task still runs (a consumer whose task ended
+        never reads again; FastStream restarts a task that raised). ``consumer_progress``:
+        it is not stuck — partitions assigned, a batch in hand and no progress for
+        ``stall_s`` (``Progress``)."""
+        subscriber = self.subscriber
+        consumer = subscriber.consumer
+        consuming = bool(subscriber.running and consumer is not None
+                         and any(not task.done() for task in subscriber.tasks))
+        assigned = consumer is not None and bool(consumer.assignment())
+        return {"consumer": consuming,
+                "consumer_progress": not (assigned and self.progress.stalled(stall_s))}
+
     async def _on_batch(self, body: Any, msg: KafkaMessage) -> None:
         records: tuple[ConsumerRecord[Any, Any], ...] = msg.raw_message  # type: ignore[assignment]
         if await self.process_batch(records):
@@ -216,6 +260,13 @@ class Consumer:
         (else one by one); above 1, per partition — that many partitions at the same time,
         each in its own transaction — so a message retried in one partition does not hold up
         the others."""
+        self.progress.begin()
+        try:
+            return await self._process_batch(records)
+        finally:
+            self.progress.end()
+
+    async def _process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> bool:
         work: list[Work] = []
         partitions: dict[tuple[str, int], list[Work]] = {}
         for record in records:
@@ -266,6 +317,7 @@ class Consumer:
         try:
             async with self.batch_scope([inbound.inbox_id for _, _, inbound in work]):
                 for i, (_, handler, inbound) in enumerate(work):
+                    self.progress.moved()  # the message before it ended
                     try:
                         await handler(inbound)
                     except AlreadyProcessed:  # refused before it wrote anything
@@ -353,6 +405,7 @@ class Consumer:
         the service stops first."""
         delay = self.backoff_s
         while not self.stopping:
+            self.progress.moved()
             try:
                 return await self.reply_topics.problem(reply_to) or ""
             except (*INFRA_ERRORS, KafkaError, OSError) as exc:
@@ -371,6 +424,7 @@ class Consumer:
         attempts = conflicts = 0
         delay = self.backoff_s
         while True:
+            self.progress.moved()  # every attempt (an outage's retries too) is progress
             started = time.perf_counter()
             try:
                 await handler(inbound)

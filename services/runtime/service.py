@@ -27,7 +27,6 @@ from pymongo import AsyncMongoClient
 
 from contracts.auth import AccessTokenClaims
 from services.runtime import dialect
-from services.runtime.authorization import authorize
 from services.runtime.broker import (
     ConsumerLag,
     ReplyTopics,
@@ -42,7 +41,7 @@ from services.runtime.logs import configure_logging, get_logger
 from services.runtime.mongo import Doc, OutboxRelay, UnitOfWork, connect
 from services.runtime.settings import ServiceSettings, settings_problems
 from services.runtime.tokens import verify_access_token
-from services.runtime.tracing import service_tracer, traced, tracer_provider
+from services.runtime.tracing import exports, service_tracer, traced, tracer_provider
 
 log = get_logger("schoolcard.service")
 
@@ -87,21 +86,11 @@ class Runtime:
         return await group_lag(connection(self.settings.infra), self.group_id, topic)
 
     def claims(self, msg: Inbound[Any]) -> AccessTokenClaims:
-        """The verified access token of an app command (raises TokenError with a code)."""
+        """The verified access token of an app command (raises TokenError with a code). Who
+        may do what is checked by ``usecase.Caller.authorize`` (a handler's ``uc.authorize``)."""
         return verify_access_token(msg.authorization, self.settings.infra.verification_keys(),
                                    audience=self.service,
                                    now=self.clock().timestamp())
-
-    def authorize(self, msg: Inbound[Any], action: str, contract: str | None = None,
-                  school_id: str | None = None,
-                  operator_id: str | None = None) -> AccessTokenClaims:
-        """Verify the token and check that its holder may do ``action`` (for the child under
-        ``contract``, on the school ``school_id``, for the operator ``operator_id``):
-        ``services.runtime.authorization``."""
-        claims = self.claims(msg)
-        authorize(claims, action, contract=contract, school_id=school_id,
-                  operator_id=operator_id)
-        return claims
 
     def transaction(self, msg: Inbound[Any] | None = None, *, inbox: bool = True):  # type: ignore[no-untyped-def]
         """A unit of work for ``msg``: its id is the inbox key, its envelope the cause of
@@ -117,13 +106,15 @@ Wire = Callable[[Runtime], Awaitable[Routes]]
 class Service:
     def __init__(self, name: str, settings: ServiceSettings, wire: Wire, *,
                  clock: Clock = system_clock, tracing: TracerProvider | None = None) -> None:
-        """``tracing``: where the service's spans go (default: ``SCHOOLCARD_OTEL_EXPORTER``)."""
+        """``tracing``: where the service's spans go (default: ``SCHOOLCARD_OTEL_EXPORTER``;
+        with ``none`` the handlers run without spans of their own, ``tracing.traced``)."""
         self.name = name
         self.settings = settings
         self.wire = wire
         self.clock = clock
         self.tracing = tracing or tracer_provider(name, settings.infra.otel_exporter,
                                                   settings.infra.otel_endpoint)
+        self.handler_spans = tracing is not None or exports(settings.infra.otel_exporter)
         self.instance_id = (settings.instance_id or
                             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.http_port: int | None = None
@@ -148,15 +139,12 @@ class Service:
         return {"mongo": mongo, "kafka": kafka}
 
     def liveness(self) -> dict[str, bool]:
-        """What must keep running for the service to do its work: the consumer's task (a
-        consumer whose task ended never reads again; FastStream restarts a task that
-        raised), the outbox relay and the periodic jobs. That the event loop answers at all
-        is shown by /healthz answering."""
-        subscriber = self.consumer.subscriber
-        consuming = bool(subscriber.running and subscriber.consumer is not None
-                         and any(not task.done() for task in subscriber.tasks))
-        return {"consumer": consuming, **{task.get_name(): not task.done()
-                                          for task in self._tasks}}
+        """What must keep running for the service to do its work: the consumer's task, which
+        must not be stuck on a batch (``Consumer.liveness``: no progress for
+        ``<SERVICE>_LIVENESS_STALL_S``), the outbox relay and the periodic jobs. That the
+        event loop answers at all is shown by /healthz answering."""
+        return {**self.consumer.liveness(self.settings.liveness_stall_s),
+                **{task.get_name(): not task.done() for task in self._tasks}}
 
     async def _measure_lag(self) -> None:
         try:
@@ -181,7 +169,8 @@ class Service:
         await uow.ensure_indexes()
         if infra.provision_topics:
             await provision_topics(infra)
-        routes = traced(await self.wire(self.runtime), service_tracer(self.tracing))
+        routes = traced(await self.wire(self.runtime),
+                        service_tracer(self.tracing) if self.handler_spans else None)
         self.consumer = Consumer(broker, self.name, routes,
                                  group_id=self.runtime.group_id,
                                  max_attempts=s.max_attempts,
@@ -214,7 +203,8 @@ class Service:
                                  broker_up=broker_up)
         relay_holder.append(self.relay)
         subscriber = self.consumer.subscriber
-        self.consumer_lag = ConsumerLag(self.name, lambda: subscriber.consumer)
+        self.consumer_lag = ConsumerLag(self.name, lambda: subscriber.consumer,
+                                        connection(infra), self.runtime.group_id)
         await broker.start()
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         ticks = list(self.runtime.ticks)
@@ -250,6 +240,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.relay.stop()
+        with contextlib.suppress(KafkaError, OSError):
+            await self.consumer_lag.close()
         await self.runtime.broker.stop()
         await self.health.stop()
         await self.runtime.client.close()

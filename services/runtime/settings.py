@@ -262,6 +262,13 @@ class ServiceSettings(BaseSettings):
     consumer_lag_interval_s: float = Field(default=15.0, ge=0, description="How often the "
                                            "consumer's lag per partition is measured for "
                                            "schoolcard_consumer_lag (0: never).")
+    liveness_stall_s: float = Field(
+        default=120.0, gt=0, description="/healthz fails (503, consumer_progress false) when "
+        "the consumer holds a batch and has made no progress for this long — no message "
+        "attempt ended, no batch finished: a handler stuck on an await that never returns. "
+        "Keep it a few times the longest batch (consumer_batch_max messages, a slow "
+        "transaction, retry pauses up to retry_backoff_max_ms); an idle consumer, with "
+        "nothing to read, never fails it.")
 
 
 def settings_problems(exc: ValidationError, settings_class: type[BaseSettings]) -> str:

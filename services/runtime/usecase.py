@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -73,10 +73,12 @@ def explain_refusal(exc: Exception) -> tuple[str, str]:
 
 
 @dataclass
-class Case(Generic[M]):
-    """What a handler's block sees: the unit of work, the message, the token's holder."""
+class Caller(Generic[M]):
+    """A message and the holder of its access token: ``authorize`` is the one authorization
+    entry point of every handler. A ``Case`` is one; ``UseCases.caller(msg)`` gives one for a
+    check before the unit of work (auth hashes a new password only for a caller allowed to
+    set it)."""
 
-    tx: Transaction
     msg: Inbound[M]
     verify: Callable[[Inbound[M]], AccessTokenClaims]
     _claims: AccessTokenClaims | None = None
@@ -105,6 +107,13 @@ class Case(Generic[M]):
         return self.holder
 
 
+@dataclass
+class Case(Caller[M]):
+    """What a handler's block sees: the unit of work, the message, the token's holder."""
+
+    tx: Transaction = field(kw_only=True)
+
+
 class UseCases:
     """``self.case = UseCases(rt, refusals=(d.WalletRejected,))`` in a service's Handlers."""
 
@@ -121,9 +130,14 @@ class UseCases:
         async with self.rt.uow.transaction(inbox_id=msg.inbox_id, cause=msg.envelope,
                                            now=now or self.rt.clock()) as tx:
             try:
-                yield Case(tx, msg, self.rt.claims)
+                yield Case(msg, self.rt.claims, tx=tx)
             except self.refusals as exc:
                 self.refuse(tx, msg, *self.explain(exc))
+
+    def caller(self, msg: Inbound[M]) -> Caller[M]:
+        """``msg``'s caller outside its unit of work: a check before the transaction (the
+        case checks again inside it)."""
+        return Caller(msg, self.rt.claims)
 
     def refuse(self, tx: Transaction, msg: Inbound[Any], code: str, text: str) -> None:
         """A request is answered with an ErrorReply; an event is dead-lettered."""

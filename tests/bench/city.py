@@ -477,9 +477,35 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 # --- the runs --------------------------------------------------------------------------------
 
+def start_profiles(procs: dict[str, devstack.Proc], services: list[str],
+                   out: Path) -> list[subprocess.Popen[bytes]]:
+    """``py-spy record`` (collapsed stacks, ``<out>/<service>.txt``) on each of ``services``
+    for as long as the closed loop runs; stopped with SIGINT, which makes it write."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/python -m pip install py-spy")
+    out.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([spy, "record", "--nonblocking", "--format", "raw", "--rate", "200",
+                              "--pid", str(procs[s].pid), "--output", str(out / f"{s}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for s in services]
+
+
+def stop_profiles(spies: list[subprocess.Popen[bytes]]) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        try:
+            spy.wait(30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
 async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Proc],
                    producer: AIOKafkaProducer, events: int, open_seconds: float,
-                   settle: float) -> tuple[dict[str, Any], list[Wire]]:
+                   settle: float, profile: list[str] | None = None,
+                   profile_dir: Path | None = None) -> tuple[dict[str, Any], list[Wire]]:
     bootstrap = env["SCHOOLCARD_KAFKA_BOOTSTRAP"]
     cards, money, commands = city.seed(env["AUTH_PRIVATE_KEY"])
     guardians = len(city.guarded)
@@ -515,9 +541,13 @@ async def run_ours(city: City, env: dict[str, str], procs: dict[str, devstack.Pr
         wanted = {w.business_id for w in closed}
         outcomes.expect(closed)
         sent: dict[str, float] = {}
-        started = await send_all(producer, closed, sent=sent)
-        complete = await outcomes.wait(lambda: wanted <= outcomes.done.keys(), timeout=600,
-                                       what="every closed-loop outcome")
+        spies = start_profiles(procs, profile, profile_dir or RUN_BASE) if profile else []
+        try:
+            started = await send_all(producer, closed, sent=sent)
+            complete = await outcomes.wait(lambda: wanted <= outcomes.done.keys(), timeout=600,
+                                           what="every closed-loop outcome")
+        finally:
+            await asyncio.to_thread(stop_profiles, spies)
         finished = max(outcomes.done[b] for b in wanted if b in outcomes.done)
         after = await handled(procs)
         seconds = finished - started
@@ -661,9 +691,12 @@ async def bench(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         await producer.start()
         try:
             ours, closed = await run_ours(city, env, procs, producer, args.events,
-                                          args.open_seconds, args.settle)
+                                          args.open_seconds, args.settle,
+                                          profile=args.profile, profile_dir=args.out.parent)
             for proc in procs.values():  # the references run on a quiet machine
                 await asyncio.to_thread(proc.stop)
+            if args.no_references:
+                return {"ours": ours}
             raw = await run_reference("raw", closed, env, run_dir, producer, city.run)
             naive = await run_reference("naive", closed, env, run_dir, producer, city.run)
         finally:
@@ -693,15 +726,17 @@ def _fmt(v: Any) -> str:
 
 
 def report(figures: dict[str, Any]) -> str:
-    ours, ratios = figures["ours"], figures["ratios"]
+    ours = figures["ours"]
+    ratios = figures.get("ratios", {"ours_over_raw": None, "ours_over_naive": None})
+    raw, naive = figures.get("raw", {}), figures.get("naive", {})
     lines = [
         f"city bench: {figures['params']['cards']} cards, {figures['params']['events']} events, "
         f"{figures['params']['guardians']} guardians; {figures['machine']['cpu_count']} cores",
         f"{'figure':34} {'value':>10}   target",
         f"{'ours events/s (closed loop)':34} {_fmt(ours['events_per_s']):>10}   "
         f"{TARGETS['events_per_s']}",
-        f"{'raw events/s':34} {_fmt(figures['raw']['events_per_s']):>10}",
-        f"{'naive events/s':34} {_fmt(figures['naive']['events_per_s']):>10}",
+        f"{'raw events/s':34} {_fmt(raw.get('events_per_s')):>10}",
+        f"{'naive events/s':34} {_fmt(naive.get('events_per_s')):>10}",
         f"{'ours / raw':34} {_fmt(ratios['ours_over_raw']):>10}   {TARGETS['ours_over_raw']}",
         f"{'ours / naive':34} {_fmt(ratios['ours_over_naive']):>10}   "
         f"{TARGETS['ours_over_naive']}",
@@ -736,6 +771,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts, about a minute")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--keep", action="store_true", help="keep the run directory (logs)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="skip the raw and naive reference pipelines (A/B runs of ours)")
+    parser.add_argument("--profile", type=lambda v: v.split(","), default=None,
+                        metavar="SERVICE[,SERVICE]",
+                        help="py-spy record these services during the closed loop; collapsed "
+                             "stacks in <out's folder>/<service>.txt")
     parser.add_argument("--out", type=Path, default=RUN_BASE / "latest.json",
                         help="default $RUN_DIR/bench/latest.json ($RUN_DIR: .run)")
     args = parser.parse_args()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["tests.bench.wallet_throughput", "tests.bench.access_latency", "tests.bench.city"]
+BENCHMARKS = ["tests.bench.tracing_overhead", "tests.bench.wallet_throughput",
+              "tests.bench.access_latency", "tests.bench.city"]
 
 
 def main() -> int:

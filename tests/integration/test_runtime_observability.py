@@ -113,7 +113,8 @@ async def test_a_consumer_behind_exports_its_lag_per_partition(
 
     broker = make_broker(service, infra_settings(infra))
     consumer = Consumer(broker, service, {GateTapped: slow}, group_id=group, batch_max=10)
-    lag = ConsumerLag(service, lambda: consumer.subscriber.consumer)
+    lag = ConsumerLag(service, lambda: consumer.subscriber.consumer, KafkaConnection(bootstrap),
+                      group)
     card = new_card(school())
     async with Integrator(bootstrap) as pub:
         for _ in range(3):
@@ -140,6 +141,7 @@ async def test_a_consumer_behind_exports_its_lag_per_partition(
         await eventually(caught_up, timeout=60, what="the lag back to zero")
     finally:
         release.set()
+        await lag.close()
         await broker.stop()
 
 

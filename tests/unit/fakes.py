@@ -7,7 +7,7 @@ database server).
 - ``FakeUnitOfWork``: ``UnitOfWork.transaction`` in memory. The inbox marker is inserted first
   (a duplicate ``_id`` raises ``AlreadyProcessed``); a block that raises rolls every collection
   back; a committed block's outbox lands in ``sent`` and its replies also in ``replies``.
-- ``FakeRuntime``: the real ``Runtime`` (its ``transaction``, ``claims`` and ``authorize``, so
+- ``FakeRuntime``: the real ``Runtime`` (its ``transaction`` and ``claims``, so
   tokens are verified for real) over the fake unit of work, with a key pair of its own to sign
   tokens (``token``; or the one given, ``keypair=``, when the service under test signs tokens
   too), a settable clock (``now``) and consumer lag (``behind``).
@@ -488,7 +488,7 @@ FAKE_INFRA = {"kafka_bootstrap": "fake-broker:9092", "mongo_uri": "mongodb://fak
 
 class FakeRuntime(Runtime):
     """What ``Runtime`` gives handlers, in memory. ``now`` is the clock; ``behind`` is what
-    ``lag`` answers; ``token(...)`` signs access tokens that ``claims``/``authorize`` accept."""
+    ``lag`` answers; ``token(...)`` signs access tokens that ``claims`` accepts."""
 
     def __init__(self, service: str, settings_class: type[S], *,
                  now: datetime = datetime(2025, 9, 1, 9, 0, tzinfo=UTC),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from services.runtime.consumer import Inbound
 from services.runtime.service import Runtime
 from services.runtime.settings import InfraSettings
 from services.runtime.tokens import TokenError, generate_keypair, issue_access_token
+from services.runtime.usecase import Caller
 
 pytestmark = pytest.mark.unit
 
@@ -216,13 +218,17 @@ def test_support_sets_fare_rules_for_every_operator_and_the_role_is_checked_firs
 
 # --- through the runtime ------------------------------------------------------------------------
 
-def test_runtime_authorize_verifies_the_token_and_applies_contract_and_school():
+def test_a_caller_is_verified_with_the_runtimes_keys_and_authorized_for_contract_and_school():
     private, public = generate_keypair()
     now = datetime(2025, 3, 3, 8, tzinfo=UTC)
     infra = InfraSettings(kafka_bootstrap="fake-broker:9092", mongo_uri="mongodb://fake-mongo",
                           auth_public_key=public)
     rt = Runtime("access", SimpleNamespace(infra=infra),  # type: ignore[arg-type]
                  None, None, None, clock=lambda: now)  # type: ignore[arg-type]
+
+    def caller_may(msg: Inbound[None], action: str, contract: str | None = None,
+                   school_id: str | None = None) -> Any:
+        return Caller(msg, rt.claims).authorize(action, contract=contract, school_id=school_id)
 
     def inbound(role: Role, school_id: str | None = None, **grants: GuardianRole) -> Inbound[None]:
         token = issue_access_token(private, account_id="acc_someone001", session_id="s",
@@ -233,13 +239,13 @@ def test_runtime_authorize_verifies_the_token_and_applies_contract_and_school():
         return Inbound(None, envelope, "t", 0, 0, None, f"Bearer {token}")
 
     mum = inbound(Role.PARENT, **{CHILD: GuardianRole.PRIMARY})
-    assert rt.authorize(mum, "change_limits", CHILD).sub == "acc_someone001"
+    assert caller_may(mum, "change_limits", CHILD).sub == "acc_someone001"
     with pytest.raises(TokenError, match="not allowed to change_limits"):
-        rt.authorize(mum, "change_limits", OTHER_CHILD)
+        caller_may(mum, "change_limits", OTHER_CHILD)
     admin = inbound(Role.SCHOOL_ADMIN, SCHOOL)
-    assert rt.authorize(admin, "manual_entry", school_id=SCHOOL).school_id == SCHOOL
+    assert caller_may(admin, "manual_entry", school_id=SCHOOL).school_id == SCHOOL
     with pytest.raises(TokenError, match="staff of another school"):
-        rt.authorize(admin, "manual_entry", school_id=OTHER_SCHOOL)
+        caller_may(admin, "manual_entry", school_id=OTHER_SCHOOL)
     with pytest.raises(TokenError) as unsigned:
-        rt.authorize(Inbound(None, mum.envelope, "t", 0, 0, None, None), "view", CHILD)
+        caller_may(Inbound(None, mum.envelope, "t", 0, 0, None, None), "view", CHILD)
     assert unsigned.value.code == "unauthenticated"

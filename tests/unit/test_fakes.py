@@ -15,6 +15,7 @@ from contracts.notify import GetJournal
 from services.access.settings import Settings as AccessSettings
 from services.runtime.mongo import AlreadyProcessed
 from services.runtime.tokens import TokenError
+from services.runtime.usecase import Caller
 from tests.unit.fakes import FakeCollection, FakeDatabase, FakeRuntime, matches
 
 pytestmark = pytest.mark.unit
@@ -212,7 +213,7 @@ async def test_replies_go_to_the_requesters_topic_and_events_to_theirs():
 async def test_tokens_are_verified_with_the_runtimes_key_and_clock():
     rt = FakeRuntime("notify", AccessSettings)
     own = rt.inbound(GetJournal(account_id="acc_parent0001"), token=rt.token(Role.SUPPORT))
-    assert rt.authorize(own, "view").role is Role.SUPPORT
+    assert Caller(own, rt.claims).authorize("view").role is Role.SUPPORT
     stranger = FakeRuntime("notify", AccessSettings)
     forged = rt.inbound(GetJournal(account_id="acc_parent0001"), token=stranger.token())
     with pytest.raises(TokenError) as refused:

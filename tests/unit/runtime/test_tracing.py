@@ -120,3 +120,33 @@ def test_a_log_line_inside_a_span_carries_its_trace_and_span_ids(spans):
     for event in ("inside", "library line inside"):
         assert (lines[event]["trace_id"], lines[event]["span_id"]) == (trace_id, span_id)
     assert "trace_id" not in lines["outside"] and "span_id" not in lines["outside"]
+
+
+async def test_without_an_exporter_a_handler_runs_in_its_message_context_with_no_span(spans):
+    exporter, tracer = spans
+    emitted: list[Envelope] = []
+    seen: list[str | None] = []
+
+    async def handler(msg: Inbound[Any]) -> None:
+        seen.append(current_traceparent())
+        emitted.append(transaction(msg.envelope).emit("access.events.v1", "40012345", card()))
+
+    routes = traced({CardIssued: handler}, None)
+    with tracer.start_as_current_span("the consumer's batch"):
+        await routes[CardIssued](inbound(TRACEPARENT))
+        await routes[CardIssued](inbound(None))
+        after = current_traceparent()
+    assert [s.name for s in exporter.get_finished_spans()] == ["the consumer's batch"]
+    assert seen == [TRACEPARENT, None]  # the message's context, never the batch's span
+    assert emitted[0].traceparent == TRACEPARENT and emitted[1].traceparent is None
+    assert after is not None and ids(after)[0] != TRACE  # the batch's context is back
+
+
+def test_the_current_traceparent_is_what_the_w3c_propagator_writes(spans):
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    _, tracer = spans
+    with tracer.start_as_current_span("work"):
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        assert current_traceparent() == carrier["traceparent"]
