@@ -276,6 +276,11 @@ class ContractCards:
             self.card_uids.append(card_uid)
             self.version += 1
 
+    def unlink(self, card_uid: str) -> None:
+        if card_uid in self.card_uids:
+            self.card_uids.remove(card_uid)
+            self.version += 1
+
     def note_block(self, event_id: str, blocked: bool, at: datetime, reason: str = "") -> None:
         """Remember the newest block state (at equal times a block wins, as on the card)."""
         at = require_aware(at, "occurred_at")
@@ -379,6 +384,39 @@ def reissue_card(old_link: ContractCards | None, old_cards: list[CardRecord],
         if card.card_uid != fact.card_uid
     )
     return issued, ContractOutcome(old, retired)
+
+
+def issue_virtual_card(link: ContractCards | None, card: CardRecord | None,
+                       replaced: CardRecord | None, fact: CardIssued,
+                       replaces: str | None) -> ContractOutcome:
+    """A virtual card (phone/watch NFC id, QR token) of an existing contract: its uid is
+    allowed at the gates like the plastic card, under the contract's block state. The uid it
+    ``replaces`` is denied from now on (``card_blocked``, reason ``replaced``) and leaves the
+    contract, so a later unblock of the contract does not bring it back. A uid already known
+    under another contract is refused."""
+    if card is not None and card.contract is not None and card.contract != fact.contract:
+        raise InvalidInput(ValidationReason.CREDENTIAL_CONFLICT,
+                           f"card {fact.card_uid} belongs to another contract")
+    issued = issue_card(link, card, fact)
+    if replaces is None:
+        return issued
+    if replaced is None or replaced.contract != fact.contract:
+        raise InvalidInput(ValidationReason.UNKNOWN_CREDENTIAL,
+                           f"contract {fact.contract} has no card {replaces}")
+    issued.link.unlink(replaces)
+    retired = project_card(replaced, CardBlocked(f"replaced:{fact.event_id}", replaces,
+                                                 fact.occurred_at, "replaced"))
+    return ContractOutcome(issued.link, (*issued.cards, retired))
+
+
+def block_one_card(card: CardRecord | None, card_uid: str, event_id: str, blocked: bool,
+                   at: datetime, reason: str = "") -> CardOutcome:
+    """One credential blocked or unblocked on its own (the contract's other cards keep their
+    state). Newest fact wins per card, so a later block or unblock of the whole contract
+    overrides it."""
+    fact: CardFact = (CardBlocked(event_id, card_uid, at, reason) if blocked
+                      else CardUnblocked(event_id, card_uid, at))
+    return project_card(card, fact)
 
 
 def roster(cards: list[CardRecord], retired: set[str]) -> list[Student]:
