@@ -192,8 +192,9 @@ class Handlers:
                         if m.replaces_card_uid else None)
             versions: dict[str, int | None] = {
                 c.card_uid: c.version for c in (card, replaced) if c is not None}
+            loaded = link.version if link else None
             outcome = d.issue_virtual_card(link, card, replaced, fact, m.replaces_card_uid)
-            await self._save_contract(tx, outcome, link.version if link else None, versions)
+            await self._save_contract(tx, outcome, loaded, versions)
             _emit(tx, outcome.events, None, msg.inbox_id)
 
     async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
@@ -220,8 +221,9 @@ class Handlers:
         async with self.case(msg) as uc:
             tx = uc.tx
             card = await store.load_card(tx, card_uid)
+            loaded = card.version if card else None
             outcome = d.block_one_card(card, card_uid, event_id, blocked, at, reason)
-            await store.save_card(tx, outcome.card, card.version if card else None)
+            await store.save_card(tx, outcome.card, loaded)
             _emit(tx, outcome.events, None, msg.inbox_id)
 
     async def _block(self, msg: Inbound, contract: str, event_id: str, blocked: bool,
