@@ -1,8 +1,9 @@
 """A virtual card end to end: access, wallet and transit in-process against the real broker and
 the real MongoDB-protocol server, on one FakeClock. The issuer issues a child's plastic card,
 then a phone credential (``VirtualCardIssued``, signed); the phone passes the gate, buys in the
-canteen and rides on the same account. The parent blocks the phone alone (``BlockCard`` with
-its uid): the gate, the till and the validators refuse it while the plastic card keeps working.
+canteen and rides on the same account. The parent lists the child's cards and blocks the phone
+alone through the gateway (in-process, httpx over ASGI: ``BlockCard`` with its uid): the gate,
+the till and the validators refuse it while the plastic card keeps working.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 
 from contracts import access as a
-from contracts import wallet as w
 from contracts.auth import ChildGrant, Role
 from contracts.catalog import DLQ_CODE
 from contracts.integrations import (
@@ -31,6 +32,8 @@ from contracts.integrations import (
     VirtualCardIssued,
 )
 from contracts.types import GuardianRole
+from services.gateway.app import Gateway
+from services.gateway.settings import GatewayInfra, Settings
 from services.runtime.tokens import issue_access_token
 from tests.support import FakeClock, Integrator, Requester, TopicReader, chip_uid, uid
 
@@ -57,6 +60,7 @@ class Stack:
     till: TopicReader
     wallet_events: TopicReader
     transit_dlq: TopicReader
+    http: httpx.AsyncClient
 
     def parent(self, contract: str) -> str:
         return issue_access_token(self.infra["AUTH_PRIVATE_KEY"],
@@ -82,8 +86,20 @@ async def stack(service_runner: Any, bootstrap: str,
             TopicReader(bootstrap, "wallet.sale-decisions.v1") as till, \
             TopicReader(bootstrap, "wallet.events.v1") as wallet_events, \
             TopicReader(bootstrap, "transit.dead-letter.v1") as transit_dlq:
-        yield Stack(clock, infra, pub, req, allow, deny, gate, till, wallet_events,
-                    transit_dlq)
+        settings = Settings(
+            infra=GatewayInfra(kafka_bootstrap=infra["SCHOOLCARD_KAFKA_BOOTSTRAP"],
+                               auth_public_key=infra["SCHOOLCARD_AUTH_PUBLIC_KEY"],
+                               kafka_fetch_max_wait_ms=10, log_json=False),
+            instance_id=f"it-{uuid.uuid4().hex[:8]}", request_timeout_s=60)
+        gw = Gateway(settings, clock=lambda: clock.now.timestamp())
+        await gw.start()
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=gw.api),
+                                         base_url="http://gw", timeout=90) as http:
+                yield Stack(clock, infra, pub, req, allow, deny, gate, till, wallet_events,
+                            transit_dlq, http)
+        finally:
+            await gw.stop()
 
 
 async def gate_tap(s: Stack, school_id: str, card: str, at: datetime) -> dict[str, Any]:
@@ -157,11 +173,15 @@ async def test_a_virtual_card_works_like_the_plastic_one_and_blocks_on_its_own(
     await s.pub.publish(ride(phone, local("15:00")), phone)
     await fare_debited(s, contract, 1)
 
-    # the parent blocks the phone alone
-    blocked = await s.req.send(w.BlockCard(request_id=uid("blk"), contract=contract,
-                                           card_uid=phone), contract,
-                               token=s.parent(contract))
-    assert blocked.json()["ok"] is True, blocked.json()
+    # the parent sees both cards and blocks the phone alone
+    parent = {"Authorization": f"Bearer {s.parent(contract)}"}
+    listed = await s.http.get(f"/v1/children/{contract}/cards", headers=parent)
+    assert listed.status_code == 200, listed.text
+    assert [(c["card_uid"], c["kind"], c["state"]) for c in listed.json()["cards"]] == [
+        (plastic, None, "active"), (phone, "phone_nfc", "active")]
+    blocked = await s.http.post(f"/v1/children/{contract}/cards/{phone}/block",
+                                headers={**parent, "Idempotency-Key": str(uuid.uuid4())})
+    assert blocked.status_code == 200, blocked.text
     await s.allow.wait_for(lambda r: r.key == phone and not r.json()["allowed"], timeout=60)
     await s.deny.wait_for(lambda r: r.key == phone and r.json()["denied"], timeout=60)
     s.clock.advance(minutes=1)
@@ -184,3 +204,5 @@ async def test_a_virtual_card_works_like_the_plastic_one_and_blocks_on_its_own(
     fares = [r for r in await s.wallet_events.read_to_end()
              if r.key == contract and r.type.endswith(".FareDebited")]
     assert len(fares) == 2  # the phone's refused ride was never charged
+    listed = await s.http.get(f"/v1/children/{contract}/cards", headers=parent)
+    assert [c["state"] for c in listed.json()["cards"]] == ["active", "blocked"]

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import problems
 from services.gateway.problems import ProblemError
-from services.gateway.routes import account, children, money, notifications, support
+from services.gateway.routes import account, cards, children, money, notifications, support
 from services.gateway.routes.common import client_address, log, safe_errors
 
 __all__ = ["build", "client_address"]
@@ -39,6 +39,7 @@ def build() -> FastAPI:
     api.include_router(notifications.routes())
     api.include_router(money.routes())
     api.include_router(support.routes())
+    api.include_router(cards.routes())
 
     @api.exception_handler(ProblemError)
     async def on_problem(_: Request, exc: ProblemError) -> Response:
