@@ -192,9 +192,8 @@ class Handlers:
         async with self.case(msg) as uc:
             tx = uc.tx
             credential = await store.load_credential(tx, sale.card_uid)
-            if d.refuses_sale(credential):
-                for wired in outbound.blocked_credential_sale(sale, credential.contract,  # type: ignore[union-attr]
-                                                              tx.now):
+            if credential is not None and d.refuses_sale(credential):
+                for wired in outbound.blocked_credential_sale(sale, credential.contract, tx.now):
                     self._send(tx, wired)
                 return
             wants: store.Wants = {"sales": [sale.sale_id]}
