@@ -136,3 +136,19 @@ async def test_a_replacement_of_a_uid_the_contract_does_not_have_is_dead_lettere
         await h.on_virtual_card_issued(rt.inbound(_virtual(NEW_PHONE, replaces=PHONE),
                                                   key=CONTRACT))
     assert exc.value.code == "unknown_credential"
+
+
+def test_a_card_blocked_alone_stays_denied_when_its_contract_is_unblocked():
+    card = d.project_card(None, _fact(PHONE)).card
+    card = d.block_one_card(card, PHONE, "b:1", True, NOW + timedelta(minutes=1), "lost").card
+    link = d.ContractCards(CONTRACT, [PHONE])
+    blocked = d.block_contract(link, CONTRACT, [card], "cb:1", True,
+                               NOW + timedelta(minutes=2), "lost")
+    unblocked = d.block_contract(blocked.link, CONTRACT, [blocked.cards[0].card], "cu:1", False,
+                                 NOW + timedelta(minutes=3))
+    assert unblocked.cards[0].card.status is d.CardStatus.BLOCKED
+    assert unblocked.events == ()
+    freed = d.block_one_card(unblocked.cards[0].card, PHONE, "u:1", False,
+                             NOW + timedelta(minutes=4))
+    assert freed.card.status is d.CardStatus.ACTIVE
+    assert [(e.card_uid, e.allowed) for e in freed.events] == [(PHONE, True)]
