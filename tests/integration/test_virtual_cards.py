@@ -206,3 +206,23 @@ async def test_a_virtual_card_works_like_the_plastic_one_and_blocks_on_its_own(
     assert len(fares) == 2  # the phone's refused ride was never charged
     listed = await s.http.get(f"/v1/children/{contract}/cards", headers=parent)
     assert [c["state"] for c in listed.json()["cards"]] == ["active", "blocked"]
+
+    # and the other way round: the phone unblocked, the plastic card blocked alone
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    answer = await s.http.post(f"/v1/children/{contract}/cards/{phone}/unblock",
+                               headers={**parent, **key})
+    assert answer.status_code == 200, answer.text
+    answer = await s.http.post(f"/v1/children/{contract}/cards/{plastic}/block",
+                               headers={**parent, "Idempotency-Key": str(uuid.uuid4())})
+    assert answer.status_code == 200, answer.text
+    await s.allow.wait_for(lambda r: r.key == phone and r.json()["allowed"], count=2,
+                           timeout=60)
+    await s.allow.wait_for(lambda r: r.key == plastic and not r.json()["allowed"], timeout=60)
+    await s.deny.wait_for(lambda r: r.key == plastic and r.json()["denied"], timeout=60)
+    s.clock.advance(minutes=1)
+    later = s.clock.now - timedelta(seconds=10)
+    assert (await gate_tap(s, school_id, plastic, later))["reason"] == "card_blocked"
+    assert (await sale(s, school_id, plastic, later))["reason"] == "card_blocked"
+    assert (await sale(s, school_id, phone, later))["balance_after"] == 245_00
+    await s.pub.publish(ride(phone, later), phone)
+    await fare_debited(s, contract, 3)
