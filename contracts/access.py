@@ -323,6 +323,11 @@ class EntryLogDay(Part):
 
 class EntryLogReply(Reply):
     contract: ContractNumber
+    today: LocalDate | None = Field(default=None, description="Today in the school's time "
+                                    "zone (the school's schedule).", examples=["2026-09-01"])
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone the days are counted in.",
+                                           examples=["Europe/Samara"])
     days: list[EntryLogDay] = Field(
         default_factory=list, max_length=100, description="Days of the page by date: every "
         "elapsed lesson day (absent ones too) and every day with a passage.",
@@ -336,6 +341,11 @@ class EntryLogReply(Reply):
 
 class StudentStatsReply(Reply):
     contract: ContractNumber
+    today: LocalDate | None = Field(default=None, description="Today in the school's time "
+                                    "zone (the school's schedule).", examples=["2026-09-01"])
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone the days are counted in.",
+                                           examples=["Europe/Samara"])
     days_present: int = Field(default=0, description="School days in the period with at least "
                               "one entry.", examples=[18])
     late_count: int = Field(default=0, description="School days in the period with a late "

@@ -134,7 +134,10 @@ TOPICS: tuple[Topic, ...] = (
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
-                  "ResetSecondFactor", "UnlockAccount"),
+                  "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
+                  "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
+                  "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
+                  "UpdateProfile", "SetChildName", "GetProfile"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
@@ -153,7 +156,7 @@ TOPICS: tuple[Topic, ...] = (
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
                   "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
-                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates")
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates", "GetControls")
           + _models(wallet, "SetScheduledTopUp", "ChangeScheduledTopUp", "SetServices",
                     "GetPaymentSettings", "SubmitApplication", "HandleApplication",
                     "GetApplications")
@@ -216,12 +219,18 @@ TOPICS: tuple[Topic, ...] = (
           personal_data=True),
     Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
           _models(notify, "NotificationDelivered"), "Delivery status of every message."),
+    Topic("notify.in-app.v1", "account id", "notify", ("apps",),
+          _models(notify, "InAppMessage"),
+          "The in-app channel: each guardian's notifications with their text, for the gateway "
+          "to stream to the guardian's open pages (personal data; the journal keeps them).",
+          retention_ms=DAY_MS, personal_data=True),
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
-                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
+                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
+                  "GuardiansReply", "InvitationsReply", "ProfileReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
-                                    "TopUpTemplatesReply")
+                                    "TopUpTemplatesReply", "ControlsReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")
           + _models(wallet, "CardsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")

@@ -21,6 +21,7 @@ from contracts.types import (
     SchoolId,
     Secret,
     ShortSecret,
+    TimeZoneName,
     UtcDatetime,
 )
 
@@ -31,6 +32,9 @@ class Channel(StrEnum):
     PUSH = "push"
     SMS = "sms"
     EMAIL = "email"
+    IN_APP = "in_app"
+    """Shown in the parents' cabinet and app: delivered as an InAppMessage on
+    notify.in-app.v1 the moment notify stores it (the gateway streams it to open pages)."""
 
 
 class OneTimeCodeRequested(Event):
@@ -40,7 +44,8 @@ class OneTimeCodeRequested(Event):
     request_id: Identifier
     phone: Phone
     code: ShortSecret = Field(description="6 digits.", examples=["493817"])
-    purpose: str = Field(max_length=32, description="registration | password_reset | login",
+    purpose: str = Field(max_length=32, description="registration | password_reset | login | "
+                         "phone_confirmation",
                          examples=["registration"])
     locale: Locale = Field(default=Locale.RU, description="Language of the SMS text: ru or en.",
                            examples=["ru"])
@@ -88,7 +93,8 @@ class NotificationDelivered(Event):
     account_id: AccountId | None = Field(description="The guardian account addressed; None "
                                          "for a one-time code sent to a bare phone.",
                                          examples=["acc_7f3a9c2e1b4d"])
-    channel: Channel = Field(description="Channel used: push, sms or email.", examples=["push"])
+    channel: Channel = Field(description="Channel used: push, sms, email or in_app.",
+                             examples=["push"])
     kind: str = Field(max_length=64, description="What the notification is about (snake_case "
                       "kind).", examples=["canteen_purchase"])
     status: str = Field(max_length=16, description="sent | failed | dead | deferred")
@@ -107,6 +113,28 @@ class JournalStatus(StrEnum):
     DEAD = "dead"
     DEFERRED = "deferred"
     DIGESTED = "digested"
+
+
+class InAppMessage(Event):
+    """A notification shown in the parents' cabinet and app: the in_app channel's delivery, on
+    notify.in-app.v1 (key: guardian account). Personal data (the child's name, places, amounts):
+    read by the gateway alone, which streams it to the guardian's open pages; kept a day."""
+
+    notification_id: Identifier = Field(description="Stable: the id the notification's "
+                                        "delivery statuses carry (event + guardian + channel).",
+                                        examples=["5b7f3c1e-8a51-5a55-bb0e-4b7e2f3d9a20"])
+    account_id: AccountId = Field(description="The guardian account it is for.",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    contract: ContractNumber | None = Field(default=None, description="The child it is "
+                                            "about; None for account news (a new login).",
+                                            examples=["40012345"])
+    kind: NotificationKind = Field(description="What it is about (snake_case kind).",
+                                   examples=["child_entered"])
+    title: str = Field(max_length=200, description="A short title in the guardian's locale.",
+                       examples=["Вход в школу"])
+    text: str = Field(max_length=2000, description="The text in the guardian's locale, as on "
+                      "the other channels.", examples=["Маша вошла в школу в 08:05."])
+    at: UtcDatetime = Field(description="When it happened (the tap, the sale, the payment).")
 
 
 class GetJournal(Query):
@@ -140,7 +168,8 @@ class JournalLine(Part):
     at: UtcDatetime
     kind: str = Field(max_length=64, description="What the notification is about (snake_case "
                       "kind).", examples=["top_up"])
-    channel: Channel = Field(description="Channel used: push, sms or email.", examples=["sms"])
+    channel: Channel = Field(description="Channel used: push, sms, email or in_app.",
+                             examples=["sms"])
     status: str = Field(max_length=16, description="sent | failed | dead | deferred",
                         examples=["sent"])
     text: str = Field(max_length=2000, description="The text as sent, in the guardian's locale; "
@@ -166,7 +195,8 @@ class GetJourney(Query):
     support)."""
 
     contract: ContractNumber
-    date: LocalDate = Field(description="The school-local day.", examples=["2026-09-01"])
+    date: LocalDate | None = Field(default=None, description="The school-local day; None: "
+                                   "today in the school's time zone.", examples=["2026-09-01"])
 
 
 class JourneyStep(Part):
@@ -184,7 +214,13 @@ class JourneyStep(Part):
 
 class JourneyReply(Reply):
     contract: ContractNumber
-    date: LocalDate
+    date: LocalDate = Field(description="The school-local day answered (today's when the "
+                            "query named none).", examples=["2026-09-01"])
+    today: LocalDate | None = Field(default=None, description="Today in the school's time "
+                                    "zone, as the school counts days.", examples=["2026-09-01"])
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone the days are counted in.",
+                                           examples=["Europe/Samara"])
     steps: list[JourneyStep] = Field(
         default_factory=list, description="The day in time order; empty when nothing is known.",
         examples=[[{"at": "2026-09-01T03:52:00Z", "kind": "ride", "place": "29",

@@ -25,6 +25,7 @@ from contracts.types import (
     LocalDate,
     SchoolId,
     SubBalance,
+    TimeZoneName,
     UtcDatetime,
 )
 
@@ -60,6 +61,10 @@ class AccountOpened(Event):
     contract: ContractNumber
     school_id: SchoolId
     opened_at: UtcDatetime
+    time_zone: TimeZoneName | None = Field(default=None, description="The school's IANA time "
+                                           "zone (from the card's issue): the child's "
+                                           "\"today\" for every service; None from wallets "
+                                           "before it was sent.", examples=["Europe/Samara"])
 
 
 class TopUpApplied(Event):
@@ -707,6 +712,51 @@ class TopUpTemplatesReply(Reply):
         examples=[[{"template_id": "9f0c3c1e-2b7a-4d52-8f7e-7a8f2b9c0d11",
                     "name": "Обеды на неделю", "amount": 150_000, "sub_balance": "canteen",
                     "updated_at": "2026-09-01T05:00:00Z"}]])
+
+
+class GetControls(Query):
+    """The child's parent controls as they stand (a guardian of the child, action ``view``):
+    what SetControls, SetAutoTopUp and BlockCard set, read back. Answered ``ControlsReply`` or
+    ``ErrorReply`` (``forbidden``, ``unknown_contract``)."""
+
+    contract: ContractNumber
+
+
+class AutoTopUp(Part):
+    """Auto top-up as set with SetAutoTopUp."""
+
+    enabled: bool = Field(description="True while auto top-up is on.", examples=[True])
+    threshold: Kopecks = Field(description="Below this balance of the sub-balance, kopecks, "
+                               "a top-up is asked for.", examples=[20_000])
+    amount: Kopecks = Field(description="The amount asked for, kopecks.", examples=[100_000])
+    sub_balance: SubBalance = Field(description="The sub-balance watched and topped up.",
+                                    examples=["canteen"])
+
+
+class ControlsReply(Reply):
+    contract: ContractNumber
+    daily_limits: DailyLimits | None = Field(
+        default=None, description="Daily spending limits (a None limit: no limit); None "
+        "when the request failed.", examples=[{"total": None, "canteen": 30_000,
+                                                "general": None}])
+    blocked_categories: list[FoodCategory] = Field(
+        default_factory=list, max_length=64, description="Food categories the till declines.",
+        examples=[["sweets"]])
+    blocked_items: list[Identifier] = Field(default_factory=list, max_length=500,
+                                            description="Blocked SKUs.", examples=[["cola-05"]])
+    allergens: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=64, description="Declared allergen tags (lower-case), "
+        "a hard block at the till.", examples=[["nuts"]])
+    low_balance_threshold: Kopecks | None = Field(
+        default=None, description="Below this canteen-and-general balance, kopecks, the "
+        "parent is warned; None: no warning.", examples=[20_000])
+    auto_top_up: AutoTopUp | None = Field(default=None, description="Auto top-up settings; "
+                                          "None when the request failed.")
+    card_blocked: bool = Field(default=False, description="True while the card is blocked.",
+                               examples=[False])
+    block_reason: str | None = Field(default=None, max_length=64, description="Why the card "
+                                     "was blocked (a short code such as lost); None when it "
+                                     "is not.", examples=[None])
 
 
 class SalesReportLine(Part):

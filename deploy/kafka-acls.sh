@@ -43,6 +43,7 @@ acl --allow-principal User:schoolcard-apps --operation Read --topic apps.replies
 acl --allow-principal User:schoolcard-apps --operation Write --topic auth.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-apps --operation Write --topic notify.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-apps --operation Read --topic notify.deliveries.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-apps --operation Read --topic notify.in-app.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-apps --operation Write --topic transit.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-apps --operation Write --topic wallet.commands.v1 --resource-pattern-type literal
 # User:schoolcard-auth
@@ -65,6 +66,7 @@ acl --allow-principal User:schoolcard-notify --operation Read --topic auth.guard
 acl --allow-principal User:schoolcard-notify --operation Read --topic notify.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Write --topic notify.dead-letter.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Write --topic notify.deliveries.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-notify --operation Write --topic notify.in-app.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Read --topic notify.otp-requests.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Read --topic transit.events.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Read --topic wallet.events.v1 --resource-pattern-type literal
@@ -89,6 +91,7 @@ acl --allow-principal User:schoolcard-operators --operation Describe --topic int
 acl --allow-principal User:schoolcard-operators --operation Describe --topic notify.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Read --topic notify.dead-letter.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Describe --topic notify.deliveries.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-operators --operation Describe --topic notify.in-app.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Describe --topic notify.otp-requests.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Describe --topic transit.commands.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Read --topic transit.dead-letter.v1 --resource-pattern-type literal

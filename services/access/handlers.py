@@ -322,7 +322,8 @@ class Handlers:
                                       tx.now) if q.by_month else []
             average = summary.average_arrival
             tx.reply(wire.StudentStatsReply(
-                contract=q.contract, days_present=summary.days_present,
+                contract=q.contract, **_school_day(schedule, tx.now),
+                days_present=summary.days_present,
                 late_count=summary.late_count,
                 average_arrival=_hhmm(average),
                 csv=(d.summary_csv([*months, summary], absent_days=True) if q.by_month
@@ -349,7 +350,7 @@ class Handlers:
                                                 scope=scope)
             except paging.InvalidCursor as exc:
                 raise Refused("invalid_cursor", str(exc)) from None
-            tx.reply(wire.EntryLogReply(contract=q.contract,
+            tx.reply(wire.EntryLogReply(contract=q.contract, **_school_day(schedule, tx.now),
                                         days=[_log_day(x) for x in chosen],
                                         next_cursor=following))
 
@@ -415,3 +416,8 @@ class Handlers:
                 _emit(tx, outcome.events, schedule.zone, f"sweep:{day}")
             if not outcome.days:
                 return
+
+
+def _school_day(schedule: d.SchoolSchedule, now: datetime) -> dict[str, str]:
+    """Today as the school counts days, and its time zone (what "today" means on a page)."""
+    return {"today": schedule.school_day(now).isoformat(), "time_zone": schedule.data.timezone}

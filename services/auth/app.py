@@ -43,6 +43,18 @@ async def wire(rt: Runtime) -> Routes:
         cmd.CloseAccount: h.on_close_account,
         cmd.ListSessions: h.on_list_sessions,
         cmd.GetLoginHistory: h.on_get_login_history,
+        cmd.EndSession: h.on_end_session,
+        cmd.AcceptInvitation: h.on_accept_invitation,
+        cmd.RevokeInvitation: h.on_revoke_invitation,
+        cmd.ChangeGuardianRole: h.on_change_guardian_role,
+        cmd.ListGuardians: h.on_list_guardians,
+        cmd.ListInvitations: h.on_list_invitations,
+        cmd.SetCodeWord: h.on_set_code_word,
+        cmd.StartPhoneChange: h.on_start_phone_change,
+        cmd.ConfirmPhoneChange: h.on_confirm_phone_change,
+        cmd.UpdateProfile: h.on_update_profile,
+        cmd.SetChildName: h.on_set_child_name,
+        cmd.GetProfile: h.on_get_profile,
     }
 
 

@@ -9,9 +9,10 @@ carries. A reply nobody waits for (a request whose caller gave up, or one sent b
 restart) is dropped: an answer reaches only the call that asked. At stop every waiting call
 fails with ``GatewayStopping`` (503), never with someone else's answer.
 
-Deliveries: every instance reads every partition of ``notify.deliveries.v1`` from its end
-without a group (so each instance sees every record) and hands each record to the streams
-open for its guardian account.
+Live feed: every instance reads every partition of ``notify.deliveries.v1`` (delivery
+statuses) and ``notify.in-app.v1`` (in-app messages with their text) from their ends without
+a group (so each instance sees every record) and hands each record to the streams open for
+its guardian account.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from contracts.envelope import (
     encode,
     headers_to_dict,
 )
-from contracts.notify import NotificationDelivered
+from contracts.notify import InAppMessage, NotificationDelivered
 from services.runtime.kafka_security import KafkaConnection
 from services.runtime.logs import get_logger
 
@@ -47,6 +48,11 @@ log = get_logger("schoolcard.gateway.kafka")
 
 SOURCE = "gateway"
 DELIVERIES = topic_for(NotificationDelivered).name
+IN_APP = topic_for(InAppMessage).name
+FEED_TYPES = (NotificationDelivered.TYPE, InAppMessage.TYPE)
+
+Live = NotificationDelivered | InAppMessage
+"""What an event stream carries: a delivery status, or an in-app message with its text."""
 
 
 class GatewayStopping(Exception):
@@ -196,7 +202,7 @@ class Requests:
             await self.producer.stop()
 
 
-def _end(queue: asyncio.Queue[NotificationDelivered | str], reason: str) -> None:
+def _end(queue: asyncio.Queue[Live | str], reason: str) -> None:
     """End a stream: its last item is the reason (a string), room made for it if needed."""
     if queue.full():
         with contextlib.suppress(asyncio.QueueEmpty):
@@ -206,12 +212,13 @@ def _end(queue: asyncio.Queue[NotificationDelivered | str], reason: str) -> None
 
 @dataclass
 class DeliveryFeed:
-    """Fans ``notify.deliveries.v1`` out to the event streams open per guardian account."""
+    """Fans ``notify.deliveries.v1`` and ``notify.in-app.v1`` out to the event streams open
+    per guardian account."""
 
     kafka: KafkaConnection
     queue_size: int = 256
     fetch_max_wait_ms: int = 500
-    streams: dict[str, set[asyncio.Queue[NotificationDelivered | str]]] = field(
+    streams: dict[str, set[asyncio.Queue[Live | str]]] = field(
         default_factory=lambda: defaultdict(set))
 
     def __post_init__(self) -> None:
@@ -223,7 +230,8 @@ class DeliveryFeed:
                                          fetch_max_wait_ms=self.fetch_max_wait_ms,
                                          client_id="schoolcard-gateway-deliveries")
         await self.consumer.start()
-        tps = await _partitions(self.consumer, DELIVERIES)
+        tps = [*await _partitions(self.consumer, DELIVERIES),
+               *await _partitions(self.consumer, IN_APP)]
         self.consumer.assign(tps)
         await self.consumer.seek_to_end(*tps)
         for tp in tps:
@@ -233,13 +241,12 @@ class DeliveryFeed:
     def running(self) -> bool:
         return self.task is not None and not self.task.done()
 
-    def subscribe(self, account_id: str) -> asyncio.Queue[NotificationDelivered | str]:
-        queue: asyncio.Queue[NotificationDelivered | str] = asyncio.Queue(self.queue_size)
+    def subscribe(self, account_id: str) -> asyncio.Queue[Live | str]:
+        queue: asyncio.Queue[Live | str] = asyncio.Queue(self.queue_size)
         self.streams[account_id].add(queue)
         return queue
 
-    def unsubscribe(self, account_id: str,
-                    queue: asyncio.Queue[NotificationDelivered | str]) -> None:
+    def unsubscribe(self, account_id: str, queue: asyncio.Queue[Live | str]) -> None:
         queues = self.streams.get(account_id)
         if queues is not None:
             queues.discard(queue)
@@ -258,10 +265,10 @@ class DeliveryFeed:
             return
         try:
             env = Envelope.from_headers(headers_to_dict(record.headers or []))
-            delivered = decode(env, record.value, allowed=(NotificationDelivered.TYPE,))
+            delivered = decode(env, record.value, allowed=FEED_TYPES)
         except ContractError:
             return  # not for the apps to see; notify's own consumers judge its records
-        assert isinstance(delivered, NotificationDelivered)
+        assert isinstance(delivered, Live)
         if delivered.account_id is None:
             return
         for queue in list(self.streams.get(delivered.account_id, ())):

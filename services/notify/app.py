@@ -55,6 +55,7 @@ async def wire(rt: Runtime) -> Routes:
         access.NotInSchoolAtLessonStart: h.on_not_in_at_lesson_start,
         access.AbsenceDetected: h.on_absent,
         # wallet.events.v1 / wallet.receipts.v1
+        wallet.AccountOpened: h.on_account_opened,
         wallet.SalePosted: h.on_sale_posted,
         wallet.SaleDeclined: h.on_sale_declined,
         wallet.TopUpApplied: h.on_top_up,

@@ -68,32 +68,42 @@ class Handlers:
 
     async def _queue(self, tx: Transaction, messages: list[d.Message]) -> None:
         """Store what routing produced: a key already stored is the same message again
-        (``admit`` keeps the stored one, delivery state untouched) or a conflict (rejected)."""
+        (``admit`` keeps the stored one, delivery state untouched) or a conflict (rejected).
+        The new in-app messages go out with the commit (``domain.in_app``)."""
         existing = await store.existing_messages(tx, [m.dedupe_key for m in messages])
         new = [m for m in messages if d.admit(existing.get(m.dedupe_key), m) is m]
+        shown = d.deliver_in_app(new, tx.now)  # in-app messages are delivered as stored
         await store.insert_messages(tx, new)
         for m in new:
             deferred = outbound.queued(m, tx.now)
             if deferred is not None:
                 topic, key, record, mid = deferred
                 tx.emit(topic, key, record, message_id=mid)
+        for e in shown:
+            for to, account, message, message_id in outbound.in_app(e):
+                tx.emit(to, account, message, message_id=message_id)
 
     async def _notify_child(self, msg: Inbound, event: d.NotificationEvent | None) -> None:
         async with self._tx(msg) as tx:
             if event is None:
                 return
             guardians = await store.guardians_of(tx, event.contract or "")
-            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+            await self._queue(tx, d.messages_for(event, guardians, tx.now))
 
     async def _notify_account(self, msg: Inbound, event: d.NotificationEvent) -> None:
         async with self._tx(msg) as tx:
             guardian = await store.load_guardian(tx, event.account_id or "")
             guardians = [guardian] if guardian is not None else []
-            await self._queue(tx, list(d.route(event, guardians, tx.now).messages))
+            await self._queue(tx, d.messages_for(event, guardians, tx.now))
+
+    async def _zone(self, tx: Transaction, contract: str) -> str:
+        """The time zone the child's days are counted in: the school's (wallet's
+        AccountOpened), else NOTIFY_SCHOOL_TIME_ZONE."""
+        return await store.school_zone(tx, contract) or self.settings.school_time_zone
 
     async def _journey(self, tx: Transaction, contract: str,
                        at: datetime) -> tuple[d.JourneyDay, int | None]:
-        tz = self.settings.school_time_zone
+        tz = await self._zone(tx, contract)
         key = d.journey_key(contract, d.journey_day_of(at, tz))
         day = await store.load_journey(tx, key)
         if day is None:
@@ -115,7 +125,7 @@ class Handlers:
             events = [event, *(d.notification_for(e) for e in caused
                                if isinstance(e, d.NotArrivedAlertRaised))]
             await self._queue(tx, [m for e in events
-                                   for m in d.route(e, guardians, tx.now).messages])
+                                   for m in d.messages_for(e, guardians, tx.now)])
 
     async def _guardian(self, tx: Transaction, account_id: str) -> tuple[d.Guardian, int | None]:
         guardian = await store.load_guardian(tx, account_id)
@@ -237,8 +247,8 @@ class Handlers:
             await store.save_journey(tx, day, loaded)
             if alert is not None:
                 guardians = await store.guardians_of(tx, e.contract)
-                await self._queue(tx, list(d.route(d.notification_for(alert), guardians,
-                                                   tx.now).messages))
+                await self._queue(tx, d.messages_for(d.notification_for(alert), guardians,
+                                                     tx.now))
 
     async def on_absent(self, msg: Inbound[access.AbsenceDetected]) -> None:
         e = msg.message
@@ -372,14 +382,24 @@ class Handlers:
                                           next_cursor=following))
 
     async def on_get_journey(self, msg: Inbound[wire.GetJourney]) -> None:
+        """The journey of the day asked, or of today in the school's time zone."""
         q = msg.message
         async with self._case(msg) as uc:
             uc.authorize("view", contract=q.contract)
-            day = await store.load_journey(
-                uc.tx, d.journey_key(q.contract, date.fromisoformat(q.date)))
+            tz = await self._zone(uc.tx, q.contract)
+            today = d.journey_day_of(uc.tx.now, tz)
+            asked = date.fromisoformat(q.date) if q.date else today
+            day = await store.load_journey(uc.tx, d.journey_key(q.contract, asked))
             if day is not None and day.school_id is not None:
                 uc.authorize("view", contract=q.contract, school_id=day.school_id)
-            uc.tx.reply(_journey_reply(q, day))
+            uc.tx.reply(_journey_reply(q.contract, asked, today, tz, day))
+
+    async def on_account_opened(self, msg: Inbound[wallet.AccountOpened]) -> None:
+        """The child's school time zone, for counting the child's days."""
+        e = msg.message
+        async with self.case(msg) as uc:
+            await store.save_school_zone(uc.tx, e.contract,
+                                         e.time_zone or self.settings.school_time_zone)
 
 
     # -- preferences read back, push devices -----------------------------------------------------
@@ -504,12 +524,14 @@ class Handlers:
             uc.tx.reply(wire.SupportRequestsReply(requests=[_summary(t) for t in found]))
 
 
-def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.JourneyReply:
+def _journey_reply(contract: str, asked: date, today: date, tz: str,
+                   day: d.JourneyDay | None) -> wire.JourneyReply:
+    said = {"contract": contract, "date": asked.isoformat(), "today": today.isoformat(),
+            "time_zone": tz}
     if day is None:
-        return wire.JourneyReply(contract=q.contract, date=q.date)
+        return wire.JourneyReply(**said)
     return wire.JourneyReply(
-        contract=q.contract, date=q.date, arrived_at=day.arrived_at,
-        not_arrived_alert_at=day.alerted_at,
+        **said, arrived_at=day.arrived_at, not_arrived_alert_at=day.alerted_at,
         steps=[wire.JourneyStep(at=e.at, kind=e.kind.value, place=e.place, amount=e.amount,
                                 detail=e.detail) for e in day.timeline])
 

@@ -11,10 +11,12 @@ from typing import Any
 
 from contracts import notify as wire
 from contracts.catalog import topic_for
+from contracts.envelope import ContractModel
 from services.notify import domain as d
 
 NAMESPACE = uuid.UUID("0c6d1f4a-8a51-4a55-bb0e-4b7e2f3d9a20")
 TOPIC = topic_for(wire.NotificationDelivered).name
+IN_APP_TOPIC = topic_for(wire.InAppMessage).name
 
 
 def notification_id(dedupe_key: str) -> str:
@@ -72,3 +74,17 @@ def to_wire(event: d.DeliveryEvent | None, message: d.Message, now: datetime) ->
     if event is None:
         return None
     return OUTBOUND[type(event)](event, message, now)
+
+
+def in_app(e: d.InAppDelivered) -> list[tuple[str, str, ContractModel, str]]:
+    """An in-app message delivered: the ``InAppMessage`` the gateway streams (its text, on
+    the personal-data topic read by the gateway alone) and the ``sent`` status beside the
+    other channels' (no text)."""
+    shown = wire.InAppMessage(
+        notification_id=notification_id(e.sent.dedupe_key), account_id=e.guardian_id,
+        contract=e.contract, kind=e.kind.value, title=e.title[:200], text=e.text[:2000],
+        at=e.occurred_at)
+    status = _delivered(e.sent.dedupe_key, e.guardian_id, e.event_id, e.sent.channel,
+                        e.kind, "sent", e.sent.attempts, e.sent.sent_at)
+    return [(IN_APP_TOPIC, e.guardian_id, shown,
+             str(uuid.uuid5(NAMESPACE, f"{e.sent.dedupe_key}:shown"))), status]

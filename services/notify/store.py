@@ -416,3 +416,19 @@ async def tickets(tx: Transaction, *, account_id: str | None = None,
     docs = await tx.db.notify_support_requests.find(query, session=tx.session).sort(
         [("updated_ms", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
     return [SupportTicket.from_doc(d["_id"], d) for d in docs]
+
+
+# -- the children's school time zones --------------------------------------------------------
+
+async def save_school_zone(tx: Transaction, contract: str, time_zone: str) -> None:
+    """The time zone of the child's school (wallet's AccountOpened): the child's days are
+    counted in it. Saving it again is a no-op."""
+    await tx.db.notify_school_zones.replace_one(
+        {"_id": contract}, dialect.current().upsert_replacement(
+            contract, {"time_zone": time_zone}),
+        upsert=True, session=tx.session)
+
+
+async def school_zone(tx: Transaction, contract: str) -> str | None:
+    doc = await tx.db.notify_school_zones.find_one({"_id": contract}, session=tx.session)
+    return str(doc["time_zone"]) if doc else None

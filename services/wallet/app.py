@@ -52,6 +52,7 @@ async def wire(rt: Runtime) -> Routes:
         commands.RefundSaleLine: h.on_refund_sale_line,
         commands.GetBalance: h.on_get_balance,
         commands.GetCards: h.on_get_cards,
+        commands.GetControls: h.on_get_controls,
         commands.GetStatement: h.on_get_statement,
         commands.GetSalesReport: h.on_get_sales_report,
         commands.TagStatementLine: h.on_tag_statement_line,

@@ -479,6 +479,14 @@ class Handlers:
                                           balances=outbound.balances(account.balances),
                                           blocked=account.status is d.AccountStatus.BLOCKED))
 
+    async def on_get_controls(self, msg: Inbound[wire.GetControls]) -> None:
+        query = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("view", contract=query.contract)
+            account = await self._account(uc.tx, query.contract)
+            uc.authorize("view", contract=query.contract, school_id=account.school_id)
+            uc.tx.reply(outbound.controls(account))
+
     async def on_get_statement(self, msg: Inbound[wire.GetStatement]) -> None:
         query = msg.message
         async with self.case(msg) as uc:

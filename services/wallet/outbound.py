@@ -18,6 +18,7 @@ from contracts import integrations as inbound
 from contracts import wallet as wire
 from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
+from contracts.types import SubBalance
 from services.wallet import domain as d
 from services.wallet.domain.credentials import listing as credential_listing
 
@@ -36,6 +37,23 @@ def balances(b: d.Balances) -> wire.Balances:
                          bonus_points=b.bonus)
 
 
+def controls(a: d.Account) -> wire.ControlsReply:
+    """The account's parent controls as the guardians set them (GetControls)."""
+    auto = a.auto_top_up
+    return wire.ControlsReply(
+        contract=a.contract,
+        daily_limits=wire.DailyLimits(total=a.limits.total, canteen=a.limits.canteen,
+                                      general=a.limits.general),
+        blocked_categories=[inbound.FoodCategory(c) for c in sorted(a.blocked_categories)],
+        blocked_items=sorted(a.blocked_items), allergens=sorted(a.allergens),
+        low_balance_threshold=a.low_balance_threshold,
+        auto_top_up=wire.AutoTopUp(enabled=auto.enabled, threshold=auto.threshold,
+                                   amount=auto.amount,
+                                   sub_balance=SubBalance(auto.sub_balance.value)),
+        card_blocked=a.status is d.AccountStatus.BLOCKED,
+        block_reason=a.block_reason if a.status is d.AccountStatus.BLOCKED else None)
+
+
 def sale_item(i: d.SaleItem) -> inbound.SaleItem:
     return inbound.SaleItem(sku=i.sku, name=i.name, category=inbound.FoodCategory(i.category),
                             allergens=list(i.allergens), qty=i.qty, unit_price=i.unit_price)
@@ -50,7 +68,8 @@ def domain_items(items: Iterable[inbound.SaleItem]) -> tuple[d.SaleItem, ...]:
 # --- one function per domain event ------------------------------------------------------------
 
 def _account_opened(e: d.AccountOpened) -> ContractModel:
-    return wire.AccountOpened(contract=e.contract, school_id=e.school_id, opened_at=e.at)
+    return wire.AccountOpened(contract=e.contract, school_id=e.school_id, opened_at=e.at,
+                              time_zone=e.time_zone)
 
 
 def _top_up(e: d.TopUpCredited) -> ContractModel:

@@ -35,7 +35,7 @@ from contracts.integrations import (
     TopUpReceived,
 )
 from contracts.types import GuardianRole
-from contracts.wallet import GetBalance, SaveTopUpTemplate, TagStatementLine
+from contracts.wallet import GetBalance, GetControls, SaveTopUpTemplate, TagStatementLine
 from services.gateway.app import Gateway
 from services.gateway.settings import GatewayInfra, Settings
 from services.runtime.tokens import issue_access_token
@@ -349,3 +349,102 @@ async def test_a_parent_saves_changes_lists_and_deletes_top_up_templates(
     assert stranger.status_code == 403
     staff = await cabinet.get(base, cabinet.token(role=Role.SUPPORT))
     assert staff.status_code == 403
+
+
+# --- wallet: the parent controls read back ------------------------------------------------------
+
+async def test_a_parent_reads_back_the_controls_set_through_the_gateway_and_the_broker(
+        cabinet: Cabinet) -> None:
+    card = await cabinet.card(uid("ctl").lower())
+    parent = cabinet.token(card.contract)
+    base = f"/v1/children/{card.contract}"
+    fresh = await cabinet.get(f"{base}/controls", parent)
+    assert fresh.status_code == 200, fresh.text
+    assert fresh.json()["daily_limits"] == {"total": None, "canteen": None, "general": None}
+    assert fresh.json()["blocked_categories"] == [] and fresh.json()["card_blocked"] is False
+
+    assert (await cabinet.send("PATCH", f"{base}/controls", parent, {
+        "daily_limits": {"canteen": 120_00}, "blocked_categories": ["sweets"],
+        "allergens": ["nuts"], "low_balance_threshold": 200_00})).status_code == 200
+    assert (await cabinet.send("PUT", f"{base}/auto-top-up", parent, {
+        "enabled": True, "threshold": 100_00, "amount": 500_00})).status_code == 200
+    assert (await cabinet.send("POST", f"{base}/block", parent, {"reason": "lost"})
+            ).status_code == 200
+    read = (await cabinet.get(f"{base}/controls", parent)).json()
+    assert read["daily_limits"] == {"total": None, "canteen": 120_00, "general": None}
+    assert (read["blocked_categories"], read["allergens"]) == (["sweets"], ["nuts"])
+    assert read["low_balance_threshold"] == 200_00
+    assert read["auto_top_up"] == {"enabled": True, "threshold": 100_00, "amount": 500_00,
+                                   "sub_balance": "canteen"}
+    assert (read["card_blocked"], read["block_reason"]) == (True, "lost")
+
+    # the same query straight on the broker, and a stranger refused
+    on_broker = await cabinet.req.send(GetControls(contract=card.contract), card.contract,
+                                       token=parent)
+    assert on_broker.type.endswith("ControlsReply")
+    assert on_broker.json()["daily_limits"]["canteen"] == 120_00
+    stranger = await cabinet.get(f"{base}/controls",
+                                 cabinet.token(f"{random.randrange(10**7, 10**8)}"))
+    assert (stranger.status_code, stranger.json()["code"]) == (403, "forbidden")
+
+
+# --- staff views: the class register and the canteen's day -------------------------------------
+
+async def test_a_teacher_reads_the_class_register_and_an_admin_the_sales_report_by_http(
+        cabinet: Cabinet) -> None:
+    school_id, card = await school_week(cabinet)
+    teacher = cabinet.token(role=Role.TEACHER, school_id=school_id)
+    register = f"/v1/schools/{school_id}/classes/{card.class_name}/register"
+    monday = await cabinet.get(register, teacher, date=WEEK[0].isoformat())
+    assert monday.status_code == 200, monday.text
+    [line] = [x for x in monday.json()["lines"] if x["contract"] == card.contract]
+    assert (line["absent"], line["late"]) == (False, False)
+    assert line["arrived_at"].startswith(local(WEEK[0], "08:05").strftime("%Y-%m-%dT%H:%M"))
+    tuesday = await cabinet.get(register, teacher, date=WEEK[1].isoformat(), format="csv")
+    assert tuesday.status_code == 200 and tuesday.headers["content-type"].startswith("text/csv")
+    assert card.contract in tuesday.text and tuesday.text.count("\n") >= 2
+    elsewhere = await cabinet.get(register, cabinet.token(role=Role.TEACHER,
+                                                          school_id="cab-elsewhere"),
+                                  date=WEEK[0].isoformat())
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (403, "forbidden")
+    parent = await cabinet.get(register, cabinet.token(card.contract), date=WEEK[0].isoformat())
+    assert parent.status_code == 403
+
+    # the canteen's Friday: one lunch sold at the school's till
+    await cabinet.pub.publish(TopUpReceived(
+        payment_id=uid("pay"), contract=card.contract, amount=500_00, channel="terminal",
+        paid_at=local(WEEK[4], "07:00")), card.contract)
+    sale = CanteenSaleRequested(
+        sale_id=uid("sale"), terminal_id="cab-till-1", school_id=school_id,
+        card_uid=card.card_uid, sold_at=local(WEEK[4], "12:00"),
+        items=[SaleItem(sku="lunch", name="Обед", category="hot_meal", qty=1,
+                        unit_price=150_00)])
+    admin = cabinet.token(role=Role.SCHOOL_ADMIN, school_id=school_id)
+    report_path = f"/v1/schools/{school_id}/sales-report"
+
+    async def sold() -> dict[str, Any] | None:
+        answer = await cabinet.get(report_path, admin, date=WEEK[4].isoformat())
+        assert answer.status_code == 200, answer.text
+        return answer.json() if answer.json()["approved_sales"] == 1 else None
+
+    async with TopicReader(cabinet.req.bootstrap, "wallet.sale-decisions.v1") as decisions:
+        await eventually(lambda: _balance_is(cabinet, card.contract, 500_00),
+                         what="the top-up before the lunch")
+        await cabinet.pub.publish(sale, sale.card_uid)
+        await decisions.wait_for(lambda r: r.json()["sale_id"] == sale.sale_id)
+    report = await eventually(sold, what="the lunch in the sales report")
+    assert (report["school_id"], report["date"], report["approved_amount"]) == (
+        school_id, WEEK[4].isoformat(), 150_00)
+    supplier = await cabinet.get(report_path, cabinet.token(role=Role.CANTEEN_OPERATOR,
+                                                           school_id=school_id),
+                                 date=WEEK[4].isoformat())
+    assert supplier.status_code == 200 and supplier.json()["approved_sales"] == 1
+    refused = await cabinet.get(report_path, teacher, date=WEEK[4].isoformat())
+    # a teacher's token is not even meant for wallet: refused there, 403 here
+    assert (refused.status_code, refused.json()["code"]) == (403, "wrong_audience"), refused.text
+
+
+async def _balance_is(cabinet: Cabinet, contract: str, general: int) -> bool:
+    answer = await cabinet.get(f"/v1/children/{contract}/balance",
+                               cabinet.token(contract))
+    return answer.status_code == 200 and answer.json()["balances"]["general"] == general

@@ -176,4 +176,5 @@ async def test_a_top_up_for_an_unknown_contract_tells_nobody(stack) -> None:
                               what="the account-closed rejection")
     assert rub(500_00) in push["body"]["body"]
     stored = stack["svc"].runtime.db.notify_messages
-    assert await stored.count_documents({"guardian_id": acc, "kind": "top_up_rejected"}) == 1
+    assert await stored.count_documents({"guardian_id": acc, "kind": "top_up_rejected",
+                                         "channel": "push"}) == 1

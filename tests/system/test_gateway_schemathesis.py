@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -36,8 +35,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import Failure, FailureGroup
 
-from tests.support import Integrator, TopicReader, eventually, uid
-from tests.system.test_gateway import BIRTH, Stack, gateway_stack, http, key, new_card
+from tests.system.test_gateway import Stack, gateway_stack, new_card, registered_parent
 
 pytestmark = pytest.mark.system
 
@@ -88,44 +86,9 @@ def stack(infra: dict[str, str], run_dir: Any) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 async def parent(stack: Stack, bootstrap: str) -> Parent:
     """A parent registered and logged in through the gateway, with a child linked."""
-    card = new_card()
-    phone = f"+7912{random.randrange(10**6, 10**7)}"
-    password = f"otter {uid('pw')} paddles"
-    ip = "198.51.100.250"
-    async with Integrator(bootstrap) as integrator, \
-            TopicReader(bootstrap, "notify.otp-requests.v1") as otp, \
-            http(stack.url, ip) as anonymous:
-        await integrator.publish(card, card.contract)
-        started = await anonymous.post("/v1/registrations", headers={"Idempotency-Key": key()},
-                                       json={"phone": phone, "contract": card.contract,
-                                             "password": password, "consent": True})
-        assert started.status_code == 202, started.text
-        [sms] = (await otp.wait_for(lambda r: r.key == phone, timeout=60))[:1]
-        confirmed = await anonymous.post("/v1/registrations/confirm",
-                                         headers={"Idempotency-Key": key()},
-                                         json={"phone": phone, "code": sms.json()["code"]})
-        assert confirmed.status_code == 200, confirmed.text
-        login = await anonymous.post("/v1/sessions", headers={"Idempotency-Key": key()},
-                                     json={"login": phone, "password": password})
-        assert login.status_code == 200, login.text
-        async with http(stack.url, ip, login.json()["access_token"]) as client:
-            link_key = key()
-
-            async def linked() -> dict[str, Any] | None:
-                r = await client.post("/v1/children", headers={"Idempotency-Key": link_key},
-                                      json={"contract": card.contract,
-                                            "birth_date": BIRTH.isoformat()})
-                return r.json() if r.status_code == 200 else None
-
-            token = (await eventually(linked, timeout=60, interval=0.5,
-                                      what="the child linked"))["access_token"]
-        async with http(stack.url, ip, token) as client:
-            async def balance() -> dict[str, Any] | None:
-                r = await client.get(f"/v1/children/{card.contract}/balance")
-                return r.json() if r.status_code == 200 else None
-
-            await eventually(balance, timeout=60, interval=0.5, what="the wallet account")
-    return Parent(token, card.contract)
+    setup = await registered_parent(stack, bootstrap, new_card(), ip="198.51.100.250")
+    assert setup.contract is not None
+    return Parent(setup.token, setup.contract)
 
 
 def test_every_operation_answers_generated_calls_as_its_openapi_document_says(

@@ -220,6 +220,14 @@ def routes() -> APIRouter:
                                 template_id=template_id)
         return await command(request, message, contract, me)
 
+    @r.get("/{contract}/controls", response_model=wallet.ControlsReply, responses=AUTHED,
+           summary="The child's parent controls as set: daily limits, blocked categories and "
+           "items, allergens, low-balance threshold, auto top-up, card blocked")
+    async def get_controls(request: Request, contract: Contract,
+                           me: Auth) -> wallet.ControlsReply:
+        return await ask(gateway(request), wallet.GetControls(contract=contract), contract,
+                         wallet.ControlsReply, token=me.token)
+
     @r.patch("/{contract}/controls", response_model=CommandAcceptedModel, responses=MUTATING,
              summary="Parent controls: daily limits, blocked categories and items, allergens, "
              "low-balance threshold (primary guardian)")
@@ -285,9 +293,10 @@ def routes() -> APIRouter:
         return reply
 
     @r.get("/{contract}/journey", response_model=notify.JourneyReply, responses=AUTHED,
-           summary="The journey to school of one day: rides, gate passages, purchases")
+           summary="The journey to school of one day (today in the school's time zone when "
+           "no date is given): rides, gate passages, purchases")
     async def journey(request: Request, contract: Contract, me: Auth,
-                      date: LocalDate) -> notify.JourneyReply:
+                      date: LocalDate | None = None) -> notify.JourneyReply:
         query = build_message(notify.GetJourney, contract=contract, date=date)
         return await ask(gateway(request), query, contract, notify.JourneyReply,
                          token=me.token)

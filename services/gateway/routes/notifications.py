@@ -116,12 +116,15 @@ def routes() -> APIRouter:
 
     @r.get("/events", response_class=StreamingResponse, responses={
         **documented(401), 200: {"content": {"text/event-stream": {}}, "description":
-                                 "Server-Sent Events: `notification` (a delivery of one of "
+                                 "Server-Sent Events: `message` (an in-app notification "
+                                 "with its text: notification_id, contract, kind, title, "
+                                 "text, at), `notification` (a delivery status of one of "
                                  "the caller's notifications: notification_id, kind, channel, "
                                  "status, attempts, at) and a last `end` (reason "
                                  "token_expired, overflow or gateway_stopping: reconnect, "
                                  "then read GET /v1/notifications for what was missed)."}},
-        summary="Live stream of the caller's notifications (SSE) until the token expires")
+        summary="Live stream of the caller's notifications, with their text (SSE), until the "
+        "token expires")
     async def events(request: Request, me: Auth) -> StreamingResponse:
         gw = gateway(request)
         account = me.claims.sub
@@ -145,9 +148,13 @@ def routes() -> APIRouter:
                     if isinstance(item, str):
                         yield sse_event("end", {"reason": item})
                         return
+                    if isinstance(item, notify.InAppMessage):
+                        yield sse_event("message", item.model_dump(mode="json"),
+                                        event_id=item.notification_id)
+                        continue
                     yield sse_event("notification", item.model_dump(mode="json"),
-                               event_id=f"{item.notification_id}:{item.status}:"
-                                        f"{item.attempts}")
+                                    event_id=f"{item.notification_id}:{item.status}:"
+                                             f"{item.attempts}")
             finally:
                 gw.feed.unsubscribe(account, queue)
                 gw.metrics_stream(-1)

@@ -33,12 +33,16 @@
   const NOTIFICATION_KINDS = {top_up: "Пополнение", canteen_purchase: "Покупка в столовой",
     payment_declined: "Платёж отклонён", card_blocked: "Карта заблокирована",
     child_entered: "Вход в школу", child_left: "Выход из школы", low_balance: "Мало денег",
-    ride: "Поездка", new_login: "Новый вход"};
+    ride: "Поездка", new_login: "Новый вход", arrived_safely: "Пришёл в школу",
+    not_arrived_alert: "Не пришёл в школу", late: "Опоздание", absent: "Отсутствие",
+    password_changed: "Пароль изменён", refund: "Возврат", grace_meal: "Обед в долг",
+    auto_top_up_failed: "Автопополнение не прошло"};
 
   const $ = (id) => document.getElementById(id);
   const state = {session: null, children: [], contract: null, child: null, statementCursor: null,
     refreshTimer: null, refreshing: null, stream: null, idleMs: 20 * 60 * 1000,
-    reloadTimer: null, lastActivity: Date.now()};
+    reloadTimer: null, lastActivity: Date.now(), controlsDirty: false, toastTimer: null,
+    zone: null, today: null};
 
   // --- formatting ----------------------------------------------------------------------------
 
@@ -56,11 +60,32 @@
     return many;
   }
 
-  const pad = (n) => String(n).padStart(2, "0");
-  const localDay = (d) => `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
-  const time = (iso) => { const d = new Date(iso); return `${pad(d.getHours())}:${pad(d.getMinutes())}`; };
-  const dateTime = (iso) => { const d = new Date(iso); return `${pad(d.getDate())}.${pad(d.getMonth() + 1)}.${d.getFullYear()} ${time(iso)}`; };
-  const daysAgo = (n) => { const d = new Date(); d.setDate(d.getDate() - n); return localDay(d); };
+  // Days and clock times are the school's (its time zone comes with the journey), not the
+  // browser's: "today" is the school's day wherever the parent is.
+  function inZone(d) {
+    let format;
+    try {
+      format = new Intl.DateTimeFormat("en-GB", {timeZone: state.zone || undefined,
+        year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit",
+        hourCycle: "h23"});
+    } catch (e) {  // a zone this browser does not know: its own
+      format = new Intl.DateTimeFormat("en-GB", {year: "numeric", month: "2-digit",
+        day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23"});
+    }
+    const p = {};
+    for (const part of format.formatToParts(d)) p[part.type] = part.value;
+    return p;
+  }
+  const localDay = (d) => { const p = inZone(d); return `${p.year}-${p.month}-${p.day}`; };
+  const time = (iso) => { const p = inZone(new Date(iso)); return `${p.hour}:${p.minute}`; };
+  const dateTime = (iso) => { const p = inZone(new Date(iso)); return `${p.day}.${p.month}.${p.year} ${p.hour}:${p.minute}`; };
+  const dayText = (day) => day.split("-").reverse().join(".");
+  const schoolToday = () => state.today || localDay(new Date());
+  const daysAgo = (n) => {
+    const d = new Date(`${schoolToday()}T12:00:00Z`);
+    d.setUTCDate(d.getUTCDate() - n);
+    return d.toISOString().slice(0, 10);
+  };
 
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
@@ -143,31 +168,177 @@
     }
   }
 
-  async function login(event) {
-    event.preventDefault();
-    show($("login-error"), "");
-    $("login-submit").disabled = true;
+  // What auth's refusals mean to a parent (the codes of the problem documents).
+  const AUTH_ERRORS = {invalid_credentials: "Неверный телефон или пароль.",
+    password_change_required: "Сначала смените пароль (он совпадает с датой рождения).",
+    rate_limited: "Слишком много попыток. Попробуйте позже.",
+    login_rate_limited: "Слишком много попыток входа. Попробуйте позже.",
+    login_delayed: "Слишком много попыток входа. Подождите немного.",
+    login_locked: "Вход временно заблокирован. Восстановите пароль.",
+    code_rate_limited: "Код уже отправлен. Новый можно запросить чуть позже.",
+    code_invalid: "Неверный код.", code_expired: "Срок действия кода истёк. Запросите новый.",
+    code_used: "Код уже использован.", code_attempts_exhausted: "Слишком много неверных кодов. Запросите новый.",
+    consent_required: "Нужно согласие с условиями.", invalid_phone: "Проверьте номер телефона.",
+    phone_country_not_served: "Номера этой страны не обслуживаются.",
+    contract_unknown: "Договор с таким номером не найден.", invalid_contract_number: "Номер договора — 8 цифр.",
+    contract_in_use: "К этому договору уже привязана другая учётная запись.",
+    password_too_short: "Пароль слишком короткий: нужно не меньше 8 символов.",
+    password_too_long: "Пароль слишком длинный.", password_common: "Слишком простой пароль: он есть в списках утёкших.",
+    password_repetitive: "Пароль из повторяющихся символов слишком простой.",
+    password_contains_phone: "Пароль не должен содержать номер телефона.",
+    password_contains_contract: "Пароль не должен содержать номер договора.",
+    password_contains_birth_date: "Пароль не должен содержать дату рождения.",
+    password_unchanged: "Новый пароль совпадает со старым.",
+    account_not_found: "Учётная запись с таким телефоном не найдена.",
+    child_proof_invalid: "Дата рождения или код активации не подходят к договору.",
+    child_proof_rate_limited: "Слишком много попыток. Попробуйте позже.",
+    already_guardian: "Этот ребёнок уже привязан к вашей учётной записи.",
+    guardian_invite_required: "У ребёнка уже есть основной представитель: попросите у него приглашение.",
+    validation_error: "Проверьте заполнение полей."};
+
+  function authError(e, fallback) {
+    if (!(e instanceof Problem)) return "Нет связи с сервером.";
+    return AUTH_ERRORS[e.code] || e.message || fallback;
+  }
+
+  // "+7 (912) 123-45-67" and "8 912 123 45 67" -> "+79121234567"; anything else as typed.
+  function normalisePhone(text) {
+    if (text.includes("@")) return text;
+    const digits = text.replace(/[\s()-]/g, "");
+    if (/^8\d{10}$/.test(digits)) return `+7${digits.slice(1)}`;
+    if (/^7\d{10}$/.test(digits)) return `+${digits}`;
+    return digits;
+  }
+
+  // A call made before a session exists (login, registration, codes, reset).
+  async function publicCall(path, body) {
+    const r = await fetch(path, {method: "POST",
+      headers: {"Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID()},
+      body: JSON.stringify(body)});
+    const doc = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Problem(r.status, doc);
+    return doc;
+  }
+
+  async function signIn(loginName, password) {
+    keep(await publicCall("/v1/sessions", {login: loginName, password}));
+    touch();
+    await enter();
+  }
+
+  async function busy(button, errorNode, fallback, work) {
+    show(errorNode, "");
+    button.disabled = true;
     try {
-      const r = await fetch("/v1/sessions", {method: "POST",
-        headers: {"Content-Type": "application/json", "Idempotency-Key": crypto.randomUUID()},
-        body: JSON.stringify({login: $("login").value.trim(), password: $("password").value})});
-      const doc = await r.json().catch(() => ({}));
-      if (!r.ok) {
-        const text = {invalid_credentials: "Неверный телефон или пароль.",
-          password_change_required: "Сначала смените пароль (он совпадает с датой рождения).",
-          rate_limited: "Слишком много попыток. Попробуйте позже."}[doc.code];
-        show($("login-error"), text || doc.detail || "Войти не удалось.");
-        return;
-      }
-      $("password").value = "";
-      keep(doc);
-      touch();
-      await enter();
+      await work();
     } catch (e) {
-      show($("login-error"), "Нет связи с сервером.");
+      show(errorNode, authError(e, fallback));
     } finally {
-      $("login-submit").disabled = false;
+      button.disabled = false;
     }
+  }
+
+  function login(event) {
+    event.preventDefault();
+    return busy($("login-submit"), $("login-error"), "Войти не удалось.", async () => {
+      await signIn(normalisePhone($("login").value.trim()), $("password").value);
+      $("password").value = "";
+    });
+  }
+
+  function showView(name) {
+    for (const view of ["login", "register", "reset"]) $(`${view}-view`).hidden = view !== name;
+    show($("login-message"), "");
+  }
+
+  // --- registration: phone + contract + password + consent, then the SMS code ------------------
+
+  const pending = {phone: "", password: ""};
+
+  function codeSent(node, reply) {
+    const wait = reply && reply.resend_after_s ? ` Новый код можно запросить через ${reply.resend_after_s} с.` : "";
+    node.textContent = `Код отправлен на ${pending.phone}.${wait}`;
+  }
+
+  function register(event) {
+    event.preventDefault();
+    return busy($("reg-submit"), $("reg-error"), "Зарегистрироваться не удалось.", async () => {
+      pending.phone = normalisePhone($("reg-phone").value.trim());
+      pending.password = $("reg-password").value;
+      const reply = await publicCall("/v1/registrations", {phone: pending.phone,
+        contract: $("reg-contract").value.trim(), password: pending.password,
+        consent: $("reg-consent").checked});
+      codeSent($("reg-code-sent"), reply);
+      $("register-form").hidden = true;
+      $("reg-code-form").hidden = false;
+      $("reg-code").focus();
+    });
+  }
+
+  function confirmRegistration(event) {
+    event.preventDefault();
+    return busy($("reg-code-submit"), $("reg-code-error"), "Подтвердить не удалось.", async () => {
+      await publicCall("/v1/registrations/confirm", {phone: pending.phone,
+        code: $("reg-code").value.trim()});
+      const {phone, password} = pending;
+      pending.password = "";
+      for (const id of ["reg-password", "reg-code"]) $(id).value = "";
+      $("register-form").hidden = false;
+      $("reg-code-form").hidden = true;
+      $("login").value = phone;
+      await signIn(phone, password);
+    });
+  }
+
+  function resendCode(purpose, node, errorNode) {
+    return busy($("reg-resend"), errorNode, "Отправить код не удалось.", async () => {
+      codeSent(node, await publicCall("/v1/codes/resend", {phone: pending.phone, purpose}));
+    });
+  }
+
+  // --- password reset: the phone, then the SMS code and a new password ----------------------
+
+  function requestReset(event) {
+    event.preventDefault();
+    return busy($("reset-submit"), $("reset-error"), "Отправить код не удалось.", async () => {
+      pending.phone = normalisePhone($("reset-phone").value.trim());
+      codeSent($("reset-code-sent"), await publicCall("/v1/password-resets", {phone: pending.phone}));
+      $("reset-form").hidden = true;
+      $("reset-code-form").hidden = false;
+      $("reset-code").focus();
+    });
+  }
+
+  function confirmReset(event) {
+    event.preventDefault();
+    return busy($("reset-code-submit"), $("reset-code-error"), "Сменить пароль не удалось.", async () => {
+      await publicCall("/v1/password-resets/confirm", {phone: pending.phone,
+        code: $("reset-code").value.trim(), new_password: $("reset-password").value});
+      for (const id of ["reset-code", "reset-password"]) $(id).value = "";
+      $("reset-form").hidden = false;
+      $("reset-code-form").hidden = true;
+      $("login").value = pending.phone;
+      showView("login");
+      show($("login-message"), "Пароль изменён. Войдите с новым паролем.");
+    });
+  }
+
+  // --- linking a child: contract + birth date or activation code ----------------------------
+
+  function linkChild(event) {
+    event.preventDefault();
+    return busy($("link-submit"), $("link-error"), "Привязать не удалось.", async () => {
+      const contract = $("link-contract").value.trim();
+      const body = {contract};
+      if ($("link-code").value.trim()) body.activation_code = $("link-code").value.trim();
+      else body.birth_date = $("link-birth").value;
+      // The reply is a new token pair whose access token names the child too.
+      keep(await api("/v1/children", {method: "POST", body}));
+      for (const id of ["link-contract", "link-birth", "link-code"]) $(id).value = "";
+      $("link-form").hidden = true;
+      state.contract = contract;
+      await enter();
+    });
   }
 
   async function endSession(message, tellServer = true) {
@@ -182,7 +353,7 @@
     $("live").dataset.state = "closed";
     $("app-view").hidden = true;
     $("session-bar").hidden = true;
-    $("login-view").hidden = false;
+    showView("login");
     show($("login-message"), message || "");
     if (tellServer && session) {
       await fetch("/v1/sessions/current", {method: "DELETE", headers: {
@@ -288,8 +459,22 @@
     }
   }
 
-  function onEvent(name) {
-    if (name === "notification") scheduleReload();
+  function onEvent(name, payload) {
+    if (name === "message") showMessage(payload);
+    if (name === "notification" || name === "message") scheduleReload();
+  }
+
+  // An in-app message: its text at the top of the journal and in the toast, at once (the
+  // re-read that follows brings the rest of the child's data).
+  function showMessage(m) {
+    if (m.contract && m.contract !== state.contract) return;
+    const line = journalItem({at: m.at, kind: m.kind, text: m.text});
+    line.dataset.live = "true";
+    $("journal").prepend(line);
+    $("journal-empty").hidden = true;
+    show($("toast"), `${m.title}: ${m.text}`);
+    clearTimeout(state.toastTimer);
+    state.toastTimer = setTimeout(() => show($("toast"), ""), 10000);
   }
 
   function scheduleReload() {
@@ -306,7 +491,7 @@
   }
 
   async function enter() {
-    $("login-view").hidden = true;
+    for (const view of ["login", "register", "reset"]) $(`${view}-view`).hidden = true;
     $("app-view").hidden = false;
     $("session-bar").hidden = false;
     show($("login-message"), "");
@@ -315,10 +500,14 @@
     const select = $("child-select");
     select.replaceChildren(...children.map((c) => el("option", {value: c.contract},
       `Договор ${c.contract}`)));
+    $("app-view").dataset.children = children.length ? "some" : "none";
     if (!children.length) {
-      show($("app-error"), "К учётной записи не привязан ни один ребёнок.");
+      $("link-form").hidden = false;
+      $("link-cancel").hidden = true;
+      openStream();
       return;
     }
+    $("link-cancel").hidden = false;
     const remembered = children.find((c) => c.contract === state.contract);
     state.contract = remembered ? remembered.contract : children[0].contract;
     select.value = state.contract;
@@ -330,15 +519,23 @@
     const contract = state.contract;
     if (!contract || !state.session) return;
     show($("app-error"), "");
-    const today = localDay(new Date());
-    const [balance, recent, journey, journal] = await Promise.all([
+    // Today's journey first: it says which day "today" is at the school, and in which zone.
+    const journey = await api(`/v1/children/${contract}/journey`);
+    state.zone = journey.time_zone || null;
+    state.today = journey.today || journey.date;
+    if (!$("gate-date").value || $("gate-date").dataset.auto === "true") {
+      $("gate-date").value = state.today;
+      $("gate-date").dataset.auto = "true";
+    }
+    const [balance, recent, journal, controls] = await Promise.all([
       api(`/v1/children/${contract}/balance`),
       api(`/v1/children/${contract}/statement?date_from=${daysAgo(LUNCH_WINDOW_DAYS)}&limit=500`),
-      api(`/v1/children/${contract}/journey?date=${today}`),
       api("/v1/notifications?limit=30"),
+      api(`/v1/children/${contract}/controls`),
     ]);
     if (contract !== state.contract) return;
     state.child = balance;
+    renderControls(controls);
     renderBalance(balance, recent.lines);
     renderJourney(journey, recent.lines);
     renderJournal(journal.lines);
@@ -463,15 +660,28 @@
         s.amount ? el("span", {class: "money"}, money(s.amount)) : null);
     });
     $("journey").replaceChildren(...steps);
+    $("journey-day").textContent = `${dayText(reply.date)}${reply.time_zone ? `, время школы (${reply.time_zone})` : ""}`;
     $("journey-empty").hidden = steps.length > 0;
     show($("arrived"), reply.arrived_at ? `Пришёл в школу в ${time(reply.arrived_at)}` : "");
   }
 
-  function renderJournal(lines) {
-    const items = lines.map((l) => el("li", {"data-kind": l.kind},
+  function journalItem(l) {
+    return el("li", {"data-kind": l.kind},
       el("span", {class: "time"}, dateTime(l.at)),
       el("span", {class: "what"}, NOTIFICATION_KINDS[l.kind] || l.kind),
-      el("span", {class: "detail"}, l.text)));
+      el("span", {class: "detail"}, l.text));
+  }
+
+  function renderJournal(lines) {
+    // One line per notification: its push, SMS and in-app copies carry the same text.
+    const seen = new Set();
+    const unique = lines.filter((l) => {
+      const key = `${l.kind}|${l.text}`;
+      if (seen.has(key)) return false;
+      seen.add(key);
+      return true;
+    });
+    const items = unique.map(journalItem);
     $("journal").replaceChildren(...items);
     $("journal-empty").hidden = items.length > 0;
   }
@@ -491,7 +701,7 @@
   }
 
   async function loadGate() {
-    const day = $("gate-date").value || localDay(new Date());
+    const day = $("gate-date").value || schoolToday();
     const reply = await api(`/v1/children/${state.contract}/journey?date=${day}`);
     const rows = reply.steps.filter((s) => s.kind === "entry" || s.kind === "exit").map((s) =>
       el("tr", {}, el("td", {}, time(s.at)), el("td", {}, STEPS[s.kind]),
@@ -513,6 +723,35 @@
 
   // --- parent controls -------------------------------------------------------------------------
 
+  const kopecksToRubles = (k) => (k === null || k === undefined ? "" : String(k / 100));
+
+  // The controls as wallet has them. A form the parent is editing is left alone (a live event
+  // re-reads the child's data); the summary line is always current.
+  function renderControls(c) {
+    const limits = c.daily_limits || {};
+    const parts = [];
+    if (limits.total !== null && limits.total !== undefined) parts.push(`дневной лимит ${money(limits.total)}`);
+    if (limits.canteen !== null && limits.canteen !== undefined) parts.push(`в столовой ${money(limits.canteen)}`);
+    if (limits.general !== null && limits.general !== undefined) parts.push(`с баланса «Финансы» ${money(limits.general)}`);
+    if (!parts.length) parts.push("без дневных лимитов");
+    if (c.blocked_categories.length) parts.push(`запрещено: ${c.blocked_categories.map((k) => CATEGORIES[k] || k).join(", ")}`);
+    if (c.blocked_items.length) parts.push(`запрещённых товаров: ${c.blocked_items.length}`);
+    if (c.allergens.length) parts.push(`аллергены: ${c.allergens.join(", ")}`);
+    if (c.low_balance_threshold !== null && c.low_balance_threshold !== undefined) {
+      parts.push(`предупреждать, если меньше ${money(c.low_balance_threshold)}`);
+    }
+    const auto = c.auto_top_up;
+    parts.push(auto && auto.enabled
+      ? `автопополнение ${money(auto.amount)} при балансе ниже ${money(auto.threshold)} (${SUB_BALANCES[auto.sub_balance] || auto.sub_balance})`
+      : "автопополнение выключено");
+    $("controls-current").textContent = `Сейчас: ${parts.join("; ")}.`;
+    if (state.controlsDirty) return;
+    $("limit-total").value = kopecksToRubles(limits.total);
+    $("limit-canteen").value = kopecksToRubles(limits.canteen);
+    const blocked = new Set(c.blocked_categories);
+    for (const box of document.querySelectorAll("#categories input")) box.checked = blocked.has(box.value);
+  }
+
   function rublesToKopecks(value) {
     if (value === "") return null;
     return Math.round(Number(value.replace(",", ".")) * 100);
@@ -532,6 +771,8 @@
       if ($("limit-canteen").value) parts.push(`в столовой ${money(rublesToKopecks($("limit-canteen").value))}`);
       if (blocked.length) parts.push(`запрещено: ${blocked.map((c) => CATEGORIES[c]).join(", ")}`);
       show($("controls-result"), `Сохранено${parts.length ? ": " + parts.join("; ") : ""}.`);
+      state.controlsDirty = false;
+      renderControls(await api(`/v1/children/${state.contract}/controls`));
     } catch (e) {
       show($("controls-result"), e.code === "forbidden" || e.code === "not_permitted"
         ? "Менять лимиты может только основной представитель." : `Не сохранено: ${e.message}`);
@@ -564,6 +805,17 @@
     $("categories").replaceChildren(...Object.entries(CATEGORIES).map(([value, label]) =>
       el("label", {class: "check"}, el("input", {type: "checkbox", value, name: "blocked"}), label)));
     $("login-form").addEventListener("submit", login);
+    $("to-register").addEventListener("click", () => showView("register"));
+    $("to-reset").addEventListener("click", () => showView("reset"));
+    for (const b of document.querySelectorAll(".to-login")) b.addEventListener("click", () => showView("login"));
+    $("register-form").addEventListener("submit", register);
+    $("reg-code-form").addEventListener("submit", confirmRegistration);
+    $("reg-resend").addEventListener("click", () => resendCode("registration", $("reg-code-sent"), $("reg-code-error")));
+    $("reset-form").addEventListener("submit", requestReset);
+    $("reset-code-form").addEventListener("submit", confirmReset);
+    $("link-form").addEventListener("submit", linkChild);
+    $("add-child").addEventListener("click", () => { $("link-form").hidden = false; $("link-contract").focus(); });
+    $("link-cancel").addEventListener("click", () => { $("link-form").hidden = true; });
     $("logout").addEventListener("click", () => endSession("Вы вышли из кабинета."));
     for (const b of document.querySelectorAll("[role=tab]")) {
       b.addEventListener("click", () => selectTab(b.dataset.tab));
@@ -571,14 +823,16 @@
     $("child-select").addEventListener("change", (e) => {
       state.contract = e.target.value;
       state.statementCursor = null;
+      state.controlsDirty = false;
       loadChild().catch(report);
     });
     $("statement-filters").addEventListener("submit", (e) => { e.preventDefault(); loadStatement().catch(report); });
     $("st-more").addEventListener("click", () => loadStatement(true).catch(report));
     $("st-csv").addEventListener("click", () => downloadCsv().catch(report));
-    $("gate-date").value = localDay(new Date());
+    $("gate-date").addEventListener("change", () => { $("gate-date").dataset.auto = "false"; });
     $("gate-form").addEventListener("submit", (e) => { e.preventDefault(); loadGate().catch(report); });
     $("controls-form").addEventListener("submit", saveControls);
+    $("controls-form").addEventListener("input", () => { state.controlsDirty = true; });
     $("block").addEventListener("click", () => setBlocked(true));
     $("unblock").addEventListener("click", () => setBlocked(false));
 

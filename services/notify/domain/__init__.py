@@ -67,6 +67,7 @@ from .guardian import (
     validate_email,
     validate_phone,
 )
+from .in_app import InAppDelivered, deliver_in_app
 from .journal import (
     JournalFilter,
     JournalLine,
@@ -124,8 +125,10 @@ from .routing import (
     RoutingPlan,
     Skip,
     fall_back_to_sms,
+    messages_for,
     recipients,
     route,
+    route_in_app,
     route_one_time_code,
     route_receipt,
 )
@@ -177,6 +180,7 @@ __all__ = [
     "GraceMealFacts",
     "Guardian",
     "GuardianRole",
+    "InAppDelivered",
     "JournalFilter",
     "JournalLine",
     "JournalQuery",
@@ -241,6 +245,7 @@ __all__ = [
     "channels_for",
     "dedupe_key",
     "default_enabled",
+    "deliver_in_app",
     "device_to_remove",
     "devices_in_use_order",
     "digest_event_id",
@@ -252,6 +257,7 @@ __all__ = [
     "journal_line",
     "journey_day_of",
     "journey_key",
+    "messages_for",
     "notification_for",
     "parse_hhmm",
     "plan_removal",
@@ -264,6 +270,7 @@ __all__ = [
     "require_aware",
     "require_live_session",
     "route",
+    "route_in_app",
     "route_one_time_code",
     "route_receipt",
     "select_journal",

@@ -38,6 +38,7 @@ class CodePurpose(StrEnum):
     LOGIN = "login"
     PASSWORD_RESET = "password_reset"
     SECOND_FACTOR = "second_factor"
+    PHONE_CONFIRMATION = "phone_confirmation"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,9 @@ def validate_email(email: str) -> str:
 
 
 def default_enabled(kind: NotificationKind, channel: Channel) -> bool:
-    """Defaults: push for everything (it is free), SMS only for codes and security (it costs
-    money), e-mail only for receipts."""
-    if channel is Channel.PUSH:
+    """Defaults: push and in-app for everything (they are free), SMS only for codes and
+    security (it costs money), e-mail only for receipts."""
+    if channel in (Channel.PUSH, Channel.IN_APP):
         return True
     if channel is Channel.SMS:
         return kind in SECURITY_KINDS

@@ -43,6 +43,7 @@ class Channel(StrEnum):
     PUSH = "push"
     SMS = "sms"
     EMAIL = "email"
+    IN_APP = "in_app"  # the cabinet and app: delivered when stored (see in_app.py)
 
 
 class Locale(StrEnum):

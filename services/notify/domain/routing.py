@@ -6,6 +6,8 @@ Rules, in order, per guardian of the child (or the one account, for account kind
    when the parent wants SMS and has a phone. SMS is never sent beside a push: it costs money,
    so it is only the fallback (see :func:`fall_back_to_sms`).
 3. E-mail, independently, when wanted and an address is known (a top-up's e-mail is its receipt).
+   In-app (the cabinet and the app): :func:`route_in_app`, on by default, never held or
+   deferred; :func:`messages_for` gives both.
 4. Scheduling: security kinds go at once. Kinds the parent put into the daily digest are held
    for it. Push and SMS inside quiet hours are deferred to the end of quiet hours, never dropped;
    e-mail is silent, so quiet hours do not delay it.
@@ -91,6 +93,22 @@ def route(event: NotificationEvent, guardians: Iterable[Guardian], now: datetime
     return RoutingPlan(tuple(messages), tuple(skipped))
 
 
+def route_in_app(event: NotificationEvent, guardians: Iterable[Guardian],
+                 now: datetime) -> tuple[Message, ...]:
+    """The in-app copies of ``event``: one per guardian who has the kind on in-app (on by
+    default), besides push/SMS and e-mail, never instead of them; due at once."""
+    now = require_aware(now)
+    found = (_in_app(event, guardian, now) for guardian in recipients(event, guardians))
+    return tuple(m for m in found if m is not None)
+
+
+def messages_for(event: NotificationEvent, guardians: Iterable[Guardian],
+                 now: datetime) -> list[Message]:
+    """Every message of ``event``: the routed ones (:func:`route`) and the in-app copies."""
+    guardians = list(guardians)
+    return [*route(event, guardians, now).messages, *route_in_app(event, guardians, now)]
+
+
 def _role_allows(event: NotificationEvent, kind: NotificationKind, guardian: Guardian) -> bool:
     if event.contract is None or event.kind in ACCOUNT_KINDS:
         return True
@@ -127,6 +145,15 @@ def _email(event: NotificationEvent, guardian: Guardian, now: datetime) -> Messa
     if not guardian.email:
         return Skip(guardian.account_id, kind, Channel.EMAIL, SkipReason.NO_EMAIL)
     return _build(event, kind, guardian, Channel.EMAIL, guardian.email, now)
+
+
+def _in_app(event: NotificationEvent, guardian: Guardian, now: datetime) -> Message | None:
+    kind = event.kind
+    if Channel.IN_APP not in channels_for(kind) or not guardian.wants(kind, Channel.IN_APP):
+        return None
+    if not _role_allows(event, kind, guardian):
+        return None
+    return _build(event, kind, guardian, Channel.IN_APP, guardian.account_id, now)
 
 
 def _build(
@@ -184,8 +211,8 @@ def _message(
 def _schedule(message: Message, guardian: Guardian, now: datetime) -> None:
     """Hold for the digest, defer past quiet hours, or leave due now (security always now)."""
     kind = message.kind
-    if kind in SECURITY_KINDS:
-        return
+    if kind in SECURITY_KINDS or message.channel is Channel.IN_APP:
+        return  # in-app makes no sound and is shown at once (in_app.py)
     if guardian.digest_enabled and kind in guardian.digest_kinds:
         message.status = DeliveryStatus.HELD
         # The day is taken from ``now``, not from the event time: a late event then lands in a

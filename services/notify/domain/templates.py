@@ -698,12 +698,14 @@ _PURPOSE_RU = {
     CodePurpose.LOGIN: "входа",
     CodePurpose.PASSWORD_RESET: "сброса пароля",
     CodePurpose.SECOND_FACTOR: "подтверждения входа",
+    CodePurpose.PHONE_CONFIRMATION: "подтверждения телефона",
 }
 _PURPOSE_EN = {
     CodePurpose.REGISTRATION: "registration",
     CodePurpose.LOGIN: "sign-in",
     CodePurpose.PASSWORD_RESET: "password reset",
     CodePurpose.SECOND_FACTOR: "sign-in confirmation",
+    CodePurpose.PHONE_CONFIRMATION: "phone confirmation",
 }
 
 

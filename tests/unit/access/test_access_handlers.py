@@ -227,6 +227,7 @@ async def test_a_guardian_reads_the_attendance_stats_of_their_child():
     assert isinstance(reply, wire.StudentStatsReply)
     assert (reply.contract, reply.days_present, reply.late_count) == (CONTRACT, 1, 0)
     assert reply.average_arrival == "07:50"
+    assert (reply.today, reply.time_zone) == (DAY, "Europe/Samara")  # the school's day
     await rt.redelivered_changes_nothing(h.on_get_student_stats, msg)
 
 
@@ -247,6 +248,7 @@ async def test_a_guardian_reads_the_entry_log_of_a_period_in_pages_of_days():
     await h.on_get_entry_log(rt.inbound(query, token=parent))
     first = rt.reply()
     assert isinstance(first, wire.EntryLogReply)
+    assert (first.today, first.time_zone) == ("2026-09-04", "Europe/Samara")
     assert [(x.local_date, x.absent, x.passage_count) for x in first.days] == [
         (DAY, False, 1), ("2026-09-02", True, 0)]
     assert first.days[0].passages[0].gate_id == "izh-42-gate-3"

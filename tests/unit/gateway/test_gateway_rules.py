@@ -22,7 +22,7 @@ _, PUBLIC_KEY = generate_keypair()
 @pytest.mark.parametrize(("code", "status"), [
     ("unauthenticated", 401), ("invalid_token", 401), ("token_expired", 401),
     ("invalid_credentials", 401), ("second_factor_required", 401),
-    ("forbidden", 403), ("password_change_required", 403),
+    ("forbidden", 403), ("password_change_required", 403), ("wrong_audience", 403),
     ("unknown_contract", 404), ("unknown_student", 404), ("account_not_found", 404),
     ("idempotency_conflict", 409), ("operation_id_conflict", 409),
     ("login_rate_limited", 429), ("code_rate_limited", 429), ("login_delayed", 429),

@@ -260,6 +260,44 @@ async def test_the_primary_sets_controls_and_a_blocked_category_is_declined_at_t
     assert (decision.approved, decision.reason) == (False, "blocked_category")
 
 
+async def test_the_controls_set_are_read_back_to_a_guardian_and_refused_to_a_stranger():
+    rt, h = await _wallet(500_00)
+
+    async def controls(token: str) -> wire.ControlsReply:
+        rt.fake_uow.replies.clear()
+        await h.on_get_controls(rt.inbound(wire.GetControls(contract=CONTRACT), token=token))
+        reply = rt.fake_uow.replies[0].message
+        assert isinstance(reply, wire.ControlsReply), reply
+        return reply
+
+    untouched = await controls(_parent(rt, "co_guardian"))
+    assert untouched.daily_limits == wire.DailyLimits()
+    assert (untouched.blocked_categories, untouched.allergens, untouched.card_blocked) == (
+        [], [], False)
+    assert untouched.auto_top_up is not None and untouched.auto_top_up.enabled is False
+    await h.on_set_controls(rt.inbound(wire.SetControls(
+        request_id="c-1", contract=CONTRACT, daily_limits=wire.DailyLimits(canteen=100_00),
+        blocked_categories=["sweets", "fast_food"], blocked_items=["cola-05"],
+        allergens=["nuts"], low_balance_threshold=150_00), token=_parent(rt)))
+    await h.on_set_auto_top_up(rt.inbound(wire.SetAutoTopUp(
+        request_id="a-1", contract=CONTRACT, enabled=True, threshold=100_00, amount=500_00),
+        token=_parent(rt)))
+    await h.on_block_card(rt.inbound(wire.BlockCard(request_id="b-1", contract=CONTRACT),
+                                     token=_parent(rt)))
+    read = await controls(_parent(rt, "co_guardian"))
+    assert read.daily_limits == wire.DailyLimits(canteen=100_00)
+    assert read.blocked_categories == ["fast_food", "sweets"]
+    assert (read.blocked_items, read.allergens) == (["cola-05"], ["nuts"])
+    assert read.low_balance_threshold == 150_00
+    assert read.auto_top_up == wire.AutoTopUp(enabled=True, threshold=100_00, amount=500_00,
+                                              sub_balance="canteen")
+    assert (read.card_blocked, read.block_reason) == (True, "lost")
+    rt.fake_uow.replies.clear()
+    stranger = rt.token(Role.PARENT, children=[ChildGrant(contract="40099999", role="primary")])
+    await h.on_get_controls(rt.inbound(wire.GetControls(contract=CONTRACT), token=stranger))
+    assert rt.error_code() == "forbidden"
+
+
 async def test_a_co_guardian_may_not_set_controls_and_an_unknown_contract_is_refused():
     rt, h = await _wallet()
     await h.on_set_controls(rt.inbound(wire.SetControls(
