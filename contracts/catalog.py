@@ -110,9 +110,9 @@ TOPICS: tuple[Topic, ...] = (
     # --- integrators -> platform ---
     Topic("integrations.card-issuance.v1", "contract", "integrator:card-issuer",
           ("auth", "wallet", "access", "transit"),
-          _models(integrations, "CardIssued", "CardReissued"),
+          _models(integrations, "CardIssued", "CardReissued", "VirtualCardIssued"),
           "Cards issued and reissued by the card issuing system.", retention_ms=30 * DAY_MS,
-          signed=_models(integrations, "CardIssued", "CardReissued")),
+          signed=_models(integrations, "CardIssued", "CardReissued", "VirtualCardIssued")),
     Topic("integrations.topups.v1", "contract", "integrator:payments", ("wallet",),
           _models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed"),
           "Top-ups from banks, terminals, ATMs, cashiers and planned payments.",
@@ -159,7 +159,8 @@ TOPICS: tuple[Topic, ...] = (
                   "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates", "GetControls")
           + _models(wallet, "SetScheduledTopUp", "ChangeScheduledTopUp", "SetServices",
                     "GetPaymentSettings", "SubmitApplication", "HandleApplication",
-                    "GetApplications"),
+                    "GetApplications")
+          + _models(wallet, "GetCards"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -231,6 +232,7 @@ TOPICS: tuple[Topic, ...] = (
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply", "ControlsReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")
+          + _models(wallet, "CardsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
           + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply",
                                                     "PreferencesReply", "PushTokensReply",

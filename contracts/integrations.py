@@ -72,6 +72,44 @@ class CardReissued(Event):
     reissued_at: UtcDatetime
 
 
+class CredentialKind(StrEnum):
+    PHONE_NFC = "phone_nfc"
+    WATCH_NFC = "watch_nfc"
+    QR_TOKEN = "qr_token"
+
+
+class VirtualCardIssued(Event):
+    """The card issuing system issued a second credential (a phone or watch NFC id, or a QR
+    token) for the child of an existing contract. Gates, tills and validators accept its uid
+    like the plastic card's: the same child, account, balance and journal. It is blocked and
+    unblocked on its own (wallet's ``BlockCard`` with its ``card_uid``).
+
+    Replacing a credential (a new phone; a QR token rotating) is a new ``VirtualCardIssued``
+    naming the uid it ``replaces``: that uid is retired everywhere from ``issued_at`` on. A
+    rotating QR token is simply a uid the issuer replaces this way at its own rhythm.
+    Redelivery (same contract, uid and content) changes nothing; a uid known under another
+    contract is rejected."""
+
+    contract: ContractNumber
+    card_uid: CardUid = Field(description="The credential's uid as readers see it.")
+    kind: CredentialKind = Field(description="phone_nfc, watch_nfc or qr_token.",
+                                 examples=["phone_nfc"])
+    replaces_card_uid: CardUid | None = Field(
+        default=None, description="A virtual credential of the same contract this one replaces "
+        "(retired from issued_at on); never the plastic card.")
+    school_id: SchoolId
+    school_tz: TimeZoneName
+    class_name: str = Field(max_length=16, description="School class, e.g. '5Б'.",
+                            examples=["5Б"])
+    issued_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> VirtualCardIssued:
+        if self.replaces_card_uid == self.card_uid:
+            raise ValueError("a credential cannot replace itself")
+        return self
+
+
 class TopUpChannel(StrEnum):
     BANK_CARD = "bank_card"
     TERMINAL = "terminal"

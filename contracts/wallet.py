@@ -14,10 +14,11 @@ from typing import Annotated
 from pydantic import Field, StringConstraints
 
 from contracts.envelope import Command, Event, Part, Query, Reply
-from contracts.integrations import FoodCategory, SaleItem, TopUpChannel
+from contracts.integrations import CredentialKind, FoodCategory, SaleItem, TopUpChannel
 from contracts.money import Kopecks, PositiveKopecks, SignedKopecks
 from contracts.types import (
     REPORT_TEXT_MAX,
+    CardUid,
     ContractNumber,
     Email,
     Identifier,
@@ -233,6 +234,10 @@ class AutoTopUpRequested(Event):
 
 class CardBlocked(Event):
     contract: ContractNumber
+    card_uid: CardUid | None = Field(
+        default=None, description="One credential of the contract (the plastic card or a "
+        "virtual one) blocked on its own; None: the whole card account (every credential, "
+        "and sales and fares from the balance).")
     by_account: Identifier | None = Field(description="Who blocked it (None: system).")
     reason: str = Field(default="lost", max_length=64, examples=["lost"],
                         description="Why the card was blocked, as a short code (e.g. lost).")
@@ -241,6 +246,10 @@ class CardBlocked(Event):
 
 class CardUnblocked(Event):
     contract: ContractNumber
+    card_uid: CardUid | None = Field(
+        default=None, description="One credential of the contract (the plastic card or a "
+        "virtual one) unblocked on its own; None: the whole card account (every credential, "
+        "and sales and fares from the balance).")
     by_account: Identifier | None = Field(description="Who unblocked it (None: system).",
                                           examples=["acc_7f3a9c2e1b4d"])
     unblocked_at: UtcDatetime
@@ -430,6 +439,10 @@ class SetAutoTopUp(Command):
 class BlockCard(Command):
     request_id: Identifier
     contract: ContractNumber
+    card_uid: CardUid | None = Field(
+        default=None, description="One credential of the contract (the plastic card or a "
+        "virtual one) to block on its own; None: the whole card account (every credential, "
+        "and sales and fares from the balance).")
     reason: str = Field(default="lost", max_length=64, description="Why the card is blocked, as a "
                         "short code (e.g. lost); the balance is kept.", examples=["lost"])
 
@@ -437,6 +450,10 @@ class BlockCard(Command):
 class UnblockCard(Command):
     request_id: Identifier
     contract: ContractNumber
+    card_uid: CardUid | None = Field(
+        default=None, description="One credential of the contract (the plastic card or a "
+        "virtual one) to unblock on its own; None: the whole card account (every credential, "
+        "and sales and fares from the balance).")
 
 
 class MoveMoney(Command):
@@ -510,6 +527,12 @@ class GetSalesReport(Query):
 
 
 class GetBalance(Query):
+    contract: ContractNumber
+
+
+class GetCards(Query):
+    """The child's plastic card and virtual credentials with their states (action ``view``)."""
+
     contract: ContractNumber
 
 
@@ -593,6 +616,30 @@ class BalanceReply(Reply):
                                       "the request failed.", examples=[_BALANCES_EXAMPLE])
     blocked: bool = Field(default=False, description="True while the card is blocked (the "
                           "balance is kept).", examples=[False])
+
+
+class CredentialState(StrEnum):
+    ACTIVE = "active"
+    BLOCKED = "blocked"
+    RETIRED = "retired"
+
+
+class CardCredential(Part):
+    card_uid: CardUid
+    kind: CredentialKind | None = Field(description="None: the plastic card.",
+                                        examples=["phone_nfc"])
+    state: CredentialState = Field(description="active, blocked (on its own) or retired "
+                                   "(replaced).", examples=["active"])
+    changed_at: UtcDatetime = Field(description="When it was issued or last changed state.")
+
+
+class CardsReply(Reply):
+    contract: ContractNumber
+    account_blocked: bool = Field(default=False, description="True while the whole card "
+                                  "account is blocked (every credential refused).")
+    cards: list[CardCredential] = Field(default_factory=list, max_length=64,
+                                        description="The plastic card first, then virtual "
+                                        "credentials by issue time.")
 
 
 class StatementReply(Reply):

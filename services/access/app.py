@@ -21,6 +21,7 @@ async def wire(rt: Runtime) -> Routes:
         # integrations.card-issuance.v1
         integrations.CardIssued: h.on_card_issued,
         integrations.CardReissued: h.on_card_reissued,
+        integrations.VirtualCardIssued: h.on_virtual_card_issued,
         # wallet.events.v1 (keyed by contract)
         wallet.CardBlocked: h.on_card_blocked,
         wallet.CardUnblocked: h.on_card_unblocked,

@@ -67,6 +67,11 @@ def _reissued(m: integ.CardReissued) -> d.CardIssued:
                         m.new_card_uid, m.new_contract, m.school_id, m.class_name, m.reissued_at)
 
 
+def _virtual(m: integ.VirtualCardIssued) -> d.CardIssued:
+    return d.CardIssued(f"virtual:{m.contract}:{m.card_uid}", m.card_uid, m.contract,
+                        m.school_id, m.class_name, m.issued_at)
+
+
 def _schedule(m: wire.SetSchoolSchedule) -> d.SetSchoolSchedule:
     t = time.fromisoformat
     return d.SetSchoolSchedule(m.request_id, d.ScheduleData(
@@ -176,15 +181,50 @@ class Handlers:
             await self._save_contract(tx, retired, links[0], cards)
             _emit(tx, issued.events + retired.events, None, msg.inbox_id)
 
+    async def on_virtual_card_issued(self, msg: Inbound[integ.VirtualCardIssued]) -> None:
+        m = msg.message
+        fact = _virtual(m)
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            link = await store.load_contract(tx, m.contract)
+            card = await store.load_card(tx, m.card_uid)
+            replaced = (await store.load_card(tx, m.replaces_card_uid)
+                        if m.replaces_card_uid else None)
+            versions: dict[str, int | None] = {
+                c.card_uid: c.version for c in (card, replaced) if c is not None}
+            loaded = link.version if link else None
+            outcome = d.issue_virtual_card(link, card, replaced, fact, m.replaces_card_uid)
+            await self._save_contract(tx, outcome, loaded, versions)
+            _emit(tx, outcome.events, None, msg.inbox_id)
+
     async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
         m = msg.message
+        if m.card_uid is not None:
+            await self._block_one(msg, m.card_uid, f"blocked:{m.contract}:{m.card_uid}:"
+                                  f"{m.blocked_at.isoformat()}", True, m.blocked_at, m.reason)
+            return
         await self._block(msg, m.contract, f"blocked:{m.contract}:{m.blocked_at.isoformat()}",
                           True, m, m.reason)
 
     async def on_card_unblocked(self, msg: Inbound[wallet_wire.CardUnblocked]) -> None:
         m = msg.message
+        if m.card_uid is not None:
+            await self._block_one(msg, m.card_uid, f"unblocked:{m.contract}:{m.card_uid}:"
+                                  f"{m.unblocked_at.isoformat()}", False, m.unblocked_at, "")
+            return
         await self._block(msg, m.contract,
                           f"unblocked:{m.contract}:{m.unblocked_at.isoformat()}", False, m, "")
+
+    async def _block_one(self, msg: Inbound, card_uid: str, event_id: str, blocked: bool,
+                         at: datetime, reason: str) -> None:
+        """One credential blocked or unblocked on its own (wallet's event with a card uid)."""
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            card = await store.load_card(tx, card_uid)
+            loaded = card.version if card else None
+            outcome = d.block_one_card(card, card_uid, event_id, blocked, at, reason)
+            await store.save_card(tx, outcome.card, loaded)
+            _emit(tx, outcome.events, None, msg.inbox_id)
 
     async def _block(self, msg: Inbound, contract: str, event_id: str, blocked: bool,
                      m: wallet_wire.CardBlocked | wallet_wire.CardUnblocked, reason: str) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 
-from contracts.integrations import CardIssued, CardReissued, ValidatorTapped
+from contracts.integrations import (
+    CardIssued,
+    CardReissued,
+    ValidatorTapped,
+    VirtualCardIssued,
+)
 from contracts.transit import GetRides, SetConcession, SetFareRules
 from contracts.wallet import CardBlocked, CardUnblocked, DebtSettled, FareDebited, FareDeclined
 from services.runtime.consumer import Routes
@@ -28,6 +33,7 @@ async def wire(rt: Runtime) -> Routes:
         # integrations.card-issuance.v1
         CardIssued: h.on_card_issued,
         CardReissued: h.on_card_reissued,
+        VirtualCardIssued: h.on_virtual_card_issued,
         # integrations.validator-taps.v1
         ValidatorTapped: h.on_validator_tapped,
         # wallet.events.v1 (other wallet events are ignored)

@@ -111,6 +111,29 @@ class Handlers:
                                   concession)
             await self._block_if_contract_blocked(tx, r.new_contract)
 
+    async def on_virtual_card_issued(self, msg: Inbound[inbound.VirtualCardIssued]) -> None:
+        """A virtual card rides like the plastic card of its contract (and its concession); the
+        uid it replaces closes at ``issued_at`` and goes on the deny list."""
+        v = msg.message
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            known = await store.card(tx, v.card_uid)
+            if known is not None and known.contract != v.contract:
+                raise Refused("credential_conflict",
+                              f"card {v.card_uid} belongs to another contract")
+            cards = await store.cards_of(tx, v.contract)
+            replaced = next((c for c in cards if c.card_uid == v.replaces_card_uid), None)
+            if v.replaces_card_uid is not None and replaced is None:
+                raise Refused("unknown_credential",
+                              f"contract {v.contract} has no card {v.replaces_card_uid}")
+            concession = next((c.concession for c in cards if c.concession is not None), None)
+            await store.save_card(tx, v.card_uid, v.contract, v.school_id, v.school_tz,
+                                  concession)
+            if replaced is not None and replaced.status == "active":
+                await store.close_card(tx, replaced.card_uid, v.issued_at)
+                await self._block_cards(tx, [replaced], True, v.contract)
+            await self._block_if_contract_blocked(tx, v.contract)
+
     async def _block_if_contract_blocked(self, tx: Transaction, contract: str) -> None:
         """Wallet's block of the contract was read before the card: the card starts denied."""
         if await store.contract_blocked(tx, contract):
@@ -128,6 +151,8 @@ class Handlers:
                 raise Refused("unknown_card", f"card {t.card_uid} was never issued")
             if not card.accepts_tap_at(t.tapped_at):
                 raise Refused("card_closed", f"card {t.card_uid} was reissued before the tap")
+            if d.refuses_tap(card.own_blocked_at, t.tapped_at):
+                raise Refused("card_blocked", "the card alone was blocked before the tap")
             rulebook = await store.rulebook(tx, operator_id)
             if rulebook is None:
                 raise Refused("unknown_operator", f"no fare rules for operator {operator_id}")
@@ -197,11 +222,30 @@ class Handlers:
 
     async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
         b = msg.message
+        if b.card_uid is not None:
+            await self._set_own_block(msg, b.contract, b.card_uid, b.blocked_at)
+            return
         await self._set_blocked(msg, b.contract, True)
 
     async def on_card_unblocked(self, msg: Inbound[wallet_wire.CardUnblocked]) -> None:
         u = msg.message
+        if u.card_uid is not None:
+            await self._set_own_block(msg, u.contract, u.card_uid, None)
+            return
         await self._set_blocked(msg, u.contract, False)
+
+    async def _set_own_block(self, msg: Inbound, contract: str, card_uid: str,
+                             blocked_at: datetime | None) -> None:
+        """One card blocked (``blocked_at``) or unblocked on its own: its deny-list entry
+        follows, the contract's other cards keep theirs; an unblock under a blocked contract
+        keeps the card denied."""
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            await store.set_own_block(tx, card_uid, contract, blocked_at)
+            card = await store.card(tx, card_uid)
+            denied = blocked_at is not None or await store.contract_blocked(tx, contract)
+            events = await self._block_cards(tx, [card] if card else [], denied, contract)
+        metrics.observe(events)
 
     async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
         """A lost card goes on the validators' deny list at once, and comes off when it is
@@ -213,7 +257,8 @@ class Handlers:
 
     async def _set_blocked_in(self, tx: Transaction, contract: str,
                               blocked: bool) -> list[d.TransitEvent]:
-        cards = [c for c in await store.cards_of(tx, contract) if c.status == "active"]
+        cards = [c for c in await store.cards_of(tx, contract)
+                 if c.status == "active" and d.follows_contract_block(c.own_blocked_at, blocked)]
         await store.set_cards_blocked(tx, contract, blocked)
         return await self._block_cards(tx, cards, blocked, contract)
 

@@ -71,6 +71,7 @@ class Card:
     concession: ConcessionEligibility | None
     blocked: bool = False
     school_id: str | None = None
+    own_blocked_at: datetime | None = None
 
     def accepts_tap_at(self, at: datetime) -> bool:
         """A closed (reissued) card still pays for rides taken before it was closed."""
@@ -154,7 +155,12 @@ def _card(doc: Doc) -> Card:
     return Card(doc["_id"], doc["contract"], doc["status"],
                 dialect.current().read_instant(closed) if closed else None,
                 ConcessionEligibility.from_doc(concession) if concession else None,
-                doc.get("blocked", False), doc.get("school_id"))
+                doc.get("blocked", False), doc.get("school_id"),
+                _instant(doc.get("own_blocked_at")))
+
+
+def _instant(value: Any) -> datetime | None:
+    return dialect.current().read_instant(value) if value else None
 
 
 async def card(tx: Transaction, card_uid: str) -> Card | None:
@@ -181,6 +187,26 @@ async def save_card(tx: Transaction, card_uid: str, contract: str, school_id: st
                                          session=tx.session)
 
 
+async def close_card(tx: Transaction, card_uid: str, at: datetime) -> None:
+    """One card replaced (a virtual card's new uid): closed like a reissued card."""
+    await tx.db.transit_cards.update_one(
+        {"_id": card_uid, "status": "active"},
+        {"$set": {"status": "closed", "closed_at": at}}, session=tx.session)
+
+
+async def set_own_block(tx: Transaction, card_uid: str, contract: str,
+                        blocked_at: datetime | None) -> None:
+    """Block (``blocked_at``) or unblock (None) one card on its own. The block may come before
+    the card's issuance (another topic): the card document starts with the contract then."""
+    await tx.db.transit_cards.update_one(
+        {"_id": card_uid},
+        {"$set": {"own_blocked_at": dialect.current().instant(blocked_at)
+                  if blocked_at is not None else None, "blocked": blocked_at is not None},
+         "$setOnInsert": {"contract": contract, "status": "active", "closed_at": None,
+                          "concession": None}},
+        upsert=True, session=tx.session)
+
+
 async def close_cards(tx: Transaction, contract: str, at: datetime) -> None:
     await tx.db.transit_cards.update_many(
         {"contract": contract, "status": "active"},
@@ -188,10 +214,15 @@ async def close_cards(tx: Transaction, contract: str, at: datetime) -> None:
 
 
 async def set_cards_blocked(tx: Transaction, contract: str, blocked: bool) -> None:
+    """The contract's block state on its cards; an unblock leaves cards blocked on their own."""
     await tx.db.transit_contract_blocks.update_one(
         {"_id": contract}, {"$set": {"blocked": blocked}}, upsert=True, session=tx.session)
-    await tx.db.transit_cards.update_many({"contract": contract},
-                                          {"$set": {"blocked": blocked}}, session=tx.session)
+    query: Doc = {"contract": contract}
+    if not blocked:
+        free = [c.card_uid for c in await cards_of(tx, contract) if c.own_blocked_at is None]
+        query = {"_id": {"$in": free}}
+    await tx.db.transit_cards.update_many(query, {"$set": {"blocked": blocked}},
+                                          session=tx.session)
 
 
 async def contract_blocked(tx: Transaction, contract: str) -> bool:

@@ -31,6 +31,7 @@ async def wire(rt: Runtime) -> Routes:
         # integrations.card-issuance.v1
         integrations.CardIssued: h.on_card_issued,
         integrations.CardReissued: h.on_card_reissued,
+        integrations.VirtualCardIssued: h.on_virtual_card_issued,
         # integrations.topups.v1
         integrations.TopUpReceived: h.on_top_up,
         integrations.AutoTopUpCollectionFailed: h.on_auto_top_up_failed,
@@ -50,6 +51,7 @@ async def wire(rt: Runtime) -> Routes:
         commands.SetGraceMeal: h.on_set_grace_meal,
         commands.RefundSaleLine: h.on_refund_sale_line,
         commands.GetBalance: h.on_get_balance,
+        commands.GetCards: h.on_get_cards,
         commands.GetControls: h.on_get_controls,
         commands.GetStatement: h.on_get_statement,
         commands.GetSalesReport: h.on_get_sales_report,

@@ -191,8 +191,15 @@ class Handlers:
         sale = msg.message
         async with self.case(msg) as uc:
             tx = uc.tx
-            account = await store.account_by_card(tx, sale.card_uid,
-                                                  {"sales": [sale.sale_id]})
+            credential = await store.load_credential(tx, sale.card_uid)
+            if credential is not None and d.refuses_sale(credential):
+                for wired in outbound.blocked_credential_sale(sale, credential.contract, tx.now):
+                    self._send(tx, wired)
+                return
+            wants: store.Wants = {"sales": [sale.sale_id]}
+            account = (await store.load_account(tx, credential.contract, wants)
+                       if credential is not None
+                       else await store.account_by_card(tx, sale.card_uid, wants))
             if account is None:
                 self._send(tx, outbound.unknown_card_sale(sale, tx.now))
                 self._send(tx, outbound.sale_decision(sale, None, tx.now))
@@ -305,13 +312,64 @@ class Handlers:
 
     async def on_block_card(self, msg: Inbound[wire.BlockCard]) -> None:
         cmd = msg.message
+        if cmd.card_uid is not None:
+            await self._block_credential(msg, cmd.card_uid, True, cmd.reason)
+            return
         await self._command(msg, "block_card", cmd.contract, lambda a, c, tx: a.block_card(
             now=tx.now, reason=cmd.reason, by=c.sub))
 
     async def on_unblock_card(self, msg: Inbound[wire.UnblockCard]) -> None:
         cmd = msg.message
+        if cmd.card_uid is not None:
+            await self._block_credential(msg, cmd.card_uid, False, "")
+            return
         await self._command(msg, "block_card", cmd.contract,
                             lambda a, c, tx: a.unblock_card(now=tx.now, by=c.sub))
+
+    async def _block_credential(self, msg: Inbound,
+                                card_uid: str, blocked: bool, reason: str) -> None:
+        """Block or unblock one credential (a virtual card, or the plastic card alone); the
+        account and its other credentials are untouched. A repeat is accepted again."""
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("block_card", contract=cmd.contract)
+            account = await self._account(uc.tx, cmd.contract)
+            uc.authorize("block_card", contract=cmd.contract, school_id=account.school_id)
+            credential = await store.load_credential(uc.tx, card_uid)
+            loaded = credential.version if credential is not None else None
+            credential, event = d.set_credential_blocked(
+                credential, card_uid=card_uid, contract=cmd.contract,
+                plastic_uid=account.card_uid, blocked=blocked, at=uc.tx.now, reason=reason,
+                by=uc.holder.sub)
+            await store.save_credential(uc.tx, credential, loaded)
+            if event is not None:
+                self._emit(uc.tx, event)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    async def on_virtual_card_issued(self, msg: Inbound[inbound.VirtualCardIssued]) -> None:
+        """Map a virtual uid to the contract's account (retiring the uid it replaces)."""
+        v = msg.message
+        async with self.case(msg) as uc:
+            tx = uc.tx
+            account = await self._account(tx, v.contract)
+            existing = await store.load_credential(tx, v.card_uid)
+            replaced = (await store.load_credential(tx, v.replaces_card_uid)
+                        if v.replaces_card_uid else None)
+            versions = {c.card_uid: c.version for c in (existing, replaced) if c is not None}
+            for credential in d.issue_virtual_credential(
+                    existing, replaced, card_uid=v.card_uid, contract=v.contract,
+                    kind=v.kind.value, plastic_uid=account.card_uid,
+                    replaces=v.replaces_card_uid, at=v.issued_at):
+                await store.save_credential(tx, credential, versions.get(credential.card_uid))
+
+    async def on_get_cards(self, msg: Inbound[wire.GetCards]) -> None:
+        query = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("view", contract=query.contract)
+            account = await self._account(uc.tx, query.contract)
+            uc.authorize("view", contract=query.contract, school_id=account.school_id)
+            credentials = await store.credentials_of(uc.tx, query.contract)
+            uc.tx.reply(outbound.cards_reply(account, credentials))
 
     async def on_move_money(self, msg: Inbound[wire.MoveMoney]) -> None:
         cmd = msg.message

@@ -20,6 +20,7 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.types import SubBalance
 from services.wallet import domain as d
+from services.wallet.domain.credentials import listing as credential_listing
 
 NAMESPACE = uuid.UUID("5b0c8f2e-3c1a-4f4e-9a61-7d2b1c0e9a11")
 
@@ -175,6 +176,14 @@ def _card_unblocked(e: d.CardUnblocked) -> ContractModel:
     return wire.CardUnblocked(contract=e.contract, by_account=e.by, unblocked_at=e.at)
 
 
+def _credential_blocked(e: d.CredentialBlocked) -> ContractModel:
+    if e.blocked:
+        return wire.CardBlocked(contract=e.contract, card_uid=e.card_uid, by_account=e.by,
+                                reason=e.reason, blocked_at=e.at)
+    return wire.CardUnblocked(contract=e.contract, card_uid=e.card_uid, by_account=e.by,
+                              unblocked_at=e.at)
+
+
 def _transit_payments(e: d.TransitPaymentsSwitched) -> ContractModel:
     return wire.TransitPaymentsSwitched(contract=e.contract, enabled=e.enabled,
                                         by_account=e.by, switched_at=e.at)
@@ -227,6 +236,8 @@ OUTBOUND: dict[type[Any], tuple[Callable[[Any], ContractModel], Callable[[Any], 
     d.CardBlocked: (_card_blocked, lambda e: message_id("blocked", e.contract, e.at.isoformat())),
     d.CardUnblocked: (_card_unblocked,
                       lambda e: message_id("unblocked", e.contract, e.at.isoformat())),
+    d.CredentialBlocked: (_credential_blocked, lambda e: message_id(
+        "blocked" if e.blocked else "unblocked", e.contract, e.card_uid, e.at.isoformat())),
     d.TransitPaymentsSwitched: (_transit_payments, lambda e: message_id(
         "transit-payments", e.contract, e.enabled, e.at.isoformat())),
     d.ControlsChanged: (_controls_changed,
@@ -276,6 +287,35 @@ def unknown_card_sale(sale: inbound.CanteenSaleRequested, at: datetime) -> Wired
                                  total=total, declined_at=at)
     return (topic_for(wire.SaleDeclined).name, sale.card_uid, declined,
             message_id("sale", sale.sale_id))
+
+
+def blocked_credential_sale(sale: inbound.CanteenSaleRequested, contract: str,
+                            at: datetime) -> list[Wired]:
+    """A sale read from a credential blocked (or retired) on its own: declined ``card_blocked``
+    without touching the account; the event for the family's journal and the till's answer."""
+    total = sum(i.qty * i.unit_price for i in sale.items)
+    declined = wire.SaleDeclined(contract=contract, sale_id=sale.sale_id,
+                                 terminal_id=sale.terminal_id,
+                                 reason=wire.DeclineReason.CARD_BLOCKED,
+                                 detail="this card alone is blocked or replaced",
+                                 total=total, declined_at=at)
+    decision = wire.SaleDecision(sale_id=sale.sale_id, terminal_id=sale.terminal_id,
+                                 approved=False, reason=wire.DeclineReason.CARD_BLOCKED,
+                                 decided_at=at)
+    return [(topic_for(wire.SaleDeclined).name, contract, declined,
+             message_id("sale", sale.sale_id)),
+            (topic_for(wire.SaleDecision).name, sale.terminal_id, decision,
+             message_id("decision", sale.sale_id))]
+
+
+def cards_reply(account: d.Account, credentials: list[d.Credential]) -> wire.CardsReply:
+    return wire.CardsReply(
+        contract=account.contract, account_blocked=account.status is d.AccountStatus.BLOCKED,
+        cards=[wire.CardCredential(card_uid=c.card_uid, kind=c.kind,
+                                   state=wire.CredentialState(c.state.value),
+                                   changed_at=c.changed_at)
+               for c in credential_listing(account.card_uid, account.opened_at,
+                                           credentials)])
 
 
 def unknown_card_fare(fare: Any, at: datetime) -> Wired:

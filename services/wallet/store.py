@@ -12,6 +12,8 @@ grace meal), ``wallet_parked_top_ups`` (payments that came before their card's i
 id>``, one small document per tagged line) and ``wallet_top_up_templates`` (one child's saved
 top-ups, ``_id`` = contract, at most ten, with an optimistic ``version``): both apart from the
 account document, which stays small and is not rewritten (nor conflicted) by them.
+``wallet_credentials`` (``_id`` = card uid: a virtual card of a contract, or a plastic card
+blocked on its own; optimistic ``version``) says which account a till's uid pays from.
 The runtime adds ``wallet_inbox`` and ``wallet_outbox``.
 
 The times compared as ranges, an operation's ``at_ms`` and a parked payment's ``parked_ms``,
@@ -41,6 +43,7 @@ from services.wallet.domain import (
     Account,
     AccountStatus,
     Application,
+    Credential,
     LedgerEntry,
     LineTags,
     TopUpTemplates,
@@ -84,6 +87,8 @@ async def ensure_indexes(db: Any) -> None:
     await dialect.current().create_indexes(
         db.wallet_line_tags, [IndexModel([("contract", ASCENDING)])])
     await ensure_collections(db, "wallet_top_up_templates")
+    await dialect.current().create_indexes(
+        db.wallet_credentials, [IndexModel([("contract", ASCENDING)])])
     await dialect.current().create_indexes(db.wallet_ledger, [
         IndexModel([("account", ASCENDING), ("at", ASCENDING)]),
         IndexModel([("operation_id", ASCENDING)]),
@@ -372,6 +377,25 @@ async def save_templates(tx: Transaction, templates: TopUpTemplates,
     await save_versioned(tx.db.wallet_top_up_templates,
                          {"_id": templates.contract, **templates.to_doc()}, loaded,
                          session=tx.session, version=templates.version)
+
+
+# --- card credentials ------------------------------------------------------------------
+
+async def load_credential(tx: Transaction, card_uid: str) -> Credential | None:
+    doc = await tx.db.wallet_credentials.find_one({"_id": card_uid}, session=tx.session)
+    return Credential.from_doc(_strip(doc)) if doc else None
+
+
+async def credentials_of(tx: Transaction, contract: str) -> list[Credential]:
+    docs = await tx.db.wallet_credentials.find({"contract": contract},
+                                               session=tx.session).to_list(64)
+    return [Credential.from_doc(_strip(doc)) for doc in docs]
+
+
+async def save_credential(tx: Transaction, credential: Credential, loaded: int | None) -> None:
+    await save_versioned(tx.db.wallet_credentials,
+                         {"_id": credential.card_uid, **credential.to_doc()}, loaded,
+                         session=tx.session, version=credential.version)
 
 
 def _strip(doc: Doc) -> Doc:

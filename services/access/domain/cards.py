@@ -51,10 +51,13 @@ class CardIssued:
 
 @dataclass(frozen=True, slots=True)
 class CardBlocked:
+    """``own``: this card alone (wallet's block of one credential), not its contract."""
+
     event_id: str
     card_uid: str
     occurred_at: datetime
     reason: str = ""
+    own: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class CardUnblocked:
     event_id: str
     card_uid: str
     occurred_at: datetime
+    own: bool = False
 
 
 CardFact = CardIssued | CardBlocked | CardUnblocked
@@ -71,6 +75,8 @@ def _fact_doc(fact: CardFact) -> Doc:
     doc: Doc = {"type": type(fact).__name__, "card_uid": fact.card_uid, "at": fact.occurred_at}
     if isinstance(fact, CardIssued):
         doc |= {"contract": fact.contract, "school": fact.school_id, "class": fact.class_name}
+    elif fact.own:
+        doc["own"] = True
     return doc
 
 
@@ -87,12 +93,16 @@ class CardRecord:
     block_changed_at: datetime | None = None
     version: int = 0
     recent_facts: dict[str, str] = field(default_factory=dict)
+    own_blocked: bool = False
+    own_changed_at: datetime | None = None
 
     @property
     def status(self) -> CardStatus:
+        """Blocked while its contract or the card alone is blocked: a block of one and an
+        unblock of the other do not cancel out."""
         if self.issued_at is None:
             return CardStatus.UNKNOWN
-        return CardStatus.BLOCKED if self.blocked else CardStatus.ACTIVE
+        return CardStatus.BLOCKED if self.blocked or self.own_blocked else CardStatus.ACTIVE
 
     def apply(self, fact: CardFact) -> bool:
         """Apply a fact; return True when the record changed.
@@ -123,6 +133,14 @@ class CardRecord:
                 self.class_name = fact.class_name
                 self.issued_at = at
                 changed = before != (self.contract, self.school_id, self.class_name, at)
+        elif fact.own:
+            wants_block = isinstance(fact, CardBlocked)
+            newer = self.own_changed_at is None or at > self.own_changed_at
+            tie_block = at == self.own_changed_at and wants_block and not self.own_blocked
+            if newer or tie_block:
+                changed = self.own_blocked != wants_block or self.own_changed_at != at
+                self.own_blocked = wants_block
+                self.own_changed_at = at
         else:
             wants_block = isinstance(fact, CardBlocked)
             newer = self.block_changed_at is None or at > self.block_changed_at
@@ -144,6 +162,8 @@ class CardRecord:
             "issued_at": self.issued_at,
             "blocked": self.blocked,
             "block_changed_at": self.block_changed_at,
+            "own_blocked": self.own_blocked,
+            "own_changed_at": self.own_changed_at,
             "status": self.status.value,
             "version": self.version,
             "recent_facts": [
@@ -163,6 +183,8 @@ class CardRecord:
             block_changed_at=opt_dt_from_doc(doc.get("block_changed_at")),
             version=int(doc["version"]),
             recent_facts={str(f["event_id"]): str(f["fingerprint"]) for f in doc["recent_facts"]},
+            own_blocked=bool(doc.get("own_blocked", False)),
+            own_changed_at=opt_dt_from_doc(doc.get("own_changed_at")),
         )
 
 
@@ -276,6 +298,11 @@ class ContractCards:
             self.card_uids.append(card_uid)
             self.version += 1
 
+    def unlink(self, card_uid: str) -> None:
+        if card_uid in self.card_uids:
+            self.card_uids.remove(card_uid)
+            self.version += 1
+
     def note_block(self, event_id: str, blocked: bool, at: datetime, reason: str = "") -> None:
         """Remember the newest block state (at equal times a block wins, as on the card)."""
         at = require_aware(at, "occurred_at")
@@ -379,6 +406,38 @@ def reissue_card(old_link: ContractCards | None, old_cards: list[CardRecord],
         if card.card_uid != fact.card_uid
     )
     return issued, ContractOutcome(old, retired)
+
+
+def issue_virtual_card(link: ContractCards | None, card: CardRecord | None,
+                       replaced: CardRecord | None, fact: CardIssued,
+                       replaces: str | None) -> ContractOutcome:
+    """A virtual card (phone/watch NFC id, QR token) of an existing contract: its uid is
+    allowed at the gates like the plastic card, under the contract's block state. The uid it
+    ``replaces`` is denied from now on (``card_blocked``, reason ``replaced``) and leaves the
+    contract, so a later unblock of the contract does not bring it back. A uid already known
+    under another contract is refused."""
+    if card is not None and card.contract is not None and card.contract != fact.contract:
+        raise InvalidInput(ValidationReason.CREDENTIAL_CONFLICT,
+                           f"card {fact.card_uid} belongs to another contract")
+    issued = issue_card(link, card, fact)
+    if replaces is None:
+        return issued
+    if replaced is None or replaced.contract != fact.contract:
+        raise InvalidInput(ValidationReason.UNKNOWN_CREDENTIAL,
+                           f"contract {fact.contract} has no card {replaces}")
+    issued.link.unlink(replaces)
+    retired = project_card(replaced, CardBlocked(f"replaced:{fact.event_id}", replaces,
+                                                 fact.occurred_at, "replaced"))
+    return ContractOutcome(issued.link, (*issued.cards, retired))
+
+
+def block_one_card(card: CardRecord | None, card_uid: str, event_id: str, blocked: bool,
+                   at: datetime, reason: str = "") -> CardOutcome:
+    """One credential blocked or unblocked on its own (the contract's other cards keep their
+    state). Kept apart from the contract's block: the card is denied while either holds."""
+    fact: CardFact = (CardBlocked(event_id, card_uid, at, reason, own=True) if blocked
+                      else CardUnblocked(event_id, card_uid, at, own=True))
+    return project_card(card, fact)
 
 
 def roster(cards: list[CardRecord], retired: set[str]) -> list[Student]:

@@ -51,6 +51,8 @@ class ValidationReason(StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     SAME_CONTRACT = "same_contract"
     INVALID_PERIOD = "invalid_period"
+    CREDENTIAL_CONFLICT = "credential_conflict"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
 
 
 class AccessDomainError(Exception):

@@ -19,6 +19,7 @@ from services.gateway import problems
 from services.gateway.problems import ProblemError
 from services.gateway.routes import (
     account,
+    cards,
     children,
     family,
     money,
@@ -49,6 +50,7 @@ def build() -> FastAPI:
     api.include_router(support.routes())
     api.include_router(family.routes())
     api.include_router(staff.routes())
+    api.include_router(cards.routes())
 
     @api.exception_handler(ProblemError)
     async def on_problem(_: Request, exc: ProblemError) -> Response:

@@ -1,6 +1,7 @@
 """Pure domain of transit: fare rules as data, pricing by tap time, the per-card aggregate with
 late-tap corrections and the deny list, and ride history. No I/O; the clock is an argument."""
 
+from services.transit.domain.credentials import follows_contract_block, refuses_tap
 from services.transit.domain.events import (
     CardAllowed,
     CardDenied,
@@ -82,9 +83,11 @@ __all__ = [
     "event_from_doc",
     "event_to_doc",
     "explanation_text",
+    "follows_contract_block",
     "line_text",
     "parse_fare_rules",
     "price_taps",
+    "refuses_tap",
     "remind_unridden_card",
     "render_csv",
     "ride_lines",

@@ -21,6 +21,14 @@ from services.wallet.domain.applications import (
     ApplicationReason,
     ApplicationStatus,
 )
+from services.wallet.domain.credentials import (
+    Credential,
+    CredentialBlocked,
+    CredentialState,
+    refuses_sale,
+)
+from services.wallet.domain.credentials import issue_virtual as issue_virtual_credential
+from services.wallet.domain.credentials import set_blocked as set_credential_blocked
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
@@ -159,6 +167,9 @@ __all__ = [
     "CardUnblocked",
     "ControlsChanged",
     "CounterAccount",
+    "Credential",
+    "CredentialBlocked",
+    "CredentialState",
     "DailyLimits",
     "DaySpend",
     "DeclineReason",
@@ -219,13 +230,16 @@ __all__ = [
     "check_ledger",
     "event_to_doc",
     "filter_statement",
+    "issue_virtual_credential",
     "ledger_balances",
     "local_day",
     "normalize_tag",
     "normalize_tags",
     "receive_top_up",
+    "refuses_sale",
     "reissue_card",
     "sales_report",
+    "set_credential_blocked",
     "statement_csv",
     "statement_lines",
     "tag_statement_line",

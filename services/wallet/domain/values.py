@@ -97,6 +97,9 @@ class RejectionReason(StrEnum):
     UNKNOWN_APPLICATION = "unknown_application"
     COMMENT_REQUIRED = "comment_required"
     DEBT_OUTSTANDING = "debt_outstanding"
+    CREDENTIAL_CONFLICT = "credential_conflict"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    CREDENTIAL_RETIRED = "credential_retired"
 
 
 class WalletRejected(Exception):
