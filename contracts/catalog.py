@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from contracts import access, auth, integrations, notify, transit, wallet
 from contracts.envelope import CommandAccepted, ContractModel, ErrorReply
@@ -52,11 +53,11 @@ class Topic:
     that create money or change whose card a balance is on. Consumers dead-letter them
     ``unauthenticated`` unless the producing integrator signed them."""
 
-    @property
+    @cached_property  # read for every record consumed
     def type_names(self) -> frozenset[str]:
         return frozenset(m.TYPE for m in self.messages)
 
-    @property
+    @cached_property
     def signed_type_names(self) -> frozenset[str]:
         return frozenset(m.TYPE for m in self.signed)
 
