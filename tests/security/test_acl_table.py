@@ -12,7 +12,15 @@ import pytest
 
 from contracts import acl
 from contracts.acl import Acl, allowed, principal, table
-from contracts.catalog import APP_REPLIES, APPS, CLIENT_REPLIES_PATTERN, SERVICES, TOPICS, topic, topic_for
+from contracts.catalog import (
+    APP_REPLIES,
+    APPS,
+    CLIENT_REPLIES_PATTERN,
+    SERVICES,
+    TOPICS,
+    topic,
+    topic_for,
+)
 from contracts.integrations import TopUpReceived
 
 pytestmark = pytest.mark.unit
@@ -88,7 +96,7 @@ def test_no_principal_has_a_wildcard_or_an_unexpected_prefix() -> None:
                 rule.name == rule.principal.removeprefix("User:")
                 or (rule.name == acl.SERVICE_GROUP_PREFIX and rule.operation == "Describe"))
             replies = rule.resource == "topic" and (
-                rule.name == acl.CLIENT_REPLIES_PREFIX and rule.operation == "Write"
+                (rule.name == acl.CLIENT_REPLIES_PREFIX and rule.operation == "Write")
                 or any(rule.name == a.reply_prefix and rule.principal == principal(a.name)
                        for a in APPS))
             assert own_group or replies, rule
