@@ -124,8 +124,9 @@ def table(topics: tuple[Topic, ...] = TOPICS) -> tuple[Acl, ...]:
             acls |= {Acl(who, "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Write")
                      for who in writers(t)}
             if APPS in t.consumers:
+                own: tuple[Operation, ...] = ("Read", "Create")
                 acls |= {Acl(principal(a.name), "topic", a.reply_prefix, "prefixed", op)
-                         for a in APP_LIST for op in ("Read", "Create")}
+                         for a in APP_LIST for op in own}
     reading = {a.principal for a in acls if a.operation == "Read"}
     for party in parties(topics):
         if principal(party) not in reading:
