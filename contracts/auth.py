@@ -125,6 +125,13 @@ class Login(Command):
         examples=["492039"])
     device: str = Field(default="", max_length=120, description="User agent / device name.")
     ip: str = Field(default="", max_length=64, description="Client address (stored hashed).")
+    device_token: Secret | None = Field(
+        default=None, description="The device token an earlier successful login from this "
+        "device returned (SessionTokens.device_token; the gateway takes it from the "
+        "X-Device-Token header or the schoolcard_device cookie). A token of one of the "
+        "account's trusted devices makes the login a known device's: no new-login alert, and "
+        "it passes the account's hourly failure ceiling. Never logged.",
+        examples=["dt-9c3e71b2a4f05d8e6b1c2a7f9e0d4b3c"])
 
 
 class RefreshSession(Command):
@@ -312,6 +319,32 @@ class ListSessions(Query):
     pass
 
 
+class ListTrustedDevices(Query):
+    """The calling account's trusted devices (those it logged in from and kept the device
+    token of), most recently seen first: TrustedDevicesReply."""
+
+
+class RenameTrustedDevice(Command):
+    """Give one of the caller's trusted devices a name for the list. CommandCompleted, or
+    ErrorReply device_not_found, device_name_invalid (empty after trimming)."""
+
+    request_id: Identifier
+    device_id: Identifier = Field(description="From TrustedDevicesReply.",
+                                  examples=["dev-5b2e9c"])
+    name: str = Field(min_length=1, max_length=120, description="The new name.",
+                      examples=["Телефон мамы"])
+
+
+class RevokeTrustedDevice(Command):
+    """Stop trusting one of the caller's devices: its device token no longer marks a known
+    device (the next login from it raises the new-login alert and meets the account's failure
+    ceiling like a stranger's). CommandCompleted, or ErrorReply device_not_found."""
+
+    request_id: Identifier
+    device_id: Identifier = Field(description="From TrustedDevicesReply.",
+                                  examples=["dev-5b2e9c"])
+
+
 class GetLoginHistory(Query):
     limit: int = Field(default=20, ge=1, le=200, description="How many of the most recent "
                        "login attempts to return.", examples=[20])
@@ -344,6 +377,11 @@ class SessionTokens(Reply):
     must_change_password: bool = Field(
         default=False, description="True when the initial (birth-date) password is still set: "
         "the app must have the parent change it first.", examples=[False])
+    device_token: Secret | None = Field(
+        default=None, description="At a successful login: this device's token, to keep and "
+        "send with later logins (Login.device_token); the one presented when it was already "
+        "trusted, else a new one. None on refresh and on failure.",
+        examples=["dt-9c3e71b2a4f05d8e6b1c2a7f9e0d4b3c"])
 
 
 class TotpEnrolmentStarted(Reply):
@@ -396,6 +434,23 @@ class SessionsReply(Reply):
         examples=[[{"session_id": "ses-8c1f2a", "device": "Android 14, SchoolCard 2.4",
                     "started_at": "2026-09-01T05:12:30Z",
                     "last_seen_at": "2026-09-01T05:20:00Z", "current": True}]])
+
+
+class TrustedDeviceInfo(Part):
+    device_id: Identifier = Field(examples=["dev-5b2e9c"])
+    name: str = Field(max_length=120, description="The device name given at its first login, "
+                      "or the owner's name for it.", examples=["Android 14, SchoolCard 2.4"])
+    first_seen_at: UtcDatetime
+    last_seen_at: UtcDatetime = Field(description="Its most recent successful login.")
+
+
+class TrustedDevicesReply(Reply):
+    devices: list[TrustedDeviceInfo] = Field(
+        default_factory=list, max_length=20, description="The caller's trusted devices, most "
+        "recently seen first (at most 20: the one seen longest ago is forgotten first).",
+        examples=[[{"device_id": "dev-5b2e9c", "name": "Android 14, SchoolCard 2.4",
+                    "first_seen_at": "2026-09-01T05:12:30Z",
+                    "last_seen_at": "2026-09-03T06:40:00Z"}]])
 
 
 class LoginRecord(Part):

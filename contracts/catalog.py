@@ -175,7 +175,8 @@ TOPICS: tuple[Topic, ...] = (
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
-                  "ResetSecondFactor", "UnlockAccount"),
+                  "ResetSecondFactor", "UnlockAccount", "ListTrustedDevices",
+                  "RenameTrustedDevice", "RevokeTrustedDevice"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
@@ -251,7 +252,8 @@ TOPICS: tuple[Topic, ...] = (
     # --- replies and dead letters ---
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
-                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted")
+                  "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
+                  "TrustedDevicesReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")

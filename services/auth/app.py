@@ -43,6 +43,9 @@ async def wire(rt: Runtime) -> Routes:
         cmd.CloseAccount: h.on_close_account,
         cmd.ListSessions: h.on_list_sessions,
         cmd.GetLoginHistory: h.on_get_login_history,
+        cmd.ListTrustedDevices: h.on_list_trusted_devices,
+        cmd.RenameTrustedDevice: h.on_rename_trusted_device,
+        cmd.RevokeTrustedDevice: h.on_revoke_trusted_device,
     }
 
 

@@ -18,7 +18,7 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
-from services.auth.domain import Account, AuthRejected, DomainEvent, Reason
+from services.auth.domain import Account, AuthRejected, DomainEvent, Reason, TrustedDevice
 from services.auth.domain import events as d
 from services.auth.security import (
     TOTP_DIGITS,
@@ -226,10 +226,23 @@ def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> s
 
 
 def session_tokens(request_id: str, *, access: str, refresh: str | None,
-                   must_change_password: bool = False) -> wire.SessionTokens:
+                   must_change_password: bool = False,
+                   device_token: str | None = None) -> wire.SessionTokens:
     return wire.SessionTokens(request_id=request_id, access_token=access,
                               refresh_token=refresh, expires_in_s=ACCESS_TOKEN_TTL_S,
-                              must_change_password=must_change_password)
+                              must_change_password=must_change_password,
+                              device_token=device_token)
+
+
+def new_device_id() -> str:
+    return "dev-" + uuid.uuid4().hex[:16]
+
+
+def trusted_devices(devices: list[TrustedDevice]) -> wire.TrustedDevicesReply:
+    return wire.TrustedDevicesReply(devices=[
+        wire.TrustedDeviceInfo(device_id=v.device_id, name=v.name,
+                               first_seen_at=v.first_seen_at, last_seen_at=v.last_seen_at)
+        for v in devices])
 
 
 def totp_enrolment(request_id: str, account: Account) -> wire.TotpEnrolmentStarted:

@@ -31,6 +31,7 @@ from .common import (
     LoginThrottle,
     Reason,
 )
+from .devices import DeviceProof, TrustedDevice, TrustedDevices
 from .flows import (
     CardRegistration,
     CodeSentReply,
@@ -92,6 +93,7 @@ __all__ = [
     "CodePurpose",
     "CodeSentReply",
     "ContractProof",
+    "DeviceProof",
     "DomainEvent",
     "FactorReset",
     "FailureWindow",
@@ -113,6 +115,8 @@ __all__ = [
     "RegistrationEffect",
     "Session",
     "SessionView",
+    "TrustedDevice",
+    "TrustedDevices",
     "activation_code_digest",
     "activation_code_mac",
     "active_sessions",

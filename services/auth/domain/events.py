@@ -74,8 +74,8 @@ class LoginFailed(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class NewLoginDetected(DomainEvent):
-    """Every successful login (the "new login" alert); ``new_device`` if the device string was
-    not among the account's recent successful logins."""
+    """Every successful login; ``new_device`` unless it presented the device token of one of
+    the account's trusted devices (only then does the "new login" alert go out)."""
 
     account_id: str
     session_id: str

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import problems
 from services.gateway.problems import ProblemError
-from services.gateway.routes import account, children, notifications
+from services.gateway.routes import account, children, devices, notifications
 from services.gateway.routes.common import client_address, log, safe_errors
 
 __all__ = ["build", "client_address"]
@@ -37,6 +37,7 @@ def build() -> FastAPI:
     api.include_router(account.routes())
     api.include_router(children.routes())
     api.include_router(notifications.routes())
+    api.include_router(devices.routes())
 
     @api.exception_handler(ProblemError)
     async def on_problem(_: Request, exc: ProblemError) -> Response:

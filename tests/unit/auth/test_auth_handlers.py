@@ -693,6 +693,10 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
     cmd.CloseAccount: cmd.CloseAccount(request_id="d-c"),
     cmd.ListSessions: cmd.ListSessions(),
     cmd.GetLoginHistory: cmd.GetLoginHistory(),
+    cmd.ListTrustedDevices: cmd.ListTrustedDevices(),
+    cmd.RenameTrustedDevice: cmd.RenameTrustedDevice(request_id="rn", device_id="dev-1",
+                                                     name="Phone"),
+    cmd.RevokeTrustedDevice: cmd.RevokeTrustedDevice(request_id="rv", device_id="dev-1"),
 }
 WITHOUT_TOKEN = {cmd.StartRegistration, cmd.ConfirmRegistration, cmd.ResendCode, cmd.Login,
                  cmd.RefreshSession, cmd.RequestPasswordReset, cmd.ConfirmPasswordReset,
