@@ -476,7 +476,8 @@ class ParentRegistered(Event):
 
 
 class LoginSucceeded(Event):
-    """A new login: notify sends the "new login" alert."""
+    """A login from a device not seen before (it presented no trusted device token): notify
+    sends the "new login" alert. Logins from the account's trusted devices raise none."""
 
     account_id: AccountId
     session_id: Identifier

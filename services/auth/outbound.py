@@ -71,6 +71,9 @@ def _activated(e: d.AccountActivated, account: Account | None) -> list[Wired]:
 
 
 def _login(e: d.NewLoginDetected, _: Account | None) -> list[Wired]:
+    """The new-login alert, for a device not trusted before only (``domain.devices``)."""
+    if not e.new_device:
+        return []
     return [_on(wire.LoginSucceeded, e.account_id,
                 wire.LoginSucceeded(account_id=e.account_id, session_id=e.session_id,
                                     device=e.device, at=e.occurred_at),
