@@ -157,7 +157,9 @@ TOPICS: tuple[Topic, ...] = (
     Topic("integrations.topups.v1", "contract", "integrator:payments", ("wallet",),
           _models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed"),
           "Top-ups from banks, terminals, ATMs, cashiers and planned payments.",
-          retention_ms=30 * DAY_MS, signed=_models(integrations, "TopUpReceived")),
+          retention_ms=30 * DAY_MS,
+          # a collection failure re-arms auto top-up and changes what wallet will charge next
+          signed=_models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed")),
     Topic("integrations.canteen-sales.v1", "card_uid", "integrator:canteen-till", ("wallet",),
           _models(integrations, "CanteenSaleRequested"),
           "Sales with line items from canteen tills; answered on wallet.sale-decisions.v1."),
