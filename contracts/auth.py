@@ -548,7 +548,8 @@ class RefreshTokenReused(Event):
 class SessionEnded(Event):
     """Sessions of the account ended: one (``session_id``), or every one (``session_id`` None)
     but the session a password change keeps (``kept_session_id``). Emitted in the transaction
-    that ended them; a session that runs out (idle or past its lifetime) ends without one.
+    that ended them; a session that runs out (idle or past its lifetime) is ended by auth's
+    periodic sweep (reason ``expired``, within AUTH_SESSION_SWEEP_INTERVAL_S).
     notify deletes the push tokens registered from the ended sessions. Never carries a token."""
 
     account_id: AccountId = Field(description="The owner of the ended sessions.",
@@ -562,8 +563,9 @@ class SessionEnded(Event):
         "caller's, after a password change); None when none does.", examples=[None])
     reason: str = Field(max_length=32, description="Why: logout, logout_everywhere, "
                         "refresh_token_reused, password_change, password_reset, "
-                        "second_factor_reset, account_closed, account_disabled (more may "
-                        "come: treat an unknown one as a session end all the same).",
+                        "second_factor_reset, account_closed, account_disabled, expired (the "
+                        "refresh lifetime ran out; more may come: treat an unknown one as a "
+                        "session end all the same).",
                         examples=["logout"])
     at: UtcDatetime = Field(description="When the sessions ended.",
                             examples=["2026-09-01T05:12:30Z"])

@@ -446,6 +446,22 @@ class Handlers:
                                 current=v.session_id == me.claims.sid)
                 for v in views]))
 
+    async def sweep_expired_sessions(self) -> None:
+        """End the sessions whose refresh lifetime ran out (the tick of ``app``), one
+        transaction each: ``Session.expire`` emits SessionEnded (reason expired) once, so a
+        session swept twice (two instances, a rerun after a crash) is told once. A session
+        refreshed meanwhile is alive again and stays (a version conflict retries next tick)."""
+        now = self.rt.clock()
+        for session_id in await Store(self.rt.db).expired_session_ids(
+                now, self.settings.session_sweep_batch):
+            async with self.rt.transaction() as tx:
+                s = Store.of(tx)
+                session = await s.session_doc(session_id)
+                if session is None or not session.expire(tx.now):
+                    continue
+                await s.save_session(session, session.version)
+                self._emit(tx, session.pull_events())
+
     # --- trusted devices ----------------------------------------------------------------------
 
     async def on_list_trusted_devices(self, msg: Inbound[cmd.ListTrustedDevices]) -> None:
