@@ -487,6 +487,26 @@ class LoginSucceeded(Event):
     at: UtcDatetime
 
 
+class AccountLocked(Event):
+    """Failed logins closed the account's login to all but its trusted devices: notify tells
+    the owner (a security message: no quiet hours, cannot be muted). Sent once per closing."""
+
+    account_id: AccountId
+    until: UtcDatetime | None = Field(
+        default=None, description="When the login opens again by itself (the hourly failure "
+        "ceiling); None: only support opens it (the wrong tries against a password anyone "
+        "knowing the child's birth date could type ran out).", examples=["2026-09-01T06:12:30Z"])
+    at: UtcDatetime
+
+
+class AccountUnlocked(Event):
+    """Support opened the account's login again (UnlockAccount, after checking the owner's
+    identity outside the system): notify tells the owner. Never carries support's reason."""
+
+    account_id: AccountId
+    at: UtcDatetime
+
+
 class PasswordChanged(Event):
     account_id: AccountId
     reset: bool = Field(description="True when changed by reset code.")

@@ -80,6 +80,18 @@ def _login(e: d.NewLoginDetected, _: Account | None) -> list[Wired]:
                 message_id("login", e.session_id))]
 
 
+def _locked(e: d.AccountLocked, _: Account | None) -> list[Wired]:
+    return [_on(wire.AccountLocked, e.account_id,
+                wire.AccountLocked(account_id=e.account_id, until=e.until, at=e.occurred_at),
+                message_id("locked", e.account_id, e.occurred_at.isoformat()))]
+
+
+def _unlocked(e: d.AccountUnlocked, _: Account | None) -> list[Wired]:
+    return [_on(wire.AccountUnlocked, e.account_id,
+                wire.AccountUnlocked(account_id=e.account_id, at=e.occurred_at),
+                message_id("unlocked", e.account_id, e.occurred_at.isoformat()))]
+
+
 def _password(e: d.PasswordChanged, _: Account | None) -> list[Wired]:
     return [_on(wire.PasswordChanged, e.account_id,
                 wire.PasswordChanged(account_id=e.account_id, reset=e.via == "reset",
@@ -181,6 +193,8 @@ def _closed(e: d.AccountClosed, account: Account | None) -> list[Wired]:
 OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
+    d.AccountLocked: _locked,
+    d.AccountUnlocked: _unlocked,
     d.PasswordChanged: _password,
     d.SecondFactorDisabled: _second_factor_disabled,
     d.RegistrationAttemptedForExistingAccount: _registration_attempted,

@@ -20,6 +20,7 @@ from typing import Any
 from ..security import AccessClaims, AccessRole, ChildClaim, match_totp
 from .codes import CodePurpose, OneTimeCode
 from .common import (
+    LIFETIME_FAILURE_LIMIT,
     AuthRejected,
     DomainEvent,
     FailureWindow,
@@ -39,6 +40,7 @@ from .events import (
     AccountClosed,
     AccountDisabled,
     AccountEnabled,
+    AccountLocked,
     AccountProvisioned,
     AccountUnlocked,
     IntegratorAccountCreated,
@@ -490,6 +492,7 @@ class Account:
     def _login_failed(self, reason: Reason, now: datetime, device: str,
                       ip_hash: str, source: str) -> LoginReply:
         self.throttle.record_failure(source, now)
+        self._note_if_locked(now)
         if self.status is not AccountStatus.CLOSED:
             self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
         self.pending_events.append(
@@ -497,6 +500,21 @@ class Account:
                         failures_in_window=self.password_failures.count(now))
         )
         return LoginReply(ok=False, reason=reason)
+
+    def _note_if_locked(self, now: datetime) -> None:
+        """``AccountLocked`` when the failure just recorded closed the login: exactly at the
+        limit, so a closing is told once (refused attempts are not counted further)."""
+        if self.status is not AccountStatus.ACTIVE:
+            return
+        if (self.password_is_guessable
+                and self.throttle.lifetime_failures == LIFETIME_FAILURE_LIMIT):
+            self.pending_events.append(AccountLocked(occurred_at=now,
+                                                     account_id=self.account_id, until=None))
+        elif self.throttle.failures(now) == self.throttle.ceiling.limit:
+            ceiling = self.throttle.ceiling
+            oldest = min(t for t in ceiling.failures if t > now - ceiling.window)
+            self.pending_events.append(AccountLocked(occurred_at=now, account_id=self.account_id,
+                                                     until=oldest + ceiling.window))
 
     def _remember_login(self, record: LoginRecord) -> None:
         self.login_history.append(record)

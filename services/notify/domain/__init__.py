@@ -18,6 +18,8 @@ from .errors import NotifyError, NotifyRejection, SkipReason
 from .facts import (
     FACTS_TYPE,
     AbsentFacts,
+    AccountLockedFacts,
+    AccountUnlockedFacts,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -120,6 +122,8 @@ __all__ = [
     "FACTS_TYPE",
     "SECURITY_KINDS",
     "AbsentFacts",
+    "AccountLockedFacts",
+    "AccountUnlockedFacts",
     "ArrivedSafelyFacts",
     "AutoTopUpFailedFacts",
     "CanteenPurchaseFacts",
