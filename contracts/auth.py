@@ -96,6 +96,21 @@ class StartRegistration(Command):
                                 examples=["parent@example.ru"])
     locale: Locale = Field(default=Locale.RU, description="Language of the SMS code and of "
                            "later notifications: ru or en.", examples=["ru"])
+    birth_date: str | None = Field(
+        default=None, pattern=r"^\d{4}-\d{2}-\d{2}$", max_length=10,
+        description="The child's birth date (YYYY-MM-DD), the proof that links the child of "
+        "the contract once the phone is confirmed (as LinkChild); or give activation_code. "
+        "Checked only at ConfirmRegistration: the start reply is the same either way.",
+        examples=["2014-03-08"])
+    activation_code: ShortSecret | None = Field(
+        default=None, description="The activation code handed out by the school, the other "
+        "proof; kept only as a keyed digest until the confirmation, never logged.",
+        examples=["K7P2Q9XM"])
+
+    @field_validator("birth_date")
+    @classmethod
+    def _a_calendar_date(cls, value: str | None) -> str | None:
+        return value if value is None else calendar_date(value)
 
 
 class ConfirmRegistration(Command):
@@ -251,6 +266,22 @@ class UnlockAccount(Command):
                                   "ticket SUP-1043"])
 
 
+class Reauthentication(Part):
+    """Proof, inside the command, that the account's owner is at the device: one of the
+    password, the code word the parent set (SetCodeWord) or a fresh authenticator code. A
+    sensitive change (closing the account, inviting or removing a guardian, changing the
+    phone or e-mail) is refused reauthentication_required without one, and a wrong one counts
+    as a failed login (invalid_credentials)."""
+
+    password: Password | None = Field(default=None, description="The account's password; "
+                                      "never logged.")
+    code_word: ShortSecret | None = Field(default=None, description="The code word set with "
+                                          "SetCodeWord; never logged.", examples=["blue heron"])
+    totp: ShortSecret | None = Field(default=None, description="The authenticator app's "
+                                     "current code (accounts with a second factor); never "
+                                     "logged.", examples=["493817"])
+
+
 class LinkChild(Command):
     """Link a child to the calling parent with proof: the activation code handed out by the
     school (the only proof accepted for a child whose card issuer sent one), else contract +
@@ -277,18 +308,132 @@ class LinkChild(Command):
 
 
 class InviteGuardian(Command):
-    """Primary guardian only: give another parent account a role for the child."""
+    """Primary guardian only: invite another parent account (found by its phone) to a role
+    for the child. The invitation waits for the invitee (AcceptInvitation) for 7 days; the
+    reply names it (invitation_id). A phone with no active account: invitation_invalid."""
 
     request_id: Identifier
     contract: ContractNumber
     phone: Phone
     role: GuardianRole
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required "
+        "(reauthentication_required without it).")
 
 
 class RemoveGuardian(Command):
+    """The primary removes another guardian, or a guardian leaves (their own account_id).
+    The primary hands over first (ChangeGuardianRole with role primary)."""
+
     request_id: Identifier
     contract: ContractNumber
     account_id: AccountId
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required "
+        "(reauthentication_required without it).")
+
+
+class AcceptInvitation(Command):
+    """The invitee takes up an invitation addressed to their account (ListInvitations); the
+    reply carries a fresh access token that includes the child."""
+
+    PRIVATE_REPLY: ClassVar[bool] = True
+
+    request_id: Identifier
+    contract: ContractNumber
+    invitation_id: Identifier
+
+
+class RevokeInvitation(Command):
+    """The primary withdraws an invitation not yet accepted (a second revoke is a no-op)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    invitation_id: Identifier
+
+
+class ChangeGuardianRole(Command):
+    """The primary switches another guardian between co_guardian and viewer, or hands the
+    primary role over (role primary: the caller becomes a co_guardian)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    account_id: AccountId
+    role: GuardianRole
+
+
+class ListGuardians(Query):
+    """The guardians of a child the caller guards, with their roles; the primary also sees
+    the invitations still open."""
+
+    contract: ContractNumber
+
+
+class ListInvitations(Query):
+    """The open invitations addressed to the caller's account."""
+
+
+class EndSession(Command):
+    """End one of the caller's sessions (a session_id from ListSessions); the others stay."""
+
+    request_id: Identifier
+    session_id: Identifier
+
+
+class SetCodeWord(Command):
+    """Set or replace the code word that re-authenticates sensitive changes (stored hashed
+    like a password); needs the password (or the current code word or an authenticator
+    code) in reauth."""
+
+    request_id: Identifier
+    code_word: ShortSecret = Field(description="6-64 characters; never logged.",
+                                   examples=["blue heron"])
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required "
+        "(reauthentication_required without it).")
+
+
+class UpdateProfile(Command):
+    """The language and the time zone notifications are written in (left out: unchanged)."""
+
+    request_id: Identifier
+    locale: Locale | None = Field(default=None, description="ru or en.", examples=["en"])
+    time_zone: TimeZoneName | None = Field(default=None, description="IANA time zone.",
+                                           examples=["Asia/Yekaterinburg"])
+
+
+class SetChildName(Command):
+    """The family's name for a child in the cabinet (primary or co-guardian); kept by auth
+    for the child's guardians, never sent to integrators. Empty clears it."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    display_name: str = Field(max_length=64, description="At most 64 characters; spaces "
+                              "folded.", examples=["Маша"])
+
+
+class GetProfile(Query):
+    """The caller's profile: contacts, language, time zone, what protects the account, and
+    the children with the family's names for them."""
+
+
+class StartPhoneChange(Command):
+    """Add a phone (an account created by contract has none) or change it: a code goes to the
+    new number by SMS; ConfirmPhoneChange sets it. Changing an existing phone needs reauth."""
+
+    request_id: Identifier
+    phone: Phone
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required "
+        "(reauthentication_required without it).")
+
+
+class ConfirmPhoneChange(Command):
+    """Set the phone started by StartPhoneChange with the code sent to it. A phone another
+    account holds is refused phone_taken (only its holder got the code)."""
+
+    request_id: Identifier
+    code: ShortSecret = Field(description="The 6-digit code from the SMS; never logged.")
 
 
 class CreateStaffAccount(Command):
@@ -313,6 +458,9 @@ class CreateStaffAccount(Command):
 
 class CloseAccount(Command):
     request_id: Identifier
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required "
+        "(reauthentication_required without it).")
 
 
 class ListSessions(Query):
@@ -416,6 +564,76 @@ class CommandCompleted(Reply):
         default=None, description="The account created or changed, when the caller may know "
         "it (a new staff account, an added or removed guardian); None otherwise.",
         examples=["acc_7f3a9c2e1b4d"])
+    child_linked: bool | None = Field(
+        default=None, description="ConfirmRegistration with a proof: true when the child of "
+        "the contract was linked (the caller is its primary guardian), false when the proof "
+        "was refused (wrong, or the child is already claimed: the same answer); None "
+        "otherwise.", examples=[True])
+    invitation_id: Identifier | None = Field(
+        default=None, description="InviteGuardian: the invitation waiting for the invitee.",
+        examples=["inv_r-81f2"])
+
+
+class GuardianInfo(Part):
+    account_id: AccountId
+    role: GuardianRole
+    phone_hint: str = Field(max_length=16, description="The guardian's phone with all but "
+                            "the country code and last 4 digits hidden; empty without one.",
+                            examples=["+7******4567"])
+    you: bool = Field(description="True for the caller.", examples=[True])
+
+
+class InvitationInfo(Part):
+    invitation_id: Identifier
+    contract: ContractNumber
+    role: GuardianRole
+    expires_at: UtcDatetime
+    account_id: AccountId | None = Field(
+        default=None, description="The invitee (in ListGuardians, for the primary).",
+        examples=["acc_7f3a9c2e1b4d"])
+
+
+class GuardiansReply(Reply):
+    guardians: list[GuardianInfo] = Field(
+        default_factory=list, description="The child's guardians and their roles.",
+        examples=[[{"account_id": "acc_7f3a9c2e1b4d", "role": "primary",
+                    "phone_hint": "+7******4567", "you": True}]])
+    invitations: list[InvitationInfo] = Field(
+        default_factory=list, description="Open invitations (shown to the primary only).",
+        examples=[[]])
+
+
+class InvitationsReply(Reply):
+    invitations: list[InvitationInfo] = Field(
+        default_factory=list, description="Open invitations addressed to the caller.",
+        examples=[[{"invitation_id": "inv_r-81f2", "contract": "12345678",
+                    "role": "co_guardian", "expires_at": "2026-09-08T05:12:30Z"}]])
+
+
+class ChildProfile(Part):
+    contract: ContractNumber
+    role: GuardianRole
+    display_name: str | None = Field(default=None, max_length=64,
+                                     description="The family's name for the child.",
+                                     examples=["Маша"])
+
+
+class ProfileReply(Reply):
+    account_id: AccountId
+    phone: Phone | None = Field(default=None, description="None for an account created by "
+                                "contract until it adds one.")
+    email: Email | None = Field(default=None, description="E-mail for receipts and e-mail "
+                                "notifications, when given.", examples=["parent@example.ru"])
+    locale: Locale = Field(default=Locale.RU, description="Language of the account's "
+                           "messages: ru or en.", examples=["ru"])
+    time_zone: TimeZoneName = "Europe/Samara"
+    code_word_set: bool = Field(default=False, description="A code word re-authenticates "
+                                "sensitive changes.", examples=[True])
+    second_factor: bool = Field(default=False, description="An authenticator app is enrolled.",
+                                examples=[False])
+    children: list[ChildProfile] = Field(
+        default_factory=list, description="The children the caller guards.",
+        examples=[[{"contract": "12345678", "role": "primary", "display_name": "Маша"}]])
 
 
 class SessionInfo(Part):

@@ -177,7 +177,10 @@ TOPICS: tuple[Topic, ...] = (
                   "ChangePassword", "LinkChild", "InviteGuardian", "RemoveGuardian",
                   "CreateStaffAccount", "CloseAccount", "ListSessions", "GetLoginHistory",
                   "StartTotpEnrolment", "ConfirmTotpEnrolment", "DisableTotp",
-                  "ResetSecondFactor", "UnlockAccount", "ListTrustedDevices",
+                  "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
+                  "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
+                  "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
+                  "UpdateProfile", "SetChildName", "GetProfile", "ListTrustedDevices",
                   "RenameTrustedDevice", "RevokeTrustedDevice"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
@@ -198,7 +201,10 @@ TOPICS: tuple[Topic, ...] = (
           _models(wallet, "SetControls", "SetAutoTopUp", "BlockCard", "UnblockCard",
                   "MoveMoney", "OpenDispute", "ResolveDispute", "SetGraceMeal", "GetBalance",
                   "GetStatement", "RefundSaleLine", "GetSalesReport", "TagStatementLine",
-                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates"),
+                  "SaveTopUpTemplate", "DeleteTopUpTemplate", "GetTopUpTemplates")
+          + _models(wallet, "SetScheduledTopUp", "ChangeScheduledTopUp", "SetServices",
+                    "GetPaymentSettings", "SubmitApplication", "HandleApplication",
+                    "GetApplications"),
           "Parent controls, staff actions and queries for wallet."),
     Topic("wallet.events.v1", "contract", "wallet", ("transit", "access", "notify"),
           _models(wallet, "AccountOpened", "TopUpApplied", "TopUpRejected", "SalePosted",
@@ -206,7 +212,8 @@ TOPICS: tuple[Topic, ...] = (
                   "LowBalanceReached", "CardBlocked", "CardUnblocked", "ControlsChanged",
                   "MoneyMoved", "DisputeOpened", "DisputeResolved", "BonusExpired",
                   "AccountReissued", "GraceMealGranted", "SaleLineRefunded",
-                  "AutoTopUpFailed"),
+                  "AutoTopUpFailed")
+          + _models(wallet, "ApplicationStatusChanged", "TransitPaymentsSwitched"),
           "Every account fact in order per contract.", retention_ms=30 * DAY_MS),
     Topic("wallet.receipts.v1", "contract", "wallet", ("notify",), _models(wallet, "ReceiptIssued"),
           "E-mail receipts for top-ups (carries the e-mail address).", personal_data=True),
@@ -246,9 +253,13 @@ TOPICS: tuple[Topic, ...] = (
           _models(notify, "OneTimeCodeRequested"),
           "One-time codes to send by SMS: the only topic carrying codes; retained 1 hour.",
           retention_ms=3600 * 1000, personal_data=True),
-    Topic("notify.commands.v1", "account id or contract", "apps", ("notify",),
-          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney"),
-          "Guardian preferences, push tokens, the journal and journey queries.",
+    Topic("notify.commands.v1", "account id, contract or support ticket id", "apps", ("notify",),
+          _models(notify, "SetPreferences", "RegisterPushToken", "GetJournal", "GetJourney",
+                  "GetPreferences", "ListPushTokens", "RemovePushToken", "OpenSupportRequest",
+                  "AnswerSupportRequest", "CloseSupportRequest", "GetSupportRequest",
+                  "GetSupportRequests"),
+          "Guardian preferences, push tokens, the journal and journey queries, support "
+          "requests.",
           personal_data=True),
     Topic("notify.deliveries.v1", "account id", "notify", ("apps",),
           _models(notify, "NotificationDelivered"), "Delivery status of every message."),
@@ -256,11 +267,16 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
+                  "GuardiansReply", "InvitationsReply", "ProfileReply",
                   "TrustedDevicesReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply")
+          + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")
           + _models(access, "ClassRegisterReply", "StudentStatsReply", "EntryLogReply")
-          + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply")
+          + _models(transit, "RidesReply") + _models(notify, "JournalReply", "JourneyReply",
+                                                    "PreferencesReply", "PushTokensReply",
+                                                    "SupportRequestReply",
+                                                    "SupportRequestsReply")
           + (CommandAccepted, ErrorReply),
           "Default reply topic for apps (every app reads it: balances and statements are "
           "personal data, secrets never go here); a requester may name its own reply topic "

@@ -39,6 +39,7 @@ class DeclineReason(StrEnum):
     CARD_BLOCKED = "card_blocked"
     UNKNOWN_CARD = "unknown_card"
     ACCOUNT_CLOSED = "account_closed"
+    TRANSIT_PAYMENTS_OFF = "transit_payments_off"
 
 
 class Balances(Part):
@@ -197,15 +198,32 @@ class LowBalanceReached(Event):
     reached_at: UtcDatetime
 
 
+class AutoTopUpReason(StrEnum):
+    """Why a planned payment is asked: the balance fell below the auto top-up threshold, or a
+    due date of the autopay by date came."""
+
+    THRESHOLD = "threshold"
+    SCHEDULE = "schedule"
+
+
 class AutoTopUpRequested(Event):
     """A planned payment: wallet asks the payment integrator for a top-up of a set amount.
-    One request per crossing, answered by a TopUpReceived naming the request id."""
+    One request per crossing of the threshold, or per child and due date of the autopay by
+    date (request id ``sched-<contract>-<due date>``); answered by a TopUpReceived naming the
+    request id, or an AutoTopUpCollectionFailed."""
 
     request_id: Identifier
     contract: ContractNumber
     amount: PositiveKopecks
     sub_balance: SubBalance
     requested_at: UtcDatetime
+    reason: AutoTopUpReason = Field(default=AutoTopUpReason.THRESHOLD, description="threshold: "
+                                    "the balance fell below the auto top-up threshold; "
+                                    "schedule: a due date of the autopay by date.",
+                                    examples=["schedule"])
+    due_date: LocalDate | None = Field(default=None, description="The school-local due date "
+                                       "of a scheduled request; None for the threshold.",
+                                       examples=["2026-10-15"])
 
 
 class CardBlocked(Event):
@@ -301,8 +319,9 @@ class SaleLineRefunded(Event):
 
 
 class AutoTopUpCancelled(Event):
-    """A pending planned payment is withdrawn (the card was reissued under a new contract):
-    the integrator must not collect it."""
+    """A pending planned payment is withdrawn (the card was reissued under a new contract, or
+    the account was closed by a refund on leaving the school): the integrator must not collect
+    it."""
 
     request_id: Identifier = Field(description="The AutoTopUpRequested withdrawn.",
                                    examples=["auto-40012345-3"])
@@ -520,7 +539,7 @@ class GetStatement(Query):
                                       examples=["2026-09-30"])
     kinds: list[Annotated[str, StringConstraints(max_length=32)]] | None = Field(
         default=None, description="topup, sale, fare, refund, "
-                                    "transfer, bonus, reissue.")
+                                    "transfer, bonus, reissue, payout.")
     status: str | None = Field(default=None, max_length=32, description="posted | declined | "
                                "disputed (posted includes partially_refunded and refunded lines), "
                                "or partially_refunded | refunded exactly.", examples=["posted"])
@@ -545,8 +564,8 @@ class GetStatement(Query):
 
 class StatementLine(Part):
     at: UtcDatetime
-    kind: str = Field(max_length=32, description="topup, sale, fare, refund, transfer, bonus "
-                      "or reissue.",
+    kind: str = Field(max_length=32, description="topup, sale, fare, refund, transfer, bonus, "
+                      "reissue or payout (the balance paid out on leaving the school).",
                       examples=["sale"])
     operation_id: Identifier
     amount: SignedKopecks
@@ -702,3 +721,207 @@ class SalesReportReply(Reply):
                                                "per reason.")
     refund_lines: list[SalesReportRefund] = Field(default_factory=list, description="Refunds "
                                                   "per till and category.")
+
+
+# --- autopay by date, services switches -------------------------------------------------------
+
+class ScheduleAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    REMOVE = "remove"
+
+
+DayOfMonth = Annotated[int, Field(ge=1, le=31, strict=True)]
+
+
+class SetScheduledTopUp(Command):
+    """Primary guardian (action ``change_limits``): autopay by date (PSK), beside the threshold
+    auto top-up — ``amount`` to ``sub_balance`` on each of ``days_of_month`` (a day the month
+    lacks means its last day), asked of the payment integrator from today on
+    (``AutoTopUpRequested`` with reason ``schedule``), at most once per due date. Changing it
+    keeps a paused plan paused. Answered ``CommandAccepted`` or ``ErrorReply``
+    (``invalid_setting``, ``account_closed``)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    days_of_month: list[DayOfMonth] = Field(min_length=1, max_length=4, description="Days of "
+                                            "the month (1-31), school-local.",
+                                            examples=[[1, 15]])
+    amount: PositiveKopecks = Field(description="Kopecks asked on each due date.",
+                                    examples=[150_000])
+    sub_balance: SubBalance = Field(default=SubBalance.CANTEEN, description="The money "
+                                    "sub-balance topped up.", examples=["canteen"])
+
+
+class ChangeScheduledTopUp(Command):
+    """Primary guardian: pause, resume (due dates that fell while paused are not asked) or
+    remove the autopay by date (``unknown_schedule`` when none is set; removing none is
+    accepted)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    action: ScheduleAction = Field(description="pause, resume or remove.", examples=["pause"])
+
+
+class SetServices(Command):
+    """Primary guardian (action ``change_limits``): the services switches of the card kept by
+    wallet. With ``transit_payments`` off the card still passes the gate and pays in the
+    canteen, but every fare is declined ``transit_payments_off``. None: unchanged. (The SMS
+    informer and push switches are notify's preferences.)"""
+
+    request_id: Identifier
+    contract: ContractNumber
+    transit_payments: bool | None = Field(default=None, description="False: the card pays no "
+                                          "fares; None: unchanged.", examples=[False])
+
+
+class GetPaymentSettings(Query):
+    """The child's autopay by date and services switches (action ``view``)."""
+
+    contract: ContractNumber
+
+
+class ScheduledTopUp(Part):
+    days_of_month: list[int] = Field(max_length=4, description="Days of the month, 1-31.",
+                                     examples=[[1, 15]])
+    amount: PositiveKopecks = Field(description="Kopecks per due date.", examples=[150_000])
+    sub_balance: SubBalance
+    paused: bool = Field(description="True: no due date is asked until resumed.",
+                         examples=[False])
+    next_due_date: LocalDate | None = Field(description="The next school-local due date to "
+                                            "ask; None while paused.", examples=["2026-10-15"])
+
+
+class TransitPaymentsSwitched(Event):
+    """The parent switched the card's transit payments (``SetServices``): off, wallet declines
+    every fare ``transit_payments_off`` and transit may refuse the card at the validator; on,
+    fares are paid again."""
+
+    contract: ContractNumber
+    enabled: bool = Field(description="True: the card pays fares; false: it does not.",
+                          examples=[False])
+    by_account: Identifier | None = Field(description="Who switched it (None: system).",
+                                          examples=["acc_7f3a9c2e1b4d"])
+    switched_at: UtcDatetime
+
+
+class PaymentSettingsReply(Reply):
+    contract: ContractNumber
+    scheduled_top_up: ScheduledTopUp | None = Field(default=None, description="None: no "
+                                                    "autopay by date.")
+    transit_payments: bool = Field(description="False: fares are declined "
+                                   "transit_payments_off.", examples=[True])
+
+
+# --- applications -----------------------------------------------------------------------------
+
+class ApplicationKind(StrEnum):
+    NEW_CARD = "new_card"
+    REFUND = "refund"
+
+
+class ApplicationReason(StrEnum):
+    LOST = "lost"
+    DAMAGED = "damaged"
+    LEAVING_SCHOOL = "leaving_school"
+    OTHER = "other"
+
+
+class ApplicationStatus(StrEnum):
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DONE = "done"
+
+
+class ApplicationDecision(StrEnum):
+    ACCEPT = "accept"
+    REFUSE = "refuse"
+    DONE = "done"
+
+
+APPLICATION_COMMENT_MAX = 500
+_KIND_DOC = ("new_card: a new card for a lost or damaged one; refund: the remaining balance "
+             "paid out on leaving the school.")
+_REASON_DOC = "lost or damaged (new_card), leaving_school (refund), or other."
+_STATUS_DOC = "submitted -> accepted | refused; accepted -> done (refused and done are final)."
+
+
+class SubmitApplication(Command):
+    """A guardian applies («заявление через личный кабинет») for a new card (kind
+    ``new_card``, reason lost or damaged; action ``block_card``) or for the refund of the
+    remaining balance on leaving the school (kind ``refund``; primary guardian, action
+    ``move_money``). The application's id is the request id. One open application of a kind
+    per child (``application_open``). Answered ``CommandAccepted`` or ``ErrorReply``."""
+
+    request_id: Identifier = Field(description="Idempotency key; the application's id.")
+    contract: ContractNumber
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    reason: ApplicationReason = Field(description=_REASON_DOC, examples=["lost"])
+    comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
+                         description="The parent's words.", examples=["Потеряна в автобусе"])
+
+
+class HandleApplication(Command):
+    """A school admin of the child's school or support (action ``resolve_dispute``) accepts,
+    refuses (with a comment) or finishes an application: submitted -> accepted | refused,
+    accepted -> done (a submitted one may be done at once). A refund application when done
+    pays the remaining money out (one ledger operation that zeroes the account) and closes
+    the account. Answered ``CommandAccepted`` or ``ErrorReply`` (``unknown_application``,
+    ``application_closed``, ``comment_required``, ``debt_outstanding``)."""
+
+    request_id: Identifier
+    contract: ContractNumber
+    application_id: Identifier
+    decision: ApplicationDecision = Field(description="accept, refuse (a comment is "
+                                          "required) or done.", examples=["accept"])
+    comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
+                         description="Staff's words to the parent; required to refuse.",
+                         examples=["Новая карта готова, заберите у классного руководителя"])
+
+
+class GetApplications(Query):
+    """A child's applications (guardians and staff: action ``view``), or a school's (staff of
+    that school: ``school_id`` instead of ``contract``), newest first, optionally by status."""
+
+    contract: ContractNumber | None = Field(default=None, description="The child's "
+                                            "applications; give this or school_id.")
+    school_id: SchoolId | None = Field(default=None, description="The school's applications "
+                                       "(staff of that school); give this or contract.")
+    status: ApplicationStatus | None = Field(default=None, description="Only applications in "
+                                             "this status; None: all.")
+
+
+class Application(Part):
+    application_id: Identifier
+    contract: ContractNumber
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    reason: ApplicationReason = Field(description=_REASON_DOC, examples=["lost"])
+    status: ApplicationStatus = Field(description=_STATUS_DOC, examples=["accepted"])
+    comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
+                         description="The parent's words.")
+    staff_comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
+                               description="The last words of the staff who handled it.")
+    refunded: Kopecks | None = Field(default=None, description="A done refund application: "
+                                     "the kopecks paid out.", examples=[42_050])
+    submitted_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class ApplicationsReply(Reply):
+    applications: list[Application] = Field(default_factory=list, max_length=100,
+                                            description="Newest first (at most 100).")
+
+
+class ApplicationStatusChanged(Event):
+    """An application was submitted or its status changed; notify tells the parent."""
+
+    application_id: Identifier
+    contract: ContractNumber
+    kind: ApplicationKind = Field(description=_KIND_DOC, examples=["new_card"])
+    status: ApplicationStatus = Field(description=_STATUS_DOC, examples=["accepted"])
+    comment: str = Field(default="", max_length=APPLICATION_COMMENT_MAX,
+                         description="The staff's comment (empty on submission).")
+    refunded: Kopecks | None = Field(default=None, description="Kopecks paid out by a done "
+                                     "refund application.")
+    changed_at: UtcDatetime

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -72,6 +72,10 @@ async def _verify(password_hash: str | None, password: str) -> bool:
     return await asyncio.to_thread(verify_password, password_hash, password)
 
 
+async def _nothing(value: Any) -> Any:
+    return value
+
+
 def _claims_for(account_id: str, children: list[d.Child]) -> list[ChildClaim]:
     return [c for c in (child.claim_for(account_id) for child in children) if c is not None]
 
@@ -86,6 +90,9 @@ class Recheck:
     password_ok: bool = False
     new_matches_current: bool = False
     new_password_hash: str = ""
+    code_word_hash: str | None = None
+    code_word_read: bool = False
+    proof: d.ReauthProof = field(default_factory=d.ReauthProof)
 
 
 @dataclass
@@ -102,6 +109,13 @@ class SignedIn:
     @property
     def tx(self) -> Transaction:
         return self.uc.tx
+
+
+def _invitation(child: d.Child, i: d.Invitation, *,
+                with_account: bool = True) -> cmd.InvitationInfo:
+    return cmd.InvitationInfo(invitation_id=i.invitation_id, contract=child.contract_number,
+                              role=i.role.value, expires_at=i.expires_at,
+                              account_id=i.account_id if with_account else None)
 
 
 class Handlers:
@@ -126,7 +140,9 @@ class Handlers:
         s = Store.of(uc.tx)
         account, session = d.require_live_session(
             await s.account(claims.sub), await s.session_doc(claims.sid), uc.tx.now)
-        if recheck is not None and account.password_hash != recheck.password_hash:
+        if recheck is not None and (
+                account.password_hash != recheck.password_hash
+                or (recheck.code_word_read and account.code_word_hash != recheck.code_word_hash)):
             raise ConcurrencyError("the password changed while it was being verified")
         return SignedIn(uc, s, claims, account, session)
 
@@ -147,6 +163,39 @@ class Handlers:
             _verify(verified, password), _verify(verified, new_password),
             asyncio.to_thread(hash_password, new_password))
         return Recheck(verified, ok, same, new_hash)
+
+    async def _reauth(self, msg: Inbound[Any], reauth: cmd.Reauthentication | None,
+                      hash_too: str = "") -> Recheck:
+        """Before the transaction: the password and the code word a sensitive command brought
+        (``reauth``) verified against the stored hashes (argon2, off the event loop), and
+        ``hash_too`` hashed (a new code word); nothing for a token the case will refuse."""
+        given = reauth or cmd.Reauthentication()
+        password, word = _secret(given.password), _secret(given.code_word)
+        try:
+            claims = self.rt.claims(msg)
+        except TokenError:
+            return Recheck(None)
+        before = await Store(self.rt.db).account(claims.sub)
+        p_hash = before.password_hash if before else None
+        w_hash = before.code_word_hash if before else None
+        p_ok, w_ok, new_hash = await asyncio.gather(
+            _verify(p_hash, password) if password else _nothing(False),
+            _verify(w_hash, word) if word else _nothing(False),
+            asyncio.to_thread(hash_password, hash_too) if hash_too else _nothing(""))
+        return Recheck(p_hash, p_ok, new_password_hash=new_hash, code_word_hash=w_hash,
+                       code_word_read=True,
+                       proof=d.ReauthProof(password_given=bool(password), password_ok=p_ok,
+                                           code_word_given=bool(word), code_word_ok=w_ok,
+                                           totp=_secret(given.totp) or None))
+
+    async def _reauthenticated(self, me: SignedIn, check: Recheck) -> None:
+        """The gate of a sensitive command, after :meth:`signed_in`: the owner proved it is
+        them again (``d.Account.reauthenticate``); a wrong proof is counted (saved) and
+        raised."""
+        outcome = me.account.reauthenticate(session=me.session, proof=check.proof,
+                                            now=me.tx.now)
+        await self._save_account(me.tx, me.store, me.account, me.account.version)
+        outcome.require_ok()
 
     async def _hash_for(self, msg: Inbound[Any], action: str, password: str) -> str:
         """Before the transaction: the hash of a password a staff command sets; nothing for a
@@ -256,6 +305,10 @@ class Handlers:
                     and existing.password_hash != pending_hash):
                 raise ConcurrencyError("the pending password changed while it was compared")
             child = await s.child_by_contract(c.contract)
+            link = d.registration_proof(
+                child=child, contract_number=c.contract,
+                birth_date=date.fromisoformat(c.birth_date) if c.birth_date else None,
+                activation_code=_secret(c.activation_code) or None, pepper=self.pepper)
             result = d.start_registration(
                 existing=existing, contract_known=child is not None,
                 contract_birth_dates=[child.birth_date] if child else [],
@@ -264,7 +317,7 @@ class Handlers:
                 registration_id=c.request_id, new_account_id=outbound.new_account_id(),
                 code_id=new_id(), code=code, pepper=self.pepper, now=now,
                 email=c.email, locale=c.locale.value, served_countries=self.countries,
-                same_password_as_pending=same)
+                same_password_as_pending=same, link=link)
             if result.account is not None:
                 await s.save_account(result.account,
                                      existing.version if existing is not None else None)
@@ -279,11 +332,20 @@ class Handlers:
         async with self.case(msg) as uc:
             s = Store.of(uc.tx)
             account = await s.account_by_phone(c.phone)
-            outcome = d.confirm_registration(
-                account=account, registration_id=(account.pending_registration_id or "")
-                if account else "", code=_secret(c.code), pepper=self.pepper, now=uc.tx.now,
-                idempotency_key=c.request_id)
-            await self._code_checked(uc.tx, s, account, outcome, c.request_id)
+            pending = account.pending_link if account is not None else None
+            child = await s.child_by_contract(pending.contract_number) if pending else None
+            child_version = child.version if child is not None else None
+            outcome, linked = d.confirm_registration_and_link(
+                account=account, child=child, code=_secret(c.code), pepper=self.pepper,
+                now=uc.tx.now, idempotency_key=c.request_id)
+            if account is not None:
+                await self._save_account(uc.tx, s, account, account.version)
+            if linked is not None and child is not None:
+                await self._save_child(uc.tx, s, child, child_version)
+            d.public_code_reply(outcome).require_ok()
+            uc.tx.reply(cmd.CommandCompleted(
+                request_id=c.request_id,
+                child_linked=None if linked is None else linked.rejection is None))
 
     async def _code_checked(self, tx: Transaction, s: Store, account: d.Account | None,
                             outcome: d.Outcome, request_id: str) -> None:
@@ -445,6 +507,108 @@ class Handlers:
                                 started_at=v.created_at, last_seen_at=v.last_used_at,
                                 current=v.session_id == me.claims.sid)
                 for v in views]))
+
+    async def on_end_session(self, msg: Inbound[cmd.EndSession]) -> None:
+        """End one chosen session of the caller's (another device's, or this one); the
+        others stay. Ending an ended one answers as done."""
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            target = (me.session if c.session_id == me.session.session_id
+                      else await me.store.session_doc(c.session_id))
+            loaded = target.version if target is not None else None
+            if me.account.end_session(target, me.tx.now) and target is not None:
+                await me.store.save_session(target, loaded)
+                self._emit(me.tx, target.pull_events(), me.account)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+
+    # --- code word and phone ------------------------------------------------------------------
+
+    async def on_set_code_word(self, msg: Inbound[cmd.SetCodeWord]) -> None:
+        c = msg.message
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth, hash_too=_secret(c.code_word))
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
+            outcome = me.account.set_code_word(
+                session=me.session, proof=check.proof, code_word=_secret(c.code_word),
+                code_word_hash=check.new_password_hash, now=now)
+            await self._save_account(me.tx, me.store, me.account, me.account.version)
+            outcome.require_ok()
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=me.account.account_id))
+
+    async def on_start_phone_change(self, msg: Inbound[cmd.StartPhoneChange]) -> None:
+        """A code to the new phone (``notify.otp-requests.v1``, purpose
+        phone_confirmation); replacing an existing phone re-authenticates first."""
+        c = msg.message
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth)
+        code = new_otp_code()
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
+            outcome = me.account.start_phone_change(
+                session=me.session, proof=check.proof, phone=c.phone, code_id=new_id(),
+                code=code, pepper=self.pepper, now=now)
+            events = me.account.pull_events()
+            await me.store.save_account(me.account, me.account.version)
+            self._emit(me.tx, events, me.account)
+            self._emit_codes(me.tx, events, code=code, request_id=c.request_id,
+                             locale=me.account.locale)
+            outcome.require_ok()
+            me.tx.reply(cmd.RegistrationStarted(request_id=c.request_id,
+                                                resend_after_s=RESEND_AFTER_S))
+
+    async def on_confirm_phone_change(self, msg: Inbound[cmd.ConfirmPhoneChange]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            holder = (await me.store.account_by_phone(me.account.pending_phone)
+                      if me.account.pending_phone else None)
+            outcome = me.account.confirm_phone_change(
+                code=_secret(c.code), pepper=self.pepper, now=me.tx.now,
+                phone_taken=holder is not None and holder.account_id != me.account.account_id,
+                idempotency_key=c.request_id)
+            await self._save_account(me.tx, me.store, me.account, me.account.version)
+            outcome.require_ok()
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=me.account.account_id))
+
+    # --- profile --------------------------------------------------------------------------------
+
+    async def on_update_profile(self, msg: Inbound[cmd.UpdateProfile]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            if me.account.update_profile(locale=c.locale.value if c.locale else None,
+                                         time_zone=c.time_zone, now=me.tx.now):
+                await self._save_account(me.tx, me.store, me.account, me.account.version)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=me.account.account_id))
+
+    async def on_set_child_name(self, msg: Inbound[cmd.SetChildName]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            child = d.guarded_child(await me.store.child_by_contract(c.contract))
+            loaded = child.version
+            if child.rename(by_account_id=me.account.account_id, display_name=c.display_name):
+                await self._save_child(me.tx, me.store, child, loaded)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+
+    async def on_get_profile(self, msg: Inbound[cmd.GetProfile]) -> None:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            a = me.account
+            children = await me.store.children_of(a.account_id)
+            me.tx.reply(cmd.ProfileReply(
+                account_id=a.account_id, phone=a.phone, email=a.email, locale=a.locale,
+                time_zone=a.time_zone, code_word_set=a.code_word_hash is not None,
+                second_factor=a.totp_enabled,
+                children=[cmd.ChildProfile(contract=ch.contract_number,
+                                           role=ch.guardians[a.account_id].value,
+                                           display_name=ch.display_name)
+                          for ch in sorted(children, key=lambda ch: ch.contract_number)]))
 
     async def sweep_expired_sessions(self) -> None:
         """End the sessions whose refresh lifetime ran out (the tick of ``app``), one
@@ -630,26 +794,104 @@ class Handlers:
             me.tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=None))
 
     async def on_invite_guardian(self, msg: Inbound[cmd.InviteGuardian]) -> None:
-        """The primary adds an existing parent account (found by phone) with a role."""
+        """The primary (re-authenticated) invites an existing parent account, found by
+        phone, to a role; the invitee accepts (AcceptInvitation) or it lapses in 7 days."""
+        c = msg.message
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth)
+        async with self.case(msg, now=now) as uc:
+            uc.authorize("manage_guardians", contract=c.contract)
+            me = await self.signed_in(uc, check)
+            await self._reauthenticated(me, check)
+            child = d.guarded_child(await me.store.child_by_contract(c.contract))
+            invitee = d.invitee(await me.store.account_by_phone(c.phone))
+            loaded = child.version
+            invitation = child.invite(
+                by_account_id=me.account.account_id, account_id=invitee.account_id,
+                role=d.GuardianRole(c.role), invitation_id=f"inv_{c.request_id}"[:128],
+                token_hash=hash_token(new_refresh_token()), now=me.tx.now)
+            await self._save_child(me.tx, me.store, child, loaded)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=invitee.account_id,
+                                             invitation_id=invitation.invitation_id))
+
+    async def on_accept_invitation(self, msg: Inbound[cmd.AcceptInvitation]) -> None:
+        """The invitee joins; the reply carries a fresh access token that includes the
+        child."""
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            child = d.guarded_child(await me.store.child_by_contract(c.contract))
+            loaded = child.version
+            child.accept_addressed_invitation(invitation_id=c.invitation_id,
+                                              account_id=me.account.account_id, now=me.tx.now)
+            await self._save_child(me.tx, me.store, child, loaded)
+            others = await me.store.children_of(me.account.account_id)
+            children = [child, *[ch for ch in others if ch.child_id != child.child_id]]
+            token = self._token(me.account, me.session, children, me.tx.now)
+            await me.store.save_session(me.session, me.session.version)
+            me.tx.reply(outbound.session_tokens(c.request_id, access=token, refresh=None))
+
+    async def on_revoke_invitation(self, msg: Inbound[cmd.RevokeInvitation]) -> None:
         c = msg.message
         async with self.case(msg) as uc:
             uc.authorize("manage_guardians", contract=c.contract)
             me = await self.signed_in(uc)
             child = d.guarded_child(await me.store.child_by_contract(c.contract))
-            invitee = d.invitee(await me.store.account_by_phone(c.phone))
             loaded = child.version
-            child.add_guardian(by_account_id=me.account.account_id,
-                               account_id=invitee.account_id, role=d.GuardianRole(c.role),
-                               invitation_id=f"inv_{c.request_id}"[:128],
-                               token_hash=hash_token(new_refresh_token()), now=me.tx.now)
-            await self._save_child(me.tx, me.store, child, loaded)
+            if child.revoke_invitation(by_account_id=me.account.account_id,
+                                       invitation_id=c.invitation_id, now=me.tx.now):
+                await self._save_child(me.tx, me.store, child, loaded)
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
-                                             account_id=invitee.account_id))
+                                             invitation_id=c.invitation_id))
 
-    async def on_remove_guardian(self, msg: Inbound[cmd.RemoveGuardian]) -> None:
+    async def on_change_guardian_role(self, msg: Inbound[cmd.ChangeGuardianRole]) -> None:
+        """A role switched, or "primary" handed over (the caller becomes a co-guardian)."""
         c = msg.message
         async with self.case(msg) as uc:
+            uc.authorize("manage_guardians", contract=c.contract)
             me = await self.signed_in(uc)
+            child = d.guarded_child(await me.store.child_by_contract(c.contract))
+            loaded = child.version
+            if child.change_role(by_account_id=me.account.account_id,
+                                 account_id=c.account_id, role=d.GuardianRole(c.role),
+                                 now=me.tx.now):
+                await self._save_child(me.tx, me.store, child, loaded)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id, account_id=c.account_id))
+
+    async def on_list_guardians(self, msg: Inbound[cmd.ListGuardians]) -> None:
+        q = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            child = d.guarded_child(await me.store.child_by_contract(q.contract))
+            guardians = child.guardians_for(me.account.account_id)
+            accounts = await me.store.accounts([a for a, _ in guardians])
+            mine = child.role_of(me.account.account_id) is d.GuardianRole.PRIMARY
+            me.tx.reply(cmd.GuardiansReply(
+                guardians=[cmd.GuardianInfo(
+                    account_id=a, role=role.value,
+                    phone_hint=d.phone_hint(accounts[a].phone if a in accounts else None),
+                    you=a == me.account.account_id) for a, role in guardians],
+                invitations=[_invitation(child, i) for i in child.open_invitations(me.tx.now)]
+                if mine else []))
+
+    async def on_list_invitations(self, msg: Inbound[cmd.ListInvitations]) -> None:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            me_id = me.account.account_id
+            me.tx.reply(cmd.InvitationsReply(invitations=[
+                _invitation(child, i, with_account=False)
+                for child in await me.store.children_inviting(me_id)
+                for i in child.open_invitations(me.tx.now, for_account=me_id)]))
+
+    async def on_remove_guardian(self, msg: Inbound[cmd.RemoveGuardian]) -> None:
+        """Re-authenticated: the primary removes a guardian, or a guardian leaves."""
+        c = msg.message
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth)
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
+            await self._reauthenticated(me, check)
             child = d.guarded_child(await me.store.child_by_contract(c.contract))
             loaded = child.version
             if child.remove_guardian(by_account_id=me.account.account_id,
@@ -684,12 +926,18 @@ class Handlers:
         """Close: every session ends, personal data is minimised, guardianships end (a child
         left without a primary can be claimed again with proof)."""
         c = msg.message
-        async with self.case(msg) as uc:
-            me = await self.signed_in(uc)
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth)
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
             account, s = me.account, me.store
             loaded = account.version
             contacts = d.Account.from_doc(account.to_doc())  # for the contacts tombstone
-            if account.close(me.tx.now):
+            outcome = account.close_by_owner(session=me.session, proof=check.proof, now=now)
+            if not outcome.ok:  # a wrong proof was counted: save it, then refuse
+                await self._save_account(me.tx, s, account, loaded)
+                outcome.require_ok()
+            if account.status is d.AccountStatus.CLOSED:
                 await s.save_account(account, loaded)
                 self._emit(me.tx, account.pull_events(), contacts)
                 for child in await s.children_of(account.account_id):

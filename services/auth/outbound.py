@@ -56,7 +56,8 @@ def _on(topic_of: type[ContractModel], key: str, message: ContractModel, mid: st
 def _contacts(account: Account, at: datetime, *, closed: bool = False) -> Wired:
     message = wire.GuardianContacts(
         account_id=account.account_id, phone=None if closed else account.phone,
-        email=None if closed else account.email, locale=account.locale, updated_at=at)
+        email=None if closed else account.email, locale=account.locale,
+        time_zone=account.time_zone, updated_at=at)
     return _on(wire.GuardianContacts, account.account_id, message,
                message_id("contacts", account.account_id, at.isoformat(), closed))
 
@@ -190,7 +191,16 @@ def _closed(e: d.AccountClosed, account: Account | None) -> list[Wired]:
     return out
 
 
+def _contacts_changed(e: d.PhoneChanged | d.ProfileChanged,
+                      account: Account | None) -> list[Wired]:
+    """notify writes to the new phone, in the new language and time zone, from now on (the
+    contacts it keeps per guardian)."""
+    return [] if account is None else [_contacts(account, e.occurred_at)]
+
+
 OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
+    d.PhoneChanged: _contacts_changed,
+    d.ProfileChanged: _contacts_changed,
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
     d.AccountLocked: _locked,

@@ -9,7 +9,8 @@ Collections (database ``schoolcard_auth``):
 * ``auth_sessions`` — one document per session / refresh-token family; found by the hash of
   the current refresh token or of a rotated one (reuse detection).
 * ``auth_children`` — children from the card-issuing system with their guardians; unique
-  contract number, indexed by previous contracts and by guardian account (``guardian_ids``).
+  contract number, indexed by previous contracts, by guardian account (``guardian_ids``) and
+  by the accounts its open invitations are addressed to (``invitee_ids``).
 * ``auth_outbox`` / ``auth_inbox`` — the runtime's; the relay deletes published outbox records
   (``outbox_carries_secrets``), so codes do not outlive their delivery.
 * ``auth_login_throttles`` — login throttles (per source, the ceiling, the lifetime count of a
@@ -72,6 +73,7 @@ async def ensure_indexes(db: Any, *, session_retention_days: int,
         IndexModel([("contract_number", ASCENDING)], unique=True, name="contract_unique"),
         IndexModel([("previous_contracts", ASCENDING)]),
         IndexModel([("guardian_ids", ASCENDING)]),
+        IndexModel([("invitee_ids", ASCENDING)]),
     ])
     await ensure_ttl_index(db.auth_sessions, STORED_AT, session_retention_days * DAY_S)
     await ensure_ttl_index(db.auth_login_throttles, STORED_AT,
@@ -120,6 +122,11 @@ class Store:
 
     async def account_by_phone(self, phone: str) -> Account | None:
         return await self.account_by("phone", phone)
+
+    async def accounts(self, account_ids: list[str]) -> dict[str, Account]:
+        docs = await self.db.auth_accounts.find({"_id": {"$in": account_ids}},
+                                                session=self.session).to_list(None)
+        return {str(d["_id"]): Account.from_doc(d) for d in docs}
 
     async def save_account(self, account: Account, expected_version: int | None) -> None:
         """Insert (``expected_version`` None) or replace if nobody wrote since the load."""
@@ -183,12 +190,21 @@ class Store:
         ).to_list(None)
         return [Child.from_doc(d) for d in docs]
 
+    async def children_inviting(self, account_id: str) -> list[Child]:
+        """The children with an invitation addressed to ``account_id`` (open or expired)."""
+        docs = await self.db.auth_children.find(
+            dialect.current().has("invitee_ids", account_id), session=self.session
+        ).to_list(None)
+        return [Child.from_doc(d) for d in docs]
+
     async def save_child(self, child: Child, expected_version: int | None) -> None:
         child.version = 0 if expected_version is None else expected_version + 1
         doc = child.to_doc()
         # A flat, indexed list to query by (kept for the dev server, which does not match
         # fields inside arrays of sub-documents: see services/runtime/dialect.py).
         doc["guardian_ids"] = sorted(child.guardians)
+        doc["invitee_ids"] = sorted({i.account_id for i in child.invitations.values()
+                                     if i.account_id is not None})
         await self._put(self.db.auth_children, doc, expected_version)
 
     # --- throttles of unknown identifiers ---------------------------------------------------

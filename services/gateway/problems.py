@@ -26,13 +26,13 @@ _STATUS: dict[str, int] = {
     # what you may
     "forbidden": 403, "not_permitted": 403, "not_a_guardian": 403,
     "password_change_required": 403, "account_closed": 403, "account_not_active": 403,
-    "wrong_account_kind": 403,
+    "wrong_account_kind": 403, "reauthentication_required": 403,
     # waiting helps
     "rate_limited": 429, "login_rate_limited": 429, "login_delayed": 429,
     "code_rate_limited": 429, "child_proof_rate_limited": 429,
     # a repeat that does not match, or a state that forbids it
     "idempotency_conflict": 409, "idempotency_key_reused": 409, "already_guardian": 409,
-    "contract_in_use": 409, "version_conflict": 409,
+    "contract_in_use": 409, "version_conflict": 409, "phone_taken": 409,
     # the gateway's own
     "idempotency_key_required": 400, "invalid_idempotency_key": 400, "bad_request": 400,
     "not_found": 404, "method_not_allowed": 405, "validation_error": 422,

@@ -340,6 +340,7 @@ class Handlers:
         if c.daily_digest is not None:
             guardian.set_digest(enabled=c.daily_digest, at=guardian.digest_time,
                                 kinds=DIGEST_KINDS if c.daily_digest else frozenset())
+        guardian.set_services(sms_informer=c.sms_informer, push=c.push)
 
     async def on_register_push_token(self, msg: Inbound[wire.RegisterPushToken]) -> None:
         """A guardian registers their own device (support may not: a token registered for
@@ -363,18 +364,17 @@ class Handlers:
         q = msg.message
         async with self._case(msg) as uc:
             self._caller(uc, q.account_id, support=True)
+            journal_filter = _journal_filter(q)
             messages = await store.journal(uc.tx, q.account_id)
-            entries = sorted(((line, m) for m in messages
-                              if (line := d.journal_line(m)) is not None),
-                             key=_journal_key, reverse=True)
+            entries = d.select_journal(messages, journal_filter, uc.tx.now)
             try:
                 entries, following = paging.page(
                     entries, _journal_key, limit=q.limit, cursor=q.cursor, descending=True,
-                    scope=paging.scope_of(account_id=q.account_id))
+                    scope=_journal_scope(q))
             except paging.InvalidCursor as exc:
                 raise Refused("invalid_cursor", str(exc)) from None
-            uc.tx.reply(wire.JournalReply(lines=[_journal_line(line, m, uc.tx.now)
-                                                 for line, m in entries],
+            uc.tx.reply(wire.JournalReply(lines=[_journal_line(line, status)
+                                                 for line, status in entries],
                                           next_cursor=following))
 
     async def on_get_journey(self, msg: Inbound[wire.GetJourney]) -> None:
@@ -388,6 +388,128 @@ class Handlers:
             uc.tx.reply(_journey_reply(q, day))
 
 
+    # -- preferences read back, push devices -----------------------------------------------------
+
+    async def on_get_preferences(self, msg: Inbound[wire.GetPreferences]) -> None:
+        q = msg.message
+        async with self._case(msg) as uc:
+            self._caller(uc, q.account_id, support=True)
+            guardian, _ = await self._guardian(uc.tx, q.account_id)
+            uc.tx.reply(_preferences_reply(d.preferences_of(guardian)))
+
+    async def on_list_push_tokens(self, msg: Inbound[wire.ListPushTokens]) -> None:
+        q = msg.message
+        async with self._case(msg) as uc:
+            self._caller(uc, q.account_id)
+            devices = await store.push_devices(uc.tx, q.account_id)
+            uc.tx.reply(_push_tokens_reply(q.account_id,
+                                           d.devices_in_use_order(devices.values())))
+
+    async def on_remove_push_token(self, msg: Inbound[wire.RemovePushToken]) -> None:
+        """The guardian stops pushes to one device; the last one gone, routing picks SMS or
+        e-mail as the preferences allow. A retry (same request_id, a new message) is answered
+        the same: the removal is remembered a day."""
+        c = msg.message
+        async with self._case(msg) as uc:
+            self._caller(uc, c.account_id)
+            devices = await store.push_devices(uc.tx, c.account_id)
+            done = await store.push_removal(uc.tx, c.account_id, c.request_id)
+            key, left = d.plan_removal(done, devices, c.token_id)
+            if key is not None:
+                await store.delete_push_tokens(uc.tx, [key])
+                await store.save_push_removal(uc.tx, c.account_id, c.request_id, c.token_id)
+            guardian = await store.load_guardian(uc.tx, c.account_id)
+            if guardian is not None:
+                loaded = guardian.version
+                guardian.set_has_push_token(left)
+                await store.save_guardian(uc.tx, guardian, loaded)
+            uc.tx.reply(CommandAccepted(request_id=c.request_id))
+
+    # -- support requests -----------------------------------------------------------------------
+
+    async def _ticket(self, uc: Case[Any], ticket_id: str) -> d.SupportTicket:
+        """The request, which the holder must own (a parent) or be allowed to answer
+        (support; the school admin of its school). Someone else's request is "unknown", so
+        ids cannot be probed."""
+        ticket = await store.load_ticket(uc.tx, ticket_id)
+        if ticket is None:
+            raise d.NotifyError(d.NotifyRejection.UNKNOWN_SUPPORT_REQUEST, ticket_id)
+        if uc.holder.role is Role.PARENT:
+            if uc.holder.sub != ticket.account_id:
+                raise d.NotifyError(d.NotifyRejection.UNKNOWN_SUPPORT_REQUEST, ticket_id)
+        else:
+            uc.authorize("answer_support", school_id=ticket.school_id)
+        return ticket
+
+    async def on_open_support_request(self, msg: Inbound[wire.OpenSupportRequest]) -> None:
+        """Answered with the request; a retry (same request_id) answers the same request, the
+        same id with another question is refused (support_request_conflict)."""
+        c = msg.message
+        async with self._case(msg) as uc:
+            self._caller(uc, c.account_id)
+            if c.contract is not None:
+                uc.authorize("view", contract=c.contract)
+            opened = d.SupportTicket.open(
+                account_id=c.account_id, request_id=c.request_id, topic=c.topic.value,
+                text=c.text, contract=c.contract, school_id=c.school_id, at=uc.tx.now)
+            stored = await store.load_ticket(uc.tx, opened.ticket_id)
+            if stored is None:
+                await store.save_ticket(uc.tx, opened, None)
+            elif not stored.same_request(opened):
+                raise d.NotifyError(d.NotifyRejection.SUPPORT_REQUEST_CONFLICT,
+                                    "this request_id opened another request")
+            uc.tx.reply(_ticket_reply(stored or opened))
+
+    async def on_answer_support_request(self, msg: Inbound[wire.AnswerSupportRequest]) -> None:
+        """Staff answer; the parent is told (``support_answered``) on their channels."""
+        c = msg.message
+        async with self._case(msg) as uc:
+            ticket = await self._ticket(uc, c.ticket_id)
+            if uc.holder.role is Role.PARENT:
+                raise TokenError("forbidden", "support and school admins answer requests")
+            loaded = ticket.version
+            ticket.answer(post_id=f"{ticket.ticket_id}:{c.request_id}",
+                          author=d.author_of(uc.holder.role.value), text=c.text,
+                          at=uc.tx.now, close=c.close)
+            await store.save_ticket(uc.tx, ticket, loaded)
+            guardian = await store.load_guardian(uc.tx, ticket.account_id)
+            for event in ticket.pull_events():
+                await self._queue(uc.tx, list(d.route(
+                    d.answer_notification(event), [guardian] if guardian else [],
+                    uc.tx.now).messages))
+            uc.tx.reply(_ticket_reply(ticket))
+
+    async def on_close_support_request(self, msg: Inbound[wire.CloseSupportRequest]) -> None:
+        c = msg.message
+        async with self._case(msg) as uc:
+            ticket = await self._ticket(uc, c.ticket_id)
+            loaded = ticket.version
+            ticket.close(uc.tx.now)
+            await store.save_ticket(uc.tx, ticket, loaded)
+            uc.tx.reply(_ticket_reply(ticket))
+
+    async def on_get_support_request(self, msg: Inbound[wire.GetSupportRequest]) -> None:
+        q = msg.message
+        async with self._case(msg) as uc:
+            uc.tx.reply(_ticket_reply(await self._ticket(uc, q.ticket_id)))
+
+    async def on_get_support_requests(self, msg: Inbound[wire.GetSupportRequests]) -> None:
+        """A parent's own requests, or staff's queue: support every school's, a school admin
+        their school's."""
+        q = msg.message
+        async with self._case(msg) as uc:
+            school_id = None
+            if q.account_id is not None and uc.holder.role is Role.PARENT:
+                self._caller(uc, q.account_id)
+            else:
+                school_id = uc.holder.school_id if uc.holder.role is not Role.SUPPORT else None
+                uc.authorize("answer_support", school_id=school_id)
+            found = await store.tickets(
+                uc.tx, account_id=q.account_id, school_id=school_id,
+                status=None if q.status is None else q.status.value, limit=q.limit)
+            uc.tx.reply(wire.SupportRequestsReply(requests=[_summary(t) for t in found]))
+
+
 def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.JourneyReply:
     if day is None:
         return wire.JourneyReply(contract=q.contract, date=q.date)
@@ -398,15 +520,65 @@ def _journey_reply(q: wire.GetJourney, day: d.JourneyDay | None) -> wire.Journey
                                 detail=e.detail) for e in day.timeline])
 
 
-def _journal_line(line: d.JournalLine, m: d.Message, now: datetime) -> Any:
-    status = line.status.value
-    if m.status is d.DeliveryStatus.HELD or (m.due_at is not None and m.due_at > now
-                                              and m.status is d.DeliveryStatus.PENDING):
-        status = "deferred"
+def _journal_line(line: d.JournalLine, status: str) -> Any:
     return wire.JournalLine(at=line.at, kind=line.kind.value, channel=wire.Channel(line.channel),
                             status=status, text=line.text)
 
 
-def _journal_key(entry: tuple[d.JournalLine, d.Message]) -> paging.Key:
+def _journal_key(entry: tuple[d.JournalLine, str]) -> paging.Key:
     line, _ = entry
     return paging.instant(line.at), line.dedupe_key
+
+
+def _journal_filter(q: wire.GetJournal) -> d.JournalFilter:
+    try:
+        kinds = frozenset(d.NotificationKind(k) for k in q.kinds or ())
+    except ValueError:
+        raise Refused("invalid_filter", "a kind in kinds is not a notification kind") from None
+    return d.JournalFilter(kinds=kinds,
+                           channel=None if q.channel is None else d.Channel(q.channel.value),
+                           status=None if q.status is None else q.status.value,
+                           contract=q.contract, since=q.since, until=q.until)
+
+
+def _journal_scope(q: wire.GetJournal) -> str:
+    """A cursor belongs to the account and the filters it was handed out with."""
+    if not (q.kinds or q.channel or q.status or q.contract or q.since or q.until):
+        return paging.scope_of(account_id=q.account_id)  # cursors from before the filters
+    return paging.scope_of(account_id=q.account_id, kinds=sorted(q.kinds or ()),
+                           channel=q.channel, status=q.status, contract=q.contract,
+                           since=q.since, until=q.until)
+
+
+def _preferences_reply(view: d.PreferencesView) -> wire.PreferencesReply:
+    quiet = view.quiet_hours
+    return wire.PreferencesReply(
+        account_id=view.account_id,
+        channels={k.value: [wire.Channel(c.value) for c in chs]
+                  for k, chs in view.channels.items()},
+        always_on=[k.value for k in view.always_on],
+        quiet_from=None if quiet is None else d.format_hhmm(quiet[0]),
+        quiet_to=None if quiet is None else d.format_hhmm(quiet[1]),
+        time_zone=view.time_zone, daily_digest=view.daily_digest,
+        digest_at=d.format_hhmm(view.digest_at),
+        digest_kinds=[k.value for k in view.digest_kinds],
+        sms_informer=view.sms_informer, push=view.push)
+
+
+def _push_tokens_reply(account_id: str, devices: list[d.PushDevice]) -> wire.PushTokensReply:
+    return wire.PushTokensReply(account_id=account_id, tokens=[
+        wire.PushTokenInfo(token_id=x.token_id, fingerprint=x.fingerprint,
+                           platform=x.platform, registered_at=x.registered_at,
+                           last_used_at=x.last_used_at) for x in devices])
+
+
+def _summary(t: d.SupportTicket) -> wire.SupportRequestSummary:
+    return wire.SupportRequestSummary(
+        ticket_id=t.ticket_id, account_id=t.account_id, topic=wire.SupportTopic(t.topic),
+        status=wire.SupportStatus(t.status.value), contract=t.contract, school_id=t.school_id,
+        opened_at=t.opened_at, updated_at=t.updated_at)
+
+
+def _ticket_reply(t: d.SupportTicket) -> wire.SupportRequestReply:
+    return wire.SupportRequestReply(request=_summary(t), thread=[
+        wire.SupportMessage(at=p.at, author=p.author.value, text=p.text) for p in t.thread])

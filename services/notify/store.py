@@ -14,6 +14,10 @@ Collections (database ``schoolcard_notify``):
   (the unique key that makes "at most one message per event, guardian and channel" hold under
   any redelivery); delivery state, the sender's lease, and the journal line it becomes.
 - ``notify_journeys``: one document per child and school day (the journey timeline).
+- ``notify_push_removals``: the RemovePushToken request ids applied (-> the device removed),
+  so a retry is answered the same; kept a day.
+- ``notify_support_requests``: one document per support request (``_id`` the ticket id, from
+  the parent's request id), its thread and status, optimistic ``version``.
 - ``notify_code_counts``: one-time codes sent per number and UTC day (by hour) and per UTC
   minute in total (the SMS quotas), kept two days.
 
@@ -42,7 +46,9 @@ from services.notify.domain import (
     Message,
     MinuteTotal,
     NumberDay,
+    PushDevice,
     SessionEnd,
+    SupportTicket,
     buckets_of,
 )
 from services.runtime import dialect
@@ -78,6 +84,10 @@ async def ensure_indexes(db: Any, *, journal_retention_days: int,
     await ensure_ttl_index(db.notify_journeys, STORED_AT, journey_retention_days * DAY_S)
     await ensure_ttl_index(db.notify_code_counts, STORED_AT, 2 * DAY_S)
     await ensure_ttl_index(db.notify_session_ends, STORED_AT, DAY_S)
+    await ensure_ttl_index(db.notify_push_removals, STORED_AT, DAY_S)
+    await dialect.current().create_indexes(db.notify_support_requests, [
+        IndexModel([("account_id", ASCENDING)]), IndexModel([("school_id", ASCENDING)]),
+        IndexModel([("status", ASCENDING)]), IndexModel([("updated_ms", DESCENDING)])])
 
 
 # -- guardians ------------------------------------------------------------------------------
@@ -149,7 +159,8 @@ async def add_push_token(tx: Transaction, account_id: str, token: str, platform:
     await tx.db.notify_push_tokens.update_one(
         {"_id": f"{account_id}:{token_id}"},
         {"$set": {"account_id": account_id, "token": token, "platform": platform,
-                  "session_id": session_id, "at": tx.now}},
+                  "session_id": session_id, "at": tx.now},
+         "$setOnInsert": {"registered_ms": int(tx.now.timestamp() * 1000)}},
         upsert=True, session=tx.session)
 
 
@@ -336,3 +347,72 @@ async def journey(db: Any, key: str) -> JourneyDay | None:
     doc = dict(doc)
     doc.pop("_id")
     return JourneyDay.from_doc(doc)
+
+
+# -- push devices as the guardian sees them ---------------------------------------------------
+
+def _instant(value: Any) -> datetime:
+    """A stored time: a datetime (naive is UTC) or the ISO string the dev server may keep."""
+    at: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+async def push_devices(tx: Transaction, account_id: str) -> dict[str, PushDevice]:
+    """The account's push tokens as devices (store key -> device), never the tokens."""
+    docs = await tx.db.notify_push_tokens.find(
+        {"account_id": account_id}, session=tx.session).to_list(None)
+    devices = {}
+    for doc in docs:
+        last = _instant(doc["at"])
+        first = doc.get("registered_ms")
+        devices[doc["_id"]] = PushDevice(
+            token_hash=doc["_id"].rsplit(":", 1)[-1], platform=doc.get("platform", "android"),
+            registered_at=last if first is None else datetime.fromtimestamp(first / 1000, UTC),
+            last_used_at=last)
+    return devices
+
+
+async def push_removal(tx: Transaction, account_id: str, request_id: str) -> str | None:
+    """The device (token id) a RemovePushToken with ``request_id`` removed, if it did."""
+    doc = await tx.db.notify_push_removals.find_one({"_id": f"{account_id}:{request_id}"},
+                                                    session=tx.session)
+    return doc["token_id"] if doc else None
+
+
+async def save_push_removal(tx: Transaction, account_id: str, request_id: str,
+                            token_id: str) -> None:
+    """Remembered a day (``stored_at``): long enough for any retry of the request."""
+    await tx.db.notify_push_removals.insert_one(with_stored_at(
+        {"_id": f"{account_id}:{request_id}", "token_id": token_id}), session=tx.session)
+
+
+# -- support requests ---------------------------------------------------------------------------
+
+async def load_ticket(tx: Transaction, ticket_id: str) -> SupportTicket | None:
+    doc = await tx.db.notify_support_requests.find_one({"_id": ticket_id}, session=tx.session)
+    return SupportTicket.from_doc(ticket_id, doc) if doc else None
+
+
+async def save_ticket(tx: Transaction, ticket: SupportTicket, loaded: int | None) -> None:
+    """Insert (``loaded`` None: a duplicate id is a conflict, retried) or replace if nobody
+    wrote since it was loaded."""
+    await save_versioned(tx.db.notify_support_requests,
+                         {"_id": ticket.ticket_id, **ticket.to_doc()}, loaded,
+                         session=tx.session, version=ticket.version)
+
+
+async def tickets(tx: Transaction, *, account_id: str | None = None,
+                  school_id: str | None = None, status: str | None = None,
+                  limit: int = 50) -> list[SupportTicket]:
+    """Requests by parent or by school (or all, for support), in ``status`` if given, the
+    most recently changed first."""
+    query: Doc = {}
+    if account_id is not None:
+        query["account_id"] = account_id
+    if school_id is not None:
+        query["school_id"] = school_id
+    if status is not None:
+        query["status"] = status
+    docs = await tx.db.notify_support_requests.find(query, session=tx.session).sort(
+        [("updated_ms", DESCENDING), ("_id", DESCENDING)]).limit(limit).to_list(None)
+    return [SupportTicket.from_doc(d["_id"], d) for d in docs]

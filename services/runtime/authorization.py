@@ -62,10 +62,10 @@ STAFF_ACTIONS: dict[Role, frozenset[str]] = {
     Role.SUPPORT: frozenset({"view", "view_attendance", "resolve_dispute", "refund", "block_card",
                              "manage_staff", "reset_second_factor", "unlock_account",
                              "set_fare_rules",
-                             "set_concession"}),
+                             "set_concession", "answer_support"}),
     Role.SCHOOL_ADMIN: frozenset({"view", "view_attendance", "resolve_dispute",
                                   "school_settings", "manual_entry", "view_sales",
-                                  "set_concession"}),
+                                  "set_concession", "answer_support"}),
     Role.CANTEEN_OPERATOR: frozenset({"view_sales"}),
     Role.TEACHER: frozenset({"view_attendance"}),
     Role.INTEGRATOR: frozenset({"set_fare_rules"}),
@@ -82,6 +82,7 @@ ACTION_SERVICES: dict[str, frozenset[str]] = {
     "move_money": frozenset({"wallet"}),
     "manage_guardians": frozenset({"auth"}),
     "receive_notifications": frozenset({"notify"}),
+    "answer_support": frozenset({"notify"}),
     "resolve_dispute": frozenset({"wallet"}),
     "refund": frozenset({"wallet"}),
     "manage_staff": frozenset({"auth"}),
@@ -102,6 +103,7 @@ WORDING: dict[str, str] = {
     "unlock_account": "unlock an account",
     "set_fare_rules": "set fare rules",
     "set_concession": "set concessions",
+    "answer_support": "answer support requests",
 }
 
 

@@ -22,6 +22,11 @@ async def wire(rt: Runtime) -> Routes:
     rt.ticks.append(Tick(settings.bonus_expiry_every_s, expire_bonuses, "bonus-expiry"))
     rt.ticks.append(Tick(settings.parked_top_up_every_s, h.expire_parked_top_ups,
                          "parked-top-up-expiry"))
+    async def ask_scheduled_top_ups() -> None:
+        await h.ask_scheduled_top_ups()
+
+    rt.ticks.append(Tick(settings.scheduled_top_up_every_s, ask_scheduled_top_ups,
+                         "scheduled-top-up"))
     return {
         # integrations.card-issuance.v1
         integrations.CardIssued: h.on_card_issued,
@@ -51,6 +56,13 @@ async def wire(rt: Runtime) -> Routes:
         commands.SaveTopUpTemplate: h.on_save_top_up_template,
         commands.DeleteTopUpTemplate: h.on_delete_top_up_template,
         commands.GetTopUpTemplates: h.on_get_top_up_templates,
+        commands.SetScheduledTopUp: h.on_set_scheduled_top_up,
+        commands.ChangeScheduledTopUp: h.on_change_scheduled_top_up,
+        commands.SetServices: h.on_set_services,
+        commands.GetPaymentSettings: h.on_get_payment_settings,
+        commands.SubmitApplication: h.on_submit_application,
+        commands.HandleApplication: h.on_handle_application,
+        commands.GetApplications: h.on_get_applications,
     }
 
 

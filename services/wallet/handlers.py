@@ -470,6 +470,140 @@ class Handlers:
             accounts = await store.sales_of_school_day(uc.tx, query.school_id, query.date)
             uc.tx.reply(outbound.sales_report(query, d.sales_report(accounts, day=query.date)))
 
+    # --- autopay by date, services switches -------------------------------------------------
+
+    async def on_set_scheduled_top_up(self, msg: Inbound[wire.SetScheduledTopUp]) -> None:
+        cmd = msg.message
+        await self._command(msg, "change_limits", cmd.contract,
+                            lambda a, c, tx: a.set_scheduled_top_up(
+                                cmd.days_of_month, cmd.amount, d.SubBalance(cmd.sub_balance.value),
+                                now=tx.now, by=c.sub))
+
+    async def on_change_scheduled_top_up(self, msg: Inbound[wire.ChangeScheduledTopUp]) -> None:
+        cmd = msg.message
+        await self._command(msg, "change_limits", cmd.contract,
+                            lambda a, c, tx: a.switch_scheduled_top_up(
+                                d.ScheduleAction(cmd.action.value), now=tx.now, by=c.sub))
+
+    async def on_set_services(self, msg: Inbound[wire.SetServices]) -> None:
+        cmd = msg.message
+
+        def operate(a: d.Account, claims: AccessTokenClaims, tx: Transaction) -> object:
+            if cmd.transit_payments is None:
+                return False
+            return a.set_transit_payments(cmd.transit_payments, now=tx.now, by=claims.sub)
+
+        await self._command(msg, "change_limits", cmd.contract, operate)
+
+    async def on_get_payment_settings(self, msg: Inbound[wire.GetPaymentSettings]) -> None:
+        query = msg.message
+        async with self.case(msg) as uc:
+            uc.authorize("view", contract=query.contract)
+            account = await self._account(uc.tx, query.contract)
+            uc.authorize("view", contract=query.contract, school_id=account.school_id)
+            uc.tx.reply(outbound.payment_settings(account))
+
+    async def ask_scheduled_top_ups(self, *, batch: int = store.SCHEDULED_BATCH) -> int:
+        """Tick: ask the payment integrator for every due date of the autopay by date that has
+        come, one transaction per account. Safe from several instances and across restarts:
+        the account remembers the last day it covered (a second asker's save conflicts and,
+        rerun, finds nothing due), and the request's id and message id are those of the child
+        and the due date. Returns the number of requests made."""
+        asked, seen = 0, set[str]()
+        now, catch_up = self.rt.clock(), self.settings.scheduled_top_up_catch_up_days
+        while True:  # batch after batch: the 1st of the month finds many accounts due
+            due = await store.contracts_with_scheduled_due(self.rt.db, now, limit=batch)
+            fresh = [contract for contract in due if contract not in seen]
+            for contract in fresh:
+                seen.add(contract)
+                for _ in range(self.settings.conflict_retries + 1):
+                    try:
+                        asked += await self._ask_scheduled(contract, catch_up)
+                        break
+                    except ConcurrencyError:
+                        continue  # changed meanwhile (a command, another instance): again
+            if len(due) < batch or not fresh:
+                return asked
+
+    async def _ask_scheduled(self, contract: str, catch_up_days: int) -> int:
+        async with self.rt.transaction() as tx:
+            account = await store.load_account(tx, contract)
+            if account is None:
+                return 0
+            loaded = account.version
+            request = account.ask_scheduled_top_up(now=tx.now, catch_up_days=catch_up_days)
+            await self._commit(tx, account, loaded)
+            return int(request is not None)
+
+    # --- applications -------------------------------------------------------------------------
+
+    async def on_submit_application(self, msg: Inbound[wire.SubmitApplication]) -> None:
+        """The application's id is the request id; a retried request finds it and changes
+        nothing."""
+        cmd = msg.message
+        action = "move_money" if cmd.kind is wire.ApplicationKind.REFUND else "block_card"
+        async with self.case(msg) as uc:
+            holder = uc.authorize(action, contract=cmd.contract)
+            account = await self._account(uc.tx, cmd.contract)
+            uc.authorize(action, contract=cmd.contract, school_id=account.school_id)
+            existing = await store.load_application(uc.tx, cmd.request_id)
+            application = d.Application.submit(
+                cmd.request_id, contract=cmd.contract, school_id=account.school_id,
+                kind=d.ApplicationKind(cmd.kind.value),
+                reason=d.ApplicationReason(cmd.reason.value), comment=cmd.comment,
+                by=holder.sub, now=uc.tx.now, existing=existing,
+                others=await store.applications(uc.tx, contract=cmd.contract))
+            await store.save_application(uc.tx, application,
+                                         existing.version if existing else None)
+            self._emit_application(uc.tx, application)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    async def on_handle_application(self, msg: Inbound[wire.HandleApplication]) -> None:
+        """Accept, refuse or finish; a refund application's ``done`` pays the money out and
+        closes the account in the same transaction (once: the transition happens once, and
+        the ledger operation is keyed by the application id)."""
+        cmd = msg.message
+        async with self.case(msg) as uc:
+            holder = uc.authorize("resolve_dispute", contract=cmd.contract)
+            application = await store.load_application(uc.tx, cmd.application_id)
+            if application is None or application.contract != cmd.contract:
+                raise Refused("unknown_application", f"no application {cmd.application_id}")
+            uc.authorize("resolve_dispute", contract=cmd.contract,
+                         school_id=application.school_id)
+            loaded = application.version
+            application.decide(d.ApplicationDecision(cmd.decision.value), by=holder.sub,
+                               comment=cmd.comment, now=uc.tx.now)
+            if application.awaits_payout:
+                account = await self._account(uc.tx, cmd.contract)
+                account_loaded = account.version
+                paid = account.pay_out(application.application_id, now=uc.tx.now)
+                application.paid_out(paid, now=uc.tx.now)
+                await self._commit(uc.tx, account, account_loaded)
+            await store.save_application(uc.tx, application, loaded)
+            self._emit_application(uc.tx, application)
+            uc.tx.reply(CommandAccepted(request_id=cmd.request_id))
+
+    async def on_get_applications(self, msg: Inbound[wire.GetApplications]) -> None:
+        query = msg.message
+        async with self.case(msg) as uc:
+            if (query.contract is None) == (query.school_id is None):
+                raise Refused("invalid_filter", "name either a contract or a school")
+            if query.contract is not None:
+                uc.authorize("view", contract=query.contract)
+                account = await self._account(uc.tx, query.contract)
+                uc.authorize("view", contract=query.contract, school_id=account.school_id)
+            else:
+                uc.authorize("resolve_dispute", school_id=query.school_id)
+            found = await store.applications(uc.tx, contract=query.contract,
+                                             school_id=query.school_id)
+            uc.tx.reply(wire.ApplicationsReply(applications=[
+                outbound.application(a) for a in found
+                if query.status is None or a.status.value == query.status.value]))
+
+    def _emit_application(self, tx: Transaction, application: d.Application) -> None:
+        for event in application.pull_events():
+            self._send(tx, outbound.application_changed(event))
+
     # --- ticks ------------------------------------------------------------------------------------
 
     async def expire_bonuses(self) -> int:

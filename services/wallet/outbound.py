@@ -133,7 +133,8 @@ def _low_balance(e: d.LowBalanceReached) -> ContractModel:
 def _auto_top_up(e: d.AutoTopUpRequested) -> ContractModel:
     return wire.AutoTopUpRequested(request_id=e.request_id, contract=e.contract,
                                    amount=e.amount, sub_balance=e.sub_balance.value,
-                                   requested_at=e.at)
+                                   requested_at=e.at, reason=wire.AutoTopUpReason(e.reason),
+                                   due_date=e.due_date)
 
 
 def _auto_top_up_failed(e: d.AutoTopUpFailed) -> ContractModel:
@@ -153,6 +154,11 @@ def _card_blocked(e: d.CardBlocked) -> ContractModel:
 
 def _card_unblocked(e: d.CardUnblocked) -> ContractModel:
     return wire.CardUnblocked(contract=e.contract, by_account=e.by, unblocked_at=e.at)
+
+
+def _transit_payments(e: d.TransitPaymentsSwitched) -> ContractModel:
+    return wire.TransitPaymentsSwitched(contract=e.contract, enabled=e.enabled,
+                                        by_account=e.by, switched_at=e.at)
 
 
 def _controls_changed(e: d.ControlsChanged) -> ContractModel:
@@ -202,6 +208,8 @@ OUTBOUND: dict[type[Any], tuple[Callable[[Any], ContractModel], Callable[[Any], 
     d.CardBlocked: (_card_blocked, lambda e: message_id("blocked", e.contract, e.at.isoformat())),
     d.CardUnblocked: (_card_unblocked,
                       lambda e: message_id("unblocked", e.contract, e.at.isoformat())),
+    d.TransitPaymentsSwitched: (_transit_payments, lambda e: message_id(
+        "transit-payments", e.contract, e.enabled, e.at.isoformat())),
     d.ControlsChanged: (_controls_changed,
                         lambda e: message_id("controls", e.contract, e.what, e.at.isoformat())),
     d.MoneyMoved: (_money_moved, lambda e: message_id("moved", e.contract, e.transfer_id)),
@@ -291,6 +299,7 @@ KINDS: dict[str, tuple[d.StatementKind, ...]] = {
     "transfer": (d.StatementKind.TRANSFER,),
     "bonus": (d.StatementKind.BONUS_EXPIRY,),
     "reissue": (d.StatementKind.REISSUE,),
+    "payout": (d.StatementKind.PAYOUT,),
 }
 WIRE_KIND = {k: name for name, kinds in KINDS.items() for k in kinds}
 STATUSES: dict[str, tuple[d.LineStatus, ...]] = {
@@ -327,3 +336,31 @@ def statement_line(line: d.StatementLine) -> wire.StatementLine:
 def top_up_template(t: d.TopUpTemplate) -> wire.TopUpTemplate:
     return wire.TopUpTemplate(template_id=t.template_id, name=t.name, amount=t.amount,
                               sub_balance=t.sub_balance.value, updated_at=t.updated_at)
+
+
+def payment_settings(account: d.Account) -> wire.PaymentSettingsReply:
+    plan = account.scheduled_top_up
+    due = plan.next_due() if plan is not None else None
+    return wire.PaymentSettingsReply(
+        contract=account.contract, transit_payments=account.transit_payments,
+        scheduled_top_up=None if plan is None else wire.ScheduledTopUp(
+            days_of_month=list(plan.days), amount=plan.amount,
+            sub_balance=plan.sub_balance.value, paused=plan.paused,
+            next_due_date=due.isoformat() if due is not None else None))
+
+
+def application(a: d.Application) -> wire.Application:
+    return wire.Application(
+        application_id=a.application_id, contract=a.contract, kind=a.kind.value,
+        reason=a.reason.value, status=a.status.value, comment=a.comment,
+        staff_comment=a.staff_comment, refunded=a.refunded, submitted_at=a.submitted_at,
+        updated_at=a.updated_at)
+
+
+def application_changed(e: d.ApplicationChanged) -> Wired:
+    """Keyed by contract on wallet.events.v1; one message id per application and status."""
+    message = wire.ApplicationStatusChanged(
+        application_id=e.application_id, contract=e.contract, kind=e.kind.value,
+        status=e.status.value, comment=e.comment, refunded=e.refunded, changed_at=e.at)
+    return ("wallet.events.v1", e.contract, message,
+            message_id("application", e.application_id, e.status.value, e.refunded))

@@ -23,3 +23,11 @@ class Settings(ServiceSettings):
         "promote sweets and fast food); a JSON list, [] allows every category.")
     bonus_expiry_every_s: float = Field(default=24 * 3600, gt=0, description="Period of the "
                                         "bonus-expiry tick (it also runs once at start).")
+    scheduled_top_up_every_s: float = Field(default=300, gt=0, description="How often the "
+                                            "scheduler looks for due dates of the autopay by "
+                                            "date (it also runs once at start).")
+    scheduled_top_up_catch_up_days: int = Field(default=3, ge=0, description="A due date "
+                                                "missed while the service was down is still "
+                                                "asked when it comes back if at most this many "
+                                                "days old; after a longer outage nothing is "
+                                                "asked until the next due date.")

@@ -40,6 +40,7 @@ from services.runtime.mongo import (
 from services.wallet.domain import (
     Account,
     AccountStatus,
+    Application,
     LedgerEntry,
     LineTags,
     TopUpTemplates,
@@ -68,6 +69,11 @@ async def ensure_indexes(db: Any) -> None:
         IndexModel([("card_uid", ASCENDING)]),
         IndexModel([("school_id", ASCENDING)]),
         IndexModel([("next_bonus_expiry", ASCENDING)]),
+        IndexModel([("next_scheduled_due_ms", ASCENDING)]),
+    ])
+    await dialect.current().create_indexes(db.wallet_applications, [
+        IndexModel([("contract", ASCENDING)]),
+        IndexModel([("school_id", ASCENDING)]),
     ])
     await dialect.current().create_indexes(
         db.wallet_parked_top_ups, [IndexModel([("contract", ASCENDING)])])
@@ -188,7 +194,9 @@ async def save_account(tx: Transaction, account: Account, expected_version: int 
     doc = {"_id": account.contract, **account.to_doc(),
            # Denormalised and indexed for the expiry tick (see services/runtime/dialect.py).
            "next_bonus_expiry": min((lot.expires_at for lot in account.bonus_lots
-                                     if lot.remaining > 0), default=None)}
+                                     if lot.remaining > 0), default=None),
+           # The scheduler's index: when the next due date of the autopay by date begins.
+           "next_scheduled_due_ms": _due_ms(account.next_scheduled_due_at())}
     try:
         await save_versioned(tx.db.wallet_accounts, doc, expected_version,
                              session=tx.session, version=account.version)
@@ -370,3 +378,52 @@ def _strip(doc: Doc) -> Doc:
     doc = dict(doc)
     doc.pop("_id", None)
     return doc
+
+
+# --- autopay by date -------------------------------------------------------------------
+
+def _due_ms(at: datetime | None) -> Any:
+    return _ms(at) if at is not None else None
+
+
+SCHEDULED_BATCH = 500
+
+
+async def contracts_with_scheduled_due(db: Any, now: datetime,
+                                       limit: int = SCHEDULED_BATCH) -> list[str]:
+    """Contracts whose autopay by date has a due date that has begun (for the scheduler)."""
+    cursor = db.wallet_accounts.find({"next_scheduled_due_ms": {"$lte": _ms(now)}}, {"_id": 1})
+    return [doc["_id"] for doc in await cursor.to_list(limit)]
+
+
+# --- applications ----------------------------------------------------------------------
+
+MAX_APPLICATIONS_LISTED = 100
+
+
+async def load_application(tx: Transaction, application_id: str) -> Application | None:
+    doc = await tx.db.wallet_applications.find_one({"_id": application_id}, session=tx.session)
+    return Application.from_doc(_strip(doc)) if doc else None
+
+
+async def save_application(tx: Transaction, application: Application,
+                           loaded: int | None) -> None:
+    """Insert a new application (``loaded`` None) or replace it if nobody else wrote since
+    it was loaded (ConcurrencyError otherwise: the consumer reruns the message)."""
+    doc = {"_id": application.application_id, **application.to_doc(),
+           "submitted_ms": _ms(application.submitted_at)}
+    try:
+        await save_versioned(tx.db.wallet_applications, doc, loaded, session=tx.session,
+                             version=application.version)
+    except DuplicateKeyError:
+        raise ConcurrencyError(application.application_id) from None
+
+
+async def applications(tx: Transaction, *, contract: str | None = None,
+                       school_id: str | None = None) -> list[Application]:
+    """A child's or a school's applications, newest first (at most 100)."""
+    query: Doc = {"contract": contract} if contract is not None else {"school_id": school_id}
+    docs = await tx.db.wallet_applications.find(query, session=tx.session).to_list(None)
+    found = [Application.from_doc(_strip(doc)) for doc in docs]
+    found.sort(key=lambda a: (a.submitted_at, a.application_id), reverse=True)
+    return found[:MAX_APPLICATIONS_LISTED]

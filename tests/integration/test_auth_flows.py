@@ -237,10 +237,14 @@ async def test_a_second_parent_cannot_link_without_proof_and_a_co_guardian_canno
     [alert] = await security_events(a, account_of(a, mum), ".ChildLinkRefused")
     assert alert["contract"] == mum.contract and alert["failures_in_window"] == 1
     assert account_of(a, dad) not in str(alert) and "2014-03-09" not in str(alert)
-    invited = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
-                                               phone=dad.phone, role="co_guardian"),
-                         mum.phone, mum.access_token)
+    invited = await send(a, cmd.InviteGuardian(
+        request_id=uid("i"), contract=mum.contract, phone=dad.phone, role="co_guardian",
+        reauth=cmd.Reauthentication(password=mum.password)), mum.phone, mum.access_token)
     assert invited["ok"], invited
+    accepted = await send(a, cmd.AcceptInvitation(
+        request_id=uid("a"), contract=mum.contract, invitation_id=invited["invitation_id"]),
+        dad.phone, dad.access_token)
+    assert accepted["ok"], accepted
     renewed = await refresh(a, dad.refresh_token, dad.phone)
     claims = verify_access_token(renewed["access_token"], a.public_key, audience="auth",
                                  now=a.clock.now.timestamp())

@@ -299,7 +299,8 @@ async def test_every_decline_reason_is_answered_to_the_till_and_told_to_the_pare
         card.contract)
     await world.event("AccountReissued", card.contract)
     await declined(world.sale(card, item(10_00)), "account_closed")
-    assert set(got) == {r.value for r in w.DeclineReason}
+    fares_only = {w.DeclineReason.TRANSIT_PAYMENTS_OFF.value}  # see test_wallet_money.py
+    assert set(got) == {r.value for r in w.DeclineReason} - fares_only
 
 
 async def test_a_payment_id_reused_on_another_contract_is_rejected_and_credits_nothing(

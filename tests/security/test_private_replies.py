@@ -33,7 +33,8 @@ def test_every_reply_carrying_a_secret_is_private_and_its_requests_demand_a_priv
     assert all(m.PRIVATE for m in carrying)
     private_requests = {m for m in vars(cmd).values() if isinstance(m, type)
                         and issubclass(m, Command) and m.PRIVATE_REPLY}
-    assert private_requests == {cmd.Login, cmd.RefreshSession, cmd.StartTotpEnrolment}
+    assert private_requests == {cmd.Login, cmd.RefreshSession, cmd.StartTotpEnrolment,
+                                cmd.AcceptInvitation}
 
 
 @pytest.mark.unit

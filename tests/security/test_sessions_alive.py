@@ -50,14 +50,18 @@ async def test_a_primary_guardian_logged_out_cannot_remove_a_guardian_with_the_o
     a = auth
     mum = await parent(a)
     dad = await parent(a, link=False)
-    invited = await send(a, cmd.InviteGuardian(request_id=uid("i"), contract=mum.contract,
-                                               phone=dad.phone, role="viewer"),
-                         mum.phone, mum.access_token)
+    invited = await send(a, cmd.InviteGuardian(
+        request_id=uid("i"), contract=mum.contract, phone=dad.phone, role="viewer",
+        reauth=cmd.Reauthentication(password=mum.password)), mum.phone, mum.access_token)
     assert invited["ok"], invited
+    accepted = await send(a, cmd.AcceptInvitation(
+        request_id=uid("a"), contract=mum.contract, invitation_id=invited["invitation_id"]),
+        dad.phone, dad.access_token)
+    assert accepted["ok"], accepted
     await logged_out(a, mum, mum.phone)
-    removed = await send(a, cmd.RemoveGuardian(request_id=uid("m"), contract=mum.contract,
-                                               account_id=account_of(a, dad)),
-                         mum.phone, mum.access_token)
+    removed = await send(a, cmd.RemoveGuardian(
+        request_id=uid("m"), contract=mum.contract, account_id=account_of(a, dad),
+        reauth=cmd.Reauthentication(password=mum.password)), mum.phone, mum.access_token)
     assert error(removed) == ENDED
     child = await a.db.auth_children.find_one({"contract_number": mum.contract})
     assert account_of(a, dad) in child["guardian_ids"]

@@ -102,9 +102,9 @@ def test_a_parent_is_not_bound_to_a_school():
 STAFF_ALLOWED = {
     Role.SUPPORT: {"view", "view_attendance", "resolve_dispute", "refund", "block_card",
                    "manage_staff", "reset_second_factor", "unlock_account", "set_fare_rules",
-                   "set_concession"},
+                   "set_concession", "answer_support"},
     Role.SCHOOL_ADMIN: {"view", "view_attendance", "resolve_dispute", "school_settings",
-                        "manual_entry", "view_sales", "set_concession"},
+                        "manual_entry", "view_sales", "set_concession", "answer_support"},
     Role.CANTEEN_OPERATOR: {"view_sales"},
     Role.TEACHER: {"view_attendance"},
     Role.INTEGRATOR: {"set_fare_rules"},
@@ -112,7 +112,7 @@ STAFF_ALLOWED = {
 ACTIONS = sorted(set(PERMISSIONS) | {a for actions in STAFF_ACTIONS.values() for a in actions})
 WORDS = {"reset_second_factor": "reset a second factor", "unlock_account": "unlock an account",
          "set_fare_rules": "set fare rules",
-         "set_concession": "set concessions"}
+         "set_concession": "set concessions", "answer_support": "answer support requests"}
 
 
 @pytest.mark.parametrize("role", [r for r in Role if r is not Role.PARENT])

@@ -28,6 +28,8 @@ from .common import (
     LoginThrottle,
     Reason,
     code_throttle,
+    date_from_doc,
+    date_to_doc,
     dt_from_doc,
     fingerprint,
     opt_dt_from_doc,
@@ -43,11 +45,14 @@ from .events import (
     AccountLocked,
     AccountProvisioned,
     AccountUnlocked,
+    CodeWordSet,
     IntegratorAccountCreated,
     LoginFailed,
     NewLoginDetected,
     OneTimeCodeIssued,
     PasswordChanged,
+    PhoneChanged,
+    ProfileChanged,
     SecondFactorDisabled,
     SecondFactorEnabled,
     SessionsInvalidated,
@@ -149,6 +154,62 @@ class Outcome:
         )
 
 
+CODE_WORD_MIN_LENGTH = 6
+DEFAULT_TIME_ZONE = "Europe/Samara"
+LOCALES = frozenset({"ru", "en"})
+
+
+def require_code_word(word: str) -> str:
+    """A code word is a phrase the parent says or types: 6-64 characters (the contract bounds
+    the length), spaces folded."""
+    folded = " ".join(word.split())
+    if len(folded) < CODE_WORD_MIN_LENGTH:
+        raise AuthRejected(Reason.CODE_WORD_TOO_SHORT,
+                           f"give at least {CODE_WORD_MIN_LENGTH} characters")
+    return folded
+
+
+@dataclass(frozen=True)
+class ReauthProof:
+    """What a sensitive command brought to re-authenticate, as the handler found it before
+    its transaction (the password and the code word are verified there, slowly): which were
+    given, which matched, and the authenticator code as typed (checked here, its step spent)."""
+
+    password_given: bool = False
+    password_ok: bool = False
+    code_word_given: bool = False
+    code_word_ok: bool = False
+    totp: str | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.password_given or self.code_word_given or bool(self.totp)
+
+
+@dataclass(frozen=True)
+class PendingLink:
+    """The child a registration names and its proof, kept on the pending account until the
+    phone is confirmed: the birth date, or the pepper-keyed MAC of the activation code (the
+    code itself is never stored)."""
+
+    contract_number: str
+    birth_date: date | None = None
+    activation_mac: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"contract_number": self.contract_number,
+                "birth_date": date_to_doc(self.birth_date) if self.birth_date else None,
+                "activation_mac": self.activation_mac}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any] | None) -> PendingLink | None:
+        if not doc:
+            return None
+        born = doc.get("birth_date")
+        return cls(str(doc["contract_number"]), date_from_doc(born) if born else None,
+                   doc.get("activation_mac"))
+
+
 @dataclass(frozen=True)
 class LoginRecord:
     at: datetime
@@ -227,6 +288,7 @@ class Account:
     email: str | None = None
     username: str | None = None
     locale: str = "ru"
+    time_zone: str = DEFAULT_TIME_ZONE
     login_contract: str | None = None
     display_name: str | None = None
     password_hash: str | None = None
@@ -252,6 +314,9 @@ class Account:
     trusted_devices: TrustedDevices = field(default_factory=TrustedDevices)
     existing_account_alert_at: datetime | None = None
     closed_at: datetime | None = None
+    pending_link: PendingLink | None = None
+    pending_phone: str | None = None
+    code_word_hash: str | None = None
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -355,7 +420,8 @@ class Account:
     # --- one-time codes ---------------------------------------------------------------------
 
     def issue_code(
-        self, *, purpose: CodePurpose, code_id: str, code: str, pepper: bytes, now: datetime
+        self, *, purpose: CodePurpose, code_id: str, code: str, pepper: bytes, now: datetime,
+        to: str | None = None,
     ) -> bool:
         """Issue a code unless one for ``purpose`` was issued less than 60 s ago (then nothing
         happens and False is returned; callers reply the same either way). A new code replaces
@@ -369,7 +435,8 @@ class Account:
         self.codes[purpose] = issued
         self.pending_events.append(
             OneTimeCodeIssued(occurred_at=now, account_id=self.account_id, purpose=purpose.value,
-                              code_id=code_id, phone=self.phone, expires_at=issued.expires_at)
+                              code_id=code_id, phone=to or self.phone,
+                              expires_at=issued.expires_at)
         )
         return True
 
@@ -852,6 +919,128 @@ class Account:
         self._require_not_closed()
         self._invalidate_sessions(require_aware(now), "logout_everywhere", None)
 
+    def end_session(self, session: Session | None, now: datetime) -> bool:
+        """End one of this account's sessions, chosen from the list (the others stay). A
+        session of another account reads as missing; ending an ended one is a no-op (False)."""
+        self._require_not_closed()
+        if session is None or session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        return session.revoke(require_aware(now), "ended_by_owner")
+
+    # --- re-authentication, code word, phone ------------------------------------------------
+
+    def reauthenticate(self, *, session: Session, proof: ReauthProof, now: datetime) -> Outcome:
+        """A sensitive change asks the owner again: the password, the code word or a fresh
+        authenticator code (the access token alone is not enough). None given:
+        ``REAUTHENTICATION_REQUIRED`` (raised, nothing counted). A wrong one counts as a
+        failed login from this session and is gated like one (returned: persist the
+        account). An authenticator code is looked at only when nothing else matched, and its
+        step is spent."""
+        now = require_aware(now)
+        self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        if not proof.given:
+            raise AuthRejected(Reason.REAUTHENTICATION_REQUIRED)
+        refused = self.login_gate(now, _session_source(session), trusted=True)
+        if refused is not None:
+            return Outcome(refused.reason, refused.retry_after)
+        matched = (proof.password_ok or (proof.code_word_ok and self.code_word_hash is not None)
+                   or (self.totp_enabled and bool(proof.totp)
+                       and self._second_factor(proof.totp, now) is None))
+        if not matched:
+            self.throttle.record_failure(_session_source(session), now)
+            return Outcome(Reason.INVALID_CREDENTIALS)
+        return Outcome()
+
+    def set_code_word(self, *, session: Session, proof: ReauthProof, code_word: str,
+                      code_word_hash: str, now: datetime) -> Outcome:
+        """Set or replace the code word (kept only as ``code_word_hash``, hashed like a
+        password) after re-authentication."""
+        require_code_word(code_word)
+        outcome = self.reauthenticate(session=session, proof=proof, now=now)
+        if outcome.ok:
+            self.code_word_hash = code_word_hash
+            self.pending_events.append(CodeWordSet(occurred_at=require_aware(now),
+                                                   account_id=self.account_id))
+        return outcome
+
+    def start_phone_change(self, *, session: Session, proof: ReauthProof, phone: str,
+                           code_id: str, code: str, pepper: bytes, now: datetime) -> Outcome:
+        """Send a code to ``phone`` to add it (an account created by contract has none: its
+        live session is enough) or to replace the current one (re-authentication first).
+        Nothing changes until :meth:`confirm_phone_change`; within the resend cooldown no new
+        code goes out (the outcome is the same)."""
+        now = require_aware(now)
+        require_phone(phone)
+        self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        if self.phone is not None:
+            outcome = self.reauthenticate(session=session, proof=proof, now=now)
+            if not outcome.ok:
+                return outcome
+        if phone != self.phone and self.issue_code(
+                purpose=CodePurpose.PHONE_CONFIRMATION, code_id=code_id, code=code,
+                pepper=pepper, now=now, to=phone):
+            self.pending_phone = phone
+        return Outcome()
+
+    def confirm_phone_change(self, *, code: str, pepper: bytes, now: datetime,
+                             phone_taken: bool, idempotency_key: str | None = None) -> Outcome:
+        """Set the pending phone with the code sent to it (5 attempts, 5 minutes, once). A
+        phone another account holds (``phone_taken``) is refused ``PHONE_TAKEN`` only after
+        the right code: only its holder learns that. A retry with the same key replays."""
+        now = require_aware(now)
+        self._require_active()
+        fp = fingerprint(op="confirm_phone", code=_keyed_digest(pepper, code))
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        if self.pending_phone is None:
+            outcome = Outcome(Reason.CODE_INVALID)
+        else:
+            outcome = self._check_code(CodePurpose.PHONE_CONFIRMATION, code, pepper, now,
+                                       consume=True)
+            if outcome.ok and phone_taken:
+                outcome = Outcome(Reason.PHONE_TAKEN)
+            elif outcome.ok:
+                self.phone = self.pending_phone
+                self.pending_events.append(PhoneChanged(occurred_at=now,
+                                                        account_id=self.account_id))
+            if outcome.ok or outcome.rejection is Reason.PHONE_TAKEN:
+                self.pending_phone = None
+                self.codes.pop(CodePurpose.PHONE_CONFIRMATION, None)
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    def update_profile(self, *, locale: str | None, time_zone: str | None,
+                       now: datetime) -> bool:
+        """The language and the time zone messages are written in (None: unchanged). False
+        when nothing changed (no event)."""
+        now = require_aware(now)
+        self._require_active()
+        if locale is not None and locale not in LOCALES:
+            raise AuthRejected(Reason.INVALID_LOCALE, "ru or en")
+        new = (locale or self.locale, time_zone or self.time_zone)
+        if new == (self.locale, self.time_zone):
+            return False
+        self.locale, self.time_zone = new
+        self.pending_events.append(ProfileChanged(occurred_at=now, account_id=self.account_id))
+        return True
+
+    def close_by_owner(self, *, session: Session, proof: ReauthProof, now: datetime) -> Outcome:
+        """The owner closes the account after re-authentication (:meth:`close`); closing a
+        closed account is answered as done."""
+        if self.status is AccountStatus.CLOSED:
+            return Outcome()
+        outcome = self.reauthenticate(session=session, proof=proof, now=now)
+        if outcome.ok:
+            self.close(now)
+        return outcome
+
     def log_out(self, session: Session, *, everywhere: bool, now: datetime) -> None:
         """End the caller's ``session``, or with ``everywhere`` every session of the account."""
         if session.account_id != self.account_id:
@@ -909,6 +1098,9 @@ class Account:
         self.code_failures.clear()
         self.unlocks.clear()
         self.existing_account_alert_at = None
+        self.pending_link = None
+        self.pending_phone = None
+        self.code_word_hash = None
         self.pending_events.append(AccountClosed(occurred_at=now, account_id=self.account_id))
         return True
 
@@ -959,6 +1151,7 @@ class Account:
             "email": self.email,
             "username": self.username,
             "locale": self.locale,
+            "time_zone": self.time_zone,
             "login_contract": self.login_contract,
             "display_name": self.display_name,
             "password_hash": self.password_hash,
@@ -985,6 +1178,9 @@ class Account:
             "trusted_devices": self.trusted_devices.to_doc(),
             "existing_account_alert_at": self.existing_account_alert_at,
             "closed_at": self.closed_at,
+            "pending_link": self.pending_link.to_doc() if self.pending_link else None,
+            "pending_phone": self.pending_phone,
+            "code_word_hash": self.code_word_hash,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
         }
@@ -1002,6 +1198,7 @@ class Account:
             email=doc.get("email"),
             username=doc.get("username"),
             locale=str(doc.get("locale") or "ru"),
+            time_zone=str(doc.get("time_zone") or DEFAULT_TIME_ZONE),
             login_contract=doc.get("login_contract"),
             display_name=doc.get("display_name"),
             password_hash=doc.get("password_hash"),
@@ -1028,9 +1225,19 @@ class Account:
             trusted_devices=TrustedDevices.from_doc(doc.get("trusted_devices")),
             existing_account_alert_at=opt_dt_from_doc(doc.get("existing_account_alert_at")),
             closed_at=opt_dt_from_doc(doc.get("closed_at")),
+            pending_link=PendingLink.from_doc(doc.get("pending_link")),
+            pending_phone=doc.get("pending_phone"),
+            code_word_hash=doc.get("code_word_hash"),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )
+
+
+def phone_hint(phone: str | None) -> str:
+    """A phone as other guardians see it: the country code and the last 4 digits."""
+    if phone is None or not E164.fullmatch(phone):
+        return ""
+    return f"{phone[:2]}{'*' * (len(phone) - 6)}{phone[-4:]}"
 
 
 def require_live_session(account: Account | None, session: Session | None,

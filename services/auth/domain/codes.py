@@ -21,6 +21,7 @@ class CodePurpose(StrEnum):
     REGISTRATION = "registration"
     PASSWORD_RESET = "password_reset"
     LOGIN_2FA = "login_2fa"
+    PHONE_CONFIRMATION = "phone_confirmation"
 
 
 @dataclass

@@ -27,6 +27,7 @@ class Reason(StrEnum):
     INVALID_PHONE = "invalid_phone"
     INVALID_CONTRACT_NUMBER = "invalid_contract_number"
     INVALID_EMAIL = "invalid_email"
+    INVALID_LOCALE = "invalid_locale"
     CONSENT_REQUIRED = "consent_required"
     # password policy
     PASSWORD_TOO_SHORT = "password_too_short"
@@ -37,6 +38,9 @@ class Reason(StrEnum):
     PASSWORD_CONTAINS_CONTRACT = "password_contains_contract"
     PASSWORD_CONTAINS_BIRTH_DATE = "password_contains_birth_date"
     PASSWORD_UNCHANGED = "password_unchanged"
+    CODE_WORD_TOO_SHORT = "code_word_too_short"
+    REAUTHENTICATION_REQUIRED = "reauthentication_required"
+    PHONE_TAKEN = "phone_taken"
     # one-time codes
     CODE_INVALID = "code_invalid"
     CODE_EXPIRED = "code_expired"

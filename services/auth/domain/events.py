@@ -177,6 +177,25 @@ class AccountClosed(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PhoneChanged(DomainEvent):
+    """The account's phone was added or changed (confirmed by a code sent to it)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileChanged(DomainEvent):
+    """The account's language or time zone changed (notify writes in them)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeWordSet(DomainEvent):
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChildRegistered(DomainEvent):
     child_id: str
     contract_number: str

@@ -25,6 +25,7 @@ from .accounts import (
     LoginOutcome,
     LoginReply,
     Outcome,
+    PendingLink,
     require_contract_number,
     require_email,
     require_phone,
@@ -33,7 +34,14 @@ from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
 from .common import AuthRejected, DomainEvent, LoginThrottle, Reason, require_aware
 from .devices import DeviceProof
 from .events import RegistrationAttemptedForExistingAccount
-from .guardians import Child, activation_digest_mac
+from .guardians import (
+    ActivationMacProof,
+    Child,
+    ContractProof,
+    LinkOutcome,
+    activation_code_mac,
+    activation_digest_mac,
+)
 from .passwords import PasswordContext, check_password
 
 
@@ -128,6 +136,7 @@ def start_registration(
     locale: str = "ru",
     served_countries: Sequence[str] = ("+7",),
     same_password_as_pending: bool = False,
+    link: PendingLink | None = None,
 ) -> FlowResult:
     """Start a parent registration (phone E.164, 8-digit contract, password, consent).
 
@@ -145,6 +154,10 @@ def start_registration(
       through a reset by SMS code: only the phone's holder chooses it;
     * active account for this phone: its owner is told someone tried (at most hourly);
     * unknown contract: nothing happens.
+
+    A proof of the child (``link``: :func:`registration_proof`) is kept on a new pending
+    account, unchecked: it links the child once the phone is confirmed
+    (:func:`confirm_registration_and_link`), so the reply tells nothing about it.
 
     A password containing the child's birth date cannot be refused here without telling the
     caller that the contract exists and what the birth date is; it is accepted and flagged, and
@@ -200,6 +213,7 @@ def start_registration(
     account.flagged_password_reason = flagged
     account.email = require_email(email) if email is not None else None
     account.locale = locale
+    account.pending_link = link
     return FlowResult(reply, RegistrationEffect.PENDING_CREATED, account, account.pull_events())
 
 
@@ -260,6 +274,49 @@ def confirm_registration(
     return account.confirm_registration(registration_id=registration_id, code=code,
                                         pepper=pepper, now=now,
                                         idempotency_key=idempotency_key)
+
+
+def registration_proof(*, child: Child | None, contract_number: str,
+                       birth_date: date | None, activation_code: str | None,
+                       pepper: bytes) -> PendingLink | None:
+    """What a registration keeps of the proof it was given for the contract's child: the
+    activation code only as its keyed MAC for that child, else the birth date. None when no
+    proof was given or the contract names no child (then no account is created either)."""
+    if child is None or (birth_date is None and not activation_code):
+        return None
+    if activation_code:
+        return PendingLink(contract_number,
+                           activation_mac=activation_code_mac(pepper, child.child_id,
+                                                              activation_code))
+    return PendingLink(contract_number, birth_date=birth_date)
+
+
+def confirm_registration_and_link(
+    *, account: Account | None, child: Child | None, code: str, pepper: bytes, now: datetime,
+    idempotency_key: str | None = None,
+) -> tuple[Outcome, LinkOutcome | None]:
+    """Confirm the registration (:func:`confirm_registration`); once confirmed, the proof
+    the start kept links the child (:meth:`Child.link_with_proof`: the parent becomes primary
+    of an unclaimed child; a claimed child answers every proof as a wrong one and counts it,
+    birth dates against their lifetime budget). The link's outcome (None without a proof) never
+    fails the confirmation; a refused link is answered like a wrong proof whatever its cause."""
+    outcome = confirm_registration(
+        account=account, registration_id=(account.pending_registration_id or "")
+        if account else "", code=code, pepper=pepper, now=now,
+        idempotency_key=idempotency_key)
+    if account is None or not outcome.ok or outcome.replayed or account.pending_link is None:
+        return outcome, None
+    link, account.pending_link = account.pending_link, None
+    if child is None or child.contract_number != link.contract_number:
+        return outcome, LinkOutcome(Reason.CHILD_PROOF_INVALID)
+    proof = (ActivationMacProof(link.activation_mac) if link.activation_mac
+             else ContractProof(link.contract_number, link.birth_date or date.min))
+    try:
+        linked = child.link_with_proof(account_id=account.account_id, proof=proof,
+                                       pepper=pepper, now=now, idempotency_key=idempotency_key)
+    except AuthRejected:
+        linked = LinkOutcome(Reason.CHILD_PROOF_INVALID)  # rate limited: answered alike
+    return outcome, linked
 
 
 def request_password_reset(

@@ -44,6 +44,7 @@ from .events import (
 
 GuardianRole = ChildRole
 INVITATION_TTL = timedelta(days=7)
+CHILD_NAME_MAX_LENGTH = 64
 PROOF_FAILURE_LIMIT = 10  # per child per rolling hour, any proof
 BIRTH_DATE_PROOF_BUDGET = 10  # per child for good: a birth date has only ~5,000 guesses
 
@@ -69,6 +70,17 @@ class ContractProof:
 @dataclass(frozen=True)
 class ActivationCodeProof:
     activation_code: str
+
+
+@dataclass(frozen=True)
+class ActivationMacProof:
+    """An activation code given at registration, kept until the phone was confirmed as its
+    keyed MAC (:func:`activation_code_mac` for this child), never in clear."""
+
+    mac: str
+
+
+Proof = ContractProof | ActivationCodeProof | ActivationMacProof
 
 
 def activation_code_digest(child_id: str, code: str) -> str:
@@ -97,17 +109,21 @@ class Invitation:
     token_hash: str
     created_at: datetime
     expires_at: datetime
+    account_id: str | None = None
+    """The invitee's account, for an invitation addressed to one (InviteGuardian by phone);
+    None for a token invitation taken up by whoever holds the token."""
 
     def to_doc(self) -> dict[str, Any]:
         return {"invitation_id": self.invitation_id, "role": self.role.value,
                 "invited_by": self.invited_by, "token_hash": self.token_hash,
-                "created_at": self.created_at, "expires_at": self.expires_at}
+                "created_at": self.created_at, "expires_at": self.expires_at,
+                "account_id": self.account_id}
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Invitation:
         return cls(str(doc["invitation_id"]), GuardianRole(doc["role"]), str(doc["invited_by"]),
                    str(doc["token_hash"]), dt_from_doc(doc["created_at"]),
-                   dt_from_doc(doc["expires_at"]))
+                   dt_from_doc(doc["expires_at"]), doc.get("account_id"))
 
 
 @dataclass(frozen=True)
@@ -150,6 +166,9 @@ class Child:
     invitations: dict[str, Invitation] = field(default_factory=dict)
     proof_failures: FailureWindow = field(default_factory=_proof_throttle)
     birth_date_failures: int = 0
+    display_name: str | None = None
+    """What the family calls the child in the cabinet (kept by auth for its guardians only,
+    never on a topic integrators read)."""
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -191,7 +210,7 @@ class Child:
     # --- linking ----------------------------------------------------------------------------
 
     def link_with_proof(
-        self, *, account_id: str, proof: ContractProof | ActivationCodeProof, pepper: bytes,
+        self, *, account_id: str, proof: Proof, pepper: bytes,
         now: datetime, idempotency_key: str | None = None,
     ) -> LinkOutcome:
         """Link a parent who proves knowledge of the child; only a child without a primary can
@@ -210,9 +229,12 @@ class Child:
         """
         now = require_aware(now)
         # Proofs are low-entropy: they enter the fingerprint only through the pepper.
-        proof_text = (f"{proof.contract_number}|{proof.birth_date.isoformat()}"
-                      if isinstance(proof, ContractProof) else proof.activation_code)
-        proof_fp = activation_code_mac(pepper, self.child_id, proof_text)
+        if isinstance(proof, ActivationMacProof):
+            proof_fp = proof.mac
+        else:
+            proof_text = (f"{proof.contract_number}|{proof.birth_date.isoformat()}"
+                          if isinstance(proof, ContractProof) else proof.activation_code)
+            proof_fp = activation_code_mac(pepper, self.child_id, proof_text)
         fp = fingerprint(op="link", account=account_id, proof=proof_fp)
         stored = self.idempotency.replay(idempotency_key, fp)
         if stored is not None:
@@ -268,7 +290,7 @@ class Child:
             ChildProofsUnlocked(occurred_at=require_aware(now), child_id=self.child_id,
                                 by_account_id=by_account_id, birth_dates_cleared=cleared))
 
-    def _proof_matches(self, proof: ContractProof | ActivationCodeProof, pepper: bytes) -> bool:
+    def _proof_matches(self, proof: Proof, pepper: bytes) -> bool:
         if isinstance(proof, ContractProof):
             if self.activation_code_mac is not None:
                 return False  # the issuer's code is the proof for this child
@@ -276,10 +298,9 @@ class Child:
                     and proof.birth_date == self.birth_date)
         if self.activation_code_mac is None:
             return False
-        return hmac.compare_digest(
-            activation_code_mac(pepper, self.child_id, proof.activation_code),
-            self.activation_code_mac,
-        )
+        presented = (proof.mac if isinstance(proof, ActivationMacProof)
+                     else activation_code_mac(pepper, self.child_id, proof.activation_code))
+        return hmac.compare_digest(presented, self.activation_code_mac)
 
     def _add(self, account_id: str, role: GuardianRole, via: ProofKind, now: datetime) -> None:
         self.guardians[account_id] = role
@@ -293,21 +314,30 @@ class Child:
 
     def invite(
         self, *, by_account_id: str, role: GuardianRole, invitation_id: str, token_hash: str,
-        now: datetime,
+        now: datetime, account_id: str | None = None,
     ) -> Invitation:
-        """The primary invites a co-guardian or a viewer; the token (sent out of band, stored
-        hashed) is accepted by whoever holds it. Re-inviting with the same id is a no-op."""
+        """The primary invites a co-guardian or a viewer: the account ``account_id`` (it
+        accepts: :meth:`accept_addressed_invitation`), or whoever holds the token (sent out
+        of band, stored hashed). Re-inviting with the same id is a no-op; an account that
+        already guards the child is ``ALREADY_GUARDIAN``; an earlier open invitation of the
+        same account is replaced."""
         now = require_aware(now)
         self._require_primary(by_account_id)
         if role is GuardianRole.PRIMARY:
             raise AuthRejected(Reason.INVALID_ROLE, "the primary is not invited")
         existing = self.invitations.get(invitation_id)
         if existing is not None:
-            if (existing.role, existing.token_hash) != (role, token_hash):
+            same_token = account_id is not None or existing.token_hash == token_hash
+            if (existing.role, existing.account_id) != (role, account_id) or not same_token:
                 raise AuthRejected(Reason.IDEMPOTENCY_KEY_REUSED, invitation_id)
             return existing
+        if account_id is not None:
+            if account_id in self.guardians:
+                raise AuthRejected(Reason.ALREADY_GUARDIAN)
+            self.invitations = {k: v for k, v in self.invitations.items()
+                                if v.account_id != account_id}
         invitation = Invitation(invitation_id, role, by_account_id, token_hash, now,
-                                now + INVITATION_TTL)
+                                now + INVITATION_TTL, account_id)
         self.invitations[invitation_id] = invitation
         self.pending_events.append(
             GuardianInvited(occurred_at=now, child_id=self.child_id,
@@ -334,6 +364,43 @@ class Child:
         del self.invitations[invitation_id]
         self._add(account_id, invitation.role, ProofKind.INVITATION, now)
         return invitation.role
+
+    def accept_addressed_invitation(self, *, invitation_id: str, account_id: str,
+                                    now: datetime) -> GuardianRole:
+        """The invitee accepts an invitation addressed to their account and joins with its
+        role. Accepting again (the invitation is gone, the account guards the child) returns
+        the role; an invitation addressed to someone else reads as missing."""
+        now = require_aware(now)
+        invitation = self.invitations.get(invitation_id)
+        if invitation is None or invitation.account_id != account_id:
+            current = self.role_of(account_id)
+            if current is not None and invitation is None:
+                return current
+            raise AuthRejected(Reason.INVITATION_INVALID)
+        if now >= invitation.expires_at:
+            raise AuthRejected(Reason.INVITATION_EXPIRED)
+        if account_id in self.guardians:
+            raise AuthRejected(Reason.ALREADY_GUARDIAN)  # never a role changed by accepting
+        del self.invitations[invitation_id]
+        self._add(account_id, invitation.role, ProofKind.INVITATION, now)
+        return invitation.role
+
+    def open_invitations(self, now: datetime, *, for_account: str | None = None
+                         ) -> list[Invitation]:
+        """Invitations not yet accepted nor expired (addressed to ``for_account`` only, when
+        given), oldest first."""
+        now = require_aware(now)
+        return sorted((i for i in self.invitations.values() if now < i.expires_at
+                       and (for_account is None or i.account_id == for_account)),
+                      key=lambda i: i.created_at)
+
+    def guardians_for(self, account_id: str) -> list[tuple[str, GuardianRole]]:
+        """The guardians and their roles, primary first, as a guardian sees them
+        (``NOT_A_GUARDIAN`` for anyone else)."""
+        if account_id not in self.guardians:
+            raise AuthRejected(Reason.NOT_A_GUARDIAN)
+        order = {GuardianRole.PRIMARY: 0, GuardianRole.CO_GUARDIAN: 1, GuardianRole.VIEWER: 2}
+        return sorted(self.guardians.items(), key=lambda g: (order[g[1]], g[0]))
 
     def add_guardian(
         self, *, by_account_id: str, account_id: str, role: GuardianRole, invitation_id: str,
@@ -408,6 +475,21 @@ class Child:
                                 old_role=old.value, new_role=role.value, changed_by=by)
         )
 
+    def rename(self, *, by_account_id: str, display_name: str) -> bool:
+        """The family's name for the child (spaces folded, at most 64 characters; empty
+        clears it), set by the primary or a co-guardian (a viewer only reads it). False when
+        unchanged."""
+        role = self.guardians.get(by_account_id)
+        if role is None:
+            raise AuthRejected(Reason.NOT_A_GUARDIAN)
+        if role is GuardianRole.VIEWER:
+            raise AuthRejected(Reason.NOT_PERMITTED, "rename")
+        name = " ".join(display_name.split())[:CHILD_NAME_MAX_LENGTH] or None
+        if name == self.display_name:
+            return False
+        self.display_name = name
+        return True
+
     def drop_closed_account(self, *, account_id: str, now: datetime) -> bool:
         """Remove a guardian whose account closed, whatever the role; a child left without a
         primary can be claimed again with proof."""
@@ -470,6 +552,7 @@ class Child:
             "invitations": [i.to_doc() for i in self.invitations.values()],
             "proof_failures": self.proof_failures.to_doc(),
             "birth_date_failures": self.birth_date_failures,
+            "display_name": self.display_name,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
         }
@@ -490,6 +573,7 @@ class Child:
                          for i in doc.get("invitations", [])},
             proof_failures=_proof_throttle().load(doc.get("proof_failures")),
             birth_date_failures=int(doc.get("birth_date_failures", 0)),
+            display_name=doc.get("display_name"),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )

@@ -1,4 +1,4 @@
-"""The HTTP API: one module per area (account, children, notifications) on
+"""The HTTP API: one module per area (account, children, notifications, money, support) on
 the shared dependencies of ``common``. A route checks what the gateway can
 check (the access token, the Idempotency-Key, the per-address rate limit, the body), builds
 the service's command or query, and answers with the service's reply or a problem document.
@@ -17,7 +17,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.gateway import problems
 from services.gateway.problems import ProblemError
-from services.gateway.routes import account, children, devices, notifications
+from services.gateway.routes import (
+    account,
+    children,
+    devices,
+    family,
+    money,
+    notifications,
+    support,
+)
 from services.gateway.routes.common import client_address, log, safe_errors
 
 __all__ = ["build", "client_address"]
@@ -37,6 +45,9 @@ def build() -> FastAPI:
     api.include_router(account.routes())
     api.include_router(children.routes())
     api.include_router(notifications.routes())
+    api.include_router(money.routes())
+    api.include_router(support.routes())
+    api.include_router(family.routes())
     api.include_router(devices.routes())
 
     @api.exception_handler(ProblemError)

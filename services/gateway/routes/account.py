@@ -43,6 +43,11 @@ class RegistrationBody(Body):
     consent: bool = Field(description="Consent to the terms; must be true.")
     email: Email | None = None
     locale: Locale = Locale.RU
+    birth_date: str | None = Field(default=None, pattern=r"^\d{4}-\d{2}-\d{2}$",
+                                   description="The child's birth date: links the child once "
+                                   "the phone is confirmed; or activation_code.",
+                                   examples=["2014-03-08"])
+    activation_code: Secret | None = None
 
 
 class ConfirmRegistrationBody(Body):

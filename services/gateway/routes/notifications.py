@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from contracts import notify
@@ -39,6 +40,8 @@ class PreferencesBody(Body):
     quiet_from: LocalTime | None = None
     quiet_to: LocalTime | None = None
     daily_digest: bool | None = None
+    sms_informer: bool | None = None
+    push: bool | None = None
 
 
 class PushTokenBody(Body):
@@ -61,12 +64,48 @@ def routes() -> APIRouter:
            summary="The notification journal, most recent first")
     async def journal(request: Request, me: Auth,
                       limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                      cursor: Annotated[str | None, Query(max_length=512)] = None
+                      cursor: Annotated[str | None, Query(max_length=512)] = None,
+                      kind: Annotated[list[str] | None, Query(
+                          max_length=32, description="Only these kinds (repeat the "
+                          "parameter for several).")] = None,
+                      channel: Annotated[notify.Channel | None, Query()] = None,
+                      status: Annotated[notify.JournalStatus | None, Query()] = None,
+                      contract: Annotated[str | None, Query(
+                          max_length=8, description="Only lines about this child.")] = None,
+                      since: Annotated[datetime | None, Query(
+                          description="From this instant (inclusive, with its offset).")]
+                      = None,
+                      until: Annotated[datetime | None, Query(
+                          description="Before this instant (exclusive).")] = None,
                       ) -> notify.JournalReply:
         query = build_message(notify.GetJournal, account_id=me.claims.sub, limit=limit,
-                              cursor=cursor)
+                              cursor=cursor, kinds=kind, channel=channel, status=status,
+                              contract=contract, since=since, until=until)
         return await ask(gateway(request), query, me.claims.sub, notify.JournalReply,
                          token=me.token)
+
+    @r.get("/notifications/preferences", response_model=notify.PreferencesReply,
+           responses=AUTHED, summary="Channels per kind, quiet hours, digest and the SMS "
+           "informer and push switches, as notify applies them")
+    async def read_preferences(request: Request, me: Auth) -> notify.PreferencesReply:
+        query = build_message(notify.GetPreferences, account_id=me.claims.sub)
+        return await ask(gateway(request), query, me.claims.sub, notify.PreferencesReply,
+                         token=me.token)
+
+    @r.get("/push-tokens", response_model=notify.PushTokensReply, responses=AUTHED,
+           summary="The devices notify pushes to (a fingerprint each, never the token)")
+    async def list_push_tokens(request: Request, me: Auth) -> notify.PushTokensReply:
+        query = build_message(notify.ListPushTokens, account_id=me.claims.sub)
+        return await ask(gateway(request), query, me.claims.sub, notify.PushTokensReply,
+                         token=me.token)
+
+    @r.delete("/push-tokens/{token_id}", response_model=CommandAcceptedModel,
+              responses=MUTATING, summary="Stop pushing to one device")
+    async def remove_push_token(request: Request, token_id: Annotated[str, Path(
+            max_length=128)], me: Auth, key: Key) -> Any:
+        message = build_message(notify.RemovePushToken, request_id=key,
+                                account_id=me.claims.sub, token_id=token_id)
+        return await command(request, message, me.claims.sub, me)
 
     @r.post("/push-tokens", response_model=CommandAcceptedModel, responses=MUTATING,
             summary="Register this device's push token")

@@ -3,7 +3,7 @@ arrived. No I/O: handlers load guardians and messages, call these functions with
 commit the results (messages, journal, journey days) through the unit of work.
 """
 
-from .clock import parse_hhmm, require_aware
+from .clock import format_hhmm, parse_hhmm, require_aware
 from .code_quota import (
     CodePolicy,
     CodeRefusal,
@@ -54,6 +54,7 @@ from .facts import (
     RideFacts,
     SecondFactorDisabledFacts,
     SessionRevokedFacts,
+    SupportAnsweredFacts,
     TopUpFacts,
     TopUpRejectedFacts,
     TopUpRejection,
@@ -68,7 +69,15 @@ from .guardian import (
     validate_email,
     validate_phone,
 )
-from .journal import JournalLine, JournalQuery, filter_journal, journal_line
+from .journal import (
+    JournalFilter,
+    JournalLine,
+    JournalQuery,
+    filter_journal,
+    journal_line,
+    select_journal,
+    shown_status,
+)
 from .journey import (
     ChildArrivedSafely,
     JourneyDay,
@@ -104,6 +113,15 @@ from .message import (
     admit,
     dedupe_key,
 )
+from .preferences import GUARDIAN_KINDS, PreferencesView, preferences_of
+from .push_devices import (
+    PushDevice,
+    device_to_remove,
+    devices_in_use_order,
+    fingerprint_of,
+    plan_removal,
+    token_id_of,
+)
 from .routing import (
     RoutingPlan,
     Skip,
@@ -113,6 +131,16 @@ from .routing import (
     route_one_time_code,
     route_receipt,
 )
+from .support import (
+    Author,
+    Post,
+    SupportAnswered,
+    SupportStatus,
+    SupportTicket,
+    answer_notification,
+    author_of,
+    ticket_id_of,
+)
 from .templates import RenderContext, Rendered, plural_ru, render, render_timeline
 
 __all__ = [
@@ -120,11 +148,13 @@ __all__ = [
     "DEFAULT_QUIET_HOURS",
     "DEFAULT_RETRY",
     "FACTS_TYPE",
+    "GUARDIAN_KINDS",
     "SECURITY_KINDS",
     "AbsentFacts",
     "AccountLockedFacts",
     "AccountUnlockedFacts",
     "ArrivedSafelyFacts",
+    "Author",
     "AutoTopUpFailedFacts",
     "CanteenPurchaseFacts",
     "CardBlockedFacts",
@@ -151,6 +181,7 @@ __all__ = [
     "GraceMealFacts",
     "Guardian",
     "GuardianRole",
+    "JournalFilter",
     "JournalLine",
     "JournalQuery",
     "JourneyDay",
@@ -178,7 +209,10 @@ __all__ = [
     "OneTimeCodeRequest",
     "PasswordChangedFacts",
     "PaymentDeclinedFacts",
+    "Post",
+    "PreferencesView",
     "PurchaseLine",
+    "PushDevice",
     "QuietHours",
     "RefundFacts",
     "RefundOf",
@@ -193,6 +227,10 @@ __all__ = [
     "SessionRevokedFacts",
     "Skip",
     "SkipReason",
+    "SupportAnswered",
+    "SupportAnsweredFacts",
+    "SupportStatus",
+    "SupportTicket",
     "TimelineEntry",
     "TimelineKind",
     "TopUpFacts",
@@ -200,21 +238,29 @@ __all__ = [
     "TopUpRejection",
     "admit",
     "admit_code",
+    "answer_notification",
+    "author_of",
     "buckets_of",
     "build_digest",
     "channels_for",
     "dedupe_key",
     "default_enabled",
+    "device_to_remove",
+    "devices_in_use_order",
     "digest_event_id",
     "entry_notification",
     "fall_back_to_sms",
     "filter_journal",
+    "fingerprint_of",
+    "format_hhmm",
     "journal_line",
     "journey_day_of",
     "journey_key",
     "notification_for",
     "parse_hhmm",
+    "plan_removal",
     "plural_ru",
+    "preferences_of",
     "recipients",
     "rejection_reaches_guardians",
     "render",
@@ -224,6 +270,10 @@ __all__ = [
     "route",
     "route_one_time_code",
     "route_receipt",
+    "select_journal",
+    "shown_status",
+    "ticket_id_of",
+    "token_id_of",
     "tokens_ended",
     "validate_email",
     "validate_phone",

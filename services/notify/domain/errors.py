@@ -28,6 +28,11 @@ class NotifyRejection(StrEnum):
     WRONG_DAY = "wrong_day"
     EVENT_CONFLICT = "event_conflict"
     SESSION_ENDED = "session_ended"
+    UNKNOWN_PUSH_TOKEN = "unknown_push_token"
+    UNKNOWN_SUPPORT_REQUEST = "unknown_support_request"
+    SUPPORT_REQUEST_CLOSED = "support_request_closed"
+    SUPPORT_REQUEST_CONFLICT = "support_request_conflict"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
 class NotifyError(Exception):

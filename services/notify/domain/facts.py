@@ -38,6 +38,7 @@ class CodePurpose(StrEnum):
     LOGIN = "login"
     PASSWORD_RESET = "password_reset"
     SECOND_FACTOR = "second_factor"
+    PHONE_CONFIRMATION = "phone_confirmation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,17 @@ class DigestFacts:
     items: tuple[DigestItem, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class SupportAnsweredFacts:
+    """Support answered a parent's request: the message names the request, never the answer
+    (it is read in the app, where the parent is signed in)."""
+
+    ticket_id: str
+    topic: str
+    at: datetime
+    closed: bool = False
+
+
 Facts = (
     GateFacts
     | ManualEntryFacts
@@ -350,6 +362,7 @@ Facts = (
     | ArrivedSafelyFacts
     | NotArrivedFacts
     | DigestFacts
+    | SupportAnsweredFacts
 )
 
 FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
@@ -385,6 +398,7 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts,
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts,
     NotificationKind.DAILY_DIGEST: DigestFacts,
+    NotificationKind.SUPPORT_ANSWERED: SupportAnsweredFacts,
 }
 
 

@@ -95,6 +95,8 @@ class Guardian:
     ``overrides`` stores only what the parent changed, so defaults can evolve without a
     migration: ``overrides[kind][channel] = enabled``.
     ``digest_kinds`` are delivered only inside the daily digest when ``digest_enabled``.
+    ``sms_informer`` / ``push_service`` are the account's service switches (Izhcombank's
+    "services on/off"): off, no SMS / push goes for any kind but the security ones.
     """
 
     account_id: str
@@ -109,6 +111,8 @@ class Guardian:
     digest_enabled: bool = False
     digest_time: time = DEFAULT_DIGEST_TIME
     digest_kinds: frozenset[NotificationKind] = frozenset()
+    sms_informer: bool = True
+    push_service: bool = True
     version: int = 0
 
     def __post_init__(self) -> None:
@@ -208,6 +212,24 @@ class Guardian:
         self.digest_enabled, self.digest_time, self.digest_kinds = enabled, at, kinds
         return self._changed()
 
+    def set_services(self, *, sms_informer: bool | None = None,
+                     push: bool | None = None) -> bool:
+        """Switch the SMS informer and push services (None: unchanged)."""
+        sms = self.sms_informer if sms_informer is None else sms_informer
+        on_push = self.push_service if push is None else push
+        if (sms, on_push) == (self.sms_informer, self.push_service):
+            return False
+        self.sms_informer, self.push_service = sms, on_push
+        return self._changed()
+
+    def service_on(self, channel: Channel) -> bool:
+        """Whether the account's switch lets ``channel`` carry news (e-mail has none)."""
+        if channel is Channel.SMS:
+            return self.sms_informer
+        if channel is Channel.PUSH:
+            return self.push_service
+        return True
+
     # -- questions routing asks ---------------------------------------------------------------
 
     def wants(self, kind: NotificationKind, channel: Channel) -> bool:
@@ -215,6 +237,8 @@ class Guardian:
         push and SMS (an attacker who got in must not be able to silence the alert)."""
         if kind in SECURITY_KINDS and channel is not Channel.EMAIL:
             return True
+        if not self.service_on(channel):
+            return False
         return self.overrides.get(kind, {}).get(channel, default_enabled(kind, channel))
 
     def role_for(self, contract: str) -> GuardianRole | None:
@@ -272,6 +296,7 @@ class Guardian:
                 "time": format_hhmm(self.digest_time),
                 "kinds": sorted(k.value for k in self.digest_kinds),
             },
+            "services": {"sms_informer": self.sms_informer, "push": self.push_service},
             "version": self.version,
         }
 
@@ -298,6 +323,9 @@ class Guardian:
             digest_enabled=digest["enabled"],
             digest_time=parse_hhmm(digest["time"]),
             digest_kinds=frozenset(NotificationKind(k) for k in digest["kinds"]),
+            # stored before the switches existed: both on
+            sms_informer=bool(doc.get("services", {}).get("sms_informer", True)),
+            push_service=bool(doc.get("services", {}).get("push", True)),
             version=doc["version"],
         )
 

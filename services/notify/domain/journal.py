@@ -75,3 +75,49 @@ def filter_journal(lines: Iterable[JournalLine], query: JournalQuery) -> list[Jo
     chosen.sort(key=lambda line: line.dedupe_key)
     chosen.sort(key=lambda line: line.at, reverse=True)
     return chosen[query.offset : query.offset + max(0, query.limit)]
+
+
+def shown_status(message: Message, now: datetime) -> str:
+    """The status a parent reads: a message held (quiet hours, digest) or not yet due is
+    ``deferred``; otherwise its delivery status."""
+    if message.status is DeliveryStatus.HELD or (
+            message.due_at is not None and message.due_at > now
+            and message.status is DeliveryStatus.PENDING):
+        return "deferred"
+    return message.status.value
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFilter:
+    """The journal filters a parent sets (``GetJournal``): they combine with AND; an empty
+    set or None means "any". ``since`` is inclusive, ``until`` exclusive. ``status`` is the
+    shown status (``shown_status``)."""
+
+    kinds: frozenset[NotificationKind] = frozenset()
+    channel: Channel | None = None
+    status: str | None = None
+    contract: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def matches(self, line: JournalLine, status: str) -> bool:
+        return (
+            (not self.kinds or line.kind in self.kinds)
+            and (self.channel is None or line.channel is self.channel)
+            and (self.status is None or status == self.status)
+            and (self.contract is None or line.contract == self.contract)
+            and (self.since is None or line.at >= self.since)
+            and (self.until is None or line.at < self.until)
+        )
+
+
+def select_journal(messages: Iterable[Message], journal_filter: JournalFilter,
+                   now: datetime) -> list[tuple[JournalLine, str]]:
+    """The lines (with their shown status) of ``messages`` that match, newest first, ties by
+    dedupe key (the order the journal pages on)."""
+    chosen = [(line, status) for m in messages
+              if (line := journal_line(m)) is not None
+              and journal_filter.matches(line, status := shown_status(m, now))]
+    chosen.sort(key=lambda e: e[0].dedupe_key, reverse=True)
+    chosen.sort(key=lambda e: e[0].at, reverse=True)
+    return chosen

@@ -38,6 +38,7 @@ class NotificationKind(StrEnum):
     ARRIVED_SAFELY = "arrived_safely"
     NOT_ARRIVED_ALERT = "not_arrived_alert"
     DAILY_DIGEST = "daily_digest"
+    SUPPORT_ANSWERED = "support_answered"
 
 
 class Channel(StrEnum):
@@ -71,7 +72,7 @@ ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
      NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
      NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED,
      NotificationKind.ACCOUNT_LOCKED, NotificationKind.ACCOUNT_UNLOCKED,
-     NotificationKind.DAILY_DIGEST}
+     NotificationKind.DAILY_DIGEST, NotificationKind.SUPPORT_ANSWERED}
 )
 """Kinds addressed to one guardian account rather than to a child's guardians (a refused
 child link goes to the child's primary guardian only, whom auth names)."""

@@ -53,6 +53,7 @@ from .facts import (
     RideFacts,
     SecondFactorDisabledFacts,
     SessionRevokedFacts,
+    SupportAnsweredFacts,
     TopUpFacts,
     TopUpRejectedFacts,
     TopUpRejection,
@@ -752,12 +753,14 @@ _PURPOSE_RU = {
     CodePurpose.LOGIN: "входа",
     CodePurpose.PASSWORD_RESET: "сброса пароля",
     CodePurpose.SECOND_FACTOR: "подтверждения входа",
+    CodePurpose.PHONE_CONFIRMATION: "подтверждения телефона",
 }
 _PURPOSE_EN = {
     CodePurpose.REGISTRATION: "registration",
     CodePurpose.LOGIN: "sign-in",
     CodePurpose.PASSWORD_RESET: "password reset",
     CodePurpose.SECOND_FACTOR: "sign-in confirmation",
+    CodePurpose.PHONE_CONFIRMATION: "phone confirmation",
 }
 
 
@@ -832,6 +835,34 @@ def _digest(f: DigestFacts, c: RenderContext) -> _T:
     return f"Digest for {d}", "\n".join([f"Digest for {d}:", *lines]), f"Digest: {n} {word}"
 
 
+_SUPPORT_TOPICS_RU = {
+    "login": "вход в кабинет", "balance": "баланс", "top_up": "пополнение", "card": "карта",
+    "canteen": "столовая", "transit": "проезд", "school_access": "проход в школу",
+    "notifications": "уведомления", "other": "другое",
+}
+
+
+def _support_answered(f: SupportAnsweredFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        topic = _SUPPORT_TOPICS_RU.get(f.topic, f.topic)
+        closed = " Обращение закрыто." if f.closed else ""
+        return (
+            "Ответ службы поддержки",
+            f"Служба поддержки {PRODUCT} ответила на ваше обращение «{topic}» {when}."
+            f"{closed} Ответ — в разделе «Помощь» приложения.",
+            f"Ответ поддержки: {topic}",
+        )
+    topic = f.topic.replace("_", " ")
+    closed = " The request is closed." if f.closed else ""
+    return (
+        "Support answered",
+        f"{PRODUCT} support answered your request \"{topic}\" on {when}.{closed} "
+        "Read it under Help in the app.",
+        f"Support answered: {topic}",
+    )
+
+
 # Any is safe here: render() checks the facts type against the kind before dispatching.
 _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.CHILD_ENTERED: _gate(NotificationKind.CHILD_ENTERED),
@@ -866,6 +897,7 @@ _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.ARRIVED_SAFELY: _arrived,
     NotificationKind.NOT_ARRIVED_ALERT: _not_arrived,
     NotificationKind.DAILY_DIGEST: _digest,
+    NotificationKind.SUPPORT_ANSWERED: _support_answered,
 }
 
 

@@ -13,6 +13,14 @@ from services.wallet.domain.account import (
     check_ledger,
     reissue_card,
 )
+from services.wallet.domain.applications import (
+    Application,
+    ApplicationChanged,
+    ApplicationDecision,
+    ApplicationKind,
+    ApplicationReason,
+    ApplicationStatus,
+)
 from services.wallet.domain.events import (
     AccountOpened,
     AutoTopUpCancelled,
@@ -38,6 +46,7 @@ from services.wallet.domain.events import (
     SaleDeclined,
     SaleLineRefunded,
     TopUpCredited,
+    TransitPaymentsSwitched,
     event_to_doc,
 )
 from services.wallet.domain.ledger import (
@@ -83,6 +92,11 @@ from services.wallet.domain.results import (
     TopUpResult,
     TransferResult,
 )
+from services.wallet.domain.schedule import (
+    ScheduleAction,
+    ScheduledAsk,
+    ScheduledTopUp,
+)
 from services.wallet.domain.statement import (
     LineStatus,
     StatementKind,
@@ -127,6 +141,12 @@ __all__ = [
     "Account",
     "AccountOpened",
     "AccountStatus",
+    "Application",
+    "ApplicationChanged",
+    "ApplicationDecision",
+    "ApplicationKind",
+    "ApplicationReason",
+    "ApplicationStatus",
     "AutoTopUpCancelled",
     "AutoTopUpFailed",
     "AutoTopUpRequested",
@@ -180,6 +200,9 @@ __all__ = [
     "SaleLineRefunded",
     "SaleResult",
     "SalesReport",
+    "ScheduleAction",
+    "ScheduledAsk",
+    "ScheduledTopUp",
     "StatementKind",
     "StatementLine",
     "SubBalance",
@@ -191,6 +214,7 @@ __all__ = [
     "TopUpTemplates",
     "TopUpVerdict",
     "TransferResult",
+    "TransitPaymentsSwitched",
     "WalletRejected",
     "check_ledger",
     "event_to_doc",

@@ -52,6 +52,7 @@ from services.wallet.domain.events import (
     SaleDeclined,
     SaleLineRefunded,
     TopUpCredited,
+    TransitPaymentsSwitched,
 )
 from services.wallet.domain.ledger import (
     CounterAccount,
@@ -72,6 +73,7 @@ from services.wallet.domain.records import (
     DisputeStatus,
     ExpiryRecord,
     FareRefundRecord,
+    PayoutRecord,
     ReissueRecord,
     RideRecord,
     SaleItem,
@@ -91,6 +93,13 @@ from services.wallet.domain.results import (
     SaleResult,
     TopUpResult,
     TransferResult,
+)
+from services.wallet.domain.schedule import (
+    AskState,
+    ScheduleAction,
+    ScheduledAsk,
+    ScheduledTopUp,
+    local_midnight,
 )
 from services.wallet.domain.values import (
     BONUS_BASIS_POINTS,
@@ -214,6 +223,8 @@ class Account:
     auto_top_up_pending: str | None = None
     auto_top_up_pending_amount: int = 0  # what the pending request asked for
     auto_top_up_seq: int = 0
+    scheduled_top_up: ScheduledTopUp | None = None  # autopay by date (domain/schedule.py)
+    transit_payments: bool = True  # the parent's switch: False declines every fare
     grace_meal_limit: int = 0
     fares_unpaid: bool = False  # a fare was declined for funds: transit deny-lists the card
     block_reason: str | None = None
@@ -228,6 +239,7 @@ class Account:
     expiries: Book[str, ExpiryRecord] = field(default_factory=Book)
     predecessor: ReissueRecord | None = None
     successor: ReissueRecord | None = None
+    payout: PayoutRecord | None = None  # the money paid out when the account closed
     closed_at: datetime | None = None
     _events: list[DomainEvent] = field(default_factory=list, init=False, repr=False)
     _entries: list[LedgerEntry] = field(default_factory=list, init=False, repr=False)
@@ -381,9 +393,12 @@ class Account:
             self._events.append(GraceDebtSettled(
                 self.contract, payment_id, at, tuple(r.ride_id for r in collected),
                 sum(r.paid for r in collected)))
-        pending = self.auto_top_up_pending
-        if pending is not None and (
-            auto_top_up_request_id == pending or channel is TopUpChannel.AUTO_TOP_UP
+        if auto_top_up_request_id is not None and self._answer_scheduled(
+                auto_top_up_request_id, AskState.PAID) is not None:
+            pass  # a scheduled payment does not answer the threshold's request
+        elif self.auto_top_up_pending is not None and (
+            auto_top_up_request_id == self.auto_top_up_pending
+            or channel is TopUpChannel.AUTO_TOP_UP
         ):
             self.auto_top_up_pending = None
         self._touch()
@@ -406,6 +421,13 @@ class Account:
         harmless.
         """
         at = require_aware(now)
+        if self.status is not AccountStatus.CLOSED:
+            asked = self._answer_scheduled(request_id, AskState.FAILED)
+            if asked is not None:
+                self._events.append(AutoTopUpFailed(self.contract, request_id, asked.amount,
+                                                    reason, at))
+                self._touch()
+                return True
         if self.auto_top_up_pending is None or self.auto_top_up_pending != request_id:
             return False
         self._require_open()
@@ -673,6 +695,8 @@ class Account:
         reason: DeclineReason | None = None
         if self.status is AccountStatus.BLOCKED:
             reason = DeclineReason.CARD_BLOCKED
+        elif not self.transit_payments:
+            reason = DeclineReason.TRANSIT_PAYMENTS_OFF
         elif transit + general < amount:
             reason = DeclineReason.INSUFFICIENT_FUNDS
         record = RideRecord(ride_id, amount, at, reason is None, reason, seq=self.version + 1)
@@ -1176,6 +1200,114 @@ class Account:
             self._check_auto_top_up(at)
         return changed
 
+    # --- autopay by date and the services switches ------------------------------------------
+
+    def set_scheduled_top_up(self, days: Sequence[int], amount: int, sub_balance: SubBalance,
+                             *, now: datetime, by: str | None = None) -> bool:
+        """Plan (or change) the autopay by date: ``amount`` on each of ``days`` of the month,
+        from today on; a paused plan stays paused. See ``domain/schedule.py``."""
+        at = require_aware(now)
+        self._require_open()
+        plan = ScheduledTopUp.plan(tuple(days), amount, sub_balance,
+                                   today=local_day(at, self.time_zone),
+                                   previous=self.scheduled_top_up)
+        return self._set_control("scheduled_top_up", "scheduled_top_up", plan, at, by)
+
+    def switch_scheduled_top_up(self, action: ScheduleAction, *, now: datetime,
+                                by: str | None = None) -> bool:
+        """Pause, resume or remove the autopay by date (``unknown_schedule`` when there is
+        none); a repeated switch changes nothing."""
+        at = require_aware(now)
+        self._require_open()
+        if self.scheduled_top_up is None:
+            if action is ScheduleAction.REMOVE:
+                return False
+            raise WalletRejected(RejectionReason.UNKNOWN_SCHEDULE, "no autopay by date is set")
+        switched = self.scheduled_top_up.switched(ScheduleAction(action),
+                                                  today=local_day(at, self.time_zone))
+        return self._set_control("scheduled_top_up", "scheduled_top_up", switched, at, by)
+
+    def ask_scheduled_top_up(self, *, now: datetime, catch_up_days: int) -> ScheduledAsk | None:
+        """The scheduler's call: ask the payment integrator for the due date that has come
+        (``AutoTopUpRequested`` with reason ``schedule``), at most once per due date. Nothing
+        on a closed or blocked account: the due dates pass (a lost card is not topped up)."""
+        at = require_aware(now)
+        plan = self.scheduled_top_up
+        if plan is None:
+            return None
+        today = local_day(at, self.time_zone)
+        settled, asked = plan.ask(self.contract, today=today, catch_up_days=catch_up_days)
+        if settled == plan:
+            return None
+        if self.status is not AccountStatus.ACTIVE:
+            asked = None
+            settled = dataclasses.replace(plan, covered_through=settled.covered_through)
+        self.scheduled_top_up = settled
+        if asked is not None:
+            self._events.append(AutoTopUpRequested(
+                self.contract, asked.request_id, asked.amount, settled.sub_balance, at,
+                reason="schedule", due_date=asked.due_date))
+        self._touch()
+        return asked
+
+    def next_scheduled_due_at(self) -> datetime | None:
+        """When the next due date of the autopay by date begins (school-local midnight), for
+        the scheduler's index; None without an active plan."""
+        plan = self.scheduled_top_up
+        due = plan.next_due() if plan is not None and self.status is not AccountStatus.CLOSED \
+            else None
+        return local_midnight(due, self.time_zone) if due is not None else None
+
+    def _answer_scheduled(self, request: str, state: AskState) -> ScheduledAsk | None:
+        if self.scheduled_top_up is None:
+            return None
+        self.scheduled_top_up, asked = self.scheduled_top_up.answered(request, state)
+        return asked
+
+    def set_transit_payments(self, enabled: bool, *, now: datetime,
+                             by: str | None = None) -> bool:
+        """The services switch for transit payments: off, every fare is declined
+        ``transit_payments_off`` (the gate and the canteen still take the card)."""
+        changed = self._set_control("transit_payments", "transit_payments", bool(enabled), now,
+                                    by)
+        if changed:
+            self._events.append(TransitPaymentsSwitched(self.contract, bool(enabled), by,
+                                                        require_aware(now)))
+        return changed
+
+    def pay_out(self, payout_id: str, *, now: datetime) -> int:
+        """Pay the remaining money out on leaving the school (a done refund application) and
+        close the account: one ledger operation ``payout:<payout_id>`` zeroes every money
+        sub-balance against ``external:payout``. Returns the kopecks paid out. Refused while
+        the child owes money (a grace meal, an unpaid fare: ``debt_outstanding``) and on a
+        closed account; bonus points are not money and are not paid out."""
+        at = require_aware(now)
+        self._require_open()
+        if self.grace_debt > 0 or self.fares_unpaid or self.balances.money < 0:
+            raise WalletRejected(RejectionReason.DEBT_OUTSTANDING,
+                                 "the child owes money: settle it before the refund")
+        paid = self.balances.money
+        self._post(OperationKind.PAYOUT, payout_id,
+                   [(sub, -self.balances_by_sub[sub], CounterAccount.PAYOUT)
+                    for sub in (_G, _C, _T)], at)
+        self._withdraw_planned_payments(at)
+        self.status = AccountStatus.CLOSED
+        self.closed_at = at
+        self.payout = PayoutRecord(payout_id, paid, at, self.version + 1)
+        self._touch()
+        return paid
+
+    def _withdraw_planned_payments(self, at: datetime) -> None:
+        """The account closes: every planned payment still pending (the threshold's and the
+        due dates') is withdrawn from the integrator (``AutoTopUpCancelled``)."""
+        if self.auto_top_up_pending is not None:
+            self._events.append(AutoTopUpCancelled(self.contract, self.auto_top_up_pending, at))
+            self.auto_top_up_pending = None
+        if self.scheduled_top_up is not None:
+            self.scheduled_top_up, pending = self.scheduled_top_up.withdrawn()
+            self._events.extend(AutoTopUpCancelled(self.contract, a.request_id, at)
+                                for a in pending)
+
     def set_grace_meal_limit(self, limit: int, *, now: datetime, by: str | None = None) -> bool:
         """School setting: the deepest debt one grace meal may leave (0 disables the rule)."""
         limit = require_amount(limit, allow_zero=True)
@@ -1596,11 +1728,13 @@ def reissue_card(
     new.low_balance_threshold = old.low_balance_threshold
     new.low_balance_armed = old.low_balance_armed
     new.auto_top_up = old.auto_top_up
+    new.scheduled_top_up = old.scheduled_top_up
+    new.transit_payments = old.transit_payments
     new.daily_spend = [dataclasses.replace(d) for d in old.daily_spend]
     _move_rides(old, new, at)
-    if old.auto_top_up_pending is not None:
-        old._events.append(AutoTopUpCancelled(old.contract, old.auto_top_up_pending, at))
-        old.auto_top_up_pending = None
+    old._withdraw_planned_payments(at)
+    if new.scheduled_top_up is not None:
+        new.scheduled_top_up = dataclasses.replace(new.scheduled_top_up, asked=())
     old.status = AccountStatus.CLOSED
     old.closed_at = at
     old.successor = record

@@ -201,6 +201,8 @@ class AutoTopUpRequested:
     amount: int
     sub_balance: SubBalance
     at: datetime
+    reason: str = "threshold"  # or "schedule": a due date of the autopay by date
+    due_date: str | None = None  # ISO school-local day, for a scheduled request
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +235,17 @@ class CardBlocked:
 @dataclass(frozen=True, slots=True)
 class CardUnblocked:
     contract: str
+    by: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransitPaymentsSwitched:
+    """The parent switched the card's transit payments on or off (transit may deny-list a card
+    that pays no fares)."""
+
+    contract: str
+    enabled: bool
     by: str | None
     at: datetime
 
@@ -297,6 +310,7 @@ DomainEvent = (
     | CardBlocked
     | CardUnblocked
     | ControlsChanged
+    | TransitPaymentsSwitched
     | MoneyMoved
     | BonusesExpired
     | CardReissued

@@ -30,6 +30,7 @@ class CounterAccount(StrEnum):
     REISSUE = "internal:reissue"
     BONUS_ACCRUAL = "bonus:accrual"
     BONUS_EXPIRY = "bonus:expiry"
+    PAYOUT = "external:payout"
 
 
 class OperationKind(StrEnum):
@@ -42,6 +43,7 @@ class OperationKind(StrEnum):
     BONUS_EXPIRY = "bonus_expiry"
     REISSUE_OUT = "reissue_out"
     REISSUE_IN = "reissue_in"
+    PAYOUT = "payout"
 
 
 @dataclass(frozen=True, slots=True)

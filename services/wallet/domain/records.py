@@ -263,6 +263,17 @@ class ReissueRecord:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class PayoutRecord:
+    """The remaining money paid out on leaving the school (a done refund application); the
+    account closes with it, so there is at most one."""
+
+    payout_id: str  # the application id
+    amount: int
+    at: datetime
+    seq: int = 0
+
+
 K = TypeVar("K")
 R = TypeVar("R")
 

@@ -23,6 +23,7 @@ class StatementKind(StrEnum):
     TRANSFER = "transfer"
     BONUS_EXPIRY = "bonus_expiry"
     REISSUE = "reissue"
+    PAYOUT = "payout"
 
 
 class LineStatus(StrEnum):
@@ -124,6 +125,10 @@ def statement_lines(account: Account) -> list[StatementLine]:
                               sign * link.moved.money, abs(link.moved.money),
                               sign * link.moved.bonus,
                               f"{link.old_contract} -> {link.new_contract}", seq=seq))
+    if account.payout is not None:
+        p = account.payout
+        add(StatementLine(p.at, StatementKind.PAYOUT, p.payout_id, completed, -p.amount,
+                          p.amount, 0, "balance paid out on leaving the school", seq=p.seq))
     lines.sort(key=lambda line: (line.at, line.seq))
     return lines
 

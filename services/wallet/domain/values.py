@@ -58,6 +58,9 @@ class DeclineReason(StrEnum):
     # Never produced by Account: the handler uses it when no account exists for the card.
     UNKNOWN_CARD = "unknown_card"
     ACCOUNT_CLOSED = "account_closed"
+    # The parent switched transit payments off: the card passes gates and pays in the canteen
+    # but does not pay fares.
+    TRANSIT_PAYMENTS_OFF = "transit_payments_off"
 
 
 class RejectionReason(StrEnum):
@@ -87,6 +90,13 @@ class RejectionReason(StrEnum):
     TOO_MANY_TEMPLATES = "too_many_templates"
     TEMPLATE_NAME_CONFLICT = "template_name_conflict"
     UNKNOWN_TEMPLATE = "unknown_template"
+    UNKNOWN_SCHEDULE = "unknown_schedule"
+    INVALID_APPLICATION = "invalid_application"
+    APPLICATION_OPEN = "application_open"
+    APPLICATION_CLOSED = "application_closed"
+    UNKNOWN_APPLICATION = "unknown_application"
+    COMMENT_REQUIRED = "comment_required"
+    DEBT_OUTSTANDING = "debt_outstanding"
 
 
 class WalletRejected(Exception):

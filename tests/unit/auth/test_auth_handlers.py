@@ -565,19 +565,28 @@ async def test_a_wrong_proof_is_counted_then_refused_and_an_unknown_contract_rea
     assert _last_error(rt) == "child_proof_invalid"
 
 
+REAUTH = cmd.Reauthentication(password=PASSWORD)
+
+
 async def test_the_primary_invites_and_removes_a_co_guardian():
     rt, h = _auth()
     mum = await _registered(rt, h)
     dad = await _registered(rt, h, "+79120000002", link=False)
     await h.on_invite_guardian(_req(rt, cmd.InviteGuardian(
-        request_id="i-1", contract=CONTRACT, phone=dad.phone, role="co_guardian"),
-        key=mum.phone, token=mum.token))
-    assert rt.replies()[-1] == cmd.CommandCompleted(request_id="i-1", account_id=dad.account_id)
+        request_id="i-1", contract=CONTRACT, phone=dad.phone, role="co_guardian",
+        reauth=REAUTH), key=mum.phone, token=mum.token))
+    assert rt.replies()[-1] == cmd.CommandCompleted(request_id="i-1", account_id=dad.account_id,
+                                                    invitation_id="inv_i-1")
+    assert rt.emitted(cmd.GuardianLinked) == []  # not before the invitee accepts
+    await h.on_accept_invitation(_req(rt, cmd.AcceptInvitation(
+        request_id="a-1", contract=CONTRACT, invitation_id="inv_i-1"), key=dad.phone,
+        token=dad.token))
+    assert _tokens(rt).access_token is not None
     [linked] = rt.emitted(cmd.GuardianLinked)
     assert (linked.account_id, linked.role) == (dad.account_id, "co_guardian")
     await h.on_remove_guardian(_req(rt, cmd.RemoveGuardian(
-        request_id="m-1", contract=CONTRACT, account_id=dad.account_id), key=mum.phone,
-        token=mum.token))
+        request_id="m-1", contract=CONTRACT, account_id=dad.account_id, reauth=REAUTH),
+        key=mum.phone, token=mum.token))
     assert rt.replies()[-1] == cmd.CommandCompleted(request_id="m-1", account_id=dad.account_id)
     child = await rt.db.auth_children.find_one({"contract_number": CONTRACT})
     assert child is not None and child["guardian_ids"] == [mum.account_id]
@@ -588,12 +597,12 @@ async def test_an_invitation_for_a_phone_without_an_active_account_or_a_contract
     rt, h = _auth()
     mum = await _registered(rt, h)
     await h.on_invite_guardian(_req(rt, cmd.InviteGuardian(
-        request_id="i-1", contract=CONTRACT, phone="+79129999999", role="viewer"),
-        key=mum.phone, token=mum.token))
+        request_id="i-1", contract=CONTRACT, phone="+79129999999", role="viewer",
+        reauth=REAUTH), key=mum.phone, token=mum.token))
     assert _last_error(rt) == "invitation_invalid"
     await h.on_remove_guardian(_req(rt, cmd.RemoveGuardian(
-        request_id="m-1", contract="40077777", account_id=mum.account_id), key=mum.phone,
-        token=mum.token))
+        request_id="m-1", contract="40077777", account_id=mum.account_id, reauth=REAUTH),
+        key=mum.phone, token=mum.token))
     assert _last_error(rt) == "not_a_guardian"
     await h.on_invite_guardian(_req(rt, cmd.InviteGuardian(
         request_id="i-2", contract="40077777", phone=mum.phone, role="viewer"),
@@ -654,8 +663,11 @@ async def test_support_creates_an_integrator_bound_to_its_operator_and_its_token
 async def test_closing_an_account_minimises_it_and_ends_its_guardianships():
     rt, h = _auth()
     p = await _registered(rt, h)
-    await h.on_close_account(_req(rt, cmd.CloseAccount(request_id="c-1"), key=PHONE,
-                                        token=p.token))
+    await h.on_close_account(_req(rt, cmd.CloseAccount(request_id="c-0"), key=PHONE,
+                                  token=p.token))
+    assert _last_error(rt) == "reauthentication_required"  # the access token is not enough
+    await h.on_close_account(_req(rt, cmd.CloseAccount(request_id="c-1", reauth=REAUTH),
+                                  key=PHONE, token=p.token))
     assert rt.replies()[-1] == cmd.CommandCompleted(request_id="c-1", account_id=p.account_id)
     account = await _account(rt, _id=p.account_id)
     assert account["status"] == "closed" and account.get("phone") != PHONE
@@ -693,6 +705,25 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
     cmd.CloseAccount: cmd.CloseAccount(request_id="d-c"),
     cmd.ListSessions: cmd.ListSessions(),
     cmd.GetLoginHistory: cmd.GetLoginHistory(),
+    cmd.EndSession: cmd.EndSession(request_id="d-e", session_id="ses_other"),
+    cmd.AcceptInvitation: cmd.AcceptInvitation(request_id="d-a", contract=CONTRACT,
+                                               invitation_id="inv_x"),
+    cmd.RevokeInvitation: cmd.RevokeInvitation(request_id="d-r", contract=CONTRACT,
+                                               invitation_id="inv_x"),
+    cmd.ChangeGuardianRole: cmd.ChangeGuardianRole(
+        request_id="d-g", contract=CONTRACT, account_id="acc_00000000000000000000000000000002",
+        role="viewer"),
+    cmd.ListGuardians: cmd.ListGuardians(contract=CONTRACT),
+    cmd.ListInvitations: cmd.ListInvitations(),
+    cmd.SetCodeWord: cmd.SetCodeWord(request_id="d-w", code_word="blue heron",
+                                     reauth=cmd.Reauthentication(password=PASSWORD)),
+    cmd.StartPhoneChange: cmd.StartPhoneChange(request_id="d-p", phone="+79120000003",
+                                               reauth=cmd.Reauthentication(password=PASSWORD)),
+    cmd.ConfirmPhoneChange: cmd.ConfirmPhoneChange(request_id="d-q", code="123456"),
+    cmd.UpdateProfile: cmd.UpdateProfile(request_id="d-pr", locale="en"),
+    cmd.SetChildName: cmd.SetChildName(request_id="d-cn", contract=CONTRACT,
+                                       display_name="Маша"),
+    cmd.GetProfile: cmd.GetProfile(),
     cmd.ListTrustedDevices: cmd.ListTrustedDevices(),
     cmd.RenameTrustedDevice: cmd.RenameTrustedDevice(request_id="rn", device_id="dev-1",
                                                      name="Phone"),

@@ -48,6 +48,7 @@ from services.notify.domain import (
     RideFacts,
     SecondFactorDisabledFacts,
     SessionRevokedFacts,
+    SupportAnsweredFacts,
     TimelineEntry,
     TimelineKind,
     TopUpFacts,
@@ -108,6 +109,8 @@ SAMPLES: dict[NotificationKind, Facts] = {
     NotificationKind.DAILY_DIGEST: DigestFacts(
         date(2025, 9, 10), (DigestItem(msk(12, 30), "Столовая: 135,00 ₽"),)
     ),
+    NotificationKind.SUPPORT_ANSWERED: SupportAnsweredFacts("sup_5b1c9e0a7d3f2468", "top_up",
+                                                            msk(11, 0)),
 }
 MONEY_KINDS = {
     NotificationKind.CANTEEN_PURCHASE,
