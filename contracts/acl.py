@@ -1,12 +1,18 @@
 """Who may do what on the broker, derived from the topic catalog: one principal per service
-(``User:schoolcard-<service>``), per integrator (``User:integrator-<name>``), for the apps
-(``User:schoolcard-apps``) and for the operators (``User:schoolcard-operators``).
+(``User:schoolcard-<service>``), per integrator (``User:integrator-<name>``), per app of
+``catalog.APPS`` (``User:schoolcard-gateway``, ...) and for the operators
+(``User:schoolcard-operators``).
 
 - the producer of a topic gets Write on it, each consumer Read; nobody else gets either;
+  ``apps`` in the catalog stands for every app: each app writes the topics the apps produce,
+  reads the shared ``apps.replies.v1`` and, of the other topics the apps consume, those it
+  ``streams``;
 - a service reads its consumer group ``schoolcard-<service>`` (``Runtime.group_id``), an
-  integrator or the apps their own group prefix (only when they read anything);
+  integrator or an app its own group prefix (only when they read anything);
 - the services answering requests write the per-client reply topics
-  ``apps.replies.<client-id>.v1`` (prefix ``apps.replies.``), which the apps create and read;
+  ``apps.replies.<client-id>.v1`` (prefix ``apps.replies.``); each app creates and reads only
+  those under its own prefix ``apps.replies.<client prefix>`` (``App.reply_prefix``), so no
+  app reads another's session tokens;
 - the operators read the dead letters and describe every topic and the services' groups
   (``schoolcard lag``); replaying a dead letter writes its source topic and needs that
   topic's producer's rights.
@@ -27,13 +33,14 @@ from itertools import groupby
 from pathlib import Path
 from typing import Literal
 
-from contracts.catalog import APP_REPLIES, SERVICES, TOPICS, Topic
+from contracts.catalog import APP_REPLIES, APPS_PARTY, SERVICES, TOPICS, Topic
+from contracts.catalog import APPS as APP_LIST
 
 Resource = Literal["topic", "group"]
 Pattern = Literal["literal", "prefixed"]
 Operation = Literal["Read", "Write", "Create", "Describe"]
 
-APPS = "apps"
+APPS = APPS_PARTY
 OPERATORS = "operators"
 CLIENT_REPLIES_PREFIX = "apps.replies."
 """Prefix of every reply topic (``apps.replies.v1`` and the per-client
@@ -81,26 +88,48 @@ def producers(topic: Topic) -> tuple[str, ...]:
 
 
 def parties(topics: Iterable[Topic] = TOPICS) -> tuple[str, ...]:
-    """Every producer and consumer named in the catalog, services first."""
+    """Every producer and consumer named in the catalog, services first, ``apps`` replaced by
+    each app's name."""
     named = {p for t in topics for p in (*producers(t), *t.consumers)}
+    if APPS in named:
+        named = (named - {APPS}) | {a.name for a in APP_LIST}
     return (*[s for s in SERVICES if s in named], *sorted(named - set(SERVICES)))
+
+
+def writers(t: Topic) -> frozenset[str]:
+    """The principals that write ``t``: its producers, every app for ``apps``."""
+    out = {principal(p) for p in producers(t) if p != APPS}
+    if APPS in producers(t):
+        out |= {principal(a.name) for a in APP_LIST}
+    return frozenset(out)
+
+
+def readers(t: Topic) -> frozenset[str]:
+    """The principals that read ``t``: its consumers; for ``apps``, the apps that read it (all
+    of them the shared reply topic, the others only where they ``streams`` it)."""
+    out = {principal(c) for c in t.consumers if c != APPS}
+    if APPS in t.consumers:
+        out |= {principal(a.name) for a in APP_LIST
+                if t.name == APP_REPLIES or t.name in a.streams}
+    return frozenset(out)
 
 
 def table(topics: tuple[Topic, ...] = TOPICS) -> tuple[Acl, ...]:
     """The whole ACL table, sorted, derived from ``topics`` (the catalog by default)."""
     acls: set[Acl] = set()
     for t in topics:
-        acls |= {Acl(principal(p), "topic", t.name, "literal", "Write") for p in producers(t)}
-        acls |= {Acl(principal(c), "topic", t.name, "literal", "Read") for c in t.consumers}
+        acls |= {Acl(who, "topic", t.name, "literal", "Write") for who in writers(t)}
+        acls |= {Acl(who, "topic", t.name, "literal", "Read") for who in readers(t)}
         if t.name == APP_REPLIES:
-            acls |= {Acl(principal(p), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Write")
-                     for p in producers(t)}
-            for c in t.consumers:
-                acls |= {Acl(principal(c), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Read"),
-                         Acl(principal(c), "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Create")}
-    readers = {a.principal for a in acls if a.operation == "Read"}
+            acls |= {Acl(who, "topic", CLIENT_REPLIES_PREFIX, "prefixed", "Write")
+                     for who in writers(t)}
+            if APPS in t.consumers:
+                own: tuple[Operation, ...] = ("Read", "Create")
+                acls |= {Acl(principal(a.name), "topic", a.reply_prefix, "prefixed", op)
+                         for a in APP_LIST for op in own}
+    reading = {a.principal for a in acls if a.operation == "Read"}
     for party in parties(topics):
-        if principal(party) not in readers:
+        if principal(party) not in reading:
             continue
         if party in SERVICES:
             acls.add(Acl(principal(party), "group", user_name(party), "literal", "Read"))

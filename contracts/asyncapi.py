@@ -58,9 +58,9 @@ ENVELOPE_HEADERS: dict[str, Any] = {
 }
 
 SIGNING = (
-    "Messages that create money or change which card a balance is on (TopUpReceived, "
-    "CardIssued, CardReissued, VirtualCardIssued: x-signed-by on the message) must be signed "
-    "by the integrator "
+    "Messages that create money, change auto top-up or change which card a balance is on "
+    "(TopUpReceived, AutoTopUpCollectionFailed, CardIssued, CardReissued, VirtualCardIssued: "
+    "x-signed-by on the message) must be signed by the integrator "
     f"that produces their topic. Header {signing.HEADER_SIGNER}: the key id, "
     "'<integrator id>' or '<integrator id>#<key name>' (e.g. integrator:payments#2026-09; "
     "several keys per integrator, so a key rotates by adding the new one, signing with it, then "

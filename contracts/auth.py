@@ -140,6 +140,13 @@ class Login(Command):
         examples=["492039"])
     device: str = Field(default="", max_length=120, description="User agent / device name.")
     ip: str = Field(default="", max_length=64, description="Client address (stored hashed).")
+    device_token: Secret | None = Field(
+        default=None, description="The device token an earlier successful login from this "
+        "device returned (SessionTokens.device_token; the gateway takes it from the "
+        "X-Device-Token header or the schoolcard_device cookie). A token of one of the "
+        "account's trusted devices makes the login a known device's: no new-login alert, and "
+        "it passes the account's hourly failure ceiling. Never logged.",
+        examples=["dt-9c3e71b2a4f05d8e6b1c2a7f9e0d4b3c"])
 
 
 class RefreshSession(Command):
@@ -460,6 +467,32 @@ class ListSessions(Query):
     pass
 
 
+class ListTrustedDevices(Query):
+    """The calling account's trusted devices (those it logged in from and kept the device
+    token of), most recently seen first: TrustedDevicesReply."""
+
+
+class RenameTrustedDevice(Command):
+    """Give one of the caller's trusted devices a name for the list. CommandCompleted, or
+    ErrorReply device_not_found, device_name_invalid (empty after trimming)."""
+
+    request_id: Identifier
+    device_id: Identifier = Field(description="From TrustedDevicesReply.",
+                                  examples=["dev-5b2e9c"])
+    name: str = Field(min_length=1, max_length=120, description="The new name.",
+                      examples=["Телефон мамы"])
+
+
+class RevokeTrustedDevice(Command):
+    """Stop trusting one of the caller's devices: its device token no longer marks a known
+    device (the next login from it raises the new-login alert and meets the account's failure
+    ceiling like a stranger's). CommandCompleted, or ErrorReply device_not_found."""
+
+    request_id: Identifier
+    device_id: Identifier = Field(description="From TrustedDevicesReply.",
+                                  examples=["dev-5b2e9c"])
+
+
 class GetLoginHistory(Query):
     limit: int = Field(default=20, ge=1, le=200, description="How many of the most recent "
                        "login attempts to return.", examples=[20])
@@ -492,6 +525,11 @@ class SessionTokens(Reply):
     must_change_password: bool = Field(
         default=False, description="True when the initial (birth-date) password is still set: "
         "the app must have the parent change it first.", examples=[False])
+    device_token: Secret | None = Field(
+        default=None, description="At a successful login: this device's token, to keep and "
+        "send with later logins (Login.device_token); the one presented when it was already "
+        "trusted, else a new one. None on refresh and on failure.",
+        examples=["dt-9c3e71b2a4f05d8e6b1c2a7f9e0d4b3c"])
 
 
 class TotpEnrolmentStarted(Reply):
@@ -616,6 +654,23 @@ class SessionsReply(Reply):
                     "last_seen_at": "2026-09-01T05:20:00Z", "current": True}]])
 
 
+class TrustedDeviceInfo(Part):
+    device_id: Identifier = Field(examples=["dev-5b2e9c"])
+    name: str = Field(max_length=120, description="The device name given at its first login, "
+                      "or the owner's name for it.", examples=["Android 14, SchoolCard 2.4"])
+    first_seen_at: UtcDatetime
+    last_seen_at: UtcDatetime = Field(description="Its most recent successful login.")
+
+
+class TrustedDevicesReply(Reply):
+    devices: list[TrustedDeviceInfo] = Field(
+        default_factory=list, max_length=20, description="The caller's trusted devices, most "
+        "recently seen first (at most 20: the one seen longest ago is forgotten first).",
+        examples=[[{"device_id": "dev-5b2e9c", "name": "Android 14, SchoolCard 2.4",
+                    "first_seen_at": "2026-09-01T05:12:30Z",
+                    "last_seen_at": "2026-09-03T06:40:00Z"}]])
+
+
 class LoginRecord(Part):
     at: UtcDatetime
     device: str = Field(max_length=200, description="User agent / device name of the attempt.",
@@ -639,13 +694,34 @@ class ParentRegistered(Event):
 
 
 class LoginSucceeded(Event):
-    """A new login: notify sends the "new login" alert."""
+    """A login from a device not seen before (it presented no trusted device token): notify
+    sends the "new login" alert. Logins from the account's trusted devices raise none."""
 
     account_id: AccountId
     session_id: Identifier
     device: str = Field(max_length=200, description="User agent / device name of the new "
                         "session, quoted in the new-login alert.",
                         examples=["Android 14, SchoolCard 2.4"])
+    at: UtcDatetime
+
+
+class AccountLocked(Event):
+    """Failed logins closed the account's login to all but its trusted devices: notify tells
+    the owner (a security message: no quiet hours, cannot be muted). Sent once per closing."""
+
+    account_id: AccountId
+    until: UtcDatetime | None = Field(
+        default=None, description="When the login opens again by itself (the hourly failure "
+        "ceiling); None: only support opens it (the wrong tries against a password anyone "
+        "knowing the child's birth date could type ran out).", examples=["2026-09-01T06:12:30Z"])
+    at: UtcDatetime
+
+
+class AccountUnlocked(Event):
+    """Support opened the account's login again (UnlockAccount, after checking the owner's
+    identity outside the system): notify tells the owner. Never carries support's reason."""
+
+    account_id: AccountId
     at: UtcDatetime
 
 
@@ -710,7 +786,8 @@ class RefreshTokenReused(Event):
 class SessionEnded(Event):
     """Sessions of the account ended: one (``session_id``), or every one (``session_id`` None)
     but the session a password change keeps (``kept_session_id``). Emitted in the transaction
-    that ended them; a session that runs out (idle or past its lifetime) ends without one.
+    that ended them; a session that runs out (idle or past its lifetime) is ended by auth's
+    periodic sweep (reason ``expired``, within AUTH_SESSION_SWEEP_INTERVAL_S).
     notify deletes the push tokens registered from the ended sessions. Never carries a token."""
 
     account_id: AccountId = Field(description="The owner of the ended sessions.",
@@ -724,8 +801,9 @@ class SessionEnded(Event):
         "caller's, after a password change); None when none does.", examples=[None])
     reason: str = Field(max_length=32, description="Why: logout, logout_everywhere, "
                         "refresh_token_reused, password_change, password_reset, "
-                        "second_factor_reset, account_closed, account_disabled (more may "
-                        "come: treat an unknown one as a session end all the same).",
+                        "second_factor_reset, account_closed, account_disabled, expired (the "
+                        "refresh lifetime ran out; more may come: treat an unknown one as a "
+                        "session end all the same).",
                         examples=["logout"])
     at: UtcDatetime = Field(description="When the sessions ended.",
                             examples=["2026-09-01T05:12:30Z"])

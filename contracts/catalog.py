@@ -92,6 +92,47 @@ CLIENT_REPLIES_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(3600 * 
 plenty, and secrets in it do not outlive that."""
 
 
+APPS_PARTY = "apps"
+"""The catalog's name for "every app" as a producer or consumer of a topic; the broker knows
+no such user: ``contracts.acl`` grants its rights to each app of ``APPS`` separately."""
+
+
+@dataclass(frozen=True)
+class App:
+    """A client application with its own Kafka principal (``User:schoolcard-<name>``, Strimzi
+    ``KafkaUser`` ``schoolcard-<name>``). Its private reply topics are
+    ``apps.replies.<client_prefix><instance>.v1``: it alone creates and reads them, so no
+    other app can read the session tokens and TOTP secrets answered there."""
+
+    name: str
+    client_prefix: str
+    """Start of the client id of each of its reply topics; no app's prefix starts another's."""
+    description: str
+    streams: tuple[str, ...] = ()
+    """Topics consumed by ``apps`` that this app reads besides the shared ``apps.replies.v1``."""
+
+    @property
+    def reply_prefix(self) -> str:
+        return f"apps.replies.{self.client_prefix}"
+
+    def reply_topic(self, instance: str) -> str:
+        """The reply topic of one running instance (``instance``: lower-case letters, digits,
+        hyphens; the whole client id fits ``CLIENT_REPLIES_PATTERN``)."""
+        return f"{self.reply_prefix}{instance}.v1"
+
+
+APPS: tuple[App, ...] = (
+    App("gateway", "gw-", "The HTTP gateway of the cabinets and the mobile app (one reply topic "
+        "per instance, GATEWAY_INSTANCE_ID).", streams=("notify.deliveries.v1",)),
+    App("partner", "partner-", "A partner application (kiosk, school back office) that sends "
+        "commands and queries with a user's token and reads its own replies only."),
+)
+
+
+def app(name: str) -> App:
+    return next(a for a in APPS if a.name == name)
+
+
 def reply_topic_problem(name: str, *, private: bool = False) -> str | None:
     """Why replies may not go to ``name`` (None: they may). Only ``apps.replies.v1`` and the
     per-client pattern are reply topics: a request naming anything else (another service's
@@ -117,7 +158,9 @@ TOPICS: tuple[Topic, ...] = (
     Topic("integrations.topups.v1", "contract", "integrator:payments", ("wallet",),
           _models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed"),
           "Top-ups from banks, terminals, ATMs, cashiers and planned payments.",
-          retention_ms=30 * DAY_MS, signed=_models(integrations, "TopUpReceived")),
+          retention_ms=30 * DAY_MS,
+          # a collection failure re-arms auto top-up and changes what wallet will charge next
+          signed=_models(integrations, "TopUpReceived", "AutoTopUpCollectionFailed")),
     Topic("integrations.canteen-sales.v1", "card_uid", "integrator:canteen-till", ("wallet",),
           _models(integrations, "CanteenSaleRequested"),
           "Sales with line items from canteen tills; answered on wallet.sale-decisions.v1."),
@@ -138,14 +181,16 @@ TOPICS: tuple[Topic, ...] = (
                   "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
                   "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
                   "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
-                  "UpdateProfile", "SetChildName", "GetProfile"),
+                  "UpdateProfile", "SetChildName", "GetProfile", "ListTrustedDevices",
+                  "RenameTrustedDevice", "RevokeTrustedDevice"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",
           retention_ms=DAY_MS, personal_data=True),
     Topic("auth.events.v1", "account id", "auth", ("notify",),
           _models(auth, "ParentRegistered", "LoginSucceeded", "PasswordChanged",
                   "GuardianLinked", "GuardianRemoved", "AccountClosed",
                   "SecondFactorDisabled", "RegistrationAttemptedForExistingAccount",
-                  "RefreshTokenReused", "ChildLinkRefused", "SessionEnded"),
+                  "RefreshTokenReused", "ChildLinkRefused", "SessionEnded", "AccountLocked",
+                  "AccountUnlocked"),
           "Account, session and guardianship facts, and security alerts for notify.",
           retention_ms=30 * DAY_MS),
     Topic("auth.guardian-contacts.v1", "account id", "auth", ("notify",),
@@ -229,7 +274,8 @@ TOPICS: tuple[Topic, ...] = (
     Topic(APP_REPLIES, "correlation id", "auth, wallet, access, transit, notify", ("apps",),
           _models(auth, "RegistrationStarted", "SessionTokens", "SessionsReply",
                   "LoginHistoryReply", "CommandCompleted", "TotpEnrolmentStarted",
-                  "GuardiansReply", "InvitationsReply", "ProfileReply")
+                  "GuardiansReply", "InvitationsReply", "ProfileReply",
+                  "TrustedDevicesReply")
           + _models(wallet, "BalanceReply", "StatementReply", "SalesReportReply",
                                     "TopUpTemplatesReply", "ControlsReply")
           + _models(wallet, "PaymentSettingsReply", "ApplicationsReply")

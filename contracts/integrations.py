@@ -142,7 +142,10 @@ class TopUpReceived(Event):
 class AutoTopUpCollectionFailed(Event):
     """The payment integrator could not collect a planned payment wallet asked for
     (``AutoTopUpRequested``): card declined, expired, no consent. Wallet re-arms auto top-up
-    and tells the parent; a request that was already answered or withdrawn is ignored."""
+    and tells the parent; a request that was already answered or withdrawn is ignored. It
+    changes money state, so it must carry the payment integrator's signature like
+    ``TopUpReceived`` (``contracts.signing``): unsigned, it is dead-lettered
+    ``unauthenticated``."""
 
     request_id: Identifier = Field(description="The AutoTopUpRequested that failed.",
                                    examples=["auto-40012345-3"])

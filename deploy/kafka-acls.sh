@@ -35,17 +35,6 @@ acl --allow-principal User:schoolcard-access --operation Write --topic apps.repl
 acl --allow-principal User:schoolcard-access --operation Read --topic integrations.card-issuance.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-access --operation Read --topic integrations.gate-taps.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-access --operation Read --topic wallet.events.v1 --resource-pattern-type literal
-# User:schoolcard-apps
-acl --allow-principal User:schoolcard-apps --operation Read --group schoolcard-apps --resource-pattern-type prefixed
-acl --allow-principal User:schoolcard-apps --operation Write --topic access.commands.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Create --operation Read --topic apps.replies. --resource-pattern-type prefixed
-acl --allow-principal User:schoolcard-apps --operation Read --topic apps.replies.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Write --topic auth.commands.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Write --topic notify.commands.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Read --topic notify.deliveries.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Read --topic notify.in-app.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Write --topic transit.commands.v1 --resource-pattern-type literal
-acl --allow-principal User:schoolcard-apps --operation Write --topic wallet.commands.v1 --resource-pattern-type literal
 # User:schoolcard-auth
 acl --allow-principal User:schoolcard-auth --operation Read --group schoolcard-auth --resource-pattern-type literal
 acl --allow-principal User:schoolcard-auth --operation Write --topic apps.replies. --resource-pattern-type prefixed
@@ -56,6 +45,16 @@ acl --allow-principal User:schoolcard-auth --operation Write --topic auth.events
 acl --allow-principal User:schoolcard-auth --operation Write --topic auth.guardian-contacts.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-auth --operation Read --topic integrations.card-issuance.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-auth --operation Write --topic notify.otp-requests.v1 --resource-pattern-type literal
+# User:schoolcard-gateway
+acl --allow-principal User:schoolcard-gateway --operation Read --group schoolcard-gateway --resource-pattern-type prefixed
+acl --allow-principal User:schoolcard-gateway --operation Write --topic access.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Create --operation Read --topic apps.replies.gw- --resource-pattern-type prefixed
+acl --allow-principal User:schoolcard-gateway --operation Read --topic apps.replies.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Write --topic auth.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Write --topic notify.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Read --topic notify.deliveries.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Write --topic transit.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-gateway --operation Write --topic wallet.commands.v1 --resource-pattern-type literal
 # User:schoolcard-notify
 acl --allow-principal User:schoolcard-notify --operation Read --group schoolcard-notify --resource-pattern-type literal
 acl --allow-principal User:schoolcard-notify --operation Read --topic access.events.v1 --resource-pattern-type literal
@@ -103,6 +102,15 @@ acl --allow-principal User:schoolcard-operators --operation Read --topic wallet.
 acl --allow-principal User:schoolcard-operators --operation Describe --topic wallet.events.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Describe --topic wallet.receipts.v1 --resource-pattern-type literal
 acl --allow-principal User:schoolcard-operators --operation Describe --topic wallet.sale-decisions.v1 --resource-pattern-type literal
+# User:schoolcard-partner
+acl --allow-principal User:schoolcard-partner --operation Read --group schoolcard-partner --resource-pattern-type prefixed
+acl --allow-principal User:schoolcard-partner --operation Write --topic access.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-partner --operation Create --operation Read --topic apps.replies.partner- --resource-pattern-type prefixed
+acl --allow-principal User:schoolcard-partner --operation Read --topic apps.replies.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-partner --operation Write --topic auth.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-partner --operation Write --topic notify.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-partner --operation Write --topic transit.commands.v1 --resource-pattern-type literal
+acl --allow-principal User:schoolcard-partner --operation Write --topic wallet.commands.v1 --resource-pattern-type literal
 # User:schoolcard-transit
 acl --allow-principal User:schoolcard-transit --operation Read --group schoolcard-transit --resource-pattern-type literal
 acl --allow-principal User:schoolcard-transit --operation Write --topic apps.replies. --resource-pattern-type prefixed

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from contracts.catalog import CLIENT_REPLIES_CONFIG, topic_for
+from contracts.catalog import CLIENT_REPLIES_CONFIG, app, topic_for
 from contracts.envelope import ContractModel, Envelope, encode, headers_to_dict
 from contracts.signing import Signers, SigningError, SigningKey
 from deploy.local.stack import DEV_FETCH_MAX_WAIT_MS
@@ -201,7 +201,8 @@ async def _async(value: T) -> T:
 
 async def create_reply_topic(bootstrap: str, client_id: str) -> str:
     """A client's own reply topic, ``apps.replies.<client_id>.v1``, created as the catalog
-    says (one hour of retention): what an app does before it logs in."""
+    says (one hour of retention): what an app does before it logs in. ``client_id`` starts
+    with its app's prefix (``catalog.App.client_prefix``) where the broker enforces ACLs."""
     name = f"apps.replies.{client_id}.v1"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -227,8 +228,9 @@ class Requester:
 
     async def __aenter__(self) -> Requester:
         if not self.reply_topic:
-            self.reply_topic = await create_reply_topic(self.bootstrap,
-                                                        f"test-{uuid.uuid4().hex[:12]}")
+            # a partner app's instance: inside the prefix its Kafka user may create and read
+            self.reply_topic = await create_reply_topic(
+                self.bootstrap, app("partner").client_prefix + f"test-{uuid.uuid4().hex[:12]}")
         self.replies = TopicReader(self.bootstrap, self.reply_topic)
         await self.integrator.__aenter__()
         await self.replies.__aenter__()

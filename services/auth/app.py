@@ -9,7 +9,7 @@ from services.auth import store
 from services.auth.handlers import Handlers
 from services.auth.settings import Settings
 from services.runtime.consumer import Routes
-from services.runtime.service import Runtime, main
+from services.runtime.service import Runtime, Tick, main
 
 
 async def wire(rt: Runtime) -> Routes:
@@ -17,6 +17,8 @@ async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db, session_retention_days=settings.session_retention_days,
                                login_throttle_retention_days=settings.login_throttle_retention_days)
     h = Handlers(rt)
+    rt.ticks.append(Tick(every_s=settings.session_sweep_interval_s,
+                         run=h.sweep_expired_sessions, name="session-expiry-sweep"))
     return {
         # integrations.card-issuance.v1
         CardIssued: h.on_card_issued,
@@ -55,6 +57,9 @@ async def wire(rt: Runtime) -> Routes:
         cmd.UpdateProfile: h.on_update_profile,
         cmd.SetChildName: h.on_set_child_name,
         cmd.GetProfile: h.on_get_profile,
+        cmd.ListTrustedDevices: h.on_list_trusted_devices,
+        cmd.RenameTrustedDevice: h.on_rename_trusted_device,
+        cmd.RevokeTrustedDevice: h.on_revoke_trusted_device,
     }
 
 

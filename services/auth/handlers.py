@@ -421,10 +421,16 @@ class Handlers:
         unknown_key = self._unknown_key(field, value)
         source = source_key(self.pepper, c.device, c.ip)
         by_contract = field == "login_contract"
+        presented_device = _secret(c.device_token) or None
+        new_device_token = new_refresh_token()
+        device = d.DeviceProof(presented_hash=hash_token(presented_device)
+                               if presented_device else None,
+                               new_device_id=outbound.new_device_id(),
+                               new_token_hash=hash_token(new_device_token))
         before = await Store(self.rt.db).account_by(field, value)
         ghost = await Store(self.rt.db).unknown_throttle(unknown_key) if before is None else None
         refused = d.login_gate_for_identifier(before, ghost, now, source=source,
-                                              by_contract=by_contract)
+                                              by_contract=by_contract, device=device)
         # Throttled attempts cost no argon2; the others cost one, known account or not.
         verified_hash = before.password_hash if before is not None else None
         password_ok = refused is None and await _verify(verified_hash, password)
@@ -441,7 +447,7 @@ class Handlers:
                                refresh_token_hash=hash_token(refresh), device=c.device,
                                ip_hash=hash_ip(self.pepper, c.ip),
                                totp_code=_secret(c.totp) or None, source=source,
-                               by_contract=by_contract)
+                               by_contract=by_contract, device_proof=device)
             if throttle is not None:
                 await s.save_unknown_throttle(unknown_key, throttle)
             if account is not None:
@@ -451,7 +457,8 @@ class Handlers:
             await s.save_session(session, None)
             uc.tx.reply(outbound.session_tokens(
                 c.request_id, access=token, refresh=refresh,
-                must_change_password=outcome.reply.password_change_required))
+                must_change_password=outcome.reply.password_change_required,
+                device_token=new_device_token if outcome.new_device else presented_device))
 
     async def on_refresh_session(self, msg: Inbound[cmd.RefreshSession]) -> None:
         c = msg.message
@@ -602,6 +609,47 @@ class Handlers:
                                            role=ch.guardians[a.account_id].value,
                                            display_name=ch.display_name)
                           for ch in sorted(children, key=lambda ch: ch.contract_number)]))
+
+    async def sweep_expired_sessions(self) -> None:
+        """End the sessions whose refresh lifetime ran out (the tick of ``app``), one
+        transaction each: ``Session.expire`` emits SessionEnded (reason expired) once, so a
+        session swept twice (two instances, a rerun after a crash) is told once. A session
+        refreshed meanwhile is alive again and stays (a version conflict retries next tick)."""
+        now = self.rt.clock()
+        for session_id in await Store(self.rt.db).expired_session_ids(
+                now, self.settings.session_sweep_batch):
+            async with self.rt.transaction() as tx:
+                s = Store.of(tx)
+                session = await s.session_doc(session_id)
+                if session is None or not session.expire(tx.now):
+                    continue
+                await s.save_session(session, session.version)
+                self._emit(tx, session.pull_events())
+
+    # --- trusted devices ----------------------------------------------------------------------
+
+    async def on_list_trusted_devices(self, msg: Inbound[cmd.ListTrustedDevices]) -> None:
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            me.tx.reply(outbound.trusted_devices(me.account.trusted_devices.listed()))
+
+    async def on_rename_trusted_device(self, msg: Inbound[cmd.RenameTrustedDevice]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            me.account.trusted_devices.rename(c.device_id, c.name)
+            await self._save_account(me.tx, me.store, me.account, me.account.version)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
+
+    async def on_revoke_trusted_device(self, msg: Inbound[cmd.RevokeTrustedDevice]) -> None:
+        """A retry of the same request is answered from the inbox; revoking a device that is
+        no longer trusted (another request) answers device_not_found."""
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            me.account.trusted_devices.revoke(c.device_id)
+            await self._save_account(me.tx, me.store, me.account, me.account.version)
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
     async def on_get_login_history(self, msg: Inbound[cmd.GetLoginHistory]) -> None:
         q = msg.message

@@ -18,7 +18,7 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
-from services.auth.domain import Account, AuthRejected, DomainEvent, Reason
+from services.auth.domain import Account, AuthRejected, DomainEvent, Reason, TrustedDevice
 from services.auth.domain import events as d
 from services.auth.security import (
     TOTP_DIGITS,
@@ -72,10 +72,25 @@ def _activated(e: d.AccountActivated, account: Account | None) -> list[Wired]:
 
 
 def _login(e: d.NewLoginDetected, _: Account | None) -> list[Wired]:
+    """The new-login alert, for a device not trusted before only (``domain.devices``)."""
+    if not e.new_device:
+        return []
     return [_on(wire.LoginSucceeded, e.account_id,
                 wire.LoginSucceeded(account_id=e.account_id, session_id=e.session_id,
                                     device=e.device, at=e.occurred_at),
                 message_id("login", e.session_id))]
+
+
+def _locked(e: d.AccountLocked, _: Account | None) -> list[Wired]:
+    return [_on(wire.AccountLocked, e.account_id,
+                wire.AccountLocked(account_id=e.account_id, until=e.until, at=e.occurred_at),
+                message_id("locked", e.account_id, e.occurred_at.isoformat()))]
+
+
+def _unlocked(e: d.AccountUnlocked, _: Account | None) -> list[Wired]:
+    return [_on(wire.AccountUnlocked, e.account_id,
+                wire.AccountUnlocked(account_id=e.account_id, at=e.occurred_at),
+                message_id("unlocked", e.account_id, e.occurred_at.isoformat()))]
 
 
 def _password(e: d.PasswordChanged, _: Account | None) -> list[Wired]:
@@ -188,6 +203,8 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.ProfileChanged: _contacts_changed,
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
+    d.AccountLocked: _locked,
+    d.AccountUnlocked: _unlocked,
     d.PasswordChanged: _password,
     d.SecondFactorDisabled: _second_factor_disabled,
     d.RegistrationAttemptedForExistingAccount: _registration_attempted,
@@ -236,10 +253,23 @@ def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> s
 
 
 def session_tokens(request_id: str, *, access: str, refresh: str | None,
-                   must_change_password: bool = False) -> wire.SessionTokens:
+                   must_change_password: bool = False,
+                   device_token: str | None = None) -> wire.SessionTokens:
     return wire.SessionTokens(request_id=request_id, access_token=access,
                               refresh_token=refresh, expires_in_s=ACCESS_TOKEN_TTL_S,
-                              must_change_password=must_change_password)
+                              must_change_password=must_change_password,
+                              device_token=device_token)
+
+
+def new_device_id() -> str:
+    return "dev-" + uuid.uuid4().hex[:16]
+
+
+def trusted_devices(devices: list[TrustedDevice]) -> wire.TrustedDevicesReply:
+    return wire.TrustedDevicesReply(devices=[
+        wire.TrustedDeviceInfo(device_id=v.device_id, name=v.name,
+                               first_seen_at=v.first_seen_at, last_seen_at=v.last_seen_at)
+        for v in devices])
 
 
 def totp_enrolment(request_id: str, account: Account) -> wire.TotpEnrolmentStarted:

@@ -154,7 +154,8 @@ def hash_token(token: str) -> str:
 
 def source_key(pepper: bytes, device: str, ip: str) -> str:
     """Keyed hash of where a login comes from (device name and client address): the key of
-    its own throttle window, and what marks a device the account logged in from before."""
+    its own throttle window. It marks no device as known: only a device token does
+    (``domain.devices``)."""
     return hmac.new(pepper, f"source\x1f{device}\x1f{ip}".encode(),
                     hashlib.sha256).hexdigest()[:32]
 

@@ -46,6 +46,14 @@ class Settings(ServiceSettings):
                                                "after their last failure (the window is an "
                                                "hour; TTL index).")
 
+    session_sweep_interval_s: float = Field(
+        default=60.0, gt=0, le=3600, description="AUTH_SESSION_SWEEP_INTERVAL_S: how often auth "
+        "ends the sessions whose refresh lifetime ran out (idle 20 min or 12 h after login) "
+        "and tells notify (SessionEnded reason expired: their push tokens go).")
+    session_sweep_batch: int = Field(default=200, ge=1, le=10_000, description="AUTH_SESSION_"
+                                     "SWEEP_BATCH: most sessions ended per sweep (one "
+                                     "transaction each).")
+
     phone_countries: list[str] = Field(
         default=["+7"], min_length=1, description="AUTH_PHONE_COUNTRIES: country calling "
         "codes (with +, JSON list) of the phones auth registers and sends reset codes to; keep "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import phonenumbers
@@ -66,6 +67,7 @@ async def ensure_indexes(db: Any, *, session_retention_days: int,
         IndexModel([("account_id", ASCENDING)]),
         IndexModel([("refresh_token_hash", ASCENDING)]),
         IndexModel([("rotated_token_hashes", ASCENDING)]),
+        IndexModel([("live", ASCENDING), ("expires_ms", ASCENDING)]),
     ])
     await dialect.current().create_indexes(db.auth_children, [
         IndexModel([("contract_number", ASCENDING)], unique=True, name="contract_unique"),
@@ -153,9 +155,20 @@ class Store:
                                                 session=self.session).to_list(None)
         return [Session.from_doc(d) for d in docs]
 
+    async def expired_session_ids(self, now: datetime, limit: int) -> list[str]:
+        """Sessions not ended whose refresh lifetime ran out by ``now`` (at most ``limit``):
+        ``live`` and ``expires_ms`` are kept for this query alone (an epoch-millisecond
+        instant: the dialect's range-safe time)."""
+        docs = await self.db.auth_sessions.find(
+            {"live": True, "expires_ms": {"$lte": dialect.current().instant(now)}},
+            session=self.session).limit(limit).to_list(None)
+        return [str(doc["_id"]) for doc in docs]
+
     async def save_session(self, session: Session, expected_version: int | None) -> None:
         session.version = 0 if expected_version is None else expected_version + 1
-        await self._put(self.db.auth_sessions, with_stored_at(session.to_doc()),
+        doc = {**session.to_doc(), "live": session.revoked_at is None,
+               "expires_ms": dialect.current().instant(session.idle_expires_at)}
+        await self._put(self.db.auth_sessions, with_stored_at(doc),
                         expected_version)
 
     # --- children ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import uuid
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.catalog import app
 from services.runtime.settings import AuthKeysSettings, KafkaSecuritySettings
 
 INSTANCE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,44}$")
@@ -96,4 +97,6 @@ class Settings(BaseSettings):
 
     @property
     def reply_topic(self) -> str:
-        return f"apps.replies.gw-{self.instance_id}.v1"
+        """Inside the gateway app's own prefix (``catalog.app("gateway")``), which only the
+        gateway's Kafka user may create and read."""
+        return app("gateway").reply_topic(self.instance_id)

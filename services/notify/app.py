@@ -29,6 +29,8 @@ async def wire(rt: Runtime) -> Routes:
         auth.LoginSucceeded: h.on_login,
         auth.PasswordChanged: h.on_password_changed,
         auth.SecondFactorDisabled: h.on_second_factor_disabled,
+        auth.AccountLocked: h.on_account_locked,
+        auth.AccountUnlocked: h.on_account_unlocked,
         auth.RegistrationAttemptedForExistingAccount: h.on_registration_attempted,
         auth.RefreshTokenReused: h.on_refresh_token_reused,
         auth.ChildLinkRefused: h.on_child_link_refused,

@@ -174,6 +174,12 @@ class Handlers:
     async def on_password_changed(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.password_changed(msg.message))
 
+    async def on_account_locked(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.account_locked(msg.message))
+
+    async def on_account_unlocked(self, msg: Inbound) -> None:
+        await self._notify_account(msg, inbound.account_unlocked(msg.message))
+
     async def on_second_factor_disabled(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.second_factor_disabled(msg.message))
 

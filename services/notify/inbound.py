@@ -233,6 +233,18 @@ def login(e: auth.LoginSucceeded) -> d.NotificationEvent:
                                d.NewLoginFacts(e.at, e.device or None), account_id=e.account_id)
 
 
+def account_locked(e: auth.AccountLocked) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:locked:{e.account_id}:{_stamp(e.at)}",
+                               d.NotificationKind.ACCOUNT_LOCKED, e.at,
+                               d.AccountLockedFacts(e.at, e.until), account_id=e.account_id)
+
+
+def account_unlocked(e: auth.AccountUnlocked) -> d.NotificationEvent:
+    return d.NotificationEvent(f"auth:unlocked:{e.account_id}:{_stamp(e.at)}",
+                               d.NotificationKind.ACCOUNT_UNLOCKED, e.at,
+                               d.AccountUnlockedFacts(e.at), account_id=e.account_id)
+
+
 def password_changed(e: auth.PasswordChanged) -> d.NotificationEvent:
     return d.NotificationEvent(f"auth:password:{e.account_id}:{_stamp(e.at)}",
                                d.NotificationKind.PASSWORD_CHANGED, e.at,

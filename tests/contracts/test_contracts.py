@@ -105,7 +105,9 @@ def test_the_asyncapi_document_says_which_messages_must_be_signed_by_whom_and_ho
     doc = asyncapi.build()
     messages = doc["components"]["messages"]
     signed = {m.__name__: t.producer for t in catalog.TOPICS for m in t.signed}
-    assert set(signed) == {"TopUpReceived", "CardIssued", "CardReissued", "VirtualCardIssued"}
+    assert set(signed) == {"TopUpReceived", "AutoTopUpCollectionFailed", "CardIssued",
+                           "CardReissued", "VirtualCardIssued"}
+    assert messages["AutoTopUpCollectionFailed"]["x-signed-by"] == "integrator:payments"
     for name, message in messages.items():
         assert message.get("x-signed-by") == signed.get(name), name
         assert message["headers"] == {"$ref": "#/components/schemas/" + (

@@ -12,7 +12,15 @@ import pytest
 
 from contracts import acl
 from contracts.acl import Acl, allowed, principal, table
-from contracts.catalog import APP_REPLIES, SERVICES, TOPICS, topic, topic_for
+from contracts.catalog import (
+    APP_REPLIES,
+    APPS,
+    CLIENT_REPLIES_PATTERN,
+    SERVICES,
+    TOPICS,
+    topic,
+    topic_for,
+)
 from contracts.integrations import TopUpReceived
 
 pytestmark = pytest.mark.unit
@@ -73,8 +81,11 @@ def test_each_topic_is_written_by_its_producer_and_read_by_its_consumers_only(t,
     acls = table() if source == "table" else parsed_users_yaml(acl.KAFKA_USERS.read_text())
     writers = {p for p in everyone(acls) if allowed(acls, p, "Write", "topic", t.name)}
     readers = {p for p in everyone(acls) if allowed(acls, p, "Read", "topic", t.name)}
-    assert writers == {principal(p) for p in acl.producers(t)}
-    assert readers == {principal(c) for c in t.consumers}
+    assert writers == acl.writers(t)
+    assert readers == acl.readers(t)
+    apps = {principal(a.name) for a in APPS}
+    assert writers & apps == (apps if "apps" in acl.producers(t) else set())
+    assert "User:schoolcard-apps" not in writers | readers
 
 
 def test_no_principal_has_a_wildcard_or_an_unexpected_prefix() -> None:
@@ -84,7 +95,10 @@ def test_no_principal_has_a_wildcard_or_an_unexpected_prefix() -> None:
             own_group = rule.resource == "group" and (
                 rule.name == rule.principal.removeprefix("User:")
                 or (rule.name == acl.SERVICE_GROUP_PREFIX and rule.operation == "Describe"))
-            replies = rule.resource == "topic" and rule.name == acl.CLIENT_REPLIES_PREFIX
+            replies = rule.resource == "topic" and (
+                (rule.name == acl.CLIENT_REPLIES_PREFIX and rule.operation == "Write")
+                or any(rule.name == a.reply_prefix and rule.principal == principal(a.name)
+                       for a in APPS))
             assert own_group or replies, rule
 
 
@@ -114,14 +128,14 @@ def test_concrete_rules_that_must_hold_whatever_the_derivation() -> None:
     assert not allowed(acls, "User:schoolcard-wallet", "Write", "topic",
                        "integrations.topups.v1")
     # reissuing a card or adding a guardian's contacts is the issuer's and auth's alone
-    assert not allowed(acls, "User:schoolcard-apps", "Write", "topic",
+    assert not allowed(acls, "User:schoolcard-gateway", "Write", "topic",
                        "integrations.card-issuance.v1")
     assert not allowed(acls, "User:integrator-payments", "Write", "topic",
                        "integrations.card-issuance.v1")
     assert not allowed(acls, "User:schoolcard-wallet", "Write", "topic",
                        "auth.guardian-contacts.v1")
     # commands carry passwords and codes: only their service reads them
-    assert not allowed(acls, "User:schoolcard-apps", "Read", "topic", "auth.commands.v1")
+    assert not allowed(acls, "User:schoolcard-gateway", "Read", "topic", "auth.commands.v1")
     assert not allowed(acls, "User:schoolcard-notify", "Read", "topic", "auth.commands.v1")
     assert not allowed(acls, "User:schoolcard-operators", "Read", "topic", "auth.commands.v1")
     assert allowed(acls, "User:schoolcard-operators", "Describe", "topic", "auth.commands.v1")
@@ -129,10 +143,18 @@ def test_concrete_rules_that_must_hold_whatever_the_derivation() -> None:
                        "wallet.sale-decisions.v1")
     assert not allowed(acls, "User:schoolcard-notify", "Write", "topic", "wallet.events.v1")
     # answers to a client's own reply topic: services write it, integrators do not
-    assert allowed(acls, "User:schoolcard-wallet", "Write", "topic", "apps.replies.kiosk-7.v1")
-    assert allowed(acls, "User:schoolcard-apps", "Create", "topic", "apps.replies.kiosk-7.v1")
+    assert allowed(acls, "User:schoolcard-wallet", "Write", "topic",
+                   "apps.replies.partner-kiosk-7.v1")
+    assert allowed(acls, "User:schoolcard-partner", "Create", "topic",
+                   "apps.replies.partner-kiosk-7.v1")
+    assert not allowed(acls, "User:schoolcard-gateway", "Create", "topic",
+                       "apps.replies.partner-kiosk-7.v1")
+    assert allowed(acls, "User:schoolcard-gateway", "Read", "topic", "apps.replies.gw-a1.v1")
+    assert not allowed(acls, "User:schoolcard-partner", "Read", "topic", "apps.replies.gw-a1.v1")
     assert not allowed(acls, "User:integrator-payments", "Write", "topic",
-                       "apps.replies.kiosk-7.v1")
+                       "apps.replies.partner-kiosk-7.v1")
+    # there is no shared apps user any more
+    assert not any(a.principal == "User:schoolcard-apps" for a in acls)
     # each service's consumer group is its own (Runtime.group_id)
     assert allowed(acls, "User:schoolcard-wallet", "Read", "group", "schoolcard-wallet")
     assert not allowed(acls, "User:schoolcard-wallet", "Read", "group", "schoolcard-access")
@@ -178,3 +200,62 @@ def test_each_deployment_connects_as_its_own_kafka_user(service: str) -> None:
     assert "{name: SCHOOLCARD_KAFKA_SECURITY_PROTOCOL, value: SASL_SSL}" in manifest
     assert f"{{name: SCHOOLCARD_KAFKA_SASL_USERNAME, value: schoolcard-{service}}}" in manifest
     assert f"{{secretKeyRef: {{name: schoolcard-{service}, key: password}}}}" in manifest
+
+
+# --- one principal per app: a reply topic is read by its own app only ---------------------
+
+
+def test_the_catalog_declares_the_gateway_and_a_partner_app() -> None:
+    names = {a.name: a for a in APPS}
+    assert names["gateway"].reply_prefix == "apps.replies.gw-"
+    assert principal("gateway") == "User:schoolcard-gateway"
+    assert "partner" in names
+    assert {"schoolcard-gateway", "schoolcard-partner"} <= set(
+        re.findall(r"^  name: (\S+)$", acl.KAFKA_USERS.read_text(), flags=re.M))
+
+
+def test_each_apps_reply_prefix_is_disjoint_from_the_others_and_from_the_shared_topic() -> None:
+    prefixes = [a.reply_prefix for a in APPS]
+    assert len(set(prefixes)) == len(prefixes)
+    for p in prefixes:
+        assert not APP_REPLIES.startswith(p)
+        for q in prefixes:
+            assert p == q or not q.startswith(p), (p, q)
+    for a in APPS:
+        assert re.fullmatch(CLIENT_REPLIES_PATTERN, a.reply_topic("x1"))
+
+
+@pytest.mark.parametrize("owner", APPS, ids=lambda a: a.name)
+@pytest.mark.parametrize("other", APPS, ids=lambda a: a.name)
+def test_an_app_cannot_read_or_create_another_apps_reply_topics(owner, other) -> None:
+    acls = parsed_users_yaml(acl.KAFKA_USERS.read_text())
+    theirs = owner.reply_topic("instance-1")
+    for operation in ("Read", "Create", "Describe"):
+        assert allowed(acls, principal(other.name), operation, "topic", theirs) == (
+            owner == other), (other.name, operation, theirs)
+
+
+def test_no_app_may_read_or_create_a_reply_topic_outside_its_prefix() -> None:
+    acls = table()
+    for a in APPS:
+        who = principal(a.name)
+        assert not allowed(acls, who, "Read", "topic", "apps.replies.test-1.v1")
+        assert not allowed(acls, who, "Create", "topic", "apps.replies.test-1.v1")
+        assert allowed(acls, who, "Read", "topic", APP_REPLIES)
+        assert not allowed(acls, who, "Create", "topic", APP_REPLIES)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_services_still_write_every_apps_replies(service: str) -> None:
+    acls = parsed_users_yaml(acl.KAFKA_USERS.read_text())
+    for a in APPS:
+        assert allowed(acls, principal(service), "Write", "topic", a.reply_topic("i-1"))
+        assert not allowed(acls, principal(service), "Read", "topic", a.reply_topic("i-1"))
+
+
+def test_only_the_gateway_streams_deliveries() -> None:
+    acls = table()
+    assert allowed(acls, "User:schoolcard-gateway", "Read", "topic", "notify.deliveries.v1")
+    assert not allowed(acls, "User:schoolcard-partner", "Read", "topic", "notify.deliveries.v1")
+    for a in APPS:
+        assert allowed(acls, principal(a.name), "Write", "topic", "wallet.commands.v1")

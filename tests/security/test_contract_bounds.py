@@ -256,9 +256,11 @@ def test_the_secret_fields_are_the_passwords_codes_and_tokens():
 
     assert secret_field_names() == {
         "password", "new_password", "current_password", "code", "totp", "activation_code",
-        "refresh_token", "access_token", "secret", "otpauth_uri", "token", "code_word"}
-    assert secret_fields(auth.Login) == {"password", "totp"}
-    assert secret_fields(auth.SessionTokens) == {"access_token", "refresh_token"}
+        "refresh_token", "access_token", "secret", "otpauth_uri", "token", "code_word",
+        "device_token"}
+    assert secret_fields(auth.Login) == {"password", "totp", "device_token"}
+    assert secret_fields(auth.SessionTokens) == {"access_token", "refresh_token",
+                                                 "device_token"}
     assert secret_fields(notify.OneTimeCodeRequested) == {"code"}
     assert secret_fields(notify.RegisterPushToken) == {"token"}
     assert secret_fields(auth.GuardianContacts) == frozenset()

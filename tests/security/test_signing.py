@@ -72,7 +72,7 @@ def test_the_catalog_names_who_signs_money_and_card_identity_and_nothing_else():
                                        f"schoolcard.integrations.{kind}") \
             == "integrator:card-issuer"
     assert catalog.required_signer(TOPUPS, "schoolcard.integrations.AutoTopUpCollectionFailed") \
-        is None
+        == "integrator:payments"  # it re-arms auto top-up: money state
     assert catalog.required_signer("integrations.gate-taps.v1", GateTapped.TYPE) is None
     assert catalog.required_signer("wallet.events.v1", TopUpReceived.TYPE) is None
     assert catalog.signing_integrators() == ("integrator:card-issuer", "integrator:payments")
@@ -225,8 +225,9 @@ def test_the_setting_takes_json_and_a_file_and_refuses_bad_keys_at_start(
 # --- the consumer, before any handler ---------------------------------------------------------
 
 class Recording(Consumer):
-    def __init__(self, handler: Any, keys: KeyTable = TABLE, **kw: Any) -> None:
-        super().__init__(KafkaBroker(), "wallet", {TopUpReceived: handler}, group_id="g",
+    def __init__(self, handler: Any, keys: KeyTable = TABLE, kind: Any = TopUpReceived,
+                 service: str = "wallet", **kw: Any) -> None:
+        super().__init__(KafkaBroker(), service, {kind: handler}, group_id="g",
                          integrator_keys=keys, **kw)
         self.dead: list[tuple[str, str]] = []
 
@@ -234,8 +235,9 @@ class Recording(Consumer):
         self.dead.append((code, reason))
 
 
-def record(headers: dict[str, str], value: bytes, offset: int = 0) -> ConsumerRecord:
-    return ConsumerRecord(TOPUPS, 0, offset, 0, 0, b"40012345", value, None, 0, 0,
+def record(headers: dict[str, str], value: bytes, offset: int = 0,
+           topic: str = TOPUPS) -> ConsumerRecord:
+    return ConsumerRecord(topic, 0, offset, 0, 0, b"40012345", value, None, 0, 0,
                           [(k, v.encode()) for k, v in headers.items()])
 
 
@@ -267,7 +269,7 @@ async def test_a_consumer_without_the_integrators_key_says_so_and_refuses_its_me
                               "SCHOOLCARD_INTEGRATOR_KEYS)")]
 
 
-async def test_a_signed_message_of_a_type_that_needs_no_signature_is_handled():
+async def test_a_collection_failure_is_handled_only_when_the_payment_integrator_signed_it():
     from contracts.integrations import AutoTopUpCollectionFailed
 
     seen: list[Inbound] = []
@@ -278,13 +280,34 @@ async def test_a_signed_message_of_a_type_that_needs_no_signature_is_handled():
     failed = AutoTopUpCollectionFailed(request_id="auto-1", contract="40012345",
                                        reason="card_declined",
                                        failed_at=datetime(2026, 9, 1, tzinfo=UTC))
-    consumer = Consumer(KafkaBroker(), "wallet", {AutoTopUpCollectionFailed: handler},
-                        group_id="g")
+    consumer = Recording(handler, kind=AutoTopUpCollectionFailed)
     signed, value = signed_headers(PAYMENTS, failed)
+    forged, _ = signed_headers(TURNSTILE, failed)
     unsigned = Envelope.new(failed, source="integrator:payments").to_headers()
-    assert await consumer.process_batch([record(signed, value, 0),
-                                         record(unsigned, value, 1)]) is True
-    assert [m.offset for m in seen] == [0, 1]
+    assert await consumer.process_batch([record(signed, value, 0), record(unsigned, value, 1),
+                                         record(forged, value, 2)]) is True
+    assert [m.offset for m in seen] == [0]
+    assert [c for c, _ in consumer.dead] == ["unauthenticated", "unauthenticated"]
+
+
+async def test_a_signed_message_of_a_type_that_needs_no_signature_is_handled():
+    from contracts.integrations import GateTapped
+
+    seen: list[Inbound] = []
+
+    async def handler(msg: Inbound) -> None:
+        seen.append(msg)
+
+    tap = GateTapped(tap_id="tap-1", gate_id="izh-42-gate-3", school_id="izh-school-42",
+                     card_uid="04A2B3C4D5E6F7", direction="in",
+                     tapped_at=datetime(2026, 9, 1, tzinfo=UTC))
+    consumer = Recording(handler, kind=GateTapped, service="access")
+    taps = "integrations.gate-taps.v1"
+    signed, value = signed_headers(TURNSTILE, tap, topic=taps)
+    unsigned = Envelope.new(tap, source="integrator:turnstile").to_headers()
+    assert await consumer.process_batch([record(signed, value, 0, taps),
+                                         record(unsigned, value, 1, taps)]) is True
+    assert [m.offset for m in seen] == [0, 1] and consumer.dead == []
 
 
 # --- the CLI finds the key it signs with --------------------------------------------------------

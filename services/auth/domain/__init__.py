@@ -35,6 +35,7 @@ from .common import (
     LoginThrottle,
     Reason,
 )
+from .devices import DeviceProof, TrustedDevice, TrustedDevices
 from .flows import (
     CardRegistration,
     CodeSentReply,
@@ -100,6 +101,7 @@ __all__ = [
     "CodePurpose",
     "CodeSentReply",
     "ContractProof",
+    "DeviceProof",
     "DomainEvent",
     "FactorReset",
     "FailureWindow",
@@ -123,6 +125,8 @@ __all__ = [
     "RegistrationEffect",
     "Session",
     "SessionView",
+    "TrustedDevice",
+    "TrustedDevices",
     "activation_code_digest",
     "activation_code_mac",
     "active_sessions",

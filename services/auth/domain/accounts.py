@@ -20,6 +20,7 @@ from typing import Any
 from ..security import AccessClaims, AccessRole, ChildClaim, match_totp
 from .codes import CodePurpose, OneTimeCode
 from .common import (
+    LIFETIME_FAILURE_LIMIT,
     AuthRejected,
     DomainEvent,
     FailureWindow,
@@ -35,11 +36,13 @@ from .common import (
     require_aware,
     require_support_reason,
 )
+from .devices import DeviceProof, TrustedDevices
 from .events import (
     AccountActivated,
     AccountClosed,
     AccountDisabled,
     AccountEnabled,
+    AccountLocked,
     AccountProvisioned,
     AccountUnlocked,
     CodeWordSet,
@@ -260,6 +263,10 @@ class LoginOutcome:
     reply: LoginReply
     session: Session | None = None
     account: Account | None = None
+    device_id: str | None = None
+    """The trusted device the login came from (on success)."""
+    new_device: bool = False
+    """True when the device was trusted by this login: its new token goes to the client."""
 
     def require_session(self) -> tuple[Account, Session]:
         """The account and its new session; a refused login raises its reply's reason (after
@@ -304,6 +311,7 @@ class Account:
     factor_resets: list[FactorReset] = field(default_factory=list)
     unlocks: list[FactorReset] = field(default_factory=list)
     login_history: list[LoginRecord] = field(default_factory=list)
+    trusted_devices: TrustedDevices = field(default_factory=TrustedDevices)
     existing_account_alert_at: datetime | None = None
     closed_at: datetime | None = None
     pending_link: PendingLink | None = None
@@ -480,11 +488,13 @@ class Account:
 
     # --- login ------------------------------------------------------------------------------
 
-    def login_gate(self, now: datetime, source: str = "", *,
-                   trusted: bool = False) -> LoginReply | None:
+    def login_gate(self, now: datetime, source: str = "", *, trusted: bool = False,
+                   device: DeviceProof | None = None) -> LoginReply | None:
         """A refusal to give *before* verifying the password (throttled for ``source``, see
-        :class:`LoginThrottle`), else None. Handlers call this first so that refused attempts
-        never cost an argon2 verification."""
+        :class:`LoginThrottle`; a trusted ``device`` passes the account's ceiling), else None.
+        Handlers call this first so that refused attempts never cost an argon2
+        verification."""
+        trusted = trusted or self.trusted_devices.is_trusted(device)
         gate = self.throttle.gate(source, now, trusted=trusted,
                                   lifetime_limited=self.password_is_guessable)
         if gate.allowed:
@@ -494,6 +504,7 @@ class Account:
     def login(
         self, *, password_ok: bool, now: datetime, session_id: str, refresh_token_hash: str,
         device: str, ip_hash: str, totp_code: str | None = None, source: str = "",
+        device_proof: DeviceProof | None = None,
     ) -> LoginOutcome:
         """Apply a password login whose verification result is ``password_ok``.
 
@@ -507,12 +518,13 @@ class Account:
         a wrong or already used one (``SECOND_FACTOR_INVALID``) counts one failure in the same
         windows, so guessing codes is throttled like guessing passwords. The code is looked at
         only after the password matched. Success clears its source's window (the ceiling is
-        shared with whoever else guesses) and makes the source known, starts a session
-        (restricted when a password change is due), appends to the login history and records
-        ``NewLoginDetected``.
+        shared with whoever else guesses), trusts the device (``device_proof``: the token it
+        presented, or a new one; ``domain.devices``), starts a session (restricted when a
+        password change is due), appends to the login history and records
+        ``NewLoginDetected`` (``new_device`` unless a trusted device's token was presented).
         """
         now = require_aware(now)
-        refused = self.login_gate(now, source)
+        refused = self.login_gate(now, source, device=device_proof)
         if refused is not None:
             return LoginOutcome(refused)
         if not password_ok or self.status is not AccountStatus.ACTIVE or self.password_hash is None:
@@ -523,7 +535,10 @@ class Account:
             if second is not None:
                 return LoginOutcome(self._login_failed(second, now, device, ip_hash, source))
         self.throttle.succeeded(source)
-        known_devices = {r.device for r in self.login_history if r.success}
+        device_id, new_device = None, True  # without a proof nothing becomes trusted
+        if device_proof is not None:
+            trusted, new_device = self.trusted_devices.seen(device_proof, name=device, now=now)
+            device_id = trusted.device_id
         session = Session.start(
             session_id=session_id, account_id=self.account_id, epoch=self.session_epoch,
             refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash, now=now,
@@ -533,17 +548,18 @@ class Account:
         self.pending_events.append(
             NewLoginDetected(occurred_at=now, account_id=self.account_id, session_id=session_id,
                              device=session.device, ip_hash=ip_hash,
-                             new_device=session.device not in known_devices)
+                             new_device=new_device)
         )
         return LoginOutcome(
             LoginReply(ok=True, session_id=session_id,
                        password_change_required=self.must_change_password),
-            session, self,
+            session, self, device_id=device_id, new_device=new_device,
         )
 
     def _login_failed(self, reason: Reason, now: datetime, device: str,
                       ip_hash: str, source: str) -> LoginReply:
         self.throttle.record_failure(source, now)
+        self._note_if_locked(now)
         if self.status is not AccountStatus.CLOSED:
             self._remember_login(LoginRecord(now, False, device[:256], ip_hash, None))
         self.pending_events.append(
@@ -551,6 +567,21 @@ class Account:
                         failures_in_window=self.password_failures.count(now))
         )
         return LoginReply(ok=False, reason=reason)
+
+    def _note_if_locked(self, now: datetime) -> None:
+        """``AccountLocked`` when the failure just recorded closed the login: exactly at the
+        limit, so a closing is told once (refused attempts are not counted further)."""
+        if self.status is not AccountStatus.ACTIVE:
+            return
+        if (self.password_is_guessable
+                and self.throttle.lifetime_failures == LIFETIME_FAILURE_LIMIT):
+            self.pending_events.append(AccountLocked(occurred_at=now,
+                                                     account_id=self.account_id, until=None))
+        elif self.throttle.failures(now) == self.throttle.ceiling.limit:
+            ceiling = self.throttle.ceiling
+            oldest = min(t for t in ceiling.failures if t > now - ceiling.window)
+            self.pending_events.append(AccountLocked(occurred_at=now, account_id=self.account_id,
+                                                     until=oldest + ceiling.window))
 
     def _remember_login(self, record: LoginRecord) -> None:
         self.login_history.append(record)
@@ -1062,6 +1093,7 @@ class Account:
         self.factor_resets.clear()
         self.codes.clear()
         self.login_history.clear()
+        self.trusted_devices.clear()
         self.throttle = LoginThrottle()
         self.code_failures.clear()
         self.unlocks.clear()
@@ -1143,6 +1175,7 @@ class Account:
             "factor_resets": [r.to_doc() for r in self.factor_resets],
             "unlocks": [r.to_doc() for r in self.unlocks],
             "login_history": [r.to_doc() for r in self.login_history],
+            "trusted_devices": self.trusted_devices.to_doc(),
             "existing_account_alert_at": self.existing_account_alert_at,
             "closed_at": self.closed_at,
             "pending_link": self.pending_link.to_doc() if self.pending_link else None,
@@ -1189,6 +1222,7 @@ class Account:
             factor_resets=[FactorReset.from_doc(r) for r in doc.get("factor_resets", [])],
             unlocks=[FactorReset.from_doc(r) for r in doc.get("unlocks", [])],
             login_history=[LoginRecord.from_doc(r) for r in doc.get("login_history", [])],
+            trusted_devices=TrustedDevices.from_doc(doc.get("trusted_devices")),
             existing_account_alert_at=opt_dt_from_doc(doc.get("existing_account_alert_at")),
             closed_at=opt_dt_from_doc(doc.get("closed_at")),
             pending_link=PendingLink.from_doc(doc.get("pending_link")),

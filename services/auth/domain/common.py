@@ -65,6 +65,8 @@ class Reason(StrEnum):
     SECOND_FACTOR_ALREADY_ENABLED = "second_factor_already_enabled"
     PASSWORD_CHANGE_REQUIRED = "password_change_required"
     RESET_REASON_REQUIRED = "reset_reason_required"
+    DEVICE_NOT_FOUND = "device_not_found"
+    DEVICE_NAME_INVALID = "device_name_invalid"
     # account state
     ACCOUNT_NOT_ACTIVE = "account_not_active"
     ACCOUNT_CLOSED = "account_closed"
@@ -266,7 +268,6 @@ SOURCE_FAILURE_LIMIT = 20
 ACCOUNT_FAILURE_LIMIT = 100
 """Failed logins processed per hour against one identifier from all sources together
 (ASVS 2.2.1: at most 100); sources the account logged in from before are exempt."""
-KNOWN_SOURCES_KEPT = 10
 SOURCES_KEPT = 64
 LIFETIME_FAILURE_LIMIT = 10
 """Wrong tries, in total, against a password anyone who knows the child's birth date can type
@@ -298,22 +299,19 @@ class LoginThrottle:
     again. Each source has its own window (:func:`source_throttle`: growing delays, 20 an
     hour), so an attacker's failures delay the attacker only. Every failure also counts in
     the identifier-wide ceiling (:func:`account_ceiling`, 100 an hour), which stops guessing
-    spread over many addresses; sources that logged in successfully before (the last 10,
-    ``known``) and live sessions (``trusted``) pass the ceiling, so the owner's own phone keeps
-    working while strangers are refused. A success clears its source's window only: the
-    ceiling is shared with whoever else is guessing. ``lifetime_failures`` counts every
-    failure for good; it closes the identifier after ``LIFETIME_FAILURE_LIMIT`` when the
-    caller says the password is guessable (``lifetime_limited``), until support unlocks
+    spread over many addresses; ``trusted`` attempts (a login presenting a trusted device's
+    token, ``domain.devices``, or a live session) pass the ceiling, so the owner's own phone
+    keeps working while strangers are refused; a device name and address prove nothing and
+    exempt nothing. A success clears its source's window only: the ceiling is shared with
+    whoever else is guessing. ``lifetime_failures`` counts every failure for good; it closes
+    the identifier after ``LIFETIME_FAILURE_LIMIT`` when the caller says the password is
+    guessable (``lifetime_limited``), until support unlocks
     (:meth:`clear`).
     """
 
     ceiling: FailureWindow = field(default_factory=account_ceiling)
     sources: dict[str, FailureWindow] = field(default_factory=dict)
-    known: list[str] = field(default_factory=list)
     lifetime_failures: int = 0
-
-    def is_known(self, source: str) -> bool:
-        return source in self.known
 
     def gate(self, source: str, now: datetime, *, trusted: bool = False,
              lifetime_limited: bool = False) -> Gate:
@@ -324,7 +322,7 @@ class LoginThrottle:
             gate = own.gate(now)
             if not gate.allowed:
                 return gate
-        if trusted or self.is_known(source):
+        if trusted:
             return Gate(True)
         return self.ceiling.gate(now)
 
@@ -336,12 +334,9 @@ class LoginThrottle:
         self._forget_quiet_sources(now)
 
     def succeeded(self, source: str) -> None:
-        """The owner got in from ``source``: its own window is cleared and it becomes known."""
+        """The owner got in from ``source``: its own window is cleared (the device becomes
+        known through its device token, ``domain.devices``, not here)."""
         self.sources.pop(source, None)
-        if source in self.known:
-            self.known.remove(source)
-        self.known.append(source)
-        del self.known[: max(0, len(self.known) - KNOWN_SOURCES_KEPT)]
 
     def failures(self, now: datetime) -> int:
         """Failures in the last hour from every source (the ceiling's count)."""
@@ -369,7 +364,6 @@ class LoginThrottle:
             "password_failures": self.ceiling.to_doc(),
             "source_failures": [{"source": k, "failures": w.to_doc()}
                                 for k, w in self.sources.items()],
-            "known_sources": list(self.known),
             "lifetime_failures": self.lifetime_failures,
         }
 
@@ -380,7 +374,6 @@ class LoginThrottle:
             ceiling=account_ceiling().load(doc.get("password_failures", doc.get("failures"))),
             sources={str(s["source"]): source_throttle().load(s["failures"])
                      for s in doc.get("source_failures", [])},
-            known=[str(k) for k in doc.get("known_sources", [])],
             lifetime_failures=int(doc.get("lifetime_failures", 0)),
         )
 

@@ -44,6 +44,17 @@ class AccountProvisioned(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class AccountLocked(DomainEvent):
+    """Failed logins just closed the account's login to everyone but its trusted devices:
+    the hourly ceiling filled (``until``: when it reopens by itself), or the wrong tries
+    counted for good against a guessable password ran out (``until`` None: support unlocks).
+    Recorded once per closing, at the failure that closed it."""
+
+    account_id: str
+    until: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class AccountUnlocked(DomainEvent):
     """Support cleared the account's login throttles (``failures_cleared``: the wrong tries
     counted for good, e.g. against a birth-date password); the reason stays on the account."""
@@ -74,8 +85,8 @@ class LoginFailed(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class NewLoginDetected(DomainEvent):
-    """Every successful login (the "new login" alert); ``new_device`` if the device string was
-    not among the account's recent successful logins."""
+    """Every successful login; ``new_device`` unless it presented the device token of one of
+    the account's trusted devices (only then does the "new login" alert go out)."""
 
     account_id: str
     session_id: str

@@ -32,6 +32,7 @@ from .accounts import (
 )
 from .codes import CODE_RESEND_COOLDOWN, CODE_TTL, CodePurpose
 from .common import AuthRejected, DomainEvent, LoginThrottle, Reason, require_aware
+from .devices import DeviceProof
 from .events import RegistrationAttemptedForExistingAccount
 from .guardians import (
     ActivationMacProof,
@@ -378,8 +379,8 @@ def login_unknown(throttle: LoginThrottle, source: str, now: datetime, *,
 
 
 def login_gate_for_identifier(account: Account | None, unknown_throttle: LoginThrottle | None,
-                              now: datetime, *, source: str = "",
-                              by_contract: bool = False) -> LoginReply | None:
+                              now: datetime, *, source: str = "", by_contract: bool = False,
+                              device: DeviceProof | None = None) -> LoginReply | None:
     """The refusal to give *before* the password is verified (the identifier is throttled
     for this ``source``), else None: the account's own gate, or for an identifier with no
     account the gate of its ``unknown_throttle``. Refused attempts then cost no password
@@ -387,13 +388,14 @@ def login_gate_for_identifier(account: Account | None, unknown_throttle: LoginTh
     if account is None:
         return login_gate_for_unknown(_required(unknown_throttle), source, now,
                                       by_contract=by_contract)
-    return account.login_gate(now, source)
+    return account.login_gate(now, source, device=device)
 
 
 def log_in(
     *, account: Account | None, unknown_throttle: LoginThrottle | None, password_ok: bool,
     now: datetime, session_id: str, refresh_token_hash: str, device: str, ip_hash: str,
     totp_code: str | None = None, source: str = "", by_contract: bool = False,
+    device_proof: DeviceProof | None = None,
 ) -> LoginOutcome:
     """A login naming ``account``, or an identifier with no account (then ``unknown_throttle``,
     kept per identifier hash, must be given), from ``source`` (keyed hash of device and
@@ -409,7 +411,7 @@ def log_in(
                                           by_contract=by_contract))
     return account.login(password_ok=password_ok, now=now, session_id=session_id,
                          refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash,
-                         totp_code=totp_code, source=source)
+                         totp_code=totp_code, source=source, device_proof=device_proof)
 
 
 def _required(unknown_throttle: LoginThrottle | None) -> LoginThrottle:

@@ -283,6 +283,16 @@ class Session:
         """End this session (logout). Revoking a revoked session is a no-op returning False."""
         return self._revoke(require_aware(now), reason)
 
+    def expire(self, now: datetime) -> bool:
+        """End a session whose refresh lifetime ran out (idle or absolute: it can never be
+        refreshed again), as of that moment, so that whoever keeps state about it hears so
+        (``SessionRevoked`` reason ``expired`` -> ``SessionEnded``: notify drops its push
+        tokens). False, and nothing changes, while it is alive or once it ended."""
+        now = require_aware(now)
+        if self.revoked_at is not None or now < self.idle_expires_at:
+            return False
+        return self._revoke(self.idle_expires_at, "expired")
+
     def _revoke(self, now: datetime, reason: str) -> bool:
         if self.revoked_at is not None:
             return False

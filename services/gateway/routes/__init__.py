@@ -21,6 +21,7 @@ from services.gateway.routes import (
     account,
     cards,
     children,
+    devices,
     family,
     money,
     notifications,
@@ -51,6 +52,7 @@ def build() -> FastAPI:
     api.include_router(family.routes())
     api.include_router(staff.routes())
     api.include_router(cards.routes())
+    api.include_router(devices.routes())
 
     @api.exception_handler(ProblemError)
     async def on_problem(_: Request, exc: ProblemError) -> Response:

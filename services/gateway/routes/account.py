@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
 from contracts import auth
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 from services.gateway.routes.common import (
     AUTHED,
+    DEVICE_TOKEN_COOKIE,
     MUTATING,
     PUBLIC,
     Auth,
@@ -82,6 +83,10 @@ class LoginBody(Body):
                                 "code, once a second factor is enrolled.")
 
 
+DEVICE_COOKIE_MAX_AGE_S = 400 * 24 * 3600
+"""The longest lifetime browsers keep a cookie (RFC 6265bis)."""
+
+
 class RefreshBody(Body):
     refresh_token: Secret
 
@@ -131,12 +136,18 @@ def routes() -> APIRouter:
 
     @r.post("/sessions", response_model=auth.SessionTokens, responses=PUBLIC,
             dependencies=[limited("login")], summary="Log in (with the TOTP code once "
-            "enrolled); the address and device are the gateway's")
-    async def login(request: Request, body: LoginBody, key: Key,
+            "enrolled); the address and device are the gateway's, the device token comes from "
+            "the X-Device-Token header or the schoolcard_device cookie")
+    async def login(request: Request, response: Response, body: LoginBody, key: Key,
                     who: Who) -> auth.SessionTokens:
         message = build_message(auth.Login, request_id=key, ip=who.ip, device=who.device,
-                                **body_fields(body))
-        return await ask(gateway(request), message, body.login, auth.SessionTokens)
+                                device_token=who.device_token, **body_fields(body))
+        tokens = await ask(gateway(request), message, body.login, auth.SessionTokens)
+        if tokens.device_token is not None:  # a browser keeps it without script access
+            response.set_cookie(DEVICE_TOKEN_COOKIE, tokens.device_token.get_secret_value(),
+                                max_age=DEVICE_COOKIE_MAX_AGE_S, secure=True, httponly=True,
+                                samesite="strict", path="/v1/sessions")
+        return tokens
 
     @r.post("/sessions/refresh", response_model=auth.SessionTokens, responses=PUBLIC,
             summary="Renew the access token (the refresh token rotates)")

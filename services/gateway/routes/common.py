@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -91,18 +91,27 @@ class _KeyCheck(BaseModel):
     key: Annotated[Identifier, Field(min_length=MIN_KEY)]
 
 
+DEVICE_TOKEN_HEADER = "x-device-token"
+DEVICE_TOKEN_COOKIE = "schoolcard_device"
+
+
 @dataclass(frozen=True)
 class Client:
     ip: str
     device: str
+    device_token: str | None = field(default=None, repr=False)
 
 
 def client(request: Request) -> Client:
-    """The caller's address and device: set here, never read from a body."""
+    """The caller's address and device, set here and never read from a body; the device token
+    of an earlier login (``X-Device-Token`` header, else the ``schoolcard_device`` cookie)."""
     gw = gateway(request)
     peer = request.client.host if request.client else ""
     address = gw.client_address(peer, request.headers.get("x-forwarded-for", ""))
-    return Client(ip=address[:64], device=request.headers.get("user-agent", "")[:120])
+    token = (request.headers.get(DEVICE_TOKEN_HEADER)
+             or request.cookies.get(DEVICE_TOKEN_COOKIE) or "")[:1024]
+    return Client(ip=address[:64], device=request.headers.get("user-agent", "")[:120],
+                  device_token=token or None)
 
 
 def limited(kind: str) -> Any:

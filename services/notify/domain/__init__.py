@@ -18,6 +18,8 @@ from .errors import NotifyError, NotifyRejection, SkipReason
 from .facts import (
     FACTS_TYPE,
     AbsentFacts,
+    AccountLockedFacts,
+    AccountUnlockedFacts,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -152,6 +154,8 @@ __all__ = [
     "GUARDIAN_KINDS",
     "SECURITY_KINDS",
     "AbsentFacts",
+    "AccountLockedFacts",
+    "AccountUnlockedFacts",
     "ArrivedSafelyFacts",
     "Author",
     "AutoTopUpFailedFacts",

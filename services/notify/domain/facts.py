@@ -268,6 +268,22 @@ class SecondFactorDisabledFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountLockedFacts:
+    """Failed logins closed the login: until ``until`` (then by itself), or until support
+    opens it (``until`` None)."""
+
+    at: datetime
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountUnlockedFacts:
+    """Support opened the login again."""
+
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class OneTimeCodeFacts:
     """The code is a secret: it is excluded from ``repr`` so it cannot leak into logs."""
 
@@ -340,6 +356,8 @@ Facts = (
     | NewLoginFacts
     | PasswordChangedFacts
     | SecondFactorDisabledFacts
+    | AccountLockedFacts
+    | AccountUnlockedFacts
     | OneTimeCodeFacts
     | ArrivedSafelyFacts
     | NotArrivedFacts
@@ -374,6 +392,8 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.NEW_LOGIN: NewLoginFacts,
     NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts,
     NotificationKind.SECOND_FACTOR_DISABLED: SecondFactorDisabledFacts,
+    NotificationKind.ACCOUNT_LOCKED: AccountLockedFacts,
+    NotificationKind.ACCOUNT_UNLOCKED: AccountUnlockedFacts,
     NotificationKind.ONE_TIME_CODE: OneTimeCodeFacts,
     NotificationKind.ARRIVED_SAFELY: ArrivedSafelyFacts,
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts,

@@ -21,6 +21,8 @@ class NotificationKind(StrEnum):
     NEW_LOGIN = "new_login"
     PASSWORD_CHANGED = "password_changed"
     SECOND_FACTOR_DISABLED = "second_factor_disabled"
+    ACCOUNT_LOCKED = "account_locked"
+    ACCOUNT_UNLOCKED = "account_unlocked"
     ONE_TIME_CODE = "one_time_code"
     GRACE_MEAL = "grace_meal"
     DISPUTE_OPENED = "dispute_opened"
@@ -60,7 +62,8 @@ class GuardianRole(StrEnum):
 SECURITY_KINDS: frozenset[NotificationKind] = frozenset(
     {NotificationKind.ONE_TIME_CODE, NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
      NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
-     NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED}
+     NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED,
+     NotificationKind.ACCOUNT_LOCKED, NotificationKind.ACCOUNT_UNLOCKED}
 )
 """Kinds that ignore quiet hours and any preference that would mute them: someone may be
 inside the account or trying to get in, and the owner must hear of it at once."""
@@ -69,6 +72,7 @@ ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
     {NotificationKind.NEW_LOGIN, NotificationKind.PASSWORD_CHANGED,
      NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
      NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED,
+     NotificationKind.ACCOUNT_LOCKED, NotificationKind.ACCOUNT_UNLOCKED,
      NotificationKind.DAILY_DIGEST, NotificationKind.SUPPORT_ANSWERED}
 )
 """Kinds addressed to one guardian account rather than to a child's guardians (a refused

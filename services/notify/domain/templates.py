@@ -21,6 +21,8 @@ from contracts.money import format_rub
 
 from .facts import (
     AbsentFacts,
+    AccountLockedFacts,
+    AccountUnlockedFacts,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -639,6 +641,59 @@ def _new_login(f: NewLoginFacts, c: RenderContext) -> _T:
     )
 
 
+def _account_locked(f: AccountLockedFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        if f.until is None:
+            return (
+                f"Вход в {PRODUCT} заблокирован",
+                f"{when} вход в аккаунт {PRODUCT} заблокирован: слишком много неверных "
+                "паролей. Чтобы открыть его, обратитесь в поддержку. Если пароль вводили не "
+                "вы, смените его после разблокировки.",
+                f"Вход заблокирован, {when}",
+            )
+        return (
+            f"Вход в {PRODUCT} временно закрыт",
+            f"{when} вход в аккаунт {PRODUCT} временно закрыт: слишком много неверных паролей. "
+            f"Он откроется сам в {c.time(f.until)}; с ваших доверенных устройств вход "
+            "работает. Если пароль вводили не вы, смените его.",
+            f"Вход закрыт до {c.time(f.until)}",
+        )
+    if f.until is None:
+        return (
+            f"{PRODUCT} sign-in locked",
+            f"On {when} sign-in to your {PRODUCT} account was locked after too many wrong "
+            "passwords. Contact support to open it. If it was not you, change your password "
+            "once it is open.",
+            f"Sign-in locked, {when}",
+        )
+    return (
+        f"{PRODUCT} sign-in paused",
+        f"On {when} sign-in to your {PRODUCT} account was paused after too many wrong "
+        f"passwords. It opens by itself at {c.time(f.until)}; your trusted devices can still "
+        "sign in. If it was not you, change your password.",
+        f"Sign-in paused until {c.time(f.until)}",
+    )
+
+
+def _account_unlocked(f: AccountUnlockedFacts, c: RenderContext) -> _T:
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    if c.ru:
+        return (
+            f"Вход в {PRODUCT} разблокирован",
+            f"{when} служба поддержки {PRODUCT} по вашему обращению разблокировала вход в "
+            "аккаунт. Если вы не обращались в поддержку, срочно смените пароль и свяжитесь с "
+            "нами.",
+            f"Вход разблокирован поддержкой, {when}",
+        )
+    return (
+        f"{PRODUCT} sign-in unlocked",
+        f"On {when} {PRODUCT} support unlocked sign-in to your account at your request. If "
+        "you did not contact support, change your password now and let us know.",
+        f"Sign-in unlocked by support, {when}",
+    )
+
+
 def _password_changed(f: PasswordChangedFacts, c: RenderContext) -> _T:
     when = f"{c.day_of(f.at)} {c.time(f.at)}"
     if c.ru:
@@ -836,6 +891,8 @@ _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.NEW_LOGIN: _new_login,
     NotificationKind.PASSWORD_CHANGED: _password_changed,
     NotificationKind.SECOND_FACTOR_DISABLED: _second_factor_disabled,
+    NotificationKind.ACCOUNT_LOCKED: _account_locked,
+    NotificationKind.ACCOUNT_UNLOCKED: _account_unlocked,
     NotificationKind.ONE_TIME_CODE: _code,
     NotificationKind.ARRIVED_SAFELY: _arrived,
     NotificationKind.NOT_ARRIVED_ALERT: _not_arrived,

@@ -724,6 +724,10 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
     cmd.SetChildName: cmd.SetChildName(request_id="d-cn", contract=CONTRACT,
                                        display_name="Маша"),
     cmd.GetProfile: cmd.GetProfile(),
+    cmd.ListTrustedDevices: cmd.ListTrustedDevices(),
+    cmd.RenameTrustedDevice: cmd.RenameTrustedDevice(request_id="rn", device_id="dev-1",
+                                                     name="Phone"),
+    cmd.RevokeTrustedDevice: cmd.RevokeTrustedDevice(request_id="rv", device_id="dev-1"),
 }
 WITHOUT_TOKEN = {cmd.StartRegistration, cmd.ConfirmRegistration, cmd.ResendCode, cmd.Login,
                  cmd.RefreshSession, cmd.RequestPasswordReset, cmd.ConfirmPasswordReset,

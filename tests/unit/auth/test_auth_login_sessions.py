@@ -60,9 +60,10 @@ def test_a_successful_login_starts_a_session_and_records_a_new_login_event() -> 
         hours=12)
     events = [e for e in account.pull_events() if isinstance(e, NewLoginDetected)]
     assert events[0].device == "Firefox" and events[0].ip_hash == "ip1" and events[0].new_device
+    # the same device name proves nothing: without a device token it is new again
     login(account, True, T0 + timedelta(minutes=1), sid="s2", device="Firefox")
     again = [e for e in account.pull_events() if isinstance(e, NewLoginDetected)]
-    assert not again[0].new_device
+    assert again[0].new_device
     assert [r.session_id for r in account.history()] == ["s2", "s1"]
 
 
@@ -124,7 +125,7 @@ def test_a_successful_login_clears_its_source_but_not_the_account_ceiling() -> N
     for i in range(4):
         login(account, False, T0 + timedelta(seconds=i))
     assert login(account, True, T0 + timedelta(seconds=5)).ok
-    assert account.throttle.sources == {} and account.throttle.is_known("")
+    assert account.throttle.sources == {}
     # Shared with whoever else guesses: one success must not buy an attacker 100 more.
     assert account.password_failures.count(T0 + timedelta(seconds=5)) == 4
 

@@ -13,6 +13,7 @@ from services.auth.domain import (
     AccountStatus,
     AuthRejected,
     CodePurpose,
+    DeviceProof,
     LoginThrottle,
     Reason,
     login_unknown,
@@ -36,8 +37,13 @@ def parent() -> Account:
 
 
 def login(account: Account, ok: bool, now: datetime, source: str) -> Reason | None:
+    """A login from ``source`` whose device keeps the token its first success got
+    (``tok-<source>``): it is trusted from then on."""
+    device = DeviceProof(presented_hash=f"tok-{source}", new_device_id=f"dev-{source}",
+                         new_token_hash=f"tok-{source}")
     outcome = account.login(password_ok=ok, now=now, session_id=f"s-{now.timestamp()}",
-                            refresh_token_hash="rt", device="d", ip_hash="ip", source=source)
+                            refresh_token_hash="rt", device="d", ip_hash="ip", source=source,
+                            device_proof=device)
     return outcome.reply.reason
 
 

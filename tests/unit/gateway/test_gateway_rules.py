@@ -90,7 +90,7 @@ def test_the_apps_principal_the_gateway_runs_as_may_do_all_it_does_and_no_more()
     from services.gateway.kafka import DELIVERIES
 
     table = acl.table()
-    apps = acl.principal(acl.APPS)
+    apps = acl.principal("gateway")
     reply_topic = Settings(infra=GatewayInfra(kafka_bootstrap="k:9092", auth_public_key=PUBLIC_KEY),
                            instance_id="gw-1").reply_topic
     commands = [t.name for t in TOPICS if t.producer == "apps"]
@@ -103,3 +103,5 @@ def test_the_apps_principal_the_gateway_runs_as_may_do_all_it_does_and_no_more()
     assert acl.allowed(table, apps, "Read", "topic", DELIVERIES)
     assert not acl.allowed(table, apps, "Read", "topic", "notify.otp-requests.v1")
     assert not acl.allowed(table, apps, "Write", "topic", "integrations.topups.v1")
+    partner_reply_topic = "apps.replies.partner-1.v1"
+    assert not acl.allowed(table, apps, "Read", "topic", partner_reply_topic)

@@ -8,6 +8,8 @@ import pytest
 from services.notify.domain import (
     FACTS_TYPE,
     AbsentFacts,
+    AccountLockedFacts,
+    AccountUnlockedFacts,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -86,6 +88,8 @@ SAMPLES: dict[NotificationKind, Facts] = {
     NotificationKind.NEW_LOGIN: NewLoginFacts(msk(9, 0), "iPhone", "Ижевск"),
     NotificationKind.PASSWORD_CHANGED: PasswordChangedFacts(msk(9, 0)),
     NotificationKind.SECOND_FACTOR_DISABLED: SecondFactorDisabledFacts(msk(9, 0), True),
+    NotificationKind.ACCOUNT_LOCKED: AccountLockedFacts(msk(9, 0), msk(10, 0)),
+    NotificationKind.ACCOUNT_UNLOCKED: AccountUnlockedFacts(msk(9, 30)),
     NotificationKind.ONE_TIME_CODE: OneTimeCodeFacts("482913", CodePurpose.LOGIN, 5),
     NotificationKind.GRACE_MEAL: GraceMealFacts(msk(12, 30), 123_450),
     NotificationKind.DISPUTE_OPENED: DisputeOpenedFacts(msk(13, 0), "till-7-000981", 0),
