@@ -4,7 +4,7 @@ deleted by the runtime's relay (``outbox_carries_secrets``, on by default for au
 from __future__ import annotations
 
 from contracts import auth as cmd
-from contracts.integrations import CardIssued, CardReissued
+from contracts.integrations import CardIssued, CardReissued, VirtualCardIssued
 from services.auth import store
 from services.auth.handlers import Handlers
 from services.auth.settings import Settings
@@ -23,6 +23,7 @@ async def wire(rt: Runtime) -> Routes:
         # integrations.card-issuance.v1
         CardIssued: h.on_card_issued,
         CardReissued: h.on_card_reissued,
+        VirtualCardIssued: h.on_virtual_card_issued,
         # auth.commands.v1
         cmd.StartRegistration: h.on_start_registration,
         cmd.ConfirmRegistration: h.on_confirm_registration,

@@ -268,6 +268,13 @@ class Handlers:
                 await self._save_account(uc.tx, s, issued.account, None)
             await self._save_child(uc.tx, s, issued.child, None)
 
+    async def on_virtual_card_issued(self, msg: Inbound[inbound.VirtualCardIssued]) -> None:
+        """A second credential (phone, watch, QR) of a contract auth already links: nothing of
+        auth's changes; the inbox marks the message handled (every consumer of the topic
+        answers for every type on it)."""
+        async with self.case(msg):
+            pass
+
     async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
         """Relink: the child keeps guardians and history under the new contract. A reissue
         onto another child's contract is refused by the domain (dead-lettered with its

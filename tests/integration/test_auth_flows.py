@@ -181,8 +181,18 @@ async def staff(a: SimpleNamespace, role: cmd.Role = cmd.Role.SUPPORT,
                                    initial_password_hash=hash_password(initial),
                                    now=a.clock.now, username=name)
     await Store(a.db).save_account(account, None)
-    first = await send(a, cmd.Login(request_id=uid("l"), login=name, password=initial), name)
-    assert first["ok"] and first["must_change_password"], first
+
+    async def first_login() -> dict[str, Any] | None:
+        # Twice in ~10 full runs under load, the first login right after the direct insert
+        # answered invalid_credentials (the login's transaction did not yet see the account
+        # on the dev server, nx-27017); asked again it succeeds. Open in the notes.
+        reply = await send(a, cmd.Login(request_id=uid("l"), login=name, password=initial),
+                           name)
+        return reply if reply.get("ok") else None
+
+    first = await eventually(first_login, timeout=15, interval=0.5,
+                             what="the seeded staff account's first login")
+    assert first["must_change_password"], first
     changed = await send(a, cmd.ChangePassword(request_id=uid("p"), current_password=initial,
                                                new_password=pw), name, first["access_token"])
     assert changed["ok"], changed
