@@ -7,7 +7,9 @@ table of queries so that a metric renamed in the services shows up here as a fai
 
 Metrics come from the runtime (``services/runtime/metrics.py``: handling, retries, dead
 letters, transactions, outbox, consumer lag), FastStream's middleware (``schoolcard_kafka_*``,
-label ``app_name`` = the service) and the services' own modules (transit's rides and fares,
+label ``app_name`` = the service) and the services' own modules (``services/<svc>/metrics.py``:
+wallet's sales, declines by reason, top-ups and fares; access's passages and denials;
+notify's deliveries by channel; transit's rides and fares;
 notify's refused codes). Readiness comes from kube-state-metrics and Prometheus' ``up``.
 """
 
@@ -132,6 +134,16 @@ DOMAIN: dict[str, list[Panel]] = {
         Panel("Sale decisions and account events published per second",
               ((published("wallet", "wallet.sale-decisions.v1"), "sale decisions"),
                (published("wallet", "wallet.events.v1"), "account events")), "ops"),
+        Panel("Declines per second, by what was declined and why",
+              (("sum by (what, reason) (rate(schoolcard_wallet_declines_total"
+                f"[{RATE}]))", "{{what}} {{reason}}"),), "ops",
+              "Each committed decline counted once (a retried sale's recorded answer is not)."),
+        Panel("Money per second (roubles): sales, top-ups, fares",
+              ((f"sum(rate(schoolcard_wallet_sales_kopecks_total[{RATE}])) / 100", "sales"),
+               (f"sum(rate(schoolcard_wallet_top_up_kopecks_total[{RATE}])) / 100",
+                "top-ups"),
+               (f"sum(rate(schoolcard_wallet_fare_kopecks_total[{RATE}])) / 100", "fares")),
+              "short"),
     ],
     "access": [
         Panel("Turnstile taps (entries and exits) per second, by outcome",
@@ -139,6 +151,11 @@ DOMAIN: dict[str, list[Panel]] = {
         Panel("Gate decisions and attendance events published per second",
               ((published("access", "access.gate-decisions.v1"), "gate decisions"),
                (published("access", "access.events.v1"), "attendance events")), "ops"),
+        Panel("Entries, exits and gate denials per second",
+              (("sum by (direction) (rate(schoolcard_access_passages_total"
+                f"[{RATE}]))", "{{direction}}"),
+               ("sum by (reason) (rate(schoolcard_access_gate_denials_total"
+                f"[{RATE}]))", "denied {{reason}}")), "ops"),
     ],
     "transit": [
         Panel("Rides per second, by fare explanation",
@@ -160,8 +177,11 @@ DOMAIN: dict[str, list[Panel]] = {
         Panel("Events turned into notifications per second, by type",
               (("sum by (type) (rate(schoolcard_messages_handled_total"
                 f'{{service="notify", outcome="ok"}}[{RATE}]))', "{{type}}"),), "ops"),
-        Panel("Deliveries reported per second",
-              ((published("notify", "notify.deliveries.v1"), "deliveries"),), "ops"),
+        Panel("Notifications per second, by channel and outcome",
+              (("sum by (channel, status) (rate(schoolcard_notify_deliveries_total"
+                f"[{RATE}]))", "{{channel}} {{status}}"),
+               (f"sum(rate(schoolcard_notify_in_app_messages_total[{RATE}]))", "in-app")),
+              "ops"),
         Panel("One-time codes not sent per second, by reason",
               (("sum by (reason) (rate(schoolcard_notify_codes_refused_total"
                 f"[{RATE}]))", "{{reason}}"),), "ops"),

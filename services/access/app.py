@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import access, integrations, wallet
-from services.access import store
+from services.access import metrics, store
 from services.access.handlers import Handlers
 from services.access.settings import Settings
 from services.runtime.consumer import Routes
@@ -15,6 +15,7 @@ async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db, attendance_retention_days=settings.attendance_retention_days,
                                gate_tap_retention_days=settings.gate_tap_retention_days)
     h = Handlers(rt)
+    rt.uow.observe(metrics.observe)  # domain counters, per committed event
     rt.ticks.append(Tick(every_s=settings.sweep_interval_s, run=h.sweep,
                          name="attendance-sweep"))
     return {

@@ -41,13 +41,13 @@ def _explain(exc: Exception) -> tuple[str, str]:
 
 
 def _emit(tx: Transaction, events: Iterable[object], zone: ZoneInfo | None,
-          cause_id: str) -> None:
+          cause_id: str, *, replay: bool = False) -> None:
     context = outbound.Context(tx.now, zone, cause_id)
     for event in events:
         wired = outbound.to_wire(event, context)
         if wired is not None:
             topic, key, message, mid = wired
-            tx.emit(topic, key, message, message_id=mid)
+            tx.emit(topic, key, message, message_id=mid, replay=replay)
 
 
 # --- wire -> domain ---------------------------------------------------------------------------
@@ -142,7 +142,7 @@ class Handlers:
                                    previous=previous, now=tx.now)
             zone = schedule.zone if schedule is not None else None
             if outcome.replayed:
-                _emit(tx, [outcome.record.decided_event()], zone, msg.inbox_id)
+                _emit(tx, [outcome.record.decided_event()], zone, msg.inbox_id, replay=True)
                 return
             await store.insert_tap(tx, outcome.record)
             if outcome.day is not None:

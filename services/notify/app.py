@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contracts import access, auth, notify, transit, wallet
-from services.notify import channels, store
+from services.notify import channels, metrics, store
 from services.notify.handlers import Handlers
 from services.notify.sender import Sender
 from services.notify.settings import Settings
@@ -16,6 +16,7 @@ async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db, journal_retention_days=settings.journal_retention_days,
                                journey_retention_days=settings.journey_retention_days)
     sender = Sender(rt, channels.from_settings(settings))
+    rt.uow.observe(metrics.observe)  # domain counters, per committed event
     rt.ticks.append(Tick(every_s=0.0, run=sender.tick, name="notify-sender"))
     rt.ticks.append(Tick(every_s=settings.digest_every_s, run=sender.digest_tick,
                          name="notify-digest"))

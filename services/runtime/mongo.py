@@ -181,6 +181,8 @@ class PendingMessage:
     key: str
     message: ContractModel
     envelope: Envelope
+    replay: bool = False
+    """A recorded result sent again (a retried request): not counted again by observers."""
 
 
 @dataclass
@@ -276,14 +278,16 @@ class Transaction:
                 del self.shared[cached]
 
     def emit(self, topic: str, key: str, message: ContractModel, *,
-             reply_to: str | None = None, message_id: str | None = None) -> Envelope:
+             reply_to: str | None = None, message_id: str | None = None,
+             replay: bool = False) -> Envelope:
         """Queue a message for publication after commit; ``message_id`` makes the id
         deterministic (re-emitting a recorded result keeps its id). The record keeps the
-        current trace context: the relay publishes it in the same trace."""
+        current trace context: the relay publishes it in the same trace. ``replay``: a recorded
+        result sent again (``UnitOfWork.observe`` does not count it twice)."""
         envelope = Envelope.new(message, source=self.source, subject=key, cause=self.cause,
                                 reply_to=reply_to, time=self.now, message_id=message_id,
                                 traceparent=self._traceparent())
-        self.outbox.append(PendingMessage(topic, key, message, envelope))
+        self.outbox.append(PendingMessage(topic, key, message, envelope, replay))
         return envelope
 
     def fail(self, code: str, message: str) -> None:
@@ -363,6 +367,7 @@ class UnitOfWork:
         self.inbox = self.db[f"{service}_inbox"]
         self.outbox = self.db[f"{service}_outbox"]
         self._on_commit = on_commit or (lambda: None)
+        self._observers: list[Callable[[list[ContractModel]], None]] = []
         self.reply_max_bytes = reply_max_bytes
         self._crash_after_commit = crash_after_commit
         self._commits_with_outbox = 0
@@ -440,8 +445,18 @@ class UnitOfWork:
         metrics.TRANSACTION_SECONDS.labels(self.service).observe(time.perf_counter() - started)
         self._committed(scope.outbox, scope.after_commit)
 
+    def observe(self, observer: Callable[[list[ContractModel]], None]) -> None:
+        """Call ``observer`` with the messages of every transaction once it has committed
+        (a service's domain counters: each committed event counted once — a rolled-back or
+        redelivered message's events never reach it)."""
+        self._observers.append(observer)
+
     def _committed(self, outbox: list[PendingMessage],
                    after_commit: list[Callable[[], None]]) -> None:
+        if outbox and self._observers:
+            messages = [p.message for p in outbox if not p.replay]
+            for observer in self._observers:
+                observer(messages)
         if outbox:
             self._commits_with_outbox += 1
             if self._commits_with_outbox == self._crash_after_commit:

@@ -6,7 +6,7 @@ from contracts import integrations, transit
 from contracts import wallet as commands
 from services.runtime.consumer import Routes
 from services.runtime.service import Runtime, Tick, main
-from services.wallet import store
+from services.wallet import metrics, store
 from services.wallet.handlers import Handlers
 from services.wallet.settings import Settings
 
@@ -14,6 +14,7 @@ from services.wallet.settings import Settings
 async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db)
     h = Handlers(rt)
+    rt.uow.observe(metrics.observe)  # domain counters, per committed event
     settings: Settings = rt.settings  # type: ignore[assignment]
 
     async def expire_bonuses() -> None:

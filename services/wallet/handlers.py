@@ -55,15 +55,15 @@ class Handlers:
         for event in account.pull_events():
             self._emit(tx, event)
 
-    def _emit(self, tx: Transaction, event: object) -> None:
+    def _emit(self, tx: Transaction, event: object, *, replay: bool = False) -> None:
         wired = outbound.to_wire(event)
         if wired is not None:
-            self._send(tx, wired)
+            self._send(tx, wired, replay=replay)
 
     @staticmethod
-    def _send(tx: Transaction, wired: outbound.Wired) -> None:
+    def _send(tx: Transaction, wired: outbound.Wired, *, replay: bool = False) -> None:
         topic, key, message, mid = wired
-        tx.emit(topic, key, message, message_id=mid)
+        tx.emit(topic, key, message, message_id=mid, replay=replay)
 
     # --- integrators: cards and top-ups -----------------------------------------------------------
 
@@ -125,7 +125,7 @@ class Handlers:
                 channel=d.TopUpChannel(top_up.channel.value),
                 auto_top_up_request_id=top_up.auto_top_up_request_id)
             for event in decision.resend:
-                self._emit(tx, event)
+                self._emit(tx, event, replay=True)
             match decision.verdict:
                 case d.TopUpVerdict.PARKED:
                     await store.park_top_up(tx, top_up)
@@ -212,7 +212,7 @@ class Handlers:
                 bonus_excluded_categories=self._bonus_excluded)
             await self._commit(tx, account, loaded)
             for event in decision.resend:
-                self._emit(tx, event)
+                self._emit(tx, event, replay=True)
             self._send(tx, outbound.sale_decision(sale, decision.result, decision.decided_at))
 
     # --- transit fares ----------------------------------------------------------------------------
@@ -243,7 +243,7 @@ class Handlers:
             decision = account.decide_fare(fare.ride_id, fare.amount, now=tx.now)
             await self._commit(tx, account, loaded)
             for event in decision.resend:
-                self._emit(tx, event)
+                self._emit(tx, event, replay=True)
 
     async def on_fare_corrected(self, msg: Inbound[transit.FareCorrected]) -> None:
         correction = msg.message
@@ -259,7 +259,7 @@ class Handlers:
                                              correction.refund, now=tx.now)
             await self._commit(tx, account, loaded)
             for event in corrected.resend:
-                self._emit(tx, event)
+                self._emit(tx, event, replay=True)
 
     # --- app commands -----------------------------------------------------------------------------
 

@@ -241,3 +241,46 @@ def test_policies_monitors_and_budgets_select_the_service_pods(service: str) -> 
     # peers are never matchLabels: kustomize would narrow them to this service's pods
     assert not any(isinstance(n, dict) and "matchLabels" in n
                    for rule in policy["egress"] for n in walk(rule["to"]))
+
+
+# --- the gateway: stateless, scaled on CPU, reached through the ingress ------------------------
+
+GATEWAY = "schoolcard-gateway"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_is_deployed_with_its_autoscaler_ingress_budget_and_monitor(
+        overlay: str) -> None:
+    objs = render(overlay)
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy",
+                 "ServiceMonitor", "HorizontalPodAutoscaler", "Ingress", "KafkaUser"):
+        assert GATEWAY in of_kind(objs, kind), (kind, overlay)
+    hpa = of_kind(objs, "HorizontalPodAutoscaler")[GATEWAY]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                     "name": GATEWAY}
+    assert hpa["minReplicas"] == (2 if overlay == "prod" else 1) <= hpa["maxReplicas"]
+    assert "replicas" not in of_kind(objs, "Deployment")[GATEWAY]["spec"]  # the HPA's to set
+    ingress = of_kind(objs, "Ingress")[GATEWAY]["spec"]
+    assert ingress["tls"] and ingress["rules"][0]["http"]["paths"][0]["backend"]["service"][
+        "name"] == GATEWAY
+
+
+def test_the_gateway_drains_within_its_grace_period_and_reads_no_database_or_auth_secret(
+        ) -> None:
+    deployment = of_kind(render("prod"), "Deployment")[GATEWAY]
+    pod = deployment["spec"]["template"]["spec"]
+    env = env_of(deployment)
+    assert pod["containers"][0]["command"] == ["python", "-m", "services.gateway"]
+    assert pod["terminationGracePeriodSeconds"] >= float(env["GATEWAY_SHUTDOWN_GRACE_S"]) + 10
+    assert env["SCHOOLCARD_KAFKA_SASL_USERNAME"] == GATEWAY
+    assert secret_refs(pod) == {GATEWAY, "schoolcard-cluster-ca-cert"}
+    assert not any("MONGO" in name for name in env)
+
+
+def test_the_gateway_lets_the_ingress_controller_in_and_reaches_no_database() -> None:
+    policy = of_kind(render("prod"), "NetworkPolicy")[GATEWAY]["spec"]
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert 27017 not in egress_ports and 9093 in egress_ports
+    sources = [e["values"] for rule in policy["ingress"] for peer in rule["from"]
+               for e in peer["namespaceSelector"]["matchExpressions"]]
+    assert ["ingress-nginx"] in sources and ["monitoring"] in sources

@@ -13,16 +13,20 @@ import yaml
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from prometheus_client import REGISTRY, CollectorRegistry
 
+import services.access.metrics
 import services.notify.handlers
+import services.notify.metrics
 import services.runtime.metrics
 import services.transit.metrics
+import services.wallet.metrics
 from contracts.catalog import SERVICES
 from deploy.observability import build
 
 pytestmark = pytest.mark.unit
 
 SERVICE_METRIC_MODULES = (services.runtime.metrics, services.transit.metrics,
-                          services.notify.handlers)
+                          services.notify.handlers, services.notify.metrics,
+                          services.wallet.metrics, services.access.metrics)
 EXTERNAL = {
     "up": "Prometheus, per scraped target",
     "kube_deployment_status_replicas_ready": "kube-state-metrics",
@@ -93,11 +97,11 @@ def test_a_metric_the_services_do_not_export_is_reported() -> None:
     assert "schoolcard_consumer_lag" in known
     assert "schoolcard_kafka_received_messages_total" in known
     assert "schoolcard_handler_seconds_bucket" in known
-    exprs = ['sum(rate(schoolcard_wallet_sales_total{service="wallet"}[5m]))',
+    exprs = ['sum(rate(schoolcard_wallet_salez_total{service="wallet"}[5m]))',
              'sum by (topic) (schoolcard_consumer_lags{service="x"})',
              "histogram_quantile(0.9, rate(schoolcard_handler_second_bucket[5m]))",
              'kube_pod_info{pod="x"}']
-    assert unknown(exprs, known) == {"schoolcard_wallet_sales_total", "schoolcard_consumer_lags",
+    assert unknown(exprs, known) == {"schoolcard_wallet_salez_total", "schoolcard_consumer_lags",
                                      "schoolcard_handler_second_bucket", "kube_pod_info"}
 
 
@@ -108,8 +112,8 @@ def test_each_dashboard_shows_red_lag_dead_letters_and_outbox(service: str) -> N
             "schoolcard_consumer_lag", "schoolcard_dead_letters_total",
             "schoolcard_outbox_backlog", "schoolcard_outbox_lag_seconds",
             "schoolcard_outbox_failures_total"} <= named
-    assert all(f'service="{service}"' in e or "schoolcard_transit_" in e
-               or "schoolcard_notify_" in e or f'"{service}"' in e or "schoolcard-" in e
+    assert all(f'service="{service}"' in e or f"schoolcard_{service}_" in e
+               or f'"{service}"' in e or "schoolcard-" in e
                for e in dashboard_exprs(service))
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import bson
 import pytest
+from prometheus_client import REGISTRY
 
 from contracts import wallet as w
 from contracts.auth import ChildGrant, Role
@@ -894,3 +895,36 @@ async def test_a_school_year_of_operations_leaves_the_account_document_small(
 
 async def _count(collection: Any, query: dict[str, Any], expected: int) -> bool:
     return await collection.count_documents(query) == expected
+
+
+# --- domain counters --------------------------------------------------------------------------
+
+def counted(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_domain_counters_count_each_committed_event_once_and_a_redelivery_not_at_all(
+        world: World) -> None:
+    card = await world.open_account()
+    before = (counted("schoolcard_wallet_top_ups_total", outcome="applied"),
+              counted("schoolcard_wallet_top_up_kopecks_total"),
+              counted("schoolcard_wallet_sales_total"),
+              counted("schoolcard_wallet_declines_total", what="sale",
+                      reason="insufficient_funds"))
+    payment = TopUpReceived(payment_id=uid("pay"), contract=card.contract, amount=100_00,
+                            sub_balance="canteen", channel="bank_card", paid_at=world.clock.now)
+    first = await world.integrator.publish(payment, card.contract)
+    await world.event("TopUpApplied", card.contract)
+    await world.integrator.publish(payment, card.contract, envelope=first)  # redelivered
+    await world.integrator.publish(payment, card.contract)  # the bank retried, new message id
+    await world.top_up(card.contract, 50_00)  # same key, after them: they were handled
+    assert (await world.sell(world.sale(card, item(60_00))))["approved"] is True
+    declined = await world.sell(world.sale(card, item(200_00)))
+    assert declined["approved"] is False and declined["reason"] == "insufficient_funds"
+    await world.event("SaleDeclined", card.contract)
+    after = (counted("schoolcard_wallet_top_ups_total", outcome="applied"),
+             counted("schoolcard_wallet_top_up_kopecks_total"),
+             counted("schoolcard_wallet_sales_total"),
+             counted("schoolcard_wallet_declines_total", what="sale",
+                     reason="insufficient_funds"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 150_00, 1, 1]
