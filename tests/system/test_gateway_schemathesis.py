@@ -117,7 +117,8 @@ def test_every_operation_answers_generated_calls_as_its_openapi_document_says(
               f"examples, statuses {report['statuses']}, {report['failing_operations']} "
               f"operations failing")
     assert len(figures.operations) >= 29
-    assert all(figures.examples[op] >= EXAMPLES for op in figures.operations), figures.examples
+    assert all(figures.examples[op] >= EXAMPLES for op in figures.operations
+               if op not in figures.no_invalid_form), figures.examples  # GET /v1/faq: one call
     assert figures.statuses[200] > 0, "no generated call went through to a service"
     [children] = [op for op in operations if (op.method.upper(), op.path) == ("GET",
                                                                              "/v1/children")]
