@@ -444,8 +444,13 @@ class Handlers:
         async with self.case(msg, now=now) as uc:
             s = Store.of(uc.tx)
             account = await s.account_by(field, value)
-            if account is not None and account.password_hash != verified_hash:
-                raise ConcurrencyError("the password changed while it was being verified")
+            if (account is None) != (before is None) or (
+                    account is not None and account.password_hash != verified_hash):
+                # The account (or its password) is not what the verification read saw: a
+                # change in between, or a transaction whose view predates a just-created
+                # account (seen under load on the dev server as a wrong-password answer to
+                # a new account's first login). Rerun instead of answering from a stale view.
+                raise ConcurrencyError("the account changed while its password was verified")
             throttle = await s.unknown_throttle(unknown_key) if account is None else None
             refresh = new_refresh_token()
             outcome = d.log_in(account=account, unknown_throttle=throttle,

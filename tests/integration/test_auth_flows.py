@@ -183,9 +183,9 @@ async def staff(a: SimpleNamespace, role: cmd.Role = cmd.Role.SUPPORT,
     await Store(a.db).save_account(account, None)
 
     async def first_login() -> dict[str, Any] | None:
-        # Twice in ~10 full runs under load, the first login right after the direct insert
-        # answered invalid_credentials (the login's transaction did not yet see the account
-        # on the dev server, nx-27017); asked again it succeeds. Open in the notes.
+        # Under load the first login right after the insert once answered invalid_credentials
+        # (the login's transaction did not see the account its verification read saw); auth
+        # now reruns such a login (handlers.on_login). Kept as a guard: see the notes.
         reply = await send(a, cmd.Login(request_id=uid("l"), login=name, password=initial),
                            name)
         return reply if reply.get("ok") else None

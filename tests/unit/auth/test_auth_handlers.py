@@ -731,7 +731,7 @@ TOKEN_COMMANDS: dict[type[Any], Any] = {
 }
 WITHOUT_TOKEN = {cmd.StartRegistration, cmd.ConfirmRegistration, cmd.ResendCode, cmd.Login,
                  cmd.RefreshSession, cmd.RequestPasswordReset, cmd.ConfirmPasswordReset,
-                 integ.CardIssued, integ.CardReissued}
+                 integ.CardIssued, integ.CardReissued, integ.VirtualCardIssued}
 
 
 async def test_every_command_of_auth_is_known_to_take_a_token_or_not():
