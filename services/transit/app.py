@@ -14,7 +14,7 @@ from contracts.transit import GetRides, SetConcession, SetFareRules
 from contracts.wallet import CardBlocked, CardUnblocked, DebtSettled, FareDebited, FareDeclined
 from services.runtime.consumer import Routes
 from services.runtime.service import Runtime, Tick, main
-from services.transit import store
+from services.transit import metrics, store
 from services.transit.domain import parse_fare_rules
 from services.transit.handlers import Handlers
 from services.transit.settings import Settings
@@ -27,6 +27,7 @@ async def wire(rt: Runtime) -> Routes:
     await store.ensure_indexes(rt.db, ride_retention_days=settings.ride_retention_days)
     await store.seed_rules(rt.db, books, rt.clock())
     h = Handlers(rt)
+    rt.uow.observe(metrics.observe)  # domain counters, per committed event
     rt.ticks.append(Tick(settings.reminder_every_s, h.remind_concessions,
                          "concession-reminders"))
     return {

@@ -24,7 +24,7 @@ from services.runtime.mongo import Transaction
 from services.runtime.service import Runtime
 from services.runtime.usecase import Refused, UseCases, explain_refusal
 from services.transit import domain as d
-from services.transit import metrics, outbound, store
+from services.transit import outbound, store
 from services.transit.domain.rules import rules_update_refusal
 from services.transit.settings import Settings
 
@@ -65,9 +65,10 @@ class Handlers:
 
     # --- plumbing ------------------------------------------------------------------------------
 
-    def _emit(self, tx: Transaction, events: Sequence[d.TransitEvent], contract: str) -> None:
+    def _emit(self, tx: Transaction, events: Sequence[d.TransitEvent], contract: str, *,
+              replay: bool = False) -> None:
         for topic, key, message, mid in outbound.to_wire(events, contract, tx.now):
-            tx.emit(topic, key, message, message_id=mid)
+            tx.emit(topic, key, message, message_id=mid, replay=replay)
 
     async def _commit(self, tx: Transaction, travel: d.CardTravel, loaded: int | None,
                       outcome: d.Outcome, contract: str) -> None:
@@ -75,7 +76,7 @@ class Handlers:
         their deterministic ids."""
         if not outcome.duplicate:
             await store.save_travel(tx, travel, loaded)
-        self._emit(tx, outcome.events, contract)
+        self._emit(tx, outcome.events, contract, replay=outcome.duplicate)
 
     async def _travel_of_ride(self, tx: Transaction,
                               ride_id: str) -> tuple[d.CardTravel, store.RideRef]:
@@ -165,8 +166,6 @@ class Handlers:
             await self._commit(tx, travel, loaded, outcome, card.contract)
             await store.save_rides(tx, travel, _changed(travel, before), card.contract,
                                    rulebook.time_zone)
-        if not outcome.duplicate:
-            metrics.observe(outcome.events)
 
     # --- wallet's answers ----------------------------------------------------------------------
 
@@ -193,8 +192,6 @@ class Handlers:
                 outcome = travel.record_fare_declined(ride_id, amount, tx.now, declined)
             await self._commit(tx, travel, loaded, outcome, ref.contract)
             await store.save_rides(tx, travel, _changed(travel, before), ref.contract, "UTC")
-        if not outcome.duplicate:
-            metrics.observe(outcome.events)
 
     async def on_debt_settled(self, msg: Inbound[wallet_wire.DebtSettled]) -> None:
         """A top-up covered what the contract owed: lift the deny-list entry of each of its
@@ -202,7 +199,6 @@ class Handlers:
         ridden (after a reissue, on the old card). The settlement id is wallet's deterministic
         message id."""
         s = msg.message
-        events: list[d.TransitEvent] = []
         async with self.case(msg) as uc:
             tx = uc.tx
             cards = await store.cards_of(tx, s.contract)
@@ -217,8 +213,6 @@ class Handlers:
                                                      s.fares_collected)
                 await self._commit(tx, travel, loaded, outcome, contract)
                 await store.save_rides(tx, travel, _changed(travel, before), contract, "UTC")
-                events.extend(outcome.events)
-        metrics.observe(events)
 
     async def on_card_blocked(self, msg: Inbound[wallet_wire.CardBlocked]) -> None:
         b = msg.message
@@ -244,16 +238,14 @@ class Handlers:
             await store.set_own_block(tx, card_uid, contract, blocked_at)
             card = await store.card(tx, card_uid)
             denied = blocked_at is not None or await store.contract_blocked(tx, contract)
-            events = await self._block_cards(tx, [card] if card else [], denied, contract)
-        metrics.observe(events)
+            await self._block_cards(tx, [card] if card else [], denied, contract)
 
     async def _set_blocked(self, msg: Inbound, contract: str, blocked: bool) -> None:
         """A lost card goes on the validators' deny list at once, and comes off when it is
         unblocked and owes nothing, for every active card of the contract."""
         async with self.case(msg) as uc:
             tx = uc.tx
-            events = await self._set_blocked_in(tx, contract, blocked)
-        metrics.observe(events)
+            await self._set_blocked_in(tx, contract, blocked)
 
     async def _set_blocked_in(self, tx: Transaction, contract: str,
                               blocked: bool) -> list[d.TransitEvent]:
@@ -362,7 +354,6 @@ class Handlers:
                 loaded = travel.version
                 outcome = travel.remind_concession_expiry(rulebook, tx.now)
                 await self._commit(tx, travel, loaded, outcome, card.contract)
-            metrics.observe(outcome.events)
         await self._remind_cards_that_never_rode(now, horizon)
 
     async def _remind_cards_that_never_rode(self, now: datetime, horizon: int) -> None:
@@ -388,7 +379,6 @@ class Handlers:
                     continue
                 await store.mark_card_reminded(tx, card_uid, until)
                 self._emit(tx, [reminder], card.contract)
-            metrics.observe([reminder])
 
 
 def _ride_key(line: d.RideLine) -> paging.Key:

@@ -1,13 +1,14 @@
-"""Transit's own Prometheus metrics (the runtime's ``schoolcard_*`` metrics cover handling,
-retries, dead letters, transactions and the outbox)."""
+"""Transit's domain counters, from the messages of committed transactions
+(``UnitOfWork.observe``: each committed event counted once; a replayed outcome's events are
+sent again as ``replay`` and not counted). The runtime's ``schoolcard_*`` metrics cover
+handling, retries, dead letters, transactions and the outbox."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from prometheus_client import Counter
 
-from services.transit import domain as d
+from contracts import transit as wire
+from contracts.envelope import ContractModel
 
 RIDES = Counter("schoolcard_transit_rides_total", "Rides recorded, by fare explanation",
                 ["explanation"])
@@ -23,19 +24,16 @@ REMINDERS = Counter("schoolcard_transit_concession_reminders_total",
                     "Concession expiry reminders emitted")
 
 
-def observe(events: Iterable[d.TransitEvent]) -> None:
-    """Count one committed outcome (domain events; replays are not counted)."""
-    for e in events:
-        if isinstance(e, d.FareAssessed):
-            RIDES.labels(e.explanation.value).inc()
-            ASSESSED_KOPECKS.inc(e.debit_amount)
-        elif isinstance(e, d.FareCorrected):
+def observe(messages: list[ContractModel]) -> None:
+    for m in messages:
+        if isinstance(m, wire.RideRecorded):
+            RIDES.labels(m.explanation.value).inc()
+        elif isinstance(m, wire.FareAssessed):
+            ASSESSED_KOPECKS.inc(m.amount)
+        elif isinstance(m, wire.FareCorrected):
             CORRECTIONS.inc()
-        elif isinstance(e, d.FareRefundIssued):
-            REFUNDED_KOPECKS.inc(e.amount - e.against_debt)
-        elif isinstance(e, d.CardDenied):
-            DENY_LIST.labels("denied").inc()
-        elif isinstance(e, d.CardAllowed):
-            DENY_LIST.labels("allowed").inc()
-        elif isinstance(e, d.ConcessionExpiryReminded):
+            REFUNDED_KOPECKS.inc(m.refund)
+        elif isinstance(m, wire.DenyListEntry):
+            DENY_LIST.labels("denied" if m.denied else "allowed").inc()
+        elif isinstance(m, wire.ConcessionExpiring):
             REMINDERS.inc()

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from contracts import access, notify, wallet
+from contracts import access, notify, transit, wallet
 from services.access import metrics as access_metrics
 from services.notify import metrics as notify_metrics
+from services.transit import metrics as transit_metrics
 from services.wallet import metrics as wallet_metrics
 
 pytestmark = pytest.mark.unit
@@ -60,3 +61,22 @@ def test_notify_counts_deliveries_by_channel_and_status() -> None:
         kind="top_up", status="failed", attempts=1, at=AT)])
     assert value("schoolcard_notify_deliveries_total", channel="sms",
                  status="failed") == before + 1
+
+
+def test_transit_counts_rides_by_explanation_refunds_and_deny_list_changes() -> None:
+    names = ("schoolcard_transit_rides_total", "schoolcard_transit_refunded_kopecks_total",
+             "schoolcard_transit_deny_list_changes_total")
+    explanation = next(iter(transit.FareExplanation))
+    before = (value(names[0], explanation=explanation.value), value(names[1]),
+              value(names[2], state="allowed"))
+    transit_metrics.observe([
+        transit.RideRecorded(ride_id="r-1", contract="40012345", card_uid="04A1B2C3D4E5F6",
+                             route="29", mode="bus", stop_id="s-1", tapped_at=AT, fare=35_00,
+                             explanation=explanation),
+        transit.FareCorrected(correction_id="c-1", ride_id="r-1", contract="40012345",
+                              refund=10_00, new_fare=25_00, explanation=explanation,
+                              corrected_at=AT),
+        transit.DenyListEntry(card_uid="04A1B2C3D4E5F6", denied=False, updated_at=AT)])
+    assert (value(names[0], explanation=explanation.value), value(names[1]),
+            value(names[2], state="allowed")) == (before[0] + 1, before[1] + 10_00,
+                                                   before[2] + 1)
