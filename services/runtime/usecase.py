@@ -143,7 +143,7 @@ class UseCases:
         """A request is answered with an ErrorReply; an event is dead-lettered."""
         metrics.REFUSALS.labels(self.rt.service, code).inc()
         if msg.envelope.reply_to:
-            log.info("request refused", type=msg.envelope.type, code=code)
+            log.info("request refused", type=msg.envelope.type, refusal=code)  # "code" is masked
             tx.fail(code, text)
             return
         raise Rejected(code, text)
