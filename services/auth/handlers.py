@@ -446,10 +446,9 @@ class Handlers:
             account = await s.account_by(field, value)
             if (account is None) != (before is None) or (
                     account is not None and account.password_hash != verified_hash):
-                # The account (or its password) is not what the verification read saw: a
-                # change in between, or a transaction whose view predates a just-created
-                # account (seen under load on the dev server as a wrong-password answer to
-                # a new account's first login). Rerun instead of answering from a stale view.
+                # The account (or its password) changed between the verification's read and
+                # the transaction's (a password change, a new account): rerun rather than
+                # answer from the older read.
                 raise ConcurrencyError("the account changed while its password was verified")
             throttle = await s.unknown_throttle(unknown_key) if account is None else None
             refresh = new_refresh_token()

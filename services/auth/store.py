@@ -52,6 +52,9 @@ from services.runtime.mongo import (
 Doc = dict[str, Any]
 _IDENTIFIERS = ("phone", "email", "username", "login_contract")
 _CONTRACT = re.compile(r"\d{8}")
+# What a typed phone number is made of. Letters are not: phonenumbers reads them as a keypad's
+# digits, which turned about 2 % of login names such as "staff-ed7789fa6ca7" into phones.
+_PHONE_CHARS = re.compile(r"[+\d\s().-]+")
 
 
 async def ensure_indexes(db: Any, *, session_retention_days: int,
@@ -88,6 +91,8 @@ def identify(login: str) -> tuple[str, str]:
         return "email", text.lower()
     if _CONTRACT.fullmatch(text):
         return "login_contract", text
+    if not _PHONE_CHARS.fullmatch(text):
+        return "username", text.lower()
     try:
         parsed = phonenumbers.parse(text, "RU")
         if phonenumbers.is_valid_number(parsed):

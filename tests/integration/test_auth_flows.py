@@ -182,8 +182,6 @@ async def staff(a: SimpleNamespace, role: cmd.Role = cmd.Role.SUPPORT,
                                    now=a.clock.now, username=name)
     await Store(a.db).save_account(account, None)
 
-    # Its first login right after the insert: under load this once met a transaction that did
-    # not see the account yet (auth now reruns such a login, handlers.on_login).
     first = await send(a, cmd.Login(request_id=uid("l"), login=name, password=initial), name)
     assert first["ok"] and first["must_change_password"], first
     changed = await send(a, cmd.ChangePassword(request_id=uid("p"), current_password=initial,

@@ -14,6 +14,7 @@ from services.auth.domain import (
 )
 from services.auth.domain.events import AccountClosed
 from services.auth.security import AccessRole, ChildClaim, ChildRole, new_totp_secret, totp_code
+from services.auth.store import identify
 
 pytestmark = pytest.mark.unit
 
@@ -194,3 +195,15 @@ def test_a_staff_account_needs_an_acceptable_password_then_a_free_login() -> Non
     with pytest.raises(AuthRejected) as parent_role:
         new_staff(AccessRole.PARENT)
     assert parent_role.value.reason is Reason.INVALID_ROLE
+
+
+@pytest.mark.parametrize("login", ["staff-ed7789fa6ca7", "integrator-bd7789fa6ca7", "call-me-now"])
+def test_a_login_name_with_letters_is_never_read_as_a_phone_number(login):
+    # phonenumbers reads letters as a keypad's digits: "staff-ed7789fa6ca7" parsed as
+    # +77789326227, and that staff member's first login was answered invalid_credentials.
+    assert identify(login) == ("username", login)
+
+
+@pytest.mark.parametrize("typed", ["+7 912 345-67-89", "8 (912) 345-67-89", "89123456789"])
+def test_a_typed_phone_number_is_read_as_one_in_e164(typed):
+    assert identify(typed) == ("phone", "+79123456789")
