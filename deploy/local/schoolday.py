@@ -488,6 +488,11 @@ class SchoolDay:
             await self.bus.request(wallet.BlockCard(request_id=f"blk-{uuid.uuid4().hex[:8]}",
                                                     contract=blocked.contract, reason="lost"),
                                    blocked.contract, token=g.token)
+            # Blocked the evening before: the gate knows it before the morning's first tap
+            # (wallet's CardBlocked reaches access's deny list; without the wait, a loaded
+            # machine let the card in before the news arrived).
+            if not await self.settle(services=("wallet", "access"), deliveries=False):
+                raise RuntimeError(f"the card block did not reach access: {self.lagging}")
 
     async def morning(self, step: Callable[[], None]) -> None:
         day = self.city.day
