@@ -20,6 +20,7 @@ from services.wallet.domain.applications import (
     ApplicationKind,
     ApplicationReason,
     ApplicationStatus,
+    done_by_reissue,
 )
 from services.wallet.domain.credentials import (
     Credential,
@@ -155,6 +156,7 @@ __all__ = [
     "ApplicationKind",
     "ApplicationReason",
     "ApplicationStatus",
+    "done_by_reissue",
     "AutoTopUpCancelled",
     "AutoTopUpFailed",
     "AutoTopUpRequested",
