@@ -86,6 +86,14 @@ class ConcessionExpiring(Event):
                            "days), for the reminder.", examples=[7])
 
 
+class DenyListReason(StrEnum):
+    """Why validators refuse a card; each is lifted on its own."""
+
+    DEBT = "debt"
+    CARD_BLOCKED = "card_blocked"
+    TRANSIT_PAYMENTS_OFF = "transit_payments_off"
+
+
 class DenyListEntry(Event):
     """Compacted access: validators cache the latest record per card uid."""
 
@@ -96,6 +104,12 @@ class DenyListEntry(Event):
                           "lack of money, less the corrections since), kopecks.")
     blocked: bool = Field(default=False, description="True when the card's contract blocked "
                           "it (a lost card): refused whatever the debt.", examples=[False])
+    reasons: list[DenyListReason] = Field(
+        default_factory=list, description="Every reason the card is refused, kept apart: "
+        "debt (unpaid fares), card_blocked (blocked or replaced), transit_payments_off (the "
+        "parent switched its transit payments off). Empty when the entry is lifted; lifting "
+        "one reason leaves the card denied while another holds.",
+        examples=[["transit_payments_off"]])
     updated_at: UtcDatetime
 
 

@@ -11,7 +11,14 @@ from contracts.integrations import (
     VirtualCardIssued,
 )
 from contracts.transit import GetRides, SetConcession, SetFareRules
-from contracts.wallet import CardBlocked, CardUnblocked, DebtSettled, FareDebited, FareDeclined
+from contracts.wallet import (
+    CardBlocked,
+    CardUnblocked,
+    DebtSettled,
+    FareDebited,
+    FareDeclined,
+    TransitPaymentsSwitched,
+)
 from services.runtime.consumer import Routes
 from services.runtime.service import Runtime, Tick, main
 from services.transit import metrics, store
@@ -43,6 +50,7 @@ async def wire(rt: Runtime) -> Routes:
         DebtSettled: h.on_debt_settled,
         CardBlocked: h.on_card_blocked,
         CardUnblocked: h.on_card_unblocked,
+        TransitPaymentsSwitched: h.on_transit_payments_switched,
         # transit.commands.v1
         SetFareRules: h.on_set_fare_rules,
         SetConcession: h.on_set_concession,

@@ -136,9 +136,13 @@ class Handlers:
             await self._block_if_contract_blocked(tx, v.contract)
 
     async def _block_if_contract_blocked(self, tx: Transaction, contract: str) -> None:
-        """Wallet's block of the contract was read before the card: the card starts denied."""
+        """Wallet's block of the contract, or its transit payments switched off, was read
+        before the card: the card starts denied."""
         if await store.contract_blocked(tx, contract):
             await self._set_blocked_in(tx, contract, True)
+        off_at = await store.payments_off_at(tx, contract)
+        if off_at is not None:
+            await self._switch_payments_in(tx, contract, off_at)
 
     # --- validators ----------------------------------------------------------------------------
 
@@ -154,13 +158,18 @@ class Handlers:
                 raise Refused("card_closed", f"card {t.card_uid} was reissued before the tap")
             if d.refuses_tap(card.own_blocked_at, t.tapped_at):
                 raise Refused("card_blocked", "the card alone was blocked before the tap")
+            if d.refuses_fare_tap(card.payments_off_at, t.tapped_at):
+                raise Refused("transit_payments_off",
+                              "the card's transit payments were switched off before the tap")
             rulebook = await store.rulebook(tx, operator_id)
             if rulebook is None:
                 raise Refused("unknown_operator", f"no fare rules for operator {operator_id}")
             travel = await store.load_travel(tx, f"{operator_id}:{t.card_uid}")
             loaded = travel.version if travel else None
             travel = travel or d.CardTravel(t.card_uid, operator_id, concession=card.concession,
-                                            blocked=card.blocked, denied=card.blocked)
+                                            blocked=card.blocked,
+                                            payments_off=card.payments_off,
+                                            denied=card.blocked or card.payments_off)
             before = _snapshot(travel)
             outcome = travel.record_tap(_tap(t), rulebook, tx.now)
             await self._commit(tx, travel, loaded, outcome, card.contract)
@@ -228,6 +237,35 @@ class Handlers:
             return
         await self._set_blocked(msg, u.contract, False)
 
+    async def on_transit_payments_switched(
+            self, msg: Inbound[wallet_wire.TransitPaymentsSwitched]) -> None:
+        """Switched off: every active card of the contract goes on the deny list at once
+        (reason ``transit_payments_off``) and its later taps are refused; switched on: the
+        entry is lifted unless the card is still blocked or owes fares."""
+        s = msg.message
+        async with self.case(msg) as uc:
+            await self._switch_payments_in(uc.tx, s.contract,
+                                           None if s.enabled else s.switched_at)
+
+    async def _switch_payments_in(self, tx: Transaction, contract: str,
+                                  off_at: datetime | None) -> None:
+        """Cards whose state changes only (a repeated switch publishes nothing); a card that
+        never rode gets its entry without a travel aggregate."""
+        off = off_at is not None
+        cards = [c for c in await store.cards_of(tx, contract)
+                 if c.status == "active" and c.payments_off != off]
+        await store.set_payments_off(tx, contract, off_at)
+        travels = await store.travels_of_cards(tx, [c.card_uid for c in cards])
+        for travel in travels:
+            loaded = travel.version
+            await self._commit(tx, travel, loaded, travel.set_payments_off(off, tx.now),
+                               contract)
+        ridden = {t.card_uid for t in travels}
+        for card in cards:
+            if card.card_uid not in ridden:
+                self._emit(tx, d.untravelled_card_blocked(card.card_uid, card.blocked, tx.now,
+                                                          payments_off=off), contract)
+
     async def _set_own_block(self, msg: Inbound, contract: str, card_uid: str,
                              blocked_at: datetime | None) -> None:
         """One card blocked (``blocked_at``) or unblocked on its own: its deny-list entry
@@ -268,7 +306,8 @@ class Handlers:
         ridden = {t.card_uid for t in travels}
         for card in cards:
             if card.card_uid not in ridden:
-                untravelled = d.untravelled_card_blocked(card.card_uid, blocked, tx.now)
+                untravelled = d.untravelled_card_blocked(card.card_uid, blocked, tx.now,
+                                                         payments_off=card.payments_off)
                 self._emit(tx, untravelled, contract)
                 events.extend(untravelled)
         return events

@@ -58,11 +58,20 @@ def _fare_corrected(e: d.FareRefundIssued, contract: str, new_fare: int, at: Any
     return _wired(corrected, contract, message_id("correction", e.correction_id))
 
 
+def _deny_reasons(e: d.CardDenied) -> list[wire.DenyListReason]:
+    held = ((e.debt > 0, wire.DenyListReason.DEBT),
+            (e.blocked, wire.DenyListReason.CARD_BLOCKED),
+            (e.payments_off, wire.DenyListReason.TRANSIT_PAYMENTS_OFF))
+    return [reason for holds, reason in held if holds]
+
+
 def _card_denied(e: d.CardDenied) -> Wired:
+    reasons = _deny_reasons(e)
     entry = wire.DenyListEntry(card_uid=e.card_uid, denied=True, debt=e.debt,
-                               blocked=e.blocked, updated_at=e.denied_at)
+                               blocked=e.blocked, reasons=reasons, updated_at=e.denied_at)
     return _wired(entry, e.card_uid,
-                  message_id("deny", e.card_uid, e.denied_at.isoformat(), e.debt))
+                  message_id("deny", e.card_uid, e.denied_at.isoformat(), e.debt,
+                             *[r.value for r in reasons]))
 
 
 def _card_allowed(e: d.CardAllowed) -> Wired:

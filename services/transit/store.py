@@ -4,8 +4,9 @@ Collections (database ``schoolcard_transit``):
 
 - ``transit_cards``: the projection of the card issuing system, one document per card uid
   (contract, school, status, the card's student concession, blocked by its contract).
-- ``transit_contract_blocks``: wallet's block state per contract, so a card issued after its
-  contract was blocked starts on the deny list.
+- ``transit_contract_blocks``: wallet's block state and the time its transit payments were
+  switched off (``payments_off_at``) per contract, so a card issued after its contract was
+  blocked or switched off starts on the deny list.
 - ``transit_travel``: one ``CardTravel`` aggregate per operator and card
   (``_id = <operator_id>:<card_uid>``) with an optimistic ``version``.
 - ``transit_rides``: the ride history read model, one document per ride id (the tap id), with
@@ -72,6 +73,11 @@ class Card:
     blocked: bool = False
     school_id: str | None = None
     own_blocked_at: datetime | None = None
+    payments_off_at: datetime | None = None
+
+    @property
+    def payments_off(self) -> bool:
+        return self.payments_off_at is not None
 
     def accepts_tap_at(self, at: datetime) -> bool:
         """A closed (reissued) card still pays for rides taken before it was closed."""
@@ -156,7 +162,7 @@ def _card(doc: Doc) -> Card:
                 dialect.current().read_instant(closed) if closed else None,
                 ConcessionEligibility.from_doc(concession) if concession else None,
                 doc.get("blocked", False), doc.get("school_id"),
-                _instant(doc.get("own_blocked_at")))
+                _instant(doc.get("own_blocked_at")), _instant(doc.get("payments_off_at")))
 
 
 def _instant(value: Any) -> datetime | None:
@@ -228,6 +234,26 @@ async def set_cards_blocked(tx: Transaction, contract: str, blocked: bool) -> No
 async def contract_blocked(tx: Transaction, contract: str) -> bool:
     doc = await tx.db.transit_contract_blocks.find_one({"_id": contract}, session=tx.session)
     return bool(doc and doc.get("blocked"))
+
+
+async def set_payments_off(tx: Transaction, contract: str, off_at: datetime | None) -> None:
+    """Transit payments of the contract switched off at ``off_at``, or on (None), on the
+    contract and on each of its cards. Switching off again keeps the first time: taps since
+    then stay refused."""
+    if off_at is not None:
+        off_at = await payments_off_at(tx, contract) or off_at
+    at = dialect.current().instant(off_at) if off_at is not None else None
+    await tx.db.transit_contract_blocks.update_one(
+        {"_id": contract}, {"$set": {"payments_off_at": at}}, upsert=True, session=tx.session)
+    changed = [c.card_uid for c in await cards_of(tx, contract)
+               if off_at is None or c.payments_off_at is None]
+    await tx.db.transit_cards.update_many({"_id": {"$in": changed}},
+                                          {"$set": {"payments_off_at": at}}, session=tx.session)
+
+
+async def payments_off_at(tx: Transaction, contract: str) -> datetime | None:
+    doc = await tx.db.transit_contract_blocks.find_one({"_id": contract}, session=tx.session)
+    return _instant(doc.get("payments_off_at")) if doc else None
 
 
 async def travels_of_rides(tx: Transaction, ride_ids: Iterable[str]) -> list[CardTravel]:

@@ -109,6 +109,7 @@ class Handlers:
                                    "open") from None
             await self._commit(tx, old, loaded)
             self._receipts(tx, parked)
+            await self._close_new_card_applications(tx, event.old_contract)
 
     async def on_top_up(self, msg: Inbound[inbound.TopUpReceived]) -> None:
         top_up = msg.message
@@ -665,6 +666,15 @@ class Handlers:
             uc.tx.reply(wire.ApplicationsReply(applications=[
                 outbound.application(a) for a in found
                 if query.status is None or a.status.value == query.status.value]))
+
+    async def _close_new_card_applications(self, tx: Transaction, contract: str) -> None:
+        """The card was reissued: the child's open new-card application is done, in the
+        reissue's transaction (a repeated reissue finds none open)."""
+        found = await store.applications(tx, contract=contract)
+        loaded = {a.application_id: a.version for a in found}
+        for application in d.done_by_reissue(found, now=tx.now):
+            await store.save_application(tx, application, loaded[application.application_id])
+            self._emit_application(tx, application)
 
     def _emit_application(self, tx: Transaction, application: d.Application) -> None:
         for event in application.pull_events():

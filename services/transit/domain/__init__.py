@@ -21,6 +21,7 @@ from services.transit.domain.history import (
     render_csv,
     ride_lines,
 )
+from services.transit.domain.payments import refuses_fare_tap
 from services.transit.domain.pricing import (
     CapKind,
     ConcessionEligibility,
@@ -87,6 +88,7 @@ __all__ = [
     "line_text",
     "parse_fare_rules",
     "price_taps",
+    "refuses_fare_tap",
     "refuses_tap",
     "remind_unridden_card",
     "render_csv",

@@ -88,18 +88,21 @@ class FareRefundIssued:
 @dataclass(frozen=True)
 class CardDenied:
     """Validators must refuse the card (deny-list entry, keyed by card): it owes fares, or
-    its contract blocked it (``blocked``; a lost card), or both."""
+    its contract blocked it (``blocked``; a lost card), or the parent switched its transit
+    payments off (``payments_off``), each reason kept apart; the entry names all of them."""
 
     card_uid: str
     debt: int
     unpaid_ride_ids: tuple[str, ...]
     denied_at: datetime
     blocked: bool = False
+    payments_off: bool = False
 
 
 @dataclass(frozen=True)
 class CardAllowed:
-    """Nothing is owed and the card is not blocked: the deny-list entry is lifted."""
+    """Nothing is owed, the card is not blocked and pays fares: the deny-list entry is
+    lifted."""
 
     card_uid: str
     allowed_at: datetime

@@ -28,8 +28,11 @@ Debt and the deny list
 Only a fare wallet declined for lack of money is debt (``OWED_DECLINES``): a card that was
 blocked, closed or unknown to wallet owes nothing for the ride. The debt of a ride is its debit
 less the refunds already issued on it, so a decline that arrives after a late tap lowered the
-fare never recreates the part already written off. The card is denied while it owes anything
-or while its contract blocked it (a lost card), and allowed again when neither holds.
+fare never recreates the part already written off. The card is denied while it owes anything,
+while its contract blocked it (a lost card) or while the parent switched its transit payments
+off; the reasons are kept apart, so that lifting one leaves the card denied for the others, and
+it is allowed again when none holds. A block or a switch re-publishes the entry with the
+reasons that remain (the compacted topic keeps only the latest entry per card).
 
 Idempotency: every operation has a key (tap id, ride id of a debit outcome, settlement id); the
 events it produced are stored with the aggregate, and a repeat with the same key and the same
@@ -195,6 +198,7 @@ class CardTravel:
     concession_reminded_for: date | None = None
     denied: bool = False
     blocked: bool = False
+    payments_off: bool = False
     rides: dict[str, RideRecord] = field(default_factory=dict)
     unpaid: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, tuple[TransitEvent, ...]] = field(default_factory=dict)
@@ -410,23 +414,45 @@ class CardTravel:
 
     def set_blocked(self, blocked: bool, now: datetime) -> Outcome:
         """The contract blocked (a lost card) or unblocked the card: deny it at once, or lift
-        the denial if nothing is owed. Repeating the current state changes nothing."""
+        the denial if no other reason holds. Repeating the current state changes nothing."""
         now = self._check_clock(now)
         if blocked == self.blocked:
             return Outcome(())
         self.blocked = blocked
         self.version += 1
-        return Outcome(tuple(self._deny(now) if blocked else self._allow_if_settled(now)))
+        return Outcome(tuple(self._restate(now)))
+
+    def set_payments_off(self, off: bool, now: datetime) -> Outcome:
+        """The parent switched the card's transit payments off (deny it at once, whatever it
+        owes) or on (lift the denial unless it owes or is blocked). Repeating the current
+        state changes nothing."""
+        now = self._check_clock(now)
+        if off == self.payments_off:
+            return Outcome(())
+        self.payments_off = off
+        self.version += 1
+        return Outcome(tuple(self._restate(now)))
+
+    def _restate(self, now: datetime) -> list[TransitEvent]:
+        """A reason was added or removed: publish the entry with the reasons that hold now,
+        or lift it when none is left."""
+        if self.unpaid or self.blocked or self.payments_off:
+            self.denied = True
+            return [self._denial(now)]
+        return self._allow_if_settled(now)
 
     def _deny(self, now: datetime) -> list[TransitEvent]:
         if self.denied:
             return []
         self.denied = True
-        return [CardDenied(self.card_uid, self.debt, tuple(sorted(self.unpaid)), now,
-                           self.blocked)]
+        return [self._denial(now)]
+
+    def _denial(self, now: datetime) -> CardDenied:
+        return CardDenied(self.card_uid, self.debt, tuple(sorted(self.unpaid)), now,
+                          self.blocked, self.payments_off)
 
     def _allow_if_settled(self, now: datetime) -> list[TransitEvent]:
-        if self.denied and not self.unpaid and not self.blocked:
+        if self.denied and not self.unpaid and not self.blocked and not self.payments_off:
             self.denied = False
             return [CardAllowed(self.card_uid, now)]
         return []
@@ -519,6 +545,7 @@ class CardTravel:
                                         else self.concession_reminded_for.isoformat()),
             "denied": self.denied,
             "blocked": self.blocked,
+            "payments_off": self.payments_off,
             "rides": [r.to_doc() for r in sorted(self.rides.values(),
                                                  key=lambda r: r.tap.order_key)],
             # ride ids may contain '.', which MongoDB field names must not: a list, not a map
@@ -543,6 +570,7 @@ class CardTravel:
             concession_reminded_for=None if reminded is None else date.fromisoformat(reminded),
             denied=doc["denied"],
             blocked=doc.get("blocked", False),
+            payments_off=doc.get("payments_off", False),
             rides={r.ride_id: r for r in rides},
             unpaid={u["ride_id"]: u["amount"] for u in doc["unpaid"]},
             outcomes={o["key"]: tuple(event_from_doc(e) for e in o["events"])
@@ -553,13 +581,14 @@ class CardTravel:
         )
 
 
-def untravelled_card_blocked(card_uid: str, blocked: bool,
-                             now: datetime) -> tuple[TransitEvent, ...]:
-    """The deny-list entry of a card blocked or unblocked before it ever rode (it has no
-    :class:`CardTravel` yet, so it owes nothing): denied while blocked, allowed after."""
+def untravelled_card_blocked(card_uid: str, blocked: bool, now: datetime, *,
+                             payments_off: bool = False) -> tuple[TransitEvent, ...]:
+    """The deny-list entry of a card blocked, unblocked or switched before it ever rode (it
+    has no :class:`CardTravel` yet, so it owes nothing): denied while blocked or while its
+    transit payments are off, with those reasons, allowed when neither holds."""
     now = CardTravel._check_clock(now)
-    if blocked:
-        return (CardDenied(card_uid, 0, (), now, blocked=True),)
+    if blocked or payments_off:
+        return (CardDenied(card_uid, 0, (), now, blocked=blocked, payments_off=payments_off),)
     return (CardAllowed(card_uid, now),)
 
 

@@ -20,6 +20,7 @@ from services.wallet.domain.applications import (
     ApplicationKind,
     ApplicationReason,
     ApplicationStatus,
+    done_by_reissue,
 )
 from services.wallet.domain.credentials import (
     Credential,
@@ -228,6 +229,7 @@ __all__ = [
     "TransitPaymentsSwitched",
     "WalletRejected",
     "check_ledger",
+    "done_by_reissue",
     "event_to_doc",
     "filter_statement",
     "issue_virtual_credential",

@@ -10,7 +10,9 @@ A repeated decision (accept an accepted application, finish a done one) changes 
 other move out of a final status is refused (``application_closed``). A refund application
 that is done pays the money out of the account (``Account.pay_out``) in the same unit of work,
 exactly once: the transition happens once, and its ledger operation id is the application id.
-Each change records ``ApplicationChanged`` for notify.
+A new-card application still open when the card is actually reissued (the issuer's
+``CardReissued``) is done by itself (:func:`done_by_reissue`). Each change records
+``ApplicationChanged`` for notify.
 """
 
 from __future__ import annotations
@@ -205,6 +207,22 @@ class Application:
 
 _FIELDS = ("application_id", "contract", "school_id", "kind", "reason", "comment",
            "submitted_by", "submitted_at", "status", "history", "refunded", "version")
+
+
+CARD_REISSUED_BY = "system:card-reissue"
+"""Who finished a new-card application that the reissue itself closed."""
+CARD_REISSUED_COMMENT = "new card issued"
+
+
+def done_by_reissue(applications: Iterable[Application], *, now: datetime) -> list[Application]:
+    """The child's card was reissued: each of its open (submitted or accepted) new-card
+    applications becomes done with the comment "new card issued"; the ones changed are
+    returned. A repeated reissue finds none open and changes nothing."""
+    done = [a for a in applications if a.kind is ApplicationKind.NEW_CARD and a.is_open]
+    for application in done:
+        application.decide(ApplicationDecision.DONE, by=CARD_REISSUED_BY,
+                           comment=CARD_REISSUED_COMMENT, now=now)
+    return done
 
 
 def _same(status: ApplicationStatus, decision: ApplicationDecision) -> bool:

@@ -302,3 +302,41 @@ async def test_a_guardian_reads_the_rides_of_their_child_and_nobody_elses():
     await h.on_get_rides(rt.inbound(query, token=_parent(rt, NEW_CONTRACT)))
     assert len(rt.replies()) == 2
     assert rt.replies()[-1].error.code == "forbidden"  # type: ignore[attr-defined]
+
+
+def _switched(enabled: bool, at: datetime = NOW) -> wallet_wire.TransitPaymentsSwitched:
+    return wallet_wire.TransitPaymentsSwitched(contract=CONTRACT, enabled=enabled,
+                                               by_account="acc_7f3a9c2e1b4d", switched_at=at)
+
+
+async def test_transit_payments_switched_off_deny_every_card_and_refuse_later_taps():
+    rt, h = await _transit()
+    await _ridden(rt, h)
+    await h.on_card_issued(rt.inbound(_issued(NEW_CARD), key=CONTRACT))  # never rode
+    off = rt.inbound(_switched(False), key=CONTRACT)
+    await h.on_transit_payments_switched(off)
+    await rt.redelivered_changes_nothing(h.on_transit_payments_switched, off)
+    with pytest.raises(Rejected) as rejected:
+        await h.on_validator_tapped(rt.inbound(_tap("val-1181-000400", at=NOW), key=CARD))
+    await h.on_transit_payments_switched(rt.inbound(_switched(True), key=CONTRACT))
+
+    assert rejected.value.code == "transit_payments_off"
+    assert sorted((e.card_uid, e.denied, tuple(e.reasons)) for e in _deny_entries(rt)) == [
+        (CARD, False, ()), (CARD, True, (wire.DenyListReason.TRANSIT_PAYMENTS_OFF,)),
+        (NEW_CARD, False, ()), (NEW_CARD, True, (wire.DenyListReason.TRANSIT_PAYMENTS_OFF,))]
+
+
+async def test_a_blocked_card_switched_on_stays_denied_and_a_card_issued_while_off_starts_denied():
+    rt, h = await _transit()
+    await _with_card(rt, h)
+    await h.on_card_blocked(rt.inbound(wallet_wire.CardBlocked(
+        contract=CONTRACT, by_account=None, reason="lost", blocked_at=NOW), key=CONTRACT))
+    await h.on_transit_payments_switched(rt.inbound(_switched(False), key=CONTRACT))
+    await h.on_card_issued(rt.inbound(_issued(NEW_CARD), key=CONTRACT))
+    await h.on_transit_payments_switched(rt.inbound(
+        _switched(True, NOW + timedelta(minutes=1)), key=CONTRACT))
+
+    latest = {e.card_uid: e for e in _deny_entries(rt)}
+    assert (latest[CARD].denied, latest[CARD].reasons) == (
+        True, [wire.DenyListReason.CARD_BLOCKED])
+    assert latest[NEW_CARD].denied is True  # issued under a blocked contract

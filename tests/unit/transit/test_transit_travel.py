@@ -286,7 +286,8 @@ def test_a_blocked_card_is_denied_and_unblocking_lifts_it_only_when_nothing_is_o
 
     assert blocked.events == (CardDenied(CARD, 0, (), NOW, blocked=True),)
     assert again.events == ()
-    assert unblocked.events == () and still_denied
+    # the entry is restated with the reason that remains: the debt, no longer the block
+    assert unblocked.events == (CardDenied(CARD, FULL, ("a",), NOW),) and still_denied
     assert settled.events == (CardAllowed(CARD, NOW),) and not travel.denied
 
 

@@ -23,6 +23,7 @@ from services.wallet.domain import (
     SubBalance,
     TopUpChannel,
     WalletRejected,
+    done_by_reissue,
     reissue_card,
 )
 from tests.unit.wallet.wallet_builders import CONTRACT, assert_ledger_consistent, funded, meal
@@ -224,6 +225,33 @@ def test_a_refusal_needs_a_comment_and_a_reason_must_fit_the_kind():
     with pytest.raises(WalletRejected) as invalid:
         _apply(ApplicationKind.REFUND, ApplicationReason.LOST)
     assert invalid.value.reason.value == "invalid_application"
+
+
+def test_a_reissue_finishes_the_open_new_card_application_and_nothing_else():
+    submitted = _apply(ApplicationKind.NEW_CARD, ApplicationReason.LOST)
+    accepted = Application.submit(
+        "app-2", contract=CONTRACT, school_id="izh-school-42", kind=ApplicationKind.NEW_CARD,
+        reason=ApplicationReason.DAMAGED, comment="", by="acc_parent0001", now=SEPT_1)
+    accepted.decide(ApplicationDecision.ACCEPT, by="admin", comment="", now=day(1))
+    refund = Application.submit(
+        "app-3", contract=CONTRACT, school_id="izh-school-42", kind=ApplicationKind.REFUND,
+        reason=ApplicationReason.OTHER, comment="", by="acc_parent0001", now=SEPT_1)
+    refused = Application.submit(
+        "app-4", contract=CONTRACT, school_id="izh-school-42", kind=ApplicationKind.NEW_CARD,
+        reason=ApplicationReason.OTHER, comment="", by="acc_parent0001", now=SEPT_1)
+    refused.decide(ApplicationDecision.REFUSE, by="admin", comment="Карта найдена", now=day(1))
+    for app in (submitted, accepted, refund, refused):
+        app.pull_events()
+
+    done = done_by_reissue([submitted, accepted, refund, refused], now=day(2))
+    again = done_by_reissue([submitted, accepted, refund, refused], now=day(3))
+
+    assert done == [submitted, accepted] and again == []
+    assert [(a.status, a.staff_comment) for a in done] == [
+        (ApplicationStatus.DONE, "new card issued")] * 2
+    assert [e.status for a in done for e in a.pull_events()] == [ApplicationStatus.DONE] * 2
+    assert (refund.status, refused.status) == (ApplicationStatus.SUBMITTED,
+                                              ApplicationStatus.REFUSED)
 
 
 def test_one_open_application_of_a_kind_per_child():

@@ -240,6 +240,23 @@ async def test_a_co_guardian_may_ask_for_a_new_card_but_not_for_the_refund():
     assert _error(rt) == "application_open"
 
 
+async def test_the_reissued_card_finishes_the_new_card_application_by_itself():
+    rt, h = await _wallet(100_00)
+    await _apply(rt, h, "new_card", "lost")
+    await _handle(rt, h, "accept", token=_admin(rt), request_id="h-1")
+    reissued = rt.inbound(integ.CardReissued(
+        old_contract=CONTRACT, new_contract="40012346", new_card_uid="04A2B3C4D5E6F8",
+        school_id=SCHOOL, school_tz=TZ, class_name="5Б", reissued_at=NOW), key=CONTRACT)
+    await h.on_card_reissued(reissued)
+    await rt.redelivered_changes_nothing(h.on_card_reissued, reissued)
+    [app] = await _applications(rt, h)
+    assert (app.status, app.staff_comment) == (wire.ApplicationStatus.DONE, "new card issued")
+    changes = [(e.application_id, e.status, e.comment)
+               for e in rt.emitted(wire.ApplicationStatusChanged)]
+    assert changes[-1] == ("app-1", wire.ApplicationStatus.DONE, "new card issued")
+    assert [e.new_contract for e in rt.emitted(wire.AccountReissued)] == ["40012346"]
+
+
 async def test_a_school_lists_its_applications_by_status():
     rt, h = await _wallet()
     await _apply(rt, h, "new_card", "lost")
