@@ -82,6 +82,11 @@ ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
 child link goes to the child's primary guardian only, whom auth names; an invitation to
 follow a child goes to the invitee, who does not guard that child yet)."""
 
+SMS_BY_DEFAULT: frozenset[NotificationKind] = frozenset({NotificationKind.GUARDIAN_INVITED})
+"""Kinds besides the security ones that go by SMS by default when there is no app: an
+invitation comes once, and an invitee without the app would otherwise only see it if they
+happened to open the cabinet (it can be muted like any other kind)."""
+
 ALL_CHANNELS: frozenset[Channel] = frozenset(Channel)
 
 _CHANNELS: dict[NotificationKind, frozenset[Channel]] = {
