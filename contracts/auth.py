@@ -746,6 +746,29 @@ class GuardianRemoved(Event):
     at: UtcDatetime
 
 
+class GuardianInvited(Event):
+    """The child's primary guardian invited another parent account to follow the child
+    (InviteGuardian): notify tells the invitee to accept in the cabinet (AcceptInvitation,
+    within 7 days). Ids only: no names, no phone; the child is its contract number."""
+
+    account_id: AccountId = Field(description="The invitee, who is told (key of the record).",
+                                  examples=["acc_7f3a9c2e1b4d"])
+    contract: ContractNumber = Field(description="The child's contract the invitation is "
+                                     "for.", examples=["40012345"])
+    role: GuardianRole = Field(description="The role offered to the invitee for the child "
+                               "(co_guardian or viewer; the inviter is the primary).",
+                               examples=["viewer"])
+    invitation_id: Identifier = Field(description="The invitation to accept "
+                                      "(AcceptInvitation, ListInvitations).",
+                                      examples=["inv_req-5c2e"])
+    invited_by: AccountId = Field(description="The inviting primary guardian's account.",
+                                  examples=["acc_2b9e4d1c7a3f"])
+    expires_at: UtcDatetime = Field(description="When the invitation lapses unless accepted.",
+                                    examples=["2026-09-08T05:12:30Z"])
+    at: UtcDatetime = Field(description="When the invitation was made.",
+                            examples=["2026-09-01T05:12:30Z"])
+
+
 class SecondFactorDisabled(Event):
     """The account's second factor (TOTP) was switched off: notify sends the parent a security
     message (it ignores quiet hours and cannot be muted). From now on the password alone logs

@@ -190,7 +190,7 @@ TOPICS: tuple[Topic, ...] = (
                   "GuardianLinked", "GuardianRemoved", "AccountClosed",
                   "SecondFactorDisabled", "RegistrationAttemptedForExistingAccount",
                   "RefreshTokenReused", "ChildLinkRefused", "SessionEnded", "AccountLocked",
-                  "AccountUnlocked"),
+                  "AccountUnlocked", "GuardianInvited"),
           "Account, session and guardianship facts, and security alerts for notify.",
           retention_ms=30 * DAY_MS),
     Topic("auth.guardian-contacts.v1", "account id", "auth", ("notify",),

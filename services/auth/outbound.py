@@ -173,6 +173,18 @@ def _guardian_removed(e: d.GuardianRemoved, _: Account | None) -> list[Wired]:
     return [_removed(e.account_id, e.contract_number, e.occurred_at)]
 
 
+def _invited(e: d.GuardianInvited, _: Account | None) -> list[Wired]:
+    """Only an invitation addressed to an account has someone to tell (the invitee)."""
+    if e.account_id is None:
+        return []
+    return [_on(wire.GuardianInvited, e.account_id,
+                wire.GuardianInvited(account_id=e.account_id, contract=e.contract_number,
+                                     role=GuardianRole(e.role), invitation_id=e.invitation_id,
+                                     invited_by=e.invited_by, expires_at=e.expires_at,
+                                     at=e.occurred_at),
+                message_id("invited", e.invitation_id, e.account_id))]
+
+
 def _reissued(e: d.ContractReissued, _: Account | None) -> list[Wired]:
     """Guardians move to the new contract: removed from the old, linked to the new."""
     out: list[Wired] = []
@@ -215,6 +227,7 @@ OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.GuardianLinked: _guardian_linked,
     d.GuardianRoleChanged: _role_changed,
     d.GuardianRemoved: _guardian_removed,
+    d.GuardianInvited: _invited,
     d.ContractReissued: _reissued,
     d.AccountClosed: _closed,
 }

@@ -35,6 +35,7 @@ async def wire(rt: Runtime) -> Routes:
         auth.RegistrationAttemptedForExistingAccount: h.on_registration_attempted,
         auth.RefreshTokenReused: h.on_refresh_token_reused,
         auth.ChildLinkRefused: h.on_child_link_refused,
+        auth.GuardianInvited: h.on_guardian_invited,
         auth.SessionEnded: h.on_session_ended,
         # notify.otp-requests.v1 / notify.commands.v1
         notify.OneTimeCodeRequested: h.on_code_requested,
@@ -73,6 +74,7 @@ async def wire(rt: Runtime) -> Routes:
         wallet.DebtSettled: h.on_debt_settled,
         wallet.TopUpRejected: h.on_top_up_rejected,
         wallet.AutoTopUpFailed: h.on_auto_top_up_failed,
+        wallet.ApplicationStatusChanged: h.on_application_status_changed,
         wallet.ReceiptIssued: h.on_receipt,
         # transit.events.v1
         transit.RideRecorded: h.on_ride,

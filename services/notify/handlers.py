@@ -192,6 +192,11 @@ class Handlers:
     async def on_child_link_refused(self, msg: Inbound) -> None:
         await self._notify_account(msg, inbound.child_link_refused(msg.message))
 
+    async def on_guardian_invited(self, msg: Inbound) -> None:
+        """The invitee is told on their own account's contacts (GuardianContacts), whether or
+        not they guard any child yet."""
+        await self._notify_account(msg, inbound.guardian_invited(msg.message))
+
     async def on_session_ended(self, msg: Inbound[auth.SessionEnded]) -> None:
         """The push tokens registered from the ended sessions go (``domain.devices``); the
         guardian without any left gets SMS or e-mail instead of push. The end is kept, so the
@@ -303,6 +308,9 @@ class Handlers:
 
     async def on_auto_top_up_failed(self, msg: Inbound) -> None:
         await self._notify_child(msg, inbound.auto_top_up_failed(msg.message))
+
+    async def on_application_status_changed(self, msg: Inbound) -> None:
+        await self._notify_child(msg, inbound.application_status_changed(msg.message))
 
     async def on_concession_expiring(self, msg: Inbound) -> None:
         await self._notify_child(msg, inbound.concession_expiring(msg.message,

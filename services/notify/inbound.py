@@ -196,6 +196,23 @@ def auto_top_up_failed(e: wallet.AutoTopUpFailed) -> d.NotificationEvent:
                                contract=e.contract)
 
 
+_APPLICATION_OF = {k.value: k for k in d.ApplicationOf}
+_APPLICATION_OUTCOME = {o.value: o for o in d.ApplicationOutcome}
+
+
+def application_status_changed(e: wallet.ApplicationStatusChanged) -> d.NotificationEvent | None:
+    """None for a submission (the guardian who submitted it knows): the guardians hear when
+    the school accepts, refuses or finishes it. One message per application and status."""
+    outcome = _APPLICATION_OUTCOME.get(e.status.value)
+    if outcome is None:
+        return None
+    facts = d.ApplicationFacts(e.changed_at, _APPLICATION_OF[e.kind.value], outcome,
+                               e.comment or None, e.refunded)
+    return d.NotificationEvent(
+        f"wallet:application:{e.contract}:{e.application_id}:{outcome.value}",
+        d.NotificationKind.APPLICATION_STATUS, e.changed_at, facts, contract=e.contract)
+
+
 # -- transit --------------------------------------------------------------------------------
 
 def concession_expiring(e: transit.ConcessionExpiring, at: datetime) -> d.NotificationEvent:
@@ -280,6 +297,16 @@ def child_link_refused(e: auth.ChildLinkRefused) -> d.NotificationEvent:
     return d.NotificationEvent(f"auth:link-refused:{e.contract}:{_stamp(e.at)}",
                                d.NotificationKind.CHILD_LINK_REFUSED, e.at,
                                d.ChildLinkRefusedFacts(e.at, e.failures_in_window),
+                               contract=e.contract, account_id=e.account_id)
+
+
+def guardian_invited(e: auth.GuardianInvited) -> d.NotificationEvent:
+    """To the invitee's account (not a guardian of the child yet), naming the child's
+    contract."""
+    return d.NotificationEvent(f"auth:invited:{e.contract}:{e.invitation_id}",
+                               d.NotificationKind.GUARDIAN_INVITED, e.at,
+                               d.GuardianInvitedFacts(e.at, d.GuardianRole(e.role.value),
+                                                      e.expires_at),
                                contract=e.contract, account_id=e.account_id)
 
 

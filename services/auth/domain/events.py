@@ -247,11 +247,16 @@ class ChildProofsUnlocked(DomainEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class GuardianInvited(DomainEvent):
+    """``account_id``: the invitee, for an invitation addressed to an account (they are told
+    and accept it); None for one held by a token sent out of band (nobody to tell)."""
+
     child_id: str
+    contract_number: str
     invitation_id: str
     role: str
     invited_by: str
     expires_at: datetime
+    account_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

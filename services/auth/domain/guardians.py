@@ -341,8 +341,10 @@ class Child:
         self.invitations[invitation_id] = invitation
         self.pending_events.append(
             GuardianInvited(occurred_at=now, child_id=self.child_id,
+                            contract_number=self.contract_number,
                             invitation_id=invitation_id, role=role.value,
-                            invited_by=by_account_id, expires_at=invitation.expires_at)
+                            invited_by=by_account_id, expires_at=invitation.expires_at,
+                            account_id=account_id)
         )
         return invitation
 

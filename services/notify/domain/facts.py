@@ -12,7 +12,7 @@ from enum import StrEnum
 
 from .clock import require_aware
 from .errors import NotifyError, NotifyRejection
-from .kinds import ACCOUNT_KINDS, NotificationKind
+from .kinds import ACCOUNT_KINDS, GuardianRole, NotificationKind
 
 
 class DeclineReason(StrEnum):
@@ -331,6 +331,39 @@ class SupportAnsweredFacts:
     closed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class GuardianInvitedFacts:
+    """The child's primary guardian invited this account to follow the child with ``role``;
+    the invitee accepts in the cabinet before ``expires_at``."""
+
+    at: datetime
+    role: GuardianRole
+    expires_at: datetime
+
+
+class ApplicationOf(StrEnum):
+    NEW_CARD = "new_card"
+    REFUND = "refund"  # the remaining balance paid out on leaving the school
+
+
+class ApplicationOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationFacts:
+    """The school handled a guardian's application (a new card, the refund of the balance);
+    ``comment`` is the staff's, ``refunded`` the kopecks paid out by a done refund."""
+
+    at: datetime
+    of: ApplicationOf
+    outcome: ApplicationOutcome
+    comment: str | None = None
+    refunded: int | None = None
+
+
 Facts = (
     GateFacts
     | ManualEntryFacts
@@ -363,6 +396,8 @@ Facts = (
     | NotArrivedFacts
     | DigestFacts
     | SupportAnsweredFacts
+    | GuardianInvitedFacts
+    | ApplicationFacts
 )
 
 FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
@@ -399,6 +434,8 @@ FACTS_TYPE: dict[NotificationKind, type[Facts]] = {
     NotificationKind.NOT_ARRIVED_ALERT: NotArrivedFacts,
     NotificationKind.DAILY_DIGEST: DigestFacts,
     NotificationKind.SUPPORT_ANSWERED: SupportAnsweredFacts,
+    NotificationKind.GUARDIAN_INVITED: GuardianInvitedFacts,
+    NotificationKind.APPLICATION_STATUS: ApplicationFacts,
 }
 
 

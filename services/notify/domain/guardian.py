@@ -14,7 +14,14 @@ from zoneinfo import ZoneInfo
 
 from .clock import format_hhmm, local_datetime, parse_hhmm, require_aware, zone
 from .errors import NotifyError, NotifyRejection
-from .kinds import SECURITY_KINDS, Channel, GuardianRole, Locale, NotificationKind
+from .kinds import (
+    SECURITY_KINDS,
+    SMS_BY_DEFAULT,
+    Channel,
+    GuardianRole,
+    Locale,
+    NotificationKind,
+)
 
 _E164 = re.compile(r"^\+[1-9][0-9]{7,14}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -34,12 +41,12 @@ def validate_email(email: str) -> str:
 
 
 def default_enabled(kind: NotificationKind, channel: Channel) -> bool:
-    """Defaults: push and in-app for everything (they are free), SMS only for codes and
-    security (it costs money), e-mail only for receipts."""
+    """Defaults: push and in-app for everything (they are free), SMS only for codes,
+    security and invitations (it costs money), e-mail only for receipts."""
     if channel in (Channel.PUSH, Channel.IN_APP):
         return True
     if channel is Channel.SMS:
-        return kind in SECURITY_KINDS
+        return kind in SECURITY_KINDS or kind in SMS_BY_DEFAULT
     return kind is NotificationKind.RECEIPT
 
 

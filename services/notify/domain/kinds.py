@@ -39,6 +39,8 @@ class NotificationKind(StrEnum):
     NOT_ARRIVED_ALERT = "not_arrived_alert"
     DAILY_DIGEST = "daily_digest"
     SUPPORT_ANSWERED = "support_answered"
+    GUARDIAN_INVITED = "guardian_invited"
+    APPLICATION_STATUS = "application_status"
 
 
 class Channel(StrEnum):
@@ -73,10 +75,17 @@ ACCOUNT_KINDS: frozenset[NotificationKind] = frozenset(
      NotificationKind.SECOND_FACTOR_DISABLED, NotificationKind.REGISTRATION_ATTEMPT,
      NotificationKind.SESSION_REVOKED, NotificationKind.CHILD_LINK_REFUSED,
      NotificationKind.ACCOUNT_LOCKED, NotificationKind.ACCOUNT_UNLOCKED,
-     NotificationKind.DAILY_DIGEST, NotificationKind.SUPPORT_ANSWERED}
+     NotificationKind.DAILY_DIGEST, NotificationKind.SUPPORT_ANSWERED,
+     NotificationKind.GUARDIAN_INVITED}
 )
 """Kinds addressed to one guardian account rather than to a child's guardians (a refused
-child link goes to the child's primary guardian only, whom auth names)."""
+child link goes to the child's primary guardian only, whom auth names; an invitation to
+follow a child goes to the invitee, who does not guard that child yet)."""
+
+SMS_BY_DEFAULT: frozenset[NotificationKind] = frozenset({NotificationKind.GUARDIAN_INVITED})
+"""Kinds besides the security ones that go by SMS by default when there is no app: an
+invitation comes once, and an invitee without the app would otherwise only see it if they
+happened to open the cabinet (it can be muted like any other kind)."""
 
 ALL_CHANNELS: frozenset[Channel] = frozenset(Channel)
 

@@ -23,6 +23,9 @@ from .facts import (
     AbsentFacts,
     AccountLockedFacts,
     AccountUnlockedFacts,
+    ApplicationFacts,
+    ApplicationOf,
+    ApplicationOutcome,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -39,6 +42,7 @@ from .facts import (
     FareExplanation,
     GateFacts,
     GraceMealFacts,
+    GuardianInvitedFacts,
     LateFacts,
     LowBalanceFacts,
     ManualEntryFacts,
@@ -60,7 +64,7 @@ from .facts import (
     check_facts,
 )
 from .journey import JourneyDay, TimelineKind
-from .kinds import Locale, NotificationKind
+from .kinds import GuardianRole, Locale, NotificationKind
 
 PRODUCT = "SchoolCard"
 
@@ -863,6 +867,73 @@ def _support_answered(f: SupportAnsweredFacts, c: RenderContext) -> _T:
     )
 
 
+_ROLE_RU = {GuardianRole.PRIMARY: "основной опекун", GuardianRole.CO_GUARDIAN: "опекун",
+            GuardianRole.VIEWER: "наблюдатель"}
+_ROLE_EN = {GuardianRole.PRIMARY: "primary guardian", GuardianRole.CO_GUARDIAN: "co-guardian",
+            GuardianRole.VIEWER: "viewer"}
+
+
+def _guardian_invited(f: GuardianInvitedFacts, c: RenderContext) -> _T:
+    """To the invitee, who does not guard the child yet: the child is named by its card
+    (the cabinet shows the rest once the invitation is accepted)."""
+    until = c.day_of(f.expires_at)
+    if c.ru:
+        return (
+            "Приглашение следить за ребёнком",
+            f"Вас пригласили следить за ребёнком ({c.child}) в {PRODUCT} с ролью "
+            f"«{_ROLE_RU[f.role]}». Примите приглашение в личном кабинете до {until}.",
+            f"Приглашение: {c.child}",
+        )
+    return (
+        "Invitation to follow a child",
+        f"You were invited to follow a child ({c.child}) in {PRODUCT} as a "
+        f"{_ROLE_EN[f.role]}. Accept it in the cabinet by {until}.",
+        f"Invitation: {c.child}",
+    )
+
+
+_APPLICATION_RU = {ApplicationOf.NEW_CARD: "заявление на новую карту",
+                   ApplicationOf.REFUND: "заявление на возврат остатка"}
+_APPLICATION_EN = {ApplicationOf.NEW_CARD: "application for a new card",
+                   ApplicationOf.REFUND: "application for the refund of the balance"}
+
+
+def _application(f: ApplicationFacts, c: RenderContext) -> _T:
+    """Accepted, refused (with the staff's comment) or done (a refund with the amount paid
+    out)."""
+    when = f"{c.day_of(f.at)} {c.time(f.at)}"
+    paid = None if f.refunded is None else c.money(f.refunded)
+    if c.ru:
+        what = _APPLICATION_RU[f.of]
+        note = f" Комментарий школы: {f.comment}." if f.comment else ""
+        if f.outcome is ApplicationOutcome.ACCEPTED:
+            return ("Заявление принято",
+                    f"{c.child}: {what} принято школой {when}.{note}",
+                    f"Заявление принято: {what}")
+        if f.outcome is ApplicationOutcome.REFUSED:
+            return ("Заявление отклонено",
+                    f"{c.child}: {what} отклонено {when}.{note}",
+                    f"Заявление отклонено: {what}")
+        done = f" Выплачено: {paid}." if paid else ""
+        return ("Заявление выполнено",
+                f"{c.child}: {what} выполнено {when}.{done}{note}",
+                f"Заявление выполнено: {what}" + (f", {paid}" if paid else ""))
+    what = _APPLICATION_EN[f.of]
+    note = f" The school's comment: {f.comment}." if f.comment else ""
+    if f.outcome is ApplicationOutcome.ACCEPTED:
+        return ("Application accepted",
+                f"{c.child}: the {what} was accepted by the school on {when}.{note}",
+                f"Application accepted: {what}")
+    if f.outcome is ApplicationOutcome.REFUSED:
+        return ("Application refused",
+                f"{c.child}: the {what} was refused on {when}.{note}",
+                f"Application refused: {what}")
+    done = f" Paid out: {paid}." if paid else ""
+    return ("Application done",
+            f"{c.child}: the {what} was completed on {when}.{done}{note}",
+            f"Application done: {what}" + (f", {paid}" if paid else ""))
+
+
 # Any is safe here: render() checks the facts type against the kind before dispatching.
 _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.CHILD_ENTERED: _gate(NotificationKind.CHILD_ENTERED),
@@ -898,6 +969,8 @@ _RENDERERS: dict[NotificationKind, Callable[[Any, RenderContext], _T]] = {
     NotificationKind.NOT_ARRIVED_ALERT: _not_arrived,
     NotificationKind.DAILY_DIGEST: _digest,
     NotificationKind.SUPPORT_ANSWERED: _support_answered,
+    NotificationKind.GUARDIAN_INVITED: _guardian_invited,
+    NotificationKind.APPLICATION_STATUS: _application,
 }
 
 

@@ -399,3 +399,22 @@ def test_accepting_never_changes_the_role_of_someone_already_guarding_the_child(
                                           account_id="acc_invitee00001", now=NOW)
     assert refused.value.reason.value == "already_guardian"
     assert child.guardians["acc_invitee00001"] is GuardianRole.CO_GUARDIAN
+
+
+async def test_the_invitee_is_told_of_an_invitation_by_ids_alone_and_once():
+    rt, h = _auth()
+    mum = await _registered(rt, h)
+    dad = await _registered(rt, h, "+79120000002", link=False)
+    invite = cmd.InviteGuardian(request_id="i-1", contract=CONTRACT, phone=dad.phone,
+                                role="co_guardian", reauth=REAUTH)
+    await h.on_invite_guardian(_req(rt, invite, key=mum.phone, token=mum.token))
+    await h.on_invite_guardian(_req(rt, invite, key=mum.phone, token=mum.token))  # a retry
+    records = [p for p in rt.emitted_records() if isinstance(p.message, cmd.GuardianInvited)]
+    assert len({p.envelope.id for p in records}) == 1
+    sent = records[0]
+    assert (sent.topic, sent.key) == ("auth.events.v1", dad.account_id)
+    assert sent.message.model_dump(exclude={"at", "expires_at"}) == {
+        "account_id": dad.account_id, "contract": CONTRACT, "role": "co_guardian",
+        "invitation_id": "inv_i-1", "invited_by": mum.account_id}
+    assert sent.message.expires_at - sent.message.at == timedelta(days=7)
+    assert mum.phone not in sent.message.model_dump_json()

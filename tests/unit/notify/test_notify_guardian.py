@@ -22,10 +22,12 @@ from .builders import CONTRACT, guardian, msk
 pytestmark = pytest.mark.unit
 
 
-def test_defaults_are_push_for_all_sms_for_security_and_email_for_receipts() -> None:
+def test_defaults_are_push_for_all_sms_for_security_and_invitations_and_email_for_receipts(
+) -> None:
     for kind in NotificationKind:
         assert default_enabled(kind, Channel.PUSH)
-        assert default_enabled(kind, Channel.SMS) is (kind in SECURITY_KINDS)
+        assert default_enabled(kind, Channel.SMS) is (
+            kind in SECURITY_KINDS or kind is NotificationKind.GUARDIAN_INVITED)
         assert default_enabled(kind, Channel.EMAIL) is (kind is NotificationKind.RECEIPT)
 
 

@@ -148,6 +148,7 @@ EVENTS: list[tuple[str, Callable[[], ContractModel]]] = [
      lambda: example(auth.RegistrationAttemptedForExistingAccount)),
     ("on_refresh_token_reused", lambda: example(auth.RefreshTokenReused)),
     ("on_child_link_refused", lambda: example(auth.ChildLinkRefused)),
+    ("on_guardian_invited", lambda: example(auth.GuardianInvited)),
     ("on_entered", lambda: example(access.StudentEntered)),
     ("on_left", lambda: example(access.StudentLeft)),
     ("on_manual_entry", lambda: example(access.ManualEntryRecorded)),
@@ -167,6 +168,8 @@ EVENTS: list[tuple[str, Callable[[], ContractModel]]] = [
     ("on_debt_settled", lambda: example(wallet.DebtSettled)),
     ("on_top_up_rejected", lambda: example(wallet.TopUpRejected)),
     ("on_auto_top_up_failed", lambda: example(wallet.AutoTopUpFailed)),
+    ("on_application_status_changed",
+     lambda: example(wallet.ApplicationStatusChanged, status="refused", comment="нет печати")),
     ("on_receipt", lambda: example(wallet.ReceiptIssued)),
     ("on_ride", lambda: example(transit.RideRecorded)),
     ("on_concession_expiring", lambda: example(transit.ConcessionExpiring)),
@@ -248,6 +251,49 @@ async def test_codes_beyond_the_numbers_hourly_quota_and_to_numbers_abroad_are_n
     counts = await rt.db.notify_code_counts.find({}).to_list(None)
     [number] = [c for c in counts if c["_id"].startswith("number:")]
     assert sum(number["hours"].values()) == quota
+
+
+# --- the parents' cabinet: invitations and applications ---------------------------------
+
+async def test_an_invitee_who_guards_no_child_yet_is_told_on_their_own_contacts():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts, account_id=OTHER,
+                                           phone="+79120000009"), key=OTHER))
+    msg = rt.inbound(example(auth.GuardianInvited, account_id=OTHER, role="viewer"), key=OTHER)
+    await h.on_guardian_invited(msg)
+    queued = await _messages(rt, OTHER)
+    # no app yet: the SMS the invitation goes by by default, and the cabinet's copy
+    assert sorted((m["channel"], m["address"]) for m in queued) == [
+        ("in_app", OTHER), ("sms", "+79120000009")]
+    assert all(m["kind"] == "guardian_invited" and m["contract"] == CONTRACT for m in queued)
+    assert f"Карта {CONTRACT}" in queued[0]["body"] and "личном кабинете" in queued[0]["body"]
+    [shown] = rt.emitted(wire.InAppMessage)
+    assert (shown.account_id, shown.kind) == (OTHER, "guardian_invited")
+    await rt.redelivered_changes_nothing(h.on_guardian_invited, msg)
+
+
+async def test_an_invitation_is_not_told_to_the_primary_or_other_guardians():
+    rt, h, _ = await _notify()  # ACCOUNT is the child's primary guardian
+    await h.on_guardian_invited(rt.inbound(example(auth.GuardianInvited, account_id=OTHER),
+                                           key=OTHER))
+    assert await _messages(rt) == []
+
+
+async def test_the_guardians_hear_of_an_application_handled_but_not_of_its_submission():
+    rt, h, _ = await _notify()
+    submitted = example(wallet.ApplicationStatusChanged, kind="refund", status="submitted")
+    await h.on_application_status_changed(rt.inbound(submitted, key=CONTRACT))
+    assert await _messages(rt) == []
+    for status, extra in (("accepted", {}), ("done", {"refunded": 150_000})):
+        await h.on_application_status_changed(rt.inbound(example(
+            wallet.ApplicationStatusChanged, kind="refund", status=status, **extra),
+            key=CONTRACT))
+    pushes = sorted((m["event_id"], m["subject"]) for m in await _messages(rt)
+                    if m["channel"] == "push")
+    assert [subject for _, subject in pushes] == ["Заявление принято", "Заявление выполнено"]
+    [done] = [m for m in await _messages(rt) if m["channel"] == "push"
+              and m["subject"] == "Заявление выполнено"]
+    assert "Выплачено: 1\u00a0500,00\u00a0₽." in done["body"]
 
 
 # --- app commands and queries --------------------------------------------------------------

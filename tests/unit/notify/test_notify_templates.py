@@ -10,6 +10,9 @@ from services.notify.domain import (
     AbsentFacts,
     AccountLockedFacts,
     AccountUnlockedFacts,
+    ApplicationFacts,
+    ApplicationOf,
+    ApplicationOutcome,
     ArrivedSafelyFacts,
     AutoTopUpFailedFacts,
     CanteenPurchaseFacts,
@@ -27,6 +30,8 @@ from services.notify.domain import (
     FareExplanation,
     GateFacts,
     GraceMealFacts,
+    GuardianInvitedFacts,
+    GuardianRole,
     JourneyDay,
     LateFacts,
     Locale,
@@ -111,6 +116,10 @@ SAMPLES: dict[NotificationKind, Facts] = {
     ),
     NotificationKind.SUPPORT_ANSWERED: SupportAnsweredFacts("sup_5b1c9e0a7d3f2468", "top_up",
                                                             msk(11, 0)),
+    NotificationKind.GUARDIAN_INVITED: GuardianInvitedFacts(msk(9, 0), GuardianRole.VIEWER,
+                                                            msk(9, 0) + timedelta(days=7)),
+    NotificationKind.APPLICATION_STATUS: ApplicationFacts(
+        msk(15, 0), ApplicationOf.REFUND, ApplicationOutcome.DONE, None, 123_450),
 }
 MONEY_KINDS = {
     NotificationKind.CANTEEN_PURCHASE,
@@ -125,6 +134,7 @@ MONEY_KINDS = {
     NotificationKind.DEBT_SETTLED,
     NotificationKind.TOP_UP_REJECTED,
     NotificationKind.AUTO_TOP_UP_FAILED,
+    NotificationKind.APPLICATION_STATUS,
 }
 
 
@@ -279,3 +289,53 @@ def test_a_rejected_dispute_refunds_nothing_and_an_approved_one_names_the_refund
                       DisputeResolvedFacts(msk(15, 0), True, 4_500), ctx(Locale.EN))
     assert rejected.subject == "Спор отклонён" and "₽" not in rejected.body
     assert f"Refunded: RUB{NBSP}45.00" in approved.body
+
+
+@pytest.mark.parametrize(("locale", "says"), [
+    (Locale.RU, (f"Вас пригласили следить за ребёнком (Карта {CONTRACT})", "«наблюдатель»",
+                 "в личном кабинете до 17.09.2025")),
+    (Locale.EN, (f"You were invited to follow a child (Card {CONTRACT})", "as a viewer",
+                 "in the cabinet by 17 Sep 2025")),
+])
+def test_the_invitee_is_told_which_card_to_follow_and_to_accept_in_the_cabinet(
+        locale: Locale, says: tuple[str, ...]) -> None:
+    # the invitee guards no child yet: the child is named by the card, never by a name
+    invitee = RenderContext(locale, ZoneInfo(MSK), None, CONTRACT)
+    facts = GuardianInvitedFacts(msk(9, 0), GuardianRole.VIEWER, msk(9, 0) + timedelta(days=7))
+    text = render(NotificationKind.GUARDIAN_INVITED, facts, invitee)
+    assert all(part in text.body for part in says)
+    assert CONTRACT in text.short
+
+
+def test_a_refused_application_quotes_the_staff_comment() -> None:
+    facts = ApplicationFacts(msk(15, 0), ApplicationOf.NEW_CARD, ApplicationOutcome.REFUSED,
+                             "нужна справка")
+    ru = render(NotificationKind.APPLICATION_STATUS, facts, ctx(Locale.RU))
+    en = render(NotificationKind.APPLICATION_STATUS, facts, ctx(Locale.EN))
+    assert ru.subject == "Заявление отклонено"
+    assert "заявление на новую карту отклонено" in ru.body
+    assert ru.body.endswith("Комментарий школы: нужна справка.")
+    assert en.subject == "Application refused"
+    assert "The school's comment: нужна справка." in en.body
+
+
+def test_an_accepted_application_and_a_done_new_card_name_no_money() -> None:
+    accepted = render(NotificationKind.APPLICATION_STATUS,
+                      ApplicationFacts(msk(15, 0), ApplicationOf.REFUND,
+                                       ApplicationOutcome.ACCEPTED), ctx(Locale.RU))
+    done = render(NotificationKind.APPLICATION_STATUS,
+                  ApplicationFacts(msk(15, 0), ApplicationOf.NEW_CARD, ApplicationOutcome.DONE),
+                  ctx(Locale.EN))
+    assert accepted.subject == "Заявление принято" and "₽" not in accepted.body
+    assert "возврат остатка принято школой" in accepted.body
+    assert done.subject == "Application done" and "RUB" not in done.body
+
+
+@pytest.mark.parametrize(("locale", "paid"), [
+    (Locale.RU, f"Выплачено: 1{NBSP}234,50{NBSP}₽."),
+    (Locale.EN, f"Paid out: RUB{NBSP}1,234.50."),
+])
+def test_a_done_refund_names_the_amount_paid_out_in_rubles(locale: Locale, paid: str) -> None:
+    text = render(NotificationKind.APPLICATION_STATUS,
+                  SAMPLES[NotificationKind.APPLICATION_STATUS], ctx(locale))
+    assert paid in text.body
