@@ -436,6 +436,26 @@ class ConfirmPhoneChange(Command):
     code: ShortSecret = Field(description="The 6-digit code from the SMS; never logged.")
 
 
+class StartEmailChange(Command):
+    """Add an e-mail or change it: a 6-digit code goes to the new address by e-mail;
+    ConfirmEmailChange sets it. Changing an existing e-mail needs reauth."""
+
+    request_id: Identifier
+    email: Email = Field(description="The new address; stored lower-cased.",
+                         examples=["parent@example.ru"])
+    reauth: Reauthentication | None = Field(
+        default=None, description="Password, code word or authenticator code: required when "
+        "an e-mail is already set (reauthentication_required without it).")
+
+
+class ConfirmEmailChange(Command):
+    """Set the e-mail started by StartEmailChange with the code sent to it. An address
+    another account holds is refused email_taken (only its holder got the code)."""
+
+    request_id: Identifier
+    code: ShortSecret = Field(description="The 6-digit code from the e-mail; never logged.")
+
+
 class CreateStaffAccount(Command):
     """Support only: staff and integrator service accounts."""
 

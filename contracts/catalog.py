@@ -181,6 +181,7 @@ TOPICS: tuple[Topic, ...] = (
                   "ResetSecondFactor", "UnlockAccount", "AcceptInvitation",
                   "RevokeInvitation", "ChangeGuardianRole", "ListGuardians", "ListInvitations",
                   "EndSession", "SetCodeWord", "StartPhoneChange", "ConfirmPhoneChange",
+                  "StartEmailChange", "ConfirmEmailChange",
                   "UpdateProfile", "SetChildName", "GetProfile", "ListTrustedDevices",
                   "RenameTrustedDevice", "RevokeTrustedDevice"),
           "Cabinet commands and queries for auth; carry secrets, retained 1 day.",

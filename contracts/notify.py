@@ -6,13 +6,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from contracts.envelope import Command, Event, Part, Query, Reply
 from contracts.money import Kopecks
 from contracts.types import (
     AccountId,
     ContractNumber,
+    Email,
     Identifier,
     LocalDate,
     Locale,
@@ -38,18 +39,34 @@ class Channel(StrEnum):
 
 
 class OneTimeCodeRequested(Event):
-    """Auth asks notify to send a code by SMS. The code appears nowhere else: not in logs, not
-    in the journal (which shows it masked), not in any other topic."""
+    """Auth asks notify to send a code by SMS to ``phone``, or by e-mail to ``email`` (exactly
+    one of them). The code appears nowhere else: not in logs, not in the journal (which shows
+    it masked), not in any other topic."""
 
     request_id: Identifier
-    phone: Phone
+    phone: Phone | None = Field(default=None, description="Where the SMS goes; None when the "
+                                "code goes by e-mail.", examples=["+79121234567"])
+    email: Email | None = Field(default=None, description="Where the e-mail goes (a new "
+                                "address being confirmed); None when the code goes by SMS.",
+                                examples=["parent@example.ru"])
     code: ShortSecret = Field(description="6 digits.", examples=["493817"])
     purpose: str = Field(max_length=32, description="registration | password_reset | login | "
-                         "phone_confirmation",
+                         "phone_confirmation | email_confirmation",
                          examples=["registration"])
-    locale: Locale = Field(default=Locale.RU, description="Language of the SMS text: ru or en.",
+    locale: Locale = Field(default=Locale.RU, description="Language of the text: ru or en.",
                            examples=["ru"])
     expires_at: UtcDatetime
+
+    @model_validator(mode="after")
+    def _one_address(self) -> OneTimeCodeRequested:
+        if (self.phone is None) == (self.email is None):
+            raise ValueError("give exactly one of phone and email")
+        return self
+
+    @property
+    def address(self) -> str:
+        """The phone or the e-mail the code goes to."""
+        return self.phone or self.email or ""
 
 
 class SetPreferences(Command):

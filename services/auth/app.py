@@ -55,6 +55,8 @@ async def wire(rt: Runtime) -> Routes:
         cmd.SetCodeWord: h.on_set_code_word,
         cmd.StartPhoneChange: h.on_start_phone_change,
         cmd.ConfirmPhoneChange: h.on_confirm_phone_change,
+        cmd.StartEmailChange: h.on_start_email_change,
+        cmd.ConfirmEmailChange: h.on_confirm_email_change,
         cmd.UpdateProfile: h.on_update_profile,
         cmd.SetChildName: h.on_set_child_name,
         cmd.GetProfile: h.on_get_profile,

@@ -232,6 +232,31 @@ class Handlers:
         await s.save_child(child, loaded)
         self._emit(tx, child.pull_events())
 
+    async def _provisional_primary(self, s: Store, child: d.Child | None) -> d.Account | None:
+        """The child's primary when it is a provisional contract login (no confirmed phone),
+        which the activation code displaces; else None."""
+        primary = await s.account(child.primary) if child is not None and child.primary else None
+        return primary if primary is not None and primary.holds_contract_provisionally else None
+
+    async def _close_displaced(self, tx: Transaction, s: Store, account: d.Account | None,
+                               linked: d.LinkOutcome | None, child: d.Child) -> None:
+        """Close the provisional contract login a link took the child from: its sessions
+        end, its login by contract number is freed, and it leaves any other child too, as
+        on a closure by its owner (``AccountClosed``, the contacts tombstone,
+        ``GuardianRemoved``)."""
+        if account is None or linked is None or linked.displaced != account.account_id:
+            return
+        loaded = account.version
+        contacts = d.Account.from_doc(account.to_doc())  # for the contacts tombstone
+        if account.give_way_to_activation_code(tx.now):
+            await s.save_account(account, loaded)
+            self._emit(tx, account.pull_events(), contacts)
+            for other in await s.children_of(account.account_id):
+                if other.child_id != child.child_id:
+                    other_version = other.version
+                    other.drop_closed_account(account_id=account.account_id, now=tx.now)
+                    await self._save_child(tx, s, other, other_version)
+
     def _token(self, account: d.Account, session: d.Session, children: list[d.Child],
                now: datetime) -> str:
         """A signed access token; issuing it counts as activity on ``session``."""
@@ -342,13 +367,16 @@ class Handlers:
             pending = account.pending_link if account is not None else None
             child = await s.child_by_contract(pending.contract_number) if pending else None
             child_version = child.version if child is not None else None
+            provisional = await self._provisional_primary(s, child)
             outcome, linked = d.confirm_registration_and_link(
                 account=account, child=child, code=_secret(c.code), pepper=self.pepper,
-                now=uc.tx.now, idempotency_key=c.request_id)
+                now=uc.tx.now, idempotency_key=c.request_id,
+                provisional=provisional.account_id if provisional else None)
             if account is not None:
                 await self._save_account(uc.tx, s, account, account.version)
             if linked is not None and child is not None:
                 await self._save_child(uc.tx, s, child, child_version)
+                await self._close_displaced(uc.tx, s, provisional, linked, child)
             d.public_code_reply(outcome).require_ok()
             uc.tx.reply(cmd.CommandCompleted(
                 request_id=c.request_id,
@@ -585,6 +613,43 @@ class Handlers:
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
                                              account_id=me.account.account_id))
 
+    async def on_start_email_change(self, msg: Inbound[cmd.StartEmailChange]) -> None:
+        """A code to the new e-mail (``notify.otp-requests.v1``, purpose
+        email_confirmation); replacing an existing e-mail re-authenticates first."""
+        c = msg.message
+        now = self.rt.clock()
+        check = await self._reauth(msg, c.reauth)
+        code = new_otp_code()
+        async with self.case(msg, now=now) as uc:
+            me = await self.signed_in(uc, check)
+            outcome = me.account.start_email_change(
+                session=me.session, proof=check.proof, email=c.email, code_id=new_id(),
+                code=code, pepper=self.pepper, now=now)
+            events = me.account.pull_events()
+            await me.store.save_account(me.account, me.account.version)
+            self._emit(me.tx, events, me.account)
+            self._emit_codes(me.tx, events, code=code, request_id=c.request_id,
+                             locale=me.account.locale)
+            outcome.require_ok()
+            me.tx.reply(cmd.RegistrationStarted(request_id=c.request_id,
+                                                resend_after_s=RESEND_AFTER_S))
+
+    async def on_confirm_email_change(self, msg: Inbound[cmd.ConfirmEmailChange]) -> None:
+        c = msg.message
+        async with self.case(msg) as uc:
+            me = await self.signed_in(uc)
+            holder = (await me.store.account_by("email", me.account.pending_email)
+                      if me.account.pending_email else None)
+            outcome = me.account.confirm_email_change(
+                code=_secret(c.code), pepper=self.pepper, now=me.tx.now,
+                email_taken=holder is not None and holder.account_id != me.account.account_id
+                and holder.status is not d.AccountStatus.CLOSED,
+                idempotency_key=c.request_id)
+            await self._save_account(me.tx, me.store, me.account, me.account.version)
+            outcome.require_ok()
+            me.tx.reply(cmd.CommandCompleted(request_id=c.request_id,
+                                             account_id=me.account.account_id))
+
     # --- profile --------------------------------------------------------------------------------
 
     async def on_update_profile(self, msg: Inbound[cmd.UpdateProfile]) -> None:
@@ -793,10 +858,13 @@ class Handlers:
             me = await self.signed_in(uc)
             child = d.child_to_link(await me.store.child_by_contract(c.contract))
             loaded = child.version
-            outcome = child.link_with_proof(account_id=me.account.account_id, proof=proof,
-                                            pepper=self.pepper, now=me.tx.now,
-                                            idempotency_key=c.request_id)
+            provisional = await self._provisional_primary(me.store, child)
+            outcome = child.link_with_proof(
+                account_id=me.account.account_id, proof=proof, pepper=self.pepper,
+                now=me.tx.now, idempotency_key=c.request_id,
+                provisional=provisional.account_id if provisional else None)
             await self._save_child(me.tx, me.store, child, loaded)
+            await self._close_displaced(me.tx, me.store, provisional, outcome, child)
             outcome.require_ok()  # a wrong proof was counted (saved above)
             others = await me.store.children_of(me.account.account_id)
             children = [child, *[ch for ch in others if ch.child_id != child.child_id]]

@@ -203,15 +203,16 @@ def _closed(e: d.AccountClosed, account: Account | None) -> list[Wired]:
     return out
 
 
-def _contacts_changed(e: d.PhoneChanged | d.ProfileChanged,
+def _contacts_changed(e: d.PhoneChanged | d.EmailChanged | d.ProfileChanged,
                       account: Account | None) -> list[Wired]:
-    """notify writes to the new phone, in the new language and time zone, from now on (the
-    contacts it keeps per guardian)."""
+    """notify writes to the new phone or e-mail, in the new language and time zone, from now
+    on (the contacts it keeps per guardian)."""
     return [] if account is None else [_contacts(account, e.occurred_at)]
 
 
 OUTBOUND: dict[type[Any], Callable[[Any, Account | None], list[Wired]]] = {
     d.PhoneChanged: _contacts_changed,
+    d.EmailChanged: _contacts_changed,
     d.ProfileChanged: _contacts_changed,
     d.AccountActivated: _activated,
     d.NewLoginDetected: _login,
@@ -246,13 +247,15 @@ def to_wire(events: Iterable[DomainEvent], account: Account | None = None) -> li
 
 def code_request(event: DomainEvent, *, code: str, request_id: str,
                  locale: str) -> Wired | None:
-    """The SMS request for a code just issued (only for ``OneTimeCodeIssued`` with a phone)."""
-    if not isinstance(event, d.OneTimeCodeIssued) or event.phone is None:
+    """The SMS (or, for an e-mail being confirmed, the e-mail) request for a code just issued
+    (only for ``OneTimeCodeIssued`` with a phone or an e-mail)."""
+    if not isinstance(event, d.OneTimeCodeIssued) or (event.phone or event.email) is None:
         return None
-    message = OneTimeCodeRequested(request_id=request_id, phone=event.phone, code=code,
-                                   purpose=event.purpose, locale=locale,
+    message = OneTimeCodeRequested(request_id=request_id, phone=event.phone, email=event.email,
+                                   code=code, purpose=event.purpose, locale=locale,
                                    expires_at=event.expires_at)
-    return _on(OneTimeCodeRequested, event.phone, message, message_id("otp", event.code_id))
+    return _on(OneTimeCodeRequested, event.phone or event.email or "", message,
+               message_id("otp", event.code_id))
 
 
 def access_token(private_key_pem: str, claims: AccessClaims, now: datetime) -> str:

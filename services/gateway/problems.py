@@ -33,6 +33,7 @@ _STATUS: dict[str, int] = {
     # a repeat that does not match, or a state that forbids it
     "idempotency_conflict": 409, "idempotency_key_reused": 409, "already_guardian": 409,
     "contract_in_use": 409, "version_conflict": 409, "phone_taken": 409,
+    "email_taken": 409,
     # the gateway's own
     "idempotency_key_required": 400, "invalid_idempotency_key": 400, "bad_request": 400,
     "not_found": 404, "method_not_allowed": 405, "validation_error": 422,

@@ -222,9 +222,9 @@ class Handlers:
                 request = inbound.code_request(e, tx.now)
             except KeyError:
                 raise Refused("unknown_purpose", f"purpose {e.purpose!r} is not known") from None
-            number, minute = await store.code_counts(tx, e.phone, tx.now)
+            number, minute = await store.code_counts(tx, e.address, tx.now)
             loaded = number.version, minute.version
-            refusal = d.admit_code(e.phone, tx.now, number, minute, self.code_policy)
+            refusal = d.admit_code(e.address, tx.now, number, minute, self.code_policy)
             if refusal is not None:
                 CODES_REFUSED.labels(refusal.value).inc()
                 log.warning("one-time code not sent", reason=refusal.value,

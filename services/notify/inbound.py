@@ -317,4 +317,5 @@ def code_request(e: wire.OneTimeCodeRequested, now: datetime) -> d.OneTimeCodeRe
     """Raises KeyError for an unknown purpose (the handler dead-letters it)."""
     ttl = max(1, round((e.expires_at - now).total_seconds() / 60))
     return d.OneTimeCodeRequest(e.request_id, e.phone, e.code.get_secret_value(),
-                                _PURPOSE[e.purpose], now, ttl_minutes=ttl, locale=e.locale.value)
+                                _PURPOSE[e.purpose], now, ttl_minutes=ttl, locale=e.locale.value,
+                                email=e.email)

@@ -234,6 +234,31 @@ async def test_a_contract_login_adds_a_phone_with_a_code_sent_to_it_and_then_log
     assert by_phone["ok"] and children_of(f, by_phone["access_token"]) == {number: "primary"}
 
 
+async def test_the_e_mail_is_added_over_http_with_the_code_sent_to_it_and_replaced_after_reauth(
+        family):
+    f = family
+    p = await a_parent(f)
+    first, second = f"{uid('mum')}@example.ru", f"{uid('mum')}@example.ru"
+    async with http(f, p.access_token) as client:
+        started = await client.post("/v1/account/email", headers=key(), json={"email": first})
+        assert started.status_code == 200, started.text
+        code = await code_for(f, first)
+        wrong = await client.post("/v1/account/email/confirm", headers=key(),
+                                  json={"code": f"{(int(code) + 1) % 10**6:06d}"})
+        assert (wrong.status_code, wrong.json()["code"]) == (422, "code_invalid"), wrong.text
+        confirmed = await client.post("/v1/account/email/confirm", headers=key(),
+                                      json={"code": code})
+        assert confirmed.status_code == 200, confirmed.text
+        bare = await client.post("/v1/account/email", headers=key(), json={"email": second})
+        assert (bare.status_code, bare.json()["code"]) == (403, "reauthentication_required")
+        again = await client.post("/v1/account/email", headers=key(), json={
+            "email": second, "reauth": {"password": p.password}})
+        assert again.status_code == 200, again.text
+        assert await code_for(f, second)
+        profile = await client.get("/v1/account/profile")
+    assert profile.json()["email"] == first  # the second waits for its code
+
+
 async def test_the_profile_keeps_the_language_time_zone_and_the_familys_name_for_the_child(
         family):
     f = family

@@ -46,6 +46,7 @@ from .events import (
     AccountProvisioned,
     AccountUnlocked,
     CodeWordSet,
+    EmailChanged,
     IntegratorAccountCreated,
     LoginFailed,
     NewLoginDetected,
@@ -316,6 +317,7 @@ class Account:
     closed_at: datetime | None = None
     pending_link: PendingLink | None = None
     pending_phone: str | None = None
+    pending_email: str | None = None
     code_word_hash: str | None = None
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
@@ -421,11 +423,12 @@ class Account:
 
     def issue_code(
         self, *, purpose: CodePurpose, code_id: str, code: str, pepper: bytes, now: datetime,
-        to: str | None = None,
+        to: str | None = None, email: str | None = None,
     ) -> bool:
         """Issue a code unless one for ``purpose`` was issued less than 60 s ago (then nothing
         happens and False is returned; callers reply the same either way). A new code replaces
-        the previous one for that purpose."""
+        the previous one for that purpose. It goes to the phone ``to`` (default: the
+        account's), or with ``email`` to that address instead."""
         now = require_aware(now)
         current = self.codes.get(purpose)
         if current is not None and now < current.resend_available_at():
@@ -435,8 +438,9 @@ class Account:
         self.codes[purpose] = issued
         self.pending_events.append(
             OneTimeCodeIssued(occurred_at=now, account_id=self.account_id, purpose=purpose.value,
-                              code_id=code_id, phone=to or self.phone,
-                              expires_at=issued.expires_at)
+                              code_id=code_id,
+                              phone=None if email is not None else to or self.phone,
+                              email=email, expires_at=issued.expires_at)
         )
         return True
 
@@ -1016,6 +1020,73 @@ class Account:
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
+    def start_email_change(self, *, session: Session, proof: ReauthProof, email: str,
+                           code_id: str, code: str, pepper: bytes, now: datetime) -> Outcome:
+        """Send a code to the new ``email`` to add it (the live session is enough) or to
+        replace the current one (re-authentication first, as for the phone). Nothing changes
+        until :meth:`confirm_email_change`; within the resend cooldown no new code goes out
+        (the outcome is the same)."""
+        now = require_aware(now)
+        email = require_email(email)
+        self._require_active()
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        if self.email is not None:
+            outcome = self.reauthenticate(session=session, proof=proof, now=now)
+            if not outcome.ok:
+                return outcome
+        if email != self.email and self.issue_code(
+                purpose=CodePurpose.EMAIL_CONFIRMATION, code_id=code_id, code=code,
+                pepper=pepper, now=now, email=email):
+            self.pending_email = email
+        return Outcome()
+
+    def confirm_email_change(self, *, code: str, pepper: bytes, now: datetime,
+                             email_taken: bool, idempotency_key: str | None = None) -> Outcome:
+        """Set the pending e-mail with the code sent to it (5 attempts, 5 minutes, once). An
+        e-mail another account holds (``email_taken``) is refused ``EMAIL_TAKEN`` only after
+        the right code: only its holder learns that. A retry with the same key replays."""
+        now = require_aware(now)
+        self._require_active()
+        fp = fingerprint(op="confirm_email", code=_keyed_digest(pepper, code))
+        stored = self.idempotency.replay(idempotency_key, fp)
+        if stored is not None:
+            return Outcome.from_doc(stored)
+        if self.pending_email is None:
+            outcome = Outcome(Reason.CODE_INVALID)
+        else:
+            outcome = self._check_code(CodePurpose.EMAIL_CONFIRMATION, code, pepper, now,
+                                       consume=True)
+            if outcome.ok and email_taken:
+                outcome = Outcome(Reason.EMAIL_TAKEN)
+            elif outcome.ok:
+                self.email = self.pending_email
+                self.pending_events.append(EmailChanged(occurred_at=now,
+                                                        account_id=self.account_id))
+            if outcome.ok or outcome.rejection is Reason.EMAIL_TAKEN:
+                self.pending_email = None
+                self.codes.pop(CodePurpose.EMAIL_CONFIRMATION, None)
+        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
+        return outcome
+
+    @property
+    def holds_contract_provisionally(self) -> bool:
+        """The login the issuer created for a contract (by contract number and birth date)
+        that has not added and confirmed a phone yet: a parent who proves the child with the
+        issuer's activation code takes the child from it (:meth:`Child.link_with_proof`)."""
+        return (self.kind is AccountKind.PARENT and self.login_contract is not None
+                and self.phone is None and self.status is not AccountStatus.CLOSED)
+
+    def give_way_to_activation_code(self, now: datetime) -> bool:
+        """The provisional contract login loses its child to a parent with the activation
+        code: it is closed (every session ends, its login by contract number is freed, its
+        data minimised). False, nothing done, for any other account: a real parent keeps
+        the child."""
+        if not self.holds_contract_provisionally:
+            return False
+        return self.close(now)
+
     def update_profile(self, *, locale: str | None, time_zone: str | None,
                        now: datetime) -> bool:
         """The language and the time zone messages are written in (None: unchanged). False
@@ -1100,6 +1171,7 @@ class Account:
         self.existing_account_alert_at = None
         self.pending_link = None
         self.pending_phone = None
+        self.pending_email = None
         self.code_word_hash = None
         self.pending_events.append(AccountClosed(occurred_at=now, account_id=self.account_id))
         return True
@@ -1180,6 +1252,7 @@ class Account:
             "closed_at": self.closed_at,
             "pending_link": self.pending_link.to_doc() if self.pending_link else None,
             "pending_phone": self.pending_phone,
+            "pending_email": self.pending_email,
             "code_word_hash": self.code_word_hash,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
@@ -1227,6 +1300,7 @@ class Account:
             closed_at=opt_dt_from_doc(doc.get("closed_at")),
             pending_link=PendingLink.from_doc(doc.get("pending_link")),
             pending_phone=doc.get("pending_phone"),
+            pending_email=doc.get("pending_email"),
             code_word_hash=doc.get("code_word_hash"),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),

@@ -22,6 +22,7 @@ class CodePurpose(StrEnum):
     PASSWORD_RESET = "password_reset"
     LOGIN_2FA = "login_2fa"
     PHONE_CONFIRMATION = "phone_confirmation"
+    EMAIL_CONFIRMATION = "email_confirmation"
 
 
 @dataclass

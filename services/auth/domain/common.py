@@ -41,6 +41,7 @@ class Reason(StrEnum):
     CODE_WORD_TOO_SHORT = "code_word_too_short"
     REAUTHENTICATION_REQUIRED = "reauthentication_required"
     PHONE_TAKEN = "phone_taken"
+    EMAIL_TAKEN = "email_taken"
     # one-time codes
     CODE_INVALID = "code_invalid"
     CODE_EXPIRED = "code_expired"

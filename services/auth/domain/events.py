@@ -12,13 +12,15 @@ from .common import DomainEvent
 @dataclass(frozen=True, kw_only=True)
 class OneTimeCodeIssued(DomainEvent):
     """A code was generated for ``purpose``; the handler that generated it sends it to
-    ``phone`` through the notify command topic (the code itself is not in this event)."""
+    ``phone`` (or, for an e-mail confirmation, to ``email``) through the notify command topic
+    (the code itself is not in this event)."""
 
     account_id: str
     purpose: str
     code_id: str
     phone: str | None
     expires_at: datetime
+    email: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +181,13 @@ class AccountClosed(DomainEvent):
 @dataclass(frozen=True, kw_only=True)
 class PhoneChanged(DomainEvent):
     """The account's phone was added or changed (confirmed by a code sent to it)."""
+
+    account_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmailChanged(DomainEvent):
+    """The account's e-mail was added or changed (confirmed by a code sent to it)."""
 
     account_id: str
 

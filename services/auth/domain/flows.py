@@ -293,13 +293,15 @@ def registration_proof(*, child: Child | None, contract_number: str,
 
 def confirm_registration_and_link(
     *, account: Account | None, child: Child | None, code: str, pepper: bytes, now: datetime,
-    idempotency_key: str | None = None,
+    idempotency_key: str | None = None, provisional: str | None = None,
 ) -> tuple[Outcome, LinkOutcome | None]:
     """Confirm the registration (:func:`confirm_registration`); once confirmed, the proof
     the start kept links the child (:meth:`Child.link_with_proof`: the parent becomes primary
     of an unclaimed child; a claimed child answers every proof as a wrong one and counts it,
     birth dates against their lifetime budget). The link's outcome (None without a proof) never
-    fails the confirmation; a refused link is answered like a wrong proof whatever its cause."""
+    fails the confirmation; a refused link is answered like a wrong proof whatever its cause.
+    ``provisional``: the child's primary when it is a provisional contract login, which an
+    activation code displaces (:meth:`Child.link_with_proof`)."""
     outcome = confirm_registration(
         account=account, registration_id=(account.pending_registration_id or "")
         if account else "", code=code, pepper=pepper, now=now,
@@ -313,7 +315,8 @@ def confirm_registration_and_link(
              else ContractProof(link.contract_number, link.birth_date or date.min))
     try:
         linked = child.link_with_proof(account_id=account.account_id, proof=proof,
-                                       pepper=pepper, now=now, idempotency_key=idempotency_key)
+                                       pepper=pepper, now=now, idempotency_key=idempotency_key,
+                                       provisional=provisional)
     except AuthRejected:
         linked = LinkOutcome(Reason.CHILD_PROOF_INVALID)  # rate limited: answered alike
     return outcome, linked

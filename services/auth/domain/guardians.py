@@ -131,6 +131,9 @@ class LinkOutcome:
     rejection: Reason | None = None
     role: GuardianRole | None = None
     replayed: bool = False
+    displaced: str | None = None
+    """The provisional contract login the link took the child from (its account is to be
+    closed: ``Account.give_way_to_activation_code``); never set on a replay."""
 
     def require_ok(self) -> None:
         """Raise the rejection (after the caller persisted the failed proof it counted)."""
@@ -211,10 +214,18 @@ class Child:
 
     def link_with_proof(
         self, *, account_id: str, proof: Proof, pepper: bytes,
-        now: datetime, idempotency_key: str | None = None,
+        now: datetime, idempotency_key: str | None = None, provisional: str | None = None,
     ) -> LinkOutcome:
         """Link a parent who proves knowledge of the child; only a child without a primary can
         be claimed this way (the claimant becomes primary), otherwise the primary invites.
+
+        * One exception: ``provisional`` names the primary when it is the login the issuer
+          created for the contract and it has not confirmed a phone yet
+          (``Account.holds_contract_provisionally``). The issuer's activation code, the
+          stronger proof, takes the child from it: it is removed (``GuardianRemoved``) and
+          the claimant becomes primary (``LinkOutcome.displaced`` names it). A birth date
+          never does (the provisional login was made from it); once that login confirmed a
+          phone it is a real parent and the claimant is answered as for any claimed child.
 
         * Where the issuer sent an activation code, only the code proves: a birth date is
           refused like a wrong one (it is guessable, the code is not).
@@ -249,16 +260,33 @@ class Child:
         gate = self.proof_failures.gate(now)
         if not gate.allowed:
             raise AuthRejected(Reason.CHILD_PROOF_RATE_LIMITED, retry_after=gate.retry_after)
-        if self.primary is not None or not self._proof_matches(proof, pepper):
+        displaced = (self.primary if provisional is not None and not by_birth_date
+                     and self.primary == provisional else None)
+        if ((self.primary is not None and displaced is None)
+                or not self._proof_matches(proof, pepper)):
             self._refuse_proof(account_id, by_birth_date, now)
             outcome = LinkOutcome(Reason.CHILD_PROOF_INVALID)
         else:
             via = (ProofKind.CONTRACT_AND_BIRTH_DATE if by_birth_date
                    else ProofKind.ACTIVATION_CODE)
+            if displaced is not None:
+                self._displace(displaced, by=account_id, now=now)
             self._add(account_id, GuardianRole.PRIMARY, via, now)
-            outcome = LinkOutcome(role=GuardianRole.PRIMARY)
+            outcome = LinkOutcome(role=GuardianRole.PRIMARY, displaced=displaced)
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
+
+    def _displace(self, account_id: str, *, by: str, now: datetime) -> None:
+        """Remove the provisional primary and the invitations it made (they were its to
+        give, not the new primary's)."""
+        role = self.guardians.pop(account_id)
+        self.invitations = {k: v for k, v in self.invitations.items()
+                            if v.invited_by != account_id}
+        self.pending_events.append(
+            GuardianRemoved(occurred_at=now, child_id=self.child_id,
+                            contract_number=self.contract_number, account_id=account_id,
+                            role=role.value, removed_by=by)
+        )
 
     def _refuse_proof(self, account_id: str, by_birth_date: bool, now: datetime) -> None:
         self.proof_failures.record_failure(now)

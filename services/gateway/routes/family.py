@@ -11,6 +11,7 @@ from pydantic import Field
 from contracts import auth
 from contracts.types import (
     AccountId,
+    Email,
     GuardianRole,
     Identifier,
     Locale,
@@ -55,6 +56,10 @@ class PhoneBody(Sensitive):
 
 class PhoneCodeBody(Body):
     code: Secret
+
+
+class EmailBody(Sensitive):
+    email: Email
 
 
 class ProfileBody(Body):
@@ -189,6 +194,22 @@ def routes() -> APIRouter:
     async def confirm_phone(request: Request, body: PhoneCodeBody, me: Auth,
                             key: Key) -> auth.CommandCompleted:
         message = build_message(auth.ConfirmPhoneChange, request_id=key, **body_fields(body))
+        return await ask(gateway(request), message, me.claims.sub, auth.CommandCompleted,
+                         token=me.token)
+
+    @r.post("/account/email", response_model=auth.RegistrationStarted, responses=MUTATING,
+            summary="Add or change the e-mail: a code is sent to the new address")
+    async def start_email(request: Request, body: EmailBody, me: Auth,
+                          key: Key) -> auth.RegistrationStarted:
+        message = build_message(auth.StartEmailChange, request_id=key, **body_fields(body))
+        return await ask(gateway(request), message, me.claims.sub, auth.RegistrationStarted,
+                         token=me.token)
+
+    @r.post("/account/email/confirm", response_model=auth.CommandCompleted,
+            responses=MUTATING, summary="Set the new e-mail with the code sent to it")
+    async def confirm_email(request: Request, body: PhoneCodeBody, me: Auth,
+                            key: Key) -> auth.CommandCompleted:
+        message = build_message(auth.ConfirmEmailChange, request_id=key, **body_fields(body))
         return await ask(gateway(request), message, me.claims.sub, auth.CommandCompleted,
                          token=me.token)
 

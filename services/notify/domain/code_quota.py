@@ -69,9 +69,10 @@ def buckets_of(phone: str, at: datetime) -> tuple[NumberDay, MinuteTotal]:
 
 def admit_code(phone: str, at: datetime, number: NumberDay, minute: MinuteTotal,
                policy: CodePolicy) -> CodeRefusal | None:
-    """Count the code and return None when it may go; otherwise the refusal, nothing counted."""
+    """Count the code and return None when it may go; otherwise the refusal, nothing counted.
+    An e-mail address (``phone`` with an ``@``) has no country; it is counted like a number."""
     at = require_aware(at)
-    if not phone.startswith(policy.country_prefixes):
+    if "@" not in phone and not phone.startswith(policy.country_prefixes):
         return CodeRefusal.COUNTRY_NOT_SERVED
     hour = f"{at.hour:02d}"
     if (number.hours.get(hour, 0) >= policy.per_number_per_hour

@@ -39,6 +39,7 @@ class CodePurpose(StrEnum):
     PASSWORD_RESET = "password_reset"
     SECOND_FACTOR = "second_factor"
     PHONE_CONFIRMATION = "phone_confirmation"
+    EMAIL_CONFIRMATION = "email_confirmation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,15 +484,17 @@ class NotificationEvent:
 
 @dataclass(frozen=True, slots=True)
 class OneTimeCodeRequest:
-    """A request from auth to text a code to a phone; no guardian lookup is involved.
+    """A request from auth to text a code to a phone, or with ``email`` (``phone`` None) to
+    mail it to an address being confirmed; no guardian lookup is involved.
 
     ``request_id`` is the idempotency key (a resend is a new request with a new id).
     """
 
     request_id: str
-    phone: str = field(repr=False)
+    phone: str | None = field(repr=False)
     code: str = field(repr=False)
     purpose: CodePurpose
     requested_at: datetime
     ttl_minutes: int = 5
     locale: str = "ru"
+    email: str | None = field(default=None, repr=False)

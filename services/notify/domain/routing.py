@@ -224,20 +224,24 @@ def _schedule(message: Message, guardian: Guardian, now: datetime) -> None:
 
 
 def route_one_time_code(request: OneTimeCodeRequest, now: datetime) -> Message:
-    """The SMS carrying a one-time code, to the phone given in the request (no guardian lookup).
+    """The SMS carrying a one-time code, to the phone given in the request, or the e-mail to
+    the address given instead (no guardian lookup).
 
     It is due at once (codes ignore quiet hours and preferences) and its body is secret.
     """
     now = require_aware(now)
-    validate_phone(request.phone)
+    if request.email is not None:
+        channel, address, to = Channel.EMAIL, validate_email(request.email), "email"
+    else:
+        channel, address, to = Channel.SMS, validate_phone(request.phone or ""), "phone"
     locale = Locale.EN if request.locale == Locale.EN.value else Locale.RU
     facts = OneTimeCodeFacts(request.code, request.purpose, request.ttl_minutes)
     ctx = RenderContext(locale, _UTC)  # the code text shows no time
     text = render(NotificationKind.ONE_TIME_CODE, facts, ctx)
     return _message(
-        key=f"{request.request_id}:phone:{Channel.SMS.value}",
-        event=None, kind=NotificationKind.ONE_TIME_CODE, channel=Channel.SMS,
-        guardian_id=None, address=request.phone, locale=locale, text=text, now=now,
+        key=f"{request.request_id}:{to}:{channel.value}",
+        event=None, kind=NotificationKind.ONE_TIME_CODE, channel=channel,
+        guardian_id=None, address=address, locale=locale, text=text, now=now,
         event_id=request.request_id, occurred_at=require_aware(request.requested_at),
     )
 

@@ -758,6 +758,7 @@ _PURPOSE_RU = {
     CodePurpose.PASSWORD_RESET: "сброса пароля",
     CodePurpose.SECOND_FACTOR: "подтверждения входа",
     CodePurpose.PHONE_CONFIRMATION: "подтверждения телефона",
+    CodePurpose.EMAIL_CONFIRMATION: "подтверждения e-mail",
 }
 _PURPOSE_EN = {
     CodePurpose.REGISTRATION: "registration",
@@ -765,6 +766,7 @@ _PURPOSE_EN = {
     CodePurpose.PASSWORD_RESET: "password reset",
     CodePurpose.SECOND_FACTOR: "sign-in confirmation",
     CodePurpose.PHONE_CONFIRMATION: "phone confirmation",
+    CodePurpose.EMAIL_CONFIRMATION: "e-mail confirmation",
 }
 
 

@@ -228,12 +228,31 @@ async def test_lessons_starting_without_the_child_are_noted_in_the_journey():
 
 async def test_a_one_time_code_is_queued_for_the_phone_that_asked():
     rt, h, woken = await _notify(guardian=False)
-    msg = rt.inbound(example(wire.OneTimeCodeRequested), key="+79121234567")
+    msg = rt.inbound(example(wire.OneTimeCodeRequested, phone="+79121234567"),
+                     key="+79121234567")
     await h.on_code_requested(msg)
     [queued] = await rt.db.notify_messages.find({}).to_list(None)
     assert queued["channel"] == "sms"
     assert woken.times == 1
     await rt.redelivered_changes_nothing(h.on_code_requested, msg)
+
+
+async def test_a_code_for_a_new_e_mail_is_queued_as_an_e_mail_to_that_address():
+    rt, h, woken = await _notify(guardian=False)
+    msg = rt.inbound(example(wire.OneTimeCodeRequested, email="new@example.ru",
+                             purpose="email_confirmation"), key="new@example.ru")
+    await h.on_code_requested(msg)
+    [queued] = await rt.db.notify_messages.find({}).to_list(None)
+    assert (queued["channel"], queued["address"]) == ("email", "new@example.ru")
+    assert queued["_id"] == f"{msg.message.request_id}:email:email"
+    assert woken.times == 1
+    await rt.redelivered_changes_nothing(h.on_code_requested, msg)
+
+
+def test_a_code_request_names_exactly_one_of_a_phone_and_an_e_mail():
+    for both in ({}, {"phone": "+79121234567", "email": "new@example.ru"}):
+        with pytest.raises(ValueError, match="exactly one"):
+            example(wire.OneTimeCodeRequested, **both)
 
 
 async def test_codes_beyond_the_numbers_hourly_quota_and_to_numbers_abroad_are_not_queued():
