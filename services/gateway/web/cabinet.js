@@ -36,7 +36,15 @@
     ride: "Поездка", new_login: "Новый вход", arrived_safely: "Пришёл в школу",
     not_arrived_alert: "Не пришёл в школу", late: "Опоздание", absent: "Отсутствие",
     password_changed: "Пароль изменён", refund: "Возврат", grace_meal: "Обед в долг",
-    auto_top_up_failed: "Автопополнение не прошло"};
+    auto_top_up_failed: "Автопополнение не прошло", manual_entry: "Вход по журналу охраны",
+    receipt: "Чек", second_factor_disabled: "Второй фактор отключён",
+    account_locked: "Вход заблокирован", account_unlocked: "Вход разблокирован",
+    dispute_opened: "Спор открыт", dispute_resolved: "Спор решён",
+    debt_settled: "Долг погашен", top_up_rejected: "Пополнение отклонено",
+    concession_expiring: "Льгота заканчивается", registration_attempt: "Попытка регистрации",
+    session_revoked: "Сеанс завершён", child_link_refused: "Отказ в привязке ребёнка",
+    daily_digest: "Итоги дня", support_answered: "Ответ поддержки",
+    guardian_invited: "Приглашение в семью", application_status: "Заявление"};
 
   const $ = (id) => document.getElementById(id);
   const state = {session: null, children: [], contract: null, child: null, statementCursor: null,

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from services.gateway import web
+from services.notify.domain.kinds import NotificationKind
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +70,12 @@ def test_tokens_never_go_to_local_storage() -> None:
     script = (web.WEB_DIR / "cabinet.js").read_text(encoding="utf-8")
     assert "localStorage" not in script and "document.cookie" not in script
     assert "sessionStorage" in script
+
+
+def test_the_journal_names_every_notification_kind_in_russian():
+    script = (Path(web.__file__).parent / "web" / "cabinet.js").read_text(encoding="utf-8")
+    table = re.search(r"const NOTIFICATION_KINDS = \{(.*?)\};", script, re.S)
+    assert table is not None
+    labelled = set(re.findall(r"(\w+): \"", table.group(1)))
+    unnamed = {k.value for k in NotificationKind} - labelled - {"one_time_code"}
+    assert not unnamed, f"the journal would show these raw: {sorted(unnamed)}"
