@@ -99,7 +99,8 @@ class Handlers:
     async def on_card_reissued(self, msg: Inbound[inbound.CardReissued]) -> None:
         """The old contract's cards close at ``reissued_at`` (their earlier rides, even
         uploaded late, still price) and go on the deny list (a replaced card must not ride);
-        the new card inherits the student concession."""
+        the new card inherits the student concession and transit payments switched off (as
+        wallet's account does)."""
         r = msg.message
         async with self.case(msg) as uc:
             tx = uc.tx
@@ -110,6 +111,7 @@ class Handlers:
                                     r.old_contract)
             await store.save_card(tx, r.new_card_uid, r.new_contract, r.school_id, r.school_tz,
                                   concession)
+            await store.carry_payments_off(tx, r.old_contract, r.new_contract)
             await self._block_if_contract_blocked(tx, r.new_contract)
 
     async def on_virtual_card_issued(self, msg: Inbound[inbound.VirtualCardIssued]) -> None:

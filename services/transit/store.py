@@ -251,6 +251,17 @@ async def set_payments_off(tx: Transaction, contract: str, off_at: datetime | No
                                           {"$set": {"payments_off_at": at}}, session=tx.session)
 
 
+async def carry_payments_off(tx: Transaction, old_contract: str, new_contract: str) -> None:
+    """A reissue: the new contract keeps the old one's switch, as wallet's account does (its
+    cards are denied by the caller)."""
+    off_at = await payments_off_at(tx, old_contract)
+    if off_at is not None:
+        await tx.db.transit_contract_blocks.update_one(
+            {"_id": new_contract},
+            {"$set": {"payments_off_at": dialect.current().instant(off_at)}},
+            upsert=True, session=tx.session)
+
+
 async def payments_off_at(tx: Transaction, contract: str) -> datetime | None:
     doc = await tx.db.transit_contract_blocks.find_one({"_id": contract}, session=tx.session)
     return _instant(doc.get("payments_off_at")) if doc else None

@@ -340,3 +340,21 @@ async def test_a_blocked_card_switched_on_stays_denied_and_a_card_issued_while_o
     assert (latest[CARD].denied, latest[CARD].reasons) == (
         True, [wire.DenyListReason.CARD_BLOCKED])
     assert latest[NEW_CARD].denied is True  # issued under a blocked contract
+
+
+async def test_a_card_reissued_while_its_transit_payments_are_off_starts_denied():
+    rt, h = await _transit()
+    await _with_card(rt, h)
+    await h.on_transit_payments_switched(rt.inbound(_switched(False), key=CONTRACT))
+    await h.on_card_reissued(rt.inbound(integ.CardReissued(
+        old_contract=CONTRACT, new_contract=NEW_CONTRACT, new_card_uid=NEW_CARD,
+        school_id=SCHOOL, school_tz="Europe/Samara", class_name="5Б", reissued_at=NOW),
+        key=CONTRACT))
+    with pytest.raises(Rejected) as rejected:
+        await h.on_validator_tapped(rt.inbound(_tap("val-1181-000500", NEW_CARD,
+                                                    NOW + timedelta(minutes=1)), key=NEW_CARD))
+
+    latest = {e.card_uid: e for e in _deny_entries(rt)}
+    assert (latest[NEW_CARD].denied, latest[NEW_CARD].reasons) == (
+        True, [wire.DenyListReason.TRANSIT_PAYMENTS_OFF])
+    assert rejected.value.code == "transit_payments_off"
