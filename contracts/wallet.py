@@ -83,13 +83,15 @@ class TopUpApplied(Event):
 
 class TopUpRejected(Event):
     """A top-up could not be applied (unknown contract, closed account, payment id reused with
-    other content). The money stays with the integrator, who must reverse it."""
+    other content, or a balance that would pass 100 million roubles). The money stays with the
+    integrator, who must reverse it."""
 
     contract: ContractNumber
     payment_id: Identifier
     amount: PositiveKopecks
     reason: str = Field(max_length=64,
-                        description="unknown_contract | account_closed | payment_id_conflict",
+                        description="unknown_contract | account_closed | payment_id_conflict | "
+                        "balance_limit",
                         examples=["payment_id_conflict"])
 
 

@@ -1486,9 +1486,16 @@ class Account:
 
     def _post(self, kind: OperationKind, operation_id: str, legs: list[Leg], at: datetime) -> None:
         entries = build_posting(self.contract, kind, operation_id, legs, at)
+        after = dict(self.balances_by_sub)
         for entry in entries:
             if entry.account == self.contract and entry.sub_balance is not None:
-                self.balances_by_sub[entry.sub_balance] += entry.amount
+                after[entry.sub_balance] += entry.amount
+        if any(amount > MAX_AMOUNT for amount in after.values()):
+            # No pocket holds more than any one amount may be (the wire's bound): the money
+            # stays with whoever sent it (a top-up is rejected and reversed by its bank).
+            raise WalletRejected(RejectionReason.BALANCE_LIMIT,
+                                 f"a balance above {MAX_AMOUNT} kopecks")
+        self.balances_by_sub.update(after)
         self._entries.extend(entries)
 
     def _set_control(

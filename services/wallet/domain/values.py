@@ -100,6 +100,7 @@ class RejectionReason(StrEnum):
     CREDENTIAL_CONFLICT = "credential_conflict"
     UNKNOWN_CREDENTIAL = "unknown_credential"
     CREDENTIAL_RETIRED = "credential_retired"
+    BALANCE_LIMIT = "balance_limit"
 
 
 class WalletRejected(Exception):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.money import MAX_AMOUNT
 from services.wallet.domain import (
     PAYMENT_ID_CONFLICT,
     Account,
@@ -152,3 +153,18 @@ def test_a_replayed_fare_correction_that_paid_back_resends_its_refund() -> None:
     assert first.resend == () and len(refunded) == 1
     assert again.result.replayed and again.resend == tuple(refunded)
     assert account.balances.transit == 75_00
+
+
+def test_a_top_up_that_would_lift_a_balance_past_the_largest_amount_is_rejected_unchanged() -> None:
+    # The fuzz suite's long run found it: a thousand valid top-ups of up to 100 million roubles
+    # each filled one pocket past the wire's bound and wallet crashed on every later message.
+    account = new_account()
+    receive_top_up(account, "pay-1", MAX_AMOUNT - 100, payment_id_reused=False, now=at())
+    account.pull_entries()
+    before = account.balances
+    decision = receive_top_up(account, "pay-2", 101, payment_id_reused=False, now=at())
+    assert (decision.verdict, decision.rejection) == (TopUpVerdict.REJECTED, "balance_limit")
+    assert account.balances == before and account.pull_entries() == []
+    exact = receive_top_up(account, "pay-3", 100, payment_id_reused=False, now=at())
+    assert exact.verdict is TopUpVerdict.CREDITED
+    assert account.balances.general == MAX_AMOUNT
