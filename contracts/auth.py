@@ -506,7 +506,9 @@ class RenameTrustedDevice(Command):
 class RevokeTrustedDevice(Command):
     """Stop trusting one of the caller's devices: its device token no longer marks a known
     device (the next login from it raises the new-login alert and meets the account's failure
-    ceiling like a stranger's). CommandCompleted, or ErrorReply device_not_found."""
+    ceiling like a stranger's), and every session logged in from it ends (SessionEnded, reason
+    device_revoked: a lost phone is signed out). CommandCompleted, or ErrorReply
+    device_not_found."""
 
     request_id: Identifier
     device_id: Identifier = Field(description="From TrustedDevicesReply.",
@@ -660,6 +662,10 @@ class SessionInfo(Part):
     session_id: Identifier
     device: str = Field(max_length=200, description="User agent / device name given at login.",
                         examples=["Android 14, SchoolCard 2.4"])
+    device_id: Identifier | None = Field(
+        default=None, description="The trusted device the session was logged in from (as in "
+        "TrustedDevicesReply); None: logged in without a device token.",
+        examples=["dev-5b2e9c"])
     started_at: UtcDatetime
     last_seen_at: UtcDatetime
     current: bool = Field(description="True for the session that made this request.",
@@ -844,7 +850,8 @@ class SessionEnded(Event):
         "caller's, after a password change); None when none does.", examples=[None])
     reason: str = Field(max_length=32, description="Why: logout, logout_everywhere, "
                         "refresh_token_reused, password_change, password_reset, "
-                        "second_factor_reset, account_closed, account_disabled, expired (the "
+                        "second_factor_reset, account_closed, account_disabled, "
+                        "device_revoked, expired (the "
                         "refresh lifetime ran out; more may come: treat an unknown one as a "
                         "session end all the same).",
                         examples=["logout"])

@@ -542,7 +542,7 @@ class Handlers:
             views = d.active_sessions(await me.store.sessions_of(me.account.account_id),
                                       me.tx.now, me.account.session_epoch)
             me.tx.reply(cmd.SessionsReply(sessions=[
-                cmd.SessionInfo(session_id=v.session_id, device=v.device,
+                cmd.SessionInfo(session_id=v.session_id, device=v.device, device_id=v.device_id,
                                 started_at=v.created_at, last_seen_at=v.last_used_at,
                                 current=v.session_id == me.claims.sid)
                 for v in views]))
@@ -723,7 +723,11 @@ class Handlers:
         c = msg.message
         async with self.case(msg) as uc:
             me = await self.signed_in(uc)
-            me.account.trusted_devices.revoke(c.device_id)
+            sessions = await me.store.sessions_of(me.account.account_id)
+            loaded = {s.session_id: s.version for s in sessions}
+            for ended in me.account.revoke_trusted_device(c.device_id, sessions, me.tx.now):
+                await me.store.save_session(ended, loaded[ended.session_id])
+                self._emit(me.tx, ended.pull_events(), me.account)
             await self._save_account(me.tx, me.store, me.account, me.account.version)
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 

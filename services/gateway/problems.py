@@ -22,6 +22,7 @@ _STATUS: dict[str, int] = {
     "unauthenticated": 401, "invalid_token": 401, "token_expired": 401,
     "invalid_credentials": 401, "refresh_token_invalid": 401, "refresh_token_reused": 401,
     "session_idle_expired": 401, "session_lifetime_expired": 401, "session_not_found": 401,
+    "session_revoked": 401, "session_ended": 401,
     "second_factor_required": 401, "second_factor_invalid": 401,
     # what you may
     "forbidden": 403, "not_permitted": 403, "not_a_guardian": 403,

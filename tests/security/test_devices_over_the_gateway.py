@@ -80,8 +80,12 @@ async def test_a_device_keeps_its_token_over_http_and_the_owner_manages_the_list
         revoked = await http.delete(f"/v1/devices/{mine['device_id']}",
                                     headers={**bearer, **key()})
         assert revoked.status_code == 200, revoked.text
+        # this browser was that device: its session ended with it
+        ended = await http.get("/v1/devices", headers=bearer)
+        assert ended.status_code == 401 and ended.json()["code"] == "session_revoked", ended.text
+        other = {"Authorization": f"Bearer {p.access_token}"}  # parent()'s first device
         again = await http.delete(f"/v1/devices/{mine['device_id']}",
-                                  headers={**bearer, **key()})
+                                  headers={**other, **key()})
         assert again.status_code == 404 and again.json()["code"] == "device_not_found"
         stranger = await http.post("/v1/sessions", json=body,
                                    headers={**key(), "X-Device-Token": token})

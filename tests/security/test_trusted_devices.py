@@ -25,7 +25,7 @@ from services.auth.domain import (
 )
 from services.auth.domain.events import NewLoginDetected
 from services.auth.security import AccessRole, hash_token
-from tests.integration.test_auth_flows import error, parent, send
+from tests.integration.test_auth_flows import error, parent, refresh, send
 from tests.support import uid
 
 T0 = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
@@ -121,6 +121,30 @@ def test_a_revoked_device_is_a_stranger_again_and_a_renamed_one_keeps_its_token(
     with pytest.raises(AuthRejected) as blank:
         account.trusted_devices.rename("dev-tok-c", "   ")
     assert blank.value.reason is Reason.DEVICE_NAME_INVALID
+
+
+@pytest.mark.unit
+def test_revoking_a_device_ends_its_sessions_and_leaves_the_other_devices_signed_in() -> None:
+    account = _parent()
+    on_a = _login(account, True, T0, presented=None, new="tok-a").session
+    on_b = _login(account, True, T0 + timedelta(minutes=1), presented=None, new="tok-b").session
+    again_a = _login(account, True, T0 + timedelta(minutes=2), presented="tok-a",
+                     new="tok-x").session
+    assert (on_a.device_id, on_b.device_id, again_a.device_id) == ("dev-tok-a", "dev-tok-b",
+                                                                   "dev-tok-a")
+    stored_before = _parent()  # a session of a login before sessions kept their device
+    old = _login(stored_before, True, T0, presented=None, new="tok-a").session
+    old.device_id = None
+    later = T0 + timedelta(minutes=3)
+    ended = account.revoke_trusted_device("dev-tok-a", [on_a, on_b, again_a, old], later)
+    assert ended == [on_a, again_a]
+    assert [e.reason for s in ended for e in s.pull_events()
+            if type(e).__name__ == "SessionRevoked"] == ["device_revoked"] * 2
+    assert on_b.is_active(later, account.session_epoch) and old.revoked_at is None
+    assert not on_a.is_active(later, account.session_epoch)
+    with pytest.raises(AuthRejected) as gone:  # a second revoke: the device is gone
+        account.revoke_trusted_device("dev-tok-a", [on_a, on_b], later)
+    assert gone.value.reason is Reason.DEVICE_NOT_FOUND
 
 
 @pytest.mark.unit
@@ -240,7 +264,11 @@ async def test_through_the_broker_a_trusted_device_logs_in_without_an_alert(auth
 
     listed = await send(a, cmd.ListTrustedDevices(), p.phone, known["access_token"])
     assert len(listed["devices"]) == 2
-    device_id = listed["devices"][0]["device_id"]
+    sessions = await send(a, cmd.ListSessions(), p.phone, known["access_token"])
+    # the tokenless login's device (revoking the one `known` uses would sign it out)
+    [device_id] = [x["device_id"] for x in sessions["sessions"]
+                   if x["session_id"] == _sid(other)]
+    assert device_id in {d_["device_id"] for d_ in listed["devices"]}
     renamed = await send(a, cmd.RenameTrustedDevice(request_id=uid("rn"), device_id=device_id,
                                                     name="Телефон мамы"),
                          p.phone, known["access_token"])
@@ -254,3 +282,31 @@ async def test_through_the_broker_a_trusted_device_logs_in_without_an_alert(auth
     gone = await send(a, cmd.RevokeTrustedDevice(request_id=uid("rv"), device_id=device_id),
                       p.phone, known["access_token"])
     assert error(gone) == "device_not_found"
+
+
+@pytest.mark.integration
+async def test_through_the_broker_revoking_a_lost_phone_signs_it_out_and_only_it(auth) -> None:
+    a = auth
+    p = await parent(a, link=False)  # the phone, later lost
+    laptop = await send(a, cmd.Login(request_id=uid("l"), login=p.phone, password=p.password,
+                                     device="Firefox 133"), p.phone)
+    assert laptop["ok"], laptop
+    sessions = await send(a, cmd.ListSessions(), p.phone, laptop["access_token"])
+    device_of = {x["session_id"]: x["device_id"] for x in sessions["sessions"]}
+    phone_sid, laptop_sid = _sid(p.__dict__), _sid(laptop)
+    assert device_of[phone_sid] and device_of[laptop_sid] and (
+        device_of[phone_sid] != device_of[laptop_sid])
+
+    revoked = await send(a, cmd.RevokeTrustedDevice(request_id=uid("rv"),
+                                                    device_id=device_of[phone_sid]),
+                         p.phone, laptop["access_token"])
+    assert revoked["ok"], revoked
+    assert error(await refresh(a, p.refresh_token, p.phone)) in {
+        "session_revoked", "refresh_token_invalid"}
+    assert (await refresh(a, laptop["refresh_token"], p.phone))["ok"]
+    ended = await a.events.wait_for(
+        lambda r: r.headers.get("ce_type") == cmd.SessionEnded.TYPE
+        and r.json()["session_id"] == phone_sid)
+    assert {r.json()["reason"] for r in ended} == {"device_revoked"}
+    left = await send(a, cmd.ListSessions(), p.phone, laptop["access_token"])
+    assert [x["session_id"] for x in left["sessions"]] == [laptop_sid]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -546,7 +546,7 @@ class Account:
         session = Session.start(
             session_id=session_id, account_id=self.account_id, epoch=self.session_epoch,
             refresh_token_hash=refresh_token_hash, device=device, ip_hash=ip_hash, now=now,
-            password_change_only=self.must_change_password,
+            password_change_only=self.must_change_password, device_id=device_id,
         )
         self._remember_login(LoginRecord(now, True, session.device, ip_hash, session_id))
         self.pending_events.append(
@@ -930,6 +930,19 @@ class Account:
         if session is None or session.account_id != self.account_id:
             raise AuthRejected(Reason.SESSION_NOT_FOUND)
         return session.revoke(require_aware(now), "ended_by_owner")
+
+    def revoke_trusted_device(self, device_id: str, sessions: Iterable[Session],
+                              now: datetime) -> list[Session]:
+        """Stop trusting one device and end the sessions logged in from it (a lost phone
+        stays signed in no longer); the ended sessions are returned to be saved. A device no
+        longer trusted: ``DEVICE_NOT_FOUND``. Sessions stored before sessions recorded their
+        device carry none and are left alone."""
+        now = require_aware(now)
+        self._require_not_closed()
+        self.trusted_devices.revoke(device_id)
+        return [s for s in sessions
+                if s.account_id == self.account_id and s.device_id == device_id
+                and s.revoke(now, "device_revoked")]
 
     # --- re-authentication, code word, phone ------------------------------------------------
 

@@ -88,6 +88,7 @@ class SessionView:
     last_used_at: datetime
     idle_expires_at: datetime
     absolute_expires_at: datetime
+    device_id: str | None = None
 
 
 @dataclass
@@ -116,6 +117,9 @@ class Session:
     password_change_only: bool = False
     revoked_at: datetime | None = None
     revoke_reason: str | None = None
+    # The trusted device the login came from (None: no device token, or a session stored
+    # before sessions recorded it); revoking that device ends the session.
+    device_id: str | None = None
     idempotency: IdempotencyLog = field(default_factory=IdempotencyLog)
     version: int = 0
     pending_events: list[DomainEvent] = field(default_factory=list, repr=False)
@@ -133,6 +137,7 @@ class Session:
         now: datetime,
         second_factor_pending: bool = False,
         password_change_only: bool = False,
+        device_id: str | None = None,
     ) -> Session:
         now = require_aware(now)
         session = cls(
@@ -147,6 +152,7 @@ class Session:
             ip_hash=ip_hash,
             second_factor_pending=second_factor_pending,
             password_change_only=password_change_only,
+            device_id=device_id,
         )
         session.pending_events.append(
             SessionStarted(occurred_at=now, account_id=account_id, session_id=session_id,
@@ -313,6 +319,7 @@ class Session:
             last_used_at=self.last_used_at,
             idle_expires_at=self.idle_expires_at,
             absolute_expires_at=self.absolute_expires_at,
+            device_id=self.device_id,
         )
 
     def pull_events(self) -> list[DomainEvent]:
@@ -340,6 +347,7 @@ class Session:
             "password_change_only": self.password_change_only,
             "revoked_at": self.revoked_at,
             "revoke_reason": self.revoke_reason,
+            "device_id": self.device_id,
             "idempotency": self.idempotency.to_doc(),
             "version": self.version,
         }
@@ -364,6 +372,7 @@ class Session:
             password_change_only=bool(doc["password_change_only"]),
             revoked_at=opt_dt_from_doc(doc.get("revoked_at")),
             revoke_reason=doc.get("revoke_reason"),
+            device_id=doc.get("device_id"),
             idempotency=IdempotencyLog.from_doc(doc.get("idempotency")),
             version=int(doc["version"]),
         )
