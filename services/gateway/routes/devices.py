@@ -43,8 +43,9 @@ def routes() -> APIRouter:
                          token=me.token)
 
     @r.delete("/devices/{device_id}", response_model=auth.CommandCompleted,
-              responses=MUTATING, summary="Stop trusting a device (its next login alerts the "
-              "owner and meets the failure ceiling like a stranger's)")
+              responses=MUTATING, summary="Stop trusting a device and sign it out (its sessions "
+              "end; its next login alerts the owner and meets the failure ceiling like a "
+              "stranger's)")
     async def revoke_device(request: Request, device_id: Identifier, me: Auth,
                             key: Key) -> auth.CommandCompleted:
         message = build_message(auth.RevokeTrustedDevice, request_id=key, device_id=device_id)
