@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -580,23 +581,10 @@ class Handlers:
     async def on_start_phone_change(self, msg: Inbound[cmd.StartPhoneChange]) -> None:
         """A code to the new phone (``notify.otp-requests.v1``, purpose
         phone_confirmation); replacing an existing phone re-authenticates first."""
-        c = msg.message
-        now = self.rt.clock()
-        check = await self._reauth(msg, c.reauth)
-        code = new_otp_code()
-        async with self.case(msg, now=now) as uc:
-            me = await self.signed_in(uc, check)
-            outcome = me.account.start_phone_change(
-                session=me.session, proof=check.proof, phone=c.phone, code_id=new_id(),
-                code=code, pepper=self.pepper, now=now)
-            events = me.account.pull_events()
-            await me.store.save_account(me.account, me.account.version)
-            self._emit(me.tx, events, me.account)
-            self._emit_codes(me.tx, events, code=code, request_id=c.request_id,
-                             locale=me.account.locale)
-            outcome.require_ok()
-            me.tx.reply(cmd.RegistrationStarted(request_id=c.request_id,
-                                                resend_after_s=RESEND_AFTER_S))
+        await self._start_contact_change(msg, lambda me, proof, code, now: (
+            me.account.start_phone_change(session=me.session, proof=proof,
+                                          phone=msg.message.phone, code_id=new_id(),
+                                          code=code, pepper=self.pepper, now=now)))
 
     async def on_confirm_phone_change(self, msg: Inbound[cmd.ConfirmPhoneChange]) -> None:
         c = msg.message
@@ -616,15 +604,23 @@ class Handlers:
     async def on_start_email_change(self, msg: Inbound[cmd.StartEmailChange]) -> None:
         """A code to the new e-mail (``notify.otp-requests.v1``, purpose
         email_confirmation); replacing an existing e-mail re-authenticates first."""
+        await self._start_contact_change(msg, lambda me, proof, code, now: (
+            me.account.start_email_change(session=me.session, proof=proof,
+                                          email=msg.message.email, code_id=new_id(),
+                                          code=code, pepper=self.pepper, now=now)))
+
+    async def _start_contact_change(
+            self, msg: Inbound[Any],
+            start: Callable[[SignedIn, d.ReauthProof, str, datetime], d.Outcome]) -> None:
+        """The phone's and the e-mail's first step: re-authenticate when one is replaced,
+        record the code, send it to the new address only."""
         c = msg.message
         now = self.rt.clock()
         check = await self._reauth(msg, c.reauth)
         code = new_otp_code()
         async with self.case(msg, now=now) as uc:
             me = await self.signed_in(uc, check)
-            outcome = me.account.start_email_change(
-                session=me.session, proof=check.proof, email=c.email, code_id=new_id(),
-                code=code, pepper=self.pepper, now=now)
+            outcome = start(me, check.proof, code, now)
             events = me.account.pull_events()
             await me.store.save_account(me.account, me.account.version)
             self._emit(me.tx, events, me.account)

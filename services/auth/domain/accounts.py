@@ -259,6 +259,24 @@ class LoginReply:
     password_change_required: bool = False
 
 
+@dataclass(frozen=True)
+class _Contact:
+    """A contact the owner changes with a code sent to the new value: the phone or the
+    e-mail (the same rule, on its own fields)."""
+
+    field: str
+    pending: str
+    purpose: CodePurpose
+    taken: Reason
+    changed: type[PhoneChanged] | type[EmailChanged]
+
+
+_PHONE = _Contact("phone", "pending_phone", CodePurpose.PHONE_CONFIRMATION, Reason.PHONE_TAKEN,
+                  PhoneChanged)
+_EMAIL = _Contact("email", "pending_email", CodePurpose.EMAIL_CONFIRMATION, Reason.EMAIL_TAKEN,
+                  EmailChanged)
+
+
 @dataclass
 class LoginOutcome:
     reply: LoginReply
@@ -989,49 +1007,17 @@ class Account:
         live session is enough) or to replace the current one (re-authentication first).
         Nothing changes until :meth:`confirm_phone_change`; within the resend cooldown no new
         code goes out (the outcome is the same)."""
-        now = require_aware(now)
         require_phone(phone)
-        self._require_active()
-        if session.account_id != self.account_id:
-            raise AuthRejected(Reason.SESSION_NOT_FOUND)
-        session.require_full_access(now, self.session_epoch)
-        if self.phone is not None:
-            outcome = self.reauthenticate(session=session, proof=proof, now=now)
-            if not outcome.ok:
-                return outcome
-        if phone != self.phone and self.issue_code(
-                purpose=CodePurpose.PHONE_CONFIRMATION, code_id=code_id, code=code,
-                pepper=pepper, now=now, to=phone):
-            self.pending_phone = phone
-        return Outcome()
+        return self._start_contact_change(_PHONE, phone, session=session, proof=proof,
+                                          code_id=code_id, code=code, pepper=pepper, now=now)
 
     def confirm_phone_change(self, *, code: str, pepper: bytes, now: datetime,
                              phone_taken: bool, idempotency_key: str | None = None) -> Outcome:
         """Set the pending phone with the code sent to it (5 attempts, 5 minutes, once). A
         phone another account holds (``phone_taken``) is refused ``PHONE_TAKEN`` only after
         the right code: only its holder learns that. A retry with the same key replays."""
-        now = require_aware(now)
-        self._require_active()
-        fp = fingerprint(op="confirm_phone", code=_keyed_digest(pepper, code))
-        stored = self.idempotency.replay(idempotency_key, fp)
-        if stored is not None:
-            return Outcome.from_doc(stored)
-        if self.pending_phone is None:
-            outcome = Outcome(Reason.CODE_INVALID)
-        else:
-            outcome = self._check_code(CodePurpose.PHONE_CONFIRMATION, code, pepper, now,
-                                       consume=True)
-            if outcome.ok and phone_taken:
-                outcome = Outcome(Reason.PHONE_TAKEN)
-            elif outcome.ok:
-                self.phone = self.pending_phone
-                self.pending_events.append(PhoneChanged(occurred_at=now,
-                                                        account_id=self.account_id))
-            if outcome.ok or outcome.rejection is Reason.PHONE_TAKEN:
-                self.pending_phone = None
-                self.codes.pop(CodePurpose.PHONE_CONFIRMATION, None)
-        self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
-        return outcome
+        return self._confirm_contact_change(_PHONE, code=code, pepper=pepper, now=now,
+                                            taken=phone_taken, idempotency_key=idempotency_key)
 
     def start_email_change(self, *, session: Session, proof: ReauthProof, email: str,
                            code_id: str, code: str, pepper: bytes, now: datetime) -> Outcome:
@@ -1039,47 +1025,60 @@ class Account:
         replace the current one (re-authentication first, as for the phone). Nothing changes
         until :meth:`confirm_email_change`; within the resend cooldown no new code goes out
         (the outcome is the same)."""
-        now = require_aware(now)
-        email = require_email(email)
-        self._require_active()
-        if session.account_id != self.account_id:
-            raise AuthRejected(Reason.SESSION_NOT_FOUND)
-        session.require_full_access(now, self.session_epoch)
-        if self.email is not None:
-            outcome = self.reauthenticate(session=session, proof=proof, now=now)
-            if not outcome.ok:
-                return outcome
-        if email != self.email and self.issue_code(
-                purpose=CodePurpose.EMAIL_CONFIRMATION, code_id=code_id, code=code,
-                pepper=pepper, now=now, email=email):
-            self.pending_email = email
-        return Outcome()
+        return self._start_contact_change(_EMAIL, require_email(email), session=session,
+                                          proof=proof, code_id=code_id, code=code,
+                                          pepper=pepper, now=now)
 
     def confirm_email_change(self, *, code: str, pepper: bytes, now: datetime,
                              email_taken: bool, idempotency_key: str | None = None) -> Outcome:
         """Set the pending e-mail with the code sent to it (5 attempts, 5 minutes, once). An
         e-mail another account holds (``email_taken``) is refused ``EMAIL_TAKEN`` only after
         the right code: only its holder learns that. A retry with the same key replays."""
+        return self._confirm_contact_change(_EMAIL, code=code, pepper=pepper, now=now,
+                                            taken=email_taken, idempotency_key=idempotency_key)
+
+    def _start_contact_change(self, contact: _Contact, value: str, *, session: Session,
+                              proof: ReauthProof, code_id: str, code: str, pepper: bytes,
+                              now: datetime) -> Outcome:
         now = require_aware(now)
         self._require_active()
-        fp = fingerprint(op="confirm_email", code=_keyed_digest(pepper, code))
+        if session.account_id != self.account_id:
+            raise AuthRejected(Reason.SESSION_NOT_FOUND)
+        session.require_full_access(now, self.session_epoch)
+        current = getattr(self, contact.field)
+        if current is not None:
+            outcome = self.reauthenticate(session=session, proof=proof, now=now)
+            if not outcome.ok:
+                return outcome
+        address = {"email": value} if contact.field == "email" else {"to": value}
+        if value != current and self.issue_code(purpose=contact.purpose, code_id=code_id,
+                                                code=code, pepper=pepper, now=now, **address):
+            setattr(self, contact.pending, value)
+        return Outcome()
+
+    def _confirm_contact_change(self, contact: _Contact, *, code: str, pepper: bytes,
+                                now: datetime, taken: bool,
+                                idempotency_key: str | None) -> Outcome:
+        now = require_aware(now)
+        self._require_active()
+        fp = fingerprint(op=f"confirm_{contact.field}", code=_keyed_digest(pepper, code))
         stored = self.idempotency.replay(idempotency_key, fp)
         if stored is not None:
             return Outcome.from_doc(stored)
-        if self.pending_email is None:
+        pending = getattr(self, contact.pending)
+        if pending is None:
             outcome = Outcome(Reason.CODE_INVALID)
         else:
-            outcome = self._check_code(CodePurpose.EMAIL_CONFIRMATION, code, pepper, now,
-                                       consume=True)
-            if outcome.ok and email_taken:
-                outcome = Outcome(Reason.EMAIL_TAKEN)
+            outcome = self._check_code(contact.purpose, code, pepper, now, consume=True)
+            if outcome.ok and taken:
+                outcome = Outcome(contact.taken)
             elif outcome.ok:
-                self.email = self.pending_email
-                self.pending_events.append(EmailChanged(occurred_at=now,
-                                                        account_id=self.account_id))
-            if outcome.ok or outcome.rejection is Reason.EMAIL_TAKEN:
-                self.pending_email = None
-                self.codes.pop(CodePurpose.EMAIL_CONFIRMATION, None)
+                setattr(self, contact.field, pending)
+                self.pending_events.append(contact.changed(occurred_at=now,
+                                                           account_id=self.account_id))
+            if outcome.ok or outcome.rejection is contact.taken:
+                setattr(self, contact.pending, None)
+                self.codes.pop(contact.purpose, None)
         self.idempotency.remember(idempotency_key, fp, outcome.to_doc())
         return outcome
 
