@@ -664,8 +664,13 @@ class SessionInfo(Part):
                         examples=["Android 14, SchoolCard 2.4"])
     device_id: Identifier | None = Field(
         default=None, description="The trusted device the session was logged in from (as in "
-        "TrustedDevicesReply); None: logged in without a device token.",
-        examples=["dev-5b2e9c"])
+        "TrustedDevicesReply); revoking that device ends the session. None: a session started "
+        "before sessions recorded their device (it is not ended by a device revocation; "
+        "EndSession ends it).", examples=["dev-5b2e9c"])
+    device_name: str | None = Field(
+        default=None, max_length=120, description="That trusted device's name in the owner's "
+        "list (as in TrustedDevicesReply, renamed or not); None when device_id is None or the "
+        "device is no longer trusted.", examples=["Телефон мамы"])
     started_at: UtcDatetime
     last_seen_at: UtcDatetime
     current: bool = Field(description="True for the session that made this request.",
@@ -676,6 +681,7 @@ class SessionsReply(Reply):
     sessions: list[SessionInfo] = Field(
         default_factory=list, description="Active sessions of the calling account.",
         examples=[[{"session_id": "ses-8c1f2a", "device": "Android 14, SchoolCard 2.4",
+                    "device_id": "dev-5b2e9c", "device_name": "Телефон мамы",
                     "started_at": "2026-09-01T05:12:30Z",
                     "last_seen_at": "2026-09-01T05:20:00Z", "current": True}]])
 

@@ -541,12 +541,9 @@ class Handlers:
         async with self.case(msg) as uc:
             me = await self.signed_in(uc)
             views = d.active_sessions(await me.store.sessions_of(me.account.account_id),
-                                      me.tx.now, me.account.session_epoch)
-            me.tx.reply(cmd.SessionsReply(sessions=[
-                cmd.SessionInfo(session_id=v.session_id, device=v.device, device_id=v.device_id,
-                                started_at=v.created_at, last_seen_at=v.last_used_at,
-                                current=v.session_id == me.claims.sid)
-                for v in views]))
+                                      me.tx.now, me.account.session_epoch,
+                                      me.account.trusted_devices)
+            me.tx.reply(outbound.sessions(views, current=me.claims.sid))
 
     async def on_end_session(self, msg: Inbound[cmd.EndSession]) -> None:
         """End one chosen session of the caller's (another device's, or this one); the

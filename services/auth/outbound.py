@@ -18,7 +18,14 @@ from contracts.catalog import topic_for
 from contracts.envelope import ContractModel
 from contracts.notify import OneTimeCodeRequested
 from contracts.types import GuardianRole
-from services.auth.domain import Account, AuthRejected, DomainEvent, Reason, TrustedDevice
+from services.auth.domain import (
+    Account,
+    AuthRejected,
+    DomainEvent,
+    Reason,
+    SessionView,
+    TrustedDevice,
+)
 from services.auth.domain import events as d
 from services.auth.security import (
     TOTP_DIGITS,
@@ -286,6 +293,15 @@ def trusted_devices(devices: list[TrustedDevice]) -> wire.TrustedDevicesReply:
         wire.TrustedDeviceInfo(device_id=v.device_id, name=v.name,
                                first_seen_at=v.first_seen_at, last_seen_at=v.last_seen_at)
         for v in devices])
+
+
+def sessions(views: list[SessionView], *, current: str) -> wire.SessionsReply:
+    """The owner's active sessions; ``current`` is the session asking."""
+    return wire.SessionsReply(sessions=[
+        wire.SessionInfo(session_id=v.session_id, device=v.device, device_id=v.device_id,
+                         device_name=v.device_name, started_at=v.created_at,
+                         last_seen_at=v.last_used_at, current=v.session_id == current)
+        for v in views])
 
 
 def totp_enrolment(request_id: str, account: Account) -> wire.TotpEnrolmentStarted:

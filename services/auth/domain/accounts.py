@@ -951,16 +951,20 @@ class Account:
 
     def revoke_trusted_device(self, device_id: str, sessions: Iterable[Session],
                               now: datetime) -> list[Session]:
-        """Stop trusting one device and end the sessions logged in from it (a lost phone
-        stays signed in no longer); the ended sessions are returned to be saved. A device no
-        longer trusted: ``DEVICE_NOT_FOUND``. Sessions stored before sessions recorded their
-        device carry none and are left alone."""
+        """Stop trusting one device and end the live sessions logged in from it (a lost phone
+        stays signed in no longer); the ended sessions are returned to be saved, each with its
+        ``SessionRevoked`` (reason ``device_revoked``). Sessions already over (ended, of an
+        older epoch, or expired: the expiry sweep reports those) are left as they are, so no
+        session ends twice. A device no longer trusted, e.g. a second request to revoke it:
+        ``DEVICE_NOT_FOUND``, nothing changes (a retry of the same request is answered from the
+        inbox). Sessions stored before sessions recorded their device carry none and are left
+        alone; so are the sessions of a device forgotten for the 20-device limit."""
         now = require_aware(now)
         self._require_not_closed()
         self.trusted_devices.revoke(device_id)
         return [s for s in sessions
                 if s.account_id == self.account_id and s.device_id == device_id
-                and s.revoke(now, "device_revoked")]
+                and s.is_active(now, self.session_epoch) and s.revoke(now, "device_revoked")]
 
     # --- re-authentication, code word, phone ------------------------------------------------
 

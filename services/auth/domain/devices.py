@@ -96,6 +96,10 @@ class TrustedDevices:
         """Most recently seen first."""
         return sorted(self.devices, key=lambda d: d.last_seen_at, reverse=True)
 
+    def names(self) -> dict[str, str]:
+        """Each trusted device's name by its id."""
+        return {d.device_id: d.name for d in self.devices}
+
     def clear(self) -> None:
         self.devices.clear()
 

@@ -25,6 +25,7 @@ from .common import (
     opt_dt_from_doc,
     require_aware,
 )
+from .devices import TrustedDevices
 from .events import RefreshTokenReuseDetected, SessionRefreshed, SessionRevoked, SessionStarted
 
 IDLE_TIMEOUT = timedelta(minutes=20)
@@ -79,7 +80,9 @@ class RefreshResult:
 
 @dataclass(frozen=True)
 class SessionView:
-    """What "list my active sessions" shows the owner."""
+    """What "list my active sessions" shows the owner: ``device_id`` is the trusted device the
+    session was logged in from and ``device_name`` that device's name in the owner's list
+    (None: no device recorded, or the device is no longer trusted)."""
 
     session_id: str
     device: str
@@ -89,6 +92,7 @@ class SessionView:
     idle_expires_at: datetime
     absolute_expires_at: datetime
     device_id: str | None = None
+    device_name: str | None = None
 
 
 @dataclass
@@ -310,7 +314,7 @@ class Session:
         )
         return True
 
-    def view(self) -> SessionView:
+    def view(self, device_name: str | None = None) -> SessionView:
         return SessionView(
             session_id=self.session_id,
             device=self.device,
@@ -320,6 +324,7 @@ class Session:
             idle_expires_at=self.idle_expires_at,
             absolute_expires_at=self.absolute_expires_at,
             device_id=self.device_id,
+            device_name=device_name,
         )
 
     def pull_events(self) -> list[DomainEvent]:
@@ -379,8 +384,12 @@ class Session:
 
 
 def active_sessions(
-    sessions: Iterable[Session], now: datetime, account_epoch: int
+    sessions: Iterable[Session], now: datetime, account_epoch: int,
+    devices: TrustedDevices | None = None,
 ) -> list[SessionView]:
-    """The owner's active sessions, most recently used first."""
-    views = [s.view() for s in sessions if s.is_active(now, account_epoch)]
+    """The owner's active sessions, most recently used first, each with the name its trusted
+    device has in ``devices`` (the owner's list)."""
+    names = devices.names() if devices is not None else {}
+    views = [s.view(names.get(s.device_id) if s.device_id else None)
+             for s in sessions if s.is_active(now, account_epoch)]
     return sorted(views, key=lambda v: v.last_used_at, reverse=True)

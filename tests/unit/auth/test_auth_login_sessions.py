@@ -8,6 +8,7 @@ from services.auth.domain import (
     AccountStatus,
     AuthRejected,
     CodePurpose,
+    DeviceProof,
     LoginOutcome,
     LoginReply,
     LoginThrottle,
@@ -22,6 +23,7 @@ from services.auth.domain import (
 from services.auth.domain.events import (
     NewLoginDetected,
     RefreshTokenReuseDetected,
+    SessionRevoked,
     SessionsInvalidated,
 )
 from services.auth.security import AccessRole, ChildClaim, ChildRole
@@ -350,3 +352,108 @@ def test_a_login_naming_no_account_without_its_throttle_is_a_programming_error()
         attempt(None, None, False, T0)
     with pytest.raises(ValueError):
         login_gate_for_identifier(None, None, T0)
+
+
+# --- sessions of a trusted device -----------------------------------------------------------
+
+def on_device(account: Account, sid: str, now: datetime, *, token: str,
+              presented: str | None = None) -> Session:
+    """A login from the device whose token hash is ``presented`` (None: a new device, trusted
+    under ``token``), as the handler builds it."""
+    proof = DeviceProof(presented_hash=presented, new_device_id=f"dev-{token}",
+                        new_token_hash=token)
+    session = account.login(password_ok=True, now=now, session_id=sid,
+                            refresh_token_hash=f"rt-{sid}", device=f"UA {sid}", ip_hash="ip1",
+                            device_proof=proof).session
+    assert session is not None
+    return session
+
+
+def revoked_reasons(session: Session) -> list[str]:
+    return [e.reason for e in session.pull_events() if isinstance(e, SessionRevoked)]
+
+
+def test_revoking_device_a_ends_as_sessions_and_leaves_bs_signed_in() -> None:
+    account = parent()
+    a1 = on_device(account, "a1", T0, token="tok-a")
+    b = on_device(account, "b", T0 + timedelta(minutes=1), token="tok-b")
+    a2 = on_device(account, "a2", T0 + timedelta(minutes=2), token="tok-x", presented="tok-a")
+    a2.refresh(presented_token_hash="rt-a2", new_token_hash="rt-a2-1",
+               now=T0 + timedelta(minutes=3), account_epoch=account.session_epoch)
+    assert (a1.device_id, b.device_id, a2.device_id) == ("dev-tok-a", "dev-tok-b", "dev-tok-a")
+    for s in (a1, b, a2):
+        s.pull_events()
+    later = T0 + timedelta(minutes=4)
+
+    ended = account.revoke_trusted_device("dev-tok-a", [a1, b, a2], later)
+
+    assert ended == [a1, a2]
+    assert [revoked_reasons(s) for s in (a1, b, a2)] == [["device_revoked"], [],
+                                                         ["device_revoked"]]
+    assert [v.session_id for v in active_sessions([a1, b, a2], later,
+                                                   account.session_epoch)] == ["b"]
+    with pytest.raises(AuthRejected) as refused:
+        a2.refresh(presented_token_hash="rt-a2-1", new_token_hash="rt-a2-2", now=later,
+                   account_epoch=account.session_epoch)
+    assert refused.value.reason is Reason.SESSION_REVOKED
+    b.refresh(presented_token_hash="rt-b", new_token_hash="rt-b-1", now=later,
+              account_epoch=account.session_epoch)
+    assert [d.device_id for d in account.trusted_devices.listed()] == ["dev-tok-b"]
+
+
+def test_a_retried_device_revocation_ends_nothing_more_and_changes_nothing() -> None:
+    account = parent()
+    a = on_device(account, "a", T0, token="tok-a")
+    b = on_device(account, "b", T0, token="tok-b")
+    later = T0 + timedelta(minutes=1)
+    assert account.revoke_trusted_device("dev-tok-a", [a, b], later) == [a]
+    a.pull_events()
+    stored = (account.to_doc(), a.to_doc(), b.to_doc())
+
+    with pytest.raises(AuthRejected) as gone:
+        account.revoke_trusted_device("dev-tok-a", [a, b], later + timedelta(seconds=5))
+
+    assert gone.value.reason is Reason.DEVICE_NOT_FOUND
+    assert (account.to_doc(), a.to_doc(), b.to_doc()) == stored
+    assert revoked_reasons(a) == revoked_reasons(b) == []
+    assert a.revoke_reason == "device_revoked" and a.revoked_at == later
+
+
+def test_a_device_revocation_leaves_sessions_already_over_and_stored_before_as_they_are() -> None:
+    account = parent()
+    logged_out = on_device(account, "out", T0, token="tok-a")
+    logged_out.revoke(T0 + timedelta(minutes=1), "logout")
+    before_epoch = on_device(account, "old", T0, token="tok-x", presented="tok-a")
+    account.log_out_everywhere(T0 + timedelta(minutes=2))
+    idle = on_device(account, "idle", T0 + timedelta(minutes=3), token="tok-y", presented="tok-a")
+    legacy = on_device(account, "legacy", T0 + timedelta(minutes=40), token="tok-z",
+                       presented="tok-a")
+    legacy.device_id = None  # as read from a document stored before sessions kept it
+    assert Session.from_doc({k: v for k, v in legacy.to_doc().items()
+                             if k != "device_id"}).device_id is None
+    for s in (logged_out, before_epoch, idle, legacy):
+        s.pull_events()
+    later = T0 + timedelta(minutes=41)  # idle's 20 minutes are over, the sweep has not run
+
+    assert account.revoke_trusted_device("dev-tok-a", [logged_out, before_epoch, idle, legacy],
+                                         later) == []
+
+    assert logged_out.revoke_reason == "logout"
+    assert before_epoch.revoked_at is idle.revoked_at is legacy.revoked_at is None
+    assert legacy.is_active(later, account.session_epoch)
+    assert idle.expire(later) and revoked_reasons(idle) == ["expired"]
+
+
+def test_the_session_list_names_each_sessions_trusted_device_as_the_owner_named_it() -> None:
+    account = parent()
+    phone = on_device(account, "p", T0, token="tok-p")
+    laptop = on_device(account, "l", T0 + timedelta(minutes=1), token="tok-l")
+    legacy = on_device(account, "x", T0 + timedelta(minutes=2), token="tok-x")
+    legacy.device_id = None
+    account.trusted_devices.rename("dev-tok-p", "Телефон мамы")
+    now = T0 + timedelta(minutes=3)
+    listed = active_sessions([phone, laptop, legacy], now, account.session_epoch,
+                             account.trusted_devices)
+    assert [(v.session_id, v.device_id, v.device_name) for v in listed] == [
+        ("x", None, None), ("l", "dev-tok-l", "UA l"), ("p", "dev-tok-p", "Телефон мамы")]
+    assert Session.from_doc(phone.to_doc()).device_id == "dev-tok-p"
