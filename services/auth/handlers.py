@@ -711,14 +711,16 @@ class Handlers:
             me.tx.reply(cmd.CommandCompleted(request_id=c.request_id))
 
     async def on_revoke_trusted_device(self, msg: Inbound[cmd.RevokeTrustedDevice]) -> None:
-        """A retry of the same request is answered from the inbox; revoking a device that is
-        no longer trusted (another request) answers device_not_found."""
+        """A retry of the same request (its request id) is answered again and ends nothing
+        more; revoking a device that is no longer trusted (another request) answers
+        device_not_found."""
         c = msg.message
         async with self.case(msg) as uc:
             me = await self.signed_in(uc)
             sessions = await me.store.sessions_of(me.account.account_id)
             loaded = {s.session_id: s.version for s in sessions}
-            for ended in me.account.revoke_trusted_device(c.device_id, sessions, me.tx.now):
+            for ended in me.account.revoke_trusted_device(c.device_id, sessions, me.tx.now,
+                                                           idempotency_key=c.request_id):
                 await me.store.save_session(ended, loaded[ended.session_id])
                 self._emit(me.tx, ended.pull_events(), me.account)
             await self._save_account(me.tx, me.store, me.account, me.account.version)

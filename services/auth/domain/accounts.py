@@ -950,21 +950,31 @@ class Account:
         return session.revoke(require_aware(now), "ended_by_owner")
 
     def revoke_trusted_device(self, device_id: str, sessions: Iterable[Session],
-                              now: datetime) -> list[Session]:
+                              now: datetime, idempotency_key: str | None = None
+                              ) -> list[Session]:
         """Stop trusting one device and end the live sessions logged in from it (a lost phone
         stays signed in no longer); the ended sessions are returned to be saved, each with its
         ``SessionRevoked`` (reason ``device_revoked``). Sessions already over (ended, of an
         older epoch, or expired: the expiry sweep reports those) are left as they are, so no
-        session ends twice. A device no longer trusted, e.g. a second request to revoke it:
-        ``DEVICE_NOT_FOUND``, nothing changes (a retry of the same request is answered from the
-        inbox). Sessions stored before sessions recorded their device carry none and are left
-        alone; so are the sessions of a device forgotten for the 20-device limit."""
+        session ends twice.
+
+        A retry with the same key (the client's request id) changes nothing and returns no
+        session: it was answered already; the same key for another device is
+        ``IDEMPOTENCY_KEY_REUSED``. A device no longer trusted under another key:
+        ``DEVICE_NOT_FOUND``. Sessions stored before sessions recorded their device carry
+        none and are left alone, and so are the sessions of a device forgotten for the
+        20-device limit (EndSession ends them)."""
         now = require_aware(now)
+        fp = fingerprint(op="revoke_trusted_device", device=device_id)
+        if self.idempotency.replay(idempotency_key, fp) is not None:
+            return []
         self._require_not_closed()
         self.trusted_devices.revoke(device_id)
-        return [s for s in sessions
-                if s.account_id == self.account_id and s.device_id == device_id
-                and s.is_active(now, self.session_epoch) and s.revoke(now, "device_revoked")]
+        ended = [s for s in sessions
+                 if s.account_id == self.account_id and s.device_id == device_id
+                 and s.is_active(now, self.session_epoch) and s.revoke(now, "device_revoked")]
+        self.idempotency.remember(idempotency_key, fp, {"ended": len(ended)})
+        return ended
 
     # --- re-authentication, code word, phone ------------------------------------------------
 

@@ -400,6 +400,53 @@ async def test_logout_ends_this_session_and_logout_everywhere_every_session():
     assert _last_error(rt) == "session_revoked"
 
 
+async def test_revoking_a_lost_phone_ends_its_session_once_and_a_retry_is_answered_alike():
+    rt, h = _auth()
+    phone = await _registered(rt, h, link=False)  # logged in from "Android 14"
+    await h.on_login(_req(rt, cmd.Login(request_id="l-2", login=PHONE, password=PASSWORD,
+                                        device="Firefox 133"), key=PHONE))
+    laptop = _tokens(rt)
+    assert laptop.refresh_token is not None
+    laptop_sid = verify_access_token(_access(laptop), _KEYS[1], audience="auth",
+                                     now=rt.now.timestamp()).sid
+    await h.on_list_sessions(_req(rt, cmd.ListSessions(), key=PHONE, token=_access(laptop)))
+    listed = rt.replies()[-1]
+    assert isinstance(listed, cmd.SessionsReply)
+    by_session = {s.session_id: (s.device_id, s.device_name) for s in listed.sessions}
+    phone_device, laptop_device = by_session[phone.session_id][0], by_session[laptop_sid][0]
+    assert phone_device and laptop_device and phone_device != laptop_device
+    assert (by_session[phone.session_id][1], by_session[laptop_sid][1]) == (
+        "Android 14", "Firefox 133")
+    _forget(rt)
+
+    revoke = cmd.RevokeTrustedDevice(request_id="rv-1", device_id=phone_device)
+    first = _req(rt, revoke, key=PHONE, token=_access(laptop))
+    await h.on_revoke_trusted_device(first)
+
+    assert rt.replies() == [cmd.CommandCompleted(request_id="rv-1")]
+    assert [(e.account_id, e.session_id, e.kept_session_id, e.reason)
+            for e in rt.emitted(cmd.SessionEnded)] == [
+        (phone.account_id, phone.session_id, None, "device_revoked")]
+    await rt.redelivered_changes_nothing(h.on_revoke_trusted_device, first)
+    _forget(rt)
+    sessions_before = rt.fake_db.dump()["auth_sessions"]
+    # the app lost the reply and sends the request again (a new message, the same request id)
+    await h.on_revoke_trusted_device(_req(rt, revoke, key=PHONE, token=_access(laptop)))
+    assert rt.replies() == [cmd.CommandCompleted(request_id="rv-1")] and rt.emitted() == []
+    assert rt.fake_db.dump()["auth_sessions"] == sessions_before
+
+    await h.on_refresh_session(_req(rt, cmd.RefreshSession(
+        request_id="f-1", refresh_token=phone.refresh), key=PHONE))
+    assert _last_error(rt) == "session_revoked"
+    await h.on_refresh_session(_req(rt, cmd.RefreshSession(
+        request_id="f-2", refresh_token=laptop.refresh_token.get_secret_value()), key=PHONE))
+    assert _tokens(rt).refresh_token is not None
+    await h.on_list_sessions(_req(rt, cmd.ListSessions(), key=PHONE, token=_access(laptop)))
+    left = rt.replies()[-1]
+    assert isinstance(left, cmd.SessionsReply)
+    assert [(s.session_id, s.device_id) for s in left.sessions] == [(laptop_sid, laptop_device)]
+
+
 async def test_the_login_history_lists_the_attempts_newest_first():
     rt, h = _auth()
     p = await _registered(rt, h, link=False)

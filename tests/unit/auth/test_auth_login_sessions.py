@@ -406,17 +406,26 @@ def test_a_retried_device_revocation_ends_nothing_more_and_changes_nothing() -> 
     a = on_device(account, "a", T0, token="tok-a")
     b = on_device(account, "b", T0, token="tok-b")
     later = T0 + timedelta(minutes=1)
-    assert account.revoke_trusted_device("dev-tok-a", [a, b], later) == [a]
+    assert account.revoke_trusted_device("dev-tok-a", [a, b], later,
+                                         idempotency_key="rv-1") == [a]
     a.pull_events()
     stored = (account.to_doc(), a.to_doc(), b.to_doc())
 
-    with pytest.raises(AuthRejected) as gone:
-        account.revoke_trusted_device("dev-tok-a", [a, b], later + timedelta(seconds=5))
-
-    assert gone.value.reason is Reason.DEVICE_NOT_FOUND
+    # the client retries the request whose reply it lost: answered, nothing more happens
+    assert account.revoke_trusted_device("dev-tok-a", [a, b], later + timedelta(seconds=5),
+                                         idempotency_key="rv-1") == []
     assert (account.to_doc(), a.to_doc(), b.to_doc()) == stored
     assert revoked_reasons(a) == revoked_reasons(b) == []
     assert a.revoke_reason == "device_revoked" and a.revoked_at == later
+    # another request for the gone device, and the same key for another device, are refused
+    with pytest.raises(AuthRejected) as gone:
+        account.revoke_trusted_device("dev-tok-a", [a, b], later, idempotency_key="rv-2")
+    assert gone.value.reason is Reason.DEVICE_NOT_FOUND
+    with pytest.raises(AuthRejected) as reused:
+        account.revoke_trusted_device("dev-tok-b", [a, b], later, idempotency_key="rv-1")
+    assert reused.value.reason is Reason.IDEMPOTENCY_KEY_REUSED
+    assert (account.to_doc(), a.to_doc(), b.to_doc()) == stored
+    assert b.is_active(later, account.session_epoch)
 
 
 def test_a_device_revocation_leaves_sessions_already_over_and_stored_before_as_they_are() -> None:
