@@ -76,6 +76,10 @@ async def test_a_device_keeps_its_token_over_http_and_the_owner_manages_the_list
         names = {d["name"] for d in (await http.get("/v1/devices", headers=bearer)).json()[
             "devices"]}
         assert "Ноутбук" in names
+        sessions = await http.get("/v1/sessions", headers=bearer)
+        assert sessions.status_code == 200, sessions.text
+        [this] = [x for x in sessions.json()["sessions"] if x["current"]]
+        assert (this["device_id"], this["device_name"]) == (mine["device_id"], "Ноутбук")
 
         revoked = await http.delete(f"/v1/devices/{mine['device_id']}",
                                     headers={**bearer, **key()})

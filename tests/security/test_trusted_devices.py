@@ -296,11 +296,14 @@ async def test_through_the_broker_revoking_a_lost_phone_signs_it_out_and_only_it
     phone_sid, laptop_sid = _sid(p.__dict__), _sid(laptop)
     assert device_of[phone_sid] and device_of[laptop_sid] and (
         device_of[phone_sid] != device_of[laptop_sid])
+    assert {x["session_id"]: x["device_name"] for x in sessions["sessions"]} == {
+        phone_sid: "Android 14, SchoolCard 2.4", laptop_sid: "Firefox 133"}
 
-    revoked = await send(a, cmd.RevokeTrustedDevice(request_id=uid("rv"),
-                                                    device_id=device_of[phone_sid]),
-                         p.phone, laptop["access_token"])
+    revoke = cmd.RevokeTrustedDevice(request_id=uid("rv"), device_id=device_of[phone_sid])
+    revoked = await send(a, revoke, p.phone, laptop["access_token"])
     assert revoked["ok"], revoked
+    # the app lost the reply and retries with the same request id: answered alike
+    assert (await send(a, revoke, p.phone, laptop["access_token"]))["ok"]
     assert error(await refresh(a, p.refresh_token, p.phone)) in {
         "session_revoked", "refresh_token_invalid"}
     assert (await refresh(a, laptop["refresh_token"], p.phone))["ok"]
@@ -308,5 +311,7 @@ async def test_through_the_broker_revoking_a_lost_phone_signs_it_out_and_only_it
         lambda r: r.headers.get("ce_type") == cmd.SessionEnded.TYPE
         and r.json()["session_id"] == phone_sid)
     assert {r.json()["reason"] for r in ended} == {"device_revoked"}
+    assert not [r for r in a.events.records if r.headers.get("ce_type") == cmd.SessionEnded.TYPE
+                and r.json()["session_id"] == laptop_sid]
     left = await send(a, cmd.ListSessions(), p.phone, laptop["access_token"])
     assert [x["session_id"] for x in left["sessions"]] == [laptop_sid]
