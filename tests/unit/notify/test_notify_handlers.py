@@ -395,6 +395,17 @@ async def test_a_push_token_ends_with_the_session_that_registered_it():
     assert not await _has_push_token(rt)  # routing now picks SMS or e-mail
 
 
+async def test_a_revoked_devices_session_end_takes_its_push_token_and_leaves_the_others():
+    rt, h, _ = await _notify(guardian=False)
+    await h.on_contacts(rt.inbound(example(auth.GuardianContacts), key=ACCOUNT))
+    await _device(rt, h, "lost-phone", "ses-phone")
+    await _device(rt, h, "tablet", "ses-tablet")
+    await h.on_session_ended(rt.inbound(_session_ended("ses-phone", reason="device_revoked"),
+                                        key=ACCOUNT))
+    assert await _devices(rt) == {"tablet": "ses-tablet"}
+    assert await _has_push_token(rt)
+
+
 async def test_every_session_ending_takes_every_push_token_but_the_kept_sessions():
     rt, h, _ = await _notify(guardian=False)
     await h.on_contacts(rt.inbound(example(auth.GuardianContacts), key=ACCOUNT))
