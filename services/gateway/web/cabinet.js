@@ -172,6 +172,11 @@
         await refresh();
         continue;
       }
+      if (r.status === 401 && ["session_revoked", "session_ended", "session_idle_expired",
+                               "session_lifetime_expired"].includes(doc.code)) {
+        // Ended elsewhere (this device revoked, logged out everywhere, a password reset).
+        await endSession("Сеанс завершён. Войдите снова.", false);
+      }
       throw new Problem(r.status, doc);
     }
   }
