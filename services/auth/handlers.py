@@ -473,12 +473,8 @@ class Handlers:
         async with self.case(msg, now=now) as uc:
             s = Store.of(uc.tx)
             account = await s.account_by(field, value)
-            if (account is None) != (before is None) or (
-                    account is not None and account.password_hash != verified_hash):
-                # The account (or its password) changed between the verification's read and
-                # the transaction's (a password change, a new account): rerun rather than
-                # answer from the older read.
-                raise ConcurrencyError("the account changed while its password was verified")
+            if account is not None and account.password_hash != verified_hash:
+                raise ConcurrencyError("the password changed while it was being verified")
             throttle = await s.unknown_throttle(unknown_key) if account is None else None
             refresh = new_refresh_token()
             outcome = d.log_in(account=account, unknown_throttle=throttle,
